@@ -1,0 +1,161 @@
+"""Parsing of bus URLs: ``scheme://host:port[,host:port...][/][?option=value&...]``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+from infrafabric.errors import ConfigurationError
+
+__all__ = ["COMMON_OPTIONS", "DEFAULT_PORTS", "SCHEMES", "BusURL", "parse_url"]
+
+SCHEMES = ("memory", "nats", "etcd")
+DEFAULT_PORTS = {"nats": 4222, "etcd": 2379}
+#: options every backend accepts
+COMMON_OPTIONS = frozenset({"timeout", "namespace"})
+BACKEND_OPTIONS: dict[str, frozenset[str]] = {
+    "memory": frozenset(),
+    "nats": frozenset({"bucket", "replicas", "history", "connect_timeout"}),
+    "etcd": frozenset({"connect_timeout", "pubsub_ttl"}),
+}
+_HOST_RE = re.compile(r"[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]")
+_NAME_RE = re.compile(r"[A-Za-z0-9_\-]+")
+
+
+@dataclass(frozen=True)
+class BusURL:
+    """A parsed bus URL. ``hosts`` is empty for ``memory://``; ``name`` is the
+    memory store's name (``memory://NAME``)."""
+
+    scheme: str
+    hosts: tuple[tuple[str, int], ...] = ()
+    name: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+    raw: str = ""
+
+    @property
+    def timeout(self) -> float:
+        return _positive_float(self, "timeout", 5.0)
+
+    @property
+    def namespace(self) -> str:
+        value = self.options.get("namespace", "default")
+        if not _NAME_RE.fullmatch(value):
+            raise ConfigurationError(
+                f"bad namespace {value!r} in bus URL {self.raw!r}",
+                hint="a namespace is letters, digits, '_' and '-'",
+            )
+        return value
+
+    def float_option(self, name: str, default: float) -> float:
+        return _positive_float(self, name, default)
+
+    def int_option(self, name: str, default: int) -> int:
+        raw = self.options.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ConfigurationError(
+                f"option {name}={raw!r} in bus URL {self.raw!r} must be a positive integer"
+            )
+        return value
+
+    def __str__(self) -> str:
+        netloc = ",".join(f"{h}:{p}" for h, p in self.hosts) or self.name
+        query = "&".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.scheme}://{netloc}" + (f"?{query}" if query else "")
+
+
+def _positive_float(url: BusURL, name: str, default: float) -> float:
+    raw = url.options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigurationError(
+            f"option {name}={raw!r} in bus URL {url.raw!r} must be a positive number of seconds"
+        )
+    return value
+
+
+def parse_url(raw: str) -> BusURL:
+    """Parse and validate a bus URL, raising :class:`ConfigurationError` (exit 2)
+    with a message naming the offending part."""
+    if not isinstance(raw, str) or "://" not in raw:
+        raise ConfigurationError(
+            f"malformed bus URL {raw!r}",
+            hint="expected scheme://host:port, e.g. nats://127.0.0.1:4222, "
+            "etcd://127.0.0.1:2379 or memory://",
+        )
+    try:
+        parts = urlsplit(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"malformed bus URL {raw!r}: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ConfigurationError(
+            f"unknown bus URL scheme {parts.scheme!r} in {raw!r}",
+            hint="supported schemes: " + ", ".join(f"{s}://" for s in SCHEMES),
+        )
+    if parts.path not in ("", "/"):
+        raise ConfigurationError(f"unexpected path {parts.path!r} in bus URL {raw!r}")
+    if parts.fragment:
+        raise ConfigurationError(f"unexpected fragment #{parts.fragment} in bus URL {raw!r}")
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as exc:
+        raise ConfigurationError(f"malformed query in bus URL {raw!r}: {exc}") from exc
+    options: dict[str, str] = {}
+    allowed = COMMON_OPTIONS | BACKEND_OPTIONS[scheme]
+    for key, value in pairs:
+        if key not in allowed:
+            raise ConfigurationError(
+                f"unknown option {key!r} in bus URL {raw!r}",
+                hint=f"{scheme}:// accepts: " + ", ".join(sorted(allowed)),
+            )
+        if key in options:
+            raise ConfigurationError(f"option {key!r} given twice in bus URL {raw!r}")
+        options[key] = value
+
+    if scheme == "memory":
+        name = parts.netloc or "default"
+        if not _NAME_RE.fullmatch(name):
+            raise ConfigurationError(f"bad memory store name {name!r} in bus URL {raw!r}")
+        url = BusURL(scheme, (), name, options, raw)
+    else:
+        url = BusURL(scheme, _parse_hosts(scheme, parts.netloc, raw), "", options, raw)
+    # Validate typed options now so a bad value fails before any connection attempt.
+    _ = url.timeout, url.namespace
+    return url
+
+
+def _parse_hosts(scheme: str, netloc: str, raw: str) -> tuple[tuple[str, int], ...]:
+    if "@" in netloc:
+        raise ConfigurationError(f"credentials in bus URL {raw!r} are not supported")
+    if not netloc:
+        raise ConfigurationError(
+            f"bus URL {raw!r} names no host", hint=f"e.g. {scheme}://127.0.0.1:{DEFAULT_PORTS[scheme]}"
+        )
+    hosts: list[tuple[str, int]] = []
+    for item in netloc.split(","):
+        host, sep, port_text = item.rpartition(":")
+        if not sep or host.endswith(":"):
+            host, port_text = item, ""
+        if not host or not _HOST_RE.fullmatch(host):
+            raise ConfigurationError(f"bad host {item!r} in bus URL {raw!r}")
+        if port_text == "":
+            port = DEFAULT_PORTS[scheme]
+        elif port_text.isdigit() and 0 < int(port_text) < 65536:
+            port = int(port_text)
+        else:
+            raise ConfigurationError(f"bad port {port_text!r} in bus URL {raw!r}")
+        hosts.append((host.strip("[]"), port))
+    return tuple(hosts)

@@ -1,0 +1,1 @@
+"""chassis: see issue plan (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""coordinator: see issue plan (not yet implemented)."""

@@ -1,0 +1,106 @@
+"""The exception tree of InfraFabric.
+
+Every error the library raises on purpose derives from :class:`InfraFabricError`.
+Each one carries the CLI exit code it maps to (see the CLI contract: 1 refused,
+2 bad input or usage, 3 the bus cannot be reached), so the command line never
+has to guess. Backends translate their client library's exceptions into this
+tree in exactly one place each, chaining the original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadKeyError",
+    "BadRevisionError",
+    "BusError",
+    "BusTimeoutError",
+    "BusUnavailableError",
+    "CompactedError",
+    "ConfigurationError",
+    "ConflictError",
+    "InfraFabricError",
+    "NotFoundError",
+    "ServerError",
+]
+
+
+class InfraFabricError(Exception):
+    """Root of every error InfraFabric raises deliberately."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\nhint: {self.hint}"
+        return self.message
+
+
+class ConfigurationError(InfraFabricError, ValueError):
+    """Bad configuration or input: unknown URL scheme, malformed URL, bad option."""
+
+    exit_code = 2
+
+
+class BusError(InfraFabricError):
+    """Base of errors raised by an :class:`~infrafabric.bus.EventBus`."""
+
+
+class BusUnavailableError(BusError):
+    """The bus cannot be reached, or the connection to it was lost.
+
+    Nothing was applied: the request was never handed to the server.
+    """
+
+    exit_code = 3
+
+
+class BusTimeoutError(BusError):
+    """A call missed its deadline; the outcome is unknown.
+
+    A write that timed out may still have been applied. Read the state back
+    before retrying anything that must not happen twice (a claim, a debit).
+    """
+
+    exit_code = 3
+
+
+class BadKeyError(BusError, ValueError):
+    """A key, prefix or subject does not follow the key grammar."""
+
+    exit_code = 2
+
+
+class BadRevisionError(BusError, ValueError):
+    """A revision argument that is not a positive integer."""
+
+    exit_code = 2
+
+    def __init__(self, revision: object) -> None:
+        super().__init__(f"revision must be a positive integer, got {revision!r}")
+
+
+class ConflictError(BusError):
+    """A compare-and-swap lost. The bus itself reports conflicts as return values;
+    higher layers raise this when a caller asked for an exception instead."""
+
+
+class NotFoundError(BusError, KeyError):
+    """A key or record that had to exist does not."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return InfraFabricError.__str__(self)
+
+
+class CompactedError(BusError):
+    """A watch asked for a start revision that the engine no longer keeps."""
+
+
+class ServerError(BusError):
+    """A local server (nats-server, etcd) could not be started or stopped."""
+
+    exit_code = 3

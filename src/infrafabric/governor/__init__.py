@@ -1,0 +1,1 @@
+"""governor: see issue plan (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""witness: see issue plan (not yet implemented)."""

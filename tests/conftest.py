@@ -1,0 +1,51 @@
+"""Session fixtures: real nats-server and etcd processes on free loopback ports.
+
+If a server cannot start, the fixture fails with the server's log tail; no
+test that needs a server is ever skipped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from infrafabric.bus import EventBus, connect
+from infrafabric.bus.servers import EtcdServer, NatsServer
+
+BACKENDS = ("memory", "nats", "etcd")
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    with NatsServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    with EtcdServer() as server:
+        yield server
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A fresh namespace per test, so tests sharing a server never see each other."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(params=BACKENDS)
+def bus_url(request: pytest.FixtureRequest, namespace: str) -> str:
+    """The URL of a real bus for each backend, isolated by namespace."""
+    backend = request.param
+    if backend == "memory":
+        return f"memory://?namespace={namespace}"
+    server = request.getfixturevalue(f"{backend}_server")
+    return f"{server.url}?namespace={namespace}"
+
+
+@pytest.fixture
+async def bus(bus_url: str) -> AsyncIterator[EventBus]:
+    async with connect(bus_url) as b:
+        yield b
