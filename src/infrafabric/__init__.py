@@ -46,6 +46,8 @@ __all__ = [
     "Health",
     "InfraFabricError",
     "Message",
+    "NotFoundError",
+    "ServerError",
     "Subscription",
     "Watch",
     "WatchEvent",

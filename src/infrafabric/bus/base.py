@@ -36,6 +36,7 @@ isolates fleets sharing one engine; callers never see the namespace.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import enum
 import json
@@ -213,7 +214,7 @@ class _QueueStream(ABC, Generic[T]):
         """Hook to drop or rewrite an item before it is handed out."""
         return item
 
-    async def get(self, timeout: float | None = None) -> T:
+    async def get(self, timeout: float | None = None) -> T:  # noqa: ASYNC109 - a convenience
         """Next item, waiting at most ``timeout`` seconds (TimeoutError after)."""
         async with asyncio.timeout(timeout):
             return await self.__anext__()
@@ -432,6 +433,8 @@ class EventBus(ABC):
 
     async def health_check(self) -> Health:
         """Probe the engine with a round trip bounded by 1 s; never raises."""
+        if not self._connected:
+            return Health(False, self.scheme, str(self.url), None, "not connected")
         start = time.perf_counter()
         try:
             async with asyncio.timeout(min(1.0, self.timeout)):
@@ -499,7 +502,7 @@ class EventBus(ABC):
     async def _delete(self, key: str, revision: int | None) -> bool: ...
 
     @abstractmethod
-    async def _list(self, prefix: str) -> list[Entry]:
+    async def _list(self, prefix: str) -> builtins.list[Entry]:
         """Entries under the physical ``prefix`` (may include extra keys;
         the caller filters)."""
 

@@ -1,0 +1,29 @@
+# InfraFabric: `make demo` and `make test` are all a newcomer needs.
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck unit install clean
+
+install:
+	@scripts/bootstrap.sh dev
+
+demo: install
+	$(BIN)/ifctl demo
+
+test: install
+	@scripts/system-deps.sh
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check src tests
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -x -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

@@ -1,0 +1,17 @@
+"""The ``ifctl`` / ``if`` command line. Every command is a thin layer over the library."""
+
+from __future__ import annotations
+
+from infrafabric.cli.app import cli
+from infrafabric.cli.coordinator import coordinator
+from infrafabric.cli.demo import demo
+
+cli.add_command(coordinator)
+cli.add_command(demo)
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="ifctl")

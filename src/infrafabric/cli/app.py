@@ -1,0 +1,189 @@
+"""The ``ifctl`` (alias ``if``) root command and the CLI contract shared by every command.
+
+Every command takes ``--json``, ``--why``, ``--trace`` and ``--mode=falsify``
+(see :func:`contract`), and the root takes ``--bus``/``--home`` (or
+``IF_BUS_URL``/``IF_HOME``) and ``--debug``. Exit codes: 0 done, 1 refused or
+negative, 2 bad input or usage, 3 the bus cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+import traceback
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from infrafabric import __version__
+from infrafabric.errors import ConfigurationError, InfraFabricError
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+@dataclass
+class Outcome:
+    """What a command reports: data for ``--json``, lines for humans and for ``--why``."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    why: list[str] = field(default_factory=list)
+    exit_code: int = EXIT_OK
+
+
+@dataclass
+class Settings:
+    """Root options, shared with every subcommand through the click context."""
+
+    bus: str | None
+    home: str | None
+    debug: bool
+    json: bool = False
+    why: bool = False
+    trace: bool = False
+    falsify: bool = False
+    trace_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    console: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True))
+
+    def bus_url(self) -> str:
+        """The bus URL for this command, starting the embedded server if needed."""
+        from infrafabric.bus import resolve_url
+
+        return resolve_url(self.bus, home=self.home)
+
+
+def settings() -> Settings:
+    obj = click.get_current_context().find_object(Settings)
+    if obj is None:  # pragma: no cover - only when a command is invoked without the root
+        raise click.UsageError("internal: no settings")
+    return obj
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion for a command."""
+    return asyncio.run(coro)
+
+
+def contract(fn: Callable[..., Outcome]) -> Callable[..., None]:
+    """Give a command the contract flags and render the :class:`Outcome` it returns.
+
+    The wrapped function receives its own parameters (without the contract
+    flags) and reads them via :func:`settings`; it returns an Outcome.
+    """
+
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+    @click.option("--why", is_flag=True, help="Explain the outcome: checks, scores, policy.")
+    @click.option("--trace", is_flag=True, help="Show the witness entries this command wrote.")
+    @click.option(
+        "--mode",
+        type=click.Choice(["normal", "falsify"]),
+        default="normal",
+        show_default=True,
+        help="falsify: change nothing; report every precondition that would make it fail.",
+    )
+    @functools.wraps(fn)
+    def wrapper(as_json: bool, why: bool, trace: bool, mode: str, **kwargs: Any) -> None:
+        s = settings()
+        s.json, s.why, s.trace, s.falsify = as_json, why, trace, mode == "falsify"
+        outcome = fn(**kwargs)
+        render(outcome)
+        if outcome.exit_code:
+            sys.exit(outcome.exit_code)
+
+    return wrapper
+
+
+def render(outcome: Outcome) -> None:
+    s = settings()
+    if s.json:
+        data = dict(outcome.data)
+        if s.why:
+            data["why"] = outcome.why
+        if s.trace:
+            data["trace_id"] = s.trace_id
+        data.setdefault("exit_code", outcome.exit_code)
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        return
+    for line in outcome.lines:
+        s.console.print(line)
+    if s.why and outcome.why:
+        s.console.print("[bold]why:[/bold]")
+        for line in outcome.why:
+            s.console.print(f"  - {line}")
+    if s.trace:
+        s.console.print(f"[dim]trace {s.trace_id}: no witness entries written[/dim]")
+
+
+class IfGroup(click.Group):
+    """Root group: turns InfraFabric errors into messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except InfraFabricError as exc:
+            _fail(ctx, exc, exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            _fail(ctx, exc, EXIT_REFUSED, internal=True)
+
+
+def _fail(ctx: click.Context, exc: BaseException, code: int, *, internal: bool = False) -> None:
+    obj = ctx.find_object(Settings)
+    debug = bool(obj and obj.debug) or os.environ.get("IF_DEBUG") == "1"
+    if obj is not None and obj.json:
+        payload = {"error": str(exc).split("\nhint: ")[0], "type": type(exc).__name__, "exit_code": code}
+        hint = getattr(exc, "hint", None)
+        if hint:
+            payload["hint"] = hint
+        click.echo(json.dumps(payload, indent=2))
+    prefix = "internal error" if internal else "error"
+    click.echo(f"{prefix}: {exc}", err=True)
+    if internal and not debug:
+        click.echo("(run with --debug for the traceback; please report it)", err=True)
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    sys.exit(code)
+
+
+@click.group(cls=IfGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--bus", envvar="IF_BUS_URL", metavar="URL",
+              help="Bus URL: nats://host:port, etcd://host:port or memory:// "
+                   "[env IF_BUS_URL; default: the embedded local server].")
+@click.option("--home", envvar="IF_HOME", metavar="DIR",
+              help="State directory [env IF_HOME; default ./.infrafabric].")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(__version__, prog_name="ifctl")
+@click.pass_context
+def cli(ctx: click.Context, bus: str | None, home: str | None, debug: bool) -> None:
+    """InfraFabric: coordinate a fleet of AI agents through one shared bus.
+
+    `if` is a shell keyword, so in bash/zsh type `ifctl` (or quote it: 'if').
+
+    \b
+    Examples:
+      ifctl coordinator start          # start the embedded local bus
+      ifctl coordinator status --json  # is it healthy?
+      ifctl bench bus --backend nats --n 2000 --json
+      IF_BUS_URL=etcd://10.0.0.5:2379 ifctl coordinator status
+
+    Exit codes: 0 done, 1 refused or negative, 2 bad input or usage,
+    3 the bus cannot be reached.
+    """
+    if bus is not None and not bus.strip():
+        raise ConfigurationError("--bus / IF_BUS_URL is set but empty")
+    ctx.obj = Settings(bus=bus or None, home=home, debug=debug)

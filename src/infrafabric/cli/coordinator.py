@@ -1,0 +1,160 @@
+"""``ifctl coordinator start|status|stop``: the embedded local bus."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from infrafabric.bus import from_url, parse_url
+from infrafabric.bus.base import Health
+from infrafabric.bus.embedded import Embedded
+from infrafabric.bus.servers import find_nats_server
+from infrafabric.cli.app import (
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    Outcome,
+    contract,
+    run_async,
+    settings,
+)
+from infrafabric.errors import InfraFabricError
+
+
+@click.group()
+def coordinator() -> None:
+    """Manage the embedded local coordinator (a durable nats-server under IF_HOME).
+
+    \b
+    Examples:
+      ifctl coordinator start
+      ifctl coordinator status --json
+      ifctl coordinator stop
+    """
+
+
+def _falsify_start(embedded: Embedded) -> Outcome:
+    checks: list[tuple[str, bool, str]] = []
+    try:
+        checks.append(("nats-server binary", True, find_nats_server()))
+    except InfraFabricError as exc:
+        checks.append(("nats-server binary", False, exc.message))
+    home = embedded.home
+    parent = home if home.exists() else home.parent
+    writable = os.access(parent, os.W_OK)
+    checks.append(("state directory writable", writable, str(home)))
+    info = embedded.info()
+    checks.append(("not already running", info is None,
+                   f"pid {info.pid} at {info.url}" if info else "no server recorded"))
+    failing = [c for c in checks if not c[1]]
+    lines = [f"{'ok  ' if ok else 'FAIL'} {name}: {detail}" for name, ok, detail in checks]
+    return Outcome(
+        data={"mode": "falsify", "would_fail": bool(failing),
+              "checks": [{"check": n, "ok": ok, "detail": d} for n, ok, d in checks]},
+        lines=lines, why=lines, exit_code=EXIT_REFUSED if failing else 0,
+    )
+
+
+@coordinator.command()
+@contract
+def start() -> Outcome:
+    """Start the embedded coordinator detached; say so if it already runs.
+
+    Its data lives in IF_HOME/nats (JetStream, fsync on every write); its pid
+    and URL in IF_HOME/coordinator.json.
+
+    Example: ifctl coordinator start --json
+    """
+    s = settings()
+    embedded = Embedded(s.home)
+    if s.falsify:
+        return _falsify_start(embedded)
+    info, started = embedded.start()
+    verb = "started" if started else "already running"
+    return Outcome(
+        data={"started": started, "running": True, "pid": info.pid, "url": info.url,
+              "home": str(embedded.home), "data_dir": info.data_dir},
+        lines=[f"coordinator {verb}: {info.url} (pid {info.pid}, data {info.data_dir})",
+               f"export IF_BUS_URL={info.url}  # to use it from other shells"],
+        why=[f"state directory {embedded.home}",
+             "a running server recorded in coordinator.json was found" if not started
+             else "no live server was recorded, so a new one was started"],
+    )
+
+
+@coordinator.command()
+@contract
+def status() -> Outcome:
+    """Report whether the bus answers (the embedded one, or IF_BUS_URL if set).
+
+    Exit 0 if healthy, 3 if not running or unreachable.
+
+    Example: ifctl coordinator status --json
+    """
+    s = settings()
+    embedded = Embedded(s.home)
+    info = None
+    if s.bus:
+        url = s.bus
+    else:
+        info = embedded.info()
+        if info is None:
+            return Outcome(
+                data={"running": False, "healthy": False, "home": str(embedded.home)},
+                lines=[f"coordinator not running (state directory {embedded.home})",
+                       "start it with: ifctl coordinator start"],
+                why=["no live nats-server is recorded in coordinator.json"],
+                exit_code=EXIT_UNREACHABLE,
+            )
+        url = info.url
+    parse_url(url)
+    health = run_async(_probe(url))
+    data: dict[str, object] = {"running": True, "healthy": health.ok, "url": str(url),
+                               "latency_ms": health.latency_ms, "detail": health.detail}
+    if info is not None:
+        data.update(pid=info.pid, home=str(embedded.home),
+                    uptime_s=round(time.time() - info.started_at, 1))
+    state = "healthy" if health.ok else "UNHEALTHY"
+    lines = [f"bus {url}: {state}" + (f" ({health.latency_ms} ms)" if health.ok else ""),
+             f"  {health.detail}"]
+    if info is not None:
+        lines.append(f"  embedded server pid {info.pid}, state directory {embedded.home}")
+    return Outcome(data=data, lines=lines,
+                   why=[f"health check: one round trip to the engine, bounded by 1 s: {health.detail}"],
+                   exit_code=0 if health.ok else EXIT_UNREACHABLE)
+
+
+async def _probe(url: str) -> Health:
+    bus = from_url(url)
+    try:
+        await bus.connect()
+    except InfraFabricError as exc:
+        return Health(False, bus.scheme, url, None, exc.message)
+    try:
+        return await bus.health_check()
+    finally:
+        await bus.close()
+
+
+@coordinator.command()
+@contract
+def stop() -> Outcome:
+    """Stop the embedded coordinator (only the process recorded in IF_HOME).
+
+    Example: ifctl coordinator stop
+    """
+    s = settings()
+    embedded = Embedded(s.home)
+    if s.falsify:
+        info = embedded.info()
+        line = (f"ok   running: pid {info.pid}" if info else "FAIL running: nothing to stop")
+        return Outcome(data={"mode": "falsify", "would_fail": info is None}, lines=[line],
+                       why=[line], exit_code=0 if info else EXIT_REFUSED)
+    info = embedded.stop()
+    if info is None:
+        return Outcome(data={"stopped": False, "home": str(embedded.home)},
+                       lines=[f"coordinator not running (state directory {embedded.home})"])
+    return Outcome(data={"stopped": True, "pid": info.pid, "url": info.url},
+                   lines=[f"coordinator stopped (pid {info.pid}); data kept in {Path(info.data_dir)}"])

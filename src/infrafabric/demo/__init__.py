@@ -1,0 +1,1 @@
+"""``ifctl demo``: watch agents in separate processes take pushed work through the bus."""
