@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "BadKeyError",
     "BadRevisionError",
+    "BoardError",
     "BusError",
     "BusTimeoutError",
     "BusUnavailableError",
@@ -19,8 +20,11 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "InfraFabricError",
+    "NotOwnerError",
     "NotFoundError",
     "ServerError",
+    "TaskExistsError",
+    "TaskNotFoundError",
 ]
 
 
@@ -44,6 +48,23 @@ class ConfigurationError(InfraFabricError, ValueError):
     """Bad configuration or input: unknown URL scheme, malformed URL, bad option."""
 
     exit_code = 2
+
+
+class BoardError(ConfigurationError):
+    """A task board that cannot be imported: every problem found, one per line.
+
+    Each entry of :attr:`problems` reads ``SOURCE:LINE: task ID: what is wrong``
+    (the line and task are left out when they are not known).
+    """
+
+    def __init__(self, problems: list[str], *, hint: str | None = None) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = f"invalid task board: {self.problems[0]}"
+        else:
+            listed = "\n".join(f"  {p}" for p in self.problems)
+            message = f"invalid task board: {len(self.problems)} problems\n{listed}"
+        super().__init__(message, hint=hint)
 
 
 class BusError(InfraFabricError):
@@ -94,6 +115,22 @@ class NotFoundError(BusError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return InfraFabricError.__str__(self)
+
+
+class TaskNotFoundError(NotFoundError):
+    """No task (or swarm) with that id exists on the board."""
+
+    exit_code = 2
+
+
+class NotOwnerError(ConflictError):
+    """The caller does not hold the task's current claim (it lapsed, passed to
+    another swarm, or never existed), so it may not heartbeat, release,
+    complete or fail it."""
+
+
+class TaskExistsError(ConflictError):
+    """A task with that id already exists."""
 
 
 class CompactedError(BusError):

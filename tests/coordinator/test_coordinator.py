@@ -1,0 +1,178 @@
+"""The coordinator on every backend (memory, NATS, etcd — real servers)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from infrafabric.bus import EventBus, connect
+from infrafabric.coordinator import IFCoordinator, TaskKind, TaskStatus
+from infrafabric.errors import NotOwnerError, TaskExistsError, TaskNotFoundError
+
+GUARD = 10.0  # fails a test that hangs; never a latency assertion
+
+
+@pytest.fixture
+async def coord(bus: EventBus) -> AsyncIterator[IFCoordinator]:
+    yield IFCoordinator(bus, lease_ttl=30)
+
+
+async def test_full_task_lifecycle(coord: IFCoordinator) -> None:
+    """The seed's P0.1.5 scenario: register -> create -> claim -> owner -> complete."""
+    await coord.register_swarm("swarm-1", ["code-analysis:python"])
+    task = await coord.create_task({"id": "task-1", "title": "review",
+                                    "capabilities": ["code-analysis:python"]})
+    assert task.status is TaskStatus.AVAILABLE
+    assert await coord.claim_task("swarm-1", "task-1") is True
+    assert await coord.get_task_owner("task-1") == "swarm-1"
+    done = await coord.complete_task("swarm-1", "task-1", {"result": "done"})
+    assert done.status is TaskStatus.COMPLETED and done.result == {"result": "done"}
+    assert await coord.get_task_owner("task-1") is None
+    assert [h.to for h in done.history] == [TaskStatus.AVAILABLE, TaskStatus.CLAIMED,
+                                            TaskStatus.COMPLETED]
+
+
+async def test_two_swarms_one_task_exactly_one_wins(bus_url: str) -> None:
+    async with connect(bus_url) as b1, connect(bus_url) as b2:
+        c1, c2 = IFCoordinator(b1), IFCoordinator(b2)
+        await c1.register_swarm("swarm-1")
+        await c1.register_swarm("swarm-2")
+        await c1.create_task({"id": "task-1", "title": "contended"})
+        results = await asyncio.gather(c1.claim_task("swarm-1", "task-1"),
+                                       c2.claim_task("swarm-2", "task-1"))
+        assert sorted(results) == [False, True]
+        loser = c1 if results[0] is False else c2
+        assert loser.last_claim is not None and "claimed by" in loser.last_claim.reason
+        winner = "swarm-1" if results[0] else "swarm-2"
+        assert await c1.get_task_owner("task-1") == winner
+
+
+async def test_dependencies_derive_status_and_completion_unblocks(coord: IFCoordinator) -> None:
+    await coord.register_swarm("s")
+    await coord.create_tasks([
+        {"id": "A", "title": "a"},
+        {"id": "B", "title": "b", "dependencies": ["A"]},
+        {"id": "C", "title": "c", "dependencies": ["A", "B"]},
+    ])
+    assert [(t.id, t.status) for t in await coord.list_tasks()] == [
+        ("A", TaskStatus.AVAILABLE), ("B", TaskStatus.BLOCKED), ("C", TaskStatus.BLOCKED)]
+    assert not await coord.claim_task("s", "B")
+    assert coord.last_claim is not None and "waiting on dependencies: A" in coord.last_claim.reason
+    assert await coord.claim_task("s", "A")
+    await coord.complete_task("s", "A")
+    assert (await coord.get_task("B")).status is TaskStatus.AVAILABLE
+    assert (await coord.get_task("C")).status is TaskStatus.BLOCKED
+
+
+async def test_fencing_refuses_stale_owners(coord: IFCoordinator) -> None:
+    await coord.register_swarm("s1")
+    await coord.register_swarm("s2")
+    await coord.create_task({"id": "T", "title": "t"})
+    first = await coord.try_claim("s1", "T")
+    assert first.won and first.claim_id
+    await coord.release_task("s1", "T", first.claim_id)
+    second = await coord.try_claim("s2", "T")
+    assert second.won
+    with pytest.raises(NotOwnerError, match="does not hold the claim"):
+        await coord.complete_task("s1", "T", "late")
+    with pytest.raises(NotOwnerError):
+        await coord.heartbeat("s1", "T")
+    again = await coord.try_claim("s1", "T")
+    assert not again.won
+    # the same swarm with a stale token is refused too
+    await coord.release_task("s2", "T", second.claim_id)
+    third = await coord.try_claim("s2", "T")
+    with pytest.raises(NotOwnerError, match="stale"):
+        await coord.complete_task("s2", "T", "x", claim_id=second.claim_id)
+    await coord.complete_task("s2", "T", "ok", claim_id=third.claim_id)
+
+
+async def test_lapsed_lease_is_reclaimed_and_pushed(bus_url: str) -> None:
+    async with connect(bus_url) as bus:
+        watcher = IFCoordinator(bus, lease_ttl=0.5)
+        await watcher.register_swarm("dead")
+        await watcher.register_swarm("alive")
+        await watcher.create_task({"id": "T", "title": "t"})
+        assert await watcher.claim_task("dead", "T")
+        async with watcher, watcher.pushed_tasks("alive") as pushed:
+            task = await pushed.get(GUARD)  # the lease lapses; the watcher pushes it
+            assert task.id == "T" and task.status is TaskStatus.AVAILABLE
+            assert "lease of dead lapsed" in task.history[-1].reason
+            assert await watcher.claim_task("alive", "T")
+
+
+async def test_fail_retries_then_fails(coord: IFCoordinator) -> None:
+    await coord.register_swarm("s")
+    await coord.create_task({"id": "T", "title": "t"})
+    for attempt in (1, 2):
+        assert await coord.claim_task("s", "T")
+        task = await coord.fail_task("s", "T", f"boom {attempt}")
+        assert task.status is TaskStatus.AVAILABLE and task.attempts == attempt
+    assert await coord.claim_task("s", "T")
+    task = await coord.fail_task("s", "T", "boom 3")
+    assert task.status is TaskStatus.FAILED and task.error == "boom 3"
+    assert not await coord.claim_task("s", "T")
+
+
+async def test_claim_refusals_have_reasons(coord: IFCoordinator) -> None:
+    await coord.register_swarm("py", ["python"])
+    await coord.create_task({"id": "R", "title": "rust work", "capabilities": ["rust", "wasm"]})
+    assert not await coord.claim_task("ghost", "R")
+    assert coord.last_claim is not None and "not registered" in coord.last_claim.reason
+    assert not await coord.claim_task("py", "R")
+    assert "coverage 0%" in coord.last_claim.reason and "rust" in coord.last_claim.reason
+    assert not await coord.claim_task("py", "nope")
+    assert "no task 'nope'" in coord.last_claim.reason
+    with pytest.raises(TaskExistsError):
+        await coord.create_task({"id": "R", "title": "again"})
+    with pytest.raises(TaskNotFoundError):
+        await coord.create_task({"id": "X", "title": "x", "dependencies": ["missing"]})
+
+
+async def test_next_task_prefers_critical_then_priority(coord: IFCoordinator) -> None:
+    await coord.register_swarm("s")
+    await coord.create_tasks([
+        {"id": "F1", "title": "filler", "kind": "filler", "priority": 9},
+        {"id": "C1", "title": "low", "priority": 1},
+        {"id": "C2", "title": "high", "priority": 5},
+    ])
+    order = []
+    while (outcome := await coord.next_task("s", wait=0)) is not None:
+        order.append(outcome.task_id)
+        await coord.complete_task("s", outcome.task_id)
+    assert order == ["C2", "C1", "F1"]
+    assert (await coord.get_task("F1")).kind is TaskKind.FILLER
+
+
+async def test_next_task_waits_for_push(bus_url: str) -> None:
+    async with connect(bus_url) as a, connect(bus_url) as b:
+        agent, orchestrator = IFCoordinator(a), IFCoordinator(b)
+        await orchestrator.register_swarm("s")
+        waiting = asyncio.create_task(agent.next_task("s", wait=GUARD))
+        await asyncio.sleep(0.3)  # let the agent subscribe; the push must not be missed either way
+        await orchestrator.create_task({"id": "late", "title": "arrives later"})
+        outcome = await waiting
+        assert outcome is not None and outcome.won and outcome.task_id == "late"
+
+
+async def test_blocker_reaches_orchestrator(coord: IFCoordinator) -> None:
+    async with coord.blockers() as blockers:
+        await coord.detect_blocker("swarm-1", {"task": "P0.1.2", "why": "etcd down"})
+        report = await blockers.get(GUARD)
+    assert report["swarm_id"] == "swarm-1" and report["blocker_info"]["why"] == "etcd down"
+
+
+async def test_events_stream_every_transition(coord: IFCoordinator) -> None:
+    async with coord.events() as events:
+        await coord.register_swarm("s")
+        await coord.create_task({"id": "E", "title": "e"})
+        assert await coord.claim_task("s", "E")
+        await coord.heartbeat("s", "E")  # not a transition
+        await coord.complete_task("s", "E")
+        collected = [await events.get(GUARD) for _ in range(3)]
+    assert [(e.task_id, e.status, e.previous) for e in collected] == [
+        ("E", TaskStatus.AVAILABLE, None), ("E", TaskStatus.CLAIMED, TaskStatus.AVAILABLE),
+        ("E", TaskStatus.COMPLETED, TaskStatus.CLAIMED)]
+    assert collected[1].owner == "s" and collected[2].by == "s"
