@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
 import pytest
 
 from infrafabric.bus import EventBus, connect
@@ -15,8 +13,8 @@ GUARD = 10.0  # fails a test that hangs; never a latency assertion
 
 
 @pytest.fixture
-async def coord(bus: EventBus) -> AsyncIterator[IFCoordinator]:
-    yield IFCoordinator(bus, lease_ttl=30)
+def coord(bus: EventBus) -> IFCoordinator:
+    return IFCoordinator(bus, lease_ttl=30)
 
 
 async def test_full_task_lifecycle(coord: IFCoordinator) -> None:

@@ -39,6 +39,8 @@ class Outcome:
     lines: list[str] = field(default_factory=list)
     why: list[str] = field(default_factory=list)
     exit_code: int = EXIT_OK
+    #: the command already wrote its output (a stream or a file body)
+    streamed: bool = False
 
 
 @dataclass
@@ -106,6 +108,8 @@ def contract(fn: Callable[..., Outcome]) -> Callable[..., None]:
 
 def render(outcome: Outcome) -> None:
     s = settings()
+    if outcome.streamed:
+        return
     if s.json:
         data = dict(outcome.data)
         if s.why:

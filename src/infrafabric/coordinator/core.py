@@ -63,6 +63,7 @@ TASKS = "tasks/"
 SWARMS = "swarms/"
 BLOCKERS = "orchestrator/blockers"
 HISTORY_LIMIT = 50
+DEFAULT_LEASE_TTL = 15.0
 T = TypeVar("T")
 CAS_RETRIES = 8
 
@@ -85,7 +86,8 @@ def _decode_task(entry: Entry) -> Task:
     try:
         return Task.model_validate_json(entry.value)
     except ValidationError as exc:
-        raise InfraFabricError(f"corrupt task record {entry.key} at revision {entry.revision}: {exc}") from exc
+        raise InfraFabricError(
+            f"corrupt task record {entry.key} at revision {entry.revision}: {exc}") from exc
 
 
 def _decode_push(message: Message) -> Task | None:
@@ -182,7 +184,7 @@ class IFCoordinator:
         self,
         bus: EventBus,
         *,
-        lease_ttl: float = 15.0,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
         min_coverage: float = 0.7,
         admission: AdmissionHook | None = None,
         observers: Iterable[Observer] = (),
@@ -263,7 +265,7 @@ class IFCoordinator:
     async def create_task(self, spec: TaskSpec | Mapping[str, Any]) -> Task:
         """Put a new task on the board; its status is derived from its
         dependencies (which must exist). Pushes it if it is available."""
-        spec = self._spec(spec)
+        spec = self.validate_spec(spec)
         deps = await self._dependency_states(spec.dependencies, for_task=spec.id)
         status = TaskStatus.AVAILABLE if all(s is TaskStatus.COMPLETED for s in deps.values()) \
             else TaskStatus.BLOCKED
@@ -279,7 +281,7 @@ class IFCoordinator:
 
     async def create_tasks(self, specs: Iterable[TaskSpec | Mapping[str, Any]]) -> list[Task]:
         """Create several tasks in dependency order (dependencies first)."""
-        pending = [self._spec(s) for s in specs]
+        pending = [self.validate_spec(s) for s in specs]
         known = {s.id for s in pending}
         created: list[Task] = []
         done: set[str] = set()
@@ -294,7 +296,9 @@ class IFCoordinator:
         return created
 
     @staticmethod
-    def _spec(spec: TaskSpec | Mapping[str, Any]) -> TaskSpec:
+    def validate_spec(spec: TaskSpec | Mapping[str, Any]) -> TaskSpec:
+        """A :class:`TaskSpec` from a spec, a live :class:`Task` or a mapping;
+        :class:`ConfigurationError` naming each bad field otherwise."""
         if isinstance(spec, TaskSpec):
             return TaskSpec.model_validate(spec.model_dump(include=set(TaskSpec.model_fields)))
         try:
@@ -357,16 +361,18 @@ class IFCoordinator:
         in :attr:`last_claim`)."""
         return (await self.try_claim(swarm_id, task_id)).won
 
-    async def try_claim(self, swarm_id: str, task_id: str) -> ClaimOutcome:
-        """Like :meth:`claim_task`, returning every check made."""
-        outcome = await self._try_claim(swarm_id, task_id)
+    async def try_claim(self, swarm_id: str, task_id: str, *, dry_run: bool = False) -> ClaimOutcome:
+        """Like :meth:`claim_task`, returning every check made. With
+        ``dry_run``, make every check but write nothing (``won`` then means
+        "would win now")."""
+        outcome = await self._try_claim(swarm_id, task_id, dry_run)
         self.last_claim = outcome
-        if outcome.won:
+        if outcome.won and not dry_run:
             await self._notify("task_claimed", {"task_id": task_id, "swarm_id": swarm_id,
                                                 "claim_id": outcome.claim_id})
         return outcome
 
-    async def _try_claim(self, swarm_id: str, task_id: str) -> ClaimOutcome:
+    async def _try_claim(self, swarm_id: str, task_id: str, dry_run: bool) -> ClaimOutcome:
         checks: list[str] = []
 
         def refuse(reason: str, task: Task | None = None) -> ClaimOutcome:
@@ -411,6 +417,9 @@ class IFCoordinator:
                 if reason:
                     return refuse(reason, task)
                 checks.append("admitted by policy")
+            if dry_run:
+                checks.append(f"would compare-and-swap at revision {entry.revision}")
+                return ClaimOutcome(True, task_id, swarm_id, "would claim", checks, task)
             claim_id = secrets.token_hex(8)
             claimed = self._transition(task, TaskStatus.CLAIMED, now, by=swarm_id, reason="claimed",
                                        owner=swarm_id, claim_id=claim_id,
@@ -448,6 +457,22 @@ class IFCoordinator:
             if await self.bus.update(_task_key(task_id), _encode(updated), entry.revision) is not None:
                 return updated
         raise NotOwnerError(f"{op} {task_id}: the task kept changing; gave up after retries")
+
+    async def check_owned(self, swarm_id: str, task_id: str, claim_id: str | None = None) -> list[str]:
+        """Why ``swarm_id`` could not act on ``task_id`` as its owner now
+        (empty if it could). Writes nothing."""
+        entry = await self.bus.get(_task_key(task_id))
+        if entry is None:
+            return [f"no task {task_id!r} on the board"]
+        task = _decode_task(entry)
+        problems = []
+        if task.status is not TaskStatus.CLAIMED:
+            problems.append(f"task is {task.status.value}, not claimed")
+        elif task.owner != swarm_id:
+            problems.append(f"task is held by {task.owner}, not {swarm_id}")
+        elif claim_id is not None and task.claim_id != claim_id:
+            problems.append(f"claim {claim_id} is stale (current claim {task.claim_id})")
+        return problems
 
     # -- leases -------------------------------------------------------------------
 

@@ -1,0 +1,575 @@
+"""``ifctl task|board|swarm|blocker|events``: the coordinator from the command line."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.table import Table
+
+from infrafabric.bus import connect
+from infrafabric.cli.app import EXIT_REFUSED, Outcome, Settings, contract, run_async, settings
+from infrafabric.coordinator import ClaimOutcome, IFCoordinator, Task, TaskStatus
+from infrafabric.coordinator.core import DEFAULT_LEASE_TTL
+from infrafabric.errors import ConfigurationError
+
+T = TypeVar("T")
+
+STATUS_STYLE = {
+    TaskStatus.BLOCKED: "red", TaskStatus.AVAILABLE: "blue", TaskStatus.CLAIMED: "yellow",
+    TaskStatus.COMPLETED: "green", TaskStatus.FAILED: "bold red", TaskStatus.CANCELLED: "dim",
+}
+
+
+def with_coordinator(fn: Callable[[IFCoordinator], Awaitable[T]], *, watch: bool = False,
+                     lease_ttl: float | None = None) -> T:
+    """Run ``fn`` with a coordinator on the configured bus."""
+    s = settings()
+    url = s.bus_url()
+
+    async def main() -> T:
+        async with connect(url) as bus:
+            coord = IFCoordinator(bus, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL)
+            if watch:
+                async with coord:
+                    return await fn(coord)
+            return await fn(coord)
+
+    return run_async(main())
+
+
+def task_row(task: Task, now: float) -> dict[str, Any]:
+    lease = None
+    if task.status is TaskStatus.CLAIMED and task.lease_until is not None:
+        lease = round(task.lease_until - now, 1)
+    return {"id": task.id, "title": task.title, "status": task.status.value, "kind": task.kind.value,
+            "owner": task.owner, "lease_left_s": lease, "dependencies": task.dependencies,
+            "capabilities": task.capabilities, "priority": task.priority, "attempts": task.attempts}
+
+
+def claim_outcome(outcome: ClaimOutcome, s: Settings) -> Outcome:
+    data: dict[str, Any] = {"won": outcome.won, "task_id": outcome.task_id, "swarm_id": outcome.swarm_id,
+                            "reason": outcome.reason, "claim_id": outcome.claim_id}
+    if outcome.task is not None:
+        data["task"] = json.loads(outcome.task.model_dump_json())
+    if s.falsify:
+        data["mode"] = "falsify"
+        data["would_fail"] = not outcome.won
+    verb = "would claim" if s.falsify else "claimed"
+    line = (f"{outcome.swarm_id} {verb} {outcome.task_id}"
+            + (f" (claim {outcome.claim_id})" if outcome.claim_id else "")
+            if outcome.won else f"{outcome.swarm_id} did not claim {outcome.task_id}: {outcome.reason}")
+    return Outcome(data=data, lines=[line], why=outcome.checks, exit_code=0 if outcome.won else EXIT_REFUSED)
+
+
+def falsify_owned(problems: list[str], op: str, task_id: str) -> Outcome:
+    lines = [f"FAIL {p}" for p in problems] or [f"ok   {op} {task_id} would succeed"]
+    return Outcome(data={"mode": "falsify", "would_fail": bool(problems), "problems": problems},
+                   lines=lines, why=lines, exit_code=EXIT_REFUSED if problems else 0)
+
+
+def parse_result(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def usd_to_micros(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:
+        raise ConfigurationError(f"--budget {text!r} is not a number of dollars") from exc
+    if value < 0 or value != value.quantize(Decimal("0.000001")):
+        raise ConfigurationError(f"--budget {text!r} must be >= 0 with at most 6 decimals")
+    return int(value * 1_000_000)
+
+
+# -- task -----------------------------------------------------------------------------
+
+swarm_option = click.option("--swarm", "swarm_id", required=True, metavar="ID", help="The acting swarm.")
+claim_option = click.option("--claim", "claim_id", metavar="TOKEN",
+                            help="The claim token printed by `task claim` (fencing).")
+
+
+@click.group()
+def task() -> None:
+    """Create, claim, renew, release, complete and fail tasks.
+
+    \b
+    Examples:
+      ifctl task create P9.1 --title "Write docs" --cap docs:markdown
+      ifctl task claim P9.1 --swarm session-5
+      ifctl task next --swarm session-5 --wait 60 --json
+    """
+
+
+@task.command("create")
+@click.argument("task_id")
+@click.option("--title", required=True, help="One-line title.")
+@click.option("--description", default="", help="Longer description.")
+@click.option("--dep", "deps", multiple=True, metavar="ID", help="A dependency (repeatable).")
+@click.option("--cap", "caps", multiple=True, metavar="CAP", help="A required capability (repeatable).")
+@click.option("--kind", type=click.Choice(["critical", "filler"]), default="critical", show_default=True)
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher is handed out first.")
+@click.option("--estimate", type=click.FloatRange(min=0), help="Estimate in hours.")
+@click.option("--model", help="Preferred model.")
+@click.option("--deliverable", help="What the task produces.")
+@click.option("--budget", metavar="USD", help="Most the task may cost, in dollars (e.g. 2.50).")
+@contract
+def task_create(task_id: str, title: str, description: str, deps: tuple[str, ...], caps: tuple[str, ...],
+                kind: str, priority: int, estimate: float | None, model: str | None,
+                deliverable: str | None, budget: str | None) -> Outcome:
+    """Put a task on the board; blocked until its dependencies complete.
+
+    Example: ifctl task create P9.2 --title "Tests" --dep P9.1 --cap python --priority 2
+    """
+    s = settings()
+    spec = {"id": task_id, "title": title, "description": description, "dependencies": list(deps),
+            "capabilities": list(caps), "kind": kind, "priority": priority,
+            "estimate_hours": None if estimate is None else str(estimate), "model": model,
+            "deliverable": deliverable, "budget_micros": usd_to_micros(budget)}
+    validated = IFCoordinator.validate_spec(spec)
+
+    async def go(coord: IFCoordinator) -> Outcome:
+        if s.falsify:
+            problems = []
+            if await coord.bus.get(f"tasks/{task_id}") is not None:
+                problems.append(f"task {task_id!r} already exists")
+            for dep in validated.dependencies:
+                if await coord.bus.get(f"tasks/{dep}") is None:
+                    problems.append(f"dependency {dep!r} does not exist")
+            return falsify_owned(problems, "create", task_id)
+        created = await coord.create_task(validated)
+        return Outcome(data=task_row(created, time.time()),
+                       lines=[f"created {created.id} ({created.status.value})"],
+                       why=[f"status {created.status.value}: derived from dependencies "
+                            f"{created.dependencies or 'none'}"])
+
+    return with_coordinator(go)
+
+
+@task.command("show")
+@click.argument("task_id")
+@contract
+def task_show(task_id: str) -> Outcome:
+    """Show one task with its live state and history.
+
+    Example: ifctl task show P0.1.2 --json
+    """
+    async def go(coord: IFCoordinator) -> Outcome:
+        t = await coord.get_task(task_id)
+        now = time.time()
+        lines = [f"[bold]{t.id}[/bold] {t.title}",
+                 f"  status [{STATUS_STYLE[t.status]}]{t.status.value}[/] kind {t.kind.value} "
+                 f"priority {t.priority} attempts {t.attempts}/{t.max_attempts}",
+                 f"  owner {t.owner or '-'}" + (f", lease {t.lease_until - now:.1f} s left"
+                                                 if t.lease_until else ""),
+                 f"  dependencies {', '.join(t.dependencies) or 'none'}; "
+                 f"capabilities {', '.join(t.capabilities) or 'none'}"]
+        if t.description:
+            lines.append(f"  {t.description}")
+        lines += [f"  {h.to.value:<9} by {h.by or '-'}: {h.reason}" for h in t.history]
+        return Outcome(data=json.loads(t.model_dump_json()), lines=lines)
+
+    return with_coordinator(go)
+
+
+lease_option = click.option("--lease", "lease_ttl", type=click.FloatRange(min=0.5), default=DEFAULT_LEASE_TTL,
+                            show_default=True, help="Seconds the claim lasts without a heartbeat.")
+
+
+@task.command("claim")
+@click.argument("task_id")
+@swarm_option
+@lease_option
+@contract
+def task_claim(task_id: str, swarm_id: str, lease_ttl: float) -> Outcome:
+    """Claim a task (one compare-and-swap). Exit 0 if won, 1 if not.
+
+    Example: ifctl task claim P0.1.1 --swarm session-7 --why
+    """
+    s = settings()
+    return with_coordinator(lambda c: _claim(c, swarm_id, task_id, s), lease_ttl=lease_ttl)
+
+
+async def _claim(coord: IFCoordinator, swarm_id: str, task_id: str, s: Settings) -> Outcome:
+    return claim_outcome(await coord.try_claim(swarm_id, task_id, dry_run=s.falsify), s)
+
+
+def _owned_command(op: str, task_id: str, swarm_id: str, claim_id: str | None,
+                   act: Callable[[IFCoordinator], Awaitable[Outcome]]) -> Outcome:
+    s = settings()
+
+    async def go(coord: IFCoordinator) -> Outcome:
+        if s.falsify:
+            return falsify_owned(await coord.check_owned(swarm_id, task_id, claim_id), op, task_id)
+        return await act(coord)
+
+    return with_coordinator(go)
+
+
+@task.command("heartbeat")
+@click.argument("task_id")
+@swarm_option
+@claim_option
+@contract
+def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None) -> Outcome:
+    """Renew the lease on a claimed task.
+
+    Example: ifctl task heartbeat P0.1.1 --swarm session-7
+    """
+    async def act(coord: IFCoordinator) -> Outcome:
+        until = await coord.heartbeat(swarm_id, task_id, claim_id)
+        return Outcome(data={"task_id": task_id, "lease_until": until},
+                       lines=[f"lease on {task_id} renewed for {until - time.time():.1f} s"])
+
+    return _owned_command("heartbeat", task_id, swarm_id, claim_id, act)
+
+
+@task.command("release")
+@click.argument("task_id")
+@swarm_option
+@claim_option
+@click.option("--reason", default="released", help="Why it is given back.")
+@contract
+def task_release(task_id: str, swarm_id: str, claim_id: str | None, reason: str) -> Outcome:
+    """Give a claimed task back; it is pushed to the swarms that can take it.
+
+    Example: ifctl task release P0.1.1 --swarm session-7 --reason "needs GPU"
+    """
+    async def act(coord: IFCoordinator) -> Outcome:
+        t = await coord.release_task(swarm_id, task_id, claim_id, reason)
+        return Outcome(data=task_row(t, time.time()), lines=[f"released {task_id}"])
+
+    return _owned_command("release", task_id, swarm_id, claim_id, act)
+
+
+@task.command("complete")
+@click.argument("task_id")
+@swarm_option
+@claim_option
+@click.option("--result", help="The result (JSON or text).")
+@contract
+def task_complete(task_id: str, swarm_id: str, claim_id: str | None, result: str | None) -> Outcome:
+    """Complete a task you hold; its dependents become available.
+
+    Example: ifctl task complete P0.1.1 --swarm session-7 --result '{"pr": 12}'
+    """
+    async def act(coord: IFCoordinator) -> Outcome:
+        t = await coord.complete_task(swarm_id, task_id, parse_result(result), claim_id)
+        return Outcome(data=task_row(t, time.time()), lines=[f"completed {task_id}"])
+
+    return _owned_command("complete", task_id, swarm_id, claim_id, act)
+
+
+@task.command("fail")
+@click.argument("task_id")
+@swarm_option
+@claim_option
+@click.option("--error", "error", required=True, help="What went wrong.")
+@contract
+def task_fail(task_id: str, swarm_id: str, claim_id: str | None, error: str) -> Outcome:
+    """Report a failed attempt: retried until max attempts, then failed.
+
+    Example: ifctl task fail P0.1.1 --swarm session-7 --error "tests red"
+    """
+    async def act(coord: IFCoordinator) -> Outcome:
+        t = await coord.fail_task(swarm_id, task_id, error, claim_id)
+        return Outcome(data=task_row(t, time.time()),
+                       lines=[f"{task_id}: attempt {t.attempts} failed; now {t.status.value}"])
+
+    return _owned_command("fail", task_id, swarm_id, claim_id, act)
+
+
+@task.command("next")
+@swarm_option
+@lease_option
+@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Seconds to wait for a pushed task when none is available now.")
+@contract
+def task_next(swarm_id: str, lease_ttl: float, wait: float) -> Outcome:
+    """Claim the best task this swarm can take (critical path first, then
+    priority), waiting for a push if none is available. Replaces polling.
+
+    Exit 0 with the task, 1 if none could be claimed in time.
+
+    Example: ifctl task next --swarm session-1 --wait 30 --json
+    """
+    s = settings()
+
+    async def go(coord: IFCoordinator) -> Outcome:
+        if s.falsify:
+            swarm = await coord.get_swarm(swarm_id)
+            problems = [] if swarm else [f"swarm {swarm_id!r} is not registered"]
+            candidates = [t for t in await coord.list_tasks()
+                          if t.status in (TaskStatus.AVAILABLE, TaskStatus.BLOCKED, TaskStatus.CLAIMED)]
+            for t in candidates:
+                trial = await coord.try_claim(swarm_id, t.id, dry_run=True)
+                if trial.won:
+                    return claim_outcome(trial, s)
+            problems.append("no task is claimable by this swarm now")
+            return falsify_owned(problems, "next", "")
+        outcome = await coord.next_task(swarm_id, wait=wait)
+        if outcome is None:
+            return Outcome(data={"won": False, "swarm_id": swarm_id, "reason": "no task available"},
+                           lines=[f"no task for {swarm_id}" + (f" within {wait:g} s" if wait else "")],
+                           why=["listed the board and tried every claimable task in hand-out order",
+                                "then waited for pushes" if wait else "no waiting (--wait 0)"],
+                           exit_code=EXIT_REFUSED)
+        return claim_outcome(outcome, s)
+
+    return with_coordinator(go, watch=wait > 0, lease_ttl=lease_ttl)
+
+
+# -- swarm ------------------------------------------------------------------------------
+
+
+@click.group()
+def swarm() -> None:
+    """Register swarms and list them.
+
+    \b
+    Examples:
+      ifctl swarm register session-1 --cap integration:ndi --cap docs:markdown
+      ifctl swarm list --json
+    """
+
+
+@swarm.command("register")
+@click.argument("swarm_id")
+@click.option("--cap", "caps", multiple=True, metavar="CAP", help="A capability (repeatable).")
+@contract
+def swarm_register(swarm_id: str, caps: tuple[str, ...]) -> Outcome:
+    """Register (or update) a swarm and its capabilities.
+
+    Example: ifctl swarm register session-7 --cap infra:distributed-systems
+    """
+    s = settings()
+    if s.falsify:
+        from infrafabric.coordinator.models import SwarmRecord
+
+        try:
+            SwarmRecord(id=swarm_id, capabilities=list(caps))
+            return falsify_owned([], "register", swarm_id)
+        except ValueError as exc:
+            return falsify_owned([str(exc)], "register", swarm_id)
+
+    async def go(coord: IFCoordinator) -> Outcome:
+        rec = await coord.register_swarm(swarm_id, caps)
+        offered = ", ".join(rec.capabilities) or "no capabilities"
+        return Outcome(data=rec.model_dump(), lines=[f"registered {rec.id}: {offered}"])
+
+    return with_coordinator(go)
+
+
+@swarm.command("list")
+@contract
+def swarm_list() -> Outcome:
+    """List registered swarms.
+
+    Example: ifctl swarm list
+    """
+    async def go(coord: IFCoordinator) -> Outcome:
+        swarms = await coord.list_swarms()
+        return Outcome(data={"swarms": [r.model_dump() for r in swarms]},
+                       lines=[f"{r.id}: {', '.join(r.capabilities) or '-'}" for r in swarms]
+                       or ["no swarms registered"])
+
+    return with_coordinator(go)
+
+
+# -- blocker / events ------------------------------------------------------------------
+
+
+@click.group()
+def blocker() -> None:
+    """Report blockers to the orchestrator.
+
+    Example: ifctl blocker report --swarm session-2 --task P0.1.2 --message "etcd is down"
+    """
+
+
+@blocker.command("report")
+@swarm_option
+@click.option("--task", "task_id", help="The blocked task.")
+@click.option("--message", required=True, help="What blocks you.")
+@contract
+def blocker_report(swarm_id: str, task_id: str | None, message: str) -> Outcome:
+    """Publish a blocker to the orchestrator subject.
+
+    Example: ifctl blocker report --swarm session-2 --task P0.1.2 --message "needs P0.1.1"
+    """
+    s = settings()
+
+    async def go(coord: IFCoordinator) -> Outcome:
+        if s.falsify:
+            health = await coord.bus.health_check()
+            return falsify_owned([] if health else [f"bus unhealthy: {health.detail}"], "report", "")
+        report = await coord.detect_blocker(swarm_id, {"task": task_id, "message": message})
+        return Outcome(data=report, lines=[f"blocker from {swarm_id} sent to the orchestrator"])
+
+    return with_coordinator(go)
+
+
+@click.group()
+def events() -> None:
+    """Watch the board's transitions live.
+
+    Example: ifctl events watch --json
+    """
+
+
+@events.command("watch")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
+@click.option("--from-revision", type=click.IntRange(min=1), help="Replay from this bus revision.")
+@contract
+def events_watch(count: int | None, from_revision: int | None) -> Outcome:
+    """Print every task transition as it happens (JSON lines with --json).
+
+    Example: ifctl events watch --count 10 --json
+    """
+    s = settings()
+
+    async def go(coord: IFCoordinator) -> Outcome:
+        if s.falsify:
+            health = await coord.bus.health_check()
+            return falsify_owned([] if health else [f"bus unhealthy: {health.detail}"], "watch", "")
+        seen = 0
+        async with coord.events(from_revision) as feed:
+            async for ev in feed:
+                if s.json:
+                    click.echo(ev.model_dump_json())
+                else:
+                    s.console.print(f"{time.strftime('%H:%M:%S', time.localtime(ev.at))} "
+                                    f"{ev.task_id:<10} {ev.previous.value if ev.previous else '-':>9} -> "
+                                    f"[{STATUS_STYLE[ev.status]}]{ev.status.value}[/] "
+                                    f"{ev.owner or ''} {ev.reason}")
+                seen += 1
+                if count is not None and seen >= count:
+                    break
+        return Outcome(data={"events": seen}, streamed=True)
+
+    return with_coordinator(go)
+
+
+# -- board -------------------------------------------------------------------------------
+
+
+@click.group()
+def board() -> None:
+    """Import, show and export the task board.
+
+    \b
+    Examples:
+      ifctl board import phase0-board.md
+      ifctl board show
+      ifctl board export --format md > board.md
+    """
+
+
+@board.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "yaml", "json"]),
+              help="Input format (default: from the file name).")
+@contract
+def board_import(path: Path, fmt: str | None) -> Outcome:
+    """Import a markdown, YAML or JSON board. Nothing is written if the file
+    has any error, or if a task already exists on the board.
+
+    Example: ifctl board import seeds/000_board.md --why
+    """
+    from infrafabric.coordinator.board import load_board
+
+    s = settings()
+    parsed = load_board(path, fmt=fmt)
+
+    async def go(coord: IFCoordinator) -> Outcome:
+        existing = {t.id for t in await coord.list_tasks()}
+        clashes = sorted(existing & {t.id for t in parsed.tasks})
+        problems = [f"task {c} already exists on the board" for c in clashes]
+        if s.falsify or problems:
+            out = falsify_owned(problems, "import", str(path))
+            out.lines += [f"warning: {w}" for w in parsed.warnings]
+            if problems and not s.falsify:
+                raise ConfigurationError(f"{path}: nothing imported: " + "; ".join(problems),
+                                         hint="import into a fresh namespace or state directory")
+            return out
+        created = await coord.create_tasks(parsed.tasks)
+        counts: dict[str, int] = {}
+        for t in created:
+            counts[t.status.value] = counts.get(t.status.value, 0) + 1
+        return Outcome(
+            data={"imported": len(created), "by_status": counts, "warnings": parsed.warnings},
+            lines=[f"imported {len(created)} tasks from {path}: "
+                   + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))]
+            + [f"[yellow]warning:[/yellow] {w}" for w in parsed.warnings],
+            why=["status is derived from dependencies, not from the board's status column",
+                 "tasks are created dependencies-first"])
+
+    return with_coordinator(go)
+
+
+@board.command("show")
+@contract
+def board_show() -> Outcome:
+    """Show every task with its derived status, owner and lease.
+
+    Example: ifctl board show --json
+    """
+    async def go(coord: IFCoordinator) -> Outcome:
+        tasks = await coord.list_tasks()
+        now = time.time()
+        table = Table(title=f"{len(tasks)} tasks")
+        for col in ("id", "title", "status", "kind", "owner", "lease", "depends on"):
+            table.add_column(col)
+        for t in tasks:
+            row = task_row(t, now)
+            table.add_row(t.id, t.title[:40], f"[{STATUS_STYLE[t.status]}]{t.status.value}[/]",
+                          t.kind.value, t.owner or "-",
+                          "-" if row["lease_left_s"] is None else f"{row['lease_left_s']} s",
+                          ", ".join(t.dependencies) or "-")
+        s = settings()
+        if not s.json:
+            s.console.print(table)
+        counts: dict[str, int] = {}
+        for t in tasks:
+            counts[t.status.value] = counts.get(t.status.value, 0) + 1
+        return Outcome(data={"tasks": [task_row(t, now) for t in tasks], "by_status": counts},
+                       lines=[", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "board is empty"])
+
+    return with_coordinator(go)
+
+
+@board.command("export")
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "yaml"]), default="md", show_default=True)
+@contract
+def board_export(fmt: str) -> Outcome:
+    """Write the live board as markdown (with live status), JSON or YAML.
+
+    Example: ifctl board export --format json > board.json
+    """
+    from infrafabric.coordinator import board as boardmod
+
+    async def go(coord: IFCoordinator) -> Outcome:
+        tasks = await coord.list_tasks()
+        specs = [IFCoordinator.validate_spec(t) for t in tasks]
+        if fmt == "md":
+            text = boardmod.export_markdown(specs, statuses={t.id: t.status.value for t in tasks})
+        elif fmt == "json":
+            text = boardmod.export_json(specs)
+        else:
+            text = boardmod.export_yaml(specs)
+        click.echo(text, nl=not text.endswith("\n"))
+        return Outcome(streamed=True)
+
+    return with_coordinator(go)
