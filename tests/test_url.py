@@ -38,6 +38,7 @@ def test_default_ports_and_memory_names() -> None:
         ("nats://h:1?timeout=soon", "timeout='soon'"),
         ("etcd://h:1?bucket=x", "unknown option 'bucket'"),
         ("memory://?namespace=a/b", "bad namespace"),
+        ("etcd://h:1?namespace=_pubsub", "bad namespace"),
         ("nats://user:pw@h:1", "credentials"),
         ("nats://h:1?timeout=1&timeout=2", "given twice"),
         ("nats://h:1?replicas=zero", None),

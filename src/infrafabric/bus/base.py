@@ -254,11 +254,12 @@ class Watch(_QueueStream[WatchEvent]):
         self.prefix = prefix
         self.start_revision = start_revision
         self.last_revision = 0 if start_revision is None else start_revision - 1
+        self._keys_at_last: set[str] = set()
         self._physical_prefix = bus._ns_prefix(prefix)
 
     async def _open(self) -> None:
         if self.start_revision is None:
-            self.start_revision = await self.bus._current_revision() + 1
+            self.start_revision = await self.bus.revision() + 1
             self.last_revision = self.start_revision - 1
         await self._open_from(self.start_revision)
 
@@ -272,9 +273,17 @@ class Watch(_QueueStream[WatchEvent]):
             self._feed(WatchEvent(kind, self.bus._strip_ns(key), value, revision))
 
     def _accept(self, item: WatchEvent) -> WatchEvent | None:
-        if item.revision <= self.last_revision:
+        # One revision can carry several keys (an etcd transaction written by
+        # another client), so "already delivered" is per (revision, key).
+        if item.revision < self.last_revision:
             return None
+        if item.revision == self.last_revision:
+            if item.key in self._keys_at_last:
+                return None
+            self._keys_at_last.add(item.key)
+            return item
         self.last_revision = item.revision
+        self._keys_at_last = {item.key}
         return item
 
 

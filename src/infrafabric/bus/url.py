@@ -41,10 +41,10 @@ class BusURL:
     @property
     def namespace(self) -> str:
         value = self.options.get("namespace", "default")
-        if not _NAME_RE.fullmatch(value):
+        if not _NAME_RE.fullmatch(value) or value.startswith("_"):
             raise ConfigurationError(
                 f"bad namespace {value!r} in bus URL {self.raw!r}",
-                hint="a namespace is letters, digits, '_' and '-'",
+                hint="a namespace is letters, digits, '_' and '-', not starting with '_' (reserved)",
             )
         return value
 

@@ -1,0 +1,517 @@
+"""``etcd://host:port[,host:port...]``: the bus on etcd v3, through aetcd (gRPC).
+
+Layout in etcd:
+
+* a bus key ``K`` in namespace ``NS`` is the etcd key ``/infrafabric/NS/K``; its
+  revision is the key's ``mod_revision`` and the bus revision is etcd's store
+  revision, so revisions are shared by every namespace on one cluster;
+* a pub/sub message on subject ``S`` is a key
+  ``/infrafabric/_pubsub/NS/S/#<unique id>`` attached to a short-lived lease
+  (``?pubsub_ttl=`` seconds, default 30) that the bus grants lazily and reuses
+  for half its TTL; a subscription is a watch of that prefix from the revision
+  current when it opened.
+
+Writes are single transactions (create compares ``version == 0``, update and
+guarded delete compare ``mod_revision``). The client talks to the first host of
+the URL that answers and moves to the next one when a connection fails. gRPC
+re-dials by itself after a server restart; watches and subscriptions are
+re-created from the revision after the last one they received, so a restart
+neither loses nor repeats an event (unless etcd compacted that history in the
+meantime: the watch then fails with :class:`~infrafabric.errors.CompactedError`).
+A write whose connection breaks mid-call fails with
+:class:`~infrafabric.errors.BusTimeoutError` (etcd may have applied it), not
+:class:`~infrafabric.errors.BusUnavailableError`, which promises nothing was.
+
+Options: ``timeout`` (per call, also the gRPC deadline), ``connect_timeout``
+(per host at connect, default ``timeout``), ``pubsub_ttl`` (whole seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aetcd
+
+from infrafabric.bus.base import Entry, EventBus, EventKind, Message, Subscription, Watch
+from infrafabric.bus.url import BusURL
+from infrafabric.errors import (
+    BusError,
+    BusTimeoutError,
+    BusUnavailableError,
+    CompactedError,
+    InfraFabricError,
+)
+
+__all__ = ["EtcdBus"]
+
+ROOT = b"/infrafabric/"
+PUBSUB_ROOT = ROOT + b"_pubsub/"
+# A key that can never exist (keys have no NUL): reading it is the cheapest way
+# to learn the store revision, and a range at a revision on it checks compaction.
+_NOWHERE = ROOT + b"\x00"
+_NOWHERE_END = _NOWHERE + b"\x00"
+
+_GRPC_OPTIONS = {
+    # gRPC's default reconnect backoff grows to 120 s; a bus should notice a
+    # restarted server within about a second.
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.min_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 1000,
+    # Detect a dead or frozen peer under a quiet watch. etcd refuses pings more
+    # often than every 5 s (--grpc-keepalive-min-time).
+    "grpc.keepalive_time_ms": 10_000,
+    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.http2.max_pings_without_data": 0,
+    # gRPC caps replies at 4 MiB by default; a large list() or watch batch is
+    # bounded by etcd instead.
+    "grpc.max_receive_message_length": -1,
+}
+
+# gRPC details that prove a request never left the client.
+_NEVER_SENT = (
+    "failed to connect to all addresses",
+    "connection refused",
+    "dns resolution failed",
+    "empty address list",
+)
+
+_RETRY_MIN = 0.05
+_RETRY_MAX = 1.0
+
+_CLIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    aetcd.ClientError,
+    aetcd.rpc.RpcError,
+    aetcd.rpc.BaseError,
+)
+
+
+def _rpc_status(exc: BaseException) -> tuple[Any, str]:
+    """The gRPC status code and details behind an aetcd or gRPC error."""
+    for err in (exc, exc.__cause__):
+        if isinstance(err, aetcd.rpc.AioRpcError):
+            return err.code(), str(err.details() or err.code().name)
+    return None, str(exc) or type(exc).__name__
+
+
+def _bus_key(kv: Any) -> str:
+    return bytes(kv.key[len(ROOT) :]).decode()
+
+
+class _Follower:
+    """Keeps one etcd prefix watch alive from a revision on, across lost
+    connections and server restarts, until closed.
+
+    Each event goes to ``on_event`` in revision order; a final error (history
+    compacted, or anything that is not a connection problem) goes to
+    ``on_error`` and stops it.
+    """
+
+    def __init__(
+        self,
+        bus: EtcdBus,
+        key_prefix: bytes,
+        what: str,
+        on_event: Callable[[Any], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self._bus = bus
+        self._key_prefix = key_prefix
+        self._what = what
+        self._on_event = on_event
+        self._on_error = on_error
+        self.next_revision = 1
+        self._watch: Any = None
+        self._watch_client: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, revision: int) -> None:
+        """Establish the watch now (errors raise here), then follow it."""
+        self.next_revision = revision
+        await self._create()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"infrafabric-etcd-watch {self._what!r}"
+        )
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await watch.cancel()
+
+    async def _create(self) -> None:
+        client = self._watch_client = self._bus._live_client()
+        with self._bus._translate("watch", self._what, client):
+            async with asyncio.timeout(self._bus.timeout):
+                self._watch = await client.watch_prefix(
+                    self._key_prefix, start_revision=self.next_revision
+                )
+
+    async def _run(self) -> None:
+        delay = _RETRY_MIN
+        while True:
+            try:
+                if self._watch is None:
+                    await self._create()
+                    delay = _RETRY_MIN
+                with self._bus._translate("watch", self._what, self._watch_client):
+                    async for event in self._watch:
+                        self.next_revision = int(event.kv.mod_revision) + 1
+                        self._on_event(event)
+                # A normal end means the client was closed under the watch
+                # (moved to another host): follow on the current client.
+            except (BusUnavailableError, BusTimeoutError) as exc:
+                if self._bus._client is None:  # the bus was closed under us
+                    self._watch = None
+                    self._on_error(exc)
+                    return
+            except BusError as exc:
+                if isinstance(exc, CompactedError) or self._watch_client is self._bus._client:
+                    self._watch = None
+                    self._on_error(exc)
+                    return
+                # any other failure of a client that was replaced meanwhile: retry
+            self._watch = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
+
+
+class _EtcdWatch(Watch):
+    """A :class:`Watch` over an etcd prefix watch that survives reconnects."""
+
+    def __init__(self, bus: EtcdBus, prefix: str, start_revision: int | None) -> None:
+        super().__init__(bus, prefix, start_revision)
+        self._etcd = bus
+        self._explicit_start = start_revision is not None
+        self._follower = _Follower(
+            bus,
+            ROOT + self._physical_prefix.encode(),
+            self._physical_prefix,
+            self._on_event,
+            self._fail,
+        )
+
+    def _on_event(self, event: Any) -> None:
+        kv = event.kv
+        if event.kind == aetcd.EventKind.PUT:
+            self._feed_physical(EventKind.PUT, _bus_key(kv), bytes(kv.value), int(kv.mod_revision))
+        else:
+            self._feed_physical(EventKind.DELETE, _bus_key(kv), None, int(kv.mod_revision))
+
+    async def _open_from(self, revision: int) -> None:
+        if self._explicit_start:
+            await self._etcd._check_kept(revision, self._physical_prefix)
+        await self._follower.start(revision)
+
+    async def _close(self) -> None:
+        await self._follower.close()
+
+
+class _EtcdSubscription(Subscription):
+    """A :class:`Subscription` over a watch of the subject's message keys."""
+
+    def __init__(self, bus: EtcdBus, subject: str) -> None:
+        super().__init__(bus, subject)
+        self._etcd = bus
+        self._last = 0
+        self._follower = _Follower(
+            bus, bus._pubsub_prefix(bus._ns(subject)), bus._ns(subject), self._on_event, self._fail
+        )
+
+    def _on_event(self, event: Any) -> None:
+        revision = int(event.kv.mod_revision)
+        # Deletes are lease expiries; a resumed watch may repeat a revision.
+        if event.kind != aetcd.EventKind.PUT or revision <= self._last:
+            return
+        self._last = revision
+        self._feed(Message(self.subject, bytes(event.kv.value)))
+
+    async def _open(self) -> None:
+        self._last = await self._etcd._current_revision()
+        await self._follower.start(self._last + 1)
+
+    async def _close(self) -> None:
+        await self._follower.close()
+
+
+class EtcdBus(EventBus):
+    """etcd v3 implementation of :class:`~infrafabric.bus.EventBus`."""
+
+    scheme = "etcd"
+
+    def __init__(self, url: BusURL) -> None:
+        super().__init__(url)
+        self._client: Any = None
+        self._host_index = 0
+        self._pubsub_ttl = url.int_option("pubsub_ttl", 30)
+        self._connect_timeout = url.float_option("connect_timeout", self.timeout)
+        self._lease_lock = asyncio.Lock()
+        self._lease_id: int | None = None
+        self._lease_renew_at = 0.0
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # -- connection ------------------------------------------------------
+
+    def _new_client(self, index: int) -> Any:
+        host, port = self.url.hosts[index]
+        return aetcd.Client(host, port, timeout=self.timeout, options=_GRPC_OPTIONS)
+
+    def _hosts_text(self) -> str:
+        return ", ".join(f"{h}:{p}" for h, p in self.url.hosts)
+
+    def _hint(self) -> str:
+        return f"is etcd running at {self._hosts_text()}? set IF_BUS_URL to a reachable etcd"
+
+    async def _connect(self) -> None:
+        failure: BaseException | None = None
+        for index in range(len(self.url.hosts)):
+            client = self._new_client(index)
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    await client.get_range(_NOWHERE, _NOWHERE_END)
+            except _CLIENT_ERRORS as exc:
+                failure = exc
+                await self._close_client(client)
+                continue
+            self._client, self._host_index = client, index
+            return
+        assert failure is not None  # url.hosts is never empty
+        reason = (
+            f"no answer within {self._connect_timeout:g} s"
+            if isinstance(failure, TimeoutError)
+            else _rpc_status(failure)[1]
+        )
+        raise BusUnavailableError(
+            f"cannot connect to {self.url}: {reason}", hint=self._hint()
+        ) from failure
+
+    def _live_client(self) -> Any:
+        if self._client is None:
+            raise BusUnavailableError(f"the bus {self.url} is not connected")
+        return self._client
+
+    def _fail_over(self, failed: Any) -> None:
+        """After a connection failure on ``failed``, move to the next host (if
+        the URL names several); the calls in flight on it fail, the next ones
+        and every watch go to the new host."""
+        if len(self.url.hosts) < 2 or failed is None or failed is not self._client:
+            return
+        self._host_index = (self._host_index + 1) % len(self.url.hosts)
+        self._client = self._new_client(self._host_index)
+        task = asyncio.get_running_loop().create_task(self._close_client(failed))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_client(self, client: Any) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5.0):
+                await client.close()
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        self._lease_id = None
+        if client is not None:
+            await self._close_client(client)
+        if self._closing:
+            await asyncio.wait(set(self._closing))
+
+    # -- error translation (the one place) --------------------------------
+
+    @contextlib.contextmanager
+    def _translate(
+        self, op: str, key: str, client: Any = None, *, write: bool = False
+    ) -> Iterator[None]:
+        """Turn aetcd and gRPC errors into the InfraFabric tree, chained.
+        ``key`` is the physical key (or prefix, or subject) of the call."""
+        try:
+            yield
+        except InfraFabricError:
+            raise
+        except _CLIENT_ERRORS as exc:
+            raise self._translated(op, key, client, write, exc) from exc
+
+    def _translated(
+        self, op: str, key: str, client: Any, write: bool, exc: BaseException
+    ) -> BusError:
+        code, details = _rpc_status(exc)
+        codes = aetcd.rpc.StatusCode
+        if key.startswith(f"{self.namespace}/"):
+            key = self._strip_ns(key)
+        where = f"{op} {key!r}"
+        if isinstance(exc, TimeoutError):
+            # an inner deadline: the caller's own arrives here as CancelledError
+            return BusTimeoutError(
+                f"{where} on {self.url} got no answer in time; the outcome is unknown",
+                hint="read the state back before retrying a write",
+            )
+        if isinstance(exc, aetcd.RevisionCompactedError) or (
+            code == codes.OUT_OF_RANGE and "compacted" in details
+        ):
+            return CompactedError(
+                f"{where}: etcd at {self.url} no longer keeps that revision ({details})",
+                hint="start again from a recent revision (bus.revision())",
+            )
+        if isinstance(exc, aetcd.ConnectionTimeoutError | aetcd.WatchTimeoutError) or (
+            code == codes.DEADLINE_EXCEEDED
+        ):
+            return BusTimeoutError(
+                f"{where} on {self.url} missed its deadline ({details}); the outcome is unknown",
+                hint="read the state back before retrying a write",
+            )
+        if isinstance(exc, aetcd.ConnectionFailedError) or code in (
+            codes.UNAVAILABLE,
+            codes.CANCELLED,
+        ):
+            self._fail_over(client)
+            if write and not any(s in details.lower() for s in _NEVER_SENT):
+                # The request may have reached etcd before the connection broke.
+                return BusTimeoutError(
+                    f"{where}: the connection to etcd at {self.url} broke during the call "
+                    f"({details}); the outcome is unknown",
+                    hint="read the state back before retrying a write",
+                )
+            return BusUnavailableError(
+                f"{where}: etcd at {self.url} is unreachable ({details})", hint=self._hint()
+            )
+        return BusError(f"{where} on {self.url} failed: {details}")
+
+    # -- key/value -------------------------------------------------------
+
+    @staticmethod
+    def _key(physical: str) -> bytes:
+        return ROOT + physical.encode()
+
+    async def _get(self, key: str) -> Entry | None:
+        client = self._live_client()
+        with self._translate("get", key, client):
+            kv = await client.get(self._key(key))
+        return None if kv is None else Entry(key, bytes(kv.value), int(kv.mod_revision))
+
+    async def _put(self, key: str, value: bytes) -> int:
+        client = self._live_client()
+        with self._translate("put", key, client, write=True):
+            resp = await client.put(self._key(key), value)
+        return int(resp.header.revision)
+
+    async def _txn_put(self, op: str, key: str, value: bytes, compare: Any, client: Any) -> int | None:
+        with self._translate(op, key, client, write=True):
+            ok, responses = await client.transaction(
+                compare=[compare],
+                success=[client.transactions.put(self._key(key), value)],
+                failure=[],
+            )
+        return int(responses[0].response_put.header.revision) if ok else None
+
+    async def _create(self, key: str, value: bytes) -> int | None:
+        client = self._live_client()
+        compare = client.transactions.version(self._key(key)) == 0
+        return await self._txn_put("create", key, value, compare, client)
+
+    async def _update(self, key: str, value: bytes, revision: int) -> int | None:
+        client = self._live_client()
+        # An absent key has mod_revision 0, so this never matches a deleted key.
+        compare = client.transactions.mod(self._key(key)) == revision
+        return await self._txn_put("update", key, value, compare, client)
+
+    async def _delete(self, key: str, revision: int | None) -> bool:
+        client = self._live_client()
+        with self._translate("delete", key, client, write=True):
+            if revision is None:
+                return await client.delete(self._key(key)) is not None
+            ok, responses = await client.transaction(
+                compare=[client.transactions.mod(self._key(key)) == revision],
+                success=[client.transactions.delete(self._key(key))],
+                failure=[],
+            )
+        return bool(ok) and int(responses[0].response_delete_range.deleted) > 0
+
+    async def _list(self, prefix: str) -> list[Entry]:
+        client = self._live_client()
+        with self._translate("list", prefix, client):
+            found = await client.get_prefix(self._key(prefix))
+        return [Entry(_bus_key(kv), bytes(kv.value), int(kv.mod_revision)) for kv in found]
+
+    async def _current_revision(self) -> int:
+        client = self._live_client()
+        with self._translate("revision", "", client):
+            resp = await client.get_range(_NOWHERE, _NOWHERE_END)
+        return int(resp.header.revision)
+
+    async def _check_kept(self, revision: int, prefix: str) -> None:
+        """Raise CompactedError now if etcd no longer keeps ``revision``
+        (otherwise the watch would only fail on its first read)."""
+        client = self._live_client()
+        with self._translate("watch", prefix, client):
+            await client.connect()
+            request = aetcd.rpc.RangeRequest(key=_NOWHERE, revision=revision, count_only=True)
+            try:
+                await client.kvstub.Range(request, timeout=self.timeout)
+            except aetcd.rpc.AioRpcError as exc:
+                if not (
+                    exc.code() == aetcd.rpc.StatusCode.OUT_OF_RANGE
+                    and "future revision" in str(exc.details())
+                ):
+                    raise
+
+    def _watch(self, prefix: str, start_revision: int | None) -> Watch:
+        return _EtcdWatch(self, prefix, start_revision)
+
+    # -- pub/sub ---------------------------------------------------------
+
+    @staticmethod
+    def _pubsub_prefix(physical_subject: str) -> bytes:
+        # '#' is not in the key grammar, so this prefix matches the subject's
+        # own messages and none of a longer subject's (``S/x``).
+        return PUBSUB_ROOT + physical_subject.encode() + b"/#"
+
+    async def _pubsub_lease(self, client: Any) -> int:
+        if self._lease_id is None or time.monotonic() >= self._lease_renew_at:
+            async with self._lease_lock:
+                if self._lease_id is None or time.monotonic() >= self._lease_renew_at:
+                    granted_at = time.monotonic()
+                    lease = await client.lease(self._pubsub_ttl)
+                    self._lease_id = int(lease.id)
+                    self._lease_renew_at = granted_at + int(lease.ttl) / 2
+        assert self._lease_id is not None
+        return self._lease_id
+
+    async def _publish(self, subject: str, data: bytes) -> None:
+        client = self._live_client()
+        key = self._pubsub_prefix(subject) + uuid.uuid4().hex.encode()
+        with self._translate("publish", subject, client, write=True):
+            try:
+                await client.put(key, data, lease=await self._pubsub_lease(client))
+            except aetcd.ClientError as exc:
+                if "lease not found" not in str(exc):
+                    raise
+                # revoked, or expired early while etcd was down: take a new one
+                self._lease_id = None
+                await client.put(key, data, lease=await self._pubsub_lease(client))
+
+    def _subscribe(self, subject: str) -> Subscription:
+        return _EtcdSubscription(self, subject)
+
+    # -- health ----------------------------------------------------------
+
+    async def _health(self) -> str:
+        client = self._live_client()
+        with self._translate("health", "", client):
+            await client.connect()
+            status = await client.maintenancestub.Status(
+                aetcd.rpc.StatusRequest(), timeout=self.timeout
+            )
+        host, port = self.url.hosts[self._host_index]
+        return (
+            f"etcd {status.version} at revision {status.header.revision}, "
+            f"leader {status.leader:x} (via {host}:{port})"
+        )

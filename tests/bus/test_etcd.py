@@ -1,0 +1,328 @@
+"""etcd-specific behaviour of the bus, against real etcd processes.
+
+Crash tests start their own :class:`EtcdServer` so the session server that the
+conformance suite uses is never killed or compacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import aetcd
+import pytest
+
+from infrafabric.bus import EventKind, WatchEvent, connect, from_url
+from infrafabric.bus.etcd import EtcdBus
+from infrafabric.bus.servers import EtcdServer, free_port
+from infrafabric.errors import (
+    BusError,
+    BusTimeoutError,
+    BusUnavailableError,
+    CompactedError,
+)
+
+pytestmark = pytest.mark.engine
+
+T = TypeVar("T")
+OUTAGE = (BusUnavailableError, BusTimeoutError)
+N_WRITES = 60
+KILL_AFTER = 20
+
+
+async def retrying(call: Callable[[], Awaitable[T]]) -> T:
+    """Retry ``call`` while the bus is unreachable (the caller bounds the time)."""
+    while True:
+        try:
+            return await call()
+        except OUTAGE:
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def raw(etcd_server: EtcdServer) -> AsyncIterator[Any]:
+    """A plain aetcd client on the session server, to look behind the bus."""
+    client = aetcd.Client(etcd_server.host, etcd_server.port, timeout=5)
+    yield client
+    await client.close()
+
+
+# -- connecting -------------------------------------------------------------
+
+
+async def test_connect_to_nothing_raises_unavailable() -> None:
+    port = free_port()
+    tasks_before = asyncio.all_tasks()
+    with pytest.raises(BusUnavailableError) as info:
+        async with asyncio.timeout(30):
+            await connect(f"etcd://127.0.0.1:{port}")
+    err = info.value
+    assert f"etcd://127.0.0.1:{port}" in err.message
+    assert err.hint is not None
+    assert f"is etcd running at 127.0.0.1:{port}?" in err.hint
+    assert "IF_BUS_URL" in err.hint
+    assert err.exit_code == 3
+    assert isinstance(err.__cause__, aetcd.ClientError)
+    assert asyncio.all_tasks() == tasks_before
+
+
+async def test_connect_fails_over_to_the_next_host(etcd_server: EtcdServer, namespace: str) -> None:
+    dead = free_port()
+    url = f"etcd://127.0.0.1:{dead},{etcd_server.host}:{etcd_server.port}?namespace={namespace}"
+    async with connect(url) as bus:
+        revision = await bus.put("k", "v")
+        entry = await bus.get("k")
+        assert entry is not None
+        assert entry.revision == revision
+        health = await bus.health_check()
+        assert health.ok
+        assert f"via {etcd_server.host}:{etcd_server.port}" in health.detail
+
+
+async def test_a_lost_host_fails_over_to_the_next_at_run_time(namespace: str) -> None:
+    # Two independent servers stand in for two members of one cluster: the
+    # point is that the bus moves on by itself, not what the second one holds.
+    with EtcdServer() as first, EtcdServer() as second:
+        url = f"etcd://{first.host}:{first.port},{second.host}:{second.port}?namespace={namespace}"
+        async with connect(url) as bus:
+            assert f"via {first.host}:{first.port}" in (await bus.health_check()).detail
+            first.kill()
+            async with asyncio.timeout(60):
+                with pytest.raises(OUTAGE):
+                    await bus.get("k")
+                assert await retrying(functools.partial(bus.put, "k", "on-second")) > 0
+            health = await bus.health_check()
+            assert health.ok
+            assert f"via {second.host}:{second.port}" in health.detail
+
+
+async def test_close_leaves_none_of_our_tasks_behind(etcd_server: EtcdServer, namespace: str) -> None:
+    before = asyncio.all_tasks()
+    bus = await connect(f"{etcd_server.url}?namespace={namespace}")
+    async with bus.watch("x/") as watch, bus.subscribe("s") as sub:
+        await bus.put("x/1", "1")
+        await bus.publish("s", "m")
+        await watch.get(10)
+        await sub.get(10)
+        assert len(asyncio.all_tasks()) > len(before)
+    await bus.watch("y/").start()
+    await bus.close()
+    left = asyncio.all_tasks() - before
+    # gRPC finishes the status of the cancelled watch stream on its own a moment
+    # after the channel closed; that task is gRPC's, not ours.
+    ours = [t for t in left if "_AioCall" not in getattr(t.get_coro(), "__qualname__", "")]
+    assert ours == []
+
+
+async def test_health_describes_the_server(etcd_server: EtcdServer, namespace: str) -> None:
+    async with connect(f"{etcd_server.url}?namespace={namespace}") as bus:
+        revision = await bus.put("k", "v")
+        health = await bus.health_check()
+    assert health.ok
+    assert health.backend == "etcd"
+    assert health.detail.startswith("etcd 3.")
+    at = int(health.detail.split("at revision ")[1].split(",")[0])
+    assert at >= revision
+    assert "leader " in health.detail
+
+
+# -- layout -----------------------------------------------------------------
+
+
+async def test_keys_live_under_infrafabric_namespace(
+    etcd_server: EtcdServer, namespace: str, raw: Any
+) -> None:
+    async with connect(f"{etcd_server.url}?namespace={namespace}") as bus:
+        revision = await bus.put("tasks/P0.1", "x")
+    kv = await raw.get(f"/infrafabric/{namespace}/tasks/P0.1".encode())
+    assert kv is not None
+    assert kv.value == b"x"
+    assert kv.mod_revision == revision
+
+
+# -- pub/sub leases ------------------------------------------------------------
+
+
+async def test_pubsub_messages_share_one_lease_expire_and_are_not_listed(
+    etcd_server: EtcdServer, namespace: str, raw: Any
+) -> None:
+    prefix = f"/infrafabric/_pubsub/{namespace}/chan/#".encode()
+    async with connect(f"{etcd_server.url}?namespace={namespace}&pubsub_ttl=2") as bus:
+        await bus.put("kept", "1")
+        async with bus.subscribe("chan") as sub:
+            for i in range(3):
+                await bus.publish("chan", f"m{i}")
+            assert [(await sub.get(10)).data for _ in range(3)] == [b"m0", b"m1", b"m2"]
+
+        stored = await raw.get_prefix(prefix)
+        assert len(stored) == 3
+        leases = {kv.lease for kv in stored}
+        assert len(leases) == 1
+        assert 0 not in leases
+        assert [e.key for e in await bus.list()] == ["kept"]
+
+        # Expiry deletes the message keys: wait for those deletes, event-driven.
+        expired: set[bytes] = set()
+        watch = await raw.watch_prefix(prefix, start_revision=stored.header.revision + 1)
+        try:
+            async with asyncio.timeout(30):
+                async for event in watch:
+                    if event.kind == aetcd.EventKind.DELETE:
+                        expired.add(event.kv.key)
+                    if len(expired) == 3:
+                        break
+        finally:
+            await watch.cancel()
+        assert not await raw.get_prefix(prefix)
+        assert [e.key for e in await bus.list()] == ["kept"]
+
+
+async def test_subscription_is_exact_not_a_prefix(etcd_server: EtcdServer, namespace: str) -> None:
+    async with (
+        connect(f"{etcd_server.url}?namespace={namespace}") as bus,
+        bus.subscribe("a") as parent,
+        bus.subscribe("a/b") as child,
+    ):
+        await bus.publish("a/b", "for child")
+        await bus.publish("ab", "for nobody")
+        await bus.publish("a", "for parent")
+        assert (await parent.get(10)).data == b"for parent"
+        assert (await child.get(10)).data == b"for child"
+
+
+# -- watches --------------------------------------------------------------------
+
+
+async def test_watch_from_a_compacted_revision_raises_compacted() -> None:
+    with EtcdServer() as server:
+        async with connect(server.url) as bus:
+            first = await bus.put("a", "1")
+            await bus.put("a", "2")
+            last = await bus.put("a", "3")
+            raw = aetcd.Client(server.host, server.port, timeout=5)
+            try:
+                await raw.compact(last)
+            finally:
+                await raw.close()
+            with pytest.raises(CompactedError):
+                async with asyncio.timeout(30):
+                    await bus.watch("", start_revision=first).start()
+            async with bus.watch("", start_revision=last) as watch:
+                event = await watch.get(10)
+            assert (event.key, event.value, event.revision) == ("a", b"3", last)
+
+
+# -- crash and restart -----------------------------------------------------------
+
+
+async def test_kill_and_restart_loses_nothing_and_the_bus_recovers(namespace: str) -> None:
+    keys = [f"w/{i:04d}" for i in range(N_WRITES)]
+    acked: dict[str, int] = {}
+    enough = asyncio.Event()
+
+    with EtcdServer() as server:
+        async with connect(f"{server.url}?namespace={namespace}&timeout=2") as bus:
+
+            async def write_one(key: str) -> int:
+                try:
+                    revision = await bus.create(key, key)
+                except BusTimeoutError:
+                    revision = None  # the outcome is unknown: read it back below
+                if revision is None:
+                    entry = await bus.get(key)
+                    if entry is None:
+                        raise BusUnavailableError("not written yet, try again")
+                    revision = entry.revision
+                return revision
+
+            async def writer() -> None:
+                for key in keys:
+                    acked[key] = await retrying(functools.partial(write_one, key))
+                    if len(acked) == KILL_AFTER:
+                        enough.set()
+                    await asyncio.sleep(0.01)
+
+            start = await bus.revision() + 1
+            async with bus.watch("w/") as watch, bus.subscribe("chan") as sub:
+                await bus.publish("chan", "before")
+                assert (await sub.get(10)).data == b"before"
+
+                async with asyncio.timeout(120):
+                    writing = asyncio.create_task(writer())
+                    await enough.wait()
+                    server.kill()
+
+                    # (b) the outage is reported, not hung on
+                    with pytest.raises(OUTAGE):
+                        await bus.get(keys[0])
+                    assert not (await bus.health_check()).ok
+
+                    await asyncio.to_thread(server.start)
+                    await writing
+
+                    # the same bus object works again by itself
+                    assert (await bus.health_check()).ok
+                    for i in range(3):
+                        await bus.publish("chan", f"after-{i}")
+                    sentinel = await bus.put("w/zz-sentinel", "end")
+
+                    events: list[WatchEvent] = []
+                    while not events or events[-1].revision < sentinel:
+                        events.append(await watch.get())
+                    messages = [(await sub.get()).data for _ in range(3)]
+
+                    async with bus.watch("w/", start_revision=start) as replay:
+                        history: list[WatchEvent] = []
+                        while not history or history[-1].revision < sentinel:
+                            history.append(await replay.get())
+
+            # every acknowledged write survived the crash
+            assert len(acked) == N_WRITES
+            for key, revision in acked.items():
+                entry = await bus.get(key)
+                assert entry is not None
+                assert entry.revision == revision
+            assert [e.key for e in await bus.list("w/")] == [*keys, "w/zz-sentinel"]
+
+    # the live watch saw every event exactly once, in order, across the restart
+    assert events == history
+    assert [e.key for e in events] == [*keys, "w/zz-sentinel"]
+    assert all(e.kind is EventKind.PUT for e in events)
+    revisions = [e.revision for e in events]
+    assert revisions == sorted(set(revisions))
+    assert {e.key: e.revision for e in events[:-1]} == acked
+    # and the subscription resumed
+    assert messages == [b"after-0", b"after-1", b"after-2"]
+
+
+# -- error translation ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "write", "expected"),
+    [
+        (aetcd.ConnectionFailedError("failed to connect to all addresses"), True,
+         BusUnavailableError),
+        (aetcd.ConnectionFailedError("failed to connect to all addresses"), False,
+         BusUnavailableError),
+        # the connection broke mid-call: a write may have been applied
+        (aetcd.ConnectionFailedError("Stream removed (Socket closed)"), True, BusTimeoutError),
+        (aetcd.ConnectionFailedError("Stream removed (Socket closed)"), False,
+         BusUnavailableError),
+        (aetcd.ConnectionTimeoutError("Deadline Exceeded"), False, BusTimeoutError),
+        (aetcd.WatchTimeoutError(), False, BusTimeoutError),
+        (aetcd.RevisionCompactedError(7), False, CompactedError),
+        (aetcd.InvalidArgumentError("etcdserver: key is not provided"), True, BusError),
+    ],
+)
+def test_client_errors_are_translated_once_and_chained(
+    error: BaseException, write: bool, expected: type[BusError]
+) -> None:
+    bus = from_url("etcd://127.0.0.1:2379")
+    assert isinstance(bus, EtcdBus)
+    with pytest.raises(BusError) as info, bus._translate("put", "k", write=write):
+        raise error
+    assert type(info.value) is expected
+    assert info.value.__cause__ is error
