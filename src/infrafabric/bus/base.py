@@ -16,6 +16,9 @@ Semantics every backend guarantees (the conformance suite checks them):
   callers exactly one wins; the losers get ``None`` back at once, never an
   exception and never a wait.
 * **delete** with a revision deletes only if that is still the current one.
+  Pass ``update``/``delete`` a revision you read from ``get``, ``list`` or a
+  PUT event; the revision of a DELETE event is not a key's revision (NATS
+  would accept it as one and resurrect the key; etcd and memory refuse it).
 * **watch** yields the put/delete events under a prefix in revision order,
   starting at ``start_revision`` (inclusive) or, when it is ``None``, with the
   first write after the watch was established. After a lost connection the

@@ -131,7 +131,7 @@ async def _probe(url: str) -> Health:
     try:
         await bus.connect()
     except InfraFabricError as exc:
-        return Health(False, bus.scheme, url, None, exc.message)
+        return Health(False, bus.scheme, url, None, str(exc))
     try:
         return await bus.health_check()
     finally:

@@ -1,0 +1,622 @@
+"""``nats://host:port[,host:port...]``: NATS JetStream.
+
+The key-value store is one JetStream KV bucket (``?bucket=``, default
+``infrafabric``; file storage, ``?history=`` revisions kept per key, default
+64, ``?replicas=`` default 1). A key ``ns/a/b.c`` is stored under the KV key
+``ns.a.b=2Ec`` (see :func:`~infrafabric.bus.keys.to_tokens`), so a prefix maps
+onto a NATS subject filter. Revisions are the bucket stream's sequence
+numbers: they grow with every write to the bucket, whatever its namespace.
+
+Pub/sub uses core NATS subjects ``if.<tokens>``, which never collide with the
+``$KV.`` subjects of the bucket.
+
+The connection reconnects forever on its own. While it is down every call
+fails at once with :class:`~infrafabric.errors.BusUnavailableError`. A call
+waiting for its answer when the connection drops ends at once too: a write
+with :class:`~infrafabric.errors.BusTimeoutError` (its outcome is unknown; a
+write still buffered in the client is even sent after the reconnect), a read
+with :class:`~infrafabric.errors.BusUnavailableError`. Watches are re-created after every reconnect from the
+last revision they delivered, because the server forgets their (in-memory)
+consumers when it restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.js import JetStreamContext, api
+from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
+
+from infrafabric.bus.base import Entry, EventBus, EventKind, Message, Subscription, Watch
+from infrafabric.bus.keys import from_tokens, prefix_filter, to_tokens
+from infrafabric.bus.url import BusURL
+from infrafabric.errors import (
+    BadKeyError,
+    BusError,
+    BusTimeoutError,
+    BusUnavailableError,
+    CompactedError,
+    ConfigurationError,
+    InfraFabricError,
+)
+
+__all__ = ["NatsBus"]
+
+log = logging.getLogger(__name__)
+
+#: prefix of the core NATS subjects used for pub/sub
+SUBJECT_PREFIX = "if."
+#: wait between reconnect attempts
+RECONNECT_WAIT = 0.2
+#: seconds between client PINGs; two unanswered ones declare the connection dead
+#: (nats-py's default of 120 s takes minutes to notice a silent network failure)
+PING_INTERVAL = 20
+#: connection attempts per server before the *initial* connect gives up
+INITIAL_ATTEMPTS = 2
+#: backoff bounds when re-creating a watch fails right after a reconnect
+RESUME_BACKOFF = (0.05, 2.0)
+#: an ephemeral consumer whose client vanished is removed after this long
+CONSUMER_INACTIVE = 30.0
+
+#: NATS KV keeps at most this many revisions per key
+MAX_HISTORY = 64
+_BUCKET_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+#: operations whose outcome is unknown when their answer is lost
+_WRITES = frozenset({"put", "create", "update", "delete", "publish"})
+
+CONNECT_HINT = "is the server running? `ifctl coordinator start` starts the local one, or set IF_BUS_URL"
+
+_UNAVAILABLE = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.NoRespondersError,
+    nats.errors.AuthorizationError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    OSError,
+)
+
+
+def _is_wrong_last(exc: BaseException) -> bool:
+    """True if ``exc`` is JetStream's "wrong last sequence" (a lost CAS)."""
+    if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.err_code in (10071, 10164)
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line reason for ``exc`` (nats-py's own texts can be empty or noisy)."""
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return "JetStream is not available"
+    if isinstance(exc, nats.js.errors.APIError):
+        code = exc.err_code or exc.code
+        text = exc.description or type(exc).__name__
+        return f"JetStream error {code}: {text}" if code else text
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "no answer within connect_timeout"  # only the connect has a bare one
+    return str(exc) or type(exc).__name__
+
+
+def _operation(msg: Msg) -> EventKind:
+    """PUT, or DELETE for a KV delete/purge marker (client- or server-placed)."""
+    headers = msg.headers
+    if headers:
+        op = headers.get(KV_OP)
+        if op in (KV_DEL, KV_PURGE):
+            return EventKind.DELETE
+        if op is None and headers.get(KV_MARKER_REASON) is not None:
+            return EventKind.DELETE
+    return EventKind.PUT
+
+
+class _NatsWatch(Watch):
+    """A watch fed by an ordered JetStream push consumer over the bucket's
+    subjects under the prefix, re-created by the bus after every reconnect."""
+
+    def __init__(self, bus: NatsBus, prefix: str, start_revision: int | None) -> None:
+        super().__init__(bus, prefix, start_revision)
+        self._nats = bus
+        self._sub: JetStreamContext.PushSubscription | None = None
+        self._lock = asyncio.Lock()
+        #: bumped whenever the consumer is replaced; messages of older ones are dropped
+        self._generation = 0
+        #: highest revision put in the queue (some may not have been consumed yet)
+        self._fed = 0
+        #: set on reconnect: the consumer must be re-created
+        self._stale = False
+
+    async def _open_from(self, revision: int) -> None:
+        bus = self._nats
+        self._fed = revision - 1
+        with bus._translate("watch", self.prefix):
+            info = await bus._js.stream_info(bus._stream)
+        if revision < info.state.first_seq:
+            raise CompactedError(
+                f"watch start revision {revision} is older than the oldest kept "
+                f"({info.state.first_seq}) in bucket {bus._bucket!r}"
+            )
+        # registered first, so a reconnect during the subscribe re-creates it
+        bus._watches.add(self)
+        try:
+            await self._subscribe()
+        except BaseException:
+            bus._watches.discard(self)
+            raise
+
+    async def _subscribe(self) -> None:
+        """(Re)create the consumer from the revision after the last one fed."""
+        bus = self._nats
+        async with self._lock:
+            if self._closed:
+                return
+            self._generation += 1
+            generation = self._generation
+            old, self._sub = self._sub, None
+            if old is not None:
+                await bus._unsubscribe(old)
+
+            async def on_msg(msg: Msg) -> None:
+                if generation != self._generation:
+                    return
+                revision = msg.metadata.sequence.stream
+                if revision <= self._fed:
+                    return
+                self._fed = revision
+                kind = _operation(msg)
+                key = from_tokens(msg.subject[len(bus._kv_prefix) :])
+                value = msg.data if kind is EventKind.PUT else None
+                self._feed_physical(kind, key, value, revision)
+
+            config = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=self._fed + 1,
+                inactive_threshold=CONSUMER_INACTIVE,
+            )
+            with bus._translate("watch", self.prefix):
+                sub = await bus._js.subscribe(
+                    bus._kv_prefix + prefix_filter(self._physical_prefix),
+                    stream=bus._stream,
+                    cb=on_msg,
+                    ordered_consumer=True,
+                    config=config,
+                )
+            if self._closed:
+                await bus._unsubscribe(sub)
+            else:
+                self._sub = sub
+
+    async def _resume(self) -> None:
+        """Re-create the consumer after a reconnect; a transient failure leaves
+        the watch stale (and raises) so the bus retries, any other ends it."""
+        self._stale = False
+        try:
+            await self._subscribe()
+        except (BusUnavailableError, BusTimeoutError):
+            self._stale = True
+            raise
+        except InfraFabricError as exc:
+            self._fail(exc)
+
+    async def _close(self) -> None:
+        # No lock: a _subscribe in progress sees _closed and drops its consumer.
+        self._nats._watches.discard(self)
+        self._generation += 1
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await self._nats._unsubscribe(sub)
+
+
+class _NatsSubscription(Subscription):
+    """A core NATS subscription to one subject (nats-py re-subscribes it after
+    a reconnect)."""
+
+    def __init__(self, bus: NatsBus, subject: str) -> None:
+        super().__init__(bus, subject)
+        self._nats = bus
+        self._physical = bus._core_subject(bus._ns(subject))
+        self._sub: NatsSubscription | None = None
+
+    async def _open(self) -> None:
+        bus = self._nats
+        subject = self.subject
+
+        async def on_msg(msg: Msg) -> None:
+            self._feed(Message(subject, msg.data))
+
+        with bus._translate("subscribe", subject):
+            self._sub = await bus._nc.subscribe(self._physical, cb=on_msg)
+            # the server handles a connection's commands in order, so once it
+            # answered a request sent after the SUB it has the subscription
+            await bus._round_trip()
+
+    async def _close(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await self._nats._unsubscribe(sub)
+
+
+class NatsBus(EventBus):
+    """:class:`~infrafabric.bus.EventBus` on a NATS JetStream KV bucket plus
+    core NATS subjects."""
+
+    scheme = "nats"
+    _nc: Client
+    _js: JetStreamContext
+    _kv: KeyValue
+
+    def __init__(self, url: BusURL) -> None:
+        super().__init__(url)
+        # options are checked here, before any I/O
+        self._bucket = url.options.get("bucket", "infrafabric")
+        if not _BUCKET_RE.fullmatch(self._bucket):
+            raise ConfigurationError(
+                f"bad bucket name {self._bucket!r} in bus URL {url.raw!r}",
+                hint="a bucket name is letters, digits, '_' and '-'",
+            )
+        self._history = url.int_option("history", 64)
+        if self._history > MAX_HISTORY:
+            raise ConfigurationError(
+                f"option history={self._history} in bus URL {url.raw!r} is above "
+                f"the NATS KV limit of {MAX_HISTORY}"
+            )
+        self._replicas = url.int_option("replicas", 1)
+        self._connect_timeout = url.float_option("connect_timeout", 2.0)
+        self._stream = f"KV_{self._bucket}"
+        self._kv_prefix = f"$KV.{self._bucket}."
+        self._watches: set[_NatsWatch] = set()
+        self._resume_task: asyncio.Task[None] | None = None
+        self._online = asyncio.Event()
+        self._closing = False
+        self._last_error: BaseException | None = None
+        #: tasks inside a call, and those of them cancelled because the connection dropped
+        self._inflight: set[asyncio.Task[object]] = set()
+        self._severed: set[asyncio.Task[object]] = set()
+
+    # -- connection ------------------------------------------------------
+
+    async def _connect(self) -> None:
+        servers = [
+            f"nats://[{h}]:{p}" if ":" in h else f"nats://{h}:{p}" for h, p in self.url.hosts
+        ]
+        self._nc = Client()
+        self._closing = False
+        try:
+            with self._translate("connect", check=False):
+                # A bounded number of attempts, so a missing server fails fast
+                # instead of being retried forever (nats-py's default).
+                await self._nc.connect(
+                    servers=servers,
+                    name="infrafabric",
+                    allow_reconnect=True,
+                    max_reconnect_attempts=INITIAL_ATTEMPTS - 1,
+                    reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
+                    ping_interval=PING_INTERVAL,
+                    connect_timeout=self._connect_timeout,  # type: ignore[arg-type]
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    closed_cb=self._on_closed,
+                )
+            # Once connected, never give up reconnecting (-1 means forever; nats-py
+            # reads this option on every reconnect attempt).
+            self._nc.options["max_reconnect_attempts"] = -1
+            self._online.set()
+            self._js = self._nc.jetstream(timeout=self.timeout)
+            with self._translate("bucket"):
+                self._kv = await self._bucket_kv()
+        except BaseException:
+            self._closing = True
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            raise
+
+    async def _bucket_kv(self) -> KeyValue:
+        try:
+            return await self._js.key_value(self._bucket)
+        except nats.js.errors.BucketNotFoundError:
+            pass
+        config = api.KeyValueConfig(
+            bucket=self._bucket,
+            history=self._history,
+            storage=api.StorageType.FILE,
+            replicas=self._replicas,
+        )
+        try:
+            return await self._js.create_key_value(config)
+        except nats.js.errors.BadRequestError as exc:
+            # a concurrent client may have created it first, with another
+            # config (the server accepts an identical one as a no-op)
+            try:
+                return await self._js.key_value(self._bucket)
+            except nats.js.errors.BucketNotFoundError:
+                raise exc from None
+
+    async def _close(self) -> None:
+        self._closing = True
+        self._online.clear()
+        task, self._resume_task = self._resume_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for watch in list(self._watches):
+            await watch.close()
+        with contextlib.suppress(Exception):
+            await self._nc.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
+        log.debug("nats %s: %s", self.url, exc)
+
+    async def _on_disconnected(self) -> None:
+        self._online.clear()
+        if not self._closing:
+            log.info("nats %s: disconnected, reconnecting", self.url)
+        # A request in flight can never be answered now (replies are not
+        # replayed after a reconnect): end it at once instead of at its deadline.
+        for task in self._inflight - self._severed:
+            self._severed.add(task)
+            task.cancel()
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats %s: reconnected", self.url)
+        self._online.set()
+        for watch in self._watches:
+            watch._stale = True
+        # Runs apart from nats-py's reconnect task, which awaits this callback.
+        if self._watches and (self._resume_task is None or self._resume_task.done()):
+            self._resume_task = asyncio.create_task(self._resume_watches())
+
+    async def _on_closed(self) -> None:
+        if self._closing:
+            return
+        error = BusUnavailableError(f"the connection to {self.url} was closed: {self._last_error}")
+        for stream in list(self._streams):
+            stream._fail(error)
+
+    async def _resume_watches(self) -> None:
+        """Re-create the consumer of every stale watch. JetStream may not be
+        ready yet when the connection is back, so a transient failure is
+        retried with backoff, and waits for the next reconnect while down."""
+        delay = RESUME_BACKOFF[0]
+        while stale := [w for w in self._watches if w._stale]:
+            await self._online.wait()
+            try:
+                for watch in stale:
+                    await watch._resume()
+            except (BusUnavailableError, BusTimeoutError) as exc:
+                log.debug("nats %s: watches not resumed yet: %s", self.url, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESUME_BACKOFF[1])
+
+    async def _round_trip(self) -> None:
+        """One round trip to the server, safe to cancel. (``nc.flush()`` is not:
+        the PONG answering a cancelled or timed-out flush hits a cancelled
+        future and silently kills nats-py's read loop, so the connection never
+        delivers anything again.)"""
+        with contextlib.suppress(nats.errors.NoRespondersError):
+            await self._nc.request(self._nc.new_inbox(), b"", timeout=self.timeout)
+
+    async def _unsubscribe(self, sub: NatsSubscription) -> None:
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await sub.unsubscribe()
+
+    # -- error translation (the only place nats errors become ours) ----------
+
+    @contextlib.contextmanager
+    def _translate(self, op: str, key: str = "", *, check: bool = True) -> Iterator[None]:
+        """Run a nats-py call, translating its exceptions into the InfraFabric
+        tree. With ``check``, fail at once while the connection is down rather
+        than letting the request wait out its deadline."""
+        if key.startswith(self.namespace + "/"):
+            key = self._strip_ns(key)
+        what = f"{op} {key!r}" if key else op
+        if op == "bucket":
+            what = f"opening KV bucket {self._bucket!r}"
+        if op == "connect":
+            unavailable = f"cannot connect to the bus at {self.url}"
+            hint: str | None = CONNECT_HINT
+        elif op == "bucket":
+            unavailable = f"cannot open KV bucket {self._bucket!r} at {self.url}"
+            hint = "JetStream must be enabled on the server (nats-server --jetstream)"
+        else:
+            unavailable = f"{what}: the bus at {self.url} is unreachable"
+            hint = "the client reconnects by itself; retry later"
+        if check and not self._nc.is_connected:
+            raise BusUnavailableError(f"{unavailable} (reconnecting)", hint=hint)
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if task is None or task not in self._severed:
+                raise
+            self._severed.discard(task)
+            if task.uncancel() > 0:  # someone else cancelled it too
+                raise
+            if op in _WRITES:
+                raise BusTimeoutError(
+                    f"{what}: the connection to {self.url} was lost before the answer; "
+                    "the outcome is unknown",
+                    hint="read the state back before retrying a write",
+                ) from None
+            raise BusUnavailableError(
+                f"{unavailable}: the connection was lost", hint=hint
+            ) from None
+        except InfraFabricError:
+            raise
+        except nats.errors.TimeoutError as exc:
+            raise BusTimeoutError(
+                f"{what} on {self.url}: no answer within the deadline; the outcome is unknown",
+                hint="read the state back before retrying a write",
+            ) from exc
+        except nats.errors.NoServersError as exc:
+            cause = _describe(self._last_error or exc)
+            raise BusUnavailableError(f"{unavailable}: {cause}", hint=hint) from exc
+        except _UNAVAILABLE as exc:
+            raise BusUnavailableError(f"{unavailable}: {_describe(exc)}", hint=hint) from exc
+        except (nats.errors.BadSubjectError, nats.js.errors.InvalidKeyError) as exc:
+            raise BadKeyError(f"{what}: rejected by NATS: {exc}") from exc
+        except (nats.js.errors.InvalidBucketNameError, nats.js.errors.BadBucketError) as exc:
+            raise ConfigurationError(
+                f"stream {self._stream!r} at {self.url} is not a usable KV bucket"
+            ) from exc
+        except nats.errors.MaxPayloadError as exc:
+            raise BusError(
+                f"{what}: the value exceeds the server's limit of {self._nc.max_payload} bytes"
+            ) from exc
+        except nats.js.errors.APIError as exc:
+            raise BusError(f"{what} on {self.url}: {_describe(exc)}") from exc
+        except nats.errors.Error as exc:
+            raise BusError(f"{what} on {self.url}: {exc}") from exc
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+                self._severed.discard(task)
+
+    # -- key/value -------------------------------------------------------
+
+    async def _get(self, key: str) -> Entry | None:
+        with self._translate("get", key):
+            try:
+                entry = await self._kv.get(to_tokens(key))
+            except nats.js.errors.KeyNotFoundError:  # absent or deleted
+                return None
+        return Entry(key, entry.value or b"", self._revision(entry))
+
+    @staticmethod
+    def _revision(entry: KeyValue.Entry) -> int:
+        assert entry.revision is not None
+        return entry.revision
+
+    async def _put(self, key: str, value: bytes) -> int:
+        with self._translate("put", key):
+            return await self._kv.put(to_tokens(key), value)
+
+    async def _create(self, key: str, value: bytes) -> int | None:
+        with self._translate("create", key):
+            try:
+                return await self._kv.create(to_tokens(key), value)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return None
+            except nats.js.errors.KeyNotFoundError:
+                # kv.create looked for a delete marker after losing, and the key
+                # was purged meanwhile: still a lost race
+                return None
+
+    async def _update(self, key: str, value: bytes, revision: int) -> int | None:
+        with self._translate("update", key):
+            try:
+                return await self._kv.update(to_tokens(key), value, last=revision)
+            except nats.js.errors.APIError as exc:
+                if _is_wrong_last(exc):
+                    return None
+                raise
+
+    async def _delete(self, key: str, revision: int | None) -> bool:
+        tokens = to_tokens(key)
+        with self._translate("delete", key):
+            # NATS writes a delete marker even for an absent key, and a guard
+            # equal to the revision of a marker passes. So read first: an absent
+            # (or already deleted) key is not deleted again, and the delete is
+            # guarded by the revision read, re-read if a write got in between.
+            while True:
+                try:
+                    current = self._revision(await self._kv.get(tokens))
+                except nats.js.errors.KeyNotFoundError:
+                    return False
+                if revision is not None and current != revision:
+                    return False
+                try:
+                    await self._kv.delete(tokens, last=current)
+                    return True
+                except nats.js.errors.APIError as exc:
+                    if not _is_wrong_last(exc):
+                        raise
+                    if revision is not None:
+                        return False
+
+    async def _list(self, prefix: str) -> list[Entry]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        found: dict[str, Entry] = {}
+
+        async def on_msg(msg: Msg) -> None:
+            meta = msg.metadata
+            key = from_tokens(msg.subject[len(self._kv_prefix) :])
+            # Arrival is in stream order; after an ordered-consumer reset the
+            # consumer replays from a sequence, so later messages win.
+            if _operation(msg) is EventKind.PUT:
+                found[key] = Entry(key, msg.data, meta.sequence.stream)
+            else:
+                found.pop(key, None)
+            if meta.num_pending == 0 and not done.done():
+                done.set_result(None)
+
+        with self._translate("list", prefix):
+            sub = await self._js.subscribe(
+                self._kv_prefix + prefix_filter(prefix),
+                stream=self._stream,
+                cb=on_msg,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+                inactive_threshold=CONSUMER_INACTIVE,
+            )
+            try:
+                info = await sub.consumer_info()
+                delivered = info.delivered.consumer_seq if info.delivered else 0
+                # Nothing sent and nothing to send: an empty prefix. Otherwise
+                # the message that left nothing pending ends the listing.
+                if not info.num_pending and not delivered and not done.done():
+                    done.set_result(None)
+                await done
+            finally:
+                await self._unsubscribe(sub)
+        return list(found.values())
+
+    async def _current_revision(self) -> int:
+        with self._translate("revision"):
+            info = await self._js.stream_info(self._stream)
+        return int(info.state.last_seq)
+
+    def _watch(self, prefix: str, start_revision: int | None) -> Watch:
+        return _NatsWatch(self, prefix, start_revision)
+
+    # -- pub/sub ---------------------------------------------------------
+
+    def _core_subject(self, subject: str) -> str:
+        return SUBJECT_PREFIX + to_tokens(subject)
+
+    async def _publish(self, subject: str, data: bytes) -> None:
+        with self._translate("publish", subject):
+            await self._nc.publish(self._core_subject(subject), data)
+
+    def _subscribe(self, subject: str) -> Subscription:
+        return _NatsSubscription(self, subject)
+
+    # -- health ----------------------------------------------------------
+
+    async def _health(self) -> str:
+        with self._translate("health"):
+            info = await self._js.stream_info(self._stream)
+        v = self._nc.connected_server_version
+        return (
+            f"nats-server {v.major}.{v.minor}.{v.patch}, bucket {self._bucket!r} "
+            f"at revision {info.state.last_seq}"
+        )
+

@@ -1,0 +1,367 @@
+"""NATS-specific behaviour of :class:`~infrafabric.bus.nats.NatsBus` against real
+``nats-server`` processes: crash recovery, fail-fast during an outage, key
+encoding, and the places where NATS KV semantics differ from the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import nats
+import nats.js.errors
+import pytest
+
+from infrafabric.bus import EventBus, EventKind, WatchEvent, connect
+from infrafabric.bus.keys import to_tokens
+from infrafabric.bus.servers import NatsServer, free_port
+from infrafabric.errors import (
+    BusTimeoutError,
+    BusUnavailableError,
+    CompactedError,
+    ConfigurationError,
+)
+
+GUARD = 10.0  # fails a test that hangs; never a latency assertion
+OUTAGE_ERRORS = (BusUnavailableError, BusTimeoutError)
+
+
+@pytest.fixture
+def own_server() -> Iterator[NatsServer]:
+    """A server of this test's own, free to be killed and restarted."""
+    with NatsServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def nbus(nats_server: NatsServer) -> AsyncIterator[EventBus]:
+    namespace = "t" + uuid.uuid4().hex[:12]
+    async with connect(f"{nats_server.url}?namespace={namespace}") as bus:
+        yield bus
+
+
+async def until_healthy(bus: EventBus) -> None:
+    """Wait (under the caller's guard) until the bus answers again by itself.
+    The server is another process: probing is the only way to see it is back."""
+    while not await bus.health_check():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
+class Milestone:
+    """Set ``reached`` once a count gets to ``target``."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.reached = asyncio.Event()
+
+    def check(self, count: int) -> None:
+        if count >= self.target:
+            self.reached.set()
+
+
+async def collect(watch: object, out: list[WatchEvent], until: int) -> None:
+    """Append events to ``out`` until one with revision >= ``until`` arrived."""
+    async for event in watch:  # type: ignore[attr-defined]
+        out.append(event)
+        if event.revision >= until:
+            return
+
+
+# -- crash and restart ---------------------------------------------------------------
+
+
+async def test_kill9_restart_keeps_acked_writes_and_watch_resumes(own_server: NatsServer) -> None:
+    """Two crashes (SIGKILL) and restarts on the same port and data directory
+    while a writer writes and a watch is open."""
+    # A long bus timeout: anything that waited for its deadline would trip GUARD.
+    url = f"{own_server.url}?timeout=60"
+    acked: dict[str, tuple[bytes, int]] = {}
+    milestone = Milestone(0)
+    stop = asyncio.Event()
+    outcomes = {"unavailable": 0, "timeout": 0}
+
+    async with connect(url) as bus:
+        start = await bus.revision() + 1
+        watch = bus.watch("w/")
+        await watch.start()
+
+        async def writer() -> None:
+            i = attempt = 0
+            while not stop.is_set():
+                attempt += 1
+                value = f"{i}:{attempt}".encode()  # unique per attempt
+                try:
+                    rev = await bus.put(f"w/{i:05d}", value)
+                except BusUnavailableError:
+                    outcomes["unavailable"] += 1
+                    await asyncio.sleep(0.02)  # the writer backs off while the bus is down
+                    continue
+                except BusTimeoutError:  # lost in the crash: applied or not, write again
+                    outcomes["timeout"] += 1
+                    continue
+                acked[f"w/{i:05d}"] = (value, rev)
+                i += 1
+                milestone.check(i)
+                await asyncio.sleep(0)
+
+        async with asyncio.timeout(GUARD * 3):
+            task = asyncio.create_task(writer())
+            for _crash in range(2):
+                milestone = Milestone(len(acked) + 50)
+                await milestone.reached.wait()
+                own_server.kill()
+                await asyncio.to_thread(own_server.start)
+                await until_healthy(bus)
+            # the writer carries on by itself
+            milestone = Milestone(len(acked) + 50)
+            await milestone.reached.wait()
+            stop.set()
+            await task
+            assert outcomes["unavailable"] > 0  # it did see the outage
+
+            last = await bus.revision()
+            events: list[WatchEvent] = []
+            await collect(watch, events, last)
+            await watch.close()
+
+            # Every acknowledged write survived the crash.
+            for key, (value, rev) in acked.items():
+                entry = await bus.get(key)
+                assert entry is not None and (entry.value, entry.revision) == (value, rev)
+
+            # The watch saw each event exactly once, in order: exactly what a
+            # fresh watch replaying the bucket history sees.
+            revisions = [e.revision for e in events]
+            assert revisions == sorted(set(revisions))
+            replay: list[WatchEvent] = []
+            async with bus.watch("w/", start_revision=start) as again:
+                await collect(again, replay, last)
+            assert events == replay
+            seen = {(e.key, e.value, e.revision) for e in events}
+            assert {(k, v, r) for k, (v, r) in acked.items()} <= seen
+
+
+async def test_outage_fails_fast_and_health_follows(own_server: NatsServer) -> None:
+    async with connect(f"{own_server.url}?timeout=60") as bus:
+        rev = await bus.put("o/k", "before")
+        assert await bus.health_check()
+        own_server.kill()
+        async with asyncio.timeout(GUARD):  # far below the 60 s bus timeout
+            for call in (
+                lambda: bus.put("o/k", "during"),
+                lambda: bus.get("o/k"),
+                lambda: bus.update("o/k", "during", rev),
+                lambda: bus.list("o/"),
+                lambda: bus.publish("o/subject", "during"),
+            ):
+                with pytest.raises(OUTAGE_ERRORS) as info:
+                    await call()
+                assert info.value.exit_code == 3
+            health = await bus.health_check()
+            assert not health.ok and health.detail
+        await asyncio.to_thread(own_server.start)
+        async with asyncio.timeout(GUARD):
+            await until_healthy(bus)
+            entry = await bus.get("o/k")
+            assert entry is not None and entry.value == b"before"
+            assert await bus.update("o/k", "after", rev) is not None
+
+
+async def test_watch_resume_retries_until_jetstream_answers(
+    own_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after a reconnect JetStream may not answer yet: re-creating the
+    watch's consumer is retried until it does, and no event is lost."""
+    async with connect(own_server.url) as bus, bus.watch("r/") as watch:
+        r1 = await bus.put("r/1", "1")
+        js = bus._js  # type: ignore[attr-defined]
+        subscribe = js.subscribe
+        failures = 3
+
+        async def not_ready_yet(*args: object, **kwargs: object) -> object:
+            nonlocal failures
+            if failures:
+                failures -= 1
+                raise nats.js.errors.ServiceUnavailableError()
+            return await subscribe(*args, **kwargs)
+
+        monkeypatch.setattr(js, "subscribe", not_ready_yet)
+        own_server.kill()
+        await asyncio.to_thread(own_server.start)
+        async with asyncio.timeout(GUARD):
+            await until_healthy(bus)
+            r2 = await bus.put("r/2", "2")
+            events = [await watch.get(), await watch.get()]
+        assert [(e.key, e.revision) for e in events] == [("r/1", r1), ("r/2", r2)]
+        assert failures == 0
+
+
+async def test_call_in_flight_when_connection_drops_ends_promptly(own_server: NatsServer) -> None:
+    async with connect(f"{own_server.url}?timeout=60") as bus:
+        await bus.put("p/k", "v")
+        own_server.pause()  # the request goes out and is never answered
+        try:
+            async with asyncio.timeout(GUARD):
+                pending = asyncio.create_task(bus.put("p/k", "lost?"))
+                await asyncio.sleep(0.1)  # let the put get on its way
+                # SIGKILL while stopped: it never answers, the connection drops
+                assert own_server.pid is not None
+                os.kill(own_server.pid, signal.SIGKILL)
+                with pytest.raises(BusTimeoutError) as info:
+                    await pending
+                assert "outcome is unknown" in str(info.value)
+        finally:
+            own_server.kill()  # reaps it
+        await asyncio.to_thread(own_server.start)
+        async with asyncio.timeout(GUARD):
+            await until_healthy(bus)
+
+
+async def test_subscription_survives_restart(own_server: NatsServer) -> None:
+    async with connect(own_server.url) as pub, connect(own_server.url) as sub_bus:
+        async with sub_bus.subscribe("s/x") as sub:
+            own_server.kill()
+            await asyncio.to_thread(own_server.start)
+            async with asyncio.timeout(GUARD):
+                await until_healthy(pub)
+                await until_healthy(sub_bus)
+                # at-most-once: publish until one gets through the re-subscription
+                while True:
+                    await pub.publish("s/x", "hello")
+                    with contextlib.suppress(TimeoutError):
+                        msg = await sub.get(0.2)
+                        break
+            assert msg.subject == "s/x" and msg.data == b"hello"
+
+
+# -- connection ---------------------------------------------------------------------
+
+
+async def test_connect_to_nothing_is_unavailable() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    before = asyncio.all_tasks()
+    async with asyncio.timeout(GUARD):
+        with pytest.raises(BusUnavailableError) as info:
+            await connect(url)
+    assert info.value.exit_code == 3
+    assert url in str(info.value)
+    assert "ifctl coordinator start" in str(info.value) and "IF_BUS_URL" in str(info.value)
+    assert isinstance(info.value.__cause__, nats.errors.Error)
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() <= before  # nothing of nats-py left running
+
+
+async def test_close_during_outage_is_clean(own_server: NatsServer) -> None:
+    before = asyncio.all_tasks()
+    bus = await connect(own_server.url)
+    watch = bus.watch("c/")
+    await watch.start()
+    own_server.kill()
+    async with asyncio.timeout(GUARD):
+        with pytest.raises(OUTAGE_ERRORS):  # now the client knows it is down
+            await bus.get("c/k")
+        await bus.close()
+        assert [e async for e in watch] == []
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() <= before
+
+
+async def test_close_leaves_no_tasks(nats_server: NatsServer) -> None:
+    before = asyncio.all_tasks()
+    async with connect(nats_server.url) as bus:
+        watch = bus.watch("x/")
+        sub = bus.subscribe("x/y")
+        await watch.start()
+        await sub.start()
+        await bus.put("x/1", "v")
+        assert (await watch.get(GUARD)).key == "x/1"
+        assert await bus.list("x/")
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() <= before
+
+
+# -- key encoding and NATS KV specifics -------------------------------------------------
+
+
+async def test_key_encoding_round_trips(nbus: EventBus, nats_server: NatsServer) -> None:
+    keys = ["tasks/P0.1.1", "tasks/P0.2", "tasks/P0", "tasks/P01", "tasks/P1.1",
+            "caps/domain:skill", "users/ann@example.com", "odd/a+b=c~d_e-f", "odd/.hidden.",
+            "long/" + ":@." * 339]  # 1,022 characters, 3,000 once encoded
+    for key in keys:
+        await nbus.put(key, key)
+    for key in keys:
+        entry = await nbus.get(key)
+        assert entry is not None and entry.key == key and entry.value == key.encode()
+    assert [e.key for e in await nbus.list("tasks/P0.")] == ["tasks/P0.1.1", "tasks/P0.2"]
+    assert [e.key for e in await nbus.list("caps/")] == ["caps/domain:skill"]
+    assert {e.key for e in await nbus.list()} == set(keys)
+    # "/" and "." stay distinct all the way down to the stored KV key
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await nc.jetstream().key_value("infrafabric")
+        stored = await kv.get(to_tokens(f"{nbus.namespace}/tasks/P0.1.1"))
+        assert stored.value == b"tasks/P0.1.1"
+    finally:
+        await nc.close()
+
+
+async def test_watch_decodes_keys_and_deletes(nbus: EventBus) -> None:
+    async with nbus.watch("caps/") as watch:
+        r1 = await nbus.put("caps/a:b@c.d", "1")
+        assert await nbus.delete("caps/a:b@c.d") is True
+        async with asyncio.timeout(GUARD):
+            first, second = await watch.get(), await watch.get()
+    assert (first.kind, first.key, first.value, first.revision) == (
+        EventKind.PUT, "caps/a:b@c.d", b"1", r1)
+    assert (second.kind, second.key, second.value) == (EventKind.DELETE, "caps/a:b@c.d", None)
+
+
+async def test_delete_of_absent_key_writes_nothing(nbus: EventBus) -> None:
+    rev = await nbus.put("d/k", "v")
+    assert await nbus.delete("d/k") is True
+    deleted_at = await nbus.revision()
+    assert await nbus.delete("d/k") is False
+    assert await nbus.delete("d/never") is False
+    # the delete marker's revision is not a revision of the key
+    assert await nbus.delete("d/k", revision=deleted_at) is False
+    assert await nbus.delete("d/k", revision=rev) is False
+    assert await nbus.revision() == deleted_at
+
+
+async def test_subjects_do_not_collide(nbus: EventBus) -> None:
+    async with nbus.subscribe("a/b") as slash, nbus.subscribe("a.b") as dot:
+        await nbus.publish("a.b", "dot")
+        await nbus.publish("a/b", "slash")
+        async with asyncio.timeout(GUARD):
+            assert (await slash.get()).data == b"slash"
+            assert (await dot.get()).data == b"dot"
+
+
+async def test_bucket_options_and_compacted_watch(nats_server: NatsServer) -> None:
+    bucket = "b" + uuid.uuid4().hex[:12]
+    async with connect(f"{nats_server.url}?bucket={bucket}&history=1") as bus:
+        first = await bus.put("k", "1")
+        await bus.put("k", "2")  # history=1 drops the first revision
+        health = await bus.health_check()
+        assert health.ok and bucket in health.detail
+        with pytest.raises(CompactedError):
+            await bus.watch("", start_revision=first).start()
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(f"KV_{bucket}")
+        assert info.config.max_msgs_per_subject == 1
+        assert info.config.storage == nats.js.api.StorageType.FILE
+        await js.delete_key_value(bucket)
+    finally:
+        await nc.close()
+
+
+async def test_bad_options_fail_before_io() -> None:
+    port = free_port()  # nothing listens: a ConfigurationError proves no I/O happened
+    for option in ("bucket=a.b", "history=65", "replicas=0", "connect_timeout=-1"):
+        with pytest.raises(ConfigurationError):
+            await connect(f"nats://127.0.0.1:{port}?{option}")
