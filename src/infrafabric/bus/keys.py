@@ -14,6 +14,7 @@ empty prefix matches every key, ``tasks/`` every key below ``tasks``, and
 
 from __future__ import annotations
 
+import functools
 import re
 
 from infrafabric.errors import BadKeyError
@@ -62,8 +63,13 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+_NATS_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_\-]+")
+
+
 def encode_segment(segment: str) -> str:
     """Encode one segment into NATS-token-safe characters (``=XX`` escapes)."""
+    if _NATS_SAFE_SEGMENT.fullmatch(segment):
+        return segment
     return "".join(ch if _NATS_SAFE.match(ch) else f"={ord(ch):02X}" for ch in segment)
 
 
@@ -81,6 +87,7 @@ def decode_segment(token: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=65536)
 def to_tokens(key: str) -> str:
     """Map a key onto dot-separated NATS tokens, one per segment, injectively."""
     return ".".join(encode_segment(s) for s in key.split("/"))

@@ -422,21 +422,21 @@ class NatsBus(EventBus):
         """Run a nats-py call, translating its exceptions into the InfraFabric
         tree. With ``check``, fail at once while the connection is down rather
         than letting the request wait out its deadline."""
-        if key.startswith(self.namespace + "/"):
-            key = self._strip_ns(key)
-        what = f"{op} {key!r}" if key else op
-        if op == "bucket":
-            what = f"opening KV bucket {self._bucket!r}"
-        if op == "connect":
-            unavailable = f"cannot connect to the bus at {self.url}"
-            hint: str | None = CONNECT_HINT
-        elif op == "bucket":
-            unavailable = f"cannot open KV bucket {self._bucket!r} at {self.url}"
-            hint = "JetStream must be enabled on the server (nats-server --jetstream)"
-        else:
-            unavailable = f"{what}: the bus at {self.url} is unreachable"
-            hint = "the client reconnects by itself; retry later"
+        def words() -> tuple[str, str, str | None]:
+            # Built only when something failed: this runs around every call.
+            name = self._strip_ns(key) if key.startswith(self.namespace + "/") else key
+            what = f"{op} {name!r}" if name else op
+            if op == "connect":
+                return what, f"cannot connect to the bus at {self.url}", CONNECT_HINT
+            if op == "bucket":
+                return (f"opening KV bucket {self._bucket!r}",
+                        f"cannot open KV bucket {self._bucket!r} at {self.url}",
+                        "JetStream must be enabled on the server (nats-server --jetstream)")
+            return (what, f"{what}: the bus at {self.url} is unreachable",
+                    "the client reconnects by itself; retry later")
+
         if check and not self._nc.is_connected:
+            _, unavailable, hint = words()
             raise BusUnavailableError(f"{unavailable} (reconnecting)", hint=hint)
         task = asyncio.current_task()
         if task is not None:
@@ -449,6 +449,7 @@ class NatsBus(EventBus):
             self._severed.discard(task)
             if task.uncancel() > 0:  # someone else cancelled it too
                 raise
+            what, unavailable, hint = words()
             if op in _WRITES:
                 raise BusTimeoutError(
                     f"{what}: the connection to {self.url} was lost before the answer; "
@@ -461,28 +462,35 @@ class NatsBus(EventBus):
         except InfraFabricError:
             raise
         except nats.errors.TimeoutError as exc:
+            what, unavailable, hint = words()
             raise BusTimeoutError(
                 f"{what} on {self.url}: no answer within the deadline; the outcome is unknown",
                 hint="read the state back before retrying a write",
             ) from exc
         except nats.errors.NoServersError as exc:
+            what, unavailable, hint = words()
             cause = _describe(self._last_error or exc)
             raise BusUnavailableError(f"{unavailable}: {cause}", hint=hint) from exc
         except _UNAVAILABLE as exc:
+            what, unavailable, hint = words()
             raise BusUnavailableError(f"{unavailable}: {_describe(exc)}", hint=hint) from exc
         except (nats.errors.BadSubjectError, nats.js.errors.InvalidKeyError) as exc:
+            what, unavailable, hint = words()
             raise BadKeyError(f"{what}: rejected by NATS: {exc}") from exc
         except (nats.js.errors.InvalidBucketNameError, nats.js.errors.BadBucketError) as exc:
             raise ConfigurationError(
                 f"stream {self._stream!r} at {self.url} is not a usable KV bucket"
             ) from exc
         except nats.errors.MaxPayloadError as exc:
+            what, unavailable, hint = words()
             raise BusError(
                 f"{what}: the value exceeds the server's limit of {self._nc.max_payload} bytes"
             ) from exc
         except nats.js.errors.APIError as exc:
+            what, unavailable, hint = words()
             raise BusError(f"{what} on {self.url}: {_describe(exc)}") from exc
         except nats.errors.Error as exc:
+            what, unavailable, hint = words()
             raise BusError(f"{what} on {self.url}: {exc}") from exc
         finally:
             if task is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
@@ -66,6 +67,11 @@ class BusURL:
         return value
 
     def __str__(self) -> str:
+        return self.display
+
+    @functools.cached_property
+    def display(self) -> str:
+        """The URL in canonical form (hosts, sorted options)."""
         netloc = ",".join(f"{h}:{p}" for h, p in self.hosts) or self.name
         query = "&".join(f"{k}={v}" for k, v in sorted(self.options.items()))
         return f"{self.scheme}://{netloc}" + (f"?{query}" if query else "")

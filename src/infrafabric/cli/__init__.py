@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from infrafabric.cli.app import cli
+from infrafabric.cli.bench import bench
+from infrafabric.cli.board import blocker, board, events, swarm, task
 from infrafabric.cli.coordinator import coordinator
 from infrafabric.cli.demo import demo
 
+cli.add_command(bench)
 cli.add_command(coordinator)
+for _group in (task, board, swarm, blocker, events):
+    cli.add_command(_group)
 cli.add_command(demo)
 
 __all__ = ["cli", "main"]

@@ -1,0 +1,21 @@
+"""Benchmarks behind ``ifctl bench``: timings are reported, never asserted.
+
+``bench_bus`` compares our :class:`~infrafabric.bus.EventBus` with the raw
+engine client on the same server (see :mod:`infrafabric.bench.bus`).
+"""
+
+from __future__ import annotations
+
+from infrafabric.bench.bus import OPERATIONS, TARGETS, BenchError, bench_bus, default_warmup
+from infrafabric.bench.stats import QUANTILE_METHOD, nearest_rank, summarize
+
+__all__ = [
+    "OPERATIONS",
+    "QUANTILE_METHOD",
+    "TARGETS",
+    "BenchError",
+    "bench_bus",
+    "default_warmup",
+    "nearest_rank",
+    "summarize",
+]

@@ -1,0 +1,164 @@
+"""The subscriber process of the cross-process publish→subscribe benchmark.
+
+``python -m infrafabric.bench._subscriber MODE URL SUBJECT``
+
+MODE is ``ours`` (subscribe through :func:`infrafabric.bus.connect` to the
+logical SUBJECT; URL carries the namespace), ``nats`` (core NATS
+``subscribe`` on SUBJECT, no InfraFabric code) or ``etcd`` (aetcd
+``watch_prefix`` of ``SUBJECT/``: each message is a put of a fresh key under
+it, which is how our etcd bus carries pub/sub too).
+
+Protocol, one line each on stdout: ``ready`` once the subscription is
+established, then for every message received ``SEQ SENT_NS RECV_NS``, where
+SENT_NS is the ``time.monotonic_ns()`` the publisher embedded in the message
+(``b"SEQ SENT_NS ..."``) and RECV_NS is this process's ``time.monotonic_ns()``
+taken as soon as the message is handed to the subscriber. CLOCK_MONOTONIC is
+one system-wide clock on Linux, so the difference is a valid cross-process
+latency. The process exits when its stdin is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+from infrafabric.bench._wire import parse
+
+__all__ = ["main", "run"]
+
+
+def _report(data: bytes) -> None:
+    recv = time.monotonic_ns()
+    try:
+        seq, sent = parse(data)
+    except ValueError:
+        return
+    os.write(1, f"{seq} {sent} {recv}\n".encode())
+
+
+async def _ours(url: str, subject: str, ready: Callable[[], None],
+                done: Awaitable[None]) -> None:
+    from infrafabric.bus import connect
+
+    async with connect(url) as bus, bus.subscribe(subject) as sub:
+        ready()
+
+        async def consume() -> None:
+            async for msg in sub:
+                _report(msg.data)
+
+        await _until(consume(), done)
+
+
+async def _nats(url: str, subject: str, ready: Callable[[], None],
+                done: Awaitable[None]) -> None:
+    import nats
+
+    nc = await nats.connect(url.split("?", 1)[0], allow_reconnect=False)
+    try:
+        sub = await nc.subscribe(subject)
+        await nc.flush()
+        ready()
+
+        async def consume() -> None:
+            async for msg in sub.messages:
+                _report(msg.data)
+
+        await _until(consume(), done)
+    finally:
+        await nc.close()
+
+
+async def _etcd(url: str, subject: str, ready: Callable[[], None],
+                done: Awaitable[None]) -> None:
+    import aetcd
+
+    from infrafabric.bus.url import parse_url
+
+    host, port = parse_url(url).hosts[0]
+    client = aetcd.Client(host, port)
+    await client.connect()
+    try:
+        watch = await client.watch_prefix(subject.encode() + b"/")
+        ready()
+
+        async def consume() -> None:
+            async for event in watch:
+                _report(bytes(event.kv.value))
+
+        await _until(consume(), done)
+        with contextlib.suppress(Exception):
+            await watch.cancel()
+    finally:
+        await client.close()
+
+
+async def _until(work: Awaitable[None], done: Awaitable[None]) -> None:
+    """Run ``work`` until ``done`` completes (or ``work`` ends), then cancel the other."""
+    tasks = [asyncio.ensure_future(work), asyncio.ensure_future(done)]
+    finished, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    for task in finished:
+        task.result()
+
+
+_MODES = {"ours": _ours, "nats": _nats, "etcd": _etcd}
+
+
+def _stdin_closed(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """A future that completes when stdin reaches EOF. The reading thread is a
+    daemon, so it never holds up the exit of this process."""
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    def wait() -> None:
+        # os.read on the raw fd: a buffered sys.stdin would hold a lock that
+        # makes interpreter shutdown abort while this thread still waits
+        with contextlib.suppress(OSError):
+            while os.read(0, 65536):
+                pass
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(finish)
+
+    threading.Thread(target=wait, name="stdin-eof", daemon=True).start()
+    return fut
+
+
+async def run(mode: str, url: str, subject: str) -> None:
+    """Subscribe, say ``ready``, report every message until stdin closes."""
+    done = _stdin_closed(asyncio.get_running_loop())
+
+    def ready() -> None:
+        os.write(1, b"ready\n")
+
+    await _MODES[mode](url, subject, ready, done)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] not in _MODES:
+        print("usage: python -m infrafabric.bench._subscriber ours|nats|etcd URL SUBJECT",
+              file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run(*argv))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,210 @@
+"""``ifctl bench bus`` and :func:`infrafabric.bench.bench_bus`.
+
+These tests check that the benchmark runs and that its report is complete and
+consistent on every backend. They never assert a latency or throughput value:
+timings belong in the benchmark's output, not in pass/fail.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aetcd
+import nats
+import pytest
+from click.testing import CliRunner
+
+from infrafabric.bench import bench_bus, nearest_rank, summarize
+from infrafabric.bench.bus import OPERATIONS, TARGETS
+from infrafabric.bus import connect
+from infrafabric.bus.servers import EtcdServer, NatsServer
+from infrafabric.cli import cli
+
+N = 30
+LATENCY_OPS = ("create_win", "create_lose", "update", "put_watch", "pubsub")
+STATS = ("min", "p50", "p95", "p99", "max")
+
+
+def check_result(r: dict[str, Any], backend: str, n: int) -> None:
+    """Everything a report must contain, and every invariant between its numbers."""
+    json.dumps(r)  # JSON-ready
+    has_raw = backend != "memory"
+    assert r["benchmark"] == "bus"
+    assert r["backend"] == backend
+    assert r["n"] == n
+    assert r["warmup"] >= 0
+    assert r["machine"]["cores"] >= 1
+    assert r["engine"]["name"]
+    assert r["engine"]["version"]
+    assert (r["engine"]["client"] is not None) == has_raw
+    assert r["quantile_method"].startswith("nearest-rank")
+    assert set(r["operations"]) == set(OPERATIONS)
+    for op in LATENCY_OPS:
+        entry = r["operations"][op]
+        sides = ("ours", "raw") if has_raw else ("ours",)
+        for side in sides:
+            s = entry[side]
+            assert s["count"] == n, (op, side, s)
+            values = [s[k] for k in STATS]
+            assert all(v > 0 for v in values), (op, side, s)
+            assert values == sorted(values), (op, side, s)
+            assert s["min"] <= s["mean"] <= s["max"]
+        assert set(entry["calls"]) == set(sides)
+        if has_raw:
+            assert isinstance(entry["ratio"], float) and entry["ratio"] > 0
+            assert isinstance(entry["ratio_p99"], float) and entry["ratio_p99"] > 0
+        else:
+            assert entry["raw"] is None
+            assert entry["ratio"] is None
+    pubsub = r["operations"]["pubsub"]
+    assert pubsub["cross_process"] is has_raw
+    assert all(lost == 0 for lost in pubsub["lost"].values())
+    tp = r["operations"]["throughput"]
+    assert tp["ours"]["ops"] == n and tp["ours"]["ops_per_s"] > 0
+    if has_raw:
+        assert tp["raw"]["ops"] == n and tp["raw"]["ops_per_s"] > 0
+        assert tp["ratio"] > 0
+    else:
+        assert tp["raw"] is None and tp["ratio"] is None
+    assert [t["id"] for t in r["targets"]] == [t[0] for t in TARGETS]
+    for t in r["targets"]:
+        assert t["pass"] in (True, False, None)
+        assert isinstance(t["applies"], bool)
+        if has_raw:
+            assert t["value"] is not None and t["pass"] is not None
+        else:
+            assert t["pass"] is None
+
+
+def test_nearest_rank_and_summary() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert nearest_rank(values, 50) == 50
+    assert nearest_rank(values, 95) == 95
+    assert nearest_rank(values, 99) == 99
+    assert nearest_rank(values, 100) == 100
+    assert nearest_rank([7.0], 99) == 7.0
+    s = summarize([3_000_000, 1_000_000, 2_000_000])  # ns
+    assert s == {"count": 3, "min": 1.0, "p50": 2.0, "p95": 3.0, "p99": 3.0, "max": 3.0,
+                 "mean": 2.0}
+    assert summarize([])["count"] == 0
+
+
+async def test_bench_memory(namespace: str) -> None:
+    r = await bench_bus(f"memory://{namespace}", N, warmup=5, pace_ms=0)
+    check_result(r, "memory", N)
+
+
+async def test_bench_nats(nats_server: NatsServer, namespace: str) -> None:
+    url = f"{nats_server.url}?namespace={namespace}"
+    seen: list[str] = []
+    r = await bench_bus(url, N, warmup=5, inflight=8, server={"sync_interval": "always"},
+                        progress=lambda phase, done, total: seen.append(phase))
+    check_result(r, "nats", N)
+    assert set(seen) == set(OPERATIONS)
+    assert r["server"]["our_bucket"] == "infrafabric"
+    assert r["server"]["bucket_settings"]["source"] == "copied from KV_infrafabric"
+    assert all(t["applies"] for t in r["targets"])
+    # cleanup: nothing of ours left in the namespace, the raw bucket is gone
+    async with connect(url) as bus:
+        assert await bus.list("") == []
+    nc = await nats.connect(nats_server.url)
+    try:
+        names = [si.config.name for si in await nc.jetstream().streams_info()]
+    finally:
+        await nc.close()
+    assert f"KV_{r['server']['raw_bucket']}" not in names
+
+
+async def test_bench_etcd(etcd_server: EtcdServer, namespace: str) -> None:
+    url = f"{etcd_server.url}?namespace={namespace}"
+    r = await bench_bus(url, N, warmup=5, inflight=8)
+    check_result(r, "etcd", N)
+    assert not any(t["applies"] for t in r["targets"])
+    async with connect(url) as bus:
+        assert await bus.list("") == []
+    client = aetcd.Client(etcd_server.host, etcd_server.port)
+    await client.connect()
+    try:
+        left = list(await client.get_prefix(r["server"]["raw_prefix"].encode()))
+    finally:
+        await client.close()
+    assert left == []
+
+
+def test_cli_json_on_given_bus(nats_server: NatsServer, namespace: str) -> None:
+    url = f"{nats_server.url}?namespace={namespace}"
+    result = CliRunner().invoke(cli, ["--bus", url, "bench", "bus", "--n", "10", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)  # progress goes to stderr only
+    check_result(r, "nats", 10)
+    assert r["exit_code"] == 0
+    assert r["server"]["managed"] is False
+    assert r["inflight"] == 64
+
+
+def test_cli_starts_and_removes_a_durable_server(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(
+        cli, ["bench", "bus", "--backend", "nats", "--n", "10", "--inflight", "4", "--json",
+              "--why"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)
+    check_result(r, "nats", 10)
+    assert r["server"]["managed"] is True
+    assert r["server"]["sync_interval"] == "always"
+    assert all(t["applies"] for t in r["targets"])
+    assert r["why"] and any("CLOCK_MONOTONIC" in line for line in r["why"])
+    assert list(tmp_path.glob("if-nats-*")) == []  # data directory removed
+
+
+def test_cli_human_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(cli, ["bench", "bus", "--backend", "memory", "--n", "10"])
+    assert result.exit_code == 0, result.output + result.stderr
+    out = result.stdout
+    for text in ("create win", "update CAS", "put→watch", "pub→sub in-proc", "throughput",
+                 "target"):
+        assert text in out
+
+
+def test_cli_falsify_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(
+        cli, ["bench", "bus", "--backend", "etcd", "--mode=falsify", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)
+    assert r["mode"] == "falsify" and r["would_fail"] is False
+    names = {c["check"] for c in r["checks"]}
+    assert {"etcd binary", "client library aetcd", "n sane"} <= names
+
+
+def test_cli_falsify_reports_unreachable_bus() -> None:
+    result = CliRunner().invoke(
+        cli, ["--bus", "nats://127.0.0.1:1", "bench", "bus", "--mode=falsify", "--json"])
+    assert result.exit_code == 1
+    r = json.loads(result.stdout)
+    failed = [c["check"] for c in r["checks"] if not c["ok"]]
+    assert failed == ["bus reachable"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "bus", "--n", "5"],
+        ["bench", "bus", "--n", "many"],
+        ["bench", "bus", "--inflight", "0"],
+        ["bench", "bus", "--backend", "zookeeper"],
+        ["--bus", "memory://", "bench", "bus", "--backend", "nats"],
+        ["--bus", "bogus://x", "bench", "bus"],
+    ],
+)
+def test_cli_bad_input_exits_2(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" or "error" in result.stdout
