@@ -496,7 +496,10 @@ def board_import(path: Path, fmt: str | None) -> Outcome:
     async def go(coord: IFCoordinator) -> Outcome:
         existing = {t.id for t in await coord.list_tasks()}
         clashes = sorted(existing & {t.id for t in parsed.tasks})
-        problems = [f"task {c} already exists on the board" for c in clashes]
+        problems = []
+        if clashes:
+            shown = ", ".join(clashes[:8]) + (f" and {len(clashes) - 8} more" if len(clashes) > 8 else "")
+            problems.append(f"{len(clashes)} of its tasks already exist on the board: {shown}")
         if s.falsify or problems:
             out = falsify_owned(problems, "import", str(path))
             out.lines += [f"warning: {w}" for w in parsed.warnings]
@@ -530,14 +533,15 @@ def board_show() -> Outcome:
         tasks = await coord.list_tasks()
         now = time.time()
         table = Table(title=f"{len(tasks)} tasks")
-        for col in ("id", "title", "status", "kind", "owner", "lease", "depends on"):
-            table.add_column(col)
+        for col in ("id", "status", "kind", "owner", "lease"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("title", no_wrap=True, overflow="ellipsis", max_width=36)
+        table.add_column("depends on", overflow="fold")
         for t in tasks:
             row = task_row(t, now)
-            table.add_row(t.id, t.title[:40], f"[{STATUS_STYLE[t.status]}]{t.status.value}[/]",
-                          t.kind.value, t.owner or "-",
-                          "-" if row["lease_left_s"] is None else f"{row['lease_left_s']} s",
-                          ", ".join(t.dependencies) or "-")
+            table.add_row(t.id, f"[{STATUS_STYLE[t.status]}]{t.status.value}[/]", t.kind.value,
+                          t.owner or "-", "-" if row["lease_left_s"] is None else f"{row['lease_left_s']} s",
+                          t.title, ", ".join(t.dependencies) or "-")
         s = settings()
         if not s.json:
             s.console.print(table)
