@@ -738,9 +738,17 @@ class IFCoordinator:
             handle.cancel()
 
     def _spawn(self, fn: Callable[[str], Awaitable[Any]], task_id: str) -> None:
+        """Run a watcher action, retrying through bus outages: a lease that
+        lapses while the bus is down must still be handed out afterwards."""
         async def guarded() -> None:
-            with contextlib.suppress(InfraFabricError):
-                await fn(task_id)
+            delay = 0.1
+            while True:
+                try:
+                    await fn(task_id)
+                    return
+                except InfraFabricError:
+                    await asyncio.sleep(delay)  # backoff while the bus is unreachable
+                    delay = min(delay * 2, 2.0)
 
         task = asyncio.ensure_future(guarded())
         self._background.add(task)
