@@ -120,3 +120,15 @@ def test_falsify_changes_nothing(tmp_path: Path) -> None:
     assert report["mode"] == "falsify" and {c["check"] for c in report["checks"]} >= {
         "nats-server binary", "state directory writable", "not already running"}
     assert not (tmp_path / "coordinator.json").exists()
+
+
+def test_demo_finishes_every_task_once_and_reclaims_the_killed_agents_task(
+        tmp_path: Path, nats_server: object) -> None:
+    url = f"{nats_server.url}?namespace=demotest"  # type: ignore[attr-defined]
+    result = ifctl("demo", "--agents", "3", "--tasks", "8", "--json", home=tmp_path,
+                   env={"IF_BUS_URL": url})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["completed"] == 8 and report["done_exactly_once"]
+    assert report["killed_agent"] and report["reclaimed_by"] not in (None, report["killed_agent"])
+    assert report["claims_won"] == 8

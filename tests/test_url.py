@@ -71,3 +71,11 @@ def test_key_token_mapping_is_injective_and_reversible() -> None:
 def test_key_errors_name_the_key() -> None:
     with pytest.raises(BadKeyError, match="'a//b'"):
         validate_key("a//b")
+
+
+def test_with_options_replaces() -> None:
+    from infrafabric.bus.url import with_options
+
+    assert with_options("nats://h:1?namespace=a&timeout=2", namespace="b") == (
+        "nats://h:1?namespace=b&timeout=2")
+    assert with_options("memory://", namespace="x") == "memory://default?namespace=x"

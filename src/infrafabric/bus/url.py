@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from infrafabric.errors import ConfigurationError
 
-__all__ = ["COMMON_OPTIONS", "DEFAULT_PORTS", "SCHEMES", "BusURL", "parse_url"]
+__all__ = ["COMMON_OPTIONS", "DEFAULT_PORTS", "SCHEMES", "BusURL", "parse_url", "with_options"]
 
 SCHEMES = ("memory", "nats", "etcd")
 DEFAULT_PORTS = {"nats": 4222, "etcd": 2379}
@@ -75,6 +76,12 @@ class BusURL:
         netloc = ",".join(f"{h}:{p}" for h, p in self.hosts) or self.name
         query = "&".join(f"{k}={v}" for k, v in sorted(self.options.items()))
         return f"{self.scheme}://{netloc}" + (f"?{query}" if query else "")
+
+
+def with_options(raw: str, **options: str) -> str:
+    """``raw`` with the given query options set (replacing any already there)."""
+    url = parse_url(raw)
+    return str(dataclasses.replace(url, options={**url.options, **options}, raw=""))
 
 
 def _positive_float(url: BusURL, name: str, default: float) -> float:

@@ -7,19 +7,22 @@ from rich.table import Table
 
 from infrafabric.bus.embedded import Embedded
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, run_async, settings
-from infrafabric.demo.run import run_demo
+from infrafabric.demo.run import LEASE, run_demo
 
 
 @click.command()
 @click.option("--agents", type=click.IntRange(2, 32), default=3, show_default=True,
               help="Agent processes to start.")
+@click.option("--no-kill", is_flag=True, help="Do not kill an agent mid-task.")
 @click.option("--tasks", type=click.IntRange(1, 1000), default=12, show_default=True,
               help="Tasks to push to the agents.")
 @contract
-def demo(agents: int, tasks: int) -> Outcome:
-    """Start agent processes, push tasks to all of them, and show that each task
-    is claimed by exactly one agent (one compare-and-swap on the bus), with the
-    push and claim latencies.
+def demo(agents: int, tasks: int, no_kill: bool) -> Outcome:
+    """Agent processes work a task board through the coordinator: each takes
+    the best task it can or waits for one to be pushed, holds it with
+    heartbeats, completes it (unblocking its dependents); one agent is killed
+    with SIGKILL mid-task and its task is reclaimed when the lease lapses.
+    Every task must be done exactly once.
 
     Uses IF_BUS_URL if set; otherwise starts the embedded local coordinator for
     the run and stops it afterwards (if it was not already running).
@@ -42,33 +45,38 @@ def demo(agents: int, tasks: int) -> Outcome:
                             f"({'started' if started_here else 'already running'})")
     try:
         report = run_async(run_demo(
-            url, agents=agents, tasks=tasks,
+            url, agents=agents, tasks=tasks, kill_one=not no_kill,
             progress=(lambda _: None) if s.json else (lambda m: s.console.print(f"  {m}")),
         ))
     finally:
         if started_here:
             embedded.stop()
     data = report.as_dict()
-    ok = not report.double_owners and len(report.owners) == tasks
-    table = Table(title="who won what")
+    table = Table(title="who did what")
     table.add_column("agent")
-    table.add_column("tasks won", justify="right")
-    for agent, won in sorted(data["tasks_per_agent"].items()):
-        table.add_row(agent, str(won))
+    table.add_column("tasks done", justify="right")
+    for agent in report.agents:
+        note = " (killed)" if agent == report.killed else ""
+        table.add_row(agent + note, str(report.done_by.get(agent, 0)))
     if not s.json:
         s.console.print(table)
     lines = [
-        f"{tasks} tasks pushed to {agents} agent processes; {len(report.owners)} claimed, "
-        f"each by exactly one agent" if ok else f"FAILED: double owners {report.double_owners}",
-        f"claims won {report.claims_won}, refused at once {report.claims_lost}",
-        f"push latency (publish -> agent, across processes) ms: {data['push_latency_ms']}",
-        f"claim latency (one CAS round trip) ms: {data['claim_latency_ms']}",
-        f"done in {data['seconds']} s" + ("; embedded coordinator stopped" if started_here else ""),
+        f"{report.completed}/{tasks} tasks done, each exactly once" if report.ok
+        else f"[bold red]FAILED[/]: {data}",
+        f"claims won {report.claims_won}, refused at once {report.claims_lost} (one CAS each)",
+        f"claim latency ms: {data['claim_latency_ms']}",
+        f"unblocked or lapsed -> claimed again (push + claim, incl. waiting for a free agent) ms: "
+        f"{data['available_to_claimed_ms']}",
     ]
+    if report.killed:
+        lines.append(f"{report.killed} was killed holding {report.killed_task}; "
+                     f"its lease lapsed and {report.reclaimed_by} completed it")
+    lines.append(f"done in {data['seconds']} s" + ("; embedded coordinator stopped" if started_here else ""))
     return Outcome(
         data=data, lines=lines,
-        why=["every agent receives every task by push (no polling) and tries bus.create(claims/T)",
-             "create succeeds for exactly one caller; the rest get None at once",
-             "the stored claims are read back and compared with the reported winners"],
-        exit_code=0 if ok else EXIT_REFUSED,
+        why=["agents call next_task: claim the best available task, else wait for a push (no polling)",
+             "a claim is one compare-and-swap on the task record: exactly one agent wins",
+             "completing a task makes its dependents available and pushes them",
+             f"a claim lasts {LEASE:g} s unless renewed; a killed agent stops renewing"],
+        exit_code=0 if report.ok else EXIT_REFUSED,
     )
