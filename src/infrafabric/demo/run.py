@@ -15,7 +15,7 @@ from typing import Any
 
 from infrafabric.bus import connect
 from infrafabric.bus.url import with_options
-from infrafabric.coordinator import IFCoordinator, TaskStatus
+from infrafabric.coordinator import IFCoordinator, TaskEvent, TaskStatus
 from infrafabric.errors import InfraFabricError
 
 LEASE = 2.0
@@ -66,6 +66,13 @@ class DemoReport:
         }
 
 
+def describe(ev: TaskEvent, progress: Callable[[str], None]) -> None:
+    lapsed = "lapsed" in ev.reason
+    if ev.status in (TaskStatus.CLAIMED, TaskStatus.COMPLETED) or lapsed:
+        note = f"({ev.reason})" if lapsed else ""
+        progress(f"{ev.task_id} {ev.status.value:<9} {ev.owner or ev.by or ''} {note}")
+
+
 def demo_board(n: int) -> list[dict[str, Any]]:
     """Chains of four (each task waits for the previous one) and some filler."""
     specs: list[dict[str, Any]] = []
@@ -110,10 +117,7 @@ async def run_demo(url: str, *, agents: int = 3, tasks: int = 12, kill_one: bool
                         for p in pending:
                             p.cancel()
                         if event_task in finished:
-                            ev = event_task.result()
-                            if ev.status in (TaskStatus.CLAIMED, TaskStatus.COMPLETED) or "lapsed" in ev.reason:
-                                progress(f"{ev.task_id} {ev.status.value:<9} {ev.owner or ev.by or ''} "
-                                         f"{'(' + ev.reason + ')' if 'lapsed' in ev.reason else ''}")
+                            describe(event_task.result(), progress)
                         if news_task in finished:
                             news = json.loads(news_task.result().data)
                             if news["event"] == "claimed" and kill_one and report.killed is None:
