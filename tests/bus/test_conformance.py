@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from infrafabric.bus import EventBus, EventKind, Message, WatchEvent, connect
-from infrafabric.errors import BadKeyError, BadRevisionError, BusUnavailableError
+from infrafabric.errors import BadKeyError, BadRevisionError, BusUnavailableError, ConfigurationError
 
 EVENT_WAIT = 5.0  # a guard against hangs, never a latency assertion
 
@@ -146,6 +146,19 @@ async def test_namespaces_are_isolated(bus_url: str) -> None:
         assert [e.value for e in await b.list("shared/")] == [b"b"]
         await a.delete("shared/key")
         await b.delete("shared/key")
+
+
+async def test_scan_streams_every_entry_once(bus: EventBus) -> None:
+    for i in range(250):
+        await bus.put(f"log/{i:06d}", f"entry {i}")
+    await bus.put("logx/other", "not under the prefix")
+    await bus.delete("log/000007")
+    seen = [e async for e in bus.scan("log/", batch=16)]
+    assert [e.key for e in seen] == [f"log/{i:06d}" for i in range(250) if i != 7]
+    assert all(e.value == f"entry {int(e.key[4:])}".encode() for e in seen)
+    assert [e async for e in bus.scan("nothing/", batch=5)] == []
+    with pytest.raises(ConfigurationError):
+        [e async for e in bus.scan("log/", batch=0)]
 
 
 # -- watch ----------------------------------------------------------------------------

@@ -45,7 +45,7 @@ import enum
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
@@ -57,6 +57,7 @@ from infrafabric.errors import (
     BusError,
     BusTimeoutError,
     BusUnavailableError,
+    ConfigurationError,
     InfraFabricError,
 )
 
@@ -410,6 +411,24 @@ class EventBus(ABC):
             key=lambda e: e.key,
         )
 
+    async def scan(self, prefix: str = "", *, batch: int = 1000) -> AsyncIterator[Entry]:
+        """Every entry under ``prefix``, streamed ``batch`` at a time so memory
+        stays bounded however many there are (``list`` loads them all).
+
+        Order: by key on memory and etcd; by revision of the last write on
+        NATS (JetStream has no key order). Keys written once, in key order
+        (like an append-only log with zero-padded sequence numbers), come out
+        in the same order everywhere. Each page is read under the bus deadline.
+        """
+        validate_prefix(prefix)
+        if not isinstance(batch, int) or batch < 1:
+            raise ConfigurationError(f"scan batch must be a positive integer, got {batch!r}")
+        physical = self._ns_prefix(prefix)
+        with self._deadline("scan", prefix):
+            async for entry in self._scan(physical, batch):
+                if entry.key.startswith(physical):
+                    yield Entry(self._strip_ns(entry.key), entry.value, entry.revision)
+
     def watch(self, prefix: str = "", start_revision: int | None = None) -> Watch:
         """A :class:`Watch` of every change under ``prefix`` (see module docs)."""
         validate_prefix(prefix)
@@ -517,6 +536,16 @@ class EventBus(ABC):
     async def _list(self, prefix: str) -> builtins.list[Entry]:
         """Entries under the physical ``prefix`` (may include extra keys;
         the caller filters)."""
+
+    async def _scan(self, prefix: str, batch: int) -> AsyncIterator[Entry]:
+        """Entries under the physical ``prefix`` in pages of ``batch``, each
+        page bounded by the bus timeout (see :meth:`scan` for the order).
+
+        This fallback loads the whole prefix; backends override it."""
+        async with asyncio.timeout(self.timeout):
+            entries = sorted(await self._list(prefix), key=lambda e: e.key)
+        for entry in entries:
+            yield entry
 
     @abstractmethod
     def _watch(self, prefix: str, start_revision: int | None) -> Watch:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from infrafabric.bus.base import Entry, EventBus, EventKind, Message, Subscription, Watch
@@ -157,6 +158,17 @@ class MemoryBus(EventBus):
     async def _list(self, prefix: str) -> list[Entry]:
         with self._store.lock:
             return [Entry(k, v, r) for k, (v, r) in self._store.data.items() if k.startswith(prefix)]
+
+    async def _scan(self, prefix: str, batch: int) -> AsyncIterator[Entry]:
+        with self._store.lock:
+            keys = sorted(k for k in self._store.data if k.startswith(prefix))
+        for start in range(0, len(keys), batch):
+            with self._store.lock:
+                page = [(k, self._store.data.get(k)) for k in keys[start:start + batch]]
+            for key, item in page:
+                if item is not None:
+                    yield Entry(key, item[0], item[1])
+            await asyncio.sleep(0)  # a long scan must not starve the loop
 
     async def _current_revision(self) -> int:
         with self._store.lock:
