@@ -7,10 +7,11 @@ from infrafabric.cli.bench import bench
 from infrafabric.cli.board import blocker, board, events, swarm, task
 from infrafabric.cli.coordinator import coordinator
 from infrafabric.cli.demo import demo
+from infrafabric.cli.witness import witness
 
 cli.add_command(bench)
 cli.add_command(coordinator)
-for _group in (task, board, swarm, blocker, events):
+for _group in (task, board, swarm, blocker, events, witness):
     cli.add_command(_group)
 cli.add_command(demo)
 

@@ -55,6 +55,8 @@ class Settings:
     trace: bool = False
     falsify: bool = False
     trace_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    #: witness entries this command wrote (shown by --trace)
+    written: list[Any] = field(default_factory=list)
     console: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True))
 
@@ -116,6 +118,7 @@ def render(outcome: Outcome) -> None:
             data["why"] = outcome.why
         if s.trace:
             data["trace_id"] = s.trace_id
+            data["witness_entries"] = [e.to_dict() for e in s.written]
         data.setdefault("exit_code", outcome.exit_code)
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
         return
@@ -126,7 +129,9 @@ def render(outcome: Outcome) -> None:
         for line in outcome.why:
             s.console.print(f"  - {line}")
     if s.trace:
-        s.console.print(f"[dim]trace {s.trace_id}: no witness entries written[/dim]")
+        s.console.print(f"[dim]trace {s.trace_id}: {len(s.written)} witness entries written[/dim]")
+        for e in s.written:
+            s.console.print(f"[dim]  #{e.seq} {e.component} {e.operation} {json.dumps(e.params)}[/dim]")
 
 
 class IfGroup(click.Group):

@@ -17,8 +17,10 @@ from infrafabric.cli.app import EXIT_REFUSED, Outcome, Settings, contract, run_a
 from infrafabric.coordinator import ClaimOutcome, IFCoordinator, Task, TaskStatus
 from infrafabric.coordinator.core import DEFAULT_LEASE_TTL
 from infrafabric.errors import ConfigurationError
+from infrafabric.witness import Witness
 
 T = TypeVar("T")
+SEVERITY = {"lease_expired": "warning", "task_failed": "warning", "blocker_detected": "warning"}
 
 STATUS_STYLE = {
     TaskStatus.BLOCKED: "red", TaskStatus.AVAILABLE: "blue", TaskStatus.CLAIMED: "yellow",
@@ -34,7 +36,10 @@ def with_coordinator(fn: Callable[[IFCoordinator], Awaitable[T]], *, watch: bool
 
     async def main() -> T:
         async with connect(url) as bus:
-            coord = IFCoordinator(bus, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL)
+            audit = Witness(bus, trace_id=s.trace_id, actor="cli")
+            s.written = audit.written
+            coord = IFCoordinator(bus, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL,
+                                  observers=[audit.observer("IF.coordinator", severities=SEVERITY)])
             if watch:
                 async with coord:
                     return await fn(coord)

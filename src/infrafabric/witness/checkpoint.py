@@ -120,7 +120,7 @@ class Verifier:
     @classmethod
     def parse(cls, text: str, *, source: str = "<key>") -> Verifier:
         try:
-            name, _, public_b64 = text.strip().split("+")
+            name, _, public_b64 = text.strip().split("+", 2)  # base64 may contain '+'
             return cls(name, base64.b64decode(public_b64, validate=True))
         except ValueError as exc:
             raise ConfigurationError(f"{source}: not a verifier key (name+id+base64)") from exc

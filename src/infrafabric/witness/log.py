@@ -262,6 +262,23 @@ class Witness:
     async def published_verifiers(self) -> list[Verifier]:
         return [Verifier.parse(e.value.decode(), source=e.key) for e in await self.bus.list(KEYS)]
 
+    async def _explain_gap(self, seq: int, prev: str, found: int) -> str:
+        # On NATS a scan yields entries in the order they were last written,
+        # so an entry rewritten in place shows up late: look at it directly.
+        item = await self.bus.get(entry_key(seq))
+        if item is None:
+            return f"entry {seq} is missing (deleted); the chain continues at {found}"
+        try:
+            e = WitnessEntry.from_json(item.value)
+        except (ValueError, TypeError) as exc:
+            return f"entry {seq} is not a valid entry: {exc}"
+        problems = e.problems()
+        if e.seq != seq:
+            problems.append(f"it holds entry {e.seq} (moved or reordered)")
+        elif e.prev_hash != prev:
+            problems.append("prev_hash does not match the previous entry's hash")
+        return "; ".join(problems) or f"entry {seq} was rewritten after entries that follow it"
+
     # -- verification ---------------------------------------------------------------
 
     async def verify(self, *, checkpoints: Iterable[Checkpoint] = (),
@@ -304,8 +321,7 @@ class Witness:
                 report.fail(expected_seq, f"entry {e.seq} is stored at {item.key} (moved or reordered)")
                 break
             if e.seq != expected_seq:
-                what = "missing (deleted)" if e.seq > expected_seq else "out of order (reordered)"
-                report.fail(expected_seq, f"entry {expected_seq} is {what}; found {e.seq} next")
+                report.fail(expected_seq, await self._explain_gap(expected_seq, prev, e.seq))
                 break
             problems = e.problems()
             if problems:

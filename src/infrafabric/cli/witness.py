@@ -1,0 +1,210 @@
+"""``ifctl witness verify|checkpoint|query|trace``: the audit chain."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from infrafabric.bus import connect
+from infrafabric.bus.embedded import state_dir
+from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, run_async, settings
+from infrafabric.errors import ConfigurationError
+from infrafabric.witness import SEVERITIES, Checkpoint, Filter, Signer, Verifier, Witness, WitnessEntry
+
+
+def _line(e: WitnessEntry) -> str:
+    when = datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    params = json.dumps(e.params, sort_keys=True)
+    return (f"#{e.seq:<6} {when} {e.severity:<8} {e.component} {e.operation} "
+            f"actor={e.actor or '-'} trace={e.trace_id or '-'} {params}")
+
+
+def _time(text: str | None, flag: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError as exc:
+        raise ConfigurationError(f"{flag} {text!r} is neither epoch seconds nor an ISO 8601 time") from exc
+
+
+@click.group()
+def witness() -> None:
+    """The tamper-evident audit chain: verify it, sign checkpoints, query it.
+
+    \b
+    Examples:
+      ifctl witness verify
+      ifctl witness checkpoint --out head.checkpoint
+      ifctl witness verify --from-checkpoint head.checkpoint
+      ifctl witness query --component IF.coordinator --operation task_claimed --limit 5
+      ifctl witness trace 3f2a9c1d0b7e4a66
+    """
+
+
+def _trusted(key_files: tuple[Path, ...]) -> tuple[list[Verifier], list[str]]:
+    notes = []
+    keys = [Verifier.parse(p.read_text(), source=str(p)) for p in key_files]
+    local = state_dir(settings().home) / "witness.pub"
+    if not keys and local.exists():
+        keys.append(Verifier.parse(local.read_text(), source=str(local)))
+        notes.append(f"trusting the key in {local}")
+    return keys, notes
+
+
+@witness.command("verify")
+@click.option("--from-checkpoint", "checkpoint_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A checkpoint kept elsewhere (repeatable): catches truncation and rewrites.")
+@click.option("--key", "key_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A trusted public key file (default: IF_HOME/witness.pub).")
+@contract
+def witness_verify(checkpoint_files: tuple[Path, ...], key_files: tuple[Path, ...]) -> Outcome:
+    """Recompute the whole chain and check every checkpoint. Exit 0 if intact,
+    1 if tampered (with the first bad sequence number and what is wrong).
+
+    Example: ifctl witness verify --from-checkpoint head.checkpoint --why
+    """
+    s = settings()
+    checkpoints = [Checkpoint.parse(p.read_text(), source=str(p)) for p in checkpoint_files]
+    keys, notes = _trusted(key_files)
+
+    async def go() -> Outcome:
+        async with connect(s.bus_url()) as bus:
+            w = Witness(bus)
+            if not keys:
+                keys.extend(await w.published_verifiers())
+                if keys:
+                    notes.append("no local key: trusting the keys published on the bus "
+                                 "(a rewrite by whoever controls the bus would go unnoticed)")
+            started = time.perf_counter()
+            report = await w.verify(checkpoints=checkpoints, verifiers=keys)
+            seconds = time.perf_counter() - started
+        data = {"ok": report.ok, "entries": report.entries, "head_hash": report.head_hash,
+                "first_bad_seq": report.first_bad_seq, "problem": report.problem,
+                "checkpoints_checked": report.checkpoints_checked, "seconds": round(seconds, 3),
+                "notes": notes + report.notes}
+        if report.ok:
+            lines = [f"witness chain intact: {report.entries} entries, "
+                     f"{report.checkpoints_checked} checkpoint(s) checked ({seconds:.2f} s)"]
+        else:
+            where = f"at entry {report.first_bad_seq}" if report.first_bad_seq else "in a checkpoint"
+            lines = [f"[bold red]TAMPERED[/] {where}: {report.problem}"]
+        return Outcome(data=data, lines=lines, why=[
+            "every entry's hash is recomputed over its canonical encoding",
+            "every entry's prev_hash must equal the previous entry's hash, with no gap in seq",
+            "every checkpoint's Ed25519 signature is checked against the trusted keys",
+            "the chain must still hold each signed size with the signed hash", *notes, *report.notes],
+            exit_code=0 if report.ok else EXIT_REFUSED)
+
+    return run_async(go())
+
+
+@witness.command("checkpoint")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the checkpoint to this file (keep it somewhere else).")
+@contract
+def witness_checkpoint(out: Path | None) -> Outcome:
+    """Sign the chain's head with the key in IF_HOME (created on first use)
+    and print the checkpoint.
+
+    Example: ifctl witness checkpoint --out /backup/head.checkpoint
+    """
+    s = settings()
+    home = state_dir(s.home)
+    if s.falsify:
+        problems = [] if home.exists() or home.parent.exists() else [f"{home} cannot be created"]
+        lines = [f"FAIL {p}" for p in problems] or ["ok   would sign the current head"]
+        return Outcome(data={"mode": "falsify", "would_fail": bool(problems)}, lines=lines,
+                       exit_code=EXIT_REFUSED if problems else 0)
+    signer = Signer.load_or_create(home)
+
+    async def go() -> Outcome:
+        async with connect(s.bus_url()) as bus:
+            cp = await Witness(bus, signer=signer).checkpoint()
+        text = cp.to_text()
+        return Outcome(data={"size": cp.size, "head_hash": cp.head_hash, "checkpoint": text,
+                             "key_id": signer.id.hex()},
+                       lines=[text.rstrip("\n")] + ([f"written to {out}"] if out else []),
+                       why=[f"signed with the Ed25519 key in {home / 'witness.key'} (id {signer.id.hex()})"])
+
+    outcome = run_async(go())
+    if out is not None:
+        out.write_text(outcome.data["checkpoint"])
+    return outcome
+
+
+@witness.command("query")
+@click.option("--component")
+@click.option("--operation")
+@click.option("--actor", help="A swarm id or other actor.")
+@click.option("--trace-id")
+@click.option("--since", help="Epoch seconds or ISO 8601 time.")
+@click.option("--until", help="Epoch seconds or ISO 8601 time.")
+@click.option("--severity", type=click.Choice(SEVERITIES), help="This severity or worse.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--oldest-first", is_flag=True, help="Oldest first (default newest first).")
+@click.option("--follow", is_flag=True, help="Keep printing new matching entries as they are written.")
+@contract
+def witness_query(component: str | None, operation: str | None, actor: str | None, trace_id: str | None,
+                  since: str | None, until: str | None, severity: str | None, limit: int,
+                  oldest_first: bool, follow: bool) -> Outcome:
+    """Find entries by component, operation, actor, trace, time and severity
+    (JSON lines with --json, ready to export).
+
+    Example: ifctl witness query --actor session-7 --since 2026-11-23T00:00 --json > audit.jsonl
+    """
+    s = settings()
+    f = Filter(component=component, operation=operation, actor=actor, trace_id=trace_id,
+               since=_time(since, "--since"), until=_time(until, "--until"), min_severity=severity)
+
+    async def go() -> Outcome:
+        async with connect(s.bus_url()) as bus:
+            w = Witness(bus)
+            found = await w.query(f, newest_first=not oldest_first, limit=limit)
+            for e in found:
+                click.echo(json.dumps(e.to_dict(), sort_keys=True) if s.json else _line(e))
+            if follow:
+                async for e in w.follow(f):
+                    click.echo(json.dumps(e.to_dict(), sort_keys=True) if s.json else _line(e))
+        return Outcome(data={"matched": len(found)}, streamed=True)
+
+    return run_async(go())
+
+
+@witness.command("trace")
+@click.argument("trace_id")
+@contract
+def witness_trace(trace_id: str) -> Outcome:
+    """Every entry of one trace id, in order, with the time between them.
+
+    Example: ifctl witness trace 3f2a9c1d0b7e4a66
+    """
+    s = settings()
+
+    async def go() -> Outcome:
+        async with connect(s.bus_url()) as bus:
+            entries = await Witness(bus).trace(trace_id)
+        if not entries:
+            return Outcome(data={"trace_id": trace_id, "entries": []},
+                           lines=[f"no entries with trace id {trace_id}"], exit_code=EXIT_REFUSED)
+        t0 = entries[0].time
+        rows = [{**e.to_dict(), "offset_ms": round((e.time - t0) * 1000, 3),
+                 "since_previous_ms": round((e.time - (entries[i - 1].time if i else t0)) * 1000, 3)}
+                for i, e in enumerate(entries)]
+        lines = [f"+{r['offset_ms']:>9.3f} ms (+{r['since_previous_ms']:.3f}) {_line(e)}"
+                 for r, e in zip(rows, entries, strict=True)]
+        total = round((entries[-1].time - t0) * 1000, 3)
+        return Outcome(data={"trace_id": trace_id, "entries": rows, "duration_ms": total},
+                       lines=[*lines, f"{len(entries)} entries over {total} ms"])
+
+    return run_async(go())
