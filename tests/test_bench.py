@@ -1,4 +1,5 @@
-"""``ifctl bench bus`` and :func:`infrafabric.bench.bench_bus`.
+"""``ifctl bench bus`` / ``ifctl bench coordinator`` and
+:func:`infrafabric.bench.bench_bus` / :func:`infrafabric.bench.bench_coordinator`.
 
 These tests check that the benchmark runs and that its report is complete and
 consistent on every backend. They never assert a latency or throughput value:
@@ -17,8 +18,11 @@ import nats
 import pytest
 from click.testing import CliRunner
 
-from infrafabric.bench import bench_bus, nearest_rank, summarize
+from infrafabric.bench import bench_bus, bench_coordinator, nearest_rank, summarize
 from infrafabric.bench.bus import OPERATIONS, TARGETS
+from infrafabric.bench.coordinator import OPERATIONS as COORD_OPERATIONS
+from infrafabric.bench.coordinator import PHASES, with_namespace
+from infrafabric.bench.coordinator import TARGETS as COORD_TARGETS
 from infrafabric.bus import connect
 from infrafabric.bus.servers import EtcdServer, NatsServer
 from infrafabric.cli import cli
@@ -204,6 +208,190 @@ def test_cli_falsify_reports_unreachable_bus() -> None:
     ],
 )
 def test_cli_bad_input_exits_2(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" or "error" in result.stdout
+
+
+# -- ifctl bench coordinator ----------------------------------------------------
+
+COORD_LATENCY_OPS = ("claim_win", "claim_lose", "push", "blocker")
+
+
+def check_coordinator_result(r: dict[str, Any], backend: str, n: int) -> None:
+    """Everything a coordinator report must contain, and its invariants (never a timing)."""
+    json.dumps(r)  # JSON-ready
+    has_raw = backend != "memory"
+    assert r["benchmark"] == "coordinator"
+    assert r["backend"] == backend
+    assert r["n"] == n
+    assert r["namespace"].startswith("bench")
+    assert f"namespace={r['namespace']}" in r["url"]
+    assert r["engine"]["name"] and r["engine"]["version"]
+    assert (r["engine"]["client"] is not None) == has_raw
+    assert r["quantile_method"].startswith("nearest-rank")
+    assert set(r["operations"]) == set(COORD_OPERATIONS)
+    total = n + r["warmup"]
+    assert r["setup"]["tasks"] == total + n
+    assert r["setup"]["claimed_record_bytes"] > 0
+    for op in COORD_LATENCY_OPS:
+        entry = r["operations"][op]
+        # claim (lose) has no raw side: a claim that loses makes no CAS
+        sides = ("ours", "raw") if has_raw and op != "claim_lose" else ("ours",)
+        for side in sides:
+            s = entry[side]
+            assert s["count"] == n, (op, side, s)
+            values = [s[k] for k in STATS]
+            assert all(v > 0 for v in values), (op, side, s)
+            assert values == sorted(values), (op, side, s)
+            assert s["min"] <= s["mean"] <= s["max"]
+        assert set(entry["calls"]) == set(sides)
+        if len(sides) == 2:
+            assert isinstance(entry["ratio"], float) and entry["ratio"] > 0
+        else:
+            assert entry["raw"] is None and entry["ratio"] is None
+    lose = r["operations"]["claim_lose"]
+    assert lose["returned_false"] == lose["calls_made"] == total  # every loser got False
+    for op in ("push", "blocker"):
+        entry = r["operations"][op]
+        assert entry["cross_process"] is has_raw
+        assert entry["lost"] == ({"ours": 0, "raw": 0} if has_raw else {"ours": 0})
+        assert entry["message_bytes"] > 0
+    sus = r["operations"]["sustained"]
+    assert sus["tasks_claimed"] == n  # each sustained task claimed exactly once
+    assert sus["ours"]["ops"] == n and sus["ours"]["ops_per_s"] > 0
+    assert sus["ours"]["seconds_per_1000"] > 0
+    if has_raw:
+        assert sus["raw"]["ops"] == n and sus["raw"]["ops_per_s"] > 0 and sus["ratio"] > 0
+    else:
+        assert sus["raw"] is None and sus["ratio"] is None
+    assert [t["id"] for t in r["targets"]] == [t[0] for t in COORD_TARGETS]
+    for t in r["targets"]:
+        assert t["pass"] in (True, False, None)
+        assert isinstance(t["applies"], bool)
+        measurable = has_raw or (t["metric"] != "ratio" and t["operation"] != "push")
+        assert (t["value"] is not None) is measurable, t
+        assert (t["pass"] is not None) is measurable, t
+    floors = [t for t in r["targets"] if t["id"].startswith("floor_")]
+    assert len(floors) == 4 and all(t["applies"] for t in floors)
+    etcd = next(t for t in r["targets"] if t["id"] == "etcd_claim_p95")
+    assert etcd["applies"] is (backend == "etcd")
+
+
+async def test_bench_coordinator_memory() -> None:
+    seen: list[str] = []
+    r = await bench_coordinator("memory://", N, warmup=5, pace_ms=0,
+                                progress=lambda phase, done, total: seen.append(phase))
+    check_coordinator_result(r, "memory", N)
+    assert set(seen) == set(PHASES)
+    assert r["cleanup"] == {"keys_deleted": r["cleanup"]["keys_deleted"], "left": 0}
+
+
+async def test_bench_coordinator_nats(nats_server: NatsServer, namespace: str) -> None:
+    url = f"{nats_server.url}?namespace={namespace}"
+    r = await bench_coordinator(url, N, warmup=5, inflight=8, server={"sync_interval": "always"})
+    check_coordinator_result(r, "nats", N)
+    assert r["namespace"] != namespace  # a fresh namespace, whatever the URL said
+    assert all(t["applies"] for t in r["targets"] if t["id"] != "etcd_claim_p95")
+    assert r["cleanup"]["keys_deleted"] >= 2 * N + 5 + 2 and r["cleanup"]["left"] == 0
+    async with connect(r["url"]) as bus:
+        assert await bus.list("") == []
+    async with connect(url) as bus:
+        assert await bus.list("") == []  # the URL's own namespace was never touched
+    nc = await nats.connect(nats_server.url)
+    try:
+        names = [si.config.name for si in await nc.jetstream().streams_info()]
+    finally:
+        await nc.close()
+    assert f"KV_{r['server']['raw_bucket']}" not in names
+
+
+async def test_bench_coordinator_etcd(etcd_server: EtcdServer) -> None:
+    r = await bench_coordinator(etcd_server.url, N, warmup=5, inflight=8)
+    check_coordinator_result(r, "etcd", N)
+    nats_targets = [t for t in r["targets"] if t["id"] in ("claim_p95", "push_p99")]
+    assert nats_targets and not any(t["applies"] for t in nats_targets)
+    async with connect(r["url"]) as bus:
+        assert await bus.list("") == []
+    client = aetcd.Client(etcd_server.host, etcd_server.port)
+    await client.connect()
+    try:
+        left = list(await client.get_prefix(r["server"]["raw_prefix"].encode()))
+    finally:
+        await client.close()
+    assert left == []
+
+
+def test_with_namespace_replaces_only_the_namespace() -> None:
+    url = with_namespace("nats://127.0.0.1:4222?namespace=prod&timeout=2", "bench1")
+    assert url == "nats://127.0.0.1:4222?namespace=bench1&timeout=2"
+    assert with_namespace("memory://", "b2") == "memory://default?namespace=b2"
+
+
+def test_cli_coordinator_json_on_given_bus(nats_server: NatsServer, namespace: str) -> None:
+    url = f"{nats_server.url}?namespace={namespace}"
+    result = CliRunner().invoke(
+        cli, ["--bus", url, "bench", "coordinator", "--n", "10", "--inflight", "4", "--json",
+              "--why"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)  # progress goes to stderr only
+    check_coordinator_result(r, "nats", 10)
+    assert r["exit_code"] == 0
+    assert r["server"]["managed"] is False
+    assert r["cleanup"]["left"] == 0
+    assert r["why"] and any("CLOCK_MONOTONIC" in line for line in r["why"])
+
+
+def test_cli_coordinator_starts_and_removes_a_durable_server(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(
+        cli, ["bench", "coordinator", "--backend", "etcd", "--n", "10", "--inflight", "4",
+              "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)
+    check_coordinator_result(r, "etcd", 10)
+    assert r["server"]["managed"] is True
+    assert r["cleanup"] is None  # the whole server goes away instead
+    assert list(tmp_path.glob("if-etcd-*")) == []  # data directory removed
+
+
+def test_cli_coordinator_human_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(cli, ["bench", "coordinator", "--backend", "memory", "--n", "10"])
+    assert result.exit_code == 0, result.output + result.stderr
+    out = result.stdout
+    for text in ("bench coordinator", "claim win", "claim lose", "push in-proc",
+                 "blocker in-proc", "claims/s", "1,000 claims take", "returned False",
+                 "target seeds' floor"):
+        assert text in out, text
+
+
+def test_cli_coordinator_falsify_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(
+        cli, ["bench", "coordinator", "--backend", "nats", "--mode=falsify", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)
+    assert r["mode"] == "falsify" and r["would_fail"] is False
+    names = {c["check"] for c in r["checks"]}
+    assert {"nats-server binary", "client library nats-py", "module infrafabric.coordinator",
+            "subscriber module", "n sane"} <= names
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "coordinator", "--n", "5"],
+        ["bench", "coordinator", "--inflight", "0"],
+        ["bench", "coordinator", "--backend", "zookeeper"],
+        ["--bus", "memory://", "bench", "coordinator", "--backend", "etcd"],
+        ["--bus", "bogus://x", "bench", "coordinator"],
+    ],
+)
+def test_cli_coordinator_bad_input_exits_2(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("IF_BUS_URL", raising=False)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output

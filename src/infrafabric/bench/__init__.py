@@ -1,12 +1,16 @@
 """Benchmarks behind ``ifctl bench``: timings are reported, never asserted.
 
 ``bench_bus`` compares our :class:`~infrafabric.bus.EventBus` with the raw
-engine client on the same server (see :mod:`infrafabric.bench.bus`).
+engine client on the same server (see :mod:`infrafabric.bench.bus`);
+``bench_coordinator`` times the coordinator's claims, push, blockers and
+sustained claim rate against the raw engine CAS (see
+:mod:`infrafabric.bench.coordinator`).
 """
 
 from __future__ import annotations
 
 from infrafabric.bench.bus import OPERATIONS, TARGETS, BenchError, bench_bus, default_warmup
+from infrafabric.bench.coordinator import bench_coordinator
 from infrafabric.bench.stats import QUANTILE_METHOD, nearest_rank, summarize
 
 __all__ = [
@@ -15,6 +19,7 @@ __all__ = [
     "TARGETS",
     "BenchError",
     "bench_bus",
+    "bench_coordinator",
     "default_warmup",
     "nearest_rank",
     "summarize",

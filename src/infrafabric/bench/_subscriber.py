@@ -1,18 +1,22 @@
-"""The subscriber process of the cross-process publish→subscribe benchmark.
+"""The subscriber process of the cross-process delivery benchmarks.
 
 ``python -m infrafabric.bench._subscriber MODE URL SUBJECT``
 
 MODE is ``ours`` (subscribe through :func:`infrafabric.bus.connect` to the
 logical SUBJECT; URL carries the namespace), ``nats`` (core NATS
-``subscribe`` on SUBJECT, no InfraFabric code) or ``etcd`` (aetcd
+``subscribe`` on SUBJECT, no InfraFabric code), ``etcd`` (aetcd
 ``watch_prefix`` of ``SUBJECT/``: each message is a put of a fresh key under
-it, which is how our etcd bus carries pub/sub too).
+it, which is how our etcd bus carries pub/sub too), ``push``
+(:meth:`IFCoordinator.pushed_tasks` of the swarm SUBJECT; the marker is the
+task's ``description``) or ``blockers`` (:meth:`IFCoordinator.blockers`;
+SUBJECT is ignored, the marker is ``blocker_info["bench"]``).
 
 Protocol, one line each on stdout: ``ready`` once the subscription is
 established, then for every message received ``SEQ SENT_NS RECV_NS``, where
-SENT_NS is the ``time.monotonic_ns()`` the publisher embedded in the message
-(``b"SEQ SENT_NS ..."``) and RECV_NS is this process's ``time.monotonic_ns()``
-taken as soon as the message is handed to the subscriber. CLOCK_MONOTONIC is
+SENT_NS is the ``time.monotonic_ns()`` the sender embedded in the message
+(the marker ``SEQ SENT_NS ...``) and RECV_NS is this process's
+``time.monotonic_ns()`` taken as soon as the message (for the coordinator
+modes: the decoded task or report) is handed to the subscriber. CLOCK_MONOTONIC is
 one system-wide clock on Linux, so the difference is a valid cross-process
 latency. The process exits when its stdin is closed.
 """
@@ -98,6 +102,39 @@ async def _etcd(url: str, subject: str, ready: Callable[[], None],
         await client.close()
 
 
+async def _push(url: str, swarm: str, ready: Callable[[], None],
+                done: Awaitable[None]) -> None:
+    from infrafabric.bus import connect
+    from infrafabric.coordinator import IFCoordinator
+
+    async with connect(url) as bus, IFCoordinator(bus).pushed_tasks(swarm) as feed:
+        ready()
+
+        async def consume() -> None:
+            async for task in feed:
+                _report(task.description.encode())
+
+        await _until(consume(), done)
+
+
+async def _blockers(url: str, subject: str, ready: Callable[[], None],
+                    done: Awaitable[None]) -> None:
+    from infrafabric.bus import connect
+    from infrafabric.coordinator import IFCoordinator
+
+    async with connect(url) as bus, IFCoordinator(bus).blockers() as feed:
+        ready()
+
+        async def consume() -> None:
+            async for report in feed:
+                info = report.get("blocker_info")
+                mark = info.get("bench") if isinstance(info, dict) else None
+                if isinstance(mark, str):
+                    _report(mark.encode())
+
+        await _until(consume(), done)
+
+
 async def _until(work: Awaitable[None], done: Awaitable[None]) -> None:
     """Run ``work`` until ``done`` completes (or ``work`` ends), then cancel the other."""
     tasks = [asyncio.ensure_future(work), asyncio.ensure_future(done)]
@@ -110,7 +147,7 @@ async def _until(work: Awaitable[None], done: Awaitable[None]) -> None:
         task.result()
 
 
-_MODES = {"ours": _ours, "nats": _nats, "etcd": _etcd}
+_MODES = {"ours": _ours, "nats": _nats, "etcd": _etcd, "push": _push, "blockers": _blockers}
 
 
 def _stdin_closed(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
@@ -147,7 +184,8 @@ async def run(mode: str, url: str, subject: str) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] not in _MODES:
-        print("usage: python -m infrafabric.bench._subscriber ours|nats|etcd URL SUBJECT",
+        print("usage: python -m infrafabric.bench._subscriber ours|nats|etcd|push|blockers "
+              "URL SUBJECT",
               file=sys.stderr)
         return 2
     try:

@@ -1,6 +1,7 @@
-"""The message format of the publish→subscribe benchmark, shared by the
-publisher (:mod:`infrafabric.bench.bus`) and the subscriber process
-(:mod:`infrafabric.bench._subscriber`)."""
+"""The message format of the delivery benchmarks, shared by the senders
+(:mod:`infrafabric.bench.bus`, :mod:`infrafabric.bench.coordinator`) and the
+subscriber process (:mod:`infrafabric.bench._subscriber`). The coordinator's
+push carries it as the task's ``description``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ __all__ = ["PAYLOAD_SIZE", "encode", "parse"]
 PAYLOAD_SIZE = 64
 
 
-def encode(seq: int, sent_ns: int) -> bytes:
-    """The message body: ``SEQ SENT_NS `` padded to PAYLOAD_SIZE bytes."""
+def encode(seq: int, sent_ns: int, size: int = PAYLOAD_SIZE) -> bytes:
+    """The message body: ``SEQ SENT_NS `` padded to ``size`` bytes."""
     head = f"{seq} {sent_ns} ".encode()
-    return head + b"x" * max(0, PAYLOAD_SIZE - len(head))
+    return head + b"x" * max(0, size - len(head))
 
 
 def parse(data: bytes) -> tuple[int, int]:

@@ -39,29 +39,47 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import importlib.metadata
-import os
-import platform
-import sys
-import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import IO, Any
+from typing import Any
 
+from infrafabric.bench._common import (
+    BenchError,
+    Progress,
+    default_warmup,
+    interleaved,
+    latency_entry,
+    machine_info,
+    metric_value,
+    segmented_throughput,
+    started_at,
+    target_row,
+    throughput_rounds,
+    version,
+)
+from infrafabric.bench._delivery import InProcessReceiver, ProcessReceiver, Receiver
 from infrafabric.bench._wire import encode, parse
-from infrafabric.bench.stats import QUANTILE_METHOD, ratio, summarize
+from infrafabric.bench.stats import QUANTILE_METHOD, ratio
 from infrafabric.bus import EventBus, connect, parse_url
-from infrafabric.bus.base import EventKind, Subscription
+from infrafabric.bus.base import EventKind, Message, Subscription
 from infrafabric.bus.keys import to_tokens
 from infrafabric.bus.url import BusURL
-from infrafabric.errors import InfraFabricError
 
-__all__ = ["OPERATIONS", "TARGETS", "BenchError", "Progress", "bench_bus", "default_warmup"]
-
-#: progress(phase, done, total), called between samples (never inside a timed window)
-Progress = Callable[[str, int, int], None]
+__all__ = [
+    "OPERATIONS",
+    "TARGETS",
+    "BenchError",
+    "Driver",
+    "Progress",
+    "RawEtcdDriver",
+    "RawNatsDriver",
+    "bench_bus",
+    "default_warmup",
+    "open_raw",
+    "throughput_rounds",
+]
 
 PAYLOAD = b'{"bench":"value","pad":"' + b"x" * 38 + b'"}'  # 64 bytes
 PAYLOAD2 = PAYLOAD.replace(b"value", b"VALUE")
@@ -85,27 +103,6 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     ("pubsub_p99", "pubsub", "ours.p99", 2.0,
      "publish→subscribe across processes p99 <= 2 ms"),
 ]
-
-
-class BenchError(InfraFabricError):
-    """The benchmark could not run (not a timing verdict: timings never fail it)."""
-
-
-def default_warmup(n: int) -> int:
-    """Samples discarded before measuring: 10 % of n, at least 10, at most 200."""
-    return min(200, max(10, n // 10))
-
-
-def throughput_rounds(n: int) -> int:
-    """Segments per side of the throughput run: n/100, between 2 and 8."""
-    return max(2, min(8, n // 100))
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 # -- the two sides -----------------------------------------------------------
@@ -136,10 +133,11 @@ class Driver(ABC):
         """The key of sample ``i`` of ``kind``, as this side's watch reports it."""
 
     @abstractmethod
-    async def create(self, kind: str, i: int) -> int | None: ...
+    async def create(self, kind: str, i: int, value: bytes = PAYLOAD) -> int | None: ...
 
     @abstractmethod
-    async def update(self, kind: str, i: int, revision: int) -> int | None: ...
+    async def update(self, kind: str, i: int, revision: int,
+                     value: bytes = PAYLOAD2) -> int | None: ...
 
     @abstractmethod
     async def put(self, kind: str, i: int) -> None: ...
@@ -202,11 +200,12 @@ class OursDriver(Driver):
     def key(self, kind: str, i: int) -> str:
         return f"bench/{self.run}/{kind}/{i}"
 
-    async def create(self, kind: str, i: int) -> int | None:
-        return await self.bus.create(self.key(kind, i), PAYLOAD)
+    async def create(self, kind: str, i: int, value: bytes = PAYLOAD) -> int | None:
+        return await self.bus.create(self.key(kind, i), value)
 
-    async def update(self, kind: str, i: int, revision: int) -> int | None:
-        return await self.bus.update(self.key(kind, i), PAYLOAD2, revision)
+    async def update(self, kind: str, i: int, revision: int,
+                     value: bytes = PAYLOAD2) -> int | None:
+        return await self.bus.update(self.key(kind, i), value, revision)
 
     async def put(self, kind: str, i: int) -> None:
         await self.bus.put(self.key(kind, i), PAYLOAD)
@@ -283,21 +282,22 @@ class RawNatsDriver(Driver):
     def key(self, kind: str, i: int) -> str:
         return f"bench.{self.run}.{kind}.{i}"
 
-    async def create(self, kind: str, i: int) -> int | None:
+    async def create(self, kind: str, i: int, value: bytes = PAYLOAD) -> int | None:
         from nats.js.errors import KeyWrongLastSequenceError
 
         try:
             async with asyncio.timeout(self.timeout):
-                return int(await self.kv.create(self.key(kind, i), PAYLOAD))
+                return int(await self.kv.create(self.key(kind, i), value))
         except KeyWrongLastSequenceError:
             return None
 
-    async def update(self, kind: str, i: int, revision: int) -> int | None:
+    async def update(self, kind: str, i: int, revision: int,
+                     value: bytes = PAYLOAD2) -> int | None:
         from nats.js.errors import KeyWrongLastSequenceError
 
         try:
             async with asyncio.timeout(self.timeout):
-                return int(await self.kv.update(self.key(kind, i), PAYLOAD2, last=revision))
+                return int(await self.kv.update(self.key(kind, i), value, last=revision))
         except KeyWrongLastSequenceError:
             return None
 
@@ -383,13 +383,14 @@ class RawEtcdDriver(Driver):
             return None
         return int(responses[0].response_put.header.revision)
 
-    async def create(self, kind: str, i: int) -> int | None:
+    async def create(self, kind: str, i: int, value: bytes = PAYLOAD) -> int | None:
         key = self.key(kind, i).encode()
-        return await self._txn(self.client.transactions.version(key) == 0, key, PAYLOAD)
+        return await self._txn(self.client.transactions.version(key) == 0, key, value)
 
-    async def update(self, kind: str, i: int, revision: int) -> int | None:
+    async def update(self, kind: str, i: int, revision: int,
+                     value: bytes = PAYLOAD2) -> int | None:
         key = self.key(kind, i).encode()
-        return await self._txn(self.client.transactions.mod(key) == revision, key, PAYLOAD2)
+        return await self._txn(self.client.transactions.mod(key) == revision, key, value)
 
     async def put(self, kind: str, i: int) -> None:
         async with asyncio.timeout(self.timeout):
@@ -454,8 +455,8 @@ async def _find_nats_bucket(bus: EventBus, js: Any, probe_tokens: str) -> str | 
     return None
 
 
-async def _open_raw_nats(parsed: BusURL, ours: OursDriver, run: str,
-                         op_timeout: float) -> tuple[RawNatsDriver, dict[str, Any]]:
+async def _open_raw_nats(parsed: BusURL, bus: EventBus, run: str, op_timeout: float,
+                         benchmark: str) -> tuple[RawNatsDriver, dict[str, Any]]:
     import nats
     from nats.js import api
 
@@ -464,9 +465,9 @@ async def _open_raw_nats(parsed: BusURL, ours: OursDriver, run: str,
     try:
         js = nc.jetstream()
         probe = f"bench/{run}/probe"
-        await ours.bus.create(probe, PAYLOAD)
-        tokens = to_tokens(f"{ours.bus.namespace}/{probe}")
-        our_bucket = await _find_nats_bucket(ours.bus, js, tokens)
+        await bus.create(probe, PAYLOAD)
+        tokens = to_tokens(f"{bus.namespace}/{probe}")
+        our_bucket = await _find_nats_bucket(bus, js, tokens)
         raw_bucket = f"ifbench_{run}"
         info: dict[str, Any] = {"our_bucket": our_bucket, "raw_bucket": raw_bucket}
         if our_bucket is not None:
@@ -474,7 +475,7 @@ async def _open_raw_nats(parsed: BusURL, ours: OursDriver, run: str,
             cfg = dataclasses.replace(
                 si.config, name=f"KV_{raw_bucket}", subjects=[f"$KV.{raw_bucket}.>"],
                 metadata=None, republish=None, mirror=None, sources=None,
-                description="ifctl bench bus: raw client bucket (deleted after the run)",
+                description=f"ifctl bench {benchmark}: raw client bucket (deleted after the run)",
             )
             await js.add_stream(cfg)
             info["bucket_settings"] = {
@@ -494,7 +495,7 @@ async def _open_raw_nats(parsed: BusURL, ours: OursDriver, run: str,
         kv = await js.key_value(raw_bucket)
         v = nc.connected_server_version
         info["engine"] = {"name": "nats-server", "version": f"{v.major}.{v.minor}.{v.patch}",
-                          "client": f"nats-py {_version('nats-py')}"}
+                          "client": f"nats-py {version('nats-py')}"}
     except BaseException:
         await nc.close()
         raise
@@ -516,33 +517,25 @@ async def _open_raw_etcd(parsed: BusURL, run: str,
             await client.close()
         raise
     info = {"engine": {"name": "etcd", "version": str(status.version),
-                       "client": f"aetcd {_version('aetcd')}"},
+                       "client": f"aetcd {version('aetcd')}"},
             "raw_prefix": f"{RawEtcdDriver.ROOT}/{run}/"}
     return RawEtcdDriver(client, f"etcd://{host}:{port}", run, op_timeout), info
 
 
+async def open_raw(parsed: BusURL, bus: EventBus, run: str, op_timeout: float,
+                   benchmark: str = "bus") -> tuple[Driver | None, dict[str, Any]]:
+    """The raw engine client on the server of ``bus`` (None for memory://), and
+    what to report about it: ``engine`` plus server details (bucket, prefix).
+    Its keys live under ``run``; its ``close(cleanup)`` removes them."""
+    if parsed.scheme == "nats":
+        return await _open_raw_nats(parsed, bus, run, op_timeout, benchmark)
+    if parsed.scheme == "etcd":
+        return await _open_raw_etcd(parsed, run, op_timeout)
+    return None, {"engine": {"name": "memory (in-process)", "version": version("infrafabric"),
+                             "client": None}}
+
+
 # -- measuring ----------------------------------------------------------------
-
-
-Sample = Callable[[Driver, int], Awaitable[int | None]]
-
-
-async def _interleaved(phase: str, drivers: list[Driver], total: int, warmup: int,
-                       sample: Sample, progress: Progress | None) -> dict[str, list[int]]:
-    """Run ``sample`` for i in range(total) on every driver, alternating which
-    side goes first; keep the samples after the first ``warmup``. A sample of
-    None is a lost message (not recorded)."""
-    out: dict[str, list[int]] = {d.side: [] for d in drivers}
-    step = max(1, total // 100)
-    for i in range(total):
-        order = drivers if i % 2 == 0 else drivers[::-1]
-        for d in order:
-            ns = await sample(d, i)
-            if i >= warmup and ns is not None:
-                out[d.side].append(ns)
-        if progress is not None and (i % step == 0 or i == total - 1):
-            progress(phase, i + 1, total)
-    return out
 
 
 class _WatchTimer:
@@ -586,218 +579,22 @@ class _WatchTimer:
             await self.task
 
 
-class _Receiver(ABC):
-    """The subscriber end of publish → subscribe: yields (seq, latency_ns)."""
-
-    def __init__(self, driver: Driver, timeout: float) -> None:
-        self.driver = driver
-        self.timeout = timeout
-        self.latency: dict[int, int] = {}
-        self.waiters: dict[int, asyncio.Future[int]] = {}
-        self.lost = 0
-
-    def _arrived(self, seq: int, sent: int, recv: int) -> None:
-        self.latency[seq] = recv - sent
-        fut = self.waiters.pop(seq, None)
-        if fut is not None and not fut.done():
-            fut.set_result(recv - sent)
-
-    async def sync(self) -> None:
-        """Ping (seq -1) until one arrives: the subscription is live end to end."""
-        deadline = time.monotonic() + self.timeout
-        while -1 not in self.latency:
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.driver.side} subscriber never received a ping "
-                                 f"within {self.timeout:g} s")
-            await self.driver.publish(encode(-1, time.monotonic_ns()))
-            with contextlib.suppress(TimeoutError):
-                await self._wait(-1, 0.05)
-
-    async def _wait(self, seq: int, wait_s: float) -> int:
-        if seq in self.latency:
-            return self.latency[seq]
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.waiters[seq] = fut
-        try:
-            async with asyncio.timeout(wait_s):
-                return await fut
-        finally:
-            self.waiters.pop(seq, None)
-
-    async def measure(self, i: int, pace_s: float) -> int | None:
-        await self.driver.publish(encode(i, time.monotonic_ns()))
-        try:
-            latency = await self._wait(i, self.timeout)
-        except TimeoutError:
-            self.lost += 1
-            return None
-        if pace_s > 0:
-            await asyncio.sleep(pace_s)
-        return latency
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
-
-class _ProcessReceiver(_Receiver):
-    """A subscriber subprocess (:mod:`infrafabric.bench._subscriber`)."""
-
-    proc: asyncio.subprocess.Process
-    reader: asyncio.Task[None]
-    errors: IO[bytes]
-
-    @classmethod
-    async def start(cls, driver: Driver, mode: str, url: str, subject: str,
-                    op_timeout: float) -> _ProcessReceiver:
-        self = cls(driver, op_timeout)
-        # stderr goes to a file: never read during the run, so a pipe could fill up
-        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "infrafabric.bench._subscriber", mode, url, subject,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self.errors,
-        )
-        try:
-            assert self.proc.stdout is not None
-            wait = max(30.0, op_timeout)
-            try:
-                async with asyncio.timeout(wait):
-                    line = await self.proc.stdout.readline()
-            except TimeoutError:
-                line = f"not ready within {wait:g} s".encode()
-            if line.strip() != b"ready":
-                await self._stop()
-                self.errors.seek(0)
-                err = self.errors.read().decode(errors="replace").strip()
-                tail = "\n".join(err.splitlines()[-5:])
-                raise BenchError(f"the {driver.side} subscriber process did not start: "
-                                 f"{line.decode(errors='replace').strip() or 'no output'}"
-                                 + (f"\n{tail}" if tail else ""))
-            self.reader = asyncio.create_task(self._read())
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while True:
-            line = await self.proc.stdout.readline()
-            if not line:
-                return
-            try:
-                seq, sent, recv = (int(x) for x in line.split())
-            except ValueError:
-                continue
-            self._arrived(seq, sent, recv)
-
-    async def _stop(self) -> None:
-        """Close its stdin (the signal to exit), wait 5 s, then kill it."""
-        if self.proc.stdin is not None:
-            with contextlib.suppress(Exception):
-                self.proc.stdin.close()
-        try:
-            async with asyncio.timeout(5):
-                await self.proc.wait()
-        except TimeoutError:
-            pass
-        finally:
-            if self.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-
-    async def close(self) -> None:
-        try:
-            await self._stop()
-        finally:
-            if hasattr(self, "reader"):
-                self.reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self.reader
-            self.errors.close()
-
-
-class _InProcessReceiver(_Receiver):
-    """memory:// has no second process: the subscription runs in this one."""
-
-    sub: Subscription
-    reader: asyncio.Task[None]
-
-    @classmethod
-    async def start(cls, driver: Driver, op_timeout: float) -> _InProcessReceiver:
-        self = cls(driver, op_timeout)
-        self.sub = await driver.in_process_subscription()
-        self.reader = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        async for msg in self.sub:
-            recv = time.monotonic_ns()
-            seq, sent = parse(msg.data)
-            self._arrived(seq, sent, recv)
-
-    async def close(self) -> None:
-        await self.sub.close()
-        self.reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.reader
-
-
-async def _throughput(driver: Driver, start: int, count: int,
-                      inflight: int) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds) to create keys t/start ..
-    t/start+count-1 with ``inflight`` in flight."""
-    indices = iter(range(start, start + count))
-
-    async def worker() -> None:
-        for i in indices:
-            if await driver.create("t", i) is None:
-                raise BenchError(f"{driver.side} throughput create of a fresh key lost")
-
-    c0, t0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(max(1, min(inflight, count)))))
-    return time.perf_counter() - t0, time.process_time() - c0
-
-
-def _latency_entry(op: str, samples: dict[str, list[int]], drivers: list[Driver]) -> dict[str, Any]:
-    label, what = OPERATIONS[op]
-    ours = summarize(samples["ours"])
-    raw = summarize(samples["raw"]) if "raw" in samples else None
-    return {
-        "label": label,
-        "what": what,
-        "ours": ours,
-        "raw": raw,
-        "ratio": ratio(ours["p50"], raw["p50"]) if raw else None,
-        "ratio_p99": ratio(ours["p99"], raw["p99"]) if raw else None,
-        "calls": {d.side: d.calls[op] for d in drivers},
-    }
-
-
 def _targets(ops: dict[str, dict[str, Any]], backend: str, server: dict[str, Any]) -> list[dict[str, Any]]:
     durable_nats = backend == "nats" and server.get("sync_interval") == "always"
+    if backend != "nats":
+        note = "the target is defined for a durable local NATS; shown for comparison"
+    elif not durable_nats:
+        note = ("the target is defined for a durable NATS (sync_interval: always); "
+                f"this server's sync_interval is {server.get('sync_interval', 'unknown')}")
+    else:
+        note = ""
     out: list[dict[str, Any]] = []
     for tid, op, metric, threshold, description in TARGETS:
-        entry = ops.get(op, {})
-        if metric == "ratio":
-            value = entry.get("ratio")
-        else:
-            side, _, stat = metric.partition(".")
-            value = (entry.get(side) or {}).get(stat)
-        if op == "pubsub" and not entry.get("cross_process", False):
+        value = metric_value(ops, op, metric)
+        if op == "pubsub" and not ops.get(op, {}).get("cross_process", False):
             value = None
-        passed = None if value is None else bool(value <= threshold)
-        if backend != "nats":
-            note = "the target is defined for a durable local NATS; shown for comparison"
-        elif not durable_nats:
-            note = ("the target is defined for a durable NATS (sync_interval: always); "
-                    f"this server's sync_interval is {server.get('sync_interval', 'unknown')}")
-        else:
-            note = ""
-        if value is None:
-            note = note or "not measurable here"
-        out.append({"id": tid, "target": description, "operation": op, "metric": metric,
-                    "threshold": threshold, "value": value, "pass": passed,
-                    "applies": durable_nats, "note": note})
+        out.append(target_row(tid, description, op, metric, threshold, value,
+                              applies=durable_nats, note=note))
     return out
 
 
@@ -839,16 +636,9 @@ async def bench_bus(
     async with connect(url) as bus:
         ours = OursDriver(bus, url, run, op_timeout)
         drivers: list[Driver] = [ours]
-        raw: Driver | None = None
         extra: dict[str, Any] = {}
         try:
-            if backend == "nats":
-                raw, extra = await _open_raw_nats(parsed, ours, run, op_timeout)
-            elif backend == "etcd":
-                raw, extra = await _open_raw_etcd(parsed, run, op_timeout)
-            else:
-                extra = {"engine": {"name": "memory (in-process)",
-                                    "version": _version("infrafabric"), "client": None}}
+            raw, extra = await open_raw(parsed, bus, run, op_timeout)
             if raw is not None:
                 drivers.append(raw)
             ops = await _measure(drivers, n, total, warmup, inflight, pace_ms, op_timeout, progress)
@@ -872,12 +662,10 @@ async def bench_bus(
                   "ratio": "ours / raw (p50); throughput: raw ops/s / ours ops/s; >1 = ours slower"},
         "engine": engine,
         "server": server_info,
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "infrafabric": _version("infrafabric")},
+        "machine": machine_info(),
         "operations": ops,
         "targets": _targets(ops, backend, server_info),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "started_at": started_at(started),
         "duration_s": round(time.perf_counter() - t_start, 2),
     }
 
@@ -915,7 +703,7 @@ async def _measure(drivers: list[Driver], n: int, total: int, warmup: int, infli
 
     for op, fn in (("create_win", create_win), ("create_lose", create_lose), ("update", update)):
         gc.collect()
-        samples = await _interleaved(op, drivers, total, warmup, fn, progress)
+        samples = await interleaved(op, drivers, total, warmup, fn, progress)
         ops[op] = _latency_entry(op, samples, drivers)
 
     # put -> watch
@@ -928,7 +716,7 @@ async def _measure(drivers: list[Driver], n: int, total: int, warmup: int, infli
         async def put_watch(d: Driver, i: int) -> int:
             return await timers[d.side].measure(i)
 
-        samples = await _interleaved("put_watch", drivers, total, warmup, put_watch, progress)
+        samples = await interleaved("put_watch", drivers, total, warmup, put_watch, progress)
     finally:
         for t in timers.values():
             await t.close()
@@ -936,14 +724,10 @@ async def _measure(drivers: list[Driver], n: int, total: int, warmup: int, infli
 
     # publish -> subscribe
     gc.collect()
-    receivers: dict[str, _Receiver] = {}
+    receivers: dict[str, Receiver] = {}
     try:
         for d in drivers:
-            spec = d.subscriber()
-            if spec is None:
-                receivers[d.side] = await _InProcessReceiver.start(d, op_timeout)
-            else:
-                receivers[d.side] = await _ProcessReceiver.start(d, *spec, op_timeout=op_timeout)
+            receivers[d.side] = await _receiver(d, op_timeout)
         for r in receivers.values():
             await r.sync()
         pace_s = pace_ms / 1000
@@ -951,7 +735,7 @@ async def _measure(drivers: list[Driver], n: int, total: int, warmup: int, infli
         async def pubsub(d: Driver, i: int) -> int | None:
             return await receivers[d.side].measure(i, pace_s)
 
-        samples = await _interleaved("pubsub", drivers, total, warmup, pubsub, progress)
+        samples = await interleaved("pubsub", drivers, total, warmup, pubsub, progress)
     finally:
         for r in receivers.values():
             await r.close()
@@ -960,35 +744,50 @@ async def _measure(drivers: list[Driver], n: int, total: int, warmup: int, infli
     entry["lost"] = {side: r.lost for side, r in receivers.items()}
     ops["pubsub"] = entry
 
-    # throughput: n creates per side in `rounds` segments run ABBA ABBA ..., so
-    # load that changes during the run (a shared machine) hits both sides alike
+    # throughput: n creates per side in segments run ABBA ABBA ..., so load
+    # that changes during the run (a shared machine) hits both sides alike
     gc.collect()
-    rounds = throughput_rounds(n)
-    bounds = [n * k // rounds for k in range(rounds + 1)]
-    seconds = {d.side: 0.0 for d in drivers}
-    cpu = {d.side: 0.0 for d in drivers}
-    plan = [(d, k) for k in range(rounds)
-            for d in (drivers if k % 2 == 0 else drivers[::-1])]
-    for step, (d, k) in enumerate(plan):
-        if progress is not None:
-            progress("throughput", step, len(plan))
-        wall, used = await _throughput(d, bounds[k], bounds[k + 1] - bounds[k], inflight)
-        seconds[d.side] += wall
-        cpu[d.side] += used
-    if progress is not None:
-        progress("throughput", len(plan), len(plan))
+
+    def creator(d: Driver) -> Callable[[int], Awaitable[None]]:
+        async def create(i: int) -> None:
+            if await d.create("t", i) is None:
+                raise BenchError(f"{d.side} throughput create of a fresh key lost")
+        return create
+
+    per_side = await segmented_throughput(
+        "throughput", [(d.side, creator(d)) for d in drivers], n, inflight, progress)
     tp: dict[str, Any] = {"label": OPERATIONS["throughput"][0], "what": OPERATIONS["throughput"][1]}
-    for d in drivers:
-        s = seconds[d.side]
-        tp[d.side] = {"ops": n, "seconds": round(s, 4), "ops_per_s": round(n / s, 1) if s else None,
-                      "client_cpu_us_per_op": round(cpu[d.side] / n * 1e6, 1)}
+    tp.update(per_side)
     tp.setdefault("raw", None)
     tp["ratio"] = (ratio(tp["raw"]["ops_per_s"], tp["ours"]["ops_per_s"])
                    if tp["raw"] is not None else None)
     tp["inflight"] = inflight
-    tp["rounds"] = rounds
+    tp["rounds"] = throughput_rounds(n)
     tp["cpu_ratio"] = (ratio(tp["ours"]["client_cpu_us_per_op"], tp["raw"]["client_cpu_us_per_op"])
                        if tp["raw"] is not None else None)
     tp["calls"] = {d.side: d.calls["throughput"] for d in drivers}
     ops["throughput"] = tp
     return ops
+
+
+def _latency_entry(op: str, samples: dict[str, list[int]], drivers: list[Driver]) -> dict[str, Any]:
+    label, what = OPERATIONS[op]
+    return latency_entry(label, what, samples, {d.side: d.calls[op] for d in drivers})
+
+
+async def _receiver(d: Driver, op_timeout: float) -> Receiver:
+    """The publish→subscribe receiver of ``d``: a subscriber process, or for
+    memory:// a subscription in this process."""
+
+    async def send(seq: int) -> None:
+        await d.publish(encode(seq, time.monotonic_ns()))
+
+    spec = d.subscriber()
+    if spec is not None:
+        return await ProcessReceiver.start(d.side, send, spec, op_timeout)
+    sub = await d.in_process_subscription()
+
+    def parse_message(msg: Message) -> tuple[int, int]:
+        return parse(msg.data)
+
+    return await InProcessReceiver.start(d.side, send, sub, parse_message, sub.close, op_timeout)
