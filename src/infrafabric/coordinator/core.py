@@ -206,15 +206,22 @@ class IFCoordinator:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._board: dict[str, Task] = {}
+        #: live swarm registry while the watcher runs (None otherwise)
+        self._swarms: dict[str, SwarmRecord] | None = None
+        self._swarm_watcher: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> Self:
         """Start the lease/dependency watcher (idempotent)."""
         if self._watcher is None:
-            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._watcher = asyncio.create_task(self._watch_board(ready), name="if-coordinator-watch")
-            await ready
+            loop = asyncio.get_running_loop()
+            board_ready: asyncio.Future[None] = loop.create_future()
+            swarms_ready: asyncio.Future[None] = loop.create_future()
+            self._watcher = asyncio.create_task(self._watch_board(board_ready), name="if-coordinator-watch")
+            self._swarm_watcher = asyncio.create_task(self._watch_swarms(swarms_ready),
+                                                      name="if-coordinator-swarms")
+            await asyncio.gather(board_ready, swarms_ready)
         return self
 
     async def close(self) -> None:
@@ -222,13 +229,14 @@ class IFCoordinator:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        tasks = [t for t in (self._watcher, *self._background) if t is not None]
+        tasks = [t for t in (self._watcher, self._swarm_watcher, *self._background) if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        self._watcher = None
+        self._watcher = self._swarm_watcher = None
+        self._swarms = None
         self._background.clear()
 
     async def __aenter__(self) -> Self:
@@ -327,6 +335,8 @@ class IFCoordinator:
             raise ConfigurationError(f"invalid swarm {swarm_id!r}: " + "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
         await self.bus.put(_swarm_key(swarm_id), _encode(record))
+        if self._swarms is not None:
+            self._swarms[swarm_id] = record
         await self._notify("swarm_registered", {"swarm_id": swarm_id, "capabilities": record.capabilities})
         return record
 
@@ -348,8 +358,8 @@ class IFCoordinator:
 
     async def _announce(self, task: Task) -> list[str]:
         """Push an available task to every registered swarm that covers it."""
-        targets = [s.id for s in await self.list_swarms()
-                   if coverage(task.capabilities, s.capabilities) >= self.min_coverage]
+        swarms = list(self._swarms.values()) if self._swarms is not None else await self.list_swarms()
+        targets = [s.id for s in swarms if coverage(task.capabilities, s.capabilities) >= self.min_coverage]
         await asyncio.gather(*(self.push_task_to_swarm(s, task) for s in targets))
         return targets
 
@@ -379,11 +389,15 @@ class IFCoordinator:
             checks.append(f"refused: {reason}")
             return ClaimOutcome(False, task_id, swarm_id, reason, checks, task)
 
-        entry, swarm_entry = await asyncio.gather(
-            self.bus.get(_task_key(task_id)), self.bus.get(_swarm_key(swarm_id)))
-        if swarm_entry is None:
-            return refuse(f"swarm {swarm_id!r} is not registered (ifctl swarm register)")
-        swarm = SwarmRecord.model_validate_json(swarm_entry.value)
+        cached = self._swarms.get(swarm_id) if self._swarms is not None else None
+        if cached is not None:  # the watcher keeps the registry live: one read fewer
+            entry, swarm = await self.bus.get(_task_key(task_id)), cached
+        else:
+            entry, swarm_entry = await asyncio.gather(
+                self.bus.get(_task_key(task_id)), self.bus.get(_swarm_key(swarm_id)))
+            if swarm_entry is None:
+                return refuse(f"swarm {swarm_id!r} is not registered (ifctl swarm register)")
+            swarm = SwarmRecord.model_validate_json(swarm_entry.value)
         for _attempt in range(CAS_RETRIES):
             if entry is None:
                 return refuse(f"no task {task_id!r} on the board")
@@ -581,9 +595,12 @@ class IFCoordinator:
         return None
 
     async def _unblock_dependents(self, task_id: str) -> list[Task]:
-        tasks = {t.id: t for t in await self.list_tasks()}
+        # With the watcher running, its live board finds the dependents without
+        # listing; one it has not seen yet is unblocked by the watcher itself
+        # when the completion event reaches it (events arrive in order).
+        board = self._board.values() if self._watcher is not None else await self.list_tasks()
         unblocked = []
-        for dep in tasks.values():
+        for dep in list(board):
             if task_id in dep.dependencies and dep.status is TaskStatus.BLOCKED:
                 task = await self._make_available(dep.id)
                 if task is not None:
@@ -714,6 +731,26 @@ class IFCoordinator:
                 if task.status is TaskStatus.COMPLETED and (
                         before is None or before.status is not TaskStatus.COMPLETED):
                     self._after_completion(task.id)
+
+    async def _watch_swarms(self, ready: asyncio.Future[None]) -> None:
+        try:
+            start = await self.bus.revision() + 1
+            registry = {r.id: r for r in await self.list_swarms()}
+            watch = self.bus.watch(SWARMS, start_revision=start)
+            await watch.start()
+        except BaseException as exc:
+            ready.set_exception(exc)
+            raise
+        self._swarms = registry
+        ready.set_result(None)
+        async with watch:
+            async for ev in watch:
+                swarm_id = ev.key.removeprefix(SWARMS)
+                if ev.kind is EventKind.DELETE or ev.value is None:
+                    registry.pop(swarm_id, None)
+                    continue
+                with contextlib.suppress(ValidationError):
+                    registry[swarm_id] = SwarmRecord.model_validate_json(ev.value)
 
     def _track(self, task: Task) -> None:
         """Arm a timer for the task's lease, if it has one."""
