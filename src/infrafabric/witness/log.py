@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from infrafabric.bus import EventBus, EventKind
 from infrafabric.errors import BusTimeoutError, BusUnavailableError, ConfigurationError
 from infrafabric.witness.checkpoint import Checkpoint, Signer, Verifier
-from infrafabric.witness.entry import GENESIS, SEVERITIES, WitnessEntry
+from infrafabric.witness.entry import GENESIS, SEVERITIES, WitnessEntry, canonical
 
 __all__ = ["Filter", "VerifyReport", "Witness"]
 
@@ -37,10 +38,31 @@ HEAD = "witness/head"
 CHECKPOINTS = "witness/cp/"
 KEYS = "witness/keys/"
 RETRY_READS = 20
+MAX_BLOCK = 256
+HINT_EVERY = 64
 
 
 def entry_key(seq: int) -> str:
+    """The key of the block that starts with entry ``seq``."""
     return f"{ENTRIES}{seq:012d}"
+
+
+def encode_block(entries: list[WitnessEntry]) -> bytes:
+    return canonical([e.to_dict() for e in entries])
+
+
+def decode_block(data: bytes) -> list[WitnessEntry]:
+    """The entries of a stored block (ValueError if malformed)."""
+    items = json.loads(data)
+    if not isinstance(items, list) or not items:
+        raise ValueError("a block must be a non-empty JSON array of entries")
+    return [WitnessEntry.from_json(canonical(item)) for item in items]
+
+
+@dataclass
+class _Pending:
+    fields: dict[str, Any]
+    future: asyncio.Future[WitnessEntry]
 
 
 @dataclass
@@ -104,7 +126,8 @@ class Witness:
         self.checkpoint_every = checkpoint_every
         self.written: list[WitnessEntry] = []
         self._head: tuple[int, str] | None = None
-        self._lock = asyncio.Lock()
+        self._queue: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def origin(self) -> str:
@@ -115,33 +138,23 @@ class Witness:
     async def append(self, component: str, operation: str, params: dict[str, Any] | None = None, *,
                      actor: str | None = None, trace_id: str | None = None,
                      severity: str = "info") -> WitnessEntry:
-        """Append one entry; returns it once it is durably in the chain."""
-        async with self._lock:  # entries from one object go in order
-            seq, prev = await self._load_head()
-            entry_id: str | None = None
-            while True:
-                entry = WitnessEntry.build(
-                    seq=seq + 1, prev_hash=prev, component=component, operation=operation,
-                    params=params, actor=actor or self.actor, trace_id=trace_id or self.trace_id,
-                    severity=severity, entry_id=entry_id)
-                entry_id = entry.entry_id
-                try:
-                    won = await self.bus.create(entry_key(entry.seq), entry.to_json()) is not None
-                except BusTimeoutError:
-                    won = False  # unknown: the read below tells
-                if won:
-                    break
-                other = await self._read_back(entry.seq)
-                if other is None:
-                    continue  # the timed-out create was not applied: try again
-                if other.entry_id == entry_id:
-                    entry = other
-                    break
-                seq, prev = other.seq, other.hash
-            self._head = (entry.seq, entry.hash)
-        self.written.append(entry)
-        await self._advance_hint(entry)
-        if self.signer is not None and self.checkpoint_every and entry.seq % self.checkpoint_every == 0:
+        """Append one entry; returns it once it is durably in the chain.
+
+        Appends made concurrently through one object are written together
+        (group commit): each block costs one create however many entries it
+        holds, so throughput grows with the number of appends in flight."""
+        if severity not in SEVERITIES:
+            raise ConfigurationError(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
+        pending = _Pending(dict(component=component, operation=operation, params=params,
+                                actor=actor or self.actor, trace_id=trace_id or self.trace_id,
+                                severity=severity, entry_id=secrets.token_hex(8)),
+                           asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="if-witness-flush")
+        entry = await asyncio.shield(pending.future)  # a cancelled caller's entry is still written
+        if (self.signer is not None and self.checkpoint_every
+                and entry.seq % self.checkpoint_every == 0):
             await self.checkpoint()
         return entry
 
@@ -152,11 +165,58 @@ class Witness:
         kwargs.pop("timestamp", None)
         return await self.append(component, operation, params, **kwargs)
 
-    async def _read_back(self, seq: int) -> WitnessEntry | None:
+    async def _flush(self) -> None:
+        while self._queue:
+            batch = self._queue[:MAX_BLOCK]
+            del self._queue[:len(batch)]
+            try:
+                entries = await self._write_block(batch)
+            except BaseException as exc:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for p, e in zip(batch, entries, strict=True):
+                p.future.set_result(e)
+
+    async def _write_block(self, batch: list[_Pending]) -> list[WitnessEntry]:
+        had_head = self._head is not None
+        seq, prev = await self._load_head()
+        ids = [p.fields["entry_id"] for p in batch]
+        while True:
+            entries: list[WitnessEntry] = []
+            link = prev
+            for n, p in enumerate(batch):
+                e = WitnessEntry.build(seq=seq + 1 + n, prev_hash=link, **p.fields)
+                entries.append(e)
+                link = e.hash
+            try:
+                won = await self.bus.create(entry_key(seq + 1), encode_block(entries)) is not None
+            except BusTimeoutError:
+                won = False  # unknown outcome: the read below tells
+            if won:
+                break
+            other = await self._read_back(seq + 1)
+            if other is None:
+                continue  # the timed-out create was not applied: try again
+            if [e.entry_id for e in other] == ids:
+                entries = other
+                break
+            seq, prev = other[-1].seq, other[-1].hash
+        last = entries[-1]
+        self._head = (last.seq, last.hash)
+        self.written.extend(entries)
+        if not had_head or (last.seq // HINT_EVERY) != ((last.seq - len(entries)) // HINT_EVERY):
+            await self._advance_hint(last)
+        return entries
+
+    async def _read_back(self, seq: int) -> list[WitnessEntry] | None:
         for attempt in range(RETRY_READS):
             try:
                 got = await self.bus.get(entry_key(seq))
-                return None if got is None else WitnessEntry.from_json(got.value)
+                return None if got is None else decode_block(got.value)
             except (BusTimeoutError, BusUnavailableError):
                 if attempt == RETRY_READS - 1:
                     raise
@@ -173,8 +233,9 @@ class Witness:
         return int(data["seq"]), str(data["hash"])
 
     async def _advance_hint(self, entry: WitnessEntry) -> None:
-        # Best effort and monotonic: a stale hint only costs the next new
-        # writer a few reads while it walks forward.
+        # Best effort and monotonic: a stale hint only costs a new writer a
+        # few reads while it walks forward, so it is refreshed only every
+        # HINT_EVERY entries.
         for _ in range(3):
             hint = await self.bus.get(HEAD)
             if hint is not None and int(json.loads(hint.value)["seq"]) >= entry.seq:
@@ -204,7 +265,8 @@ class Witness:
     async def entries(self, *, batch: int = 1000) -> AsyncIterator[WitnessEntry]:
         """Every entry, streamed oldest first (malformed ones raise ValueError)."""
         async for item in self.bus.scan(ENTRIES, batch=batch):
-            yield WitnessEntry.from_json(item.value)
+            for e in decode_block(item.value):
+                yield e
 
     async def get_operations(self, component: str | None = None, operation: str | None = None,
                              **filters: Any) -> list[WitnessEntry]:
@@ -224,9 +286,9 @@ class Witness:
         async with self.bus.watch(ENTRIES) as watch:
             async for ev in watch:
                 if ev.kind is EventKind.PUT and ev.value is not None:
-                    e = WitnessEntry.from_json(ev.value)
-                    if f.match(e):
-                        yield e
+                    for e in decode_block(ev.value):
+                        if f.match(e):
+                            yield e
 
     async def trace(self, trace_id: str) -> list[WitnessEntry]:
         """Every entry of one trace, in order."""
@@ -239,8 +301,8 @@ class Witness:
             nxt = await self.bus.get(entry_key(seq + 1))
             if nxt is None:
                 return seq, prev
-            e = WitnessEntry.from_json(nxt.value)
-            seq, prev = e.seq, e.hash
+            last = decode_block(nxt.value)[-1]
+            seq, prev = last.seq, last.hash
 
     # -- checkpoints --------------------------------------------------------------
 
@@ -262,22 +324,36 @@ class Witness:
     async def published_verifiers(self) -> list[Verifier]:
         return [Verifier.parse(e.value.decode(), source=e.key) for e in await self.bus.list(KEYS)]
 
+    @staticmethod
+    def _check(e: WitnessEntry, seq: int, prev: str, signed: dict[int, Checkpoint]) -> str | None:
+        """What is wrong with ``e`` as entry ``seq`` following hash ``prev``."""
+        if e.seq != seq:
+            return f"entry {seq} is out of place: found entry {e.seq} (reordered)"
+        problems = e.problems()
+        if problems:
+            return "; ".join(problems)
+        if e.prev_hash != prev:
+            return ("prev_hash does not match the previous entry's hash "
+                    "(an entry before it was replaced, or entries were reordered)")
+        cp = signed.get(seq)
+        if cp is not None and cp.head_hash != e.hash:
+            return f"entry {seq} differs from the one checkpoint {cp.size} signed (the chain was rewritten)"
+        return None
+
     async def _explain_gap(self, seq: int, prev: str, found: int) -> str:
-        # On NATS a scan yields entries in the order they were last written,
-        # so an entry rewritten in place shows up late: look at it directly.
+        # On NATS a scan yields blocks in the order they were last written, so
+        # a block rewritten in place shows up late: look at it directly.
         item = await self.bus.get(entry_key(seq))
         if item is None:
             return f"entry {seq} is missing (deleted); the chain continues at {found}"
         try:
-            e = WitnessEntry.from_json(item.value)
+            block = decode_block(item.value)
         except (ValueError, TypeError) as exc:
-            return f"entry {seq} is not a valid entry: {exc}"
-        problems = e.problems()
-        if e.seq != seq:
-            problems.append(f"it holds entry {e.seq} (moved or reordered)")
-        elif e.prev_hash != prev:
-            problems.append("prev_hash does not match the previous entry's hash")
-        return "; ".join(problems) or f"entry {seq} was rewritten after entries that follow it"
+            return f"block at {item.key} is not a valid block of entries: {exc}"
+        if block[0].seq != seq:
+            return f"position {seq} holds entry {block[0].seq} (moved or reordered)"
+        return (self._check(block[0], seq, prev, {})
+                or f"entry {seq} was rewritten after entries that follow it")
 
     # -- verification ---------------------------------------------------------------
 
@@ -313,32 +389,26 @@ class Witness:
         expected_seq, prev = 1, GENESIS
         async for item in self.bus.scan(ENTRIES, batch=1000):
             try:
-                e = WitnessEntry.from_json(item.value)
+                block = decode_block(item.value)
             except (ValueError, TypeError) as exc:
-                report.fail(expected_seq, f"entry at {item.key} is not a valid entry: {exc}")
+                report.fail(expected_seq, f"block at {item.key} is not a valid block of entries: {exc}")
                 break
-            if item.key != entry_key(e.seq):
-                report.fail(expected_seq, f"entry {e.seq} is stored at {item.key} (moved or reordered)")
+            if block[0].seq != expected_seq:
+                report.fail(expected_seq, await self._explain_gap(expected_seq, prev, block[0].seq))
                 break
-            if e.seq != expected_seq:
-                report.fail(expected_seq, await self._explain_gap(expected_seq, prev, e.seq))
+            if item.key != entry_key(block[0].seq):
+                report.fail(expected_seq, f"entry {block[0].seq} is stored at {item.key} (moved)")
                 break
-            problems = e.problems()
-            if problems:
-                report.fail(e.seq, "; ".join(problems))
+            for e in block:
+                problem = self._check(e, expected_seq, prev, wanted)
+                if problem is not None:
+                    report.fail(expected_seq, problem)
+                    break
+                prev = e.hash
+                report.entries = e.seq
+                expected_seq += 1
+            if not report.ok:
                 break
-            if e.prev_hash != prev:
-                report.fail(e.seq, "prev_hash does not match the previous entry's hash "
-                            "(an entry before it was replaced, or entries were reordered)")
-                break
-            signed = wanted.get(e.seq)
-            if signed is not None and signed.head_hash != e.hash:
-                report.fail(e.seq, f"entry {e.seq} differs from the one checkpoint {signed.size} signed "
-                            "(the chain was rewritten)")
-                break
-            prev = e.hash
-            report.entries = e.seq
-            expected_seq += 1
         report.head_hash = prev
         for cp in trusted:
             if report.ok and cp.size > report.entries:
