@@ -39,7 +39,7 @@ import json
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -90,6 +90,12 @@ def entry_hash(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(body)).hexdigest()
 
 
+_ORDER = ("seq", "ts", "component", "operation", "params", "actor", "trace_id", "severity", "entry_id",
+          "prev_hash", "hash")
+_MEMBERS = frozenset({"seq", "ts", "component", "operation", "params", "actor", "trace_id", "severity",
+                      "entry_id", "prev_hash", "hash"})
+
+
 @dataclass(frozen=True, slots=True)
 class WitnessEntry:
     """One link of the chain (see the module docs for each field)."""
@@ -122,7 +128,8 @@ class WitnessEntry:
         return cls(**fields, hash=entry_hash(fields))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # not dataclasses.asdict: it deep-copies params, and verify calls this per entry
+        return {name: getattr(self, name) for name in _ORDER}
 
     def to_json(self) -> bytes:
         return canonical(self.to_dict())
@@ -130,8 +137,11 @@ class WitnessEntry:
     @classmethod
     def from_json(cls, data: bytes) -> WitnessEntry:
         """Parse a stored entry (ValueError if it is not a well-formed entry)."""
-        obj = json.loads(data)
-        if not isinstance(obj, dict) or set(obj) != set(cls.__slots__):
+        return cls.from_dict(json.loads(data))
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> WitnessEntry:
+        if not isinstance(obj, dict) or obj.keys() != _MEMBERS:
             raise ValueError("not a witness entry: members differ")
         return cls(**obj)
 
@@ -142,7 +152,8 @@ class WitnessEntry:
             out.append(f"bad seq {self.seq!r}")
         if not isinstance(self.prev_hash, str) or not _HEX64.fullmatch(self.prev_hash):
             out.append("prev_hash is not 64 hex digits")
-        if self.hash != entry_hash(self.to_dict()):
+        body = {name: getattr(self, name) for name in _ORDER if name != "hash"}
+        if self.hash != hashlib.sha256(canonical(body)).hexdigest():
             out.append("hash does not match the entry's contents (edited)")
         return out
 

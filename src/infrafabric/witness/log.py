@@ -56,7 +56,7 @@ def decode_block(data: bytes) -> list[WitnessEntry]:
     items = json.loads(data)
     if not isinstance(items, list) or not items:
         raise ValueError("a block must be a non-empty JSON array of entries")
-    return [WitnessEntry.from_json(canonical(item)) for item in items]
+    return [WitnessEntry.from_dict(item) for item in items]
 
 
 @dataclass
