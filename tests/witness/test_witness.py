@@ -207,3 +207,13 @@ async def test_concurrent_appends_through_one_object_are_group_committed(bus: Ev
     assert len(blocks) < 300  # several entries per create
     assert (await w.verify()).ok
     assert [e.params["i"] async for e in w.entries()] == list(range(300))  # call order kept
+
+
+async def test_periodic_checkpoints_are_signed_and_stored(bus: EventBus, tmp_path: Path) -> None:
+    assert Signer.load(tmp_path) is None  # never created implicitly
+    signer = Signer.load_or_create(tmp_path)
+    w = Witness(bus, signer=Signer.load(tmp_path), checkpoint_every=10)
+    await fill(w, 25)
+    stored = await w.stored_checkpoints()
+    assert [cp.size for cp in stored] == [10, 20]
+    assert (await w.verify(verifiers=[signer])).checkpoints_checked == 2

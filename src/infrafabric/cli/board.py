@@ -13,11 +13,12 @@ import click
 from rich.table import Table
 
 from infrafabric.bus import connect
+from infrafabric.bus.embedded import state_dir
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, Settings, contract, run_async, settings
 from infrafabric.coordinator import ClaimOutcome, IFCoordinator, Task, TaskStatus
 from infrafabric.coordinator.core import DEFAULT_LEASE_TTL
 from infrafabric.errors import ConfigurationError
-from infrafabric.witness import Witness
+from infrafabric.witness import Signer, Witness
 
 T = TypeVar("T")
 SEVERITY = {"lease_expired": "warning", "task_failed": "warning", "blocker_detected": "warning"}
@@ -36,7 +37,8 @@ def with_coordinator(fn: Callable[[IFCoordinator], Awaitable[T]], *, watch: bool
 
     async def main() -> T:
         async with connect(url) as bus:
-            audit = Witness(bus, trace_id=s.trace_id, actor="cli")
+            # with a signing key in IF_HOME, every 1,000th entry gets a checkpoint
+            audit = Witness(bus, trace_id=s.trace_id, actor="cli", signer=Signer.load(state_dir(s.home)))
             s.written = audit.written
             coord = IFCoordinator(bus, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL,
                                   observers=[audit.observer("IF.coordinator", severities=SEVERITY)])

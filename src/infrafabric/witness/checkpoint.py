@@ -142,6 +142,12 @@ class Signer(Verifier):
         return f"Signer({self.name!r}, id={self.id.hex()})"
 
     @classmethod
+    def load(cls, directory: str | os.PathLike[str], name: str = "infrafabric-witness") -> Signer | None:
+        """The key in ``directory/witness.key`` if there is one (never creates it)."""
+        path = Path(directory) / "witness.key"
+        return cls.load_or_create(directory, name) if path.exists() else None
+
+    @classmethod
     def load_or_create(cls, directory: str | os.PathLike[str], name: str = "infrafabric-witness") -> Signer:
         """The key in ``directory/witness.key`` (created 0600 on first use)."""
         path = Path(directory) / "witness.key"
