@@ -64,13 +64,19 @@ def demo(agents: int, tasks: int, no_kill: bool) -> Outcome:
         f"{report.completed}/{tasks} tasks done, each exactly once" if report.ok
         else f"[bold red]FAILED[/]: {data}",
         f"claims won {report.claims_won}, refused at once {report.claims_lost} (one CAS each)",
-        f"claim latency ms: {data['claim_latency_ms']}",
+        f"claim latency (CAS + its witness entry) ms: {data['claim_latency_ms']}",
         f"unblocked or lapsed -> claimed again (push + claim, incl. waiting for a free agent) ms: "
         f"{data['available_to_claimed_ms']}",
     ]
     if report.killed:
         lines.append(f"{report.killed} was killed holding {report.killed_task}; "
                      f"its lease lapsed and {report.reclaimed_by} completed it")
+    ops = ", ".join(f"{n} {op}" for op, n in sorted(report.witnessed.items()))
+    lines.append(f"witness: {report.witness_entries} entries, chain "
+                 f"{'verified' if report.witness_ok else '[bold red]BROKEN[/]'} ({ops})")
+    explore = f"{report.url}{'&' if '?' in report.url else '?'}namespace={report.namespace}"
+    lines.append("explore it: " + ("ifctl coordinator start && " if started_here else "")
+                 + f"ifctl --bus '{explore}' board show  (or witness verify)")
     lines.append(f"done in {data['seconds']} s" + ("; embedded coordinator stopped" if started_here else ""))
     return Outcome(
         data=data, lines=lines,

@@ -15,8 +15,9 @@ import random
 import sys
 import time
 
-from infrafabric.bus import connect
+from infrafabric.bus import EventBus, connect
 from infrafabric.coordinator import ClaimOutcome, IFCoordinator
+from infrafabric.witness import Witness
 
 IDLE_EXIT = 4.0
 
@@ -40,20 +41,26 @@ class CountingCoordinator(IFCoordinator):
 
 async def run(url: str, swarm: str, lease: float) -> None:
     rng = random.Random(swarm)
-    async with connect(url) as bus, CountingCoordinator(bus, lease_ttl=lease) as coord:
-        coord.claim_ms = []
-        done = 0
-        while (claim := await coord.next_task(swarm, wait=IDLE_EXIT)) is not None:
-            await bus.publish("demo/progress", json.dumps(
-                {"agent": swarm, "event": "claimed", "task": claim.task_id}))
-            async with coord.holding(swarm, claim.task_id, claim.claim_id):
-                await asyncio.sleep(rng.uniform(0.05, 0.25))  # the "work"
-            await coord.complete_task(swarm, claim.task_id, {"by": swarm}, claim.claim_id)
-            done += 1
-        await bus.publish("demo/progress", json.dumps(
-            {"agent": swarm, "event": "left", "done": done, "won": coord.won, "lost": coord.lost,
-             "claim_ms": coord.claim_ms}))
+    async with connect(url) as bus:
+        audit = Witness(bus, actor=swarm)
+        async with CountingCoordinator(bus, lease_ttl=lease,
+                                       observers=[audit.observer("IF.coordinator")]) as coord:
+            await work(bus, coord, swarm, rng)
 
+
+async def work(bus: EventBus, coord: CountingCoordinator, swarm: str, rng: random.Random) -> None:
+    coord.claim_ms = []
+    done = 0
+    while (claim := await coord.next_task(swarm, wait=IDLE_EXIT)) is not None:
+        await bus.publish("demo/progress", json.dumps(
+            {"agent": swarm, "event": "claimed", "task": claim.task_id}))
+        async with coord.holding(swarm, claim.task_id, claim.claim_id):
+            await asyncio.sleep(rng.uniform(0.05, 0.25))  # the "work"
+        await coord.complete_task(swarm, claim.task_id, {"by": swarm}, claim.claim_id)
+        done += 1
+    await bus.publish("demo/progress", json.dumps(
+        {"agent": swarm, "event": "left", "done": done, "won": coord.won, "lost": coord.lost,
+         "claim_ms": coord.claim_ms}))
 
 if __name__ == "__main__":
     asyncio.run(run(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 2.0))

@@ -17,6 +17,7 @@ from infrafabric.bus import connect
 from infrafabric.bus.url import with_options
 from infrafabric.coordinator import IFCoordinator, TaskEvent, TaskStatus
 from infrafabric.errors import InfraFabricError
+from infrafabric.witness import Witness
 
 LEASE = 2.0
 
@@ -43,6 +44,9 @@ class DemoReport:
     claim_ms: list[float] = field(default_factory=list)
     handout_ms: list[float] = field(default_factory=list)
     killed: str | None = None
+    witness_entries: int = 0
+    witness_ok: bool = False
+    witnessed: dict[str, int] = field(default_factory=dict)
     killed_task: str | None = None
     reclaimed_by: str | None = None
     seconds: float = 0.0
@@ -51,7 +55,8 @@ class DemoReport:
     def ok(self) -> bool:
         return (self.completed == self.tasks
                 and all(n == 1 for n in self.completions_per_task.values())
-                and (self.killed is None or self.reclaimed_by not in (None, self.killed)))
+                and (self.killed is None or self.reclaimed_by not in (None, self.killed))
+                and self.witness_ok)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +68,8 @@ class DemoReport:
             "available_to_claimed_ms": percentiles(self.handout_ms),
             "killed_agent": self.killed, "killed_task": self.killed_task,
             "reclaimed_by": self.reclaimed_by, "seconds": round(self.seconds, 2), "ok": self.ok,
+            "witness": {"entries": self.witness_entries, "verified": self.witness_ok,
+                        "operations": self.witnessed},
         }
 
 
@@ -95,7 +102,8 @@ async def run_demo(url: str, *, agents: int = 3, tasks: int = 12, kill_one: bool
     started = time.perf_counter()
     procs: dict[str, asyncio.subprocess.Process] = {}
     async with connect(ns_url) as bus:
-        coord = IFCoordinator(bus)
+        audit = Witness(bus, actor="orchestrator")
+        coord = IFCoordinator(bus, observers=[audit.observer("IF.coordinator")])
         for name in names:
             await coord.register_swarm(name, ["demo"])
         await coord.create_tasks(demo_board(tasks))
@@ -157,10 +165,10 @@ async def run_demo(url: str, *, agents: int = 3, tasks: int = 12, kill_one: bool
                     available_at = None
             if task.id == report.killed_task:
                 report.reclaimed_by = task.owner
-        for task in board:
-            await bus.delete(f"tasks/{task.id}")
-        for name in names:
-            await bus.delete(f"swarms/{name}")
+        verified = await audit.verify()
+        report.witness_entries, report.witness_ok = verified.entries, verified.ok
+        async for e in audit.entries():
+            report.witnessed[e.operation] = report.witnessed.get(e.operation, 0) + 1
     if report.completed != tasks:
         raise InfraFabricError(f"the demo board did not finish: {report.completed}/{tasks} tasks done")
     report.seconds = time.perf_counter() - started
