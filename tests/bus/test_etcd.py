@@ -7,15 +7,22 @@ conformance suite uses is never killed or compacted.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import functools
+import hashlib
+import random
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aetcd
 import pytest
 
-from infrafabric.bus import EventKind, WatchEvent, connect, from_url
-from infrafabric.bus.etcd import EtcdBus
+from infrafabric.bus import Entry, EventBus, EventKind, WatchEvent, connect, from_url
+from infrafabric.bus.etcd import EtcdBus, _RangeGuess
 from infrafabric.bus.servers import EtcdServer, free_port
 from infrafabric.errors import (
     BusError,
@@ -326,3 +333,209 @@ def test_client_errors_are_translated_once_and_chained(
         raise error
     assert type(info.value) is expected
     assert info.value.__cause__ is error
+
+
+# -- scan ---------------------------------------------------------------------------
+
+
+def stopped(pid: int) -> bool:
+    """True once every thread of the SIGSTOPped process ``pid`` has stopped (the
+    signal takes effect asynchronously, later still on a busy machine)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(s in ("T", "t") for s in states)
+
+
+async def put_raw(raw: Any, items: list[tuple[str, bytes]]) -> None:
+    """Write many keys fast: transactions of 128 puts (etcd's default limit), a few at once."""
+    sem = asyncio.Semaphore(8)
+
+    async def chunk(part: list[tuple[str, bytes]]) -> None:
+        async with sem:
+            await raw.transaction(
+                compare=[], success=[raw.transactions.put(k.encode(), v) for k, v in part], failure=[]
+            )
+
+    await asyncio.gather(*(chunk(items[i : i + 128]) for i in range(0, len(items), 128)))
+
+
+async def drain(scan: AsyncIterator[Any]) -> None:
+    async for _entry in scan:
+        pass
+
+
+def count_ranges(bus: EventBus, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Record every Range request the bus sends."""
+    assert isinstance(bus, EtcdBus)
+    stub = bus._client.kvstub
+    sent: list[Any] = []
+    original = stub.Range
+
+    def recording(request: Any, **kwargs: Any) -> Any:
+        sent.append(request)
+        return original(request, **kwargs)
+
+    monkeypatch.setattr(stub, "Range", recording)
+    return sent
+
+
+async def test_scan_20k_entries_once_each_in_key_order(
+    etcd_server: EtcdServer, namespace: str, raw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Keys of several shapes, so the range-end guesses meet dense runs, gaps
+    # and keys of different lengths; written in random order.
+    keys = (
+        [f"s/{i:06d}" for i in range(12_000)]
+        + [f"s/t{i}" for i in range(4_000)]
+        + [f"s/u/{uuid.UUID(int=random.getrandbits(128)).hex}" for i in range(3_990)]
+        + [f"s/{c}" for c in "ABCDEFGHIJ"]
+    )
+    random.shuffle(keys)
+    await put_raw(raw, [(f"/infrafabric/{namespace}/{k}", k.encode()) for k in keys])
+    await put_raw(raw, [(f"/infrafabric/{namespace}/{k}", b"outside") for k in ("r/1", "s", "s0/x", "t/1")])
+    async with connect(f"{etcd_server.url}?namespace={namespace}") as bus:
+        sent = count_ranges(bus, monkeypatch)
+        seen = [e async for e in bus.scan("s/", batch=500)]
+        sent = sent[:]
+        assert [e.key for e in seen] == sorted(keys)
+        assert all(e.value == e.key.encode() for e in seen)
+        assert seen == await bus.list("s/")  # same entries, same revisions
+    assert len(sent) >= 40 and all(r.limit == 500 for r in sent)
+    assert len({r.revision for r in sent[1:]}) == 1  # one snapshot
+    assert len(sent) < 4 * 40  # the range-end guesses cost few extra requests
+
+
+async def test_scan_is_a_snapshot(etcd_server: EtcdServer, namespace: str) -> None:
+    async with connect(f"{etcd_server.url}?namespace={namespace}") as bus:
+        for i in range(0, 400, 2):
+            await bus.put(f"snap/{i:04d}", f"v{i}")
+        before = {e.key: e async for e in bus.scan("snap/")}
+        seen: list[Entry] = []
+        async for entry in bus.scan("snap/", batch=20):
+            if not seen:  # the scan has started: change what it has not read yet
+                for i in range(1, 400, 2):
+                    await bus.put(f"snap/{i:04d}", "created during the scan")
+                await bus.put("snap/0398", "updated during the scan")
+                await bus.delete("snap/0396")
+                await bus.put("snap/9999", "appended during the scan")
+            seen.append(entry)
+        assert {e.key: e for e in seen} == before
+        assert [e.key for e in seen] == sorted(before)
+        after = [e.key async for e in bus.scan("snap/")]
+        assert len(after) == 400 and "snap/0396" not in after and "snap/9999" in after
+
+
+async def test_scan_stopped_early_leaves_nothing_behind(
+    etcd_server: EtcdServer, namespace: str, raw: Any
+) -> None:
+    await put_raw(raw, [(f"/infrafabric/{namespace}/e/{i:05d}", b"x") for i in range(2_000)])
+    async with connect(f"{etcd_server.url}?namespace={namespace}") as bus:
+        tasks_before = asyncio.all_tasks()
+        seen = []
+        async for entry in bus.scan("e/", batch=100):
+            seen.append(entry.key)
+            if len(seen) == 10:
+                break
+        for _ in range(5):  # let the loop finalize the abandoned generator
+            await asyncio.sleep(0)
+        assert seen == [f"e/{i:05d}" for i in range(10)]
+        left = asyncio.all_tasks() - tasks_before
+        assert [t for t in left if "_AioCall" not in getattr(t.get_coro(), "__qualname__", "")] == []
+        assert (await bus.get("e/00001")) is not None  # the bus carries on
+
+
+async def test_scan_of_a_compacted_revision_raises_compacted(namespace: str) -> None:
+    with EtcdServer() as server:
+        async with connect(f"{server.url}?namespace={namespace}") as bus:
+            for i in range(50):
+                await bus.put(f"c/{i:03d}", "x")
+            scan = bus.scan("c/", batch=10)
+            first = await anext(scan)
+            assert first.key == "c/000"
+            last = await bus.put("c/000", "rewritten")  # a revision after the scan's
+            client = aetcd.Client(server.host, server.port, timeout=5)
+            try:
+                await client.compact(last)
+            finally:
+                await client.close()
+            with pytest.raises(CompactedError):
+                await asyncio.wait_for(drain(scan), 30)
+            assert [e.key async for e in bus.scan("c/")][:1] == ["c/000"]  # a new scan works
+
+
+async def test_a_scan_page_is_bounded_by_the_deadline(namespace: str) -> None:
+    with EtcdServer() as server:
+        async with connect(f"{server.url}?namespace={namespace}&timeout=1") as bus:
+            for i in range(30):
+                await bus.put(f"p/{i:03d}", "x")
+            scan = bus.scan("p/", batch=10)
+            got = [await anext(scan) for _ in range(10)]  # the first page
+            assert got[-1].key == "p/009"
+            server.pause()
+            try:
+                assert server.pid is not None
+                async with asyncio.timeout(30):
+                    while not stopped(server.pid):  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                with pytest.raises(BusTimeoutError):
+                    await asyncio.wait_for(anext(scan), 30)
+            finally:
+                server.resume()
+
+
+def test_range_guesses_tile_the_prefix() -> None:
+    """Paging with guessed range ends, simulated on sorted keys: every key once,
+    in order, and etcd counts a small multiple of the keys (not a quadratic)."""
+    base = b"/infrafabric/ns/"
+    end = b"/infrafabric/ns0"
+    n = 50_000
+    shapes = {
+        "padded": [f"log/{i:08d}" for i in range(n)],
+        "unpadded": [f"log/{i}" for i in range(n)],
+        "random": [uuid.UUID(int=random.getrandbits(128)).hex for _ in range(n)],
+        "clusters": [f"{c}/{i:06d}" for c in "aklz" for i in range(n // 4)] + ["zz" * 300],
+    }
+    for name, shape in shapes.items():
+        keys = sorted(base + k.encode() for k in shape)
+        start, stop, guess = base, end, _RangeGuess(base, end)
+        out: list[bytes] = []
+        requests = counted = 0
+        while True:
+            lo, hi = bisect.bisect_left(keys, start), bisect.bisect_left(keys, stop)
+            requests += 1
+            counted += hi - lo  # what etcd walks to count the range
+            page = keys[lo : min(hi, lo + 500)]
+            out += page
+            if hi - lo > 500:
+                start = page[-1] + b"\0"
+                stop = guess.after_page(page[0], page[-1], start)
+            elif stop == end:
+                break
+            else:
+                start, stop = stop, guess.after_range(stop)
+        assert out == keys, name
+        assert requests < 4 * n / 500, name
+        assert counted < 20 * n, name  # always going to the end: n * n / 1000
+
+
+async def test_scan_100k_entries_time(namespace: str) -> None:
+    """Not a latency assertion: prints how long a 100k-entry scan takes."""
+    value = b"v" * 290
+    with EtcdServer() as server:
+        client = aetcd.Client(server.host, server.port, timeout=30)
+        try:
+            await put_raw(client, [(f"/infrafabric/{namespace}/w/{i:08d}", value) for i in range(100_000)])
+        finally:
+            await client.close()
+        async with connect(f"{server.url}?namespace={namespace}") as bus:
+            started = time.perf_counter()
+            digest = hashlib.sha256()
+            count = 0
+            async for entry in bus.scan("w/", batch=1000):
+                digest.update(entry.key.encode() + entry.value)
+                count += 1
+            took = time.perf_counter() - started
+    assert count == 100_000
+    print(f"\netcd: scan of 100,000 entries of ~300 bytes (batch=1000, sha256 of each): {took:.2f} s")

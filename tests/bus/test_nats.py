@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
+import random
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import nats
 import nats.js.errors
 import pytest
 
 from infrafabric.bus import EventBus, EventKind, WatchEvent, connect
-from infrafabric.bus.keys import to_tokens
+from infrafabric.bus.keys import from_tokens, to_tokens
+from infrafabric.bus.nats import NatsBus, _scan_key
 from infrafabric.bus.servers import NatsServer, free_port
 from infrafabric.errors import (
+    BusError,
     BusTimeoutError,
     BusUnavailableError,
     CompactedError,
@@ -365,3 +371,174 @@ async def test_bad_options_fail_before_io() -> None:
     for option in ("bucket=a.b", "history=65", "replicas=0", "connect_timeout=-1"):
         with pytest.raises(ConfigurationError):
             await connect(f"nats://127.0.0.1:{port}?{option}")
+
+
+# -- scan -------------------------------------------------------------------------------
+
+
+def stopped(pid: int) -> bool:
+    """True once every thread of the SIGSTOPped process ``pid`` has stopped (the
+    signal takes effect asynchronously, later still on a busy machine)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(s in ("T", "t") for s in states)
+
+
+async def publish_in_order(url: str, namespace: str, items: list[tuple[str, bytes]]) -> None:
+    """Write many keys fast, stored in this order: publishes on one connection
+    reach the stream in order; every 500th waits for its ack, which keeps the
+    server's queue short."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        for i, (key, value) in enumerate(items, 1):
+            subject = f"$KV.infrafabric.{to_tokens(f'{namespace}/{key}')}"
+            if i % 500 == 0 or i == len(items):
+                await js.publish(subject, value)
+            else:
+                await nc.publish(subject, value)
+    finally:
+        await nc.close()
+
+
+async def consumer_names(bus: EventBus) -> set[str]:
+    infos = await bus._js.consumers_info(bus._stream)  # type: ignore[attr-defined]
+    return {info.name for info in infos}
+
+
+def test_scan_decodes_keys_as_from_tokens() -> None:
+    keys = ["log/00000001", "tasks/P0.1.1", "caps/domain:skill", "users/ann@example.com",
+            "odd/a+b=c~d_e-f", "odd/.hidden.", "long/" + ":@." * 339, "a/b_c-d/E"]
+    for key in keys:
+        assert _scan_key(to_tokens(key)) == from_tokens(to_tokens(key)) == key
+
+
+async def test_scan_20k_entries_once_each_in_write_order(nbus: EventBus, nats_server: NatsServer) -> None:
+    keys = (
+        [f"s/{i:06d}" for i in range(12_000)]
+        + [f"s/t.{i}" for i in range(4_000)]  # escaped: '.' is a token separator
+        + [f"s/u:{i}@x/y" for i in range(4_000)]
+    )
+    random.shuffle(keys)
+    await publish_in_order(nats_server.url, nbus.namespace, [(k, k.encode()) for k in keys])
+    rewritten = {k: await nbus.put(k, f"again {k}") for k in keys[:100]}
+    deleted = keys[100:150]
+    for k in deleted:
+        assert await nbus.delete(k)
+    for k in ("r/1", "s0/x", "sx"):
+        await nbus.put(k, "outside")
+    expected = keys[150:] + list(rewritten)
+
+    nc = nbus._nc  # type: ignore[attr-defined]
+    received_before = nc.stats["in_msgs"]
+    seen = []
+    async with asyncio.timeout(GUARD * 6):
+        async for entry in nbus.scan("s/", batch=500):
+            seen.append(entry)
+            # never more than a page (plus the delete markers and API replies) ahead
+            assert nc.stats["in_msgs"] - received_before <= len(seen) + len(deleted) + 500 + 10
+    assert [e.key for e in seen] == expected
+    revisions = [e.revision for e in seen]
+    assert revisions == sorted(set(revisions))
+    assert [e.revision for e in seen[-100:]] == list(rewritten.values())
+    assert all(e.value == (f"again {e.key}" if e.key in rewritten else e.key).encode() for e in seen)
+    assert sorted(seen, key=lambda e: e.key) == await nbus.list("s/")
+
+
+async def test_scan_stopped_early_removes_its_consumer(own_server: NatsServer) -> None:
+    async with connect(own_server.url) as bus:
+        await publish_in_order(own_server.url, bus.namespace, [(f"e/{i:05d}", b"x") for i in range(2_000)])
+        async with bus.watch("w/"):  # a consumer that must stay
+            tasks_before = asyncio.all_tasks()
+            consumers_before = await consumer_names(bus)
+            count_before = (await bus._js.stream_info(bus._stream)).state.consumer_count  # type: ignore[attr-defined]
+            async with asyncio.timeout(GUARD):
+                seen = []
+                async for entry in bus.scan("e/", batch=100):
+                    seen.append(entry.key)
+                    if len(seen) == 10:
+                        assert len(await consumer_names(bus)) == len(consumers_before) + 1
+                        break
+                assert seen == [f"e/{i:05d}" for i in range(10)]
+                with contextlib.suppress(RuntimeError):
+                    async for _entry in bus.scan("e/", batch=100):
+                        raise RuntimeError("the caller fails mid-scan")
+                # the abandoned scans are closed by the loop, as soon as it gets to them
+                while await consumer_names(bus) != consumers_before:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            info = await bus._js.stream_info(bus._stream)  # type: ignore[attr-defined]
+            assert info.state.consumer_count == count_before
+            assert asyncio.all_tasks() <= tasks_before
+            assert (await bus.get("e/00001")) is not None
+
+
+async def test_a_scan_page_is_bounded_by_the_deadline(own_server: NatsServer) -> None:
+    async with connect(f"{own_server.url}?timeout=1") as bus:
+        await publish_in_order(own_server.url, bus.namespace, [(f"p/{i:03d}", b"x") for i in range(100)])
+        scan = bus.scan("p/", batch=10)
+        got = [await anext(scan) for _ in range(10)]  # the first page
+        assert got[-1].key == "p/009"
+        own_server.pause()
+        try:
+            async with asyncio.timeout(GUARD):
+                assert own_server.pid is not None
+                while not stopped(own_server.pid):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                with pytest.raises(OUTAGE_ERRORS):
+                    await anext(scan)
+        finally:
+            own_server.resume()
+
+
+async def test_a_scan_whose_consumer_vanished_fails_clearly(nbus: EventBus) -> None:
+    for i in range(30):
+        await nbus.put(f"v/{i:03d}", "x")
+    scan = nbus.scan("v/", batch=10)
+    assert [(await anext(scan)).key for _ in range(10)][-1] == "v/009"
+    js, stream = nbus._js, nbus._stream  # type: ignore[attr-defined]
+    for info in await js.consumers_info(stream):
+        if info.name.startswith("scan_"):
+            await js.delete_consumer(stream, info.name)  # as the server does after 30 s idle
+    async with asyncio.timeout(GUARD):
+        with pytest.raises(BusError, match="consumer is gone"):
+            await anext(scan)
+
+
+async def test_scan_100k_entries_time() -> None:
+    """Not a latency assertion: prints how long a 100k-entry scan takes."""
+    value = b"v" * 290
+    with NatsServer(sync_always=False) as server:  # fsync per write would make filling slow
+        async with connect(server.url) as bus:
+            await publish_in_order(server.url, bus.namespace, [(f"w/{i:08d}", value) for i in range(100_000)])
+            started = time.perf_counter()
+            digest = hashlib.sha256()
+            count = 0
+            async for entry in bus.scan("w/", batch=1000):
+                digest.update(entry.key.encode() + entry.value)
+                count += 1
+            took = time.perf_counter() - started
+    assert count == 100_000
+    print(f"\nnats: scan of 100,000 entries of ~300 bytes (batch=1000, sha256 of each): {took:.2f} s")
+
+
+async def test_many_lists_leave_no_consumers_behind(nats_server: NatsServer) -> None:
+    """Each list() used to leave an ordered consumer on the server for 30 s,
+    so ~1,000 create_task calls in a row (each lists the swarms) hit the
+    stream's consumer limit (JetStream error 10026)."""
+    async with connect(f"{nats_server.url}?namespace=listleak") as bus:
+        await bus.put("swarms/a", "x")
+        assert isinstance(bus, NatsBus)
+        before = (await bus._js.stream_info(bus._stream)).state.consumer_count
+        for _ in range(1200):
+            assert [e.key for e in await bus.list("swarms/")] == ["swarms/a"]
+        after = (await bus._js.stream_info(bus._stream)).state.consumer_count
+        assert after <= before
+
+
+async def test_bucket_uses_direct_get(nats_server: NatsServer) -> None:
+    async with connect(f"{nats_server.url}?namespace=direct") as bus:
+        assert isinstance(bus, NatsBus)
+        info = await bus._js.stream_info(bus._stream)
+        assert info.config.allow_direct is True

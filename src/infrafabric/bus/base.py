@@ -45,7 +45,7 @@ import enum
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
@@ -411,7 +411,7 @@ class EventBus(ABC):
             key=lambda e: e.key,
         )
 
-    async def scan(self, prefix: str = "", *, batch: int = 1000) -> AsyncIterator[Entry]:
+    async def scan(self, prefix: str = "", *, batch: int = 1000) -> AsyncGenerator[Entry, None]:
         """Every entry under ``prefix``, streamed ``batch`` at a time so memory
         stays bounded however many there are (``list`` loads them all).
 
@@ -424,10 +424,12 @@ class EventBus(ABC):
         if not isinstance(batch, int) or batch < 1:
             raise ConfigurationError(f"scan batch must be a positive integer, got {batch!r}")
         physical = self._ns_prefix(prefix)
+        # aclosing: a caller that stops early releases the backend's cursor at once
         with self._deadline("scan", prefix):
-            async for entry in self._scan(physical, batch):
-                if entry.key.startswith(physical):
-                    yield Entry(self._strip_ns(entry.key), entry.value, entry.revision)
+            async with contextlib.aclosing(self._scan(physical, batch)) as entries:
+                async for entry in entries:
+                    if entry.key.startswith(physical):
+                        yield Entry(self._strip_ns(entry.key), entry.value, entry.revision)
 
     def watch(self, prefix: str = "", start_revision: int | None = None) -> Watch:
         """A :class:`Watch` of every change under ``prefix`` (see module docs)."""
@@ -537,7 +539,7 @@ class EventBus(ABC):
         """Entries under the physical ``prefix`` (may include extra keys;
         the caller filters)."""
 
-    async def _scan(self, prefix: str, batch: int) -> AsyncIterator[Entry]:
+    async def _scan(self, prefix: str, batch: int) -> AsyncGenerator[Entry, None]:
         """Entries under the physical ``prefix`` in pages of ``batch``, each
         page bounded by the bus timeout (see :meth:`scan` for the order).
 

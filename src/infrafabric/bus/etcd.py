@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
 import aetcd
@@ -101,6 +101,44 @@ def _rpc_status(exc: BaseException) -> tuple[Any, str]:
 
 def _bus_key(kv: Any) -> str:
     return bytes(kv.key[len(ROOT) :]).decode()
+
+
+class _RangeGuess:
+    """Guesses where the next page of a scan ends, reading keys under ``base``
+    as big-endian numbers (key order is number order). After a full page it
+    looks :attr:`AHEAD` times that page's key span past its last key; after a
+    range that held less than a page, :attr:`GROW` times further than the last
+    guess. A guess is only ever a range end below ``end``, and it is ``end``
+    when nothing better is known."""
+
+    AHEAD = 16
+    GROW = 16
+
+    def __init__(self, base: bytes, end: bytes) -> None:
+        self._base = base
+        self._end = end
+        self._width = 0  # bytes of key (after base) the numbers are made of
+        self._step = 0
+
+    def _number(self, key: bytes) -> int:
+        tail = key[len(self._base) : len(self._base) + self._width]
+        return int.from_bytes(tail.ljust(self._width, b"\0"), "big")
+
+    def _stop(self, number: int, start: bytes) -> bytes:
+        if number >= 256**self._width:
+            return self._end
+        stop = self._base + number.to_bytes(self._width, "big")
+        return stop if start < stop < self._end else self._end
+
+    def after_page(self, first: bytes, last: bytes, start: bytes) -> bytes:
+        self._width = max(self._width, len(first) - len(self._base), len(last) - len(self._base))
+        high = self._number(last)
+        self._step = self.AHEAD * max(high - self._number(first), 1)
+        return self._stop(high + self._step, start)
+
+    def after_range(self, start: bytes) -> bytes:
+        self._step *= self.GROW
+        return self._stop(self._number(start) + self._step, start)
 
 
 class _Follower:
@@ -440,6 +478,52 @@ class EtcdBus(EventBus):
         with self._translate("list", prefix, client):
             found = await client.get_prefix(self._key(prefix))
         return [Entry(_bus_key(kv), bytes(kv.value), int(kv.mod_revision)) for kv in found]
+
+    async def _scan(self, prefix: str, batch: int) -> AsyncGenerator[Entry, None]:
+        """Page through the prefix in key order, at most ``batch`` keys per
+        Range request, every page read at the revision of the first one (a
+        snapshot: a write made during the scan is not seen, and a compaction
+        of that revision fails the scan with CompactedError).
+
+        aetcd's ``get_range`` drops ``limit`` and ``revision``, so this builds
+        the RangeRequest itself and calls the KV stub (as ``_check_kept``).
+
+        etcd counts every key from a request's start to its range end, even
+        with a limit, so paging to the end of the prefix every time would make
+        a scan quadratic (each page would count every key after it). Each page after
+        the first asks instead for a range that ends at a guess
+        (:class:`_RangeGuess`) of where a few pages' worth of keys end. The
+        ranges tile the prefix, so a bad guess costs a request or some
+        counting, never a key."""
+        base = self._key(prefix)
+        end = aetcd.utils.prefix_range_end(base)
+        start, stop = base, end
+        guess = _RangeGuess(base, end)
+        revision = 0  # the first page reads the latest; the others pin its revision
+        while True:
+            request = aetcd.rpc.RangeRequest(
+                key=start, range_end=stop, limit=batch, revision=revision
+            )
+            client = self._live_client()
+            async with asyncio.timeout(self.timeout):
+                with self._translate("scan", prefix, client):
+                    await client.connect()
+                    resp = await client.kvstub.Range(
+                        request, timeout=self.timeout, metadata=client.metadata
+                    )
+            if not revision:
+                revision = int(resp.header.revision)
+            kvs = resp.kvs
+            for kv in kvs:
+                yield Entry(_bus_key(kv), bytes(kv.value), int(kv.mod_revision))
+            if resp.more:  # a full page: go on after its last key
+                first, last = bytes(kvs[0].key), bytes(kvs[-1].key)
+                start = last + b"\0"
+                stop = guess.after_page(first, last, start)
+            elif stop == end:
+                return
+            else:  # all of [start, stop) was read: go on from stop
+                start, stop = stop, guess.after_range(stop)
 
     async def _current_revision(self) -> int:
         client = self._live_client()

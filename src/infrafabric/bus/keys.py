@@ -75,6 +75,8 @@ def encode_segment(segment: str) -> str:
 
 def decode_segment(token: str) -> str:
     """Inverse of :func:`encode_segment`."""
+    if "=" not in token:
+        return token
     out: list[str] = []
     i = 0
     while i < len(token):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from infrafabric.bus.base import Entry, EventBus, EventKind, Message, Subscription, Watch
@@ -159,7 +159,7 @@ class MemoryBus(EventBus):
         with self._store.lock:
             return [Entry(k, v, r) for k, (v, r) in self._store.data.items() if k.startswith(prefix)]
 
-    async def _scan(self, prefix: str, batch: int) -> AsyncIterator[Entry]:
+    async def _scan(self, prefix: str, batch: int) -> AsyncGenerator[Entry, None]:
         with self._store.lock:
             keys = sorted(k for k in self._store.data if k.startswith(prefix))
         for start in range(0, len(keys), batch):
