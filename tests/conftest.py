@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from infrafabric.bus import EventBus, connect
-from infrafabric.bus.servers import EtcdServer, NatsServer
+from infrafabric.bus.servers import EtcdServer, LocalServer, NatsServer
 
 BACKENDS = ("memory", "nats", "etcd")
 
@@ -49,3 +49,20 @@ def bus_url(request: pytest.FixtureRequest, namespace: str) -> str:
 async def bus(bus_url: str) -> AsyncIterator[EventBus]:
     async with connect(bus_url) as b:
         yield b
+
+
+@pytest.fixture(params=["nats", "etcd"])
+def engine_url(request: pytest.FixtureRequest, namespace: str) -> str:
+    """A real engine's URL (the session servers), for tests that cross processes
+    and so cannot run on memory://."""
+    server: NatsServer | EtcdServer = request.getfixturevalue(f"{request.param}_server")
+    return f"{server.url}?namespace={namespace}"
+
+
+@pytest.fixture(params=["nats", "etcd"])
+def own_engine(request: pytest.FixtureRequest) -> Iterator[LocalServer]:
+    """A server of each engine for this test alone, free to be killed, paused
+    and restarted without disturbing the session servers."""
+    server: LocalServer = NatsServer() if request.param == "nats" else EtcdServer()
+    with server:
+        yield server

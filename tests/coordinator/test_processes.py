@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from infrafabric.bus import connect
-from infrafabric.bus.servers import EtcdServer, NatsServer
 from infrafabric.coordinator import IFCoordinator, TaskStatus
 from infrafabric.errors import NotOwnerError
 
@@ -23,10 +22,6 @@ WORKER = str(Path(__file__).with_name("agent_worker.py"))
 AGENTS, TASKS = 4, 24
 
 
-@pytest.fixture(params=["nats", "etcd"])
-def engine_url(request: pytest.FixtureRequest, namespace: str) -> str:
-    server: NatsServer | EtcdServer = request.getfixturevalue(f"{request.param}_server")
-    return f"{server.url}?namespace={namespace}"
 
 
 AGENT_LOOP = """

@@ -7,23 +7,17 @@ watcher, whose watch resumes by itself."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
 from infrafabric.bus import connect
-from infrafabric.bus.servers import EtcdServer, LocalServer, NatsServer
+from infrafabric.bus.servers import LocalServer
 from infrafabric.coordinator import IFCoordinator, TaskStatus
 from infrafabric.errors import BusTimeoutError, BusUnavailableError
 
 GUARD = 30.0
 
 
-@pytest.fixture(params=["nats", "etcd"])
-def server(request: pytest.FixtureRequest) -> Iterator[LocalServer]:
-    s: LocalServer = NatsServer() if request.param == "nats" else EtcdServer()
-    with s:
-        yield s
 
 
 async def until_healthy(coord: IFCoordinator) -> None:
@@ -33,8 +27,8 @@ async def until_healthy(coord: IFCoordinator) -> None:
             await asyncio.sleep(0.1)
 
 
-async def test_coordinator_survives_a_server_restart(server: LocalServer) -> None:
-    async with connect(f"{server.url}?timeout=2") as bus, \
+async def test_coordinator_survives_a_server_restart(own_engine: LocalServer) -> None:
+    async with connect(f"{own_engine.url}?timeout=2") as bus, \
             IFCoordinator(bus, lease_ttl=1.0) as coord:
         await coord.register_swarm("a")
         await coord.register_swarm("b")
@@ -43,12 +37,12 @@ async def test_coordinator_survives_a_server_restart(server: LocalServer) -> Non
         first = await coord.try_claim("a", "one")
         assert first.won
 
-        server.kill()
+        own_engine.kill()
         async with asyncio.timeout(GUARD):
             with pytest.raises((BusUnavailableError, BusTimeoutError)):
                 await coord.claim_task("b", "one")
         await asyncio.sleep(1.5)  # the outage outlasts the 1 s lease
-        server.start()
+        own_engine.start()
         await until_healthy(coord)
 
         # the acknowledged claim survived; the lease lapsed during the outage,

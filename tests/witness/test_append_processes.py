@@ -7,13 +7,10 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from infrafabric.bus import connect
-from infrafabric.bus.servers import EtcdServer, LocalServer, NatsServer
+from infrafabric.bus.servers import LocalServer
 from infrafabric.witness import Witness
 
 WORKER = str(Path(__file__).with_name("append_worker.py"))
@@ -41,10 +38,6 @@ def acked(procs: list[subprocess.Popen[str]], timeout: float) -> dict[str, list[
     return out
 
 
-@pytest.fixture(params=["nats", "etcd"])
-def engine_url(request: pytest.FixtureRequest, namespace: str) -> str:
-    server: NatsServer | EtcdServer = request.getfixturevalue(f"{request.param}_server")
-    return f"{server.url}?namespace={namespace}"
 
 
 async def test_four_processes_append_one_linear_chain(engine_url: str) -> None:
@@ -62,22 +55,17 @@ async def test_four_processes_append_one_linear_chain(engine_url: str) -> None:
         assert all(v == list(range(500)) for v in by_worker.values())  # each writer's order kept
 
 
-@pytest.fixture(params=["nats", "etcd"])
-def own_server(request: pytest.FixtureRequest) -> Iterator[LocalServer]:
-    server: LocalServer = NatsServer() if request.param == "nats" else EtcdServer()
-    with server:
-        yield server
 
 
-async def test_engine_restart_mid_append_loses_no_acknowledged_entry(own_server: LocalServer) -> None:
-    url = f"{own_server.url}?timeout=2"
+async def test_engine_restart_mid_append_loses_no_acknowledged_entry(own_engine: LocalServer) -> None:
+    url = f"{own_engine.url}?timeout=2"
     procs = start_workers(url, 2, 300)
     assert procs[0].stdout is not None
     for _ in range(50):  # let some appends be acknowledged first
         procs[0].stdout.readline()
-    own_server.kill()
+    own_engine.kill()
     time.sleep(0.5)
-    own_server.start()
+    own_engine.start()
     results = await asyncio.to_thread(acked, procs, 300)
     async with connect(url) as bus:
         w = Witness(bus)
