@@ -1,0 +1,370 @@
+"""``IFGovernor``: who may take which work, and what it may cost.
+
+Layout on the bus:
+
+* ``gov/profiles/<swarm>`` — :class:`SwarmProfile`
+* ``gov/budgets/<swarm>``  — :class:`Budget`, changed only by compare-and-swap
+* ``gov/breakers/<swarm>`` — :class:`Breaker`
+* ``gov/ledger/<time>-<id>`` — one cost ledger entry per debit
+* ``gov/policy``           — the :class:`ResourcePolicy` in force
+* subject ``orchestrator/escalations`` — breaker trips and other escalations
+
+Every process's governor is a thin client over these records, so budgets
+and breakers agree across the fleet. A debit is a CAS loop on the budget
+record: concurrent debits from any number of processes neither lose an
+update nor overshoot by more than one operation (see :meth:`track_cost`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from infrafabric.bus import EventBus
+from infrafabric.coordinator import IFCoordinator, SwarmRecord, Task, coverage
+from infrafabric.errors import ConfigurationError, ConflictError, TaskNotFoundError
+from infrafabric.governor.models import (
+    Breaker,
+    BreakerState,
+    Budget,
+    ResourcePolicy,
+    SwarmProfile,
+    format_usd,
+)
+
+__all__ = ["Candidate", "Debit", "IFGovernor"]
+
+PROFILES = "gov/profiles/"
+BUDGETS = "gov/budgets/"
+BREAKERS = "gov/breakers/"
+LEDGER = "gov/ledger/"
+POLICY = "gov/policy"
+ESCALATIONS = "orchestrator/escalations"
+
+M = TypeVar("M", bound=BaseModel)
+#: ``async (operation, params) -> None``, e.g. a witness observer
+Observer = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Candidate:
+    """One swarm considered by :meth:`IFGovernor.explain_match`."""
+
+    swarm_id: str
+    coverage: float
+    score: Decimal
+    excluded: str | None = None
+
+
+@dataclass
+class Debit:
+    """The outcome of :meth:`IFGovernor.track_cost`."""
+
+    swarm_id: str
+    cost_micros: int
+    remaining_micros: int
+    tripped: bool
+    ledger_key: str
+    notes: list[str] = field(default_factory=list)
+
+
+class IFGovernor:
+    """Capability matching, budgets, circuit breakers and policy, on the bus.
+
+    ``coordinator`` (optional) is told of registrations and gets this
+    governor's :meth:`admission` as its claim hook via :meth:`attach`.
+    """
+
+    def __init__(self, bus: EventBus, *, coordinator: IFCoordinator | None = None,
+                 observers: Iterable[Observer] = (), clock: Callable[[], float] = time.time) -> None:
+        self.bus = bus
+        self.coordinator = coordinator
+        self.observers = list(observers)
+        self.clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- records ----------------------------------------------------------------
+
+    async def _read(self, key: str, model: type[M]) -> tuple[M, int] | None:
+        entry = await self.bus.get(key)
+        if entry is None:
+            return None
+        return model.model_validate_json(entry.value), entry.revision
+
+    async def _cas(self, key: str, model: type[M], change: Callable[[M | None], M | None]) -> M | None:
+        """Read-modify-write ``key`` by compare-and-swap until it sticks.
+        ``change`` returns the new record, or None to write nothing.
+
+        One process's updates of a record take turns (a lock per key), so
+        only processes contend with each other; a lost race backs off with
+        jitter. It gives up only after ten bus timeouts of steady losing."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        deadline = time.monotonic() + 10 * self.bus.timeout
+        attempt = 0
+        async with lock:
+            while True:
+                current = await self._read(key, model)
+                new = change(current[0] if current else None)
+                if new is None:
+                    return current[0] if current else None
+                body = new.model_dump_json()
+                if current is None:
+                    if await self.bus.create(key, body) is not None:
+                        return new
+                elif await self.bus.update(key, body, current[1]) is not None:
+                    return new
+                attempt += 1
+                if time.monotonic() > deadline:
+                    raise ConflictError(f"{key}: lost {attempt} compare-and-swaps in a row; giving up")
+                await asyncio.sleep(random.uniform(0, min(0.001 * attempt, 0.02)))
+
+    async def policy(self) -> ResourcePolicy:
+        got = await self._read(POLICY, ResourcePolicy)
+        return got[0] if got else ResourcePolicy()
+
+    async def set_policy(self, policy: ResourcePolicy, *, by: str | None = None) -> None:
+        await self.bus.put(POLICY, policy.model_dump_json())
+        await self._notify("policy_set", {"policy": policy.model_dump(mode="json"), "by": by})
+
+    # -- swarms -----------------------------------------------------------------
+
+    async def register_swarm(self, profile: SwarmProfile, *, budget_micros: int | None = None) -> SwarmProfile:
+        """Register (or update) a swarm's profile; with ``budget_micros``, set
+        its budget limit (keeping what it has spent)."""
+        await self.bus.put(f"{PROFILES}{profile.id}", profile.model_dump_json())
+        if budget_micros is not None:
+            await self.set_budget(profile.id, budget_micros)
+        if self.coordinator is not None:
+            await self.coordinator.register_swarm(profile.id, profile.capabilities)
+        await self._notify("swarm_registered", {"swarm_id": profile.id,
+                                                "capabilities": profile.capabilities,
+                                                "cost_per_hour_micros": profile.cost_per_hour_micros})
+        return profile
+
+    async def profile(self, swarm_id: str) -> SwarmProfile | None:
+        got = await self._read(f"{PROFILES}{swarm_id}", SwarmProfile)
+        return got[0] if got else None
+
+    async def profiles(self) -> list[SwarmProfile]:
+        return [SwarmProfile.model_validate_json(e.value) for e in await self.bus.list(PROFILES)]
+
+    # -- budgets ---------------------------------------------------------------------
+
+    async def set_budget(self, swarm_id: str, limit_micros: int) -> Budget:
+        if limit_micros < 0:
+            raise ConfigurationError(f"budget for {swarm_id} must be >= 0, got {limit_micros}")
+        now = self.clock()
+        budget = await self._cas(
+            f"{BUDGETS}{swarm_id}", Budget,
+            lambda b: (b or Budget(limit_micros=0)).model_copy(
+                update={"limit_micros": limit_micros, "updated_at": now}))
+        assert budget is not None
+        await self._notify("budget_set", {"swarm_id": swarm_id, "limit_micros": limit_micros})
+        return budget
+
+    async def budget(self, swarm_id: str) -> Budget | None:
+        got = await self._read(f"{BUDGETS}{swarm_id}", Budget)
+        return got[0] if got else None
+
+    async def reserve(self, swarm_id: str, amount_micros: int) -> bool:
+        """Hold ``amount_micros`` of the budget before spending it; False (and
+        nothing held) if the budget cannot cover it."""
+        if amount_micros < 0:
+            raise ConfigurationError("a reservation must be >= 0")
+        ok = False
+
+        def change(b: Budget | None) -> Budget | None:
+            nonlocal ok
+            ok = b is not None and b.remaining_micros >= amount_micros
+            if not ok or b is None:
+                return None
+            return b.model_copy(update={"reserved_micros": b.reserved_micros + amount_micros,
+                                        "updated_at": self.clock()})
+
+        await self._cas(f"{BUDGETS}{swarm_id}", Budget, change)
+        return ok
+
+    async def track_cost(self, swarm_id: str, operation: str, cost_micros: int, *,
+                         reserved_micros: int = 0, task_id: str | None = None,
+                         model: str | None = None) -> Debit:
+        """Debit ``cost_micros`` (releasing ``reserved_micros`` held for it).
+
+        The cost was incurred, so it is always recorded — the ledger tells the
+        truth. If it takes the budget below zero the breaker trips, so the
+        swarm can start nothing more: overshoot is bounded by one operation
+        (by the difference from its reservation, when it reserved).
+        """
+        if not isinstance(cost_micros, int) or isinstance(cost_micros, bool) or cost_micros < 0:
+            raise ConfigurationError(f"cost must be a non-negative integer of micro-dollars, "
+                                     f"got {cost_micros!r}")
+        exists = False
+
+        def change(b: Budget | None) -> Budget | None:
+            nonlocal exists
+            exists = b is not None
+            if b is None:
+                return None
+            return b.model_copy(update={
+                "spent_micros": b.spent_micros + cost_micros,
+                "reserved_micros": max(0, b.reserved_micros - reserved_micros),
+                "updated_at": self.clock()})
+
+        budget = await self._cas(f"{BUDGETS}{swarm_id}", Budget, change)
+        if not exists or budget is None:
+            raise TaskNotFoundError(f"swarm {swarm_id!r} has no budget",
+                                    hint=f"ifctl governor register {swarm_id} --budget N")
+        now = self.clock()
+        ledger_key = f"{LEDGER}{int(now * 1e6):020d}-{secrets.token_hex(4)}"
+        await self.bus.create(ledger_key, json.dumps({
+            "swarm_id": swarm_id, "operation": operation, "cost_micros": cost_micros,
+            "task_id": task_id, "model": model, "at": now,
+            "remaining_micros": budget.remaining_micros}))
+        await self._notify("cost_tracked", {"swarm_id": swarm_id, "operation": operation,
+                                            "cost_micros": cost_micros, "task_id": task_id,
+                                            "remaining_micros": budget.remaining_micros})
+        debit = Debit(swarm_id, cost_micros, budget.remaining_micros, False, ledger_key)
+        if budget.remaining_micros < 0:
+            debit.tripped = await self.trip(
+                swarm_id, f"budget exhausted: {format_usd(budget.spent_micros)} spent of "
+                          f"{format_usd(budget.limit_micros)}", by="governor")
+        return debit
+
+    async def ledger(self) -> list[dict[str, Any]]:
+        """Every ledger entry, oldest first."""
+        return [json.loads(e.value) async for e in self.bus.scan(LEDGER)]
+
+    # -- breakers ---------------------------------------------------------------------
+
+    async def breaker(self, swarm_id: str) -> Breaker:
+        got = await self._read(f"{BREAKERS}{swarm_id}", Breaker)
+        return got[0] if got else Breaker()
+
+    async def trip(self, swarm_id: str, reason: str, *, by: str | None = None) -> bool:
+        """Open the swarm's breaker. True if this call opened it (it escalates);
+        False if it was already open."""
+        opened = False
+
+        def change(b: Breaker | None) -> Breaker | None:
+            nonlocal opened
+            current = b or Breaker()
+            opened = current.state is BreakerState.CLOSED
+            if not opened:
+                return None
+            return current.model_copy(update={"state": BreakerState.OPEN, "reason": reason,
+                                              "changed_at": self.clock(), "changed_by": by})
+
+        await self._cas(f"{BREAKERS}{swarm_id}", Breaker, change)
+        if opened:
+            report = {"type": "circuit_breaker_open", "swarm_id": swarm_id, "reason": reason,
+                      "by": by, "timestamp": self.clock()}
+            await self.bus.publish(ESCALATIONS, json.dumps(report))
+            print(f"infrafabric: circuit breaker OPEN for {swarm_id}: {reason}", file=sys.stderr)
+            await self._notify("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": reason,
+                                                           "by": by})
+        return opened
+
+    async def reset_circuit_breaker(self, swarm_id: str, *, by: str,
+                                    budget_micros: int | None = None) -> Breaker:
+        """Close the breaker (the only way it closes), optionally with a new budget."""
+        if budget_micros is not None:
+            await self.set_budget(swarm_id, budget_micros)
+            await self._cas(f"{BUDGETS}{swarm_id}", Budget, lambda b: None if b is None else b.model_copy(
+                update={"spent_micros": 0, "reserved_micros": 0, "updated_at": self.clock()}))
+        breaker = await self._cas(f"{BREAKERS}{swarm_id}", Breaker, lambda b: Breaker(
+            state=BreakerState.CLOSED, reason="manual reset", changed_at=self.clock(), changed_by=by))
+        assert breaker is not None
+        await self._notify("circuit_breaker_reset", {"swarm_id": swarm_id, "by": by,
+                                                     "budget_micros": budget_micros})
+        return breaker
+
+    async def record_outcome(self, swarm_id: str, *, success: bool) -> Breaker:
+        """Count consecutive failures; the policy's threshold trips the breaker."""
+        threshold = (await self.policy()).circuit_breaker_failure_threshold
+        breaker = await self._cas(f"{BREAKERS}{swarm_id}", Breaker, lambda b: (b or Breaker()).model_copy(
+            update={"consecutive_failures": 0 if success else (b or Breaker()).consecutive_failures + 1}))
+        assert breaker is not None
+        if not success and breaker.consecutive_failures >= threshold:
+            await self.trip(swarm_id, f"{breaker.consecutive_failures} consecutive failures", by="governor")
+            return await self.breaker(swarm_id)
+        return breaker
+
+    # -- matching -----------------------------------------------------------------------
+
+    async def explain_match(self, required: list[str], max_cost_per_hour_micros: int | None = None
+                            ) -> list[Candidate]:
+        """Every registered swarm with its coverage, score and (if any) the
+        reason it is excluded; best first, ties broken by swarm id."""
+        policy = await self.policy()
+        threshold = float(policy.min_capability_match)
+        out = []
+        for p in await self.profiles():
+            cov = coverage(required, p.capabilities)
+            score = Decimal(str(cov)) * p.reputation * 1_000_000 / Decimal(p.cost_per_hour_micros)
+            budget, breaker = await self.budget(p.id), await self.breaker(p.id)
+            excluded = None
+            if cov < threshold:
+                missing = sorted(set(required) - set(p.capabilities))
+                excluded = f"coverage {cov:.0%} below {threshold:.0%} (missing {', '.join(missing)})"
+            elif max_cost_per_hour_micros is not None and p.cost_per_hour_micros > max_cost_per_hour_micros:
+                excluded = (f"costs {format_usd(p.cost_per_hour_micros)}/h, more than "
+                            f"{format_usd(max_cost_per_hour_micros)}/h")
+            elif breaker.state is BreakerState.OPEN:
+                excluded = f"circuit breaker open: {breaker.reason}"
+            elif budget is None or budget.remaining_micros <= 0:
+                excluded = "no budget left" if budget else "no budget set"
+            out.append(Candidate(p.id, cov, score, excluded))
+        return sorted(out, key=lambda c: (c.excluded is not None, -c.score, c.swarm_id))
+
+    async def find_qualified_swarm(self, required_capabilities: list[str],
+                                   max_cost: int | None = None) -> SwarmProfile | None:
+        """The best qualified swarm (score = coverage × reputation ÷ cost per
+        hour), or None when nobody qualifies. ``max_cost``: micro-dollars/hour."""
+        for c in await self.explain_match(required_capabilities, max_cost):
+            if c.excluded is None:
+                return await self.profile(c.swarm_id)
+        return None
+
+    # -- the coordinator's admission hook --------------------------------------------------
+
+    async def admission(self, swarm: SwarmRecord, task: Task) -> str | None:
+        """Refuse a claim unless the swarm is registered with the governor, its
+        breaker is closed, it has budget left and it covers the task."""
+        profile, breaker, budget, policy = await asyncio.gather(
+            self.profile(swarm.id), self.breaker(swarm.id), self.budget(swarm.id), self.policy())
+        if profile is None:
+            return f"swarm {swarm.id} has no governor profile (ifctl governor register)"
+        if breaker.state is BreakerState.OPEN:
+            return f"circuit breaker open: {breaker.reason}"
+        if budget is None or budget.remaining_micros <= 0:
+            return "budget exhausted" if budget else "no budget set"
+        cov = coverage(task.capabilities, profile.capabilities)
+        if cov < float(policy.min_capability_match):
+            return f"capability coverage {cov:.0%} below the policy's {policy.min_capability_match:.0%}"
+        return None
+
+    def attach(self, coordinator: IFCoordinator) -> None:
+        """Make ``coordinator`` ask this governor before every claim."""
+        self.coordinator = coordinator
+        coordinator.admission = self.admission
+
+    async def _notify(self, operation: str, params: dict[str, Any]) -> None:
+        for observer in self.observers:
+            await observer(operation, params)
+
+
+def parse_profile(data: dict[str, Any]) -> SwarmProfile:
+    try:
+        return SwarmProfile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigurationError("invalid swarm profile: " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc

@@ -1,0 +1,154 @@
+"""The governor on memory, NATS and etcd (real servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from infrafabric.bus import EventBus, connect
+from infrafabric.coordinator import IFCoordinator
+from infrafabric.errors import ConfigurationError
+from infrafabric.governor import (
+    MICROS,
+    BreakerState,
+    IFGovernor,
+    ResourcePolicy,
+    SwarmProfile,
+    format_usd,
+    usd,
+)
+
+WORKER = str(Path(__file__).with_name("debit_worker.py"))
+
+
+def test_money_is_exact_and_never_float() -> None:
+    assert usd("2.50") == 2_500_000 and usd("$0.000001") == 1 and usd(3) == 3 * MICROS
+    assert sum(usd("0.1") for _ in range(10)) == usd("1.0")  # 0.1 * 10 == 1 exactly
+    assert format_usd(1_234_500) == "$1.2345" and format_usd(2 * MICROS) == "$2.00"
+    for bad in ("abc", "1.0000001", "nan"):
+        with pytest.raises(ConfigurationError):
+            usd(bad)
+
+
+async def test_find_qualified_swarm_scores_and_explains(bus: EventBus) -> None:
+    gov = IFGovernor(bus)
+    for sid, caps, cost, rep in [
+        ("cheap-py", ["code-analysis:python"], 1, "0.9"),
+        ("pricey-py", ["code-analysis:python", "testing:integration"], 4, "1.0"),
+        ("rust", ["code-analysis:rust"], 1, "1.0"),
+        ("broke-py", ["code-analysis:python"], 1, "1.0"),
+    ]:
+        await gov.register_swarm(SwarmProfile(id=sid, capabilities=caps, cost_per_hour_micros=cost * MICROS,
+                                              reputation=Decimal(rep)), budget_micros=10 * MICROS)
+    await gov.set_budget("broke-py", 0)
+    best = await gov.find_qualified_swarm(["code-analysis:python"])
+    assert best is not None and best.id == "cheap-py"  # 1.0*0.9/1 beats 1.0*1.0/4; broke-py has no budget
+    explained = {c.swarm_id: c for c in await gov.explain_match(["code-analysis:python"], 2 * MICROS)}
+    assert explained["rust"].excluded and "coverage 0%" in explained["rust"].excluded
+    assert explained["pricey-py"].excluded and "more than $2.00/h" in explained["pricey-py"].excluded
+    assert explained["broke-py"].excluded == "no budget left"
+    assert await gov.find_qualified_swarm(["wasm:runtime"]) is None
+    # coverage, not Jaccard: extra capabilities never lower a match
+    both = await gov.find_qualified_swarm(["code-analysis:python", "testing:integration"])
+    assert both is not None and both.id == "pricey-py"
+
+
+async def test_debits_trip_the_breaker_and_overshoot_is_one_operation(bus: EventBus) -> None:
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    async def observe(op: str, params: dict[str, object]) -> None:
+        seen.append((op, params))
+
+    gov = IFGovernor(bus, observers=[observe])
+    await gov.register_swarm(SwarmProfile(id="s"), budget_micros=usd("1.00"))
+    async with bus.subscribe("orchestrator/escalations") as escalations:
+        for _ in range(3):
+            debit = await gov.track_cost("s", "llm_call", usd("0.30"))
+            assert not debit.tripped
+        last = await gov.track_cost("s", "llm_call", usd("0.30"))
+        assert last.tripped and last.remaining_micros == -usd("0.20")  # over by < one operation
+        alert = await escalations.get(5)
+    assert b"circuit_breaker_open" in alert.data
+    breaker = await gov.breaker("s")
+    assert breaker.state is BreakerState.OPEN and "budget exhausted" in breaker.reason
+    budget = await gov.budget("s")
+    assert budget is not None and budget.limit_micros == usd("1.00")  # never zeroed
+    assert not await gov.reserve("s", 1)
+    assert [e["cost_micros"] for e in await gov.ledger()] == [usd("0.30")] * 4
+    await gov.reset_circuit_breaker("s", by="alice", budget_micros=usd("5"))
+    assert (await gov.breaker("s")).state is BreakerState.CLOSED
+    assert ("circuit_breaker_reset", {"swarm_id": "s", "by": "alice", "budget_micros": usd("5")}) in seen
+    assert await gov.reserve("s", usd("4.99")) and not await gov.reserve("s", usd("0.02"))
+
+
+async def test_consecutive_failures_trip_the_breaker(bus: EventBus) -> None:
+    gov = IFGovernor(bus)
+    await gov.set_policy(ResourcePolicy(circuit_breaker_failure_threshold=3))
+    await gov.register_swarm(SwarmProfile(id="flaky"), budget_micros=MICROS)
+    await gov.record_outcome("flaky", success=False)
+    await gov.record_outcome("flaky", success=True)  # resets the count
+    for _ in range(2):
+        assert (await gov.record_outcome("flaky", success=False)).state is BreakerState.CLOSED
+    assert (await gov.record_outcome("flaky", success=False)).state is BreakerState.OPEN
+
+
+async def test_claims_go_through_the_governor(bus: EventBus) -> None:
+    coord = IFCoordinator(bus)
+    gov = IFGovernor(bus, coordinator=coord)
+    gov.attach(coord)
+    await gov.register_swarm(SwarmProfile(id="s", capabilities=["code-analysis:python"]),
+                             budget_micros=usd("1"))
+    await coord.register_swarm("stranger", ["code-analysis:python"])  # known to the board only
+    await coord.create_tasks([{"id": f"T{i}", "title": "t", "capabilities": ["code-analysis:python"]}
+                              for i in range(3)])
+    assert not await coord.claim_task("stranger", "T0")
+    assert coord.last_claim is not None and "no governor profile" in coord.last_claim.reason
+    assert await coord.claim_task("s", "T0")
+    await gov.trip("s", "testing", by="test")
+    assert not await coord.claim_task("s", "T1")
+    assert "circuit breaker open: testing" in coord.last_claim.reason
+    await gov.reset_circuit_breaker("s", by="test")
+    await gov.track_cost("s", "llm_call", usd("1"))  # exactly exhausted
+    assert not await coord.claim_task("s", "T1")
+    assert "budget exhausted" in coord.last_claim.reason
+
+
+async def test_concurrent_debits_in_one_process_are_exact(bus_url: str) -> None:
+    buses = [await connect(bus_url) for _ in range(4)]
+    try:
+        govs = [IFGovernor(b) for b in buses]
+        await govs[0].register_swarm(SwarmProfile(id="s"), budget_micros=usd("1000"))
+        await asyncio.gather(*(g.track_cost("s", "op", 1_234) for g in govs for _ in range(50)))
+        budget = await govs[0].budget("s")
+        assert budget is not None and budget.spent_micros == 200 * 1_234
+    finally:
+        for b in buses:
+            await b.close()
+
+
+async def test_four_processes_debit_exactly(engine_url: str) -> None:
+    async with connect(engine_url) as bus:
+        gov = IFGovernor(bus)
+        await gov.register_swarm(SwarmProfile(id="s"), budget_micros=usd("10000"))
+        procs = [subprocess.Popen([sys.executable, WORKER, engine_url, "s", "250", "3333"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(4)]
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            out, err = await asyncio.to_thread(p.communicate, timeout=240)
+            assert p.returncode == 0 and "done" in out, err
+        budget = await gov.budget("s")
+        assert budget is not None
+        assert budget.spent_micros == 4 * 250 * 3333  # not one update lost
+        assert budget.remaining_micros == usd("10000") - 4 * 250 * 3333
+        assert len(await gov.ledger()) == 1000
