@@ -138,7 +138,8 @@ class IFGovernor:
 
     # -- swarms -----------------------------------------------------------------
 
-    async def register_swarm(self, profile: SwarmProfile, *, budget_micros: int | None = None) -> SwarmProfile:
+    async def register_swarm(self, profile: SwarmProfile, *,
+                             budget_micros: int | None = None) -> SwarmProfile:
         """Register (or update) a swarm's profile; with ``budget_micros``, set
         its budget limit (keeping what it has spent)."""
         await self.bus.put(f"{PROFILES}{profile.id}", profile.model_dump_json())
@@ -327,7 +328,7 @@ class IFGovernor:
 
     async def find_qualified_swarm(self, required_capabilities: list[str],
                                    max_cost: int | None = None) -> SwarmProfile | None:
-        """The best qualified swarm (score = coverage × reputation ÷ cost per
+        """The best qualified swarm (score = coverage x reputation / cost per
         hour), or None when nobody qualifies. ``max_cost``: micro-dollars/hour."""
         for c in await self.explain_match(required_capabilities, max_cost):
             if c.excluded is None:

@@ -94,7 +94,7 @@ class ResourcePolicy(BaseModel):
 
 
 class Budget(BaseModel):
-    """A swarm's budget. ``remaining`` = limit − spent − reserved."""
+    """A swarm's budget. ``remaining`` = limit - spent - reserved."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
