@@ -6,6 +6,8 @@ coordinator, governor, chassis and witness are thin clients over it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from infrafabric.bus import (
     Entry,
     EventBus,
@@ -30,7 +32,33 @@ from infrafabric.errors import (
     ServerError,
 )
 
+if TYPE_CHECKING:
+    from infrafabric.coordinator import IFCoordinator, TaskSpec
+    from infrafabric.governor import IFGovernor, ResourcePolicy, SwarmProfile
+    from infrafabric.witness import IFWitness, Witness
+
 __version__ = "0.1.0"
+
+# The seeds' component names, loaded on first use so that `import infrafabric`
+# stays light and the parts' one-way imports never form a cycle.
+_LAZY = {
+    "IFCoordinator": "infrafabric.coordinator",
+    "IFGovernor": "infrafabric.governor",
+    "IFWitness": "infrafabric.witness",
+    "Witness": "infrafabric.witness",
+    "SwarmProfile": "infrafabric.governor",
+    "ResourcePolicy": "infrafabric.governor",
+    "TaskSpec": "infrafabric.coordinator",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'infrafabric' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 __all__ = [
     "BadKeyError",
@@ -44,13 +72,20 @@ __all__ = [
     "EventBus",
     "EventKind",
     "Health",
+    "IFCoordinator",
+    "IFGovernor",
+    "IFWitness",
     "InfraFabricError",
     "Message",
     "NotFoundError",
+    "ResourcePolicy",
     "ServerError",
     "Subscription",
+    "SwarmProfile",
+    "TaskSpec",
     "Watch",
     "WatchEvent",
+    "Witness",
     "__version__",
     "connect",
 ]
