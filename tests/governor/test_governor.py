@@ -152,3 +152,50 @@ async def test_four_processes_debit_exactly(engine_url: str) -> None:
         assert budget.spent_micros == 4 * 250 * 3333  # not one update lost
         assert budget.remaining_micros == usd("10000") - 4 * 250 * 3333
         assert len(await gov.ledger()) == 1000
+
+
+async def test_pushes_go_to_qualified_swarms_best_first(bus: EventBus) -> None:
+    coord = IFCoordinator(bus)
+    gov = IFGovernor(bus)
+    gov.attach(coord)
+    for sid, cost in [("pricey", 5), ("cheap", 1), ("tripped", 1)]:
+        await gov.register_swarm(SwarmProfile(id=sid, capabilities=["docs:markdown"],
+                                              cost_per_hour_micros=cost * MICROS), budget_micros=MICROS)
+    await gov.register_swarm(SwarmProfile(id="coder", capabilities=["code-analysis:rust"]),
+                             budget_micros=MICROS)
+    await gov.trip("tripped", "testing", by="test")
+    pushed: dict[str, list[str]] = {}
+    feeds = {s: coord.pushed_tasks(s) for s in ("pricey", "cheap", "tripped", "coder")}
+    for f in feeds.values():
+        await f.__aenter__()
+    task = await coord.create_task({"id": "D1", "title": "docs", "capabilities": ["docs:markdown"]})
+    assert await gov.route(task, await coord.list_swarms()) == ["cheap", "pricey"]
+    for s in ("cheap", "pricey"):
+        pushed[s] = [(await feeds[s].get(5)).id]
+    assert pushed == {"cheap": ["D1"], "pricey": ["D1"]}
+    for s in ("tripped", "coder"):  # open breaker or not qualified: no push
+        with pytest.raises(TimeoutError):
+            await feeds[s].get(0.3)
+    for f in feeds.values():
+        await f.close()
+
+
+async def test_blocker_gets_helpers_or_a_human(bus: EventBus) -> None:
+    coord = IFCoordinator(bus)
+    gov = IFGovernor(bus)
+    gov.attach(coord)
+    await gov.set_policy(ResourcePolicy(max_swarms_per_task=2, max_cost_per_task_micros=usd("3")))
+    for sid, caps, cost in [("blocked", ["infra:networking"], 1), ("net", ["infra:networking"], 1),
+                            ("sec", ["security:audit"], 2), ("gold", ["security:audit"], 9)]:
+        await gov.register_swarm(SwarmProfile(id=sid, capabilities=caps, cost_per_hour_micros=cost * MICROS),
+                                 budget_micros=usd("10"))
+    async with bus.subscribe("swarms/net/help") as net_help, \
+            bus.subscribe("orchestrator/escalations") as escalations:
+        report = await coord.detect_blocker("blocked", {
+            "message": "TLS handshake fails", "capabilities": ["infra:networking", "security:audit"]})
+        plan = report["help"]
+        assert [h["swarm_id"] for h in plan["helpers"]] == ["net", "sec"] and not plan["escalated"]
+        assert b"help_request" in (await net_help.get(5)).data
+        nobody = await coord.detect_blocker("blocked", {"capabilities": ["wasm:runtime"]})
+        assert nobody["help"]["escalated"] and nobody["help"]["helpers"] == []
+        assert b"human_needed" in (await escalations.get(5)).data

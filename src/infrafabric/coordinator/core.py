@@ -53,10 +53,12 @@ from infrafabric.errors import (
 
 __all__ = [
     "AdmissionHook",
+    "BlockerHook",
     "ClaimOutcome",
     "Feed",
     "IFCoordinator",
     "Observer",
+    "Router",
 ]
 
 TASKS = "tasks/"
@@ -69,6 +71,10 @@ CAS_RETRIES = 8
 
 #: ``async (swarm, task) -> None | reason``: return a reason to refuse a claim.
 AdmissionHook = Callable[[SwarmRecord, Task], Awaitable[str | None]]
+#: ``async (task, registered swarms) -> swarm ids``: who a task is pushed to, in order
+Router = Callable[[Task, list[SwarmRecord]], Awaitable[list[str]]]
+#: ``async (swarm_id, blocker report) -> anything``: called after a blocker is published
+BlockerHook = Callable[[str, dict[str, Any]], Awaitable[Any]]
 #: ``async (operation, params) -> None``: told of every successful operation
 #: (the witness subscribes here; see issue 3/8).
 Observer = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -202,6 +208,10 @@ class IFCoordinator:
         self.observers: list[Observer] = list(observers)
         self.clock = clock
         self.last_claim: ClaimOutcome | None = None
+        #: set by the governor: who gets pushes (default: every swarm that covers the task)
+        self.router: Router | None = None
+        #: set by the governor: what happens after a blocker is reported (help, escalation)
+        self.blocker_hook: BlockerHook | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -359,8 +369,13 @@ class IFCoordinator:
     async def _announce(self, task: Task) -> list[str]:
         """Push an available task to every registered swarm that covers it."""
         swarms = list(self._swarms.values()) if self._swarms is not None else await self.list_swarms()
-        targets = [s.id for s in swarms if coverage(task.capabilities, s.capabilities) >= self.min_coverage]
-        await asyncio.gather(*(self.push_task_to_swarm(s, task) for s in targets))
+        if self.router is not None:
+            targets = await self.router(task, swarms)
+        else:
+            targets = [s.id for s in swarms
+                       if coverage(task.capabilities, s.capabilities) >= self.min_coverage]
+        for swarm_id in targets:  # in order: the router puts the best swarm first
+            await self.push_task_to_swarm(swarm_id, task)
         return targets
 
     # -- claims -------------------------------------------------------------------
@@ -665,6 +680,8 @@ class IFCoordinator:
                   "timestamp": self.clock()}
         await self.bus.publish(BLOCKERS, json.dumps(report, default=str))
         await self._notify("blocker_detected", {"swarm_id": swarm_id, "info": dict(info)})
+        if self.blocker_hook is not None:
+            report["help"] = await self.blocker_hook(swarm_id, report)
         return report
 
     def blockers(self) -> Feed[dict[str, Any]]:

@@ -308,10 +308,12 @@ class IFGovernor:
         policy = await self.policy()
         threshold = float(policy.min_capability_match)
         out = []
-        for p in await self.profiles():
+        profiles = await self.profiles()
+        states = await asyncio.gather(*(asyncio.gather(self.budget(p.id), self.breaker(p.id))
+                                        for p in profiles))
+        for p, (budget, breaker) in zip(profiles, states, strict=True):
             cov = coverage(required, p.capabilities)
             score = Decimal(str(cov)) * p.reputation * 1_000_000 / Decimal(p.cost_per_hour_micros)
-            budget, breaker = await self.budget(p.id), await self.breaker(p.id)
             excluded = None
             if cov < threshold:
                 missing = sorted(set(required) - set(p.capabilities))
@@ -353,10 +355,75 @@ class IFGovernor:
             return f"capability coverage {cov:.0%} below the policy's {policy.min_capability_match:.0%}"
         return None
 
+    async def route(self, task: Task, swarms: list[SwarmRecord]) -> list[str]:
+        """Who a task is pushed to: qualified swarms only (coverage, breaker
+        closed, budget left), best score first."""
+        registered = {s.id for s in swarms}
+        return [c.swarm_id for c in await self.explain_match(task.capabilities)
+                if c.excluded is None and c.swarm_id in registered]
+
+    async def request_help_for_blocker(self, blocked_swarm_id: str,
+                                       blocker: dict[str, Any]) -> dict[str, Any]:
+        """The seeds' "gang up on blocker": for each capability the blocker
+        needs, the best qualified swarm (not the blocked one), at most
+        ``max_swarms_per_task`` of them, each within ``max_cost_per_task`` for
+        the task's estimate (1 h if none); they are sent a help request on
+        ``swarms/<id>/help``. When nobody qualifies, a human is asked on the
+        escalation subject. Returns the plan."""
+        info = blocker.get("blocker_info", blocker)
+        needed: list[str] = list(info.get("capabilities") or [])
+        hours = Decimal("1")
+        task_id = info.get("task") or info.get("task_id")
+        if task_id and self.coordinator is not None:
+            try:
+                task = await self.coordinator.get_task(str(task_id))
+                needed = needed or list(task.capabilities)
+                hours = task.estimate_hours or hours
+            except TaskNotFoundError:
+                pass
+        policy = await self.policy()
+        helpers: list[dict[str, Any]] = []
+        skipped: list[str] = []
+        for cap in needed or [""]:
+            if len(helpers) >= policy.max_swarms_per_task:
+                skipped.append(f"{cap}: max_swarms_per_task ({policy.max_swarms_per_task}) reached")
+                continue
+            taken = {h["swarm_id"] for h in helpers} | {blocked_swarm_id}
+            for c in await self.explain_match([cap] if cap else []):
+                if c.excluded is not None or c.swarm_id in taken:
+                    continue
+                profile = await self.profile(c.swarm_id)
+                if profile is None:
+                    continue
+                cost = int(profile.cost_per_hour_micros * hours)
+                if cost > policy.max_cost_per_task_micros:
+                    skipped.append(f"{c.swarm_id}: {format_usd(cost)} for {hours} h exceeds "
+                                   f"max_cost_per_task {format_usd(policy.max_cost_per_task_micros)}")
+                    await self._notify("policy_violation_avoided", {
+                        "swarm_id": c.swarm_id, "rule": "max_cost_per_task", "cost_micros": cost})
+                    continue
+                helpers.append({"swarm_id": c.swarm_id, "capability": cap, "estimated_cost_micros": cost})
+                break
+        plan = {"blocked_swarm_id": blocked_swarm_id, "task": task_id, "needed": needed,
+                "helpers": helpers, "skipped": skipped, "escalated": not helpers}
+        request = json.dumps({"type": "help_request", **plan, "blocker": info}, default=str)
+        for h in helpers:
+            await self.bus.publish(f"swarms/{h['swarm_id']}/help", request)
+        if not helpers:
+            await self.bus.publish(ESCALATIONS, json.dumps(
+                {"type": "human_needed", "reason": "no qualified swarm can help", **plan}, default=str))
+        await self._notify("help_requested" if helpers else "escalated_to_human",
+                           {"swarm_id": blocked_swarm_id, "helpers": [h["swarm_id"] for h in helpers],
+                            "needed": needed})
+        return plan
+
     def attach(self, coordinator: IFCoordinator) -> None:
-        """Make ``coordinator`` ask this governor before every claim."""
+        """Put this governor in charge of ``coordinator``'s claims (admission),
+        pushes (only qualified swarms, best first) and blockers (help)."""
         self.coordinator = coordinator
         coordinator.admission = self.admission
+        coordinator.router = self.route
+        coordinator.blocker_hook = self.request_help_for_blocker
 
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:
