@@ -52,7 +52,10 @@ async def test_find_qualified_swarm_scores_and_explains(bus: EventBus) -> None:
     assert explained["rust"].excluded and "coverage 0%" in explained["rust"].excluded
     assert explained["pricey-py"].excluded and "more than $2.00/h" in explained["pricey-py"].excluded
     assert explained["broke-py"].excluded == "no budget left"
-    assert await gov.find_qualified_swarm(["wasm:runtime"]) is None
+    await gov.register_swarm(SwarmProfile(id="unmetered", capabilities=["wasm:runtime"]))
+    unmetered = await gov.find_qualified_swarm(["wasm:runtime"])  # no budget set: not limited
+    assert unmetered is not None and unmetered.id == "unmetered"
+    assert await gov.find_qualified_swarm(["integration:sip"]) is None
     # coverage, not Jaccard: extra capabilities never lower a match
     both = await gov.find_qualified_swarm(["code-analysis:python", "testing:integration"])
     assert both is not None and both.id == "pricey-py"

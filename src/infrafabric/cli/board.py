@@ -12,16 +12,18 @@ from typing import Any, TypeVar
 import click
 from rich.table import Table
 
-from infrafabric.bus import connect
-from infrafabric.bus.embedded import state_dir
-from infrafabric.cli.app import EXIT_REFUSED, Outcome, Settings, contract, run_async, settings
+from infrafabric.bus import EventBus
+from infrafabric.cli.app import EXIT_REFUSED, Outcome, Settings, contract, settings
+from infrafabric.cli.common import with_witness
 from infrafabric.coordinator import ClaimOutcome, IFCoordinator, Task, TaskStatus
 from infrafabric.coordinator.core import DEFAULT_LEASE_TTL
 from infrafabric.errors import ConfigurationError
-from infrafabric.witness import Signer, Witness
+from infrafabric.governor import IFGovernor
+from infrafabric.witness import Witness
 
 T = TypeVar("T")
-SEVERITY = {"lease_expired": "warning", "task_failed": "warning", "blocker_detected": "warning"}
+SEVERITY = {"lease_expired": "warning", "task_failed": "warning", "blocker_detected": "warning",
+            "circuit_breaker_tripped": "error", "escalated_to_human": "warning"}
 
 STATUS_STYLE = {
     TaskStatus.BLOCKED: "red", TaskStatus.AVAILABLE: "blue", TaskStatus.CLAIMED: "yellow",
@@ -32,22 +34,17 @@ STATUS_STYLE = {
 def with_coordinator(fn: Callable[[IFCoordinator], Awaitable[T]], *, watch: bool = False,
                      lease_ttl: float | None = None) -> T:
     """Run ``fn`` with a coordinator on the configured bus."""
-    s = settings()
-    url = s.bus_url()
+    async def main(bus: EventBus, audit: Witness) -> T:
+        coord = IFCoordinator(bus, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL,
+                              observers=[audit.observer("IF.coordinator", severities=SEVERITY)])
+        # the governor decides claims, pushes and blocker help for every command
+        IFGovernor(bus, observers=[audit.observer("IF.governor", severities=SEVERITY)]).attach(coord)
+        if watch:
+            async with coord:
+                return await fn(coord)
+        return await fn(coord)
 
-    async def main() -> T:
-        async with connect(url) as bus:
-            # with a signing key in IF_HOME, every 1,000th entry gets a checkpoint
-            audit = Witness(bus, trace_id=s.trace_id, actor="cli", signer=Signer.load(state_dir(s.home)))
-            s.written = audit.written
-            coord = IFCoordinator(bus, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL,
-                                  observers=[audit.observer("IF.coordinator", severities=SEVERITY)])
-            if watch:
-                async with coord:
-                    return await fn(coord)
-            return await fn(coord)
-
-    return run_async(main())
+    return with_witness(main)
 
 
 def task_row(task: Task, now: float) -> dict[str, Any]:
@@ -372,9 +369,12 @@ def swarm_register(swarm_id: str, caps: tuple[str, ...]) -> Outcome:
             return falsify_owned([str(exc)], "register", swarm_id)
 
     async def go(coord: IFCoordinator) -> Outcome:
-        rec = await coord.register_swarm(swarm_id, caps)
-        offered = ", ".join(rec.capabilities) or "no capabilities"
-        return Outcome(data=rec.model_dump(), lines=[f"registered {rec.id}: {offered}"])
+        gov = IFGovernor(coord.bus, coordinator=coord)  # the coordinator witnesses the registration
+        profile = await gov.ensure_profile(swarm_id, caps)
+        offered = ", ".join(profile.capabilities) or "no capabilities"
+        return Outcome(data=profile.model_dump(mode="json"), lines=[f"registered {profile.id}: {offered}"],
+                       why=["the governor profile keeps any cost, reputation and budget set before; "
+                            "set them with `ifctl governor register`"])
 
     return with_coordinator(go)
 

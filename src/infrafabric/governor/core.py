@@ -128,6 +128,10 @@ class IFGovernor:
                     raise ConflictError(f"{key}: lost {attempt} compare-and-swaps in a row; giving up")
                 await asyncio.sleep(random.uniform(0, min(0.001 * attempt, 0.02)))
 
+    async def policy_is_set(self) -> bool:
+        """Whether a policy was stored (else the defaults are in force)."""
+        return await self.bus.get(POLICY) is not None
+
     async def policy(self) -> ResourcePolicy:
         got = await self._read(POLICY, ResourcePolicy)
         return got[0] if got else ResourcePolicy()
@@ -152,6 +156,23 @@ class IFGovernor:
                                                 "cost_per_hour_micros": profile.cost_per_hour_micros})
         return profile
 
+    async def ensure_profile(self, swarm_id: str, capabilities: Iterable[str]) -> SwarmProfile:
+        """Give a swarm a profile with these capabilities, keeping its cost,
+        reputation and model if it has one (what ``ifctl swarm register`` does)."""
+        caps = sorted(set(capabilities))
+
+        def change(p: SwarmProfile | None) -> SwarmProfile:
+            if p is None:
+                return SwarmProfile(id=swarm_id, capabilities=caps)
+            return p.model_copy(update={"capabilities": caps})
+
+        profile = await self._cas(f"{PROFILES}{swarm_id}", SwarmProfile, change)
+        assert profile is not None
+        if self.coordinator is not None:
+            await self.coordinator.register_swarm(swarm_id, caps)
+        await self._notify("swarm_registered", {"swarm_id": swarm_id, "capabilities": caps})
+        return profile
+
     async def profile(self, swarm_id: str) -> SwarmProfile | None:
         got = await self._read(f"{PROFILES}{swarm_id}", SwarmProfile)
         return got[0] if got else None
@@ -172,6 +193,11 @@ class IFGovernor:
         assert budget is not None
         await self._notify("budget_set", {"swarm_id": swarm_id, "limit_micros": limit_micros})
         return budget
+
+    async def budgets(self) -> dict[str, Budget]:
+        """Every swarm's budget, by swarm id."""
+        return {e.key.removeprefix(BUDGETS): Budget.model_validate_json(e.value)
+                for e in await self.bus.list(BUDGETS)}
 
     async def budget(self, swarm_id: str) -> Budget | None:
         got = await self._read(f"{BUDGETS}{swarm_id}", Budget)
@@ -323,8 +349,8 @@ class IFGovernor:
                             f"{format_usd(max_cost_per_hour_micros)}/h")
             elif breaker.state is BreakerState.OPEN:
                 excluded = f"circuit breaker open: {breaker.reason}"
-            elif budget is None or budget.remaining_micros <= 0:
-                excluded = "no budget left" if budget else "no budget set"
+            elif budget is not None and budget.remaining_micros <= 0:
+                excluded = "no budget left"  # no budget at all means unmetered
             out.append(Candidate(p.id, cov, score, excluded))
         return sorted(out, key=lambda c: (c.excluded is not None, -c.score, c.swarm_id))
 
@@ -341,15 +367,16 @@ class IFGovernor:
 
     async def admission(self, swarm: SwarmRecord, task: Task) -> str | None:
         """Refuse a claim unless the swarm is registered with the governor, its
-        breaker is closed, it has budget left and it covers the task."""
+        breaker is closed, it has budget left (a swarm with no budget set is
+        unmetered) and it covers the task."""
         profile, breaker, budget, policy = await asyncio.gather(
             self.profile(swarm.id), self.breaker(swarm.id), self.budget(swarm.id), self.policy())
         if profile is None:
             return f"swarm {swarm.id} has no governor profile (ifctl governor register)"
         if breaker.state is BreakerState.OPEN:
             return f"circuit breaker open: {breaker.reason}"
-        if budget is None or budget.remaining_micros <= 0:
-            return "budget exhausted" if budget else "no budget set"
+        if budget is not None and budget.remaining_micros <= 0:  # None: unmetered
+            return "budget exhausted"
         cov = coverage(task.capabilities, profile.capabilities)
         if cov < float(policy.min_capability_match):
             return f"capability coverage {cov:.0%} below the policy's {policy.min_capability_match:.0%}"

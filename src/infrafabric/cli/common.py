@@ -1,0 +1,62 @@
+"""Helpers shared by the commands that work on the bus: a witnessed connection
+and the ``--mode=falsify`` report."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from rich.markup import escape
+
+from infrafabric.bus import EventBus, connect
+from infrafabric.bus.embedded import state_dir
+from infrafabric.cli.app import EXIT_REFUSED, Outcome, run_async, settings
+from infrafabric.witness import Signer, Witness
+
+__all__ = ["Check", "falsify_report", "with_witness"]
+
+T = TypeVar("T")
+
+
+def with_witness(fn: Callable[[EventBus, Witness], Awaitable[T]]) -> T:
+    """Run ``fn`` on the configured bus with a :class:`Witness` for this command.
+
+    Components built inside ``fn`` get ``witness.observer(...)`` as an
+    observer, so every operation they report becomes an audit entry carrying
+    this command's trace id, and ``--trace`` lists what was written.
+    """
+    s = settings()
+    url = s.bus_url()
+
+    async def main() -> T:
+        async with connect(url) as bus:
+            # with a signing key in IF_HOME, every 1,000th entry gets a checkpoint
+            audit = Witness(bus, trace_id=s.trace_id, actor="cli", signer=Signer.load(state_dir(s.home)))
+            s.written = audit.written
+            return await fn(bus, audit)
+
+    return run_async(main())
+
+
+@dataclass
+class Check:
+    """One precondition evaluated by ``--mode=falsify``."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def falsify_report(checks: list[Check], *, summary: str = "") -> Outcome:
+    """The falsify outcome: every check, exit 1 if any would make the command fail."""
+    failing = [c for c in checks if not c.ok]
+    lines = [f"{'ok  ' if c.ok else 'FAIL'} {escape(c.name)}" + (f": {escape(c.detail)}" if c.detail else "")
+             for c in checks]
+    if summary:
+        lines.append(escape(summary))
+    return Outcome(
+        data={"mode": "falsify", "would_fail": bool(failing),
+              "problems": [f"{c.name}: {c.detail}" if c.detail else c.name for c in failing],
+              "checks": [{"check": c.name, "ok": c.ok, "detail": c.detail} for c in checks]},
+        lines=lines, why=lines, exit_code=EXIT_REFUSED if failing else 0)
