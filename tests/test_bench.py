@@ -1,5 +1,6 @@
-"""``ifctl bench bus`` / ``ifctl bench coordinator`` and
-:func:`infrafabric.bench.bench_bus` / :func:`infrafabric.bench.bench_coordinator`.
+"""``ifctl bench bus`` / ``coordinator`` / ``witness`` and
+:func:`infrafabric.bench.bench_bus` / :func:`~infrafabric.bench.bench_coordinator` /
+:func:`~infrafabric.bench.witness.bench_witness`.
 
 These tests check that the benchmark runs and that its report is complete and
 consistent on every backend. They never assert a latency or throughput value:
@@ -19,10 +20,16 @@ import pytest
 from click.testing import CliRunner
 
 from infrafabric.bench import bench_bus, bench_coordinator, nearest_rank, summarize
+from infrafabric.bench._witness_worker import main as witness_worker_main
 from infrafabric.bench.bus import OPERATIONS, TARGETS
 from infrafabric.bench.coordinator import OPERATIONS as COORD_OPERATIONS
 from infrafabric.bench.coordinator import PHASES, with_namespace
 from infrafabric.bench.coordinator import TARGETS as COORD_TARGETS
+from infrafabric.bench.witness import CONFIGS as WITNESS_CONFIGS
+from infrafabric.bench.witness import OPERATIONS as WITNESS_OPERATIONS
+from infrafabric.bench.witness import PHASES as WITNESS_PHASES
+from infrafabric.bench.witness import TARGETS as WITNESS_TARGETS
+from infrafabric.bench.witness import bench_witness
 from infrafabric.bus import connect
 from infrafabric.bus.servers import EtcdServer, NatsServer
 from infrafabric.cli import cli
@@ -392,6 +399,193 @@ def test_cli_coordinator_falsify_changes_nothing(monkeypatch: pytest.MonkeyPatch
     ],
 )
 def test_cli_coordinator_bad_input_exits_2(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" or "error" in result.stdout
+
+
+# -- ifctl bench witness --------------------------------------------------------
+
+WITNESS_N = 30
+WITNESS_VERIFY = 300
+
+
+def check_witness_result(r: dict[str, Any], backend: str, n: int, verify_entries: int) -> None:
+    """Everything a witness report must contain, and its invariants (never a timing)."""
+    json.dumps(r)  # JSON-ready
+    has_raw = backend != "memory"
+    assert r["benchmark"] == "witness"
+    assert r["backend"] == backend
+    assert r["n"] == n and r["verify_entries"] == verify_entries
+    assert r["warmup"] >= 0
+    assert r["writers"] == [1, 4]
+    assert r["writers_are_processes"] is has_raw
+    assert r["namespace"].startswith("bench")
+    assert f"namespace={r['namespace']}" in r["url"]
+    assert r["engine"]["name"] and r["engine"]["version"]
+    assert (r["engine"]["client"] is not None) == has_raw
+    assert r["quantile_method"].startswith("nearest-rank")
+    assert set(r["operations"]) == set(WITNESS_OPERATIONS)
+    for writers, mode in WITNESS_CONFIGS:
+        entry = r["operations"][f"{mode}_{writers}w"]
+        assert entry["writers"] == writers and entry["mode"] == mode
+        assert entry["inflight_per_writer"] == (1 if mode == "sequential" else r["inflight"])
+        ours = entry["ours"]
+        assert ours["ops"] == writers * n and ours["ops_per_s"] > 0 and ours["seconds"] > 0
+        assert len(ours["per_writer_ops_per_s"]) == writers
+        assert all(v > 0 for v in ours["per_writer_ops_per_s"])
+        assert ours["start_spread_ms"] >= 0
+        assert ours["latency"]["count"] == writers * n
+        # every append is in the chain exactly once, and the chain verifies
+        assert ours["chain"] == {"ok": True, "entries": writers * (n + r["warmup"])}
+        won = ours["creates"] - ours["lost_creates"]
+        assert 1 <= won <= writers * n
+        assert ours["entries_per_block"] == round(writers * n / won, 2)
+        if writers == 1:
+            assert ours["lost_creates"] == 0  # nobody to lose to
+        if (writers, mode) == (1, "sequential"):
+            assert ours["creates"] == n and ours["entries_per_block"] == 1.0
+        sides = {"ours", "raw"} if has_raw else {"ours"}
+        assert set(entry["calls"]) == sides and set(entry["order"]) == sides
+        if has_raw:
+            assert entry["raw"]["ops"] == writers * n and entry["raw"]["ops_per_s"] > 0
+            assert entry["raw"]["latency"]["count"] == writers * n
+            assert entry["ratio"] > 0 and entry["cpu_ratio"] > 0
+        else:
+            assert entry["raw"] is None and entry["ratio"] is None
+    lat = r["operations"]["latency"]
+    assert lat["ours"]["count"] == n
+    values = [lat["ours"][k] for k in STATS]
+    assert all(v > 0 for v in values) and values == sorted(values)
+    if has_raw:
+        assert lat["raw"]["count"] == n and lat["ratio"] > 0
+    else:
+        assert lat["raw"] is None and lat["ratio"] is None
+    v = r["operations"]["verify"]
+    assert v["entries"] == verify_entries
+    assert v["full"]["entries"] == verify_entries
+    assert v["fifth"]["entries"] == verify_entries // 5
+    for run in (v["full"], v["fifth"]):
+        assert run["seconds"] > 0 and run["entries_per_s"] > 0
+        assert run["peak_rss_mb"] > 0 and run["rss_before_mb"] > 0
+    assert v["peak_rss_ratio"] > 0
+    assert v["chain"]["entries_per_block"] == 1
+    assert ("write_seconds" in v["chain"]) is has_raw  # memory://: written by the verifier
+    assert [t["id"] for t in r["targets"]] == [t[0] for t in WITNESS_TARGETS]
+    for t in r["targets"]:
+        assert t["value"] is not None and t["pass"] in (True, False)
+        assert isinstance(t["applies"], bool)
+    by_id = {t["id"]: t for t in r["targets"]}
+    assert by_id["verify_100k_s"]["applies"] is False  # not 100,000 entries here
+    assert by_id["verify_memory"]["applies"] is has_raw
+
+
+async def test_bench_witness_memory() -> None:
+    seen: list[str] = []
+    r = await bench_witness("memory://", WITNESS_N, verify_entries=WITNESS_VERIFY, warmup=5,
+                            inflight=8, progress=lambda phase, done, total: seen.append(phase))
+    check_witness_result(r, "memory", WITNESS_N, WITNESS_VERIFY)
+    assert set(seen) == set(WITNESS_PHASES) - {"populate"}  # the verifier writes its own chain
+    assert not any(t["applies"] for t in r["targets"])
+    assert r["cleanup"]["left"] == 0
+
+
+async def test_bench_witness_nats(nats_server: NatsServer, namespace: str) -> None:
+    url = f"{nats_server.url}?namespace={namespace}"
+    seen: list[str] = []
+    r = await bench_witness(url, WITNESS_N, verify_entries=WITNESS_VERIFY, warmup=5, inflight=8,
+                            server={"sync_interval": "always"},
+                            progress=lambda phase, done, total: seen.append(phase))
+    check_witness_result(r, "nats", WITNESS_N, WITNESS_VERIFY)
+    assert set(seen) == set(WITNESS_PHASES)
+    assert r["server"]["bucket_settings"]["source"] == "copied from KV_infrafabric"
+    by_id = {t["id"]: t for t in r["targets"]}
+    assert by_id["appends_4w_sequential"]["applies"] and by_id["appends_4w_concurrent"]["applies"]
+    # cleanup: none of the run's namespaces holds a key, the raw bucket is gone
+    assert r["cleanup"]["keys_deleted"] >= WITNESS_VERIFY and r["cleanup"]["left"] == 0
+    for ns in [r["namespace"], *r["namespaces"].values()]:
+        async with connect(f"{nats_server.url}?namespace={ns}") as bus:
+            assert await bus.list("") == []
+    nc = await nats.connect(nats_server.url)
+    try:
+        names = [si.config.name for si in await nc.jetstream().streams_info()]
+    finally:
+        await nc.close()
+    assert f"KV_{r['server']['raw_bucket']}" not in names
+
+
+async def test_bench_witness_etcd(etcd_server: EtcdServer) -> None:
+    r = await bench_witness(etcd_server.url, WITNESS_N, verify_entries=WITNESS_VERIFY, warmup=5,
+                            inflight=8)
+    check_witness_result(r, "etcd", WITNESS_N, WITNESS_VERIFY)
+    assert not any(t["applies"] for t in r["targets"] if t["id"] != "verify_memory")
+    assert r["cleanup"]["left"] == 0
+    client = aetcd.Client(etcd_server.host, etcd_server.port)
+    await client.connect()
+    try:
+        left = list(await client.get_prefix(r["server"]["raw_prefix"].encode()))
+    finally:
+        await client.close()
+    assert left == []
+
+
+def test_witness_worker_usage() -> None:
+    assert witness_worker_main([]) == 2
+    assert witness_worker_main(['{"role": "fly"}']) == 2
+    assert witness_worker_main(["not json"]) == 2
+
+
+def test_cli_witness_json_on_given_bus(nats_server: NatsServer, namespace: str) -> None:
+    url = f"{nats_server.url}?namespace={namespace}"
+    result = CliRunner().invoke(
+        cli, ["--bus", url, "bench", "witness", "--n", "10", "--inflight", "4",
+              "--verify-entries", str(WITNESS_VERIFY), "--json", "--why"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)  # progress goes to stderr only
+    check_witness_result(r, "nats", 10, WITNESS_VERIFY)
+    assert r["exit_code"] == 0
+    assert r["server"]["managed"] is False
+    assert r["cleanup"]["left"] == 0
+    assert r["why"] and any("CLOCK_MONOTONIC" in line for line in r["why"])
+
+
+def test_cli_witness_human_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(cli, ["bench", "witness", "--backend", "memory", "--n", "10",
+                                      "--verify-entries", "100"])
+    assert result.exit_code == 0, result.output + result.stderr
+    out = result.stdout
+    for text in ("bench witness", "sequential", "concurrent", "appends", "lost",
+                 "verify in a separate process", "peak RSS ratio", "target verify"):
+        assert text in out, text
+
+
+def test_cli_witness_falsify_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(
+        cli, ["bench", "witness", "--backend", "etcd", "--mode=falsify", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)
+    assert r["mode"] == "falsify" and r["would_fail"] is False
+    names = {c["check"] for c in r["checks"]}
+    assert {"etcd binary", "client library aetcd", "module infrafabric.bench._witness_worker",
+            "n sane"} <= names
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "witness", "--n", "5"],
+        ["bench", "witness", "--verify-entries", "3"],
+        ["bench", "witness", "--verify-entries", "lots"],
+        ["bench", "witness", "--inflight", "0"],
+        ["bench", "witness", "--pace-ms", "1"],  # no deliveries to pace here
+        ["bench", "witness", "--backend", "zookeeper"],
+        ["--bus", "memory://", "bench", "witness", "--backend", "nats"],
+    ],
+)
+def test_cli_witness_bad_input_exits_2(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("IF_BUS_URL", raising=False)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output

@@ -4,7 +4,9 @@
 engine client on the same server (see :mod:`infrafabric.bench.bus`);
 ``bench_coordinator`` times the coordinator's claims, push, blockers and
 sustained claim rate against the raw engine CAS (see
-:mod:`infrafabric.bench.coordinator`).
+:mod:`infrafabric.bench.coordinator`); ``bench_witness`` measures witness
+appends/s from 1 and 4 writer processes against raw creates, and the time and
+memory of verifying a long chain (see :mod:`infrafabric.bench.witness`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from infrafabric.bench.bus import OPERATIONS, TARGETS, BenchError, bench_bus, default_warmup
 from infrafabric.bench.coordinator import bench_coordinator
 from infrafabric.bench.stats import QUANTILE_METHOD, nearest_rank, summarize
+from infrafabric.bench.witness import bench_witness
 
 __all__ = [
     "OPERATIONS",
@@ -20,6 +23,7 @@ __all__ = [
     "BenchError",
     "bench_bus",
     "bench_coordinator",
+    "bench_witness",
     "default_warmup",
     "nearest_rank",
     "summarize",

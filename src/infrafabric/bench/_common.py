@@ -1,6 +1,7 @@
 """Pieces every ``ifctl bench`` benchmark shares: the error, warm-up and
 segment sizes, interleaved latency sampling, concurrent throughput runs in
-ABBA segments, report entries and target verdicts.
+ABBA segments, report entries and target verdicts, fresh namespaces and their
+cleanup, and the helper processes (a ``ready`` line, then their protocol).
 
 A benchmark reports; it never fails because of a timing. :class:`BenchError`
 is for a run that could not be carried out (a server that is not there, a
@@ -10,28 +11,42 @@ create of a fresh key that lost, a message that never arrived).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import importlib.metadata
 import os
 import platform
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from infrafabric.bench.stats import ratio, summarize
+from infrafabric.bus.url import BusURL, parse_url
 from infrafabric.errors import InfraFabricError
+
+if TYPE_CHECKING:
+    from infrafabric.bus import EventBus
 
 __all__ = [
     "BenchError",
     "Progress",
     "Side",
+    "WorkerProcess",
+    "clean_namespace",
     "default_warmup",
     "interleaved",
     "latency_entry",
     "machine_info",
+    "nats_scope",
     "segmented_throughput",
+    "stdin_signal",
     "target_row",
     "throughput_rounds",
     "version",
+    "with_namespace",
 ]
 
 #: progress(phase, done, total), called between samples (never inside a timed window)
@@ -193,3 +208,158 @@ def metric_value(ops: dict[str, dict[str, Any]], op: str, metric: str) -> float 
         side, _, stat = metric.partition(".")
         value = (entry.get(side) or {}).get(stat)
     return None if value is None else float(value)
+
+
+def nats_scope(backend: str, server: dict[str, Any]) -> tuple[bool, str]:
+    """(applies, note) of a target defined for a durable local NATS
+    (``sync_interval: always``) on this backend and server."""
+    if backend != "nats":
+        return False, "the target is defined for a durable local NATS; shown for comparison"
+    if server.get("sync_interval") != "always":
+        return False, ("the target is defined for a durable NATS (sync_interval: always); "
+                       f"this server's sync_interval is {server.get('sync_interval', 'unknown')}")
+    return True, ""
+
+
+# -- namespaces -----------------------------------------------------------------
+
+
+def with_namespace(url: str | BusURL, namespace: str) -> str:
+    """``url`` with its ``namespace`` option replaced."""
+    parsed = url if isinstance(url, BusURL) else parse_url(url)
+    return parse_url(dataclasses.replace(
+        parsed, options={**parsed.options, "namespace": namespace}).display).display
+
+
+async def clean_namespace(bus: EventBus, progress: Progress | None, *, inflight: int = 64,
+                          phase: str = "cleanup") -> dict[str, Any]:
+    """Delete every key of the namespace of ``bus`` (a benchmark's own: it
+    wrote nothing else there): keys deleted, and keys left (0)."""
+    entries = await bus.list("")
+    if progress is not None:
+        progress(phase, 0, len(entries))
+    sem = asyncio.Semaphore(inflight)
+
+    async def drop(key: str) -> None:
+        async with sem:
+            await bus.delete(key)
+
+    await asyncio.gather(*(drop(e.key) for e in entries))
+    if progress is not None:
+        progress(phase, len(entries), len(entries))
+    return {"keys_deleted": len(entries), "left": len(await bus.list(""))}
+
+
+# -- helper processes -------------------------------------------------------------
+
+
+def stdin_signal(loop: asyncio.AbstractEventLoop, *, until_eof: bool = False) -> asyncio.Future[bytes]:
+    """In a helper process: a future that completes with the first line on
+    stdin (``b""`` if stdin ends first), or with ``until_eof`` once stdin ends
+    (the parent's signal to exit). The reading thread is a daemon, so it never
+    holds up the exit of the process."""
+    fut: asyncio.Future[bytes] = loop.create_future()
+
+    def finish(data: bytes) -> None:
+        if not fut.done():
+            fut.set_result(data)
+
+    def wait() -> None:
+        # os.read on the raw fd: a buffered sys.stdin would hold a lock that
+        # makes interpreter shutdown abort while this thread still waits
+        got = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(0, 65536):
+                got += chunk
+                if not until_eof and b"\n" in got:
+                    got = got.split(b"\n", 1)[0] + b"\n"
+                    break
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(finish, got)
+
+    threading.Thread(target=wait, name="stdin-signal", daemon=True).start()
+    return fut
+
+
+class WorkerProcess:
+    """A helper subprocess ``python -m MODULE ARGS...`` that prints ``ready``
+    on stdout once it is set up; after that, stdout is its protocol. Its
+    stderr goes to a file (never read during the run, so a pipe cannot fill
+    up), whose tail explains a failure. Closing its stdin tells it to stop."""
+
+    proc: asyncio.subprocess.Process
+    errors: IO[bytes]
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    @classmethod
+    async def start(cls, what: str, module: str, args: Sequence[str],
+                    ready_within: float) -> WorkerProcess:
+        """Start it and wait up to ``ready_within`` s for its ``ready`` line
+        (BenchError, with its stderr tail, if it does not come)."""
+        self = cls(what)
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", module, *args,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self.errors,
+            )
+            try:
+                line = await self.readline(ready_within)
+            except TimeoutError:
+                line = f"not ready within {ready_within:g} s".encode()
+            if line.strip() != b"ready":
+                await self.stop()
+                tail = self.error_tail()
+                raise BenchError(f"the {what} process did not start: "
+                                 f"{line.decode(errors='replace').strip() or 'no output'}"
+                                 + (f"\n{tail}" if tail else ""))
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    @property
+    def stdout(self) -> asyncio.StreamReader:
+        assert self.proc.stdout is not None
+        return self.proc.stdout
+
+    async def readline(self, wait_s: float) -> bytes:
+        """Its next stdout line (``b""`` once it ended); TimeoutError after ``wait_s``."""
+        async with asyncio.timeout(wait_s):
+            return await self.stdout.readline()
+
+    def send(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+
+    def error_tail(self, lines: int = 5) -> str:
+        self.errors.seek(0)
+        err = self.errors.read().decode(errors="replace").strip()
+        return "\n".join(err.splitlines()[-lines:])
+
+    async def stop(self) -> None:
+        """Close its stdin (the signal to exit), wait 5 s, then kill it."""
+        if not hasattr(self, "proc"):
+            return
+        if self.proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.close()
+        try:
+            async with asyncio.timeout(5):
+                await self.proc.wait()
+        except TimeoutError:
+            pass
+        finally:
+            if self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                with contextlib.suppress(Exception):
+                    await self.proc.wait()
+
+    async def close(self) -> None:
+        try:
+            await self.stop()
+        finally:
+            self.errors.close()

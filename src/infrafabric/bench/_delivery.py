@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import IO, Any
+from typing import Any
 
-from infrafabric.bench._common import BenchError
+from infrafabric.bench._common import BenchError, WorkerProcess
 
 __all__ = ["InProcessReceiver", "ProcessReceiver", "Receiver", "Send"]
 
@@ -90,46 +88,22 @@ class ProcessReceiver(Receiver):
     """A subscriber subprocess (:mod:`infrafabric.bench._subscriber` with
     ``args``) that prints ``ready``, then ``SEQ SENT_NS RECV_NS`` per message."""
 
-    proc: asyncio.subprocess.Process
+    worker: WorkerProcess
     reader: asyncio.Task[None]
-    errors: IO[bytes]
 
     @classmethod
     async def start(cls, side: str, send: Send, args: Sequence[str],
                     op_timeout: float) -> ProcessReceiver:
         self = cls(side, send, op_timeout)
-        # stderr goes to a file: never read during the run, so a pipe could fill up
-        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", SUBSCRIBER_MODULE, *args,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self.errors,
-        )
-        try:
-            assert self.proc.stdout is not None
-            wait = max(30.0, op_timeout)
-            try:
-                async with asyncio.timeout(wait):
-                    line = await self.proc.stdout.readline()
-            except TimeoutError:
-                line = f"not ready within {wait:g} s".encode()
-            if line.strip() != b"ready":
-                await self._stop()
-                self.errors.seek(0)
-                err = self.errors.read().decode(errors="replace").strip()
-                tail = "\n".join(err.splitlines()[-5:])
-                raise BenchError(f"the {side} subscriber process did not start: "
-                                 f"{line.decode(errors='replace').strip() or 'no output'}"
-                                 + (f"\n{tail}" if tail else ""))
-            self.reader = asyncio.create_task(self._read())
-        except BaseException:
-            await self.close()
-            raise
+        self.worker = await WorkerProcess.start(f"{side} subscriber", SUBSCRIBER_MODULE, args,
+                                                max(30.0, op_timeout))
+        self.reader = asyncio.create_task(self._read())
         return self
 
     async def _read(self) -> None:
-        assert self.proc.stdout is not None
+        stdout = self.worker.stdout
         while True:
-            line = await self.proc.stdout.readline()
+            line = await stdout.readline()
             if not line:
                 return
             try:
@@ -138,30 +112,13 @@ class ProcessReceiver(Receiver):
                 continue
             self._arrived(seq, sent, recv)
 
-    async def _stop(self) -> None:
-        """Close its stdin (the signal to exit), wait 5 s, then kill it."""
-        if self.proc.stdin is not None:
-            with contextlib.suppress(Exception):
-                self.proc.stdin.close()
-        try:
-            async with asyncio.timeout(5):
-                await self.proc.wait()
-        except TimeoutError:
-            pass
-        finally:
-            if self.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-
     async def close(self) -> None:
         try:
-            await self._stop()
+            await self.worker.close()
         finally:
-            if hasattr(self, "reader"):
-                self.reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self.reader
-            self.errors.close()
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.reader
 
 
 class InProcessReceiver(Receiver):

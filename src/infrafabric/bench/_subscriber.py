@@ -27,10 +27,10 @@ import asyncio
 import contextlib
 import os
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 
+from infrafabric.bench._common import stdin_signal
 from infrafabric.bench._wire import parse
 
 __all__ = ["main", "run"]
@@ -46,7 +46,7 @@ def _report(data: bytes) -> None:
 
 
 async def _ours(url: str, subject: str, ready: Callable[[], None],
-                done: Awaitable[None]) -> None:
+                done: Awaitable[object]) -> None:
     from infrafabric.bus import connect
 
     async with connect(url) as bus, bus.subscribe(subject) as sub:
@@ -60,7 +60,7 @@ async def _ours(url: str, subject: str, ready: Callable[[], None],
 
 
 async def _nats(url: str, subject: str, ready: Callable[[], None],
-                done: Awaitable[None]) -> None:
+                done: Awaitable[object]) -> None:
     import nats
 
     nc = await nats.connect(url.split("?", 1)[0], allow_reconnect=False)
@@ -79,7 +79,7 @@ async def _nats(url: str, subject: str, ready: Callable[[], None],
 
 
 async def _etcd(url: str, subject: str, ready: Callable[[], None],
-                done: Awaitable[None]) -> None:
+                done: Awaitable[object]) -> None:
     import aetcd
 
     from infrafabric.bus.url import parse_url
@@ -103,7 +103,7 @@ async def _etcd(url: str, subject: str, ready: Callable[[], None],
 
 
 async def _push(url: str, swarm: str, ready: Callable[[], None],
-                done: Awaitable[None]) -> None:
+                done: Awaitable[object]) -> None:
     from infrafabric.bus import connect
     from infrafabric.coordinator import IFCoordinator
 
@@ -118,7 +118,7 @@ async def _push(url: str, swarm: str, ready: Callable[[], None],
 
 
 async def _blockers(url: str, subject: str, ready: Callable[[], None],
-                    done: Awaitable[None]) -> None:
+                    done: Awaitable[object]) -> None:
     from infrafabric.bus import connect
     from infrafabric.coordinator import IFCoordinator
 
@@ -135,7 +135,7 @@ async def _blockers(url: str, subject: str, ready: Callable[[], None],
         await _until(consume(), done)
 
 
-async def _until(work: Awaitable[None], done: Awaitable[None]) -> None:
+async def _until(work: Awaitable[None], done: Awaitable[object]) -> None:
     """Run ``work`` until ``done`` completes (or ``work`` ends), then cancel the other."""
     tasks = [asyncio.ensure_future(work), asyncio.ensure_future(done)]
     finished, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -150,31 +150,9 @@ async def _until(work: Awaitable[None], done: Awaitable[None]) -> None:
 _MODES = {"ours": _ours, "nats": _nats, "etcd": _etcd, "push": _push, "blockers": _blockers}
 
 
-def _stdin_closed(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
-    """A future that completes when stdin reaches EOF. The reading thread is a
-    daemon, so it never holds up the exit of this process."""
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def finish() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    def wait() -> None:
-        # os.read on the raw fd: a buffered sys.stdin would hold a lock that
-        # makes interpreter shutdown abort while this thread still waits
-        with contextlib.suppress(OSError):
-            while os.read(0, 65536):
-                pass
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(finish)
-
-    threading.Thread(target=wait, name="stdin-eof", daemon=True).start()
-    return fut
-
-
 async def run(mode: str, url: str, subject: str) -> None:
     """Subscribe, say ``ready``, report every message until stdin closes."""
-    done = _stdin_closed(asyncio.get_running_loop())
+    done = stdin_signal(asyncio.get_running_loop(), until_eof=True)
 
     def ready() -> None:
         os.write(1, b"ready\n")

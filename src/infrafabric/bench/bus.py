@@ -53,6 +53,7 @@ from infrafabric.bench._common import (
     latency_entry,
     machine_info,
     metric_value,
+    nats_scope,
     segmented_throughput,
     started_at,
     target_row,
@@ -76,6 +77,7 @@ __all__ = [
     "RawEtcdDriver",
     "RawNatsDriver",
     "bench_bus",
+    "connect_raw",
     "default_warmup",
     "open_raw",
     "throughput_rounds",
@@ -159,6 +161,11 @@ class Driver(ABC):
 
     async def in_process_subscription(self) -> Subscription:
         raise NotImplementedError
+
+    def spec(self) -> dict[str, Any] | None:
+        """What :func:`connect_raw` needs to open this side again in another
+        process (None: it cannot be, e.g. ours on memory://)."""
+        return None
 
     async def close(self, cleanup: bool) -> None:  # noqa: B027 - optional hook
         """Remove what the benchmark wrote (if ``cleanup``) and disconnect."""
@@ -320,6 +327,9 @@ class RawNatsDriver(Driver):
     def subscriber(self) -> tuple[str, str, str] | None:
         return ("nats", self.server_url, self.subject)
 
+    def spec(self) -> dict[str, Any] | None:
+        return {"engine": "nats", "url": self.server_url, "bucket": self.bucket, "run": self.run}
+
     async def close(self, cleanup: bool) -> None:
         try:
             with contextlib.suppress(Exception):
@@ -417,6 +427,9 @@ class RawEtcdDriver(Driver):
 
     def subscriber(self) -> tuple[str, str, str] | None:
         return ("etcd", self.url, self.subject)
+
+    def spec(self) -> dict[str, Any] | None:
+        return {"engine": "etcd", "url": self.url, "run": self.run}
 
     async def close(self, cleanup: bool) -> None:
         try:
@@ -535,6 +548,40 @@ async def open_raw(parsed: BusURL, bus: EventBus, run: str, op_timeout: float,
                              "client": None}}
 
 
+async def connect_raw(spec: dict[str, Any],
+                      op_timeout: float) -> tuple[Driver, Callable[[], Awaitable[None]]]:
+    """The raw side described by ``spec`` (a raw driver's :meth:`Driver.spec`),
+    opened again over a new connection, e.g. in another process, and the call
+    that disconnects it. Closing it this way removes nothing: the process that
+    opened it with :func:`open_raw` does that."""
+    if spec["engine"] == "nats":
+        import nats
+
+        nc = await nats.connect(servers=[spec["url"]], connect_timeout=op_timeout,
+                                allow_reconnect=False)
+        try:
+            kv = await nc.jetstream().key_value(spec["bucket"])
+        except BaseException:
+            await nc.close()
+            raise
+        return (RawNatsDriver(nc, kv, spec["bucket"], spec["url"], spec["run"], op_timeout),
+                nc.close)
+    if spec["engine"] == "etcd":
+        import aetcd
+
+        host, port = parse_url(spec["url"]).hosts[0]
+        client = aetcd.Client(host, port)
+        try:
+            async with asyncio.timeout(op_timeout):
+                await client.connect()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await client.close()
+            raise
+        return RawEtcdDriver(client, spec["url"], spec["run"], op_timeout), client.close
+    raise ValueError(f"no raw client for {spec['engine']!r}")
+
+
 # -- measuring ----------------------------------------------------------------
 
 
@@ -580,14 +627,7 @@ class _WatchTimer:
 
 
 def _targets(ops: dict[str, dict[str, Any]], backend: str, server: dict[str, Any]) -> list[dict[str, Any]]:
-    durable_nats = backend == "nats" and server.get("sync_interval") == "always"
-    if backend != "nats":
-        note = "the target is defined for a durable local NATS; shown for comparison"
-    elif not durable_nats:
-        note = ("the target is defined for a durable NATS (sync_interval: always); "
-                f"this server's sync_interval is {server.get('sync_interval', 'unknown')}")
-    else:
-        note = ""
+    durable_nats, note = nats_scope(backend, server)
     out: list[dict[str, Any]] = []
     for tid, op, metric, threshold, description in TARGETS:
         value = metric_value(ops, op, metric)

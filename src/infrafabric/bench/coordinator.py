@@ -56,22 +56,24 @@ from typing import Any
 from infrafabric.bench._common import (
     BenchError,
     Progress,
+    clean_namespace,
     default_warmup,
     interleaved,
     latency_entry,
     machine_info,
     metric_value,
+    nats_scope,
     segmented_throughput,
     started_at,
     target_row,
     throughput_rounds,
+    with_namespace,
 )
 from infrafabric.bench._delivery import InProcessReceiver, ProcessReceiver, Receiver, Send
 from infrafabric.bench._wire import encode, parse
 from infrafabric.bench.bus import Driver, open_raw
 from infrafabric.bench.stats import QUANTILE_METHOD, ratio
 from infrafabric.bus import EventBus, connect, parse_url
-from infrafabric.bus.url import BusURL
 from infrafabric.coordinator import IFCoordinator, Task, TaskSpec, TaskStatus, Transition
 
 __all__ = ["OPERATIONS", "PHASES", "TARGETS", "bench_coordinator", "with_namespace"]
@@ -130,13 +132,6 @@ class _Side:
 
 
 OURS, RAW = _Side("ours"), _Side("raw")
-
-
-def with_namespace(url: str | BusURL, namespace: str) -> str:
-    """``url`` with its ``namespace`` option replaced."""
-    parsed = url if isinstance(url, BusURL) else parse_url(url)
-    return parse_url(dataclasses.replace(
-        parsed, options={**parsed.options, "namespace": namespace}).display).display
 
 
 def _available(task_id: str, now: float) -> Task:
@@ -200,10 +195,10 @@ async def bench_coordinator(
             except BaseException:
                 if cleanup:  # best effort, never masking what went wrong
                     with contextlib.suppress(Exception):
-                        await _clean_namespace(bus, None)
+                        await clean_namespace(bus, None, inflight=SETUP_INFLIGHT)
                 raise
             if cleanup:
-                cleaned = await _clean_namespace(bus, progress)
+                cleaned = await clean_namespace(bus, progress, inflight=SETUP_INFLIGHT)
         finally:
             if raw is not None:
                 with contextlib.suppress(Exception):
@@ -235,23 +230,6 @@ async def bench_coordinator(
         "started_at": started_at(started),
         "duration_s": round(time.perf_counter() - t_start, 2),
     }
-
-
-async def _clean_namespace(bus: EventBus, progress: Progress | None) -> dict[str, Any]:
-    """Delete every key of the run's namespace (the run wrote nothing else there)."""
-    entries = await bus.list("")
-    if progress is not None:
-        progress("cleanup", 0, len(entries))
-    sem = asyncio.Semaphore(SETUP_INFLIGHT)
-
-    async def drop(key: str) -> None:
-        async with sem:
-            await bus.delete(key)
-
-    await asyncio.gather(*(drop(e.key) for e in entries))
-    if progress is not None:
-        progress("cleanup", len(entries), len(entries))
-    return {"keys_deleted": len(entries), "left": len(await bus.list(""))}
 
 
 class _Bench:
@@ -579,21 +557,13 @@ class _Bench:
 
 def _targets(ops: dict[str, dict[str, Any]], backend: str,
              server: dict[str, Any]) -> list[dict[str, Any]]:
-    durable_nats = backend == "nats" and server.get("sync_interval") == "always"
     out: list[dict[str, Any]] = []
     for tid, op, metric, compare, threshold, description, scope in TARGETS:
         value = metric_value(ops, op, metric)
         if op == "push" and not ops.get(op, {}).get("cross_process", False):
             value = None
         if scope == "nats":
-            applies = durable_nats
-            if backend != "nats":
-                note = "the target is defined for a durable local NATS; shown for comparison"
-            elif not durable_nats:
-                note = ("the target is defined for a durable NATS (sync_interval: always); "
-                        f"this server's sync_interval is {server.get('sync_interval', 'unknown')}")
-            else:
-                note = ""
+            applies, note = nats_scope(backend, server)
         elif scope == "etcd":
             applies = backend == "etcd"
             note = "" if applies else "the target is defined for etcd; shown for comparison"
