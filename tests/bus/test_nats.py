@@ -542,3 +542,14 @@ async def test_bucket_uses_direct_get(nats_server: NatsServer) -> None:
         assert isinstance(bus, NatsBus)
         info = await bus._js.stream_info(bus._stream)
         assert info.config.allow_direct is True
+
+
+async def test_scan_pages_are_bounded_in_bytes(nats_server: NatsServer) -> None:
+    """Big values end a page early (the server's 409 MaxBytes), and the scan
+    carries on with the next page instead of failing or overrunning the
+    client's buffer."""
+    value = os.urandom(60_000)
+    async with connect(f"{nats_server.url}?namespace=bigpages&timeout=20") as bus:
+        await asyncio.gather(*(bus.put(f"big/{i:04d}", value) for i in range(300)))  # ~18 MB
+        keys = [e.key async for e in bus.scan("big/", batch=1000)]
+        assert sorted(keys) == [f"big/{i:04d}" for i in range(300)]

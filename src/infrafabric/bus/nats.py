@@ -74,6 +74,7 @@ CONSUMER_INACTIVE = 30.0
 #: the JetStream API prefix (the bus never sets a domain or another prefix)
 JS_API = "$JS.API"
 #: statuses that end a pull request without an error
+PAGE_BYTES = 8 << 20
 _PULL_DONE = frozenset({StatusCode.NO_MESSAGES.value, StatusCode.REQUEST_TIMEOUT.value})
 
 #: NATS KV keeps at most this many revisions per key
@@ -645,7 +646,13 @@ class NatsBus(EventBus):
             num_replicas=1,
         )
         next_subject = f"{JS_API}.CONSUMER.MSG.NEXT.{self._stream}.{consumer}"
-        request = json.dumps({"batch": batch, "no_wait": True}).encode()
+        # Pages are also bounded in bytes: 1,000 witness blocks of ~95 KB would
+        # overrun the server's 64 MiB per-client buffer and get the connection
+        # dropped as a slow consumer. A pull's own max_bytes is no help: with
+        # no acks the message that does not fit is lost. So the page size is
+        # set from the largest message seen so far, starting small.
+        largest = 0
+        page_size = min(batch, 16)
         prefix_len = len(self._kv_prefix)
         sub: NatsSubscription | None = None
         created = False
@@ -666,10 +673,11 @@ class NatsBus(EventBus):
                 page += 1
                 reply = f"{inbox}.{page}"
                 budget = self.timeout
+                request = json.dumps({"batch": page_size, "no_wait": True}).encode()
                 with self._translate("scan", prefix):
                     await self._nc.publish(next_subject, request, reply=reply)
                 got = 0
-                while got < batch and pending:
+                while got < page_size and pending:
                     if not buffer:
                         arrived.clear()
                         started = loop.time()
@@ -699,6 +707,7 @@ class NatsBus(EventBus):
                                 )
                             nats.js.errors.APIError.from_msg(msg)
                     got += 1
+                    largest = max(largest, len(msg.data) + len(msg.subject) + 256)
                     revision, pending = _sequence_and_pending(msg)
                     if revision > last:
                         pending = 0
@@ -706,6 +715,7 @@ class NatsBus(EventBus):
                     if _operation(msg) is EventKind.PUT:
                         key = _scan_key(msg.subject[prefix_len:])
                         yield Entry(key, msg.data, revision)
+                page_size = max(1, min(batch, PAGE_BYTES // max(largest, 1)))
         finally:
             if sub is not None:
                 await self._unsubscribe(sub)
