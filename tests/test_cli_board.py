@@ -91,3 +91,20 @@ def test_task_commands_and_exit_codes(run: Runner) -> None:
     assert events.returncode == 0
     assert [json.loads(line)["status"] for line in events.stdout.splitlines()] == [
         "available", "blocked", "claimed"]
+
+
+def test_swarm_spawn_detects_capabilities_and_sets_a_budget(run: Runner, tmp_path: Path) -> None:
+    code = tmp_path / "agent"
+    (code / "src").mkdir(parents=True)
+    (code / "pyproject.toml").write_text("[project]\nname='a'\n")
+    (code / "src" / "lib.rs").write_text("")
+    spawned = run("swarm", "spawn", "s7", "--path", str(code), "--cap", "docs:markdown",
+                  "--budget", "25", "--json")
+    assert spawned.returncode == 0, spawned.stderr
+    report = json.loads(spawned.stdout)
+    assert report["capabilities"] == ["code-analysis:python", "code-analysis:rust", "docs:markdown"]
+    assert report["budget_micros"] == 25_000_000 and report["detected"]["code-analysis:rust"] == "src/lib.rs"
+    listed = json.loads(run("swarm", "list", "--json").stdout)["swarms"]
+    assert [s["id"] for s in listed] == ["s7"]
+    bad = run("swarm", "spawn", "s8", "--path", str(code), "--budget", "lots")
+    assert bad.returncode == 2 and "--budget" in bad.stderr

@@ -18,7 +18,8 @@ from infrafabric.cli.common import with_witness
 from infrafabric.coordinator import ClaimOutcome, IFCoordinator, Task, TaskStatus
 from infrafabric.coordinator.core import DEFAULT_LEASE_TTL
 from infrafabric.errors import ConfigurationError
-from infrafabric.governor import IFGovernor
+from infrafabric.governor import IFGovernor, format_usd, usd
+from infrafabric.governor.detect import detect_capabilities
 from infrafabric.witness import Witness
 
 T = TypeVar("T")
@@ -375,6 +376,45 @@ def swarm_register(swarm_id: str, caps: tuple[str, ...]) -> Outcome:
         return Outcome(data=profile.model_dump(mode="json"), lines=[f"registered {profile.id}: {offered}"],
                        why=["the governor profile keeps any cost, reputation and budget set before; "
                             "set them with `ifctl governor register`"])
+
+    return with_coordinator(go)
+
+
+@swarm.command("spawn")
+@click.argument("swarm_id")
+@click.option("--path", "path", type=click.Path(exists=True, file_okay=False, path_type=Path), default=".",
+              show_default=True, help="The swarm's code: capabilities are detected from it.")
+@click.option("--cap", "caps", multiple=True, metavar="CAP", help="An extra capability (repeatable).")
+@click.option("--budget", metavar="USD", help="Its budget in dollars (default: unmetered).")
+@contract
+def swarm_spawn(swarm_id: str, path: Path, caps: tuple[str, ...], budget: str | None) -> Outcome:
+    """Register a swarm with the capabilities found in its code (pyproject ->
+    code-analysis:python, Cargo.toml -> code-analysis:rust, ...; the rules are in
+    infrafabric.governor.detect), an optional budget, and its task subject.
+
+    Example: ifctl swarm spawn session-7 --path ./session7 --budget 25 --why
+    """
+    s = settings()
+    found = detect_capabilities(path)
+    capabilities = sorted(set(found) | set(caps))
+    limit = None if budget is None else usd(budget, what="--budget")
+    evidence = [f"{cap}: {found.get(cap, 'given with --cap')}" for cap in capabilities]
+    if s.falsify:
+        problems = [] if capabilities else [f"no capability found in {path} and none given with --cap"]
+        return falsify_owned(problems, "spawn", swarm_id)
+
+    async def go(coord: IFCoordinator) -> Outcome:
+        gov = IFGovernor(coord.bus, coordinator=coord)
+        profile = await gov.ensure_profile(swarm_id, capabilities)
+        if limit is not None:
+            await gov.set_budget(swarm_id, limit)
+        return Outcome(
+            data={**profile.model_dump(mode="json"), "budget_micros": limit, "detected": found,
+                  "subject": f"swarms/{swarm_id}/tasks"},
+            lines=[f"spawned {swarm_id}: {', '.join(capabilities) or 'no capabilities'}"
+                   + (f"; budget {format_usd(limit)}" if limit is not None else "; unmetered"),
+                   f"it takes work with: ifctl task next --swarm {swarm_id} --wait 60"],
+            why=evidence or [f"nothing in {path} matched a detection rule"])
 
     return with_coordinator(go)
 
