@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from infrafabric.bench.bus import OPERATIONS, TARGETS
 from infrafabric.bench.coordinator import OPERATIONS as COORD_OPERATIONS
 from infrafabric.bench.coordinator import PHASES, with_namespace
 from infrafabric.bench.coordinator import TARGETS as COORD_TARGETS
+from infrafabric.bench.waste import STRATEGIES as WASTE_STRATEGIES
+from infrafabric.bench.waste import bench_waste, make_workload
 from infrafabric.bench.witness import CONFIGS as WITNESS_CONFIGS
 from infrafabric.bench.witness import OPERATIONS as WITNESS_OPERATIONS
 from infrafabric.bench.witness import PHASES as WITNESS_PHASES
@@ -590,3 +593,85 @@ def test_cli_witness_bad_input_exits_2(args: list[str], monkeypatch: pytest.Monk
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert result.stdout == "" or "error" in result.stdout
+
+
+# -- ifctl bench waste ----------------------------------------------------------
+
+DETERMINISTIC = ("seed", "model", "workload", "strategies", "budgets", "ledger_entries", "targets")
+
+
+async def test_bench_waste_is_deterministic() -> None:
+    a = await bench_waste("memory://", seed=1, tasks=60, swarms=8)
+    b = await bench_waste("memory://", seed=1, tasks=60, swarms=8)
+    assert a["namespace"] != b["namespace"]
+    assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}
+    c = await bench_waste("memory://", seed=2, tasks=60, swarms=8)
+    assert c["workload"] != a["workload"]
+
+
+def test_waste_workload_is_seeded() -> None:
+    w1, w2 = make_workload(7, 30, 5), make_workload(7, 30, 5)
+    assert w1 == w2
+    for s in w1.swarms:
+        assert 2 <= len(s.profile.capabilities) <= 5
+        assert isinstance(s.profile.cost_per_hour_micros, int)
+        assert all(s.skill[c] >= Decimal("0.9") for c in s.profile.capabilities)
+    declared = {c for s in w1.swarms for c in s.profile.capabilities}
+    for t in w1.tasks:
+        assert 1 <= len(t.capabilities) <= 3 and set(t.capabilities) <= declared
+
+
+async def test_bench_waste_structure_and_model_property() -> None:
+    r = await bench_waste("memory://", seed=1)
+    assert r["benchmark"] == "waste" and r["backend"] == "memory"
+    assert set(r["strategies"]) == set(WASTE_STRATEGIES)
+    for s in r["strategies"].values():
+        assert isinstance(s["total_spend_micros"], int)
+        assert 0 <= s["wasted_spend_micros"] <= s["total_spend_micros"]
+        assert 0.0 <= s["waste"] <= 1.0
+        assert s["tasks"] == 200 and s["tasks_done"] + s["tasks_abandoned"] == 200
+        assert s["attempts"] >= s["tasks"]
+        assert s["wasted_spend_micros"] <= s["failed_spend_micros"] + s["unqualified_spend_micros"]
+    gov, rnd = r["strategies"]["governor"], r["strategies"]["random"]
+    # a property of the model, not a timing
+    assert gov["waste"] < rnd["waste"]
+    assert gov["unqualified_spend_micros"] == 0 and gov["fallbacks"] == 0
+    assert sum(b["spent_micros"] for b in r["budgets"].values()) == gov["total_spend_micros"]
+    assert r["ledger_entries"] == gov["attempts"]
+    assert {t["id"] for t in r["targets"]} == {"governor_waste", "random_waste"}
+    assert all(t["applies"] and t["pass"] is not None for t in r["targets"])
+    assert r["cleanup"] is not None and r["cleanup"]["left"] == 0
+
+
+def test_cli_waste_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(cli, ["bench", "waste", "--seed", "3", "--tasks", "50",
+                                      "--swarms", "6", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)
+    assert r["backend"] == "memory" and r["seed"] == 3 and r["workload"]["tasks"] == 50
+    assert r["strategies"]["governor"]["waste"] <= r["strategies"]["random"]["waste"]
+
+
+def test_cli_waste_human(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(cli, ["bench", "waste", "--tasks", "40", "--why"])
+    assert result.exit_code == 0, result.output + result.stderr
+    for text in ("bench waste", "random", "governor", "target governor waste", "why"):
+        assert text in result.stdout, text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "waste", "--tasks", "0"],
+        ["bench", "waste", "--seed", "one"],
+        ["bench", "waste", "--swarms", "-1"],
+        ["bench", "waste", "--backend", "zookeeper"],
+        ["bench", "waste", "--bogus"],
+    ],
+)
+def test_cli_waste_bad_input_exits_2(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output

@@ -27,6 +27,8 @@ from infrafabric.bench._common import default_warmup, throughput_rounds
 from infrafabric.bench.bus import OPERATIONS, bench_bus
 from infrafabric.bench.coordinator import PHASES, bench_coordinator
 from infrafabric.bench.stats import QUANTILE_METHOD
+from infrafabric.bench.waste import MAX_ATTEMPTS, STRATEGIES, bench_waste
+from infrafabric.bench.waste import PHASES as WASTE_PHASES
 from infrafabric.bench.witness import CONFIGS as WITNESS_CONFIGS
 from infrafabric.bench.witness import PHASES as WITNESS_PHASES
 from infrafabric.bench.witness import bench_witness
@@ -34,6 +36,7 @@ from infrafabric.bus import parse_url
 from infrafabric.bus.servers import EtcdServer, LocalServer, NatsServer, find_etcd, find_nats_server
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, Settings, contract, run_async, settings
 from infrafabric.errors import InfraFabricError
+from infrafabric.governor.models import format_usd
 
 BACKENDS = ("nats", "etcd", "memory")
 _CLIENT_LIBS = {"nats": ("nats", "nats-py"), "etcd": ("aetcd", "aetcd"), "memory": None}
@@ -50,6 +53,7 @@ def bench() -> None:
       ifctl --bus nats://127.0.0.1:4222?namespace=bench bench bus --n 1000
       ifctl bench coordinator --backend nats --n 2000 --json
       ifctl bench witness --backend nats --json
+      ifctl bench waste --seed 1 --json
 
     More benchmarks (chassis, all) will join this group.
     """
@@ -384,10 +388,11 @@ class _Progress:
             self.bar.stop()
 
 
-def _resolve(s: Settings, backend: str | None) -> tuple[str, str | None, str | None]:
+def _resolve(s: Settings, backend: str | None,
+             default: str = "nats") -> tuple[str, str | None, str | None]:
     """(backend, bus URL or None, URL error): the backend is the scheme of
     --bus/IF_BUS_URL when given (a conflicting --backend is a usage error),
-    else --backend, else nats. A bad URL raises, except in falsify mode."""
+    else --backend, else ``default``. A bad URL raises, except in falsify mode."""
     url = s.bus
     url_error: str | None = None
     if url is not None:
@@ -396,13 +401,13 @@ def _resolve(s: Settings, backend: str | None) -> tuple[str, str | None, str | N
         except InfraFabricError as exc:
             if not s.falsify:
                 raise
-            url_error, scheme = exc.message, backend or "nats"
+            url_error, scheme = exc.message, backend or default
         if backend is not None and backend != scheme:
             raise click.UsageError(
                 f"--backend {backend} conflicts with the bus URL {url!r} (from --bus or "
                 f"IF_BUS_URL), which is {scheme}://; drop one of them")
         backend = scheme
-    return backend or "nats", url, url_error
+    return backend or default, url, url_error
 
 
 def _common_options(inflight_help: str, n_help: str, pace_help: str | None, *,
@@ -739,3 +744,96 @@ def witness(backend: str | None, n: int, inflight: int, warmup: int | None,
         s.console.print(_table(result, s.console.width, {"latency": "append"}))
     return Outcome(data=result, lines=tail,
                    why=_witness_why(backend, n, warm, inflight, verify_entries))
+
+
+# -- ifctl bench waste --------------------------------------------------------------
+
+
+def _waste_why(seed: int, tasks: int, swarms: int) -> list[str]:
+    return [
+        f"a seeded workload (random.Random({seed})): {swarms} swarms with 2-5 declared "
+        "capabilities from the built-in pool, a cost per hour of $0.50-$5.00, and a hidden "
+        "skill per capability (0.90-0.99 declared, 0.10-0.30 otherwise); reputation = mean "
+        f"hidden skill over the declared capabilities; {tasks} tasks needing 1-3 capabilities "
+        "of some swarm's declared set, 0.5-8 h each",
+        "an attempt costs estimate x cost per hour (integer micro-dollars) and succeeds with "
+        f"probability = product of the assignee's hidden skill over the required capabilities; "
+        f"a failed attempt is redone by the same strategy, at most {MAX_ATTEMPTS} attempts",
+        "random = each attempt to a uniformly random swarm; governor = a real IFGovernor on the "
+        "bus (fresh namespace, budgets too large to trip, each attempt debited with "
+        "track_cost) and find_qualified_swarm(required), falling back to the best explain_match "
+        "candidate when none qualifies (counted)",
+        "waste = (spend on failed attempts + spend on attempts by a swarm covering < 70 % of the "
+        "task, each attempt once) / total spend; the model is in docs/waste-model.md",
+        "targets: governor waste <= 5 %, random waste >= 40 %; reported, never asserted",
+    ]
+
+
+def _waste_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    gov = result["strategies"]["governor"]
+    if gov["fallbacks"]:
+        lines.append(f"[yellow]governor: {gov['fallbacks']} attempts fell back to an "
+                     "unqualified swarm (nobody qualified)[/yellow]")
+    spent = sum(b["spent_micros"] for b in result["budgets"].values())
+    lines.append(f"governor budgets: {format_usd(spent)} debited over "
+                 f"{len(result['budgets'])} swarms, {result['ledger_entries']} ledger entries")
+    lines += _target_lines(result["targets"])
+    return lines
+
+
+def _waste_table(result: dict[str, Any]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True)
+    for title in ("strategy", "total\nspend", "wasted\nspend", "waste\n%", "tasks\ndone",
+                  "attempts", "attempts\n/task", "unqualified\nattempts"):
+        table.add_column(title, justify="left" if title == "strategy" else "right", no_wrap=True)
+    for name in STRATEGIES:
+        r = result["strategies"][name]
+        table.add_row(name, r["total_spend"], r["wasted_spend"], f"{r['waste_pct']:.1f}",
+                      f"{r['tasks_done']}/{r['tasks']}", str(r["attempts"]),
+                      f"{r['avg_attempts_per_task']:.2f}", str(r["attempts_unqualified"]))
+    return table
+
+
+@bench.command("waste")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="Bus for the governor [default: the scheme of --bus/IF_BUS_URL, else memory].")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the workload.")
+@click.option("--tasks", type=click.IntRange(1, 100_000), default=200, show_default=True,
+              help="Tasks in the workload.")
+@click.option("--swarms", type=click.IntRange(1, 1000), default=12, show_default=True,
+              help="Swarms in the fleet.")
+@contract
+def waste(backend: str | None, seed: int, tasks: int, swarms: int) -> Outcome:
+    """Measure the spend wasted by random assignment and by the governor.
+
+    Generates a seeded workload (swarms with capabilities, costs and a hidden
+    skill; tasks with required capabilities and estimates), runs it with
+    random assignment and with the governor's find_qualified_swarm in the same
+    run, and reports waste = spend on failed (redone) attempts or attempts by
+    an unqualified swarm / total spend. See docs/waste-model.md.
+
+    \b
+    Examples:
+      ifctl bench waste --seed 1 --json
+      ifctl bench waste --seed 2 --tasks 1000 --why
+      ifctl bench waste --backend nats
+    """
+    s = settings()
+    backend, url, url_error = _resolve(s, backend, default="memory")
+    if s.falsify:
+        return _falsify(backend, url, url_error, tasks,
+                        f"{tasks} tasks, {swarms} swarms, seed {seed}",
+                        modules=("infrafabric.governor", "infrafabric.bench.waste"))
+
+    with (_sigterm_as_interrupt(), _target(backend, url) as (target_url, server, managed),
+          _Progress(s, WASTE_PHASES) as progress):
+        result = run_async(bench_waste(target_url, seed=seed, tasks=tasks, swarms=swarms,
+                                       server=server, cleanup=not managed, progress=progress))
+    if not s.json:
+        where = "temporary" if result["server"].get("managed") else "given"
+        s.console.print(f"bench waste on {result['backend']}:// ({where}), seed {seed}, "
+                        f"{tasks} tasks, {swarms} swarms, {result['duration_s']} s")
+        s.console.print(_waste_table(result))
+    return Outcome(data=result, lines=_waste_lines(result), why=_waste_why(seed, tasks, swarms))
