@@ -109,8 +109,11 @@ async def test_claims_go_through_the_governor(bus: EventBus) -> None:
     await coord.register_swarm("stranger", ["code-analysis:python"])  # known to the board only
     await coord.create_tasks([{"id": f"T{i}", "title": "t", "capabilities": ["code-analysis:python"]}
                               for i in range(3)])
-    assert not await coord.claim_task("stranger", "T0")
-    assert coord.last_claim is not None and "no governor profile" in coord.last_claim.reason
+    assert await coord.claim_task("stranger", "T0")  # known to the board only: unmetered
+    await gov.trip("stranger", "testing", by="test")  # but its breaker still applies
+    assert not await coord.claim_task("stranger", "T2")
+    assert await coord.claim_task("s", "T0") is False  # already claimed by the stranger
+    await coord.release_task("stranger", "T0")
     assert await coord.claim_task("s", "T0")
     await gov.trip("s", "testing", by="test")
     assert not await coord.claim_task("s", "T1")

@@ -366,18 +366,18 @@ class IFGovernor:
     # -- the coordinator's admission hook --------------------------------------------------
 
     async def admission(self, swarm: SwarmRecord, task: Task) -> str | None:
-        """Refuse a claim unless the swarm is registered with the governor, its
-        breaker is closed, it has budget left (a swarm with no budget set is
-        unmetered) and it covers the task."""
+        """Refuse a claim unless the swarm's breaker is closed, it has budget
+        left (no budget set: unmetered) and it covers the task by the policy's
+        threshold. (That the swarm is registered at all, the coordinator checks.)"""
         profile, breaker, budget, policy = await asyncio.gather(
             self.profile(swarm.id), self.breaker(swarm.id), self.budget(swarm.id), self.policy())
-        if profile is None:
-            return f"swarm {swarm.id} has no governor profile (ifctl governor register)"
+        # A swarm the coordinator knows but the governor does not is unmetered,
+        # judged on the capabilities it registered with the coordinator.
         if breaker.state is BreakerState.OPEN:
             return f"circuit breaker open: {breaker.reason}"
         if budget is not None and budget.remaining_micros <= 0:  # None: unmetered
             return "budget exhausted"
-        cov = coverage(task.capabilities, profile.capabilities)
+        cov = coverage(task.capabilities, (profile or swarm).capabilities)
         if cov < float(policy.min_capability_match):
             return f"capability coverage {cov:.0%} below the policy's {policy.min_capability_match:.0%}"
         return None
