@@ -205,3 +205,20 @@ async def test_blocker_gets_helpers_or_a_human(bus: EventBus) -> None:
         nobody = await coord.detect_blocker("blocked", {"capabilities": ["wasm:runtime"]})
         assert nobody["help"]["escalated"] and nobody["help"]["helpers"] == []
         assert b"human_needed" in (await escalations.get(5)).data
+
+
+async def test_validate_assignment_names_every_violation(bus: EventBus) -> None:
+    from infrafabric.coordinator import Task
+
+    gov = IFGovernor(bus)
+    await gov.set_policy(ResourcePolicy(max_cost_per_task_micros=usd("10")))
+    await gov.register_swarm(SwarmProfile(id="s", capabilities=["docs:markdown"],
+                                          cost_per_hour_micros=usd("4")), budget_micros=usd("6"))
+    ok = Task(id="t1", title="t", capabilities=["docs:markdown"], estimate_hours=Decimal("1.5"))
+    assert await gov.validate_assignment("s", ok) == []
+    bad = Task(id="t2", title="t", capabilities=["security:audit"], estimate_hours=Decimal("3"),
+               budget_micros=usd("5"))
+    problems = await gov.validate_assignment("s", bad)
+    assert len(problems) == 4, problems  # coverage, max_cost_per_task, task budget, swarm budget
+    assert "$12.00 exceeds max_cost_per_task $10.00" in " ".join(problems)
+    assert await gov.validate_assignment("ghost", ok) == ["swarm ghost has no governor profile"]

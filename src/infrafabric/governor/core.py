@@ -382,6 +382,38 @@ class IFGovernor:
             return f"capability coverage {cov:.0%} below the policy's {policy.min_capability_match:.0%}"
         return None
 
+    async def validate_assignment(self, swarm_id: str, task: Task) -> list[str]:
+        """Every policy the assignment of ``task`` to ``swarm_id`` would break
+        (empty if none): unknown swarm, open breaker, coverage below the
+        policy, estimated cost (cost per hour x estimate, 1 h if none) above
+        ``max_cost_per_task`` or the task's own budget, or above what is left
+        of the swarm's budget. Violations found are witnessed."""
+        profile, breaker, budget, policy = await asyncio.gather(
+            self.profile(swarm_id), self.breaker(swarm_id), self.budget(swarm_id), self.policy())
+        if profile is None:
+            return [f"swarm {swarm_id} has no governor profile"]
+        problems = []
+        if breaker.state is BreakerState.OPEN:
+            problems.append(f"circuit breaker open: {breaker.reason}")
+        cov = coverage(task.capabilities, profile.capabilities)
+        if cov < float(policy.min_capability_match):
+            problems.append(f"capability coverage {cov:.0%} below the policy's "
+                            f"{policy.min_capability_match:.0%}")
+        cost = int(profile.cost_per_hour_micros * (task.estimate_hours or Decimal("1")))
+        if cost > policy.max_cost_per_task_micros:
+            problems.append(f"estimated {format_usd(cost)} exceeds max_cost_per_task "
+                            f"{format_usd(policy.max_cost_per_task_micros)}")
+        if task.budget_micros is not None and cost > task.budget_micros:
+            problems.append(f"estimated {format_usd(cost)} exceeds the task's budget "
+                            f"{format_usd(task.budget_micros)}")
+        if budget is not None and cost > budget.remaining_micros:
+            problems.append(f"estimated {format_usd(cost)} exceeds the {format_usd(budget.remaining_micros)} "
+                            "left in the swarm's budget")
+        if problems:
+            await self._notify("policy_violation", {"swarm_id": swarm_id, "task_id": task.id,
+                                                    "problems": problems})
+        return problems
+
     async def route(self, task: Task, swarms: list[SwarmRecord]) -> list[str]:
         """Who a task is pushed to: qualified swarms only (coverage, breaker
         closed, budget left), best score first."""
