@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ KEYS = "witness/keys/"
 RETRY_READS = 20
 MAX_BLOCK = 256
 HINT_EVERY = 64
+LOSER_BACKOFF = 0.002  # seconds: the upper bound of a losing writer's random pause
 
 
 def entry_key(seq: int) -> str:
@@ -204,13 +206,23 @@ class Witness:
             if [e.entry_id for e in other] == ids:
                 entries = other
                 break
-            seq, prev = other[-1].seq, other[-1].hash
+            # Lost the position to another writer, who is likely writing the
+            # next one already: step back a moment, then catch up with reads
+            # (cheaper than losing more creates), so writers take turns.
+            await asyncio.sleep(random.uniform(0, LOSER_BACKOFF))
+            seq, prev = await self._walk(other[-1].seq, other[-1].hash)
         last = entries[-1]
         self._head = (last.seq, last.hash)
         self.written.extend(entries)
         if not had_head or (last.seq // HINT_EVERY) != ((last.seq - len(entries)) // HINT_EVERY):
             await self._advance_hint(last)
         return entries
+
+    async def _walk(self, seq: int, prev: str) -> tuple[int, str]:
+        """From a known entry, follow the stored blocks to the chain's end."""
+        while (nxt := await self._read_back(seq + 1)) is not None:
+            seq, prev = nxt[-1].seq, nxt[-1].hash
+        return seq, prev
 
     async def _read_back(self, seq: int) -> list[WitnessEntry] | None:
         for attempt in range(RETRY_READS):
