@@ -20,7 +20,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from infrafabric.bench.stats import ratio, summarize
@@ -363,3 +364,49 @@ class WorkerProcess:
             await self.stop()
         finally:
             self.errors.close()
+
+
+def run_worker(coro: Coroutine[Any, Any, object]) -> int:
+    """Run a benchmark worker process's main coroutine; its exit code: 0 done,
+    1 failed (one line on stderr, no traceback), 130 interrupted."""
+    try:
+        asyncio.run(coro)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@dataclasses.dataclass
+class RunStart:
+    """What a benchmark run starts with: its id, a fresh namespace on the
+    given server, and the clocks its report is stamped with."""
+
+    run: str
+    namespace: str
+    url: str
+    parsed: BusURL
+    warmup: int
+    server_info: dict[str, Any]
+    started: float
+    t_start: float
+
+    def duration_s(self) -> float:
+        return round(time.perf_counter() - self.t_start, 2)
+
+
+def start_run(url: str, n: int, inflight: int, warmup: int | None,
+              server: dict[str, Any] | None) -> RunStart:
+    """Validate the common parameters and open a run in a fresh namespace."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    if inflight < 1:
+        raise ValueError("inflight must be at least 1")
+    run = uuid.uuid4().hex[:10]
+    namespace = f"bench{run}"
+    run_url = with_namespace(url, namespace)
+    return RunStart(run, namespace, run_url, parse_url(run_url),
+                    default_warmup(n) if warmup is None else warmup, dict(server or {}),
+                    time.time(), time.perf_counter())

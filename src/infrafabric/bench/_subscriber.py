@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from infrafabric.bench._common import stdin_signal
+from infrafabric.bench._common import run_worker, stdin_signal
 from infrafabric.bench._wire import parse
 
 __all__ = ["main", "run"]
@@ -166,14 +166,7 @@ def main(argv: list[str]) -> int:
               "URL SUBJECT",
               file=sys.stderr)
         return 2
-    try:
-        asyncio.run(run(*argv))
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_worker(run(*argv))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from infrafabric.bench._common import BenchError, Progress, run_concurrently, stdin_signal
+from infrafabric.bench._common import BenchError, Progress, run_concurrently, run_worker, stdin_signal
 from infrafabric.bus import EventBus, connect
 from infrafabric.witness import GENESIS, Witness, WitnessEntry
 from infrafabric.witness.log import ENTRIES, encode_block, entry_key
@@ -272,14 +272,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m infrafabric.bench._witness_worker "
               '\'{"role": "append|raw|verify", ...}\'', file=sys.stderr)
         return 2
-    try:
-        asyncio.run(_main(spec))
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_worker(_main(spec))
 
 
 if __name__ == "__main__":

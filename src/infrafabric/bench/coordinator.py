@@ -49,7 +49,6 @@ import dataclasses
 import gc
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -57,13 +56,13 @@ from infrafabric.bench._common import (
     BenchError,
     Progress,
     clean_namespace,
-    default_warmup,
     interleaved,
     latency_entry,
     machine_info,
     metric_value,
     nats_scope,
     segmented_throughput,
+    start_run,
     started_at,
     target_row,
     throughput_rounds,
@@ -73,7 +72,7 @@ from infrafabric.bench._delivery import InProcessReceiver, ProcessReceiver, Rece
 from infrafabric.bench._wire import encode, parse
 from infrafabric.bench.bus import Driver, open_raw
 from infrafabric.bench.stats import QUANTILE_METHOD, ratio
-from infrafabric.bus import EventBus, connect, parse_url
+from infrafabric.bus import EventBus, connect
 from infrafabric.coordinator import IFCoordinator, Task, TaskSpec, TaskStatus, Transition
 
 __all__ = ["OPERATIONS", "PHASES", "TARGETS", "bench_coordinator", "with_namespace"]
@@ -170,18 +169,9 @@ async def bench_coordinator(
     every key of the run's namespace afterwards. Returns a JSON-ready dict;
     never raises because of a timing.
     """
-    if n < 1:
-        raise ValueError("n must be at least 1")
-    if inflight < 1:
-        raise ValueError("inflight must be at least 1")
-    run = uuid.uuid4().hex[:10]
-    namespace = f"bench{run}"
-    run_url = with_namespace(url, namespace)
-    parsed = parse_url(run_url)
-    warmup = default_warmup(n) if warmup is None else warmup
-    server_info = dict(server or {})
-    started = time.time()
-    t_start = time.perf_counter()
+    start = start_run(url, n, inflight, warmup, server)
+    run, namespace, run_url, parsed = start.run, start.namespace, start.url, start.parsed
+    warmup, server_info = start.warmup, start.server_info
 
     async with connect(run_url) as bus:
         raw: Driver | None = None
@@ -227,8 +217,8 @@ async def bench_coordinator(
         "operations": ops,
         "targets": _targets(ops, parsed.scheme, server_info),
         "cleanup": cleaned,
-        "started_at": started_at(started),
-        "duration_s": round(time.perf_counter() - t_start, 2),
+        "started_at": started_at(start.started),
+        "duration_s": start.duration_s(),
     }
 
 

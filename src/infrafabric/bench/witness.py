@@ -51,7 +51,6 @@ import asyncio
 import contextlib
 import json
 import time
-import uuid
 from typing import Any
 
 from infrafabric.bench._common import (
@@ -59,10 +58,10 @@ from infrafabric.bench._common import (
     Progress,
     WorkerProcess,
     clean_namespace,
-    default_warmup,
     latency_entry,
     machine_info,
     nats_scope,
+    start_run,
     started_at,
     target_row,
     with_namespace,
@@ -148,20 +147,11 @@ async def bench_witness(
     ``cleanup`` deletes every key the run wrote. Returns a JSON-ready dict;
     never raises because of a timing.
     """
-    if n < 1:
-        raise ValueError("n must be at least 1")
-    if inflight < 1:
-        raise ValueError("inflight must be at least 1")
     if verify_entries < 5:
         raise ValueError("verify_entries must be at least 5")
-    run = uuid.uuid4().hex[:10]
-    base = f"bench{run}"
-    base_url = with_namespace(url, base)
-    parsed = parse_url(base_url)
-    warmup = default_warmup(n) if warmup is None else warmup
-    server_info = dict(server or {})
-    started = time.time()
-    t_start = time.perf_counter()
+    start = start_run(url, n, inflight, warmup, server)
+    run, base, base_url, parsed = start.run, start.namespace, start.url, start.parsed
+    warmup, server_info = start.warmup, start.server_info
 
     bench = _Bench(url, base, n, warmup, inflight, verify_entries, op_timeout, progress)
     async with connect(base_url) as bus:
@@ -207,8 +197,8 @@ async def bench_witness(
         "operations": ops,
         "targets": _targets(ops, parsed.scheme, server_info, verify_entries),
         "cleanup": cleaned,
-        "started_at": started_at(started),
-        "duration_s": round(time.perf_counter() - t_start, 2),
+        "started_at": started_at(start.started),
+        "duration_s": start.duration_s(),
     }
 
 
