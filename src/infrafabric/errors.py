@@ -19,9 +19,22 @@ __all__ = [
     "CompactedError",
     "ConfigurationError",
     "ConflictError",
+    "CredentialError",
+    "CredentialExpiredError",
+    "CredentialRevokedError",
+    "CredentialScopeError",
+    "ForbiddenImportError",
+    "GuestTrapError",
     "InfraFabricError",
+    "InvalidCredentialError",
+    "ModuleLoadError",
     "NotFoundError",
     "NotOwnerError",
+    "OutOfFuelError",
+    "OutOfMemoryError",
+    "RateLimitedError",
+    "SandboxError",
+    "SandboxTimeoutError",
     "ServerError",
     "TaskExistsError",
     "TaskNotFoundError",
@@ -141,3 +154,77 @@ class ServerError(BusError):
     """A local server (nats-server, etcd) could not be started or stopped."""
 
     exit_code = 3
+
+
+class SandboxError(InfraFabricError):
+    """Agent code in the chassis sandbox was stopped; only that task ends.
+
+    :attr:`limit` names what stopped it (``memory``, ``fuel``, ``timeout``,
+    ``rate``, ``trap``) so callers, SLO samples and the CLI can say which.
+    """
+
+    limit: str = "trap"
+
+
+class ModuleLoadError(SandboxError, ConfigurationError):
+    """A module that cannot be loaded: malformed or truncated bytes, bad WAT,
+    missing export, or a contract that does not validate (exit 2)."""
+
+    exit_code = 2
+    limit = "load"
+
+
+class ForbiddenImportError(ModuleLoadError):
+    """The module imports something the host does not grant (refused at load)."""
+
+    limit = "import"
+
+
+class GuestTrapError(SandboxError):
+    """The guest trapped: unreachable, stack overflow, out-of-bounds access..."""
+
+    limit = "trap"
+
+
+class OutOfMemoryError(SandboxError):
+    """The guest needed more memory than its limit."""
+
+    limit = "memory"
+
+
+class OutOfFuelError(SandboxError):
+    """The guest used up its CPU allowance (fuel)."""
+
+    limit = "fuel"
+
+
+class SandboxTimeoutError(SandboxError):
+    """The guest ran past its wall-clock deadline (epoch interruption)."""
+
+    limit = "timeout"
+
+
+class RateLimitedError(SandboxError):
+    """The guest called the host API faster than its contract allows."""
+
+    limit = "rate"
+
+
+class CredentialError(InfraFabricError):
+    """A scoped credential was refused. The message never contains the token."""
+
+
+class InvalidCredentialError(CredentialError):
+    """No credential matches the token presented."""
+
+
+class CredentialExpiredError(CredentialError):
+    """The credential's TTL has passed."""
+
+
+class CredentialRevokedError(CredentialError):
+    """The credential was revoked."""
+
+
+class CredentialScopeError(CredentialError):
+    """The credential does not allow this endpoint (or swarm, or task)."""

@@ -180,6 +180,23 @@ class IFGovernor:
     async def profiles(self) -> list[SwarmProfile]:
         return [SwarmProfile.model_validate_json(e.value) for e in await self.bus.list(PROFILES)]
 
+    async def set_reputation(self, swarm_id: str, reputation: Decimal, *, by: str | None = None
+                             ) -> SwarmProfile:
+        """Write a swarm's reputation (0-1) into its profile, which matching
+        scores by; the chassis's SLO tracking calls this. A swarm without a
+        profile raises :class:`TaskNotFoundError`."""
+        value = Decimal(reputation)
+        if not Decimal(0) <= value <= Decimal(1):
+            raise ConfigurationError(f"reputation for {swarm_id} must be within 0-1, got {reputation}")
+        value = value.quantize(Decimal("0.0001"))
+        profile = await self._cas(f"{PROFILES}{swarm_id}", SwarmProfile,
+                                  lambda p: None if p is None else p.model_copy(update={"reputation": value}))
+        if profile is None:
+            raise TaskNotFoundError(f"swarm {swarm_id!r} has no governor profile",
+                                    hint=f"ifctl governor register {swarm_id}")
+        await self._notify("reputation_set", {"swarm_id": swarm_id, "reputation": str(value), "by": by})
+        return profile
+
     # -- budgets ---------------------------------------------------------------------
 
     async def set_budget(self, swarm_id: str, limit_micros: int) -> Budget:
