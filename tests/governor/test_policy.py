@@ -65,6 +65,10 @@ def test_missing_keys_keep_their_defaults_and_empty_mapping_is_all_defaults() ->
 def test_dump_reads_back_unchanged() -> None:
     policy = parse_policy(GOOD, "policy.yaml")
     assert parse_policy(dump_policy(policy), "dumped") == policy
+    hooked = parse_policy(GOOD + "  escalation_webhook: https://ops.example/hooks/if?x=1\n", "p.yaml")
+    assert hooked.escalation_webhook == "https://ops.example/hooks/if?x=1"
+    assert parse_policy(dump_policy(hooked), "dumped") == hooked
+    assert parse_policy("resource_policy:\n  escalation_webhook:\n").escalation_webhook is None
     assert policy_as_dict(policy)["max_cost_per_task"] == "2.50"
     assert plain_usd(1) == "0.000001" and plain_usd(-2_500_000) == "-2.50" and plain_usd(0) == "0.00"
 
@@ -94,6 +98,9 @@ def test_unknown_key_names_key_and_line() -> None:
     ("max_cost_per_task: lots", "max_cost_per_task", "'lots' is not a number of dollars"),
     ("max_cost_per_task: 0.0000001", "max_cost_per_task", "more than 6 decimals"),
     ("max_cost_per_task:", "max_cost_per_task", "empty (null)"),
+    ("escalation_webhook: 3", "escalation_webhook", "must be an http(s) URL, got an integer"),
+    ("escalation_webhook: ftp://x/y", "escalation_webhook", "must be an http:// or https:// URL"),
+    ("escalation_webhook: [http://a]", "escalation_webhook", "got a list"),
 ])
 def test_wrong_type_names_key_and_line(line: str, key: str, says: str) -> None:
     message = error_of(f"resource_policy:\n  # limits\n  {line}\n")

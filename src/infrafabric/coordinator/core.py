@@ -75,6 +75,8 @@ AdmissionHook = Callable[[SwarmRecord, Task], Awaitable[str | None]]
 Router = Callable[[Task, list[SwarmRecord]], Awaitable[list[str]]]
 #: ``async (swarm_id, blocker report) -> anything``: called after a blocker is published
 BlockerHook = Callable[[str, dict[str, Any]], Awaitable[Any]]
+#: ``async () -> share``: the coverage a claim needs, when someone else (the governor's policy) decides it
+ThresholdHook = Callable[[], Awaitable[float]]
 #: ``async (operation, params) -> None``: told of every successful operation
 #: (the witness subscribes here; see issue 3/8).
 Observer = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -212,6 +214,8 @@ class IFCoordinator:
         self.router: Router | None = None
         #: set by the governor: what happens after a blocker is reported (help, escalation)
         self.blocker_hook: BlockerHook | None = None
+        #: set by the governor: the policy's coverage threshold replaces :attr:`min_coverage`
+        self.coverage_threshold: ThresholdHook | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -406,10 +410,11 @@ class IFCoordinator:
 
         cached = self._swarms.get(swarm_id) if self._swarms is not None else None
         if cached is not None:  # the watcher keeps the registry live: one read fewer
-            entry, swarm = await self.bus.get(_task_key(task_id)), cached
+            entry, threshold = await asyncio.gather(self.bus.get(_task_key(task_id)), self._min_coverage())
+            swarm = cached
         else:
-            entry, swarm_entry = await asyncio.gather(
-                self.bus.get(_task_key(task_id)), self.bus.get(_swarm_key(swarm_id)))
+            entry, swarm_entry, threshold = await asyncio.gather(
+                self.bus.get(_task_key(task_id)), self.bus.get(_swarm_key(swarm_id)), self._min_coverage())
             if swarm_entry is None:
                 return refuse(f"swarm {swarm_id!r} is not registered (ifctl swarm register)")
             swarm = SwarmRecord.model_validate_json(swarm_entry.value)
@@ -436,10 +441,10 @@ class IFCoordinator:
             else:
                 checks.append("task is available")
             cov = coverage(task.capabilities, swarm.capabilities)
-            checks.append(f"capability coverage {cov:.0%} (needs {self.min_coverage:.0%})")
-            if cov < self.min_coverage:
+            checks.append(f"capability coverage {cov:.0%} (needs {threshold:.0%})")
+            if cov < threshold:
                 missing = sorted(set(task.capabilities) - set(swarm.capabilities))
-                return refuse(f"capability coverage {cov:.0%} below {self.min_coverage:.0%}; "
+                return refuse(f"capability coverage {cov:.0%} below {threshold:.0%}; "
                               f"missing {', '.join(missing)}", task)
             if self.admission is not None:
                 reason = await self.admission(swarm, task)
@@ -460,6 +465,9 @@ class IFCoordinator:
             checks.append(f"compare-and-swap at revision {entry.revision} lost; re-reading")
             entry = await self.bus.get(_task_key(task_id))
         return refuse("the task kept changing; gave up after retries")
+
+    async def _min_coverage(self) -> float:
+        return self.min_coverage if self.coverage_threshold is None else await self.coverage_threshold()
 
     def _lapsed(self, task: Task, now: float | None = None) -> bool:
         return task.lease_until is not None and (now or self.clock()) >= task.lease_until
@@ -652,11 +660,12 @@ class IFCoordinator:
                                     hint=f"ifctl swarm register {swarm_id} --capability ...")
         async with self.pushed_tasks(swarm_id) as pushes:
             now = self.clock()
+            threshold = await self._min_coverage()
             for task in await self.list_tasks():
                 claimable = task.status is TaskStatus.AVAILABLE or (
                     task.status is TaskStatus.CLAIMED and self._lapsed(task, now)) or (
                     task.status is TaskStatus.BLOCKED)
-                if claimable and coverage(task.capabilities, swarm.capabilities) >= self.min_coverage:
+                if claimable and coverage(task.capabilities, swarm.capabilities) >= threshold:
                     outcome = await self.try_claim(swarm_id, task.id)
                     if outcome.won:
                         return outcome

@@ -23,6 +23,7 @@ import random
 import secrets
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -92,6 +93,7 @@ class IFGovernor:
         self.observers = list(observers)
         self.clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
+        self.webhook_timeout = 5.0
 
     # -- records ----------------------------------------------------------------
 
@@ -135,6 +137,10 @@ class IFGovernor:
     async def policy(self) -> ResourcePolicy:
         got = await self._read(POLICY, ResourcePolicy)
         return got[0] if got else ResourcePolicy()
+
+    async def min_capability_match(self) -> float:
+        """The policy's coverage threshold (what the coordinator checks claims against)."""
+        return float((await self.policy()).min_capability_match)
 
     async def set_policy(self, policy: ResourcePolicy, *, by: str | None = None) -> None:
         await self.bus.put(POLICY, policy.model_dump_json())
@@ -309,13 +315,34 @@ class IFGovernor:
 
         await self._cas(f"{BREAKERS}{swarm_id}", Breaker, change)
         if opened:
-            report = {"type": "circuit_breaker_open", "swarm_id": swarm_id, "reason": reason,
-                      "by": by, "timestamp": self.clock()}
-            await self.bus.publish(ESCALATIONS, json.dumps(report))
             print(f"infrafabric: circuit breaker OPEN for {swarm_id}: {reason}", file=sys.stderr)
             await self._notify("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": reason,
                                                            "by": by})
+            await self.escalate({"type": "circuit_breaker_open", "swarm_id": swarm_id, "reason": reason,
+                                 "by": by, "timestamp": self.clock()})
         return opened
+
+    async def escalate(self, report: dict[str, Any]) -> None:
+        """Tell the orchestrator: publish ``report`` on the escalation subject
+        and, when the policy names an ``escalation_webhook``, POST it there as
+        JSON. A webhook that fails or takes longer than
+        :attr:`webhook_timeout` seconds is reported on stderr and witnessed;
+        it never undoes or blocks what is being escalated beyond that timeout."""
+        body = json.dumps(report, default=str)
+        await self.bus.publish(ESCALATIONS, body)
+        url = (await self.policy()).escalation_webhook
+        if url is None:
+            return
+        try:
+            status = await asyncio.to_thread(_post_json, url, body.encode(), self.webhook_timeout)
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            print(f"infrafabric: escalation webhook {url} failed: {reason}", file=sys.stderr)
+            await self._notify("escalation_webhook_failed", {"url": url, "type": report.get("type"),
+                                                             "error": str(reason)})
+            return
+        await self._notify("escalation_webhook_sent", {"url": url, "type": report.get("type"),
+                                                       "status": status})
 
     async def reset_circuit_breaker(self, swarm_id: str, *, by: str,
                                     budget_micros: int | None = None) -> Breaker:
@@ -486,24 +513,33 @@ class IFGovernor:
         for h in helpers:
             await self.bus.publish(f"swarms/{h['swarm_id']}/help", request)
         if not helpers:
-            await self.bus.publish(ESCALATIONS, json.dumps(
-                {"type": "human_needed", "reason": "no qualified swarm can help", **plan}, default=str))
+            await self.escalate({"type": "human_needed", "reason": "no qualified swarm can help", **plan})
         await self._notify("help_requested" if helpers else "escalated_to_human",
                            {"swarm_id": blocked_swarm_id, "helpers": [h["swarm_id"] for h in helpers],
                             "needed": needed})
         return plan
 
     def attach(self, coordinator: IFCoordinator) -> None:
-        """Put this governor in charge of ``coordinator``'s claims (admission),
+        """Put this governor in charge of ``coordinator``'s claims (admission,
+        and the policy's coverage threshold instead of the coordinator's own),
         pushes (only qualified swarms, best first) and blockers (help)."""
         self.coordinator = coordinator
         coordinator.admission = self.admission
         coordinator.router = self.route
         coordinator.blocker_hook = self.request_help_for_blocker
+        coordinator.coverage_threshold = self.min_capability_match
 
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:
             await observer(operation, params)
+
+
+def _post_json(url: str, body: bytes, timeout: float) -> int:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "User-Agent": "infrafabric-governor"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return int(response.status)
 
 
 def parse_profile(data: dict[str, Any]) -> SwarmProfile:

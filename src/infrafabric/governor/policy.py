@@ -7,6 +7,7 @@ A policy file has one top-level mapping, ``resource_policy:``::
       max_cost_per_task: "10.00"          # dollars: a string or a number
       min_capability_match: 0.7           # coverage, 0..1
       circuit_breaker_failure_threshold: 3  # integer, 1..1000
+      escalation_webhook: https://ops.example/hooks/if  # optional: escalations POSTed here
 
 Keys left out keep their defaults. Every problem — an unknown or repeated
 key, a value of the wrong type, a value out of range, malformed YAML — is
@@ -18,6 +19,7 @@ a binary float.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ POLICY_KEYS: dict[str, tuple[str, str]] = {
     "max_cost_per_task": ("max_cost_per_task_micros", "an amount of dollars (string or number)"),
     "min_capability_match": ("min_capability_match", "a number from 0 to 1"),
     "circuit_breaker_failure_threshold": ("circuit_breaker_failure_threshold", "an integer"),
+    "escalation_webhook": ("escalation_webhook", "an http(s) URL"),
 }
 _FIELD_TO_KEY = {field: key for key, (field, _) in POLICY_KEYS.items()}
 
@@ -90,6 +93,14 @@ def _value(key: str, node: yaml.Node) -> Any:
         allowed, expected = (_INT,), "an integer"
     elif key == "min_capability_match":
         allowed, expected = (_INT, _FLOAT), "a number from 0 to 1"
+    elif key == "escalation_webhook":
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return None
+        if not isinstance(node, yaml.ScalarNode) or node.tag != _STR:
+            raise ValueError(f"must be an http(s) URL, got {_kind(node)}")
+        if not node.value.startswith(("http://", "https://")) or any(c.isspace() for c in node.value):
+            raise ValueError(f"must be an http:// or https:// URL, got {node.value!r}")
+        return node.value
     else:  # max_cost_per_task: dollars, as a string or a number
         allowed, expected = (_INT, _FLOAT, _STR), "an amount of dollars (string or number)"
     if not isinstance(node, yaml.ScalarNode) or node.tag not in allowed:
@@ -237,6 +248,7 @@ def policy_as_dict(policy: ResourcePolicy) -> dict[str, Any]:
         "max_cost_per_task": plain_usd(policy.max_cost_per_task_micros),
         "min_capability_match": str(policy.min_capability_match),
         "circuit_breaker_failure_threshold": policy.circuit_breaker_failure_threshold,
+        "escalation_webhook": policy.escalation_webhook,
     }
 
 
@@ -247,4 +259,5 @@ def dump_policy(policy: ResourcePolicy) -> str:
             f"  max_swarms_per_task: {d['max_swarms_per_task']}\n"
             f"  max_cost_per_task: \"{d['max_cost_per_task']}\"\n"
             f"  min_capability_match: {d['min_capability_match']}\n"
-            f"  circuit_breaker_failure_threshold: {d['circuit_breaker_failure_threshold']}\n")
+            f"  circuit_breaker_failure_threshold: {d['circuit_breaker_failure_threshold']}\n"
+            + (f"  escalation_webhook: {json.dumps(hook)}\n" if (hook := d["escalation_webhook"]) else ""))
