@@ -597,7 +597,8 @@ def test_cli_witness_bad_input_exits_2(args: list[str], monkeypatch: pytest.Monk
 
 # -- ifctl bench waste ----------------------------------------------------------
 
-DETERMINISTIC = ("seed", "model", "workload", "strategies", "budgets", "ledger_entries", "targets")
+DETERMINISTIC = ("seed", "model", "workload", "strategies", "budgets", "reputations", "ledger_entries",
+                 "targets")
 
 
 async def test_bench_waste_is_deterministic() -> None:
@@ -615,7 +616,9 @@ def test_waste_workload_is_seeded() -> None:
     for s in w1.swarms:
         assert 2 <= len(s.profile.capabilities) <= 5
         assert isinstance(s.profile.cost_per_hour_micros, int)
-        assert all(s.skill[c] >= Decimal("0.9") for c in s.profile.capabilities)
+        assert all(s.skill[c] >= Decimal("0.97") for c in s.profile.capabilities)
+        assert all(s.skill[c] <= Decimal("0.3") for c in s.skill if c not in s.profile.capabilities)
+        assert s.profile.reputation == 1  # the governor learns it from outcomes
     declared = {c for s in w1.swarms for c in s.profile.capabilities}
     for t in w1.tasks:
         assert 1 <= len(t.capabilities) <= 3 and set(t.capabilities) <= declared
@@ -637,6 +640,10 @@ async def test_bench_waste_structure_and_model_property() -> None:
     assert gov["waste"] < rnd["waste"]
     assert gov["unqualified_spend_micros"] == 0 and gov["fallbacks"] == 0
     assert sum(b["spent_micros"] for b in r["budgets"].values()) == gov["total_spend_micros"]
+    assert r["strategies"]["floor"]["unqualified_spend_micros"] == 0
+    # outcomes fed back: a swarm that failed has a reputation below 1, one never used keeps 1
+    failed_somewhere = any(Decimal(v) < 1 for v in r["reputations"].values())
+    assert failed_somewhere == (gov["attempts_failed"] > 0)
     assert r["ledger_entries"] == gov["attempts"]
     assert {t["id"] for t in r["targets"]} == {"governor_waste", "random_waste"}
     assert all(t["applies"] and t["pass"] is not None for t in r["targets"])
@@ -657,7 +664,7 @@ def test_cli_waste_human(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("IF_BUS_URL", raising=False)
     result = CliRunner().invoke(cli, ["bench", "waste", "--tasks", "40", "--why"])
     assert result.exit_code == 0, result.output + result.stderr
-    for text in ("bench waste", "random", "governor", "target governor waste", "why"):
+    for text in ("bench waste", "random", "governor", "floor", "target governor waste", "why"):
         assert text in result.stdout, text
 
 

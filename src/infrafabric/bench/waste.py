@@ -9,10 +9,12 @@ The model (also in ``docs/waste-model.md``), all drawn from
 * **swarms** (``--swarms``): 2-5 declared capabilities from the pool, a cost
   per hour of $0.50-$5.00 (in steps of one cent), and a **hidden skill** per
   capability — the probability that the swarm does work needing it right:
-  0.90-0.99 on the capabilities it declares, 0.10-0.30 on every other one.
-  Its reputation is the mean of its hidden skill over what it declares,
-  rounded to 0.01: what the chassis' SLO tracking converges to. The
-  governor sees the declared capabilities, cost and reputation, never the skill.
+  0.970-0.999 on the capabilities it declares, 0.10-0.30 on every other one.
+  Why 0.97: a swarm declares what it can do to its SLO, and the default SLO
+  (:class:`~infrafabric.chassis.models.ServiceLevelObjective`) asks for 95 %
+  of tasks done right — a 3-capability task at 0.97 each just meets it.
+  Every swarm starts with reputation 1 (the seeds' benefit of the doubt);
+  the governor never sees the skill, only outcomes.
 * **tasks** (``--tasks``): 1-3 required capabilities, drawn from the declared
   capabilities of a random swarm (work the fleet was assembled for, so some
   swarm always declares all of it), and an estimate of 0.5-8 h in half hours.
@@ -27,7 +29,12 @@ The model (also in ``docs/waste-model.md``), all drawn from
   bus, in a fresh namespace, and gives each attempt to
   ``find_qualified_swarm(required)``; when none qualifies it falls back to
   the best ``explain_match`` candidate (counted as ``fallbacks``). Every
-  attempt is debited with ``track_cost``, so the budgets show the spend.
+  attempt is debited with ``track_cost``, and its outcome feeds the swarm's
+  reputation (the seeds' formula: success rate, x0.8 below the SLO's 95 %),
+  written with ``set_reputation`` — what the chassis's SLO tracking does —
+  so matching learns which swarms deliver.
+* **floor**: each attempt goes to the qualified swarm with the best hidden
+  skill — an oracle no real governor has; the waste no assignment can avoid.
 * **waste** = spend on attempts that failed (and had to be redone or were
   abandoned) + spend on attempts by a swarm whose coverage of the task is
   below 0.7 (the policy's ``min_capability_match``), each attempt counted
@@ -69,9 +76,10 @@ __all__ = ["MAX_ATTEMPTS", "PHASES", "STRATEGIES", "TARGETS", "Workload", "bench
 MAX_ATTEMPTS = 5
 #: coverage below this makes an attempt unqualified (the default policy's min_capability_match)
 QUALIFIED = 0.7
-STRATEGIES = ("random", "governor")
+STRATEGIES = ("random", "governor", "floor")
 PHASES: dict[str, str] = {"setup": "registering swarms", "random": "random assignment",
-                          "governor": "governor assignment", "cleanup": "cleaning up"}
+                          "governor": "governor assignment", "floor": "oracle floor",
+                          "cleanup": "cleaning up"}
 #: (id, strategy, compare, threshold, description)
 TARGETS: list[tuple[str, str, str, float, str]] = [
     ("governor_waste", "governor", "<=", 0.05, "governor waste <= 5 % of spend"),
@@ -79,8 +87,10 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
 ]
 #: budget per swarm: far above anything a run can spend, so no breaker trips
 BUDGET_MICROS = 1_000_000 * MICROS
-DECLARED_SKILL = (900, 990)  # per mille
+DECLARED_SKILL = (970, 999)  # per mille
 OTHER_SKILL = (100, 300)
+#: the default SLO's success rate: below it a swarm's reputation takes the seeds' 20 % penalty
+SLO_SUCCESS = Decimal("0.95")
 COST_CENTS = (50, 500)  # per hour
 ESTIMATE_HALF_HOURS = (1, 16)
 PER_MILLE = Decimal(1000)
@@ -118,11 +128,8 @@ def make_workload(seed: int, tasks: int, swarms: int) -> Workload:
         declared = sorted(rng.sample(pool, rng.randint(2, 5)))
         skill = {cap: Decimal(rng.randint(*(DECLARED_SKILL if cap in declared else OTHER_SKILL)))
                  / PER_MILLE for cap in pool}
-        reputation = (sum((skill[c] for c in declared), Decimal(0)) / len(declared)).quantize(
-            Decimal("0.01"), ROUND_HALF_UP)
         profile = SwarmProfile(id=f"swarm-{i:02d}", capabilities=declared,
-                               cost_per_hour_micros=rng.randint(*COST_CENTS) * 10_000,
-                               reputation=reputation)
+                               cost_per_hour_micros=rng.randint(*COST_CENTS) * 10_000)
         fleet.append(Swarm(profile, skill))
     work: list[WorkTask] = []
     for i in range(tasks):
@@ -205,10 +212,39 @@ def _run_random(work: Workload, progress: Progress | None) -> dict[str, Any]:
     return tally.report(len(work.tasks))
 
 
+def _run_floor(work: Workload, progress: Progress | None) -> dict[str, Any]:
+    outcomes = random.Random(f"{work.seed}/floor/outcomes")
+    tally = _Tally()
+    for n, task in enumerate(work.tasks, 1):
+        qualified = [s for s in work.swarms
+                     if coverage(task.capabilities, s.profile.capabilities) >= QUALIFIED] or work.swarms
+        best = max(qualified, key=lambda s: (success_probability(task, s), s.profile.id))
+        for _ in range(MAX_ATTEMPTS):
+            if tally.attempt(task, best, outcomes):
+                tally.done += 1
+                break
+        else:
+            tally.abandoned += 1
+        if progress is not None:
+            progress("floor", n, len(work.tasks))
+    return tally.report(len(work.tasks))
+
+
+def reputation(successes: int, attempts: int) -> Decimal:
+    """The seeds' formula over a swarm's outcomes so far: 1 with no history;
+    else the success rate, with a 20 % penalty below the SLO's rate."""
+    if attempts == 0:
+        return Decimal(1)
+    rate = Decimal(successes) / attempts
+    value = rate * Decimal("0.8") if rate < SLO_SUCCESS else rate
+    return value.quantize(Decimal("0.0001"), ROUND_HALF_UP)
+
+
 async def _run_governor(gov: IFGovernor, work: Workload,
                         progress: Progress | None) -> dict[str, Any]:
     outcomes = random.Random(f"{work.seed}/governor/outcomes")
     by_id = {s.profile.id: s for s in work.swarms}
+    history = {s.profile.id: [0, 0] for s in work.swarms}  # attempts, successes
     tally = _Tally()
     for n, task in enumerate(work.tasks, 1):
         for _ in range(MAX_ATTEMPTS):
@@ -226,6 +262,10 @@ async def _run_governor(gov: IFGovernor, work: Workload,
                                          attempt_cost(task, swarm), task_id=task.id)
             if debit.tripped:
                 raise BenchError(f"the budget of {swarm.profile.id} tripped; it must not")
+            seen = history[swarm.profile.id]
+            seen[0] += 1
+            seen[1] += ok
+            await gov.set_reputation(swarm.profile.id, reputation(seen[1], seen[0]), by="bench-waste")
             if ok:
                 tally.done += 1
                 break
@@ -247,7 +287,8 @@ async def bench_waste(url: str, *, seed: int = 1, tasks: int = 200, swarms: int 
     run_url = with_namespace(url, namespace)
     started = time.time()
     t0 = time.perf_counter()
-    strategies: dict[str, dict[str, Any]] = {"random": _run_random(work, progress)}
+    strategies: dict[str, dict[str, Any]] = {"random": _run_random(work, progress),
+                                             "floor": _run_floor(work, progress)}
     cleaned: dict[str, Any] | None = None
     async with connect(run_url) as bus:
         try:
@@ -262,6 +303,7 @@ async def bench_waste(url: str, *, seed: int = 1, tasks: int = 200, swarms: int 
                              "remaining_micros": b.remaining_micros}
                        for sid, b in sorted((await gov.budgets()).items())}
             ledger_entries = len(await gov.ledger())
+            reputations = {p.id: str(p.reputation) for p in sorted(await gov.profiles(), key=lambda p: p.id)}
         except BaseException:
             if cleanup:
                 with contextlib.suppress(Exception):
@@ -287,7 +329,8 @@ async def bench_waste(url: str, *, seed: int = 1, tasks: int = 200, swarms: int 
                                str(Decimal(ESTIMATE_HALF_HOURS[1]) / 2)],
             "hidden_skill_declared": [str(Decimal(v) / PER_MILLE) for v in DECLARED_SKILL],
             "hidden_skill_other": [str(Decimal(v) / PER_MILLE) for v in OTHER_SKILL],
-            "reputation": "mean hidden skill over the declared capabilities, to 0.01",
+            "reputation": "starts at 1; after each governor attempt: success rate so far, x0.8 "
+                          "below the SLO's 0.95 (the seeds' formula)",
             "max_attempts": MAX_ATTEMPTS,
             "qualified_coverage": QUALIFIED,
             "waste": "(spend on failed attempts + spend on attempts with coverage < 0.7, each "
@@ -298,11 +341,11 @@ async def bench_waste(url: str, *, seed: int = 1, tasks: int = 200, swarms: int 
             "required_capabilities": sum(len(t.capabilities) for t in work.tasks),
             "estimate_hours": str(sum((t.estimate_hours for t in work.tasks), Decimal(0))),
             "fleet": [{"id": s.profile.id, "capabilities": s.profile.capabilities,
-                       "cost_per_hour_micros": s.profile.cost_per_hour_micros,
-                       "reputation": str(s.profile.reputation)} for s in work.swarms],
+                       "cost_per_hour_micros": s.profile.cost_per_hour_micros} for s in work.swarms],
         },
         "strategies": strategies,
         "budgets": budgets,
+        "reputations": reputations,
         "ledger_entries": ledger_entries,
         "targets": targets,
         "server": dict(server or {}),

@@ -753,16 +753,17 @@ def _waste_why(seed: int, tasks: int, swarms: int) -> list[str]:
     return [
         f"a seeded workload (random.Random({seed})): {swarms} swarms with 2-5 declared "
         "capabilities from the built-in pool, a cost per hour of $0.50-$5.00, and a hidden "
-        "skill per capability (0.90-0.99 declared, 0.10-0.30 otherwise); reputation = mean "
-        f"hidden skill over the declared capabilities; {tasks} tasks needing 1-3 capabilities "
+        "skill per capability (0.970-0.999 declared: what meets the default 95 % SLO; 0.10-0.30 "
+        f"otherwise); every reputation starts at 1; {tasks} tasks needing 1-3 capabilities "
         "of some swarm's declared set, 0.5-8 h each",
         "an attempt costs estimate x cost per hour (integer micro-dollars) and succeeds with "
         f"probability = product of the assignee's hidden skill over the required capabilities; "
         f"a failed attempt is redone by the same strategy, at most {MAX_ATTEMPTS} attempts",
         "random = each attempt to a uniformly random swarm; governor = a real IFGovernor on the "
         "bus (fresh namespace, budgets too large to trip, each attempt debited with "
-        "track_cost) and find_qualified_swarm(required), falling back to the best explain_match "
-        "candidate when none qualifies (counted)",
+        "track_cost, its outcome fed back as reputation with the seeds' formula) and "
+        "find_qualified_swarm(required), falling back to the best explain_match candidate when "
+        "none qualifies (counted); floor = an oracle that knows the hidden skill",
         "waste = (spend on failed attempts + spend on attempts by a swarm covering < 70 % of the "
         "task, each attempt once) / total spend; the model is in docs/waste-model.md",
         "targets: governor waste <= 5 %, random waste >= 40 %; reported, never asserted",
