@@ -137,27 +137,50 @@ async def test_concurrent_debits_in_one_process_are_exact(bus_url: str) -> None:
             await b.close()
 
 
+def _race(url: str, n: int, cost: int, *extra: str) -> list[int]:
+    """Four debit_worker processes started together; the debits each made."""
+    procs = [subprocess.Popen([sys.executable, WORKER, url, "s", str(n), str(cost), *extra],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    made = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0 and out.startswith("done"), err
+        made.append(int(out.split()[1]))
+    return made
+
+
 async def test_four_processes_debit_exactly(engine_url: str) -> None:
     async with connect(engine_url) as bus:
         gov = IFGovernor(bus)
         await gov.register_swarm(SwarmProfile(id="s"), budget_micros=usd("10000"))
-        procs = [subprocess.Popen([sys.executable, WORKER, engine_url, "s", "250", "3333"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(4)]
-        for p in procs:
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        for p in procs:
-            out, err = await asyncio.to_thread(p.communicate, timeout=240)
-            assert p.returncode == 0 and "done" in out, err
+        assert await asyncio.to_thread(_race, engine_url, 250, 3333) == [250] * 4
         budget = await gov.budget("s")
         assert budget is not None
         assert budget.spent_micros == 4 * 250 * 3333  # not one update lost
         assert budget.remaining_micros == usd("10000") - 4 * 250 * 3333
         assert len(await gov.ledger()) == 1000
+
+
+async def test_four_processes_reserving_never_overshoot(engine_url: str) -> None:
+    """Reserve-then-commit across processes: the budget is used up to the last
+    whole operation and never crossed, so the breaker never needs to trip."""
+    async with connect(engine_url) as bus:
+        gov = IFGovernor(bus)
+        await gov.register_swarm(SwarmProfile(id="s"), budget_micros=usd("1.00"))
+        made = await asyncio.to_thread(_race, engine_url, 40, usd("0.03"), "reserve")
+        budget = await gov.budget("s")
+        assert budget is not None
+        assert sum(made) == 33 and budget.spent_micros == 33 * usd("0.03")  # $0.99 of $1.00
+        assert budget.reserved_micros == 0 and budget.remaining_micros == usd("0.01")
+        assert (await gov.breaker("s")).state is BreakerState.CLOSED
+        assert len(await gov.ledger()) == 33
 
 
 async def test_pushes_go_to_qualified_swarms_best_first(bus: EventBus) -> None:
