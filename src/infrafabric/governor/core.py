@@ -299,6 +299,11 @@ class IFGovernor:
         got = await self._read(f"{BREAKERS}{swarm_id}", Breaker)
         return got[0] if got else Breaker()
 
+    async def breakers(self) -> dict[str, Breaker]:
+        """Every stored breaker, by swarm id (a swarm without one is closed)."""
+        return {e.key.removeprefix(BREAKERS): Breaker.model_validate_json(e.value)
+                for e in await self.bus.list(BREAKERS)}
+
     async def trip(self, swarm_id: str, reason: str, *, by: str | None = None) -> bool:
         """Open the swarm's breaker. True if this call opened it (it escalates);
         False if it was already open."""
@@ -375,13 +380,13 @@ class IFGovernor:
                             ) -> list[Candidate]:
         """Every registered swarm with its coverage, score and (if any) the
         reason it is excluded; best first, ties broken by swarm id."""
-        policy = await self.policy()
+        # four reads whatever the fleet's size: this runs on every push
+        policy, profiles, budgets, breakers = await asyncio.gather(
+            self.policy(), self.profiles(), self.budgets(), self.breakers())
         threshold = float(policy.min_capability_match)
         out = []
-        profiles = await self.profiles()
-        states = await asyncio.gather(*(asyncio.gather(self.budget(p.id), self.breaker(p.id))
-                                        for p in profiles))
-        for p, (budget, breaker) in zip(profiles, states, strict=True):
+        for p in profiles:
+            budget, breaker = budgets.get(p.id), breakers.get(p.id, Breaker())
             cov = coverage(required, p.capabilities)
             score = Decimal(str(cov)) * p.reputation * 1_000_000 / Decimal(p.cost_per_hour_micros)
             excluded = None
