@@ -30,6 +30,8 @@ Capability = Annotated[str, Field(pattern=f"^{CAPABILITY_PATTERN}$")]
 SwarmId = Annotated[str, Field(pattern=f"^{TASK_ID_PATTERN}$")]
 #: an API endpoint a credential may call: ``name`` or ``name/sub/path`` (no scheme, no secrets)
 ENDPOINT_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}"
+#: an allow-list entry: an endpoint, or ``name/*`` for everything below ``name/``
+ALLOWED_ENDPOINT_PATTERN = rf"{ENDPOINT_PATTERN}(/\*)?"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -108,7 +110,7 @@ class ServiceContract(_Strict):
     slos: ServiceLevelObjective = Field(default_factory=ServiceLevelObjective)
     version: str = Field(default="0.1.0", pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$")
     #: endpoints the module may reach through ``api_call`` (further narrowed per task by its credential)
-    allowed_endpoints: list[Annotated[str, Field(pattern=f"^{ENDPOINT_PATTERN}$")]] = Field(
+    allowed_endpoints: list[Annotated[str, Field(pattern=f"^{ALLOWED_ENDPOINT_PATTERN}$")]] = Field(
         default_factory=list)
     wasi: WasiGrants = Field(default_factory=WasiGrants)
 
