@@ -1,0 +1,25 @@
+;; Same as task_echo.wat, importing log from "env" (the seeds' convention).
+(module
+  (import "env" "log" (func $log (param i32 i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (data (i32.const 0) "echo:")
+  (func $alloc (export "alloc") (param $n i32) (result i32)
+    (local $p i32) (local $end i32)
+    (local.set $p (global.get $heap))
+    (local.set $end (i32.add (local.get $p) (local.get $n)))
+    (if (i32.gt_u (local.get $end) (i32.shl (memory.size) (i32.const 16)))
+      (then
+        (if (i32.eq (memory.grow
+                      (i32.add (i32.shr_u (i32.sub (local.get $end) (i32.shl (memory.size) (i32.const 16)))
+                                          (i32.const 16))
+                               (i32.const 1)))
+                    (i32.const -1))
+          (then (return (i32.const 0))))))
+    (global.set $heap (local.get $end))
+    (local.get $p))
+  (func (export "run") (param $ptr i32) (param $len i32) (result i64)
+    (call $log (i32.const 0) (i32.const 5))
+    (call $log (local.get $ptr) (local.get $len))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
+            (i64.extend_i32_u (local.get $len)))))
