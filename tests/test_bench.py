@@ -682,3 +682,30 @@ def test_cli_waste_bad_input_exits_2(args: list[str], monkeypatch: pytest.Monkey
     monkeypatch.delenv("IF_BUS_URL", raising=False)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
+
+
+# -- ifctl bench chassis --------------------------------------------------------
+
+
+def test_cli_chassis_json_reports_every_figure_against_raw_wasmtime() -> None:
+    result = CliRunner().invoke(cli, ["bench", "chassis", "--n", "20", "--no-python", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)
+    assert r["benchmark"] == "chassis" and r["engine"]["name"] == "wasmtime"
+    assert set(r["operations"]) == {"compile", "cache_load", "trivial_task", "work_task"}
+    for name in ("compile", "trivial_task", "work_task"):
+        op = r["operations"][name]
+        assert op["raw"]["count"] > 0 and op["ratio"] is not None
+        assert 0 < op["ours"]["p50"] <= op["ours"]["p99"] <= op["ours"]["max"]
+    assert r["cache"]["disk_writes"] >= r["cache"]["compiled"] > 0
+    assert r["work_task_fuel"] > 1_000_000  # the guest really did the work, metered
+    python = next(t for t in r["targets"] if t["id"] == "python_startup_p50")
+    assert python["pass"] is None and not python["applies"]
+    assert all(t["pass"] is not None for t in r["targets"] if t["id"] != "python_startup_p50")
+
+
+def test_cli_chassis_falsify_and_bad_input() -> None:
+    result = CliRunner().invoke(cli, ["bench", "chassis", "--mode=falsify", "--no-python", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["would_fail"] is False
+    assert CliRunner().invoke(cli, ["bench", "chassis", "--n", "3"]).exit_code == 2
