@@ -28,3 +28,4 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
     touch "$STAMP"
 fi
+"$VENV/bin/ifctl" chassis setup --quiet || echo "bootstrap: warning: the sandbox's Python/JS interpreters are not installed; run '$VENV/bin/ifctl chassis setup' later" >&2

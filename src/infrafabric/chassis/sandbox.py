@@ -73,6 +73,7 @@ __all__ = [
     "CompiledModule",
     "Sandbox",
     "TaskResult",
+    "cache_root",
     "classify_trap",
     "default_cache_dir",
     "run_details",
@@ -188,12 +189,18 @@ class _Entry:
     exports: frozenset[str]
 
 
+def cache_root() -> Path:
+    """``$IF_CACHE_DIR``, else ``$XDG_CACHE_HOME/infrafabric``, else ``~/.cache/infrafabric``."""
+    explicit = os.environ.get("IF_CACHE_DIR", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "infrafabric"
+
+
 def default_cache_dir() -> Path:
-    """``$IF_CACHE_DIR``, else ``~/.cache/infrafabric/modules``."""
-    env = os.environ.get("IF_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path.home() / ".cache" / "infrafabric" / "modules"
+    """Where compiled modules are kept: ``<cache root>/modules`` (see :func:`cache_root`)."""
+    return cache_root() / "modules"
 
 
 def run_details(exc: BaseException) -> dict[str, Any]:
@@ -762,9 +769,12 @@ class Sandbox:
             result = body(store, instance)
         except wasmtime.Trap as trap:
             error = ctx.abort or classify_trap(trap, limits, _memory_bytes(store, instance))
+            _unlink(trap)
         except wasmtime.ExitTrap as exc:
             error = ctx.abort or GuestTrapError(f"task called proc_exit({exc.code})")
+            _unlink(exc)
         except wasmtime.WasmtimeError as exc:
+            _unlink(exc)
             text = " ".join(str(exc).split())
             if ctx.abort is not None:
                 error = ctx.abort
@@ -777,6 +787,7 @@ class Sandbox:
             error = ctx.abort or exc
         except Exception as exc:  # a host-function exception from another thread, relayed by wasmtime-py
             error = ctx.abort or GuestTrapError(f"host error during the run: {type(exc).__name__}: {exc}")
+            _unlink(exc)
             error.__cause__ = exc
         finally:
             elapsed = time.perf_counter() - started
@@ -791,8 +802,23 @@ class Sandbox:
         if error is not None:
             details = describe_context(ctx) | {"fuel_used": fuel_used, "elapsed_s": elapsed,
                                                "module": module.name, "digest": module.digest}
-            raise _with_module(error, module.name, details)
+            # The traceback keeps this frame, and ``error`` here would make a cycle that holds
+            # the store until interpreter shutdown, when freeing it calls WASI output callbacks
+            # into a dying Python (a Rust panic). Drop both before the exception leaves.
+            del store, instance, result
+            failure, error = _with_module(error, module.name, details), None
+            try:
+                raise failure
+            finally:
+                del failure
         return result, fuel_used, elapsed  # type: ignore[return-value]
+
+
+def _unlink(exc: BaseException) -> None:
+    """Drop an engine exception's traceback: wasmtime-py's frames in it hold the
+    store in a reference cycle that only a full GC (or interpreter shutdown,
+    where it panics) would free."""
+    exc.__traceback__ = None
 
 
 def _memory_bytes(store: wasmtime.Store, instance: wasmtime.Instance | None) -> int:

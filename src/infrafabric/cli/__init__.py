@@ -5,6 +5,7 @@ from __future__ import annotations
 from infrafabric.cli.app import cli
 from infrafabric.cli.bench import bench
 from infrafabric.cli.board import blocker, board, events, swarm, task
+from infrafabric.cli.chassis import chassis
 from infrafabric.cli.coordinator import coordinator
 from infrafabric.cli.cost import cost
 from infrafabric.cli.demo import demo
@@ -19,6 +20,7 @@ cli.add_command(governor)
 cli.add_command(cost)
 cli.add_command(cost, name="optimise")  # the seeds' name for cost tracking
 cli.add_command(demo)
+cli.add_command(chassis)
 
 __all__ = ["cli", "main"]
 

