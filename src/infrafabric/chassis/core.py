@@ -149,7 +149,7 @@ class IFChassis:
         entry = await self.bus.get(f"{CONTRACTS}{swarm_id}")
         if entry is None:
             raise TaskNotFoundError(f"swarm {swarm_id!r} has no module loaded in the chassis",
-                                    hint="load it first: IFChassis.load_swarm(swarm_id, module, contract)")
+                                    hint="load it first: ifctl chassis load SWARM MODULE --contract FILE")
         record = json.loads(entry.value)
         contract = parse_contract(record["contract"], source=f"{CONTRACTS}{swarm_id}")
         if got is not None and got.module.digest == record["digest"] and got.contract == contract:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import infrafabric.cli.chassis_bus  # noqa: F401 - adds load/exec/creds/slo/reputation to the chassis group
 from infrafabric.cli.app import cli
 from infrafabric.cli.bench import bench
 from infrafabric.cli.board import blocker, board, events, swarm, task
