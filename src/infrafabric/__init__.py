@@ -33,6 +33,15 @@ from infrafabric.errors import (
 )
 
 if TYPE_CHECKING:
+    from infrafabric.chassis import (
+        CredentialManager,
+        IFChassis,
+        ReputationSystem,
+        ResourceLimits,
+        ServiceContract,
+        ServiceLevelObjective,
+        SLOTracker,
+    )
     from infrafabric.coordinator import IFCoordinator, TaskSpec
     from infrafabric.governor import IFGovernor, ResourcePolicy, SwarmProfile
     from infrafabric.witness import IFWitness, Witness
@@ -49,6 +58,13 @@ _LAZY = {
     "SwarmProfile": "infrafabric.governor",
     "ResourcePolicy": "infrafabric.governor",
     "TaskSpec": "infrafabric.coordinator",
+    "IFChassis": "infrafabric.chassis",
+    "ServiceContract": "infrafabric.chassis",
+    "ResourceLimits": "infrafabric.chassis",
+    "ServiceLevelObjective": "infrafabric.chassis",
+    "CredentialManager": "infrafabric.chassis",
+    "SLOTracker": "infrafabric.chassis",
+    "ReputationSystem": "infrafabric.chassis",
 }
 
 
@@ -68,18 +84,25 @@ __all__ = [
     "CompactedError",
     "ConfigurationError",
     "ConflictError",
+    "CredentialManager",
     "Entry",
     "EventBus",
     "EventKind",
     "Health",
+    "IFChassis",
     "IFCoordinator",
     "IFGovernor",
     "IFWitness",
     "InfraFabricError",
     "Message",
     "NotFoundError",
+    "ReputationSystem",
+    "ResourceLimits",
     "ResourcePolicy",
+    "SLOTracker",
     "ServerError",
+    "ServiceContract",
+    "ServiceLevelObjective",
     "Subscription",
     "SwarmProfile",
     "TaskSpec",
