@@ -22,6 +22,7 @@ from infrafabric.chassis.models import (
 from infrafabric.chassis.reputation import ReputationSystem
 from infrafabric.chassis.sandbox import CommandResult, CompiledModule, Sandbox, TaskResult
 from infrafabric.chassis.slo import Compliance, SLOTracker
+from infrafabric.chassis.transport import HttpTransport, Route
 
 __all__ = [
     "ApiGate",
@@ -32,10 +33,12 @@ __all__ = [
     "EnvSecretProvider",
     "Execution",
     "FileSecretProvider",
+    "HttpTransport",
     "IFChassis",
     "LoadedSwarm",
     "ReputationSystem",
     "ResourceLimits",
+    "Route",
     "SLOTracker",
     "Sandbox",
     "ScopedCredentials",
