@@ -8,7 +8,7 @@ import pytest
 
 from infrafabric.bus import EventBus, connect
 from infrafabric.coordinator import IFCoordinator, TaskKind, TaskStatus
-from infrafabric.errors import NotOwnerError, TaskExistsError, TaskNotFoundError
+from infrafabric.errors import ConfigurationError, NotOwnerError, TaskExistsError, TaskNotFoundError
 
 GUARD = 10.0  # fails a test that hangs; never a latency assertion
 
@@ -113,6 +113,19 @@ async def test_fail_retries_then_fails(coord: IFCoordinator) -> None:
     task = await coord.fail_task("s", "T", "boom 3")
     assert task.status is TaskStatus.FAILED and task.error == "boom 3"
     assert not await coord.claim_task("s", "T")
+
+
+async def test_max_attempts_is_set_per_coordinator(coord: IFCoordinator) -> None:
+    patient = IFCoordinator(coord.bus, max_attempts=5)
+    await patient.register_swarm("s")
+    await patient.create_task({"id": "M", "title": "t"})
+    for _ in range(4):
+        assert await patient.claim_task("s", "M")
+        assert (await patient.fail_task("s", "M", "boom")).status is TaskStatus.AVAILABLE
+    assert await patient.claim_task("s", "M")
+    assert (await patient.fail_task("s", "M", "boom")).status is TaskStatus.FAILED
+    with pytest.raises(ConfigurationError):
+        IFCoordinator(coord.bus, max_attempts=0)
 
 
 async def test_claim_refusals_have_reasons(coord: IFCoordinator) -> None:

@@ -1,39 +1,83 @@
-"""``ifctl demo``: a short live demonstration on the embedded default."""
+"""``ifctl demo``: the seeds' board worked by the seeds' swarms, live, on the embedded default."""
 
 from __future__ import annotations
 
-import click
-from rich.table import Table
+import tempfile
+from pathlib import Path
 
+import click
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from infrafabric.bus import connect
 from infrafabric.bus.embedded import Embedded
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, run_async, settings
-from infrafabric.demo.run import LEASE, run_demo
+from infrafabric.cli.common import Check, falsify_report
+from infrafabric.demo.run import BLOCKER_TASK, FLAKY, LEASE, DemoReport, dollars, run_demo
+from infrafabric.errors import InfraFabricError
+
+
+def _view(report: DemoReport) -> Group:
+    table = Table(box=None, padding=(0, 2), header_style="bold")
+    for column in ("swarm", "state", "task", "done", "failed", "pid"):
+        table.add_column(column, justify="right" if column in ("done", "failed", "pid") else "left")
+    for v in report.views.values():
+        style = "red" if "OPEN" in v.state or "killed" in v.state else (
+            "green" if v.state == "working" else "")
+        table.add_row(v.swarm, Text(v.state, style=style), v.task, str(v.done), str(v.failed),
+                      str(v.pid or ""))
+    done = report.completed
+    bar = "#" * int(40 * done / max(report.tasks, 1))
+    return Group(Text(f"board {done}/{report.tasks} [{bar:<40}]", style="bold"), table,
+                 *[Text(f"  {line}", style="dim") for line in report.log[-6:]])
 
 
 @click.command()
-@click.option("--agents", type=click.IntRange(2, 32), default=3, show_default=True,
-              help="Agent processes to start.")
+@click.option("--swarms", type=click.IntRange(1, 6), default=6, show_default=True,
+              help="How many of the seeds' swarms (sessions 1-5 and 7) to start, besides flaky-agent.")
+@click.option("--tasks", type=click.IntRange(1, 1000), default=None,
+              help="Import only the first M tasks of the seed board (in dependency order) [default: all].")
 @click.option("--no-kill", is_flag=True, help="Do not kill an agent mid-task.")
-@click.option("--tasks", type=click.IntRange(1, 1000), default=12, show_default=True,
-              help="Tasks to push to the agents.")
 @contract
-def demo(agents: int, tasks: int, no_kill: bool) -> Outcome:
-    """Agent processes work a task board through the coordinator: each takes
-    the best task it can or waits for one to be pushed, holds it with
-    heartbeats, completes it (unblocking its dependents); one agent is killed
-    with SIGKILL mid-task and its task is reclaimed when the lease lapses.
-    Every task must be done exactly once.
+def demo(swarms: int, tasks: int | None, no_kill: bool) -> Outcome:
+    """The seeds' Phase 0 board, worked by the seeds' swarms through InfraFabric.
 
-    Uses IF_BUS_URL if set; otherwise starts the embedded local coordinator for
-    the run and stops it afterwards (if it was not already running).
+    Imports the seed task board; registers the seeds' swarms (sessions 1-5 and
+    7) with capabilities, costs, budgets and models, plus flaky-agent; starts
+    each as its own OS process. Agents take pushed tasks (next_task, no
+    polling), run a task module in the chassis sandbox, pay for it, hold a
+    lease with heartbeats and complete the task. Session 7 hits a blocker and
+    the governor sends helpers; flaky-agent keeps failing in the sandbox until
+    its circuit breaker opens; one agent is killed with SIGKILL mid-task and
+    its task is reclaimed when its lease lapses. Ends with a summary drawn
+    from the bus. The state stays for you to explore (ifctl board show,
+    ifctl cost report, ifctl witness verify); running the demo again replaces
+    what the previous demo left, and never touches other work.
 
-    Example: ifctl demo --agents 4 --tasks 20
+    Uses IF_BUS_URL if set; otherwise the embedded local coordinator.
+
+    \b
+    Examples:
+      ifctl demo
+      ifctl demo --swarms 3 --tasks 20 --json
     """
     s = settings()
-    if s.falsify:
-        return Outcome(data={"mode": "falsify", "would_fail": False},
-                       lines=["ok   the demo only needs a bus; it would start the embedded one"])
     embedded = Embedded(s.home)
+    if s.falsify:
+        from infrafabric.chassis import Sandbox
+
+        checks = [Check("bus", True, s.bus or f"embedded under {embedded.home} (started if needed)")]
+        from infrafabric.demo.agent import TASK_WAT
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp, Sandbox(cache_dir=Path(tmp)) as sb:  # no cache write
+                sb.compile(TASK_WAT, name="demo")
+            checks.append(Check("task module compiles", True, "wasmtime"))
+        except InfraFabricError as exc:
+            checks.append(Check("task module compiles", False, exc.message))
+        return falsify_report(checks)
     started_here = False
     if s.bus:
         url = s.bus
@@ -43,46 +87,61 @@ def demo(agents: int, tasks: int, no_kill: bool) -> Outcome:
         if not s.json:
             s.console.print(f"[bold]embedded coordinator[/bold] {url} "
                             f"({'started' if started_here else 'already running'})")
+
+    async def go() -> DemoReport:
+        async with connect(url) as bus:
+            if s.json or not s.console.is_terminal:
+                printed = 0
+
+                def plain(r: DemoReport) -> None:
+                    nonlocal printed
+                    if not s.json:
+                        for line in r.log[printed:]:
+                            s.console.print(f"  {line}")
+                    printed = len(r.log)
+
+                return await run_demo(bus, url, tasks=tasks, swarms=swarms, kill_one=not no_kill,
+                                      on_change=plain)
+            with Live(console=s.console, refresh_per_second=8, transient=False) as live:
+                return await run_demo(bus, url, tasks=tasks, swarms=swarms, kill_one=not no_kill,
+                                      on_change=lambda r: live.update(_view(r)))
+
     try:
-        report = run_async(run_demo(
-            url, agents=agents, tasks=tasks, kill_one=not no_kill,
-            progress=(lambda _: None) if s.json else (lambda m: s.console.print(f"  {m}")),
-        ))
+        report = run_async(go())
     finally:
         if started_here:
             embedded.stop()
     data = report.as_dict()
-    table = Table(title="who did what")
-    table.add_column("agent")
-    table.add_column("tasks done", justify="right")
-    for agent in report.agents:
-        note = " (killed)" if agent == report.killed else ""
-        table.add_row(agent + note, str(report.done_by.get(agent, 0)))
-    if not s.json:
-        s.console.print(table)
+    claims, push = data["claim_latency_ms"], data["push_to_claim_ms"]
+    total = data["total_spend_micros"]
     lines = [
-        f"{report.completed}/{tasks} tasks done, each exactly once" if report.ok
-        else f"[bold red]FAILED[/]: {data}",
-        f"claims won {report.claims_won}, refused at once {report.claims_lost} (one CAS each)",
-        f"claim latency (CAS + its witness entry) ms: {data['claim_latency_ms']}",
-        f"unblocked or lapsed -> claimed again (push + claim, incl. waiting for a free agent) ms: "
-        f"{data['available_to_claimed_ms']}",
+        (f"[bold green]{report.completed}/{report.tasks} tasks done, each exactly once[/]" if report.ok
+         else f"[bold red]FAILED[/]: {report.completed}/{report.tasks} done, "
+              f"none twice: {report.exactly_once}"),
+        f"claims: {report.claims_won} won, {report.claims_refused} refused at once "
+        "(one compare-and-swap each)",
+        f"claim latency ms (next_task: list, CAS, witness entry): p50 {claims.get('p50')} "
+        f"p95 {claims.get('p95')} p99 {claims.get('p99')}",
+        f"available -> claimed by an idle agent, ms (push + claim): p50 {push.get('p50')} "
+        f"p95 {push.get('p95')} p99 {push.get('p99')} (n={push.get('n', 0)})",
+        "spend: " + ", ".join(f"{sid} {dollars(m)}" for sid, m in data["spend_micros"].items() if m)
+        + f"; total {dollars(total)}, waste {data['waste']:.1%} (failed attempts)",
+        "done by: " + ", ".join(f"{sid} {n}" for sid, n in data["done_by"].items() if n),
+        f"breakers open: {', '.join(report.breakers_open) or 'none'}"
+        + (f" ({FLAKY} failed in the sandbox 3 times in a row)" if FLAKY in report.breakers_open else ""),
+        f"blocker on {BLOCKER_TASK}: helpers {', '.join(report.blocker_helpers) or 'none'}",
     ]
     if report.killed:
-        lines.append(f"{report.killed} was killed holding {report.killed_task}; "
-                     f"its lease lapsed and {report.reclaimed_by} completed it")
-    ops = ", ".join(f"{n} {op}" for op, n in sorted(report.witnessed.items()))
+        lines.append(f"{report.killed} was killed holding {report.killed_task}; its lease ({LEASE:g} s) "
+                     f"lapsed and {report.reclaimed_by or 'nobody'} completed it")
     lines.append(f"witness: {report.witness_entries} entries, chain "
-                 f"{'verified' if report.witness_ok else '[bold red]BROKEN[/]'} ({ops})")
-    explore = f"{report.url}{'&' if '?' in report.url else '?'}namespace={report.namespace}"
-    lines.append("explore it: " + ("ifctl coordinator start && " if started_here else "")
-                 + f"ifctl --bus '{explore}' board show  (or witness verify)")
-    lines.append(f"done in {data['seconds']} s" + ("; embedded coordinator stopped" if started_here else ""))
-    return Outcome(
-        data=data, lines=lines,
-        why=["agents call next_task: claim the best available task, else wait for a push (no polling)",
-             "a claim is one compare-and-swap on the task record: exactly one agent wins",
-             "completing a task makes its dependents available and pushes them",
-             f"a claim lasts {LEASE:g} s unless renewed; a killed agent stops renewing"],
-        exit_code=0 if report.ok else EXIT_REFUSED,
-    )
+                 f"{'verified' if report.witness_ok else '[bold red]BROKEN[/]'}")
+    lines.append(f"done in {data['seconds']} s. Explore: ifctl board show | ifctl cost report | "
+                 f"ifctl witness verify | ifctl governor status")
+    return Outcome(data=data, lines=lines, exit_code=0 if report.ok else EXIT_REFUSED,
+                   why=["agents call next_task: claim the best task they qualify for, else wait for a push",
+                        "a claim is one compare-and-swap on the task record: exactly one agent wins",
+                        "the governor admits claims (breaker closed, budget left, coverage >= 70 %)",
+                        f"a claim lasts {LEASE:g} s unless renewed by heartbeats; "
+                        "a killed agent stops renewing",
+                        "each task's code runs in the chassis sandbox under its contract's limits"])

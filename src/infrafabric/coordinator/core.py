@@ -182,7 +182,9 @@ class IFCoordinator:
 
     ``lease_ttl`` is how long a claim lasts without a heartbeat;
     ``min_coverage`` is the share of a task's required capabilities a swarm
-    must offer to claim it or be pushed it; ``admission`` lets the governor
+    must offer to claim it or be pushed it; ``max_attempts`` is how many failed
+    or lapsed attempts a task created here may have before it is failed for
+    good; ``admission`` lets the governor
     refuse claims; ``observers`` are told of every operation. Use it as
     ``async with IFCoordinator(bus) as coord`` to also run the lease and
     dependency watcher (see the module docs); one-shot callers may skip that.
@@ -194,6 +196,7 @@ class IFCoordinator:
         *,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         min_coverage: float = 0.7,
+        max_attempts: int = 3,
         admission: AdmissionHook | None = None,
         observers: Iterable[Observer] = (),
         clock: Callable[[], float] = time.time,
@@ -202,10 +205,13 @@ class IFCoordinator:
             raise ConfigurationError(f"lease_ttl must be positive, got {lease_ttl}")
         if not 0 <= min_coverage <= 1:
             raise ConfigurationError(f"min_coverage must be within 0..1, got {min_coverage}")
+        if max_attempts < 1:
+            raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
         self.bus = bus
         self.event_bus = bus  # the seeds' name
         self.lease_ttl = lease_ttl
         self.min_coverage = min_coverage
+        self.max_attempts = max_attempts
         self.admission = admission
         self.observers: list[Observer] = list(observers)
         self.clock = clock
@@ -293,6 +299,7 @@ class IFCoordinator:
             else TaskStatus.BLOCKED
         now = self.clock()
         task = Task(**spec.model_dump(), status=status, created_at=now, updated_at=now,
+                    max_attempts=self.max_attempts,
                     history=[Transition(at=now, to=status, reason="created")])
         if await self.bus.create(_task_key(spec.id), _encode(task)) is None:
             raise TaskExistsError(f"task {spec.id!r} already exists")

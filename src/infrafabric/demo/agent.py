@@ -1,37 +1,73 @@
-"""A demo agent process: ``python -m infrafabric.demo.agent URL SWARM``.
+"""A demo agent process: ``python -m infrafabric.demo.agent URL SWARM [--flaky] [--blocker TASK]``.
 
-It does what an agent built on InfraFabric does: take the best task it can
-(or wait for one to be pushed), hold it with heartbeats while it works,
-complete it, repeat; it leaves when nothing has come for a few seconds. It
-reports each claim on ``demo/progress`` so the orchestrator can show it (and,
-in the demo, kill one agent mid-task).
+It does what an agent built on InfraFabric does: take the best task it is
+qualified for (the governor admits the claim) or wait for one to be pushed —
+never polling; hold it with heartbeats while it runs the task's code in the
+chassis sandbox; pay for the work; complete it; repeat until told to stop.
+``--flaky`` makes its module run out of fuel on every task (its breaker opens
+after the policy's consecutive failures); ``--blocker TASK`` makes it report a
+blocker on that task and ask for helpers before finishing it. It reports what
+it does on ``demo/progress`` for the orchestrator's live view and summary.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import faulthandler
 import json
-import random
+import signal
 import sys
 import time
+from decimal import Decimal
+from typing import Any
 
 from infrafabric.bus import EventBus, connect
-from infrafabric.coordinator import ClaimOutcome, IFCoordinator
+from infrafabric.chassis import IFChassis, ServiceContract
+from infrafabric.coordinator import ClaimOutcome, IFCoordinator, Task, TaskStatus
+from infrafabric.errors import InfraFabricError, NotOwnerError, SandboxError
+from infrafabric.governor import BreakerState, IFGovernor
 from infrafabric.witness import Witness
 
-IDLE_EXIT = 4.0
+PROGRESS = "demo/progress"
+CONTROL = "demo/control"
+STOP = "demo/stop"
+
+#: the task module every demo agent runs: reads the task (JSON), checks it has an id, returns {"ok": true}
+TASK_WAT = """(module
+  (import "infrafabric" "log" (func $log (param i32 i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (data (i32.const 0) "{\\"ok\\":true}")
+  (data (i32.const 16) "working on the task")
+  (func (export "alloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (local.get $p) (local.get $n)))
+    (if (i32.gt_u (global.get $heap) (i32.shl (memory.size) (i32.const 16)))
+      (then (drop (memory.grow (i32.const 1)))))
+    (local.get $p))
+  (func (export "run") (param $ptr i32) (param $len i32) (result i64)
+    (local $i i32) (local $h i32)
+    (call $log (i32.const 16) (i32.const 19))
+    (loop $hash  ;; some real work: FNV-1a over the task, 200 times
+      (local.set $h (i32.mul (i32.xor (local.get $h)
+                                      (i32.load8_u (i32.add (local.get $ptr)
+                                                            (i32.rem_u (local.get $i) (local.get $len)))))
+                             (i32.const 0x01000193)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $hash (i32.lt_u (local.get $i) (i32.mul (local.get $len) (i32.const 200)))))
+    (i64.const 11)))
+"""
 
 
 class CountingCoordinator(IFCoordinator):
-    """Counts and times this agent's claim attempts for the demo summary."""
+    """Counts this agent's claim attempts: won, and refused at once (lost races included)."""
 
     won = lost = 0
-    claim_ms: list[float]
 
     async def try_claim(self, swarm_id: str, task_id: str, *, dry_run: bool = False) -> ClaimOutcome:
-        start = time.perf_counter()
         outcome = await super().try_claim(swarm_id, task_id, dry_run=dry_run)
-        self.claim_ms.append((time.perf_counter() - start) * 1000)
         if outcome.won:
             self.won += 1
         else:
@@ -39,28 +75,133 @@ class CountingCoordinator(IFCoordinator):
         return outcome
 
 
-async def run(url: str, swarm: str, lease: float) -> None:
-    rng = random.Random(swarm)
-    async with connect(url) as bus:
+class Agent:
+    def __init__(self, bus: EventBus, swarm: str, *, lease: float, flaky: bool, blocker: str | None,
+                 work_s: float) -> None:
+        self.bus, self.swarm, self.flaky, self.blocker, self.work_s = bus, swarm, flaky, blocker, work_s
         audit = Witness(bus, actor=swarm)
-        async with CountingCoordinator(bus, lease_ttl=lease,
-                                       observers=[audit.observer("IF.coordinator")]) as coord:
-            await work(bus, coord, swarm, rng)
+        self.coord = CountingCoordinator(bus, lease_ttl=lease, observers=[audit.observer("IF.coordinator")])
+        self.gov = IFGovernor(bus, coordinator=self.coord, observers=[audit.observer("IF.governor")])
+        self.gov.attach(self.coord)
+        self.chassis = IFChassis(bus, reputation_sink=self.gov.set_reputation,
+                                 observers=[audit.observer("IF.chassis")])
+        self.stopping = asyncio.Event()
+        self.stats: dict[str, Any] = {"claim_ms": [], "push_ms": [], "done": 0,
+                                      "failed": 0, "spent_micros": 0, "wasted_micros": 0}
+
+    async def say(self, event: str, **fields: Any) -> None:
+        await self.bus.publish(PROGRESS, json.dumps({"agent": self.swarm, "event": event, **fields},
+                                                    default=str))
+
+    async def claim(self, wait: float) -> ClaimOutcome | None:
+        """The best task now; else wait for a push. A task that arrives by push
+        while this agent is idle measures how fast work reaches an idle agent:
+        from the moment it became available to the moment it was claimed."""
+        t0 = time.perf_counter()
+        outcome = await self.coord.next_task(self.swarm, wait=0)
+        if outcome is not None:
+            self.stats["claim_ms"].append((time.perf_counter() - t0) * 1000)
+            return outcome
+        outcome = await self.coord.next_task(self.swarm, wait=wait)
+        if outcome is not None and outcome.task is not None:
+            task = outcome.task
+            became = next((h for h in reversed(task.history[:-1]) if h.to is TaskStatus.AVAILABLE), None)
+            if became is not None and became.reason != "created":
+                self.stats["push_ms"].append((task.updated_at - became.at) * 1000)
+        return outcome
+
+    async def run(self) -> None:
+        profile = await self.gov.profile(self.swarm)
+        if profile is None:
+            raise InfraFabricError(f"{self.swarm} is not registered with the governor")
+        limits = {"max_fuel": 50_000 if self.flaky else 200_000_000, "max_memory_mb": 16,
+                  "max_execution_time_seconds": 5}
+        await self.chassis.load_swarm(self.swarm, TASK_WAT, ServiceContract(
+            swarm_id=self.swarm, capabilities=profile.capabilities, resource_limits=limits,
+            version="1.0.0"))
+        async with self.coord, self.bus.subscribe(CONTROL) as control:
+            stopper = asyncio.create_task(self._watch_control(control))
+            if await self.bus.get(STOP) is not None:  # told before this process subscribed
+                self.stopping.set()
+            await self.say("ready", pid_capabilities=profile.capabilities)
+            try:
+                while not self.stopping.is_set():
+                    if (await self.gov.breaker(self.swarm)).state is BreakerState.OPEN:
+                        await self.say("breaker_open")
+                        await self.stopping.wait()
+                        break
+                    outcome = await self.claim(wait=1.0)
+                    if outcome is None or outcome.task is None:
+                        continue
+                    await self.work(outcome.task, outcome.claim_id, profile.cost_per_hour_micros,
+                                    profile.model)
+            finally:
+                stopper.cancel()
+                await self.say("left", won=self.coord.won, lost=self.coord.lost, **self.stats)
+                await self.chassis.close()
+
+    async def _watch_control(self, control: Any) -> None:
+        async for msg in control:
+            if json.loads(msg.data).get("stop"):
+                self.stopping.set()
+                return
+
+    async def work(self, task: Task, claim_id: str | None, rate: int, model: str | None) -> None:
+        await self.say("claimed", task=task.id, title=task.title)
+        cost = int(rate * (task.estimate_hours or Decimal(1)) / 100)  # the demo's "hours" are 36 s
+        try:
+            async with self.coord.holding(self.swarm, task.id, claim_id) as lost:
+                if task.id == self.blocker:
+                    report = await self.coord.detect_blocker(self.swarm, {
+                        "task": task.id, "message": "needs a security review before it can land",
+                        "capabilities": ["security:audit", "testing:security"]})
+                    helpers = [h["swarm_id"] for h in report.get("help", {}).get("helpers", [])]
+                    await self.say("blocked", task=task.id, helpers=helpers)
+                await asyncio.sleep(self.work_s)
+                try:
+                    run = await self.chassis.execute_task(self.swarm, task.model_dump(mode="json"),
+                                                          task_id=task.id)
+                except SandboxError as exc:
+                    await self.gov.track_cost(self.swarm, "task_attempt", cost, task_id=task.id, model=model)
+                    self.stats["spent_micros"] += cost
+                    self.stats["wasted_micros"] += cost
+                    self.stats["failed"] += 1
+                    await self.coord.fail_task(self.swarm, task.id, f"sandbox: {exc.limit}", claim_id)
+                    breaker = await self.gov.record_outcome(self.swarm, success=False)
+                    await self.say("failed", task=task.id, limit=exc.limit, breaker=breaker.state.value)
+                    return
+                if lost.is_set():
+                    raise NotOwnerError(f"lost the claim on {task.id}")
+                await self.gov.track_cost(self.swarm, "task", cost, task_id=task.id, model=model)
+                self.stats["spent_micros"] += cost
+                await self.coord.complete_task(self.swarm, task.id, run.output, claim_id)
+                await self.gov.record_outcome(self.swarm, success=True)
+                self.stats["done"] += 1
+                await self.say("completed", task=task.id, spent=cost)
+        except NotOwnerError:
+            await self.say("lost", task=task.id)
 
 
-async def work(bus: EventBus, coord: CountingCoordinator, swarm: str, rng: random.Random) -> None:
-    coord.claim_ms = []
-    done = 0
-    while (claim := await coord.next_task(swarm, wait=IDLE_EXIT)) is not None:
-        await bus.publish("demo/progress", json.dumps(
-            {"agent": swarm, "event": "claimed", "task": claim.task_id}))
-        async with coord.holding(swarm, claim.task_id, claim.claim_id):
-            await asyncio.sleep(rng.uniform(0.05, 0.25))  # the "work"
-        await coord.complete_task(swarm, claim.task_id, {"by": swarm}, claim.claim_id)
-        done += 1
-    await bus.publish("demo/progress", json.dumps(
-        {"agent": swarm, "event": "left", "done": done, "won": coord.won, "lost": coord.lost,
-         "claim_ms": coord.claim_ms}))
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
+async def main(args: argparse.Namespace) -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)  # what a stuck agent awaits
+    async with connect(args.url) as bus:
+        agent = Agent(bus, args.swarm, lease=args.lease, flaky=args.flaky, blocker=args.blocker,
+                      work_s=args.work)
+        await agent.run()
+
 
 if __name__ == "__main__":
-    asyncio.run(run(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 2.0))
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` shows where a stuck agent is
+    parser = argparse.ArgumentParser(prog="python -m infrafabric.demo.agent")
+    parser.add_argument("url")
+    parser.add_argument("swarm")
+    parser.add_argument("--lease", type=float, default=5.0)
+    parser.add_argument("--work", type=float, default=0.15, help="seconds of 'thinking' per task")
+    parser.add_argument("--flaky", action="store_true")
+    parser.add_argument("--blocker")
+    asyncio.run(main(parser.parse_args()))

@@ -1,175 +1,333 @@
-"""The demo: a small board with dependencies worked by agent processes
-through the coordinator, one of which is killed mid-task."""
+"""The demo: the seeds' Phase 0 board worked by the seeds' swarms, each an OS
+process, through the coordinator, the governor, the chassis and the witness.
+
+What happens (all on one bus, every operation witnessed):
+
+* the seed task board is imported (each task given capabilities by its section);
+* the seeds' swarms — sessions 1-5 and 7 — are registered with capabilities,
+  costs, budgets and models, plus ``flaky-agent``, whose code always runs out
+  of fuel in the sandbox: after three failures in a row its breaker opens;
+* each swarm runs as a separate process (:mod:`infrafabric.demo.agent`) that
+  takes tasks with ``next_task`` (pushes, no polling), runs the task module in
+  the chassis, pays for it and completes it; session 7 hits a blocker on
+  P0.3.6 and the governor sends helpers;
+* one agent is killed with SIGKILL while it holds a task; its lease lapses,
+  the task is pushed again and another agent completes it; the killed swarm
+  is restarted as a new process;
+* when the board is done, agents are told to stop and the summary is drawn
+  from the bus: tasks, claims, latencies, spend and waste, breakers, witness.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
-import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
+from importlib.resources import files
 from typing import Any
 
-from infrafabric.bus import connect
-from infrafabric.bus.url import with_options
-from infrafabric.coordinator import IFCoordinator, TaskEvent, TaskStatus
-from infrafabric.errors import InfraFabricError
+from infrafabric.bench.stats import nearest_rank
+from infrafabric.bus import EventBus
+from infrafabric.coordinator import IFCoordinator, TaskStatus, coverage
+from infrafabric.coordinator.board import load_board
+from infrafabric.demo.agent import CONTROL, PROGRESS, STOP
+from infrafabric.errors import ConfigurationError
+from infrafabric.governor import MICROS, BreakerState, IFGovernor, ResourcePolicy, SwarmProfile, usd
 from infrafabric.witness import Witness
 
-LEASE = 2.0
+LEASE = 5.0
+MARKER = "demo/run"
+FLAKY = "flaky-agent"
+BLOCKER_TASK = "P0.3.6"
+BLOCKED_SWARM = "session-7-ifbus"
+
+#: the seeds' sessions: (id, capabilities, $/h, model, budget $)
+SESSIONS: list[tuple[str, list[str], str, str, str]] = [
+    ("session-1-ndi", ["integration:ndi", "docs:technical-writing", "docs:markdown"], "1.50", "haiku", "20"),
+    ("session-2-webrtc", ["integration:webrtc", "docs:technical-writing", "infra:networking"],
+     "1.50", "haiku", "20"),
+    ("session-3-h323", ["integration:h323", "docs:technical-writing", "security:audit", "testing:security"],
+     "1.50", "haiku", "20"),
+    ("session-4-sip", ["integration:sip", "code-analysis:python", "testing:integration", "security:audit",
+                       "testing:security"], "4.00", "sonnet", "30"),
+    ("session-5-cli", ["cli:design", "cli:ux", "code-analysis:python", "governance:policy",
+                       "testing:performance"], "1.50", "haiku", "30"),
+    ("session-7-ifbus", ["infra:distributed-systems", "code-analysis:python", "wasm:runtime",
+                         "architecture:design", "security:cryptography"], "4.00", "sonnet", "60"),
+    (FLAKY, ["integration:ndi"], "0.80", "haiku", "10"),
+]
+
+#: capabilities of a task, by the section of the seed board it is in
+SECTION_CAPABILITIES: list[tuple[str, list[str]]] = [
+    ("IF.coordinator", ["infra:distributed-systems", "code-analysis:python"]),
+    ("IF.governor", ["code-analysis:python", "governance:policy"]),
+    ("IF.chassis", ["wasm:runtime", "code-analysis:python"]),
+    ("CLI Foundation", ["cli:design", "code-analysis:python"]),
+    ("Documentation", ["docs:technical-writing"]),
+    ("Session 1", ["integration:ndi"]),
+    ("Session 2", ["integration:webrtc"]),
+    ("Session 3", ["integration:h323"]),
+    ("Session 4", ["integration:sip"]),
+    ("Session 5", ["cli:ux"]),
+    ("Session 7", ["infra:distributed-systems"]),
+]
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
-    if len(samples) < 2:
+    if not samples:
         return {}
-    q = statistics.quantiles(samples, n=100, method="inclusive")
-    return {"p50": round(q[49], 3), "p95": round(q[94], 3), "p99": round(q[98], 3),
-            "max": round(max(samples), 3)}
+    ordered = sorted(samples)
+    return {"n": len(ordered), "p50": round(nearest_rank(ordered, 50), 2),
+            "p95": round(nearest_rank(ordered, 95), 2), "p99": round(nearest_rank(ordered, 99), 2),
+            "max": round(ordered[-1], 2)}
+
+
+def seed_board(limit: int | None) -> list[dict[str, Any]]:
+    """The seed board's tasks with capabilities, the first ``limit`` in
+    dependency order (so every task's dependencies are included)."""
+    board = load_board(str(files("infrafabric.coordinator") / "data" / "phase0-board.md"))
+    specs = []
+    for task in board.tasks:
+        caps = next((c for prefix, c in SECTION_CAPABILITIES if (task.section or "").startswith(prefix)),
+                    ["code-analysis:python"])
+        specs.append({**task.model_dump(mode="json"), "capabilities": caps})
+    if limit is not None:
+        ordered: list[dict[str, Any]] = []
+        done: set[str] = set()
+        while len(ordered) < min(limit, len(specs)):
+            nxt = next(s for s in specs if s["id"] not in done and set(s["dependencies"]) <= done)
+            ordered.append(nxt)
+            done.add(nxt["id"])
+        specs = ordered
+    return specs
+
+
+@dataclass
+class AgentView:
+    swarm: str
+    state: str = "starting"
+    task: str = ""
+    done: int = 0
+    failed: int = 0
+    pid: int | None = None
 
 
 @dataclass
 class DemoReport:
     url: str
-    namespace: str
-    agents: list[str]
     tasks: int
+    swarms: list[str]
+    views: dict[str, AgentView] = field(default_factory=dict)
     completed: int = 0
-    done_by: dict[str, int] = field(default_factory=dict)
-    completions_per_task: dict[str, int] = field(default_factory=dict)
+    exactly_once: bool = False
     claims_won: int = 0
-    claims_lost: int = 0
+    claims_refused: int = 0
     claim_ms: list[float] = field(default_factory=list)
-    handout_ms: list[float] = field(default_factory=list)
+    push_ms: list[float] = field(default_factory=list)
+    spend: dict[str, int] = field(default_factory=dict)
+    wasted_micros: int = 0
+    breakers_open: list[str] = field(default_factory=list)
     killed: str | None = None
-    witness_entries: int = 0
-    witness_ok: bool = False
-    witnessed: dict[str, int] = field(default_factory=dict)
     killed_task: str | None = None
     reclaimed_by: str | None = None
+    blocker_helpers: list[str] = field(default_factory=list)
+    witness_entries: int = 0
+    witness_ok: bool = False
     seconds: float = 0.0
+    log: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return (self.completed == self.tasks
-                and all(n == 1 for n in self.completions_per_task.values())
-                and (self.killed is None or self.reclaimed_by not in (None, self.killed))
-                and self.witness_ok)
+        return (self.completed == self.tasks and self.exactly_once and self.witness_ok
+                and (self.killed is None or self.reclaimed_by is not None))
 
     def as_dict(self) -> dict[str, Any]:
+        total = sum(self.spend.values())
         return {
-            "url": self.url, "namespace": self.namespace, "agents": self.agents, "tasks": self.tasks,
-            "completed": self.completed, "done_exactly_once": all(
-                n == 1 for n in self.completions_per_task.values()),
-            "done_by": self.done_by, "claims_won": self.claims_won, "claims_lost": self.claims_lost,
-            "claim_latency_ms": percentiles(self.claim_ms),
-            "available_to_claimed_ms": percentiles(self.handout_ms),
-            "killed_agent": self.killed, "killed_task": self.killed_task,
-            "reclaimed_by": self.reclaimed_by, "seconds": round(self.seconds, 2), "ok": self.ok,
-            "witness": {"entries": self.witness_entries, "verified": self.witness_ok,
-                        "operations": self.witnessed},
+            "ok": self.ok, "url": self.url, "seconds": round(self.seconds, 1),
+            "tasks": self.tasks, "completed": self.completed, "done_exactly_once": self.exactly_once,
+            "done_by": {s: v.done for s, v in self.views.items()},
+            "claims": {"won": self.claims_won, "refused": self.claims_refused},
+            "claim_latency_ms": percentiles(self.claim_ms), "push_to_claim_ms": percentiles(self.push_ms),
+            "spend_micros": self.spend, "total_spend_micros": total,
+            "waste": round(self.wasted_micros / total, 4) if total else 0.0,
+            "breakers_open": self.breakers_open, "killed": self.killed, "killed_task": self.killed_task,
+            "reclaimed_by": self.reclaimed_by,
+            "blocker": {"task": BLOCKER_TASK, "helpers": self.blocker_helpers},
+            "witness": {"entries": self.witness_entries, "verified": self.witness_ok},
         }
 
 
-def describe(ev: TaskEvent, progress: Callable[[str], None]) -> None:
-    lapsed = "lapsed" in ev.reason
-    if ev.status in (TaskStatus.CLAIMED, TaskStatus.COMPLETED) or lapsed:
-        note = f"({ev.reason})" if lapsed else ""
-        progress(f"{ev.task_id} {ev.status.value:<9} {ev.owner or ev.by or ''} {note}")
+async def _prepare(bus: EventBus) -> None:
+    """Clear what a previous demo left in this namespace; refuse to touch anything else."""
+    marker = await bus.get(MARKER)
+    if marker is None:
+        async for _ in bus.scan("", batch=1):
+            raise ConfigurationError(
+                "this bus namespace already holds other work; the demo will not mix with it",
+                hint="run it on its own: ifctl --home $(mktemp -d) demo, or IF_BUS_URL=...?namespace=demo")
+        return
+    from infrafabric.bench._common import clean_namespace
+
+    await clean_namespace(bus, None)
 
 
-def demo_board(n: int) -> list[dict[str, Any]]:
-    """Chains of four (each task waits for the previous one) and some filler."""
-    specs: list[dict[str, Any]] = []
-    for i in range(n):
-        tid = f"T{i + 1:02d}"
-        filler = i % 5 == 4
-        deps = [] if filler or i % 4 == 0 or not specs or specs[-1]["kind"] == "filler" \
-            else [specs[-1]["id"]]
-        specs.append({"id": tid, "title": f"demo task {i + 1}", "dependencies": deps,
-                      "kind": "filler" if filler else "critical"})
-    return specs
+async def _stop(bus: EventBus) -> None:
+    # state first, then the message: an agent starting now reads the key, a running one hears it
+    await bus.put(STOP, json.dumps({"at": time.time()}))
+    await bus.publish(CONTROL, json.dumps({"stop": True}))
 
 
-async def run_demo(url: str, *, agents: int = 3, tasks: int = 12, kill_one: bool = True,
-                   progress: Callable[[str], None] = lambda _: None) -> DemoReport:
-    namespace = f"demo{int(time.time() * 1000)}"
-    ns_url = with_options(url, namespace=namespace)
-    names = [f"agent-{i + 1}" for i in range(agents)]
-    report = DemoReport(url, namespace, names, tasks)
+async def run_demo(bus: EventBus, url: str, *, tasks: int | None = None, swarms: int = 6,
+                   kill_one: bool = True, deadline: float = 85.0,
+                   on_change: Callable[[DemoReport], None] = lambda _: None) -> DemoReport:
+    """Run the demo on ``bus`` (reachable at ``url`` for the agent processes)."""
     started = time.perf_counter()
+    await _prepare(bus)
+    await bus.put(MARKER, json.dumps({"started_at": time.time()}))
+    audit = Witness(bus, actor="orchestrator")
+    # flaky-agent burns three attempts of a task before its breaker opens; others must still get it
+    coord = IFCoordinator(bus, lease_ttl=LEASE, max_attempts=6, observers=[audit.observer("IF.coordinator")])
+    gov = IFGovernor(bus, coordinator=coord, observers=[audit.observer("IF.governor")])
+    gov.attach(coord)
+    await gov.set_policy(ResourcePolicy(max_swarms_per_task=2, circuit_breaker_failure_threshold=3),
+                         by="demo")
+    fleet = [*SESSIONS[:max(1, min(swarms, len(SESSIONS) - 1))], SESSIONS[-1]]
+    for sid, caps, rate, model, budget in fleet:
+        await gov.register_swarm(SwarmProfile(id=sid, capabilities=caps, cost_per_hour_micros=usd(rate),
+                                              model=model), budget_micros=usd(budget))
+    specs = seed_board(tasks)
+    offered = [c for _, c, *_ in fleet]
+    specs = [s for s in specs if any(coverage(s["capabilities"], o) >= 0.7 for o in offered)]
+    known = {s["id"] for s in specs}
+    specs = [s for s in specs if set(s["dependencies"]) <= known]
+    await coord.create_tasks(specs)
+    report = DemoReport(url, len(specs), [f[0] for f in fleet])
+    report.views = {sid: AgentView(sid) for sid in report.swarms}
+    report.log.append(f"imported the seed board: {len(specs)} tasks; {len(fleet)} swarms registered")
     procs: dict[str, asyncio.subprocess.Process] = {}
-    async with connect(ns_url) as bus:
-        audit = Witness(bus, actor="orchestrator")
-        coord = IFCoordinator(bus, observers=[audit.observer("IF.coordinator")])
-        for name in names:
-            await coord.register_swarm(name, ["demo"])
-        await coord.create_tasks(demo_board(tasks))
-        progress(f"board: {tasks} tasks with dependency chains; {agents} agents registered")
-        async with coord.events() as events, bus.subscribe("demo/progress") as agent_news:
-            try:
-                for name in names:
-                    procs[name] = await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "infrafabric.demo.agent", ns_url, name, str(LEASE),
-                        stdin=asyncio.subprocess.DEVNULL)
-                progress(f"{agents} agent processes started (lease {LEASE:g} s, heartbeats while working)")
-                left: set[str] = set()
-                async with asyncio.timeout(60):
-                    while len(left) < agents:
-                        news_task = asyncio.ensure_future(agent_news.get())
-                        event_task = asyncio.ensure_future(events.get())
-                        finished, pending = await asyncio.wait(
-                            {news_task, event_task}, return_when=asyncio.FIRST_COMPLETED)
-                        for p in pending:
-                            p.cancel()
-                        if event_task in finished:
-                            describe(event_task.result(), progress)
-                        if news_task in finished:
-                            news = json.loads(news_task.result().data)
-                            if news["event"] == "claimed" and kill_one and report.killed is None:
-                                report.killed, report.killed_task = news["agent"], news["task"]
-                                procs[news["agent"]].send_signal(signal.SIGKILL)
-                                left.add(news["agent"])
-                                progress(f"[bold red]kill -9 {news['agent']}[/] while it holds "
-                                         f"{news['task']}; its lease lapses in {LEASE:g} s")
-                            elif news["event"] == "left":
-                                left.add(news["agent"])
-                                report.claims_won += news["won"]
-                                report.claims_lost += news["lost"]
-                                report.claim_ms += news["claim_ms"]
-            finally:
-                for proc in procs.values():
-                    if proc.returncode is None:
-                        try:
-                            async with asyncio.timeout(10):
-                                await proc.wait()
-                        except TimeoutError:
-                            proc.kill()
-                            await proc.wait()
-        board = await coord.list_tasks()
-        for task in board:
-            completions = [h for h in task.history if h.to is TaskStatus.COMPLETED]
-            report.completions_per_task[task.id] = len(completions)
-            if task.status is TaskStatus.COMPLETED and task.owner:
-                report.completed += 1
-                report.done_by[task.owner] = report.done_by.get(task.owner, 0) + 1
-            available_at = None
-            for h in task.history:
-                if h.to is TaskStatus.AVAILABLE:
-                    # tasks available from the start waited for the agents to boot
-                    available_at = None if h.reason == "created" else h.at
-                elif h.to is TaskStatus.CLAIMED and available_at is not None:
-                    report.handout_ms.append((h.at - available_at) * 1000)
-                    available_at = None
-            if task.id == report.killed_task:
-                report.reclaimed_by = task.owner
-        verified = await audit.verify()
-        report.witness_entries, report.witness_ok = verified.entries, verified.ok
-        async for e in audit.entries():
-            report.witnessed[e.operation] = report.witnessed.get(e.operation, 0) + 1
-    if report.completed != tasks:
-        raise InfraFabricError(f"the demo board did not finish: {report.completed}/{tasks} tasks done")
+
+    async def spawn(sid: str) -> None:
+        args = [sys.executable, "-m", "infrafabric.demo.agent", url, sid, "--lease", str(LEASE)]
+        if sid == FLAKY:
+            args.append("--flaky")
+        if sid == BLOCKED_SWARM:
+            args += ["--blocker", BLOCKER_TASK]
+        procs[sid] = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)
+        report.views[sid].pid = procs[sid].pid
+
+    def shared(task_caps: list[str], sid: str) -> bool:
+        return any(coverage(task_caps, o) >= 0.7 for (other, _, *_), o in zip(fleet, offered, strict=True)
+                   if other not in (sid, FLAKY))
+
+    caps_of = {s["id"]: s["capabilities"] for s in specs}
+    restart_at: float | None = None
+    try:
+        async with coord, coord.events() as events, bus.subscribe(PROGRESS) as news:
+            for sid in report.swarms:
+                await spawn(sid)
+            left: set[str] = set()
+            loop_deadline = time.monotonic() + deadline
+            stop_sent = False
+            while len(left) < len(procs) and time.monotonic() < loop_deadline:
+                if restart_at is not None and time.monotonic() >= restart_at and report.killed:
+                    restart_at = None
+                    await spawn(report.killed)
+                    report.log.append(f"{report.killed} restarted as pid {procs[report.killed].pid}")
+                    left.discard(report.killed)
+                got_news = asyncio.ensure_future(news.get(0.25))
+                got_event = asyncio.ensure_future(events.get(0.25))
+                await asyncio.wait({got_news, got_event}, return_when=asyncio.FIRST_COMPLETED)
+                for fut in (got_news, got_event):
+                    if not fut.done():
+                        fut.cancel()
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    ev = got_event.result() if got_event.done() else None
+                    if ev is not None and ev.status is TaskStatus.COMPLETED:
+                        report.completed += 1
+                        if ev.task_id == report.killed_task:
+                            report.reclaimed_by = ev.owner or ev.by
+                            report.log.append(f"{ev.task_id} reclaimed and completed by "
+                                              f"{report.reclaimed_by}")
+                    elif ev is not None and "lapsed" in ev.reason:
+                        report.log.append(f"{ev.task_id}: lease lapsed ({ev.reason}); pushed again")
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    msg = got_news.result() if got_news.done() else None
+                    if msg is not None:
+                        n = json.loads(msg.data)
+                        view = report.views[n["agent"]]
+                        kind = n["event"]
+                        if kind == "claimed":
+                            view.state, view.task = "working", n["task"]
+                            if (kill_one and report.killed is None
+                                    and n["agent"] not in (FLAKY, BLOCKED_SWARM)
+                                    and shared(caps_of.get(n["task"], []), n["agent"])):
+                                procs[n["agent"]].send_signal(signal.SIGKILL)
+                                report.killed, report.killed_task = n["agent"], n["task"]
+                                view.state = "killed -9"
+                                left.add(n["agent"])
+                                restart_at = time.monotonic() + LEASE + 1.5
+                                report.log.append(f"kill -9 {n['agent']} while it holds {n['task']}; "
+                                                  f"its lease lapses in {LEASE:g} s")
+                        elif kind == "completed":
+                            view.state, view.task, view.done = "idle", "", view.done + 1
+                        elif kind == "failed":
+                            view.failed += 1
+                            view.state = f"failed ({n['limit']})"
+                            report.log.append(f"{n['agent']}: {n['task']} stopped by the sandbox "
+                                              f"(out of {n['limit']}); breaker {n['breaker']}")
+                        elif kind == "breaker_open":
+                            view.state = "breaker OPEN"
+                        elif kind == "blocked":
+                            report.blocker_helpers = n["helpers"]
+                            report.log.append(f"{n['agent']} blocked on {n['task']}: helpers "
+                                              f"{', '.join(n['helpers']) or 'none (escalated)'}")
+                        elif kind == "ready":
+                            view.state = "idle"
+                        elif kind == "left":
+                            left.add(n["agent"])
+                            if view.state != "killed -9":
+                                view.state = "stopped"
+                            report.claims_refused += n["lost"]
+                            report.claim_ms += n["claim_ms"]
+                            report.push_ms += n["push_ms"]
+                            report.wasted_micros += n["wasted_micros"]
+                if report.completed >= report.tasks and not stop_sent and restart_at is None:
+                    await _stop(bus)
+                    stop_sent = True
+                    report.log.append(f"board done in {time.perf_counter() - started:.1f} s; "
+                                      "agents told to stop")
+                on_change(report)
+            if not stop_sent:
+                await _stop(bus)
+    finally:
+        for proc in procs.values():
+            if proc.returncode is None:
+                try:
+                    async with asyncio.timeout(10):
+                        await proc.wait()
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+    board = await coord.list_tasks()
+    report.completed = sum(t.status is TaskStatus.COMPLETED for t in board)
+    report.claims_won = sum(h.to is TaskStatus.CLAIMED for t in board for h in t.history)
+    report.exactly_once = all(sum(h.to is TaskStatus.COMPLETED for h in t.history) <= 1 for t in board)
+    report.spend = {sid: b.spent_micros for sid, b in sorted((await gov.budgets()).items())}
+    report.breakers_open = sorted([sid for sid in report.swarms
+                                   if (await gov.breaker(sid)).state is BreakerState.OPEN])
+    verified = await audit.verify()
+    report.witness_entries, report.witness_ok = verified.entries, verified.ok
     report.seconds = time.perf_counter() - started
+    on_change(report)
     return report
+
+
+def dollars(micros: int) -> str:
+    return f"${Decimal(micros) / MICROS:,.2f}"
