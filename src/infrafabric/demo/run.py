@@ -21,7 +21,6 @@ What happens (all on one bus, every operation witnessed):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import sys
@@ -34,7 +33,7 @@ from typing import Any
 
 from infrafabric.bench.stats import nearest_rank
 from infrafabric.bus import EventBus
-from infrafabric.coordinator import IFCoordinator, TaskStatus, coverage
+from infrafabric.coordinator import IFCoordinator, TaskEvent, TaskStatus, coverage
 from infrafabric.coordinator.board import load_board
 from infrafabric.demo.agent import CONTROL, PROGRESS, STOP
 from infrafabric.errors import ConfigurationError
@@ -184,6 +183,140 @@ async def _stop(bus: EventBus) -> None:
     await bus.publish(CONTROL, json.dumps({"stop": True}))
 
 
+class _Orchestrator:
+    """Starts the agents, follows the board and their news, kills and restarts one."""
+
+    def __init__(self, bus: EventBus, url: str, coord: IFCoordinator, report: DemoReport,
+                 fleet: list[tuple[str, list[str], str, str, str]], caps_of: dict[str, list[str]],
+                 kill_one: bool, on_change: Callable[[DemoReport], None]) -> None:
+        self.bus, self.url, self.coord, self.report = bus, url, coord, report
+        self.fleet, self.caps_of, self.kill_one, self.on_change = fleet, caps_of, kill_one, on_change
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.left: set[str] = set()
+        self.restart_at: float | None = None
+        self.stop_sent = False
+        self.started = time.perf_counter()
+
+    async def spawn(self, sid: str) -> None:
+        args = [sys.executable, "-m", "infrafabric.demo.agent", self.url, sid, "--lease", str(LEASE)]
+        if sid == FLAKY:
+            args.append("--flaky")
+        if sid == BLOCKED_SWARM:
+            args += ["--blocker", BLOCKER_TASK]
+        self.procs[sid] = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)
+        self.report.views[sid].pid = self.procs[sid].pid
+        self.left.discard(sid)
+
+    def _others_can_do(self, task_id: str, sid: str) -> bool:
+        caps = self.caps_of.get(task_id, [])
+        return any(coverage(caps, offered) >= 0.7 for other, offered, *_ in self.fleet
+                   if other not in (sid, FLAKY))
+
+    async def run(self, deadline: float) -> None:
+        inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        async def pump(kind: str, stream: Any) -> None:
+            async for item in stream:
+                await inbox.put((kind, item))
+
+        async with self.coord.events() as events, self.bus.subscribe(PROGRESS) as news:
+            pumps = [asyncio.create_task(pump("event", events)), asyncio.create_task(pump("news", news))]
+            try:
+                for sid in self.report.swarms:
+                    await self.spawn(sid)
+                until = time.monotonic() + deadline
+                while len(self.left) < len(self.procs) and time.monotonic() < until:
+                    await self._maybe_restart()
+                    try:
+                        async with asyncio.timeout(0.25):
+                            kind, item = await inbox.get()
+                    except TimeoutError:
+                        continue
+                    if kind == "event":
+                        self._on_event(item)
+                    else:
+                        self._on_news(json.loads(item.data))
+                    await self._maybe_stop()
+                    self.on_change(self.report)
+                if not self.stop_sent:
+                    await _stop(self.bus)
+            finally:
+                for task in pumps:
+                    task.cancel()
+                await self._reap()
+
+    async def _maybe_restart(self) -> None:
+        victim = self.report.killed
+        if self.restart_at is not None and time.monotonic() >= self.restart_at and victim:
+            self.restart_at = None
+            await self.spawn(victim)
+            self.report.log.append(f"{victim} restarted as pid {self.procs[victim].pid}")
+
+    async def _maybe_stop(self) -> None:
+        if self.report.completed >= self.report.tasks and not self.stop_sent and self.restart_at is None:
+            await _stop(self.bus)
+            self.stop_sent = True
+            self.report.log.append(f"board done in {time.perf_counter() - self.started:.1f} s; "
+                                   "agents told to stop")
+
+    def _on_event(self, ev: TaskEvent) -> None:
+        report = self.report
+        if ev.status is TaskStatus.COMPLETED:
+            report.completed += 1
+            if ev.task_id == report.killed_task:
+                report.reclaimed_by = ev.owner or ev.by
+                report.log.append(f"{ev.task_id} reclaimed and completed by {report.reclaimed_by}")
+        elif "lapsed" in ev.reason:
+            report.log.append(f"{ev.task_id}: lease lapsed ({ev.reason}); pushed again")
+
+    def _on_news(self, n: dict[str, Any]) -> None:
+        report, agent, kind = self.report, n["agent"], n["event"]
+        view = report.views[agent]
+        if kind == "ready":
+            view.state = "idle"
+        elif kind == "claimed":
+            view.state, view.task = "working", n["task"]
+            if (self.kill_one and report.killed is None and agent not in (FLAKY, BLOCKED_SWARM)
+                    and self._others_can_do(n["task"], agent)):
+                self.procs[agent].send_signal(signal.SIGKILL)
+                report.killed, report.killed_task, view.state = agent, n["task"], "killed -9"
+                self.left.add(agent)
+                self.restart_at = time.monotonic() + LEASE + 1.5
+                report.log.append(f"kill -9 {agent} while it holds {n['task']}; "
+                                  f"its lease lapses in {LEASE:g} s")
+        elif kind == "completed":
+            view.state, view.task, view.done = "idle", "", view.done + 1
+        elif kind == "failed":
+            view.failed += 1
+            view.state = f"failed ({n['limit']})"
+            report.log.append(f"{agent}: {n['task']} stopped by the sandbox (out of {n['limit']}); "
+                              f"breaker {n['breaker']}")
+        elif kind == "breaker_open":
+            view.state = "breaker OPEN"
+        elif kind == "blocked":
+            report.blocker_helpers = n["helpers"]
+            report.log.append(f"{agent} blocked on {n['task']}: helpers "
+                              f"{', '.join(n['helpers']) or 'none (escalated)'}")
+        elif kind == "left":
+            self.left.add(agent)
+            if view.state != "killed -9":
+                view.state = "stopped"
+            report.claims_refused += n["lost"]
+            report.claim_ms += n["claim_ms"]
+            report.push_ms += n["push_ms"]
+            report.wasted_micros += n["wasted_micros"]
+
+    async def _reap(self) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                try:
+                    async with asyncio.timeout(10):
+                        await proc.wait()
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+
 async def run_demo(bus: EventBus, url: str, *, tasks: int | None = None, swarms: int = 6,
                    kill_one: bool = True, deadline: float = 85.0,
                    on_change: Callable[[DemoReport], None] = lambda _: None) -> DemoReport:
@@ -202,119 +335,17 @@ async def run_demo(bus: EventBus, url: str, *, tasks: int | None = None, swarms:
     for sid, caps, rate, model, budget in fleet:
         await gov.register_swarm(SwarmProfile(id=sid, capabilities=caps, cost_per_hour_micros=usd(rate),
                                               model=model), budget_micros=usd(budget))
-    specs = seed_board(tasks)
-    offered = [c for _, c, *_ in fleet]
-    specs = [s for s in specs if any(coverage(s["capabilities"], o) >= 0.7 for o in offered)]
+    specs = [s for s in seed_board(tasks)
+             if any(coverage(s["capabilities"], offered) >= 0.7 for _, offered, *_ in fleet)]
     known = {s["id"] for s in specs}
     specs = [s for s in specs if set(s["dependencies"]) <= known]
     await coord.create_tasks(specs)
     report = DemoReport(url, len(specs), [f[0] for f in fleet])
     report.views = {sid: AgentView(sid) for sid in report.swarms}
     report.log.append(f"imported the seed board: {len(specs)} tasks; {len(fleet)} swarms registered")
-    procs: dict[str, asyncio.subprocess.Process] = {}
-
-    async def spawn(sid: str) -> None:
-        args = [sys.executable, "-m", "infrafabric.demo.agent", url, sid, "--lease", str(LEASE)]
-        if sid == FLAKY:
-            args.append("--flaky")
-        if sid == BLOCKED_SWARM:
-            args += ["--blocker", BLOCKER_TASK]
-        procs[sid] = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)
-        report.views[sid].pid = procs[sid].pid
-
-    def shared(task_caps: list[str], sid: str) -> bool:
-        return any(coverage(task_caps, o) >= 0.7 for (other, _, *_), o in zip(fleet, offered, strict=True)
-                   if other not in (sid, FLAKY))
-
-    caps_of = {s["id"]: s["capabilities"] for s in specs}
-    restart_at: float | None = None
-    try:
-        async with coord, coord.events() as events, bus.subscribe(PROGRESS) as news:
-            for sid in report.swarms:
-                await spawn(sid)
-            left: set[str] = set()
-            loop_deadline = time.monotonic() + deadline
-            stop_sent = False
-            while len(left) < len(procs) and time.monotonic() < loop_deadline:
-                if restart_at is not None and time.monotonic() >= restart_at and report.killed:
-                    restart_at = None
-                    await spawn(report.killed)
-                    report.log.append(f"{report.killed} restarted as pid {procs[report.killed].pid}")
-                    left.discard(report.killed)
-                got_news = asyncio.ensure_future(news.get(0.25))
-                got_event = asyncio.ensure_future(events.get(0.25))
-                await asyncio.wait({got_news, got_event}, return_when=asyncio.FIRST_COMPLETED)
-                for fut in (got_news, got_event):
-                    if not fut.done():
-                        fut.cancel()
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    ev = got_event.result() if got_event.done() else None
-                    if ev is not None and ev.status is TaskStatus.COMPLETED:
-                        report.completed += 1
-                        if ev.task_id == report.killed_task:
-                            report.reclaimed_by = ev.owner or ev.by
-                            report.log.append(f"{ev.task_id} reclaimed and completed by "
-                                              f"{report.reclaimed_by}")
-                    elif ev is not None and "lapsed" in ev.reason:
-                        report.log.append(f"{ev.task_id}: lease lapsed ({ev.reason}); pushed again")
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    msg = got_news.result() if got_news.done() else None
-                    if msg is not None:
-                        n = json.loads(msg.data)
-                        view = report.views[n["agent"]]
-                        kind = n["event"]
-                        if kind == "claimed":
-                            view.state, view.task = "working", n["task"]
-                            if (kill_one and report.killed is None
-                                    and n["agent"] not in (FLAKY, BLOCKED_SWARM)
-                                    and shared(caps_of.get(n["task"], []), n["agent"])):
-                                procs[n["agent"]].send_signal(signal.SIGKILL)
-                                report.killed, report.killed_task = n["agent"], n["task"]
-                                view.state = "killed -9"
-                                left.add(n["agent"])
-                                restart_at = time.monotonic() + LEASE + 1.5
-                                report.log.append(f"kill -9 {n['agent']} while it holds {n['task']}; "
-                                                  f"its lease lapses in {LEASE:g} s")
-                        elif kind == "completed":
-                            view.state, view.task, view.done = "idle", "", view.done + 1
-                        elif kind == "failed":
-                            view.failed += 1
-                            view.state = f"failed ({n['limit']})"
-                            report.log.append(f"{n['agent']}: {n['task']} stopped by the sandbox "
-                                              f"(out of {n['limit']}); breaker {n['breaker']}")
-                        elif kind == "breaker_open":
-                            view.state = "breaker OPEN"
-                        elif kind == "blocked":
-                            report.blocker_helpers = n["helpers"]
-                            report.log.append(f"{n['agent']} blocked on {n['task']}: helpers "
-                                              f"{', '.join(n['helpers']) or 'none (escalated)'}")
-                        elif kind == "ready":
-                            view.state = "idle"
-                        elif kind == "left":
-                            left.add(n["agent"])
-                            if view.state != "killed -9":
-                                view.state = "stopped"
-                            report.claims_refused += n["lost"]
-                            report.claim_ms += n["claim_ms"]
-                            report.push_ms += n["push_ms"]
-                            report.wasted_micros += n["wasted_micros"]
-                if report.completed >= report.tasks and not stop_sent and restart_at is None:
-                    await _stop(bus)
-                    stop_sent = True
-                    report.log.append(f"board done in {time.perf_counter() - started:.1f} s; "
-                                      "agents told to stop")
-                on_change(report)
-            if not stop_sent:
-                await _stop(bus)
-    finally:
-        for proc in procs.values():
-            if proc.returncode is None:
-                try:
-                    async with asyncio.timeout(10):
-                        await proc.wait()
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+    async with coord:
+        await _Orchestrator(bus, url, coord, report, fleet, {s["id"]: s["capabilities"] for s in specs},
+                            kill_one, on_change).run(deadline)
     board = await coord.list_tasks()
     report.completed = sum(t.status is TaskStatus.COMPLETED for t in board)
     report.claims_won = sum(h.to is TaskStatus.CLAIMED for t in board for h in t.history)
