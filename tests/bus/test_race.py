@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from infrafabric.bus import connect
+from support import start_together
 
 sys.path.insert(0, str(Path(__file__).parent))
 from race_worker import race
@@ -23,22 +23,9 @@ RACERS, KEYS = 4, 1000
 
 
 def race_processes(url: str, mode: str, revs: dict[str, int]) -> list[dict[str, object]]:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, url, f"w{i}", str(KEYS), mode, json.dumps(revs)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for i in range(RACERS)
-    ]
+    procs = start_together([[sys.executable, WORKER, url, f"w{i}", str(KEYS), mode, json.dumps(revs)]
+                            for i in range(RACERS)])
     try:
-        for p in procs:
-            assert p.stdout is not None
-            line = p.stdout.readline()
-            assert line.strip() == "ready", p.stderr.read() if p.stderr else line
-        for p in procs:  # release every racer at once
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
         results = []
         for p in procs:
             out, err = p.communicate(timeout=120)

@@ -30,27 +30,9 @@ from infrafabric.errors import (
     InvalidCredentialError,
 )
 from infrafabric.witness import Witness
+from support import Clock, Seen
 
 WORKER = str(Path(__file__).with_name("creds_worker.py"))
-
-
-class Clock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Seen:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    async def __call__(self, operation: str, params: dict[str, Any]) -> None:
-        self.calls.append((operation, params))
-
-    def ops(self, name: str) -> list[dict[str, Any]]:
-        return [p for op, p in self.calls if op == name]
 
 
 async def everything_on_the_bus(bus: EventBus) -> str:

@@ -8,7 +8,6 @@ import sys
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,29 +17,11 @@ from infrafabric.chassis.reputation import ReputationSystem
 from infrafabric.chassis.slo import SLOTracker, fraction_to_decimal, p99_nearest_rank
 from infrafabric.errors import ConfigurationError, TaskNotFoundError
 from infrafabric.governor import IFGovernor, SwarmProfile
+from support import Clock, Seen
 
 WORKER = str(Path(__file__).with_name("creds_worker.py"))
 SLO = ServiceLevelObjective(p99_latency_ms=100, success_rate=Decimal("0.95"), availability=Decimal("0.9"),
                             window_seconds=60)
-
-
-class Clock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Seen:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    async def __call__(self, operation: str, params: dict[str, Any]) -> None:
-        self.calls.append((operation, params))
-
-    def ops(self, name: str) -> list[dict[str, Any]]:
-        return [p for op, p in self.calls if op == name]
 
 
 def test_p99_is_nearest_rank() -> None:

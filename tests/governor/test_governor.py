@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +21,7 @@ from infrafabric.governor import (
     format_usd,
     usd,
 )
+from support import start_together
 
 WORKER = str(Path(__file__).with_name("debit_worker.py"))
 
@@ -139,15 +139,7 @@ async def test_concurrent_debits_in_one_process_are_exact(bus_url: str) -> None:
 
 def _race(url: str, n: int, cost: int, *extra: str) -> list[int]:
     """Four debit_worker processes started together; the debits each made."""
-    procs = [subprocess.Popen([sys.executable, WORKER, url, "s", str(n), str(cost), *extra],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
-    for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write("go\n")
-        p.stdin.flush()
+    procs = start_together([[sys.executable, WORKER, url, "s", str(n), str(cost), *extra]] * 4)
     made = []
     for p in procs:
         out, err = p.communicate(timeout=240)

@@ -12,21 +12,13 @@ from pathlib import Path
 from infrafabric.bus import connect
 from infrafabric.bus.servers import LocalServer
 from infrafabric.witness import Witness
+from support import start_together
 
 WORKER = str(Path(__file__).with_name("append_worker.py"))
 
 
 def start_workers(url: str, count: int, n: int) -> list[subprocess.Popen[str]]:
-    procs = [subprocess.Popen([sys.executable, WORKER, url, f"w{i}", str(n)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(count)]
-    for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    return procs
+    return start_together([[sys.executable, WORKER, url, f"w{i}", str(n)] for i in range(count)])
 
 
 def acked(procs: list[subprocess.Popen[str]], timeout: float) -> dict[str, list[dict[str, object]]]:

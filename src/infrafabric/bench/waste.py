@@ -52,6 +52,7 @@ import contextlib
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -196,38 +197,35 @@ class _Tally:
         }
 
 
-def _run_random(work: Workload, progress: Progress | None) -> dict[str, Any]:
-    choose = random.Random(f"{work.seed}/random/assign")
-    outcomes = random.Random(f"{work.seed}/random/outcomes")
+def _run_fixed(work: Workload, name: str, pick: Callable[[WorkTask, random.Random], Swarm],
+               progress: Progress | None) -> dict[str, Any]:
+    """A strategy without the bus: ``pick`` chooses each attempt's swarm."""
+    choose = random.Random(f"{work.seed}/{name}/assign")
+    outcomes = random.Random(f"{work.seed}/{name}/outcomes")
     tally = _Tally()
     for n, task in enumerate(work.tasks, 1):
         for _ in range(MAX_ATTEMPTS):
-            if tally.attempt(task, choose.choice(work.swarms), outcomes):
+            if tally.attempt(task, pick(task, choose), outcomes):
                 tally.done += 1
                 break
         else:
             tally.abandoned += 1
         if progress is not None:
-            progress("random", n, len(work.tasks))
+            progress(name, n, len(work.tasks))
     return tally.report(len(work.tasks))
+
+
+def _run_random(work: Workload, progress: Progress | None) -> dict[str, Any]:
+    return _run_fixed(work, "random", lambda task, rng: rng.choice(work.swarms), progress)
 
 
 def _run_floor(work: Workload, progress: Progress | None) -> dict[str, Any]:
-    outcomes = random.Random(f"{work.seed}/floor/outcomes")
-    tally = _Tally()
-    for n, task in enumerate(work.tasks, 1):
+    def best(task: WorkTask, rng: random.Random) -> Swarm:
         qualified = [s for s in work.swarms
                      if coverage(task.capabilities, s.profile.capabilities) >= QUALIFIED] or work.swarms
-        best = max(qualified, key=lambda s: (success_probability(task, s), s.profile.id))
-        for _ in range(MAX_ATTEMPTS):
-            if tally.attempt(task, best, outcomes):
-                tally.done += 1
-                break
-        else:
-            tally.abandoned += 1
-        if progress is not None:
-            progress("floor", n, len(work.tasks))
-    return tally.report(len(work.tasks))
+        return max(qualified, key=lambda s: (success_probability(task, s), s.profile.id))
+
+    return _run_fixed(work, "floor", best, progress)
 
 
 def reputation(successes: int, attempts: int) -> Decimal:

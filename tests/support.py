@@ -1,0 +1,52 @@
+"""Helpers shared by tests in several folders (importable as ``support``: the
+folder of the root conftest is on ``sys.path``)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+
+class Clock:
+    """A clock tests move by hand: ``clock.now += 5``."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Seen:
+    """An observer that keeps every ``(operation, params)`` it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def __call__(self, operation: str, params: dict[str, Any]) -> None:
+        self.calls.append((operation, params))
+
+    def ops(self, name: str) -> list[dict[str, Any]]:
+        return [p for op, p in self.calls if op == name]
+
+
+def start_together(commands: Sequence[Sequence[str]]) -> list[subprocess.Popen[str]]:
+    """Start one process per command, wait for each to print ``ready``, then
+    send every one ``go`` at once, so they race from the same moment."""
+    procs = [subprocess.Popen(list(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for cmd in commands]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            line = p.stdout.readline()
+            assert line.strip() == "ready", p.stderr.read() if p.stderr else line
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+    except BaseException:
+        for p in procs:
+            p.kill()
+        raise
+    return procs
