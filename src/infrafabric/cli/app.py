@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.errors import MarkupError
+from rich.markup import escape
 
 from infrafabric import __version__
 from infrafabric.errors import ConfigurationError, InfraFabricError
@@ -61,10 +63,11 @@ class Settings:
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True))
 
     def bus_url(self) -> str:
-        """The bus URL for this command, starting the embedded server if needed."""
+        """The bus URL for this command, starting the embedded server if needed
+        (never in falsify mode, which changes nothing: exit 3 if it is not running)."""
         from infrafabric.bus import resolve_url
 
-        return resolve_url(self.bus, home=self.home)
+        return resolve_url(self.bus, home=self.home, autostart=not self.falsify)
 
 
 def settings() -> Settings:
@@ -111,6 +114,13 @@ def contract(fn: Callable[..., Outcome]) -> Callable[..., None]:
 def render(outcome: Outcome) -> None:
     s = settings()
     if outcome.streamed:
+        # stdout holds the stream (a file body, JSON lines): the reasons and the trace go to stderr
+        if s.why and outcome.why:
+            s.err.print("[bold]why:[/bold]")
+            for line in outcome.why:
+                _print(s.err, f"  - {line}")
+        if s.trace:
+            _print_trace(s, s.err)
         return
     if s.json:
         data = dict(outcome.data)
@@ -123,15 +133,29 @@ def render(outcome: Outcome) -> None:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
         return
     for line in outcome.lines:
-        s.console.print(line)
+        _print(s.console, line)
     if s.why and outcome.why:
         s.console.print("[bold]why:[/bold]")
         for line in outcome.why:
-            s.console.print(f"  - {line}")
+            _print(s.console, f"  - {line}")
     if s.trace:
-        s.console.print(f"[dim]trace {s.trace_id}: {len(s.written)} witness entries written[/dim]")
-        for e in s.written:
-            s.console.print(f"[dim]  #{e.seq} {e.component} {e.operation} {json.dumps(e.params)}[/dim]")
+        _print_trace(s, s.console)
+
+
+def _print(console: Console, line: str) -> None:
+    """Print a line of console markup; one that is not valid markup (text from
+    the bus that happens to hold a stray ``[/x]``) is printed as it is."""
+    try:
+        console.print(line)
+    except MarkupError:
+        console.print(line, markup=False)
+
+
+def _print_trace(s: Settings, console: Console) -> None:
+    console.print(f"[dim]trace {s.trace_id}: {len(s.written)} witness entries written[/dim]")
+    for e in s.written:
+        console.print(f"[dim]  #{e.seq} {escape(e.component)} {escape(e.operation)} "
+                      f"{escape(json.dumps(e.params, sort_keys=True))}[/dim]")
 
 
 class IfGroup(click.Group):
@@ -159,9 +183,14 @@ def _fail(ctx: click.Context, exc: BaseException, code: int, *, internal: bool =
         hint = getattr(exc, "hint", None)
         if hint:
             payload["hint"] = hint
-        click.echo(json.dumps(payload, indent=2))
+        if obj.trace:  # what the command wrote before it failed
+            payload["trace_id"] = obj.trace_id
+            payload["witness_entries"] = [e.to_dict() for e in obj.written]
+        click.echo(json.dumps(payload, indent=2, default=str))
     prefix = "internal error" if internal else "error"
     click.echo(f"{prefix}: {exc}", err=True)
+    if obj is not None and obj.trace and not obj.json:
+        _print_trace(obj, obj.err)
     if internal and not debug:
         click.echo("(run with --debug for the traceback; please report it)", err=True)
     if debug:

@@ -20,10 +20,14 @@ from typing import Any
 
 import click
 from rich import box
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from infrafabric.bench._common import default_warmup, throughput_rounds
+from infrafabric.bench.all import BENCHMARKS, FULL, QUICK, Plan
+from infrafabric.bench.all import PHASES as ALL_PHASES
+from infrafabric.bench.all import bench_all as run_all
 from infrafabric.bench.bus import OPERATIONS, bench_bus
 from infrafabric.bench.chassis import PHASES as CHASSIS_PHASES
 from infrafabric.bench.chassis import bench_chassis
@@ -56,8 +60,9 @@ def bench() -> None:
       ifctl bench coordinator --backend nats --n 2000 --json
       ifctl bench witness --backend nats --json
       ifctl bench waste --seed 1 --json
-
-    More benchmarks (chassis, all) will join this group.
+      ifctl bench chassis --n 2000 --why
+      ifctl bench all --backend nats --json > bench.json
+      ifctl bench all --quick          # a CI-sized run of every benchmark
     """
 
 
@@ -108,8 +113,9 @@ def _tcp_reachable(host: str, port: int) -> tuple[bool, str]:
         return False, f"{host}:{port}: {exc}"
 
 
-def _falsify(backend: str, url: str | None, url_error: str | None, n: int,
-             n_detail: str, modules: Sequence[str] = ()) -> Outcome:
+def _falsify_checks(backend: str, url: str | None, url_error: str | None, n: int,
+                    n_detail: str, modules: Sequence[str] = ()) -> list[tuple[str, bool, str]]:
+    """The preconditions of a benchmark on ``backend``: (check, ok, detail)."""
     checks: list[tuple[str, bool, str]] = []
     if url is not None:
         checks.append(("bus URL parses", url_error is None, url_error or url))
@@ -154,13 +160,26 @@ def _falsify(backend: str, url: str | None, url_error: str | None, n: int,
         ok, detail = _tcp_reachable(host, port)
         checks.append(("bus reachable", ok, detail))
     checks.append(("n sane", n >= 10, n_detail))
+    return checks
+
+
+def _checks_outcome(checks: list[tuple[str, bool, str]], why: list[str] | None = None,
+                    **data: Any) -> Outcome:
+    """The --mode=falsify outcome of a benchmark: exit 1 if any check fails."""
     failing = [c for c in checks if not c[1]]
     lines = [f"{'ok  ' if ok else 'FAIL'} {name}: {detail}" for name, ok, detail in checks]
     return Outcome(
-        data={"mode": "falsify", "backend": backend, "would_fail": bool(failing),
+        data={"mode": "falsify", **data, "would_fail": bool(failing),
+              "problems": [f"{c}: {d}" for c, ok, d in failing],
               "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in checks]},
-        lines=lines, why=lines, exit_code=EXIT_REFUSED if failing else 0,
+        lines=lines, why=lines + (why or []), exit_code=EXIT_REFUSED if failing else 0,
     )
+
+
+def _falsify(backend: str, url: str | None, url_error: str | None, n: int,
+             n_detail: str, modules: Sequence[str] = ()) -> Outcome:
+    return _checks_outcome(_falsify_checks(backend, url, url_error, n, n_detail, modules),
+                           backend=backend)
 
 
 @contextlib.contextmanager
@@ -858,6 +877,35 @@ def _chassis_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _chassis_why() -> list[str]:
+    return ["ours = infrafabric.chassis.Sandbox (fuel, epoch deadline, memory limit, fresh store per task, "
+            "module pre-linked once); raw = wasmtime.Engine() defaults, same ABI calls",
+            "compile samples each compile a new module (a comment changes its digest), so no cache answers",
+            "work_task: 64 rounds of FNV-1a over 64 KiB of guest memory (about 5 ms); "
+            "ratio = ours p50 / raw p50",
+            f"percentiles: {QUANTILE_METHOD}"]
+
+
+def _chassis_checks(*, python: bool, n: int) -> list[tuple[str, bool, str]]:
+    """The preconditions of ``bench chassis``: (check, ok, detail)."""
+    from infrafabric.chassis import runtimes
+
+    try:
+        importlib.import_module("wasmtime")
+        engine: tuple[str, bool, str] = ("wasmtime imports", True, "ok")
+    except ImportError as exc:
+        engine = ("wasmtime imports", False, str(exc))
+    problem = runtimes.problem(runtimes.PYTHON) if python else None
+    # a missing runtime does not fail the run: Python start-up is then reported as not measured
+    return [engine,
+            ("python runtime", True,
+             f"warning: {problem}: Python start-up would not be timed (ifctl chassis setup)" if problem
+             else "installed" if python else "not timed (--no-python)"),
+            ("temporary directory writable", os.access(tempfile.gettempdir(), os.W_OK),
+             tempfile.gettempdir()),
+            ("n sane", n >= 20, f"{n} trivial tasks")]
+
+
 @bench.command("chassis")
 @click.option("--n", type=click.IntRange(20, 1_000_000), default=200, show_default=True,
               help="Samples of the trivial task (other figures take a share of it).")
@@ -880,25 +928,9 @@ def chassis_bench(n: int, no_python: bool) -> Outcome:
       ifctl bench chassis --no-python
     """
     s = settings()
-    why = ["ours = infrafabric.chassis.Sandbox (fuel, epoch deadline, memory limit, fresh store per task, "
-           "module pre-linked once); raw = wasmtime.Engine() defaults, same ABI calls",
-           "compile samples each compile a new module (a comment changes its digest), so no cache answers",
-           "work_task: 64 rounds of FNV-1a over 64 KiB of guest memory (about 5 ms); "
-           "ratio = ours p50 / raw p50",
-           f"percentiles: {QUANTILE_METHOD}"]
+    why = _chassis_why()
     if s.falsify:
-        from infrafabric.chassis import runtimes
-
-        problem = runtimes.problem(runtimes.PYTHON)
-        checks = [("wasmtime imports", True, "ok"),
-                  ("python runtime", problem is None or no_python, problem or "installed"),
-                  ("temporary directory writable", os.access(tempfile.gettempdir(), os.W_OK),
-                   tempfile.gettempdir())]
-        lines = [f"{'ok  ' if ok else 'FAIL'} {name}: {detail}" for name, ok, detail in checks]
-        failing = [c for c in checks if not c[1]]
-        return Outcome(data={"mode": "falsify", "would_fail": bool(failing),
-                             "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in checks]},
-                       lines=lines, why=why, exit_code=EXIT_REFUSED if failing else 0)
+        return _checks_outcome(_chassis_checks(python=not no_python, n=n), why)
     with _sigterm_as_interrupt(), _Progress(s, CHASSIS_PHASES) as progress:
         result = bench_chassis(n=n, python=not no_python, progress=progress)
     if not s.json:
@@ -908,3 +940,163 @@ def chassis_bench(n: int, no_python: bool) -> Outcome:
     lines = [f"[yellow]{note}[/yellow]" for note in result["notes"]] + _target_lines(result["targets"])
     return Outcome(data=result, lines=lines, why=why)
 
+
+
+# -- ifctl bench all ------------------------------------------------------------------
+
+
+_UNIT_FORMAT: dict[str, Callable[[float], str]] = {
+    "ms": lambda v: f"{_fmt(v)} ms",
+    "ops/s": lambda v: f"{v:,.0f}/s",
+    "s": lambda v: f"{v:.2f} s",
+    "x": lambda v: f"{v:.3f}x",
+    "share of spend": lambda v: f"{v * 100:.1f} %",
+}
+
+
+def _with_unit(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    fmt = _UNIT_FORMAT.get(unit)
+    return _fmt(value) if fmt is None else fmt(value)
+
+
+def _verdict(row: Mapping[str, Any]) -> str:
+    if row["pass"] is None:
+        text = "n/a"
+        return f"[dim]{text}[/dim]"
+    text = "PASS" if row["pass"] else "MISS"
+    if not row["applies"]:
+        return f"[dim]({text})[/dim]"
+    return f"[green]{text}[/green]" if row["pass"] else f"[red]{text}[/red]"
+
+
+def _all_table(result: Mapping[str, Any]) -> tuple[Table, list[str]]:
+    """The summary table (one row per target) and its numbered notes."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True)
+    table.add_column("bench")
+    table.add_column("target", overflow="fold", ratio=1)
+    for title in ("value", "ours", "raw\n(same run)"):
+        table.add_column(title, justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    notes: list[str] = []
+    previous = None
+    for row in result["summary"]:
+        mark = ""
+        if row["note"]:
+            if row["note"] not in notes:
+                notes.append(row["note"])
+            mark = f" [dim]\\[{notes.index(row['note']) + 1}][/dim]"
+        ratio_row = row["metric"] == "ratio"
+        figure_unit = "ms" if ratio_row else row["unit"]
+        same = not ratio_row and row["ours"] == row["value"]
+        table.add_row("" if row["benchmark"] == previous else row["benchmark"],
+                      (row["target"] or "[red]did not run[/red]") + mark,
+                      _with_unit(row["value"], row["unit"]),
+                      "" if same else _with_unit(row["ours"], figure_unit),
+                      _with_unit(row["raw"], figure_unit), _verdict(row))
+        previous = row["benchmark"]
+    return table, [f"[dim]\\[{i}] {escape(note)}[/dim]" for i, note in enumerate(notes, 1)]
+
+
+def _all_why(backend: str, plan: Plan) -> list[str]:
+    why = [
+        "each benchmark runs as `ifctl bench NAME` would alone, one after the other, each on a "
+        + ("fresh temporary durable server (removed afterwards)" if backend != "memory"
+           else "fresh in-process memory:// store")
+        + " or on the given --bus in a fresh namespace it cleans up; chassis needs no bus",
+        "value = the figure a target is judged on; ours and raw = the same statistic for "
+        "InfraFabric and for the engine's own client called directly in the same run (for a "
+        "ratio target, each side's p50 in ms)",
+        "PASS/MISS in brackets: the target is defined for another backend or server and is shown for "
+        "comparison; n/a: not measured in this run (the note says why). Targets are reported, "
+        "never asserted: a MISS does not change the exit code",
+    ]
+    if plan == QUICK:
+        why.append("--quick: a CI-sized run that checks every figure is produced and sane; its figures "
+                   "have too few samples to judge the targets")
+    warm = default_warmup
+    sections = {
+        "bus": _why(backend, plan.bus_n, warm(plan.bus_n), plan.inflight, plan.pace_ms),
+        "coordinator": _coordinator_why(backend, plan.coordinator_n, warm(plan.coordinator_n),
+                                        plan.inflight, plan.pace_ms),
+        "witness": _witness_why(backend, plan.witness_n, warm(plan.witness_n), plan.inflight,
+                                plan.verify_entries),
+        "chassis": _chassis_why(),
+        "waste": _waste_why(plan.seed, plan.waste_tasks, plan.waste_swarms),
+    }
+    for name, lines in sections.items():
+        why += [f"{name} ({plan.describe(name)}): {line}" for line in lines]
+    return why
+
+
+@bench.command("all")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="Engine to benchmark [default: the scheme of --bus/IF_BUS_URL, else nats].")
+@click.option("--quick", is_flag=True,
+              help="A CI-sized run (small n for each): checks the figures are produced and sane, "
+                   "in under a minute.")
+@contract
+def bench_all_command(backend: str | None, quick: bool) -> Outcome:
+    """Run every benchmark (bus, coordinator, witness, chassis, waste) and
+    show each figure beside its target and the raw engine's figure measured
+    in the same run.
+
+    Each benchmark runs as it would alone (`ifctl bench NAME` with its
+    defaults, or small sizes with --quick), each on a fresh temporary durable
+    server, or on --bus (IF_BUS_URL) in fresh namespaces it cleans up. --json
+    gives one document: {"benchmark": "all", "results": {NAME: that
+    benchmark's report}, "summary": [one row per target]}. Targets are
+    reported, never asserted; a benchmark that cannot run is reported and the
+    others still run (exit 1).
+
+    \b
+    Examples:
+      ifctl bench all --backend nats --json > bench.json
+      ifctl bench all --quick --backend memory
+      ifctl bench all --backend etcd --why
+      ifctl bench all --mode=falsify
+    """
+    s = settings()
+    backend, url, url_error = _resolve(s, backend)
+    plan = QUICK if quick else FULL
+    if s.falsify:
+        checks = _falsify_checks(
+            backend, url, url_error, min(plan.bus_n, plan.coordinator_n, plan.witness_n),
+            "; ".join(f"{name}: {plan.describe(name)}" for name in BENCHMARKS),
+            modules=("infrafabric.coordinator", "infrafabric.witness", "infrafabric.bench._witness_worker",
+                     "infrafabric.governor", "infrafabric.bench.waste", "infrafabric.bench.all"))
+        checks += [c for c in _chassis_checks(python=plan.chassis_python, n=plan.chassis_n)
+                   if c[0] not in {name for name, _, _ in checks}]
+        return _checks_outcome(checks, _all_why(backend, plan), backend=backend, quick=quick)
+
+    def progress(name: str) -> _Progress:
+        step = BENCHMARKS.index(name) + 1
+        return _Progress(s, {k: f"[{step}/{len(BENCHMARKS)}] {name}: {v}"
+                             for k, v in ALL_PHASES[name].items()})
+
+    def on_error(name: str, exc: Exception) -> None:
+        if s.debug or (isinstance(exc, InfraFabricError) and exc.exit_code in (2, 3)):
+            raise exc  # bad input or an unreachable bus: every benchmark would fail alike
+        s.err.print(f"bench all: {name} did not run: {escape(str(exc))}")
+
+    with _sigterm_as_interrupt():
+        result = run_all(backend, lambda: _target(backend, url), plan=plan, progress=progress,
+                         on_error=on_error)
+    if not s.json:
+        where = "given server " + str(url) if url else (
+            "fresh in-process store each" if backend == "memory" else "a fresh temporary durable server each")
+        s.console.print(f"bench all on {backend} ({where}){', quick' if quick else ''}: "
+                        f"{result['machine']['cores']} cores, {result['duration_s']} s")
+        for name, report in result["results"].items():
+            took = f"{report['duration_s']} s" if "duration_s" in report else "[red]did not run[/red]"
+            s.console.print(f"  {name}: {plan.describe(name)}; {took}")
+        table, notes = _all_table(result)
+        s.console.print(table)
+        for note in notes:
+            s.console.print(note)
+    failed = result["failed"]
+    lines = [f"[red]{name} did not run: {escape(result['results'][name]['error'])}[/red]" for name in failed]
+    return Outcome(data=result, lines=lines, why=_all_why(backend, plan),
+                   exit_code=EXIT_REFUSED if failed else 0)

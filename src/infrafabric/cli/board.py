@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from infrafabric.bus import EventBus
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, Settings, contract, settings
-from infrafabric.cli.common import with_witness
+from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report, with_witness
 from infrafabric.coordinator import ClaimOutcome, IFCoordinator, Task, TaskStatus
 from infrafabric.coordinator.core import DEFAULT_LEASE_TTL
 from infrafabric.errors import ConfigurationError
@@ -68,8 +69,26 @@ def claim_outcome(outcome: ClaimOutcome, s: Settings) -> Outcome:
     verb = "would claim" if s.falsify else "claimed"
     line = (f"{outcome.swarm_id} {verb} {outcome.task_id}"
             + (f" (claim {outcome.claim_id})" if outcome.claim_id else "")
-            if outcome.won else f"{outcome.swarm_id} did not claim {outcome.task_id}: {outcome.reason}")
+            if outcome.won
+            else f"{outcome.swarm_id} did not claim {outcome.task_id}: {escape(outcome.reason)}")
     return Outcome(data=data, lines=[line], why=outcome.checks, exit_code=0 if outcome.won else EXIT_REFUSED)
+
+
+def _status_why(t: Task, now: float) -> list[str]:
+    """Why a task has its status (for --why)."""
+    why = {
+        TaskStatus.BLOCKED: f"blocked: waiting on dependencies {', '.join(t.dependencies)} to complete",
+        TaskStatus.AVAILABLE: "available: every dependency is complete"
+                              + ("" if t.dependencies else " (it has none)"),
+        TaskStatus.CLAIMED: f"claimed by {escape(t.owner or '-')}"
+                            + (f"; the lease lapses in {t.lease_until - now:.1f} s unless renewed"
+                               if t.lease_until else ""),
+        TaskStatus.COMPLETED: "completed: its dependents no longer wait on it",
+        TaskStatus.FAILED: f"failed after {t.attempts} of {t.max_attempts} attempts",
+        TaskStatus.CANCELLED: "cancelled",
+    }[t.status]
+    return [why, f"{len(t.history)} transitions recorded in the task's history",
+            "status is derived from dependencies and claims on the bus, never set by hand"]
 
 
 def falsify_owned(problems: list[str], op: str, task_id: str) -> Outcome:
@@ -171,20 +190,27 @@ def task_show(task_id: str) -> Outcome:
 
     Example: ifctl task show P0.1.2 --json
     """
+    s = settings()
+
     async def go(coord: IFCoordinator) -> Outcome:
+        if s.falsify:
+            found = await coord.bus.get(f"tasks/{task_id}") is not None
+            return falsify_report([await bus_check(coord.bus),
+                                   Check(f"task {task_id} exists", found, "" if found else "no such task")],
+                                  summary=READ_ONLY)
         t = await coord.get_task(task_id)
         now = time.time()
-        lines = [f"[bold]{t.id}[/bold] {t.title}",
+        lines = [f"[bold]{t.id}[/bold] {escape(t.title)}",
                  f"  status [{STATUS_STYLE[t.status]}]{t.status.value}[/] kind {t.kind.value} "
                  f"priority {t.priority} attempts {t.attempts}/{t.max_attempts}",
-                 f"  owner {t.owner or '-'}" + (f", lease {t.lease_until - now:.1f} s left"
+                 f"  owner {escape(t.owner or '-')}" + (f", lease {t.lease_until - now:.1f} s left"
                                                  if t.lease_until else ""),
                  f"  dependencies {', '.join(t.dependencies) or 'none'}; "
                  f"capabilities {', '.join(t.capabilities) or 'none'}"]
         if t.description:
-            lines.append(f"  {t.description}")
-        lines += [f"  {h.to.value:<9} by {h.by or '-'}: {h.reason}" for h in t.history]
-        return Outcome(data=json.loads(t.model_dump_json()), lines=lines)
+            lines.append(f"  {escape(t.description)}")
+        lines += [f"  {h.to.value:<9} by {escape(h.by or '-')}: {escape(h.reason)}" for h in t.history]
+        return Outcome(data=json.loads(t.model_dump_json()), lines=lines, why=_status_why(t, now))
 
     return with_coordinator(go)
 
@@ -209,6 +235,13 @@ def task_claim(task_id: str, swarm_id: str, lease_ttl: float) -> Outcome:
 
 async def _claim(coord: IFCoordinator, swarm_id: str, task_id: str, s: Settings) -> Outcome:
     return claim_outcome(await coord.try_claim(swarm_id, task_id, dry_run=s.falsify), s)
+
+
+def _owned_why(swarm_id: str, claim_id: str | None, result: str) -> list[str]:
+    return [f"{swarm_id} holds the claim" + (" and its token matches (fencing)" if claim_id
+                                              else " (no --claim token given: ownership only)"),
+            "one compare-and-swap on the task record: a concurrent change makes it retry or refuse",
+            result]
 
 
 def _owned_command(op: str, task_id: str, swarm_id: str, claim_id: str | None,
@@ -236,7 +269,8 @@ def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None) -> Outcome
     async def act(coord: IFCoordinator) -> Outcome:
         until = await coord.heartbeat(swarm_id, task_id, claim_id)
         return Outcome(data={"task_id": task_id, "lease_until": until},
-                       lines=[f"lease on {task_id} renewed for {until - time.time():.1f} s"])
+                       lines=[f"lease on {task_id} renewed for {until - time.time():.1f} s"],
+                       why=_owned_why(swarm_id, claim_id, "the lease was extended by one lease period"))
 
     return _owned_command("heartbeat", task_id, swarm_id, claim_id, act)
 
@@ -254,7 +288,9 @@ def task_release(task_id: str, swarm_id: str, claim_id: str | None, reason: str)
     """
     async def act(coord: IFCoordinator) -> Outcome:
         t = await coord.release_task(swarm_id, task_id, claim_id, reason)
-        return Outcome(data=task_row(t, time.time()), lines=[f"released {task_id}"])
+        return Outcome(data=task_row(t, time.time()), lines=[f"released {task_id}"],
+                       why=_owned_why(swarm_id, claim_id, f"now {t.status.value}; pushed to the swarms "
+                                                          "that can take it"))
 
     return _owned_command("release", task_id, swarm_id, claim_id, act)
 
@@ -272,7 +308,9 @@ def task_complete(task_id: str, swarm_id: str, claim_id: str | None, result: str
     """
     async def act(coord: IFCoordinator) -> Outcome:
         t = await coord.complete_task(swarm_id, task_id, parse_result(result), claim_id)
-        return Outcome(data=task_row(t, time.time()), lines=[f"completed {task_id}"])
+        return Outcome(data=task_row(t, time.time()), lines=[f"completed {task_id}"],
+                       why=_owned_why(swarm_id, claim_id, "its dependents whose dependencies are now all "
+                                                          "complete became available and were pushed"))
 
     return _owned_command("complete", task_id, swarm_id, claim_id, act)
 
@@ -290,8 +328,12 @@ def task_fail(task_id: str, swarm_id: str, claim_id: str | None, error: str) -> 
     """
     async def act(coord: IFCoordinator) -> Outcome:
         t = await coord.fail_task(swarm_id, task_id, error, claim_id)
+        retry = (f"{t.max_attempts - t.attempts} attempts left: available again"
+                 if t.status is TaskStatus.AVAILABLE
+                 else f"attempt {t.attempts} of {t.max_attempts}: now {t.status.value}")
         return Outcome(data=task_row(t, time.time()),
-                       lines=[f"{task_id}: attempt {t.attempts} failed; now {t.status.value}"])
+                       lines=[f"{task_id}: attempt {t.attempts} failed; now {t.status.value}"],
+                       why=_owned_why(swarm_id, claim_id, retry))
 
     return _owned_command("fail", task_id, swarm_id, claim_id, act)
 
@@ -360,16 +402,20 @@ def swarm_register(swarm_id: str, caps: tuple[str, ...]) -> Outcome:
     Example: ifctl swarm register session-7 --cap infra:distributed-systems
     """
     s = settings()
-    if s.falsify:
-        from infrafabric.coordinator.models import SwarmRecord
-
-        try:
-            SwarmRecord(id=swarm_id, capabilities=list(caps))
-            return falsify_owned([], "register", swarm_id)
-        except ValueError as exc:
-            return falsify_owned([str(exc)], "register", swarm_id)
 
     async def go(coord: IFCoordinator) -> Outcome:
+        if s.falsify:
+            from infrafabric.coordinator.models import SwarmRecord
+
+            try:
+                SwarmRecord(id=swarm_id, capabilities=list(caps))
+                valid = Check("swarm id and capabilities valid", True, ", ".join(caps) or "no capabilities")
+            except ValueError as exc:
+                valid = Check("swarm id and capabilities valid", False, str(exc).splitlines()[0])
+            known = await coord.get_swarm(swarm_id) is not None
+            return falsify_report([valid, await bus_check(coord.bus),
+                                   Check("registration", True, "would update the existing swarm" if known
+                                         else "would register a new swarm")])
         gov = IFGovernor(coord.bus, coordinator=coord)  # the coordinator witnesses the registration
         profile = await gov.ensure_profile(swarm_id, caps)
         offered = ", ".join(profile.capabilities) or "no capabilities"
@@ -399,11 +445,17 @@ def swarm_spawn(swarm_id: str, path: Path, caps: tuple[str, ...], budget: str | 
     capabilities = sorted(set(found) | set(caps))
     limit = None if budget is None else usd(budget, what="--budget")
     evidence = [f"{cap}: {found.get(cap, 'given with --cap')}" for cap in capabilities]
-    if s.falsify:
-        problems = [] if capabilities else [f"no capability found in {path} and none given with --cap"]
-        return falsify_owned(problems, "spawn", swarm_id)
-
     async def go(coord: IFCoordinator) -> Outcome:
+        if s.falsify:
+            known = await coord.get_swarm(swarm_id) is not None
+            return falsify_report(
+                [Check("capabilities", bool(capabilities), ", ".join(capabilities)
+                       or f"none found in {path} and none given with --cap"),
+                 await bus_check(coord.bus),
+                 Check("registration", True, ("would update the existing swarm" if known
+                                              else "would register a new swarm")
+                       + ("" if limit is None else f", budget {format_usd(limit)}"))],
+                summary="; ".join(evidence))
         gov = IFGovernor(coord.bus, coordinator=coord)
         profile = await gov.ensure_profile(swarm_id, capabilities)
         if limit is not None:
@@ -426,11 +478,19 @@ def swarm_list() -> Outcome:
 
     Example: ifctl swarm list
     """
+    s = settings()
+
     async def go(coord: IFCoordinator) -> Outcome:
         swarms = await coord.list_swarms()
+        if s.falsify:
+            return falsify_report([await bus_check(coord.bus),
+                                   Check("swarms readable", True, f"{len(swarms)} registered")],
+                                  summary=READ_ONLY)
         return Outcome(data={"swarms": [r.model_dump() for r in swarms]},
                        lines=[f"{r.id}: {', '.join(r.capabilities) or '-'}" for r in swarms]
-                       or ["no swarms registered"])
+                       or ["no swarms registered"],
+                       why=[f"{len(swarms)} swarm records under swarms/ on the bus",
+                            "costs, reputations and budgets: ifctl governor status"])
 
     return with_coordinator(go)
 
@@ -460,10 +520,22 @@ def blocker_report(swarm_id: str, task_id: str | None, message: str) -> Outcome:
 
     async def go(coord: IFCoordinator) -> Outcome:
         if s.falsify:
-            health = await coord.bus.health_check()
-            return falsify_owned([] if health else [f"bus unhealthy: {health.detail}"], "report", "")
+            known = await coord.get_swarm(swarm_id) is not None
+            checks = [await bus_check(coord.bus),
+                      Check(f"swarm {swarm_id}", True, "registered" if known
+                            else "warning: not registered (the report is sent anyway)")]
+            if task_id is not None:
+                exists = await coord.bus.get(f"tasks/{task_id}") is not None
+                checks.append(Check(f"task {task_id}", True, "exists" if exists
+                                    else "warning: no such task (the report is sent anyway)"))
+            return falsify_report(checks, summary="would publish the blocker to the orchestrator subject")
         report = await coord.detect_blocker(swarm_id, {"task": task_id, "message": message})
-        return Outcome(data=report, lines=[f"blocker from {swarm_id} sent to the orchestrator"])
+        help_ = report.get("help")
+        return Outcome(data=report, lines=[f"blocker from {swarm_id} sent to the orchestrator"],
+                       why=["published on the orchestrator's blockers subject (ifctl events, the "
+                            "orchestrator and the governor listen)",
+                            "the governor offered no help for it" if help_ is None
+                            else f"the governor's answer: {escape(json.dumps(help_, default=str))}"])
 
     return with_coordinator(go)
 
@@ -489,8 +561,12 @@ def events_watch(count: int | None, from_revision: int | None) -> Outcome:
 
     async def go(coord: IFCoordinator) -> Outcome:
         if s.falsify:
-            health = await coord.bus.health_check()
-            return falsify_owned([] if health else [f"bus unhealthy: {health.detail}"], "watch", "")
+            checks = [await bus_check(coord.bus)]
+            if from_revision is not None:
+                current = await coord.bus.revision()
+                checks.append(Check("--from-revision not in the future", from_revision <= current + 1,
+                                    f"the bus is at revision {current}"))
+            return falsify_report(checks, summary=READ_ONLY)
         seen = 0
         async with coord.events(from_revision) as feed:
             async for ev in feed:
@@ -500,11 +576,13 @@ def events_watch(count: int | None, from_revision: int | None) -> Outcome:
                     s.console.print(f"{time.strftime('%H:%M:%S', time.localtime(ev.at))} "
                                     f"{ev.task_id:<10} {ev.previous.value if ev.previous else '-':>9} -> "
                                     f"[{STATUS_STYLE[ev.status]}]{ev.status.value}[/] "
-                                    f"{ev.owner or ''} {ev.reason}")
+                                    f"{escape(ev.owner or '')} {escape(ev.reason)}")
                 seen += 1
                 if count is not None and seen >= count:
                     break
-        return Outcome(data={"events": seen}, streamed=True)
+        return Outcome(data={"events": seen}, streamed=True,
+                       why=[f"{seen} transitions of task records, decoded from a watch on tasks/",
+                            "heartbeats change no status and are not shown"])
 
     return with_coordinator(go)
 
@@ -578,6 +656,9 @@ def board_show() -> Outcome:
     """
     async def go(coord: IFCoordinator) -> Outcome:
         tasks = await coord.list_tasks()
+        if settings().falsify:
+            return falsify_report([await bus_check(coord.bus),
+                                   Check("board readable", True, f"{len(tasks)} tasks")], summary=READ_ONLY)
         now = time.time()
         table = Table(title=f"{len(tasks)} tasks")
         for col in ("id", "status", "kind", "owner", "lease"):
@@ -587,8 +668,9 @@ def board_show() -> Outcome:
         for t in tasks:
             row = task_row(t, now)
             table.add_row(t.id, f"[{STATUS_STYLE[t.status]}]{t.status.value}[/]", t.kind.value,
-                          t.owner or "-", "-" if row["lease_left_s"] is None else f"{row['lease_left_s']} s",
-                          t.title, ", ".join(t.dependencies) or "-")
+                          escape(t.owner or "-"),
+                          "-" if row["lease_left_s"] is None else f"{row['lease_left_s']} s",
+                          escape(t.title), ", ".join(t.dependencies) or "-")
         s = settings()
         if not s.json:
             s.console.print(table)
@@ -596,7 +678,10 @@ def board_show() -> Outcome:
         for t in tasks:
             counts[t.status.value] = counts.get(t.status.value, 0) + 1
         return Outcome(data={"tasks": [task_row(t, now) for t in tasks], "by_status": counts},
-                       lines=[", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "board is empty"])
+                       lines=[", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "board is empty"],
+                       why=["status is derived from dependencies and claims, not from an imported "
+                            "status column", "lease = seconds until a claim lapses unless renewed",
+                            "ifctl task show ID --why explains one task"])
 
     return with_coordinator(go)
 
@@ -614,6 +699,10 @@ def board_export(fmt: str) -> Outcome:
     async def go(coord: IFCoordinator) -> Outcome:
         tasks = await coord.list_tasks()
         specs = [IFCoordinator.validate_spec(t) for t in tasks]
+        if settings().falsify:
+            return falsify_report([await bus_check(coord.bus),
+                                   Check("board readable", True, f"{len(tasks)} tasks, each exportable")],
+                                  summary=f"would write {len(tasks)} tasks as {fmt}; " + READ_ONLY)
         if fmt == "md":
             text = boardmod.export_markdown(specs, statuses={t.id: t.status.value for t in tasks})
         elif fmt == "json":
@@ -621,6 +710,8 @@ def board_export(fmt: str) -> Outcome:
         else:
             text = boardmod.export_yaml(specs)
         click.echo(text, nl=not text.endswith("\n"))
-        return Outcome(streamed=True)
+        return Outcome(streamed=True, why=[f"{len(tasks)} tasks from the live board",
+                                           "markdown carries the live status column; JSON and YAML "
+                                           "carry the specs, re-importable with ifctl board import"])
 
     return with_coordinator(go)

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import yaml
+from rich.markup import escape
 
 from infrafabric.bus import EventBus
 from infrafabric.chassis.core import IFChassis
 from infrafabric.chassis.models import ServiceLevelObjective, parse_contract
+from infrafabric.chassis.slo import Compliance, p99_nearest_rank
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
-from infrafabric.cli.chassis import _payload, chassis
-from infrafabric.cli.common import Check, falsify_report, with_witness
+from infrafabric.cli.chassis import _payload, chassis, scratch_sandbox
+from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report, with_witness
 from infrafabric.cli.governor import current_user
-from infrafabric.errors import ConfigurationError, InvalidCredentialError, SandboxError
+from infrafabric.errors import ConfigurationError, InvalidCredentialError, SandboxError, TaskNotFoundError
 from infrafabric.governor import IFGovernor
 from infrafabric.witness import Witness
 
@@ -31,9 +36,12 @@ def with_chassis(fn: Callable[[IFChassis, IFGovernor], Awaitable[T]]) -> T:
 
     async def main(bus: EventBus, audit: Witness) -> T:
         gov = IFGovernor(bus, observers=[audit.observer("IF.governor")])
-        async with IFChassis(bus, reputation_sink=gov.set_reputation,
-                             observers=[audit.observer("IF.chassis")]) as ch:
-            return await fn(ch, gov)
+        with contextlib.ExitStack() as stack:
+            # --mode=falsify compiles (a module fetched from the bus) without touching the compile cache
+            sandbox = stack.enter_context(scratch_sandbox()) if settings().falsify else None
+            async with IFChassis(bus, sandbox=sandbox, reputation_sink=gov.set_reputation,
+                                 observers=[audit.observer("IF.chassis")]) as ch:
+                return await fn(ch, gov)
 
     return with_witness(main)
 
@@ -97,29 +105,36 @@ def chassis_load(swarm: str, module: Path, contract_file: Path) -> Outcome:
 
     async def go(ch: IFChassis, gov: IFGovernor) -> Outcome:
         if s.falsify:
-            from infrafabric.chassis.sandbox import Sandbox
-
             checks = [Check(f"{contract_file} valid", True, f"version {terms.version}")]
             try:
-                with Sandbox() as sb:
-                    compiled = sb.compile(module, name=swarm)
+                compiled = ch.sandbox.compile(module, name=swarm)  # falsify: a scratch compile cache
                 checks.append(Check(f"{module} loads", compiled.kind == "task",
                                     f"{compiled.kind} module, sha256 {compiled.digest[:12]}"))
             except SandboxError as exc:
                 checks.append(Check(f"{module} loads", False, exc.message))
-            health = await ch.bus.health_check()
-            checks.append(Check("bus reachable", bool(health), health.detail or ""))
-            return falsify_report(checks)
+            checks.append(await bus_check(ch.bus))
+            try:
+                current = await ch.loaded(swarm)
+                checks.append(Check("would replace", True, f"{swarm} now runs sha256 "
+                                    f"{current.module.digest[:12]} under version {current.contract.version}"))
+            except (TaskNotFoundError, SandboxError) as exc:
+                checks.append(Check("would load", True, f"nothing usable loaded now: {exc.message}"))
+            return falsify_report(checks, summary="nothing compiled into a cache, recorded or witnessed")
         loaded = await ch.load_swarm(swarm, module, terms)
         limits = terms.resource_limits
-        lines = [f"loaded {swarm} {terms.version}: {module} (sha256 {loaded.module.digest[:12]}, "
+        lines = [f"loaded {swarm} {escape(terms.version)}: {escape(str(module))} "
+                 f"(sha256 {loaded.module.digest[:12]}, "
                  f"{'shared on the bus' if loaded.shared else 'too large to share: this process only'})",
                  f"  limits: {limits.max_memory_mb} MiB, fuel {limits.max_fuel:,}, "
                  f"{limits.max_execution_time_seconds:g} s, {limits.max_api_calls_per_second} api calls/s",
-                 f"  endpoints: {', '.join(terms.allowed_endpoints) or 'none'}"]
+                 f"  endpoints: {escape(', '.join(terms.allowed_endpoints) or 'none')}"]
         return Outcome(data={"swarm_id": swarm, "digest": loaded.module.digest, "shared": loaded.shared,
                              "contract": terms.model_dump(mode="json")}, lines=lines,
-                       why=[f"imports: {', '.join(f'{m}.{n}' for m, n in loaded.module.imports) or 'none'}"])
+                       why=[f"imports: {', '.join(f'{m}.{n}' for m, n in loaded.module.imports) or 'none'}",
+                            "the contract was validated and the module compiled and checked against "
+                            "the host's imports before anything was recorded",
+                            "contract and module are on the bus (chassis/), so any process can run "
+                            f"its tasks: ifctl chassis exec {swarm}"])
 
     return with_chassis(go)
 
@@ -142,21 +157,27 @@ def chassis_exec(swarm: str, input_json: str | None, task_id: str | None) -> Out
     payload = _payload(input_json)
 
     async def go(ch: IFChassis, gov: IFGovernor) -> Outcome:
-        loaded = await ch.loaded(swarm)
         if s.falsify:
-            return falsify_report([Check(f"{swarm} loaded", True, f"sha256 {loaded.module.digest[:12]}"),
-                                   Check("payload is JSON", True, "")])
+            try:
+                loaded = await ch.loaded(swarm)
+                found = Check(f"{swarm} loaded", True, f"sha256 {loaded.module.digest[:12]}, contract "
+                              f"{loaded.contract.version}")
+            except (TaskNotFoundError, SandboxError) as exc:
+                found = Check(f"{swarm} loaded", False, exc.message)
+            return falsify_report([await bus_check(ch.bus), found, Check("payload is JSON", True)],
+                                  summary="nothing was run; traps and limits are only known by running")
         try:
             run = await ch.execute_task(swarm, payload, task_id=task_id)
         except SandboxError as exc:
             return Outcome(data={"swarm_id": swarm, "stopped": True, "limit": exc.limit,
                                  "error": type(exc).__name__, "message": exc.message},
-                           lines=[f"[red]sandbox: {exc.limit}: {exc.message}[/red]"], exit_code=EXIT_REFUSED)
+                           lines=[f"[red]sandbox: {exc.limit}: {escape(exc.message)}[/red]"],
+                           exit_code=EXIT_REFUSED)
         return Outcome(data={"swarm_id": swarm, "task_id": run.task_id, "output": run.output,
                              "latency_ms": round(run.latency_ms, 3), "fuel_used": run.fuel_used,
                              "api_calls": run.api_calls, "refusals": run.refusals, "logs": run.logs,
                              "reputation": None if run.reputation is None else str(run.reputation)},
-                       lines=[json.dumps(run.output)],
+                       lines=[escape(json.dumps(run.output))],
                        why=[f"latency {run.latency_ms:.2f} ms, fuel {run.fuel_used:,}, "
                             f"{run.api_calls} api calls", *[f"log: {x}" for x in run.logs],
                             *[f"refused: {x}" for x in run.refusals],
@@ -170,7 +191,17 @@ def chassis_exec(swarm: str, input_json: str | None, task_id: str | None) -> Out
 
 @chassis.group("creds")
 def creds() -> None:
-    """Scoped credentials: task-scoped, expiring tokens; the bus keeps only their hash."""
+    """Scoped credentials: task-scoped, expiring tokens; the bus keeps only their hash.
+
+    \b
+    Examples:
+      ifctl chassis creds issue coder T1 --ttl 600 --endpoint 'search/*'
+      ifctl chassis creds list --swarm coder
+      ifctl chassis creds revoke 3f9a0c1d2b4e5f60
+    """
+
+
+_CRED = re.compile(r"([0-9a-f]{16})|ifc_([0-9a-f]{16})_[A-Za-z0-9_-]+")
 
 
 @creds.command("issue")
@@ -197,6 +228,10 @@ def creds_issue(swarm: str, task: str, ttl: int, endpoints: tuple[str, ...]) -> 
                                    Check("bus reachable", bool(health), health.detail or "")])
         cred = await ch.credentials.generate_scoped_credentials(swarm, task, ttl, list(endpoints))
         return Outcome(data=cred.as_dict(include_token=True),
+                       why=["the bus keeps only the token's SHA-256: nothing on it can give the token back",
+                            f"valid for {ttl} s, for {swarm}/{task} only, and only for "
+                            + (", ".join(cred.allowed_endpoints) or "nothing (no --endpoint)"),
+                            "revoke it with: ifctl chassis creds revoke " + cred.id],
                        lines=[f"credential {cred.id} for {swarm}/{task}, expires {_when(cred.expires_at)}",
                               f"  endpoints: {', '.join(cred.allowed_endpoints) or 'none'}",
                               f"  token (shown once): {cred.api_token}"])
@@ -217,14 +252,24 @@ def creds_revoke(credential: str) -> Outcome:
 
     async def go(ch: IFChassis, gov: IFGovernor) -> Outcome:
         if s.falsify:
-            cred = await ch.credentials.get(credential.split("_")[1] if credential.startswith("ifc_")
-                                            else credential)
-            return falsify_report([Check("credential exists", cred is not None, credential[:24])])
+            named = _CRED.fullmatch(credential)
+            cred = await ch.credentials.get(named.group(1) or named.group(2)) if named else None
+            checks = [Check("an id or a token", named is not None,
+                            "" if named else "neither a 16-hex-digit id nor an ifc_ token"),
+                      Check("credential exists", cred is not None, credential[:24])]
+            if cred is not None:
+                checks.append(Check("state", True, "already revoked: nothing would change" if cred.revoked
+                                    else f"live until {_when(cred.expires_at)}: would revoke it"))
+            return falsify_report(checks)
         try:
             cred = await ch.credentials.revoke(credential, by=(current_user() or "cli"))
         except InvalidCredentialError as exc:  # naming one that does not exist is bad input
             raise ConfigurationError(exc.message, hint="ifctl chassis creds list --all") from None
-        return Outcome(data=cred.as_dict(), lines=[f"credential {cred.id} revoked (by {cred.revoked_by})"])
+        return Outcome(data=cred.as_dict(), lines=[f"credential {cred.id} revoked (by {cred.revoked_by})"],
+                       why=["revocation is one compare-and-swap on the record; revoking twice changes "
+                            "nothing",
+                            "every process validating the token sees it at its next use: a task using it "
+                            "is refused at its next api_call"])
 
     return with_chassis(go)
 
@@ -240,18 +285,41 @@ def creds_list(swarm: str | None, show_all: bool) -> Outcome:
     Example: ifctl chassis creds list --swarm coder
     """
 
+    s = settings()
+
     async def go(ch: IFChassis, gov: IFGovernor) -> Outcome:
         found = await ch.credentials.list(swarm, include_expired=show_all)
+        if s.falsify:
+            return falsify_report([await bus_check(ch.bus),
+                                   Check("credentials readable", True, f"{len(found)} to list")],
+                                  summary=READ_ONLY)
         lines = [f"{c.id}  {c.swarm_id}/{c.task_id}  "
                  f"{'revoked' if c.revoked else ('expired' if c.is_expired else 'live')}  "
-                 f"until {_when(c.expires_at)}  {', '.join(c.allowed_endpoints) or '-'}" for c in found]
+                 f"until {_when(c.expires_at)}  {escape(', '.join(c.allowed_endpoints) or '-')}"
+                 for c in found]
         return Outcome(data={"credentials": [c.as_dict() for c in found]},
-                       lines=lines or ["no credentials"])
+                       lines=lines or ["no credentials"],
+                       why=["tokens are never stored, so never listed: only their SHA-256 is on the bus",
+                            "revoked credentials are listed until they expire"
+                            + ("; expired ones too (--all)" if show_all else "; expired ones with --all")])
 
     return with_chassis(go)
 
 
 # -- SLO and reputation ------------------------------------------------------------------------
+
+
+async def _compliance(ch: IFChassis, swarm: str, slo: ServiceLevelObjective) -> Compliance:
+    """How ``swarm`` does against ``slo`` now, computed without recording it
+    (``calculate_slo_compliance`` also stores a change of violations): for
+    --mode=falsify."""
+    now = time.time()
+    window = await ch.slo.samples(swarm, since=now - slo.window_seconds)
+    latencies = [x.latency_ms for x in window if x.latency_ms is not None]
+    return Compliance(swarm_id=swarm, slo=slo, evaluated_at=now, samples=len(window),
+                      successes=sum(x.success for x in window),
+                      available_samples=sum(x.available for x in window),
+                      latency_samples=len(latencies), p99_latency_ms=p99_nearest_rank(latencies))
 
 
 @chassis.command("slo")
@@ -284,10 +352,18 @@ def chassis_slo(swarm: str, p99_ms: int | None, success_rate: str | None, availa
                                          + "; ".join(str(exc).splitlines()[1:3])) from None
             if not s.falsify:
                 await ch.slo.set_slo(swarm, current, by=(current_user() or "cli"))
+        if s.falsify:
+            checks = [await bus_check(ch.bus)]
+            if changes:
+                checks.append(Check("new objective valid", True,
+                                    ", ".join(f"{k} {v}" for k, v in changes.items())
+                                    + " (would be stored; compliance below is judged against it)"))
+            c = await _compliance(ch, swarm, current)
+            checks.append(Check("compliant", c.overall_compliant, ", ".join(c.violations)
+                                or f"yes ({c.samples} samples)"))
+            return falsify_report(checks)
         c = await ch.slo.calculate_slo_compliance(swarm)
         data = c.as_dict()
-        if s.falsify:
-            return falsify_report([Check("compliant", c.overall_compliant, ", ".join(c.violations) or "yes")])
         mark = ("[green]compliant[/green]" if c.overall_compliant
                 else f"[red]VIOLATED: {', '.join(c.violations)}[/red]")
         lines = [f"{swarm}: {mark} ({c.samples} samples in the last {current.window_seconds} s)",
@@ -296,7 +372,10 @@ def chassis_slo(swarm: str, p99_ms: int | None, success_rate: str | None, availa
                  f"(objective <= {current.p99_latency_ms})",
                  f"  availability {data['availability'] or '-'} (objective >= {current.availability})"]
         return Outcome(data=data, lines=lines, exit_code=0 if c.overall_compliant else EXIT_REFUSED,
-                       why=["p99: nearest rank over the window's latencies; with no samples every "
+                       why=[*(f"objective changed: {k} {v}" for k, v in changes.items()),
+                            f"{c.samples} samples (one per task run, from every process) in the last "
+                            f"{current.window_seconds} s",
+                            "p99: nearest rank over the window's latencies; with no samples every "
                             "objective counts as met"])
 
     return with_chassis(go)
@@ -319,7 +398,17 @@ def chassis_reputation(swarm: str, history_n: int, recompute: bool) -> Outcome:
     s = settings()
 
     async def go(ch: IFChassis, gov: IFGovernor) -> Outcome:
-        if recompute and not s.falsify:
+        if s.falsify:
+            c = await _compliance(ch, swarm, await ch.slo.slo(swarm))
+            profile = await gov.profile(swarm)
+            checks = [await bus_check(ch.bus),
+                      Check("governor profile", True, f"reputation {profile.reputation}" if profile
+                            else "warning: none (the value is kept, but no match uses it)")]
+            if recompute:
+                checks.append(Check("recompute", True, f"would evaluate {c.samples} samples "
+                                    f"({'compliant' if c.overall_compliant else ', '.join(c.violations)})"))
+            return falsify_report(checks, summary="nothing evaluated or stored" if recompute else READ_ONLY)
+        if recompute:
             await ch.reputation.calculate_reputation(swarm)
         value = await ch.reputation.get_reputation(swarm)
         history = await ch.reputation.history(swarm, limit=history_n) if history_n else []
@@ -331,6 +420,11 @@ def chassis_reputation(swarm: str, history_n: int, recompute: bool) -> Outcome:
                   + ("  (decayed)" if h.decayed else "") for h in history]
         return Outcome(data={"swarm_id": swarm, "reputation": str(value),
                              "governor_reputation": None if profile is None else str(profile.reputation),
-                             "history": [h.model_dump(mode="json") for h in history]}, lines=lines)
+                             "history": [h.model_dump(mode="json") for h in history]}, lines=lines,
+                       why=["reputation = success rate over the SLO window, x0.8 when below its objective, "
+                            "x0.9 when p99 is over it (the seeds' formula); 1 without samples",
+                            "recomputed after every task run"
+                            + ("; and now (--recompute)" if recompute else ""),
+                            "the governor scores matches by coverage x reputation / cost per hour"])
 
     return with_chassis(go)

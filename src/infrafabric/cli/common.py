@@ -14,7 +14,10 @@ from infrafabric.bus.embedded import state_dir
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, run_async, settings
 from infrafabric.witness import Signer, Witness
 
-__all__ = ["Check", "falsify_report", "with_witness"]
+__all__ = ["READ_ONLY", "Check", "bus_check", "falsify_report", "with_witness"]
+
+#: the falsify summary of a command that only reads
+READ_ONLY = "read-only: nothing would change"
 
 T = TypeVar("T")
 
@@ -60,3 +63,9 @@ def falsify_report(checks: list[Check], *, summary: str = "") -> Outcome:
               "problems": [f"{c.name}: {c.detail}" if c.detail else c.name for c in failing],
               "checks": [{"check": c.name, "ok": c.ok, "detail": c.detail} for c in checks]},
         lines=lines, why=lines, exit_code=EXIT_REFUSED if failing else 0)
+
+
+async def bus_check(bus: EventBus) -> Check:
+    """One round trip to the engine: the bus answers (for ``--mode=falsify``)."""
+    health = await bus.health_check()
+    return Check("bus reachable", bool(health), health.detail or "")

@@ -20,6 +20,7 @@ from infrafabric.cli.app import (
     run_async,
     settings,
 )
+from infrafabric.cli.common import READ_ONLY, Check, falsify_report
 from infrafabric.errors import InfraFabricError
 
 
@@ -46,8 +47,8 @@ def _falsify_start(embedded: Embedded) -> Outcome:
     writable = os.access(parent, os.W_OK)
     checks.append(("state directory writable", writable, str(home)))
     info = embedded.info()
-    checks.append(("not already running", info is None,
-                   f"pid {info.pid} at {info.url}" if info else "no server recorded"))
+    checks.append(("server", True, f"already running: pid {info.pid} at {info.url} (would say so)"
+                   if info else "none running: would start one"))
     failing = [c for c in checks if not c[1]]
     lines = [f"{'ok  ' if ok else 'FAIL'} {name}: {detail}" for name, ok, detail in checks]
     return Outcome(
@@ -96,6 +97,8 @@ def status() -> Outcome:
     s = settings()
     embedded = Embedded(s.home)
     info = None
+    if s.falsify:
+        return _falsify_status(embedded)
     if s.bus:
         url = s.bus
     else:
@@ -126,6 +129,27 @@ def status() -> Outcome:
                    exit_code=0 if health.ok else EXIT_UNREACHABLE)
 
 
+def _falsify_status(embedded: Embedded) -> Outcome:
+    s = settings()
+    checks: list[Check] = []
+    url = s.bus
+    if url is None:
+        info = embedded.info()
+        checks.append(Check("embedded coordinator running", info is not None,
+                            f"pid {info.pid} at {info.url}" if info else
+                            f"none recorded in {embedded.home} (ifctl coordinator start)"))
+        url = info.url if info else None
+    if url is not None:
+        try:
+            parse_url(url)
+            checks.append(Check("bus URL parses", True, url))
+            health = run_async(_probe(url))
+            checks.append(Check("bus reachable", health.ok, health.detail or ""))
+        except InfraFabricError as exc:
+            checks.append(Check("bus URL parses", False, exc.message))
+    return falsify_report(checks, summary=READ_ONLY)
+
+
 async def _probe(url: str) -> Health:
     bus = from_url(url)
     try:
@@ -149,12 +173,16 @@ def stop() -> Outcome:
     embedded = Embedded(s.home)
     if s.falsify:
         info = embedded.info()
-        line = (f"ok   running: pid {info.pid}" if info else "FAIL running: nothing to stop")
-        return Outcome(data={"mode": "falsify", "would_fail": info is None}, lines=[line],
-                       why=[line], exit_code=0 if info else EXIT_REFUSED)
+        return falsify_report([Check("server", True, f"running: would stop pid {info.pid}" if info
+                                     else "none running: nothing to stop (not an error)")])
     info = embedded.stop()
+    why = [f"only the nats-server recorded in {embedded.home / 'coordinator.json'} is stopped, and only "
+           "if that process is still the server it recorded"]
     if info is None:
         return Outcome(data={"stopped": False, "home": str(embedded.home)},
-                       lines=[f"coordinator not running (state directory {embedded.home})"])
+                       lines=[f"coordinator not running (state directory {embedded.home})"],
+                       why=[*why, "no live server is recorded"])
     return Outcome(data={"stopped": True, "pid": info.pid, "url": info.url},
-                   lines=[f"coordinator stopped (pid {info.pid}); data kept in {Path(info.data_dir)}"])
+                   lines=[f"coordinator stopped (pid {info.pid}); data kept in {Path(info.data_dir)}"],
+                   why=[*why, "its JetStream data stays in the state directory; ifctl coordinator start "
+                              "resumes with it"])

@@ -299,7 +299,7 @@ def governor_status(swarm_id: str | None) -> Outcome:
             for st in states:
                 b = st["budget"]
                 table.add_row(st["id"], ", ".join(st["capabilities"]), st["cost_per_hour_usd"],
-                              st["reputation"], st["model"] or "-",
+                              st["reputation"], escape(st["model"] or "-"),
                               "-" if b is None else f"{format_usd(b['remaining_micros'])} / "
                                                     f"{format_usd(b['limit_micros'])}",
                               breaker_text(st["breaker"]))

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from infrafabric.bus import connect
 from infrafabric.bus.embedded import state_dir
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, run_async, settings
+from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report
 from infrafabric.errors import ConfigurationError
 from infrafabric.witness import SEVERITIES, Checkpoint, Filter, Signer, Verifier, Witness, WitnessEntry
 
@@ -86,9 +90,18 @@ def witness_verify(checkpoint_files: tuple[Path, ...], key_files: tuple[Path, ..
                 if keys:
                     notes.append("no local key: trusting the keys published on the bus "
                                  "(a rewrite by whoever controls the bus would go unnoticed)")
+            health = await bus_check(bus) if s.falsify else None
             started = time.perf_counter()
             report = await w.verify(checkpoints=checkpoints, verifiers=keys)
             seconds = time.perf_counter() - started
+        if health is not None:  # verify only reads: falsify runs it and reports what it found
+            where = f" at entry {report.first_bad_seq}" if report.first_bad_seq else ""
+            return falsify_report(
+                [health, Check(f"{len(checkpoints)} checkpoint file(s) parse", True),
+                 Check("trusted keys", True, "; ".join([f"{len(keys)} key(s)", *notes])),
+                 Check("chain intact", report.ok, f"{report.entries} entries, {report.checkpoints_checked} "
+                       "checkpoint(s) checked" if report.ok else f"tampered{where}: {report.problem}")],
+                summary=READ_ONLY)
         data = {"ok": report.ok, "entries": report.entries, "head_hash": report.head_hash,
                 "first_bad_seq": report.first_bad_seq, "problem": report.problem,
                 "checkpoints_checked": report.checkpoints_checked, "seconds": round(seconds, 3),
@@ -98,7 +111,7 @@ def witness_verify(checkpoint_files: tuple[Path, ...], key_files: tuple[Path, ..
                      f"{report.checkpoints_checked} checkpoint(s) checked ({seconds:.2f} s)"]
         else:
             where = f"at entry {report.first_bad_seq}" if report.first_bad_seq else "in a checkpoint"
-            lines = [f"[bold red]TAMPERED[/] {where}: {report.problem}"]
+            lines = [f"[bold red]TAMPERED[/] {where}: {escape(report.problem or '')}"]
         return Outcome(data=data, lines=lines, why=[
             "every entry's hash is recomputed over its canonical encoding",
             "every entry's prev_hash must equal the previous entry's hash, with no gap in seq",
@@ -122,10 +135,7 @@ def witness_checkpoint(out: Path | None) -> Outcome:
     s = settings()
     home = state_dir(s.home)
     if s.falsify:
-        problems = [] if home.exists() or home.parent.exists() else [f"{home} cannot be created"]
-        lines = [f"FAIL {p}" for p in problems] or ["ok   would sign the current head"]
-        return Outcome(data={"mode": "falsify", "would_fail": bool(problems)}, lines=lines,
-                       exit_code=EXIT_REFUSED if problems else 0)
+        return run_async(_falsify_checkpoint(home, out))
     signer = Signer.load_or_create(home)
 
     async def go() -> Outcome:
@@ -140,7 +150,45 @@ def witness_checkpoint(out: Path | None) -> Outcome:
     outcome = run_async(go())
     if out is not None:
         out.write_text(outcome.data["checkpoint"])
+    outcome.why.append(f"signs (size {outcome.data['size']}, head hash): a later verify --from-checkpoint "
+                       "catches a chain cut below that size or rewritten up to it")
+    outcome.why.append("stored on the bus under witness/checkpoints/ with the public key; keep a copy "
+                       "elsewhere (--out) so a rewrite of the bus cannot rewrite it too")
     return outcome
+
+
+def _writable(path: Path) -> tuple[bool, str]:
+    """Could a file be created (or replaced) at ``path``?"""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if path.exists():
+        ok = path.is_file() and os.access(path, os.W_OK)
+        return ok, "would be replaced" if ok else f"{path} is not a writable file"
+    ok = probe.is_dir() and os.access(probe, os.W_OK)
+    return ok, "would be created" if ok else f"{probe} is not a writable directory"
+
+
+async def _falsify_checkpoint(home: Path, out: Path | None) -> Outcome:
+    key = home / "witness.key"
+    checks = []
+    if key.exists():
+        try:
+            signer = Signer.load(home)
+            checks.append(Check("signing key", True, f"{key} (id {signer.id.hex() if signer else '?'})"))
+        except ConfigurationError as exc:
+            checks.append(Check("signing key", False, exc.message))
+    else:
+        ok, detail = _writable(key)
+        checks.append(Check("signing key", ok, f"none yet: {key} {detail}" if ok else detail))
+    if out is not None:
+        ok, detail = _writable(out)
+        checks.append(Check(f"--out {out}", ok, detail))
+    async with connect(settings().bus_url()) as bus:
+        checks.append(await bus_check(bus))
+        size, head_hash = await Witness(bus).head()
+    checks.append(Check("chain head", True, f"would sign size {size}, head {head_hash[:16]}…"))
+    return falsify_report(checks, summary="nothing signed, stored or written")
 
 
 @witness.command("query")
@@ -167,16 +215,25 @@ def witness_query(component: str | None, operation: str | None, actor: str | Non
     f = Filter(component=component, operation=operation, actor=actor, trace_id=trace_id,
                since=_time(since, "--since"), until=_time(until, "--until"), min_severity=severity)
 
+    given = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(f).items() if v is not None)
+    why = [f"filter: {given or 'none'}",
+           f"{'oldest' if oldest_first else 'newest'} first, at most {limit}"
+           + ("; then new entries as they are written" if follow else "")]
+
     async def go() -> Outcome:
         async with connect(s.bus_url()) as bus:
             w = Witness(bus)
             found = await w.query(f, newest_first=not oldest_first, limit=limit)
+            if s.falsify:
+                return falsify_report([await bus_check(bus), Check("filter valid", True, why[0]),
+                                       Check("entries match", True, f"would print {len(found)}")],
+                                      summary=READ_ONLY)
             for e in found:
                 click.echo(json.dumps(e.to_dict(), sort_keys=True) if s.json else _line(e))
             if follow:
                 async for e in w.follow(f):
                     click.echo(json.dumps(e.to_dict(), sort_keys=True) if s.json else _line(e))
-        return Outcome(data={"matched": len(found)}, streamed=True)
+        return Outcome(data={"matched": len(found)}, streamed=True, why=[*why, f"{len(found)} matched"])
 
     return run_async(go())
 
@@ -194,6 +251,10 @@ def witness_trace(trace_id: str) -> Outcome:
     async def go() -> Outcome:
         async with connect(s.bus_url()) as bus:
             entries = await Witness(bus).trace(trace_id)
+            if s.falsify:
+                return falsify_report([await bus_check(bus),
+                                       Check(f"entries with trace id {trace_id}", bool(entries),
+                                             f"{len(entries)} found")], summary=READ_ONLY)
         if not entries:
             return Outcome(data={"trace_id": trace_id, "entries": []},
                            lines=[f"no entries with trace id {trace_id}"], exit_code=EXIT_REFUSED)
@@ -201,10 +262,12 @@ def witness_trace(trace_id: str) -> Outcome:
         rows = [{**e.to_dict(), "offset_ms": round((e.time - t0) * 1000, 3),
                  "since_previous_ms": round((e.time - (entries[i - 1].time if i else t0)) * 1000, 3)}
                 for i, e in enumerate(entries)]
-        lines = [f"+{r['offset_ms']:>9.3f} ms (+{r['since_previous_ms']:.3f}) {_line(e)}"
+        lines = [f"+{r['offset_ms']:>9.3f} ms (+{r['since_previous_ms']:.3f}) {escape(_line(e))}"
                  for r, e in zip(rows, entries, strict=True)]
         total = round((entries[-1].time - t0) * 1000, 3)
         return Outcome(data={"trace_id": trace_id, "entries": rows, "duration_ms": total},
-                       lines=[*lines, f"{len(entries)} entries over {total} ms"])
+                       lines=[*lines, f"{len(entries)} entries over {total} ms"],
+                       why=["every command and library call stamps its entries with one trace id "
+                            "(ifctl --trace prints it)", "offsets are from the first entry's time"])
 
     return run_async(go())
