@@ -13,8 +13,9 @@ from rich.text import Text
 
 from infrafabric.bus import connect
 from infrafabric.bus.embedded import Embedded
+from infrafabric.bus.servers import find_nats_server
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, run_async, settings
-from infrafabric.cli.common import Check, falsify_report
+from infrafabric.cli.common import Check, bus_check, falsify_report
 from infrafabric.demo.run import BLOCKER_TASK, FLAKY, LEASE, DemoReport, dollars, run_demo
 from infrafabric.errors import InfraFabricError
 
@@ -68,7 +69,22 @@ def demo(swarms: int, tasks: int | None, no_kill: bool) -> Outcome:
     if s.falsify:
         from infrafabric.chassis import Sandbox
 
-        checks = [Check("bus", True, s.bus or f"embedded under {embedded.home} (started if needed)")]
+        checks = []
+        if s.bus:
+            async def reach() -> Check:
+                async with connect(s.bus) as bus:
+                    return await bus_check(bus)
+
+            try:
+                checks.append(run_async(reach()))
+            except InfraFabricError as exc:
+                checks.append(Check("bus reachable", False, exc.message))
+        else:
+            try:
+                checks.append(Check("nats-server binary", True, find_nats_server()))
+            except InfraFabricError as exc:
+                checks.append(Check("nats-server binary", False, exc.message))
+            checks.append(Check("state directory", True, f"{embedded.home} (embedded server)"))
         from infrafabric.demo.agent import TASK_WAT
 
         try:
