@@ -100,6 +100,27 @@ async def test_consecutive_failures_trip_the_breaker(bus: EventBus) -> None:
     assert (await gov.record_outcome("flaky", success=False)).state is BreakerState.OPEN
 
 
+async def test_failed_tasks_of_an_attached_coordinator_trip_the_breaker(bus: EventBus) -> None:
+    coord = IFCoordinator(bus, max_attempts=10)
+    gov = IFGovernor(bus, coordinator=coord)
+    gov.attach(coord)
+    await gov.set_policy(ResourcePolicy(circuit_breaker_failure_threshold=2))
+    await gov.register_swarm(SwarmProfile(id="s", capabilities=["docs:markdown"]), budget_micros=MICROS)
+    await coord.create_tasks([{"id": "F", "title": "t", "capabilities": ["docs:markdown"]}])
+    assert await coord.claim_task("s", "F")
+    await coord.fail_task("s", "F", "boom")
+    assert await coord.claim_task("s", "F")
+    await coord.complete_task("s", "F")  # a success resets the count
+    assert (await gov.breaker("s")).consecutive_failures == 0
+    await coord.create_tasks([{"id": f"G{i}", "title": "t", "capabilities": ["docs:markdown"]}
+                              for i in (1, 2)])
+    for tid in ("G1", "G2"):
+        assert await coord.claim_task("s", tid)
+        await coord.fail_task("s", tid, "boom")
+    assert (await gov.breaker("s")).state is BreakerState.OPEN
+    assert not await coord.claim_task("s", "G1")
+
+
 async def test_claims_go_through_the_governor(bus: EventBus) -> None:
     coord = IFCoordinator(bus)
     gov = IFGovernor(bus, coordinator=coord)

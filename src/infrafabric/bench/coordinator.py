@@ -229,7 +229,8 @@ class _Bench:
                  inflight: int, pace_ms: float, op_timeout: float,
                  progress: Progress | None) -> None:
         self.bus = bus
-        self.coord = IFCoordinator(bus)
+        # a lease longer than any run: the "lose" phase relies on claims still being held
+        self.coord = IFCoordinator(bus, lease_ttl=24 * 3600)
         self.raw = raw
         self.url = url
         self.n = n

@@ -48,7 +48,7 @@ class Embedded:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the witness signing key
         with open(self.home / "coordinator.lock", "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:

@@ -128,9 +128,7 @@ def refusal(budget: Budget | None, breaker: Breaker) -> str | None:
     """Why the governor would refuse this swarm any claim now (None: it would not)."""
     if breaker.state is BreakerState.OPEN:
         return f"circuit breaker open: {breaker.reason}"
-    if budget is None:
-        return "no budget set"
-    if budget.remaining_micros <= 0:
+    if budget is not None and budget.remaining_micros <= 0:  # no budget at all: unmetered
         return "budget exhausted"
     return None
 
@@ -147,7 +145,7 @@ async def swarm_state(gov: IFGovernor, profile: SwarmProfile) -> dict[str, Any]:
 
 def budget_text(b: dict[str, Any] | None) -> str:
     if b is None:
-        return "no budget set"
+        return "no budget set (unmetered)"
     return (f"{format_usd(b['remaining_micros'])} left of {format_usd(b['limit_micros'])} "
             f"(spent {format_usd(b['spent_micros'])}, reserved {format_usd(b['reserved_micros'])})")
 

@@ -664,7 +664,7 @@ class IFCoordinator:
         swarm = await self.get_swarm(swarm_id)
         if swarm is None:
             raise TaskNotFoundError(f"swarm {swarm_id!r} is not registered",
-                                    hint=f"ifctl swarm register {swarm_id} --capability ...")
+                                    hint=f"ifctl swarm register {swarm_id} --cap DOMAIN:SKILL")
         async with self.pushed_tasks(swarm_id) as pushes:
             now = self.clock()
             threshold = await self._min_coverage()

@@ -167,7 +167,7 @@ class Agent:
                     self.stats["wasted_micros"] += cost
                     self.stats["failed"] += 1
                     await self.coord.fail_task(self.swarm, task.id, f"sandbox: {exc.limit}", claim_id)
-                    breaker = await self.gov.record_outcome(self.swarm, success=False)
+                    breaker = await self.gov.breaker(self.swarm)  # the failure counted towards it
                     await self.say("failed", task=task.id, limit=exc.limit, breaker=breaker.state.value)
                     return
                 if lost.is_set():
@@ -175,7 +175,6 @@ class Agent:
                 await self.gov.track_cost(self.swarm, "task", cost, task_id=task.id, model=model)
                 self.stats["spent_micros"] += cost
                 await self.coord.complete_task(self.swarm, task.id, run.output, claim_id)
-                await self.gov.record_outcome(self.swarm, success=True)
                 self.stats["done"] += 1
                 await self.say("completed", task=task.id, spent=cost)
         except NotOwnerError:

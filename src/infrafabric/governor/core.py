@@ -364,7 +364,12 @@ class IFGovernor:
         return breaker
 
     async def record_outcome(self, swarm_id: str, *, success: bool) -> Breaker:
-        """Count consecutive failures; the policy's threshold trips the breaker."""
+        """Count consecutive failures; the policy's threshold trips the breaker.
+        (An attached coordinator reports every completed and failed task.)"""
+        if success:
+            current = await self.breaker(swarm_id)
+            if current.consecutive_failures == 0:
+                return current  # nothing to reset: no write on the common path
         threshold = (await self.policy()).circuit_breaker_failure_threshold
         breaker = await self._cas(f"{BREAKERS}{swarm_id}", Breaker, lambda b: (b or Breaker()).model_copy(
             update={"consecutive_failures": 0 if success else (b or Breaker()).consecutive_failures + 1}))
@@ -527,12 +532,19 @@ class IFGovernor:
     def attach(self, coordinator: IFCoordinator) -> None:
         """Put this governor in charge of ``coordinator``'s claims (admission,
         and the policy's coverage threshold instead of the coordinator's own),
-        pushes (only qualified swarms, best first) and blockers (help)."""
+        pushes (only qualified swarms, best first) and blockers (help); each
+        task it completes or fails counts towards the swarm's breaker."""
         self.coordinator = coordinator
         coordinator.admission = self.admission
         coordinator.router = self.route
         coordinator.blocker_hook = self.request_help_for_blocker
         coordinator.coverage_threshold = self.min_capability_match
+        if self._count_outcomes not in coordinator.observers:
+            coordinator.observers.append(self._count_outcomes)
+
+    async def _count_outcomes(self, operation: str, params: dict[str, Any]) -> None:
+        if operation in ("task_completed", "task_failed") and isinstance(params.get("swarm_id"), str):
+            await self.record_outcome(params["swarm_id"], success=operation == "task_completed")
 
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:

@@ -156,7 +156,7 @@ class Signer(Verifier):
             if len(raw) != 32:
                 raise ConfigurationError(f"{path}: not a 32-byte Ed25519 private key")
             return cls(name, Ed25519PrivateKey.from_private_bytes(raw))
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         private = Ed25519PrivateKey.generate()
         raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
