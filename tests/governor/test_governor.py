@@ -145,6 +145,27 @@ async def test_claims_go_through_the_governor(bus: EventBus) -> None:
     assert "budget exhausted" in coord.last_claim.reason
 
 
+async def test_a_debit_and_its_ledger_entry_never_part(bus: EventBus) -> None:
+    from infrafabric.governor.core import JOURNAL, LEDGER
+    from infrafabric.governor.models import LedgerEntry
+
+    gov = IFGovernor(bus)
+    await gov.register_swarm(SwarmProfile(id="s"), budget_micros=usd("100"))
+    for i in range(3 * JOURNAL):
+        await gov.track_cost("s", "op", 1_000 + i)
+    budget = await gov.budget("s")
+    assert budget is not None and JOURNAL < len(budget.journal) <= 2 * JOURNAL
+    assert len(await bus.list(LEDGER)) == 3 * JOURNAL
+    # a process that dies between its debit and writing the ledger key: the entry is in the journal
+    await gov._debit("s", LedgerEntry(key=f"{LEDGER}99999999999999999999-dead", swarm_id="s", operation="op",
+                                      cost_micros=7, at=0.0, remaining_micros=0), 0)
+    ledger = await gov.ledger()
+    budget = await gov.budget("s")
+    assert budget is not None and len(ledger) == 3 * JOURNAL + 1
+    assert sum(e["cost_micros"] for e in ledger) == budget.spent_micros
+    assert len(await bus.list(LEDGER)) == 3 * JOURNAL
+
+
 async def test_concurrent_debits_in_one_process_are_exact(bus_url: str) -> None:
     buses = [await connect(bus_url) for _ in range(4)]
     try:

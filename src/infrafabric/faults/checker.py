@@ -58,6 +58,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import JsonValue
 
@@ -121,13 +122,14 @@ async def read_final_state(bus: EventBus, *, lease_ttl: float | None = None,
     entry from ``bus``, and verify the witness chain."""
     tasks = {t.id: t for t in await IFCoordinator(bus).list_tasks()}
     budgets = await IFGovernor(bus).budgets()
-    ledger = []
-    async for e in bus.scan(LEDGER):
-        data = json.loads(e.value)
-        ledger.append(LedgerEntry(key=e.key, swarm_id=str(data.get("swarm_id")),
-                                  cost_micros=int(data.get("cost_micros", 0)),
-                                  operation=str(data.get("operation") or ""), task_id=data.get("task_id"),
-                                  at=float(data.get("at") or 0.0)))
+    stored: dict[str, dict[str, Any]] = {e.key: json.loads(e.value) async for e in bus.scan(LEDGER)}
+    for budget in budgets.values():  # a debit whose process died before writing its key
+        for pending in budget.journal:
+            stored.setdefault(pending.key, pending.model_dump(exclude={"key"}))
+    ledger = [LedgerEntry(key=key, swarm_id=str(data.get("swarm_id")),
+                          cost_micros=int(data.get("cost_micros", 0)),
+                          operation=str(data.get("operation") or ""), task_id=data.get("task_id"),
+                          at=float(data.get("at") or 0.0)) for key, data in sorted(stored.items())]
     state = FinalState(tasks=tasks, budgets=budgets, ledger=ledger, lease_ttl=lease_ttl,
                        initial_spent=dict(initial_spent or {}))
     if witness:

@@ -38,6 +38,7 @@ from infrafabric.governor.models import (
     Breaker,
     BreakerState,
     Budget,
+    LedgerEntry,
     ResourcePolicy,
     SwarmProfile,
     format_usd,
@@ -51,6 +52,8 @@ BREAKERS = "gov/breakers/"
 LEDGER = "gov/ledger/"
 POLICY = "gov/policy"
 ESCALATIONS = "orchestrator/escalations"
+#: debits a budget record keeps beside its total (between JOURNAL and 2 x JOURNAL)
+JOURNAL = 16
 
 M = TypeVar("M", bound=BaseModel)
 #: ``async (operation, params) -> None``, e.g. a witness observer
@@ -257,41 +260,66 @@ class IFGovernor:
         if not isinstance(cost_micros, int) or isinstance(cost_micros, bool) or cost_micros < 0:
             raise ConfigurationError(f"cost must be a non-negative integer of micro-dollars, "
                                      f"got {cost_micros!r}")
-        exists = False
-
-        def change(b: Budget | None) -> Budget | None:
-            nonlocal exists
-            exists = b is not None
-            if b is None:
-                return None
-            return b.model_copy(update={
-                "spent_micros": b.spent_micros + cost_micros,
-                "reserved_micros": max(0, b.reserved_micros - reserved_micros),
-                "updated_at": self.clock()})
-
-        budget = await self._cas(f"{BUDGETS}{swarm_id}", Budget, change)
-        if not exists or budget is None:
-            raise TaskNotFoundError(f"swarm {swarm_id!r} has no budget",
-                                    hint=f"ifctl governor register {swarm_id} --budget N")
         now = self.clock()
-        ledger_key = f"{LEDGER}{int(now * 1e6):020d}-{secrets.token_hex(4)}"
-        await self.bus.create(ledger_key, json.dumps({
-            "swarm_id": swarm_id, "operation": operation, "cost_micros": cost_micros,
-            "task_id": task_id, "model": model, "at": now,
-            "remaining_micros": budget.remaining_micros}))
+        key = f"{LEDGER}{int(now * 1e6):020d}-{secrets.token_hex(4)}"
+        budget = await self._debit(swarm_id, LedgerEntry(
+            key=key, swarm_id=swarm_id, operation=operation, cost_micros=cost_micros, task_id=task_id,
+            model=model, at=now, remaining_micros=0), reserved_micros)
+        # the entry is already safe in the budget's journal; this makes it visible at its own key now
+        entry = budget.journal[-1]
+        await self.bus.create(key, entry.model_dump_json(exclude={"key"}))
         await self._notify("cost_tracked", {"swarm_id": swarm_id, "operation": operation,
                                             "cost_micros": cost_micros, "task_id": task_id,
                                             "remaining_micros": budget.remaining_micros})
-        debit = Debit(swarm_id, cost_micros, budget.remaining_micros, False, ledger_key)
+        debit = Debit(swarm_id, cost_micros, budget.remaining_micros, False, key)
         if budget.remaining_micros < 0:
             debit.tripped = await self.trip(
                 swarm_id, f"budget exhausted: {format_usd(budget.spent_micros)} spent of "
                           f"{format_usd(budget.limit_micros)}", by="governor")
         return debit
 
+    async def _debit(self, swarm_id: str, entry: LedgerEntry, reserved_micros: int) -> Budget:
+        """One compare-and-swap: spent, reservation and the journal together.
+        A full journal first writes its oldest half to ``gov/ledger/``
+        (create-if-absent, so repeating it is harmless) and drops them."""
+        record = f"{BUDGETS}{swarm_id}"
+        lock = self._locks.setdefault(record, asyncio.Lock())
+        deadline = time.monotonic() + 10 * self.bus.timeout
+        attempt = 0
+        async with lock:
+            while True:
+                got = await self._read(record, Budget)
+                if got is None:
+                    raise TaskNotFoundError(f"swarm {swarm_id!r} has no budget",
+                                            hint=f"ifctl governor register {swarm_id} --budget N")
+                current, revision = got
+                journal = list(current.journal)
+                if len(journal) >= 2 * JOURNAL:
+                    settled, journal = journal[:JOURNAL], journal[JOURNAL:]
+                    await asyncio.gather(*(self.bus.create(e.key, e.model_dump_json(exclude={"key"}))
+                                           for e in settled))
+                spent = current.spent_micros + entry.cost_micros
+                reserved = max(0, current.reserved_micros - reserved_micros)
+                journal.append(entry.model_copy(
+                    update={"remaining_micros": current.limit_micros - spent - reserved}))
+                new = current.model_copy(update={"spent_micros": spent, "reserved_micros": reserved,
+                                                  "updated_at": entry.at, "journal": journal})
+                if await self.bus.update(record, new.model_dump_json(), revision) is not None:
+                    return new
+                attempt += 1
+                if time.monotonic() > deadline:
+                    raise ConflictError(f"{record}: lost {attempt} compare-and-swaps in a row; giving up")
+                await asyncio.sleep(random.uniform(0, min(0.001 * attempt, 0.02)))
+
     async def ledger(self) -> list[dict[str, Any]]:
-        """Every ledger entry, oldest first."""
-        return [json.loads(e.value) async for e in self.bus.scan(LEDGER)]
+        """Every ledger entry, oldest first: those under ``gov/ledger/`` and any
+        still only in a budget's journal (a debit whose process died before
+        writing its key)."""
+        entries = {e.key: json.loads(e.value) async for e in self.bus.scan(LEDGER)}
+        for budget in (await self.budgets()).values():
+            for entry in budget.journal:
+                entries.setdefault(entry.key, entry.model_dump(exclude={"key"}))
+        return [entries[k] for k in sorted(entries)]
 
     # -- breakers ---------------------------------------------------------------------
 

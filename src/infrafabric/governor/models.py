@@ -95,8 +95,28 @@ class ResourcePolicy(BaseModel):
     escalation_webhook: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[^\s]+$")
 
 
+class LedgerEntry(BaseModel):
+    """One debit, as recorded in the cost ledger."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    key: str = ""
+    swarm_id: str
+    operation: str
+    cost_micros: int
+    task_id: str | None = None
+    model: str | None = None
+    at: float
+    remaining_micros: int
+
+
 class Budget(BaseModel):
-    """A swarm's budget. ``remaining`` = limit - spent - reserved."""
+    """A swarm's budget. ``remaining`` = limit - spent - reserved.
+
+    ``journal`` holds the latest debits themselves, written in the same
+    compare-and-swap as ``spent``, so a debit and its ledger entry can never
+    part: a process that dies right after debiting leaves its entry here, and
+    entries leave the journal only once their ``gov/ledger/`` key exists."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -104,6 +124,7 @@ class Budget(BaseModel):
     spent_micros: int = Field(default=0, ge=0)
     reserved_micros: int = Field(default=0, ge=0)
     updated_at: float = 0.0
+    journal: list[LedgerEntry] = Field(default_factory=list)
 
     @property
     def remaining_micros(self) -> int:
