@@ -40,6 +40,7 @@ from infrafabric.faults import (
     recorded_release,
 )
 from infrafabric.governor.core import IFGovernor
+from infrafabric.governor.models import Budget
 from infrafabric.witness.log import Witness
 
 LEASE = 0.6
@@ -132,10 +133,16 @@ async def test_asyncio_agents_racing_on_a_real_bus_pass_every_check(bus_url: str
         assert all(c["checked"] > 0 for c in report.counts().values()), report.counts()
         assert json.loads(report.to_json())["ok"] is True
 
-        # the same check sees a write lost on the bus
+        # the same check sees a write lost on the bus (gone from the ledger and the budget's journal)
         debit = next(o for o in history.of("debit") if o.acknowledged)
-        assert debit.ledger_key is not None
+        assert debit.ledger_key is not None and debit.swarm is not None
         assert await bus.delete(debit.ledger_key)
+        budget_key = f"gov/budgets/{debit.swarm}"
+        entry = await bus.get(budget_key)
+        assert entry is not None
+        budget = Budget.model_validate_json(entry.value)
+        kept = [e for e in budget.journal if e.key != debit.ledger_key]
+        await bus.put(budget_key, budget.model_copy(update={"journal": kept}).model_dump_json())
         damaged = check(history, await read_final_state(bus, lease_ttl=LEASE, witness=False))
         assert [v.ops for v in damaged.checks["no_lost_writes"].violations] == [(debit.id,)]
         assert not damaged.checks["money"].ok
