@@ -3,8 +3,10 @@ and the ``--mode=falsify`` report."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from rich.markup import escape
@@ -12,6 +14,7 @@ from rich.markup import escape
 from infrafabric.bus import EventBus, connect
 from infrafabric.bus.embedded import state_dir
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, run_async, settings
+from infrafabric.errors import ConfigurationError
 from infrafabric.witness import Signer, Witness
 
 __all__ = ["READ_ONLY", "Check", "bus_check", "falsify_report", "with_witness"]
@@ -69,3 +72,27 @@ async def bus_check(bus: EventBus) -> Check:
     """One round trip to the engine: the bus answers (for ``--mode=falsify``)."""
     health = await bus.health_check()
     return Check("bus reachable", bool(health), health.detail or "")
+
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str | None, flag: str, now: float) -> float | None:
+    """Epoch seconds, ISO 8601 (local time unless it has an offset) or an age
+    like ``90m``, ``2h``, ``7d`` (that long ago)."""
+    if text is None:
+        return None
+    value = text.strip()
+    rel = _RELATIVE.match(value)
+    if rel:
+        return now - float(rel.group(1)) * _UNIT[rel.group(2)]
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError as exc:
+        raise ConfigurationError(f"{flag} {text!r} is not a time: give epoch seconds, ISO 8601 "
+                                 "(2025-01-31T12:00) or an age (90m, 2h, 7d)") from exc

@@ -22,7 +22,7 @@ import click
 from rich.markup import escape
 
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
-from infrafabric.cli.common import Check, falsify_report
+from infrafabric.cli.common import Check, falsify_report, parse_time
 from infrafabric.cli.governor import all_budgets, budget_dict, dollars, swarm_id_arg, with_governor
 from infrafabric.coordinator.models import TASK_ID_PATTERN
 from infrafabric.errors import ConfigurationError
@@ -32,32 +32,10 @@ from infrafabric.governor.policy import plain_usd
 __all__ = ["cost"]
 
 _TASK_ID = re.compile(f"^{TASK_ID_PATTERN}$")
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 GROUP_FIELD = {"swarm": "swarm_id", "operation": "operation", "model": "model", "task": "task_id"}
 
 csv_option = click.option("--csv", "csv_path", metavar="FILE",
                           help="Also write the rows as CSV to FILE ('-' for stdout only).")
-
-
-def parse_time(text: str | None, flag: str, now: float) -> float | None:
-    """Epoch seconds, ISO 8601 (local time unless it has an offset) or an age
-    like ``90m``, ``2h``, ``7d`` (that long ago)."""
-    if text is None:
-        return None
-    value = text.strip()
-    rel = _RELATIVE.match(value)
-    if rel:
-        return now - float(rel.group(1)) * _UNIT[rel.group(2)]
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError as exc:
-        raise ConfigurationError(f"{flag} {text!r} is not a time: give epoch seconds, ISO 8601 "
-                                 "(2025-01-31T12:00) or an age (90m, 2h, 7d)") from exc
 
 
 def iso(at: float) -> str:

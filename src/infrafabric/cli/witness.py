@@ -15,7 +15,7 @@ from rich.markup import escape
 from infrafabric.bus import connect
 from infrafabric.bus.embedded import state_dir
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, run_async, settings
-from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report
+from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report, parse_time
 from infrafabric.errors import ConfigurationError
 from infrafabric.witness import SEVERITIES, Checkpoint, Filter, Signer, Verifier, Witness, WitnessEntry
 
@@ -28,16 +28,7 @@ def _line(e: WitnessEntry) -> str:
 
 
 def _time(text: str | None, flag: str) -> float | None:
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError as exc:
-        raise ConfigurationError(f"{flag} {text!r} is neither epoch seconds nor an ISO 8601 time") from exc
+    return parse_time(text, flag, time.time())
 
 
 @click.group()
@@ -196,8 +187,8 @@ async def _falsify_checkpoint(home: Path, out: Path | None) -> Outcome:
 @click.option("--operation")
 @click.option("--actor", help="A swarm id or other actor.")
 @click.option("--trace-id")
-@click.option("--since", help="Epoch seconds or ISO 8601 time.")
-@click.option("--until", help="Epoch seconds or ISO 8601 time.")
+@click.option("--since", help="Epoch seconds, ISO 8601 time or an age (90m, 2h, 7d).")
+@click.option("--until", help="Epoch seconds, ISO 8601 time or an age (90m, 2h, 7d).")
 @click.option("--severity", type=click.Choice(SEVERITIES), help="This severity or worse.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--oldest-first", is_flag=True, help="Oldest first (default newest first).")
