@@ -80,6 +80,11 @@ _NEVER_SENT = (
     "empty address list",
 )
 
+#: calls in a row that miss their deadline on one member before the bus moves to
+#: the next host: a frozen (SIGSTOPped) member keeps its TCP connections open,
+#: and gRPC's keepalive took 60-70 s to declare it dead
+TIMEOUTS_BEFORE_FAIL_OVER = 2
+
 _RETRY_MIN = 0.05
 _RETRY_MAX = 1.0
 
@@ -291,6 +296,8 @@ class EtcdBus(EventBus):
         super().__init__(url)
         self._client: Any = None
         self._host_index = 0
+        #: calls in a row on the current client that missed their deadline
+        self._timeouts = 0
         self._pubsub_ttl = url.int_option("pubsub_ttl", 30)
         self._connect_timeout = url.float_option("connect_timeout", self.timeout)
         self._lease_lock = asyncio.Lock()
@@ -346,9 +353,19 @@ class EtcdBus(EventBus):
             return
         self._host_index = (self._host_index + 1) % len(self.url.hosts)
         self._client = self._new_client(self._host_index)
+        self._timeouts = 0
         task = asyncio.get_running_loop().create_task(self._close_client(failed))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def _missed_deadline(self, client: Any) -> None:
+        """Count a call on ``client`` that got no answer in time; after
+        :data:`TIMEOUTS_BEFORE_FAIL_OVER` in a row, move to the next host."""
+        if client is None or client is not self._client:
+            return
+        self._timeouts += 1
+        if self._timeouts >= TIMEOUTS_BEFORE_FAIL_OVER:
+            self._fail_over(client)
 
     async def _close_client(self, client: Any) -> None:
         with contextlib.suppress(Exception):
@@ -371,11 +388,25 @@ class EtcdBus(EventBus):
     ) -> Iterator[None]:
         """Turn aetcd and gRPC errors into the InfraFabric tree, chained.
         ``key`` is the physical key (or prefix, or subject) of the call."""
+        started = time.monotonic()
         try:
             yield
+            if client is not None and client is self._client:
+                self._timeouts = 0  # the member answered
         except InfraFabricError:
             raise
         except _CLIENT_ERRORS as exc:
+            raise self._translated(op, key, client, write, exc) from exc
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                # A real cancellation: the caller's, or the bus deadline's (which
+                # usually fires before gRPC's own, set to the same timeout).
+                if op != "watch" and time.monotonic() - started >= 0.9 * self.timeout:
+                    self._missed_deadline(client)
+                raise
+            # gRPC ends every call of a channel closed under it with a bare
+            # CancelledError: a fail-over (or close) replaced the client mid-call.
             raise self._translated(op, key, client, write, exc) from exc
 
     def _translated(
@@ -386,8 +417,21 @@ class EtcdBus(EventBus):
         if key.startswith(f"{self.namespace}/"):
             key = self._strip_ns(key)
         where = f"{op} {key!r}"
+        if isinstance(exc, asyncio.CancelledError):
+            if write:
+                return BusTimeoutError(
+                    f"{where}: the connection to etcd at {self.url} was closed during the call "
+                    "(the client moved to another member); the outcome is unknown",
+                    hint="read the state back before retrying a write",
+                )
+            return BusUnavailableError(
+                f"{where}: the connection to etcd at {self.url} was closed during the call "
+                "(the client moved to another member)",
+                hint="retry: the next call goes to the new member",
+            )
         if isinstance(exc, TimeoutError):
             # an inner deadline: the caller's own arrives here as CancelledError
+            self._missed_deadline(client)
             return BusTimeoutError(
                 f"{where} on {self.url} got no answer in time; the outcome is unknown",
                 hint="read the state back before retrying a write",
@@ -402,6 +446,7 @@ class EtcdBus(EventBus):
         if isinstance(exc, aetcd.ConnectionTimeoutError | aetcd.WatchTimeoutError) or (
             code == codes.DEADLINE_EXCEEDED
         ):
+            self._missed_deadline(client)
             return BusTimeoutError(
                 f"{where} on {self.url} missed its deadline ({details}); the outcome is unknown",
                 hint="read the state back before retrying a write",

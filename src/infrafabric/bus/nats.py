@@ -61,15 +61,22 @@ log = logging.getLogger(__name__)
 SUBJECT_PREFIX = "if."
 #: wait between reconnect attempts
 RECONNECT_WAIT = 0.2
-#: seconds between client PINGs; two unanswered ones declare the connection dead
-#: (nats-py's default of 120 s takes minutes to notice a silent network failure)
-PING_INTERVAL = 20
+#: seconds between client PINGs; when MAX_OUTSTANDING_PINGS are unanswered the
+#: next tick declares the connection dead and reconnects (to another node of a
+#: cluster): ~15 s for a frozen (SIGSTOPped) server, whose TCP connections stay
+#: open (nats-py's default of 120 s takes minutes; 20 s took 60 s)
+PING_INTERVAL = 5
+MAX_OUTSTANDING_PINGS = 2
 #: connection attempts per server before the *initial* connect gives up
 INITIAL_ATTEMPTS = 2
 #: backoff bounds when re-creating a watch fails right after a reconnect
 RESUME_BACKOFF = (0.05, 2.0)
 #: an ephemeral consumer whose client vanished is removed after this long
 CONSUMER_INACTIVE = 30.0
+#: idle heartbeat of a watch's consumer: nats-py re-creates an ordered consumer
+#: that missed two (its server died while this client stayed connected to
+#: another node of a cluster); its default of 5 s took 10-20 s to notice
+WATCH_HEARTBEAT = 1.0
 
 #: the JetStream API prefix (the bus never sets a domain or another prefix)
 JS_API = "$JS.API"
@@ -224,6 +231,7 @@ class _NatsWatch(Watch):
                     stream=bus._stream,
                     cb=on_msg,
                     ordered_consumer=True,
+                    idle_heartbeat=WATCH_HEARTBEAT,
                     config=config,
                 )
             if self._closed:
@@ -337,6 +345,7 @@ class NatsBus(EventBus):
                     max_reconnect_attempts=INITIAL_ATTEMPTS - 1,
                     reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
                     ping_interval=PING_INTERVAL,
+                    max_outstanding_pings=MAX_OUTSTANDING_PINGS,
                     connect_timeout=self._connect_timeout,  # type: ignore[arg-type]
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
@@ -357,6 +366,39 @@ class NatsBus(EventBus):
             raise
 
     async def _bucket_kv(self) -> KeyValue:
+        kv = await self._open_bucket()
+        if self._replicas > 1:
+            await self._await_stream()
+        return kv
+
+    async def _await_stream(self) -> None:
+        """Wait (at most the bus timeout) until the bucket's stream answers a
+        write sent to this server. In a cluster, a server learns of the stream
+        leader's interest in the bucket's subjects through the routes, up to
+        ~0.5 s after the bucket was created: until then every write fails with
+        "no response from stream". The probe is a write the stream refuses
+        (it expects a subject sequence no key ever reaches), so it writes nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        headers = {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(2**63 - 1)}
+        while True:
+            try:
+                await self._js.publish(
+                    f"{self._kv_prefix}_if.probe",
+                    b"",
+                    headers=headers,
+                    timeout=max(deadline - loop.time(), 0.01),
+                )
+            except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
+                if loop.time() >= deadline:
+                    return  # the first call will report it
+                await asyncio.sleep(0.02)
+                continue
+            except (nats.js.errors.APIError, nats.errors.TimeoutError):
+                pass  # refused (as it must be), or slow: the stream answers
+            return
+
+    async def _open_bucket(self) -> KeyValue:
         # Direct get answers a read without the JetStream API round of JSON and
         # base64 (a claim's read costs ~40 % less). With one replica it reads
         # the only copy; with more, a follower may answer stale, so it is off.
@@ -667,6 +709,8 @@ class NatsBus(EventBus):
                     last = (await self._js.stream_info(self._stream)).state.last_seq
             pending = info.num_pending or 0
             page = 0
+            received = False
+            reachable_by = loop.time() + self.timeout
             while pending:
                 # One page: ask for `batch`; the wait for each message counts
                 # against the page's deadline, the caller's work does not.
@@ -694,6 +738,17 @@ class NatsBus(EventBus):
                             # fewer messages than pending said (purged meanwhile)
                             pending = 0 if not got else pending
                             break
+                        if (
+                            status == StatusCode.SERVICE_UNAVAILABLE
+                            and not received
+                            and loop.time() < reachable_by
+                        ):
+                            # No responder yet: in a cluster the consumer may live on
+                            # another server, whose interest in its pull subject
+                            # reaches this one through the routes a moment after
+                            # the consumer was created. Ask again (a new page).
+                            await asyncio.sleep(0.02)
+                            break
                         with self._translate("scan", prefix):
                             if status == StatusCode.SERVICE_UNAVAILABLE:
                                 # nobody serves the pull requests of this consumer
@@ -707,6 +762,7 @@ class NatsBus(EventBus):
                                 )
                             nats.js.errors.APIError.from_msg(msg)
                     got += 1
+                    received = True
                     largest = max(largest, len(msg.data) + len(msg.subject) + 256)
                     revision, pending = _sequence_and_pending(msg)
                     if revision > last:

@@ -158,6 +158,15 @@ class LocalServer(ABC):
         """One readiness probe."""
 
     def start(self, timeout: float = START_TIMEOUT) -> Self:
+        """Launch the server and wait until it answers (:meth:`launch` then
+        :meth:`wait_ready`)."""
+        if self.running:
+            return self
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> Self:
+        """Start the process without waiting for it to answer (a cluster member
+        cannot answer before a quorum of its peers is up). A no-op if running."""
         if self.running:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -177,12 +186,18 @@ class LocalServer(ABC):
         finally:
             log.close()
         self.pid = self._proc.pid
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> Self:
+        """Wait until a launched server answers its readiness probe; kill it
+        and raise :class:`ServerError` with its log tail if it exits or does
+        not answer within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if self._proc is not None and self._proc.poll() is not None:
                 raise ServerError(
                     f"{self.name} exited with code {self._proc.returncode} during start-up",
-                    hint=f"see {self.log_path}:\n" + self._log_tail(),
+                    hint=f"see {self.log_path}:\n" + self.log_tail(),
                 )
             if self._ready():
                 return self
@@ -190,14 +205,17 @@ class LocalServer(ABC):
         self.kill()
         raise ServerError(
             f"{self.name} did not become ready on port {self.port} within {timeout:g} s",
-            hint=f"see {self.log_path}:\n" + self._log_tail(),
+            hint=f"see {self.log_path}:\n" + self.log_tail(),
         )
 
-    def _log_tail(self, lines: int = 15) -> str:
+    def log_tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of the server's log."""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    _log_tail = log_tail
 
     @property
     def running(self) -> bool:
@@ -291,15 +309,23 @@ class NatsServer(LocalServer):
     def config_path(self) -> Path:
         return self.data_dir / "nats.conf"
 
-    def _command(self) -> list[str]:
+    @property
+    def server_name(self) -> str:
+        return f"if-nats-{self.port}"
+
+    def _config(self) -> str:
+        """The server's configuration file."""
         store = self.data_dir / "jetstream"
         sync = "\n    sync_interval: always" if self.sync_always else ""
-        self.config_path.write_text(
+        return (
             f"listen: {self.host}:{self.port}\n"
             f"http: {self.host}:{self.monitor_port}\n"
-            f"server_name: if-nats-{self.port}\n"
+            f"server_name: {self.server_name}\n"
             f"jetstream {{\n    store_dir: {json.dumps(str(store))}{sync}\n}}\n"
         )
+
+    def _command(self) -> list[str]:
+        self.config_path.write_text(self._config())
         return [find_nats_server(), "-c", str(self.config_path)]
 
     def _ready(self) -> bool:
@@ -330,10 +356,22 @@ class EtcdServer(LocalServer):
     def url(self) -> str:
         return f"etcd://{self.host}:{self.port}"
 
+    @property
+    def member_name(self) -> str:
+        return f"if-etcd-{self.port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    def _initial_cluster(self) -> str:
+        """``--initial-cluster``: this member alone (a cluster member lists its peers)."""
+        return f"{self.member_name}={self.peer_url}"
+
     def _command(self) -> list[str]:
         client = f"http://{self.host}:{self.port}"
-        peer = f"http://{self.host}:{self.peer_port}"
-        member = f"if-etcd-{self.port}"
+        peer = self.peer_url
+        member = self.member_name
         return [
             find_etcd(),
             "--name", member,
@@ -342,7 +380,7 @@ class EtcdServer(LocalServer):
             "--advertise-client-urls", client,
             "--listen-peer-urls", peer,
             "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"{member}={peer}",
+            "--initial-cluster", self._initial_cluster(),
             "--initial-cluster-state", "new",
             "--log-level", "warn",
         ]
