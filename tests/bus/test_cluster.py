@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import nats
 import pytest
 
 from infrafabric.bus import EventBus, EventKind, Watch, WatchEvent, connect
@@ -286,6 +287,20 @@ async def test_cluster_url_names_every_node(healthy: LocalCluster[Any]) -> None:
     assert 0 <= await healthy.leader() < 3
     if isinstance(healthy, NatsCluster):
         assert healthy.meta_leader() in (0, 1, 2)
+
+
+async def test_a_client_without_replicas_keeps_the_bucket_replicated(healthy: LocalCluster[Any]) -> None:
+    if not isinstance(healthy, NatsCluster):
+        return  # etcd has no per-client replication setting
+    plain = healthy.url.split("?")[0]  # no ?replicas=3: the client's default is 1
+    async with connect(plain) as bus:
+        await bus.revision()
+    nc = await nats.connect([f"nats://{n.host}:{n.port}" for n in healthy.nodes])
+    try:
+        info = await nc.jetstream().stream_info(f"KV_{healthy.bucket}")
+    finally:
+        await nc.close()
+    assert info.config.num_replicas == 3 and not info.config.allow_direct  # no stale follower reads
 
 
 async def test_bus_basics_through_the_cluster(healthy: LocalCluster[Any], namespace: str) -> None:

@@ -409,10 +409,13 @@ class NatsBus(EventBus):
             kv = None
         if kv is not None:
             if direct and not kv._direct:
+                # the stream's own replica count decides, never this client's option: turning
+                # direct get on for a replicated bucket would let followers answer stale reads
                 info = await self._js.stream_info(self._stream)
-                info.config.allow_direct = True
-                await self._js.update_stream(info.config)
-                kv = await self._js.key_value(self._bucket)
+                if (info.config.num_replicas or 1) == 1:
+                    info.config.allow_direct = True
+                    await self._js.update_stream(info.config)
+                    kv = await self._js.key_value(self._bucket)
             return kv
         config = api.KeyValueConfig(
             bucket=self._bucket,
