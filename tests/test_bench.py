@@ -33,7 +33,7 @@ from infrafabric.bench.witness import OPERATIONS as WITNESS_OPERATIONS
 from infrafabric.bench.witness import PHASES as WITNESS_PHASES
 from infrafabric.bench.witness import TARGETS as WITNESS_TARGETS
 from infrafabric.bench.witness import bench_witness
-from infrafabric.bus import connect
+from infrafabric.bus import connect, parse_url
 from infrafabric.bus.servers import EtcdServer, NatsServer
 from infrafabric.cli import cli
 
@@ -283,10 +283,11 @@ def check_coordinator_result(r: dict[str, Any], backend: str, n: int) -> None:
         measurable = has_raw or (t["metric"] != "ratio" and t["operation"] != "push")
         assert (t["value"] is not None) is measurable, t
         assert (t["pass"] is not None) is measurable, t
+    one_node = r["server"].get("nodes", 1) == 1  # on a cluster no target applies (see check_topology_both)
     floors = [t for t in r["targets"] if t["id"].startswith("floor_")]
-    assert len(floors) == 4 and all(t["applies"] for t in floors)
+    assert len(floors) == 4 and all(t["applies"] is one_node for t in floors)
     etcd = next(t for t in r["targets"] if t["id"] == "etcd_claim_p95")
-    assert etcd["applies"] is (backend == "etcd")
+    assert etcd["applies"] is (backend == "etcd" and one_node)
 
 
 async def test_bench_coordinator_memory() -> None:
@@ -709,3 +710,110 @@ def test_cli_chassis_falsify_and_bad_input() -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["would_fail"] is False
     assert CliRunner().invoke(cli, ["bench", "chassis", "--n", "3"]).exit_code == 2
+
+
+# -- ifctl bench coordinator --topology -----------------------------------------------
+
+
+def check_topology_both(r: dict[str, Any], backend: str, n: int) -> None:
+    """A --topology both report: both sections complete, every comparison row filled."""
+    assert r["benchmark"] == "coordinator" and r["topology"] == "both" and r["backend"] == backend
+    assert set(r["results"]) == {"single", "cluster"}
+    single, cluster = r["results"]["single"], r["results"]["cluster"]
+    check_coordinator_result(single, backend, n)
+    check_coordinator_result(cluster, backend, n)
+    assert "topology" not in single and single["server"].get("nodes", 1) == 1
+    assert cluster["topology"] == "cluster" and cluster["server"]["nodes"] == 3
+    assert len(parse_url(cluster["url"]).hosts) == 3
+    assert cluster["server"]["managed"] is True
+    # targets are defined for one node: reported on the cluster, never applied
+    assert all(t["applies"] is False and "one node" in t["note"] for t in cluster["targets"])
+    assert [t["id"] for t in cluster["targets"]] == [t[0] for t in COORD_TARGETS]
+    comparison = r["comparison"]
+    assert set(comparison) == {*COORD_LATENCY_OPS, "sustained"}
+    for op in COORD_LATENCY_OPS:
+        row = comparison[op]
+        for key in ("single_p50", "cluster_p50", "single_p99", "cluster_p99", "ratio", "ratio_p99"):
+            assert isinstance(row[key], float) and row[key] > 0, (op, key, row)
+        assert row["single_p50"] == single["operations"][op]["ours"]["p50"]
+        assert row["cluster_p50"] == cluster["operations"][op]["ours"]["p50"]
+        if op != "claim_lose":
+            assert row["raw_single_p50"] > 0 and row["raw_cluster_p50"] > 0 and row["raw_ratio"] > 0
+    sus = comparison["sustained"]
+    assert sus["single_ops_per_s"] > 0 and sus["cluster_ops_per_s"] > 0 and sus["ratio"] > 0
+    assert sus["raw_single_ops_per_s"] > 0 and sus["raw_cluster_ops_per_s"] > 0
+
+
+@pytest.mark.parametrize("backend", ["nats", "etcd"])
+def test_cli_coordinator_topology_both(backend: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(
+        cli, ["bench", "coordinator", "--topology", "both", "--backend", backend, "--n", "50",
+              "--inflight", "8", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)
+    check_topology_both(r, backend, 50)
+    assert list(tmp_path.iterdir()) == []  # the server and the cluster are removed
+
+
+def test_cli_coordinator_topology_human_and_cluster_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infrafabric.bench.coordinator import compare_topologies
+    from infrafabric.cli.bench import CLUSTER_NODES, _comparison_lines, _comparison_table
+
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(
+        cli, ["bench", "coordinator", "--topology", "cluster", "--backend", "nats", "--n", "10",
+              "--inflight", "4", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    r = json.loads(result.stdout)
+    check_coordinator_result(r, "nats", 10)
+    assert r["topology"] == "cluster" and r["server"]["nodes"] == CLUSTER_NODES
+    assert r["server"]["replicas"] == 3 and "replicas=3" in r["url"]
+    assert not any(t["applies"] for t in r["targets"])
+    # the side-by-side table, from two reports (no second run needed)
+    both: dict[str, Any] = {"benchmark": "coordinator", "topology": "both",
+            "results": {"single": r, "cluster": r},
+            "comparison": compare_topologies(r, r)}
+    assert all(row["ratio"] == 1.0 for row in both["comparison"].values())
+    lines = _comparison_lines(both)
+    assert lines[0].startswith("sustained claims/s: single")
+    assert any(line.startswith("single: target") for line in lines)
+    table = _comparison_table(both["comparison"])
+    assert [c.header for c in table.columns][:3] == ["operation\n(ms)", "single\np50", "clust.\np50"]
+
+
+@pytest.mark.parametrize("topology", ["cluster", "both"])
+def test_cli_coordinator_topology_falsify_changes_nothing(
+        topology: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    for backend, binary in (("nats", "nats-server binary"), ("etcd", "etcd binary")):
+        result = CliRunner().invoke(
+            cli, ["bench", "coordinator", "--backend", backend, "--topology", topology,
+                  "--mode=falsify", "--json"])
+        assert result.exit_code == 0, result.output + result.stderr
+        r = json.loads(result.stdout)
+        assert r["mode"] == "falsify" and r["would_fail"] is False and r["topology"] == topology
+        checks = {c["check"]: c for c in r["checks"]}
+        assert checks[binary]["ok"] and checks["module infrafabric.bus.cluster"]["ok"]
+        assert "3-node" in checks["topology"]["detail"]
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "coordinator", "--topology", "ring"],
+        ["bench", "coordinator", "--topology", ""],
+        ["bench", "coordinator", "--backend", "memory", "--topology", "cluster"],
+        ["bench", "coordinator", "--backend", "memory", "--topology", "both", "--mode=falsify"],
+        ["--bus", "memory://", "bench", "coordinator", "--topology", "both"],
+    ],
+)
+def test_cli_coordinator_bad_topology_exits_2(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IF_BUS_URL", raising=False)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" or "error" in result.stdout

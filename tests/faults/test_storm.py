@@ -1,9 +1,12 @@
 """Fault storms on real three-node clusters of both engines.
 
 Three agent processes work a board (chains of dependent tasks) while the
-leader is killed, a follower is killed, a follower is paused past the lease
-TTL, the agents' traffic to one node is blackholed through a TCP proxy, an
-agent holding a task is killed (its task must be reclaimed after the
+agents are partitioned from the node most of them use (every node is
+reached through its own TCP proxy; this runs first, while every agent still
+connects through the proxies: a NATS client that reconnects may pick a
+node's own address, which the cluster advertises), the leader is killed, a
+follower is killed, a follower is paused past the lease TTL, an agent
+holding a task is killed (its task must be reclaimed after the
 lease lapses) and every node is restarted from disk; the recorded history
 must pass every check of :mod:`infrafabric.faults.checker`, every check must
 have examined something, and every task must be completed exactly once.
@@ -30,9 +33,9 @@ from infrafabric.bus.cluster import EtcdCluster, LocalCluster, NatsCluster
 from infrafabric.coordinator import TaskStatus, Transition
 from infrafabric.faults.checker import read_final_state
 from infrafabric.faults.proxy import TcpProxy
-from infrafabric.faults.storm import FAULTS, StormReport, run_storm
+from infrafabric.faults.storm import AGENT_TIMEOUT, FAULTS, StormReport, run_storm
 
-FAULT_SEQUENCE = ["kill_leader", "kill_follower", "pause_node", "partition_node", "kill_agent", "restart_all"]
+FAULT_SEQUENCE = ["partition_node", "kill_leader", "kill_follower", "pause_node", "kill_agent", "restart_all"]
 SOAK_SEQUENCE = ["kill_leader", "pause_leader", "kill_agent", "kill_follower", "pause_node", "restart_all",
                  "partition_node", "kill_leader", "kill_agent", "pause_leader", "restart_all"]
 SOAK = os.environ.get("IF_SOAK", "") not in ("", "0")
@@ -80,6 +83,12 @@ async def test_a_bounded_storm_passes_every_check(cluster: LocalCluster[Any], tm
     await assert_each_task_completed_once(cluster, report)
     assert {f.name for f in report.faults} == set(FAULT_SEQUENCE)
     assert all(f.completed_before < report.tasks for f in report.faults)  # every fault hit a busy board
+    # the partition really cut agents off: their connections went silent, bytes were blackholed
+    # and at least one agent got nothing acknowledged for most of it
+    part = next(f for f in report.faults if f.name == "partition_node")
+    assert isinstance(part.detail["connections_cut"], int) and part.detail["connections_cut"] >= 1, part
+    assert isinstance(part.detail["dropped_bytes"], int) and part.detail["dropped_bytes"] > 100, part
+    assert max(part.agent_stalls.values()) >= AGENT_TIMEOUT, part.to_dict()
     killed = next(f for f in report.faults if f.name == "kill_agent")
     assert killed.detail.get("task") is not None and killed.detail.get("reclaimed_after") is not None, killed
     assert len(report.agents) == 4  # the three and the replacement

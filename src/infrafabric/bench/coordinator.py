@@ -39,6 +39,13 @@ and push/blocker are measured within this process. The coordinator that
 claims runs no watcher (``async with``) and has no observers or admission
 hook: it measures the calls themselves. Targets are reported with ``pass``
 and ``applies``; a benchmark never fails because of a timing.
+
+On a cluster (``server["nodes"] > 1``, e.g. a temporary
+:class:`~infrafabric.bus.cluster.NatsCluster` whose URL names every node and
+``?replicas=3``) the same run measures replicated writes; every target then
+has ``applies: false`` (they are defined for one node).
+:func:`compare_topologies` puts a single-node and a cluster report side by
+side.
 """
 
 from __future__ import annotations
@@ -75,7 +82,8 @@ from infrafabric.bench.stats import QUANTILE_METHOD, ratio
 from infrafabric.bus import EventBus, connect
 from infrafabric.coordinator import IFCoordinator, Task, TaskSpec, TaskStatus, Transition
 
-__all__ = ["OPERATIONS", "PHASES", "TARGETS", "bench_coordinator", "with_namespace"]
+__all__ = ["COMPARED", "OPERATIONS", "PHASES", "TARGETS", "bench_coordinator", "compare_topologies",
+           "with_namespace"]
 
 #: operation id -> (label, what is timed)
 OPERATIONS: dict[str, tuple[str, str]] = {
@@ -549,6 +557,7 @@ class _Bench:
 def _targets(ops: dict[str, dict[str, Any]], backend: str,
              server: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    nodes = int(server.get("nodes", 1))
     for tid, op, metric, compare, threshold, description, scope in TARGETS:
         value = metric_value(ops, op, metric)
         if op == "push" and not ops.get(op, {}).get("cross_process", False):
@@ -561,6 +570,50 @@ def _targets(ops: dict[str, dict[str, Any]], backend: str,
         else:
             applies = True
             note = ""
+        if nodes > 1:
+            applies = False
+            note = (f"the target is defined for one node; shown for comparison on this {nodes}-node "
+                    "cluster")
         out.append(target_row(tid, description, op, metric, threshold, value, applies=applies,
                               note=note, compare=compare))
+    return out
+
+
+#: the latency operations :func:`compare_topologies` puts side by side (and ``sustained``)
+COMPARED = ("claim_win", "claim_lose", "push", "blocker")
+
+
+def compare_topologies(single: dict[str, Any], cluster: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per operation, the single-node and the cluster figures of two
+    :func:`bench_coordinator` reports: ours p50/p99 (``single_p50``,
+    ``cluster_p50``...), ``ratio`` = cluster p50 / single p50 (>1 = the
+    cluster is slower; ``ratio_p99`` likewise), the raw engine's p50/p99 on
+    each (``raw_single_p50``...) and ``raw_ratio``, and ours / raw p50 on
+    each (``single_ours_over_raw``...). ``sustained``: claims/s on each and
+    ``ratio`` = single claims/s / cluster claims/s (>1 = the cluster is
+    slower), with the raw CAS/s likewise."""
+    out: dict[str, dict[str, Any]] = {}
+    for op in COMPARED:
+        s_op, c_op = single["operations"][op], cluster["operations"][op]
+        row: dict[str, Any] = {}
+        for side, prefix in (("ours", ""), ("raw", "raw_")):
+            s_side, c_side = s_op.get(side) or {}, c_op.get(side) or {}
+            for stat in ("p50", "p99"):
+                row[f"{prefix}single_{stat}"] = s_side.get(stat)
+                row[f"{prefix}cluster_{stat}"] = c_side.get(stat)
+        row["ratio"] = ratio(row["cluster_p50"], row["single_p50"])
+        row["ratio_p99"] = ratio(row["cluster_p99"], row["single_p99"])
+        row["raw_ratio"] = ratio(row["raw_cluster_p50"], row["raw_single_p50"])
+        row["single_ours_over_raw"] = s_op.get("ratio")
+        row["cluster_ours_over_raw"] = c_op.get("ratio")
+        out[op] = row
+    s_sus, c_sus = single["operations"]["sustained"], cluster["operations"]["sustained"]
+    s_raw, c_raw = s_sus.get("raw") or {}, c_sus.get("raw") or {}
+    out["sustained"] = {
+        "single_ops_per_s": s_sus["ours"]["ops_per_s"], "cluster_ops_per_s": c_sus["ours"]["ops_per_s"],
+        "ratio": ratio(s_sus["ours"]["ops_per_s"], c_sus["ours"]["ops_per_s"]),
+        "raw_single_ops_per_s": s_raw.get("ops_per_s"), "raw_cluster_ops_per_s": c_raw.get("ops_per_s"),
+        "raw_ratio": ratio(s_raw.get("ops_per_s"), c_raw.get("ops_per_s")),
+        "single_raw_over_ours": s_sus.get("ratio"), "cluster_raw_over_ours": c_sus.get("ratio"),
+    }
     return out

@@ -31,7 +31,7 @@ from infrafabric.bench.all import bench_all as run_all
 from infrafabric.bench.bus import OPERATIONS, bench_bus
 from infrafabric.bench.chassis import PHASES as CHASSIS_PHASES
 from infrafabric.bench.chassis import bench_chassis
-from infrafabric.bench.coordinator import PHASES, bench_coordinator
+from infrafabric.bench.coordinator import COMPARED, PHASES, bench_coordinator, compare_topologies
 from infrafabric.bench.stats import QUANTILE_METHOD
 from infrafabric.bench.waste import MAX_ATTEMPTS, STRATEGIES, bench_waste
 from infrafabric.bench.waste import PHASES as WASTE_PHASES
@@ -555,13 +555,92 @@ def _coordinator_why(backend: str, n: int, warmup: int, inflight: int, pace_ms: 
     ]
 
 
+#: --topology of ``bench coordinator``
+TOPOLOGIES = ("single", "cluster", "both")
+#: nodes of the temporary cluster of ``--topology cluster|both``
+CLUSTER_NODES = 3
+
+
+@contextlib.contextmanager
+def _cluster_target(backend: str) -> Iterator[tuple[str, dict[str, Any], bool]]:
+    """(url, server description, managed) of a temporary :data:`CLUSTER_NODES`-node
+    cluster of ``backend`` on loopback, stopped and removed on exit."""
+    from infrafabric.bus.cluster import EtcdCluster, LocalCluster, NatsCluster
+
+    made: LocalCluster[Any]
+    server: dict[str, Any] = {"managed": True, "topology": "cluster", "nodes": CLUSTER_NODES}
+    if backend == "nats":
+        made = NatsCluster(CLUSTER_NODES)
+        server.update({"sync_interval": "always", "jetstream_storage": "file",
+                       "replicas": made.replicas})
+    elif backend == "etcd":
+        made = EtcdCluster(CLUSTER_NODES)
+        server["fsync"] = "every commit (etcd default)"
+    else:
+        raise click.UsageError(f"--topology cluster needs nats or etcd, not {backend}")
+    server["data_dir"] = "temporary, removed after the run"
+    with made:
+        yield made.url, server, True
+
+
+def _coordinator_run(s: Settings, topology: str, backend: str, url: str | None, n: int,
+                     inflight: int, warm: int, pace_ms: float,
+                     labels: Mapping[str, str]) -> dict[str, Any]:
+    """One ``bench_coordinator`` run on one node (``url`` or a temporary server) or a cluster."""
+    target = _cluster_target(backend) if topology == "cluster" else _target(backend, url)
+    with target as (target_url, server, managed), _Progress(s, labels) as progress:
+        return run_async(bench_coordinator(
+            target_url, n, inflight=inflight, warmup=warm, pace_ms=pace_ms,
+            server=server, cleanup=not managed, progress=progress,
+        ))
+
+
+def _comparison_table(comparison: Mapping[str, Mapping[str, Any]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True)
+    table.add_column("operation\n(ms)", min_width=9, no_wrap=True)
+    for title in ("single\np50", "clust.\np50", "single\np99", "clust.\np99", "ratio\np50",
+                  "raw\nsgl p50", "raw\ncl p50", "o/raw\nsgl", "o/raw\ncl"):
+        table.add_column(title, justify="right", min_width=5)
+    for op in COMPARED:
+        row = comparison[op]
+        table.add_row(_SHORT_COORD[op], _fmt(row["single_p50"]), _fmt(row["cluster_p50"]),
+                      _fmt(row["single_p99"]), _fmt(row["cluster_p99"]), _fmt(row["ratio"]),
+                      _fmt(row["raw_single_p50"]), _fmt(row["raw_cluster_p50"]),
+                      _fmt(row["single_ours_over_raw"]), _fmt(row["cluster_ours_over_raw"]))
+    return table
+
+
+def _comparison_lines(result: Mapping[str, Any]) -> list[str]:
+    sus = result["comparison"]["sustained"]
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.0f}"
+
+    lines = [
+        f"sustained claims/s: single {rate(sus['single_ops_per_s'])}, cluster "
+        f"{rate(sus['cluster_ops_per_s'])} (single/cluster {_fmt(sus['ratio'])}); raw CAS/s: "
+        f"single {rate(sus['raw_single_ops_per_s'])}, cluster {rate(sus['raw_cluster_ops_per_s'])}",
+    ]
+    lines += [f"single: {line}" for line in _target_lines(result["results"]["single"]["targets"])]
+    shown = ", ".join(
+        f"{t['id']} {_fmt(t['value'])} ({'-' if t['pass'] is None else 'PASS' if t['pass'] else 'MISS'})"
+        for t in result["results"]["cluster"]["targets"])
+    lines.append(f"[dim]cluster (targets are defined for one node; for comparison only): {shown}[/dim]")
+    return lines
+
+
 @bench.command("coordinator")
 @_common_options(inflight_help="Claims in flight for the sustained run.",
                  n_help="Samples per latency, and claims for the sustained rate (at least 10).",
                  pace_help="Pause after each push / blocker report has arrived.")
+@click.option("--topology", type=click.Choice(TOPOLOGIES), default="single", show_default=True,
+              help="single: one node (the given --bus, or a temporary server); cluster: a temporary "
+                   f"{CLUSTER_NODES}-node cluster of the backend (nats or etcd); both: one then the other "
+                   "in this run, side by side.")
 @contract
 def coordinator(backend: str | None, n: int, inflight: int, warmup: int | None,
-                pace_ms: float) -> Outcome:
+                pace_ms: float, topology: str) -> Outcome:
     """Measure the coordinator's claims, push and blockers on a real server.
 
     Times claim_task (winners and losers) interleaved with the engine's own
@@ -573,32 +652,87 @@ def coordinator(backend: str | None, n: int, inflight: int, warmup: int | None,
     starts a temporary durable server (NATS with sync_interval: always, or
     etcd) and removes it at the end.
 
+    --topology cluster runs the same benchmark on a temporary 3-node cluster
+    (NATS: replicas=3), where every write is replicated; --topology both runs
+    a single node and then the cluster and reports them side by side (--json:
+    {"topology": "both", "results": {"single": ..., "cluster": ...},
+    "comparison": {op: {"single_p50", "cluster_p50", "ratio", ...}}}).
+    Targets are defined for one node: on the cluster they are shown with
+    applies: false.
+
     \b
     Examples:
       ifctl bench coordinator --backend nats --n 2000 --json
       ifctl bench coordinator --backend etcd --why
       ifctl bench coordinator --backend memory --n 500
+      ifctl bench coordinator --backend nats --topology both
       ifctl bench coordinator --mode=falsify
     """
     s = settings()
     backend, url, url_error = _resolve(s, backend)
     warm = default_warmup(n) if warmup is None else warmup
+    if topology != "single":
+        if url is not None:
+            raise click.UsageError(f"--topology {topology} starts its own temporary cluster; drop --bus "
+                                   "(and IF_BUS_URL), or use --topology single")
+        if backend == "memory":
+            raise click.UsageError(f"--topology {topology} needs --backend nats or etcd (memory:// has "
+                                   "no cluster)")
+    why = _coordinator_why(backend, n, warm, inflight, pace_ms)
+    if topology != "single":
+        why.append(f"cluster = a temporary {CLUSTER_NODES}-node cluster on loopback (each node durable as "
+                   "the single server: NATS sync_interval: always with replicas=3; etcd fsync per commit), "
+                   "URL naming every node; our bus and the raw client each pick their node as they "
+                   "normally do, so a write may be forwarded to the leader. comparison ratio = cluster "
+                   "p50 / single p50 (sustained: single claims/s / cluster claims/s); >1 = the cluster "
+                   "is slower. Targets are defined for one node and shown with applies: false there")
     if s.falsify:
-        return _falsify(backend, url, url_error, n,
-                        f"{n} samples (+{warm} warm-up) per latency, {n} claims for the "
-                        f"sustained rate, {inflight} in flight, {2 * n + warm} tasks",
-                        modules=("infrafabric.coordinator",))
+        checks = _falsify_checks(backend, url, url_error, n,
+                                 f"{n} samples (+{warm} warm-up) per latency, {n} claims for the "
+                                 f"sustained rate, {inflight} in flight, {2 * n + warm} tasks",
+                                 modules=("infrafabric.coordinator",)
+                                 + (("infrafabric.bus.cluster",) if topology != "single" else ()))
+        if topology != "single":
+            checks.append(("topology", True,
+                           f"{topology}: a temporary {CLUSTER_NODES}-node {backend} cluster on 127.0.0.1"
+                           + (", after a single-node run" if topology == "both" else "")))
+        return _checks_outcome(checks, why, backend=backend, topology=topology)
 
-    with (_sigterm_as_interrupt(), _target(backend, url) as (target_url, server, managed),
-          _Progress(s, PHASES) as progress):
-        result = run_async(bench_coordinator(
-            target_url, n, inflight=inflight, warmup=warm, pace_ms=pace_ms,
-            server=server, cleanup=not managed, progress=progress,
-        ))
-    head, tail = _coordinator_lines(result)
-    _render(s, result, head, _SHORT_COORD)
-    return Outcome(data=result, lines=tail,
-                   why=_coordinator_why(backend, n, warm, inflight, pace_ms))
+    if topology != "both":
+        with _sigterm_as_interrupt():
+            result = _coordinator_run(s, topology, backend, url, n, inflight, warm, pace_ms, PHASES)
+        if topology == "cluster":
+            result["topology"] = "cluster"
+        head, tail = _coordinator_lines(result)
+        if topology == "cluster":
+            head[0] += f", {result['server']['nodes']}-node cluster"
+        _render(s, result, head, _SHORT_COORD)
+        return Outcome(data=result, lines=tail, why=why)
+
+    results: dict[str, dict[str, Any]] = {}
+    with _sigterm_as_interrupt():
+        for step, name in enumerate(("single", "cluster"), 1):
+            labels = {k: f"[{step}/2] {name}: {v}" for k, v in PHASES.items()}
+            results[name] = _coordinator_run(s, name, backend, url, n, inflight, warm, pace_ms, labels)
+    results["cluster"]["topology"] = "cluster"
+    both: dict[str, Any] = {
+        "benchmark": "coordinator", "topology": "both", "backend": backend, "n": n,
+        "nodes": {"single": 1, "cluster": CLUSTER_NODES},
+        "units": {"latency": "ms", "throughput": "claims/s (raw: CAS/s)",
+                  "ratio": "cluster / single (p50); sustained: single claims/s / cluster claims/s; "
+                           ">1 = the cluster is slower"},
+        "results": results,
+        "comparison": compare_topologies(results["single"], results["cluster"]),
+        "duration_s": round(sum(r["duration_s"] for r in results.values()), 2),
+    }
+    if not s.json:
+        single, cluster = results["single"], results["cluster"]
+        s.console.print(_header(single) + " (single node)")
+        s.console.print(_header(cluster) + f" ({CLUSTER_NODES}-node cluster)")
+        s.console.print("latency in ms: ours on a single node vs a cluster; ratio = cluster p50 / single "
+                        "p50 (>1 = cluster slower); raw = the engine's own client on each")
+        s.console.print(_comparison_table(both["comparison"]))
+    return Outcome(data=both, lines=_comparison_lines(both), why=why)
 
 
 # -- ifctl bench witness ------------------------------------------------------------

@@ -22,9 +22,11 @@ Faults (each ``async def fault(cluster, pool) -> detail``): ``kill_leader``,
 ``pause_node`` / ``pause_leader`` (SIGSTOP a follower / the leader past the lease
 TTL, then SIGCONT), ``kill_agent`` (SIGKILL an agent holding a task, start a
 replacement; the task must be reclaimed once its lease lapses),
-``partition_node`` (blackhole the agents' traffic to one node through a
-:class:`~infrafabric.faults.proxy.TcpProxy` past the lease TTL), ``restart_all``
-(stop every node, start them all again from disk).
+``partition_node`` (blackhole the agents' traffic to the node most of them
+are connected to past the lease TTL, then cut those connections: every node
+is reached by the agents only through its own
+:class:`~infrafabric.faults.proxy.TcpProxy`), ``restart_all`` (stop every
+node, start them all again from disk).
 """
 
 from __future__ import annotations
@@ -72,9 +74,11 @@ __all__ = [
     "STOP_KEY",
     "AgentPool",
     "FaultEvent",
+    "NodeProxy",
     "RecordedCoordinator",
     "StormReport",
     "agent_main",
+    "agent_stalls",
     "run_storm",
     "stalls",
 ]
@@ -213,6 +217,23 @@ async def _work(rec: HistoryRecorder, coord: IFCoordinator, gov: IFGovernor, wit
 # -- agent processes ---------------------------------------------------------------------
 
 
+class NodeProxy(TcpProxy):
+    """A :class:`TcpProxy` in front of one node that counts its open connections."""
+
+    def __init__(self, node: int, target_host: str, target_port: int) -> None:
+        super().__init__(target_host, target_port)
+        self.node = node
+        #: client connections open through this proxy now
+        self.open = 0
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        try:
+            await super()._accept(reader, writer)
+        finally:
+            self.open -= 1
+
+
 @dataclass
 class Agent:
     swarm: str
@@ -235,9 +256,10 @@ class AgentPool:
         self.spares = list(spares)
         self.fsync = fsync
         self.agents: list[Agent] = []
-        #: the proxy between the agents and node ``proxied`` (for ``partition_node``)
-        self.proxy: TcpProxy | None = None
-        self.proxied: int | None = None
+        #: one proxy per node between the agents and that node (for ``partition_node``)
+        self.proxies: list[NodeProxy] = []
+        #: the run's URL straight to the nodes (the storm's own calls: never partitioned)
+        self.control_url = url
 
     def start(self, swarm: str) -> Agent:
         log_path = self.directory / f"{swarm}.log"
@@ -339,7 +361,7 @@ async def kill_agent(cluster: LocalCluster[Any], pool: AgentPool) -> dict[str, J
     """SIGKILL an agent that holds a task, start a replacement, and wait
     (bounded) until that task is claimed by someone else."""
     live = {a.swarm: a for a in pool.live()}
-    async with connect(pool.url) as bus:
+    async with connect(pool.control_url) as bus:
         coord = IFCoordinator(bus)
         victim, task_id = None, None
         end = time.monotonic() + 10
@@ -374,17 +396,29 @@ async def kill_agent(cluster: LocalCluster[Any], pool: AgentPool) -> dict[str, J
 
 
 async def partition_node(cluster: LocalCluster[Any], pool: AgentPool) -> dict[str, JsonValue]:
-    """Blackhole the agents' traffic to one node (through the run's
-    :class:`~infrafabric.faults.proxy.TcpProxy`) past the lease TTL, then heal."""
-    if pool.proxy is None:
-        raise InfraFabricError("partition_node needs the run's proxy (run_storm makes it)")
+    """Partition the agents from the node most of their connections go to
+    (through its :class:`NodeProxy`): blackhole that traffic both ways past
+    the lease TTL, then heal by cutting those connections (their streams lost
+    bytes; a real TCP connection would have timed out) so the clients
+    reconnect. Reports the node, the connections cut, the bytes blackholed."""
+    if not pool.proxies:
+        raise InfraFabricError("partition_node needs the run's node proxies (run_storm makes them)")
+    open_before = {p.node: p.open for p in pool.proxies}
+    proxy = max(pool.proxies, key=lambda p: (p.open, -p.node))
+    if proxy.open == 0:
+        raise InfraFabricError(f"no agent is connected through any node proxy ({open_before})")
     held = pool.lease + 1.0
-    pool.proxy.blackhole()
+    dropped, accepted = proxy.dropped, proxy.accepted
+    connections = proxy.open
+    proxy.blackhole()
     try:
         await asyncio.sleep(held)
     finally:
-        pool.proxy.forward()
-    return {"node": pool.proxied, "held": held, "dropped_bytes": pool.proxy.dropped}
+        proxy.forward()
+        proxy.reset()
+    return {"node": proxy.node, "held": held, "connections_cut": connections,
+            "connections_during": proxy.accepted - accepted, "dropped_bytes": proxy.dropped - dropped,
+            "open_by_node": {str(k): v for k, v in open_before.items()}}
 
 
 async def restart_all(cluster: LocalCluster[Any], pool: AgentPool) -> dict[str, JsonValue]:
@@ -422,13 +456,16 @@ class FaultEvent:
     completed_before: int = 0
     #: the longest gap between consecutive acknowledged operations (all agents) overlapping it
     stall: float | None = None
+    #: the same, per agent process (the agents it cut off show the longest)
+    agent_stalls: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
     def to_dict(self) -> dict[str, JsonValue]:
         return {"name": self.name, "start": self.start, "end": self.end,
                 "duration": round(self.end - self.start, 3), "detail": self.detail,
                 "completed_before": self.completed_before,
-                "stall": None if self.stall is None else round(self.stall, 3), "error": self.error}
+                "stall": None if self.stall is None else round(self.stall, 3),
+                "agent_stalls": {k: round(v, 3) for k, v in self.agent_stalls.items()}, "error": self.error}
 
 
 @dataclass
@@ -470,8 +507,11 @@ class StormReport:
                  f"tasks in {self.runtime:.1f} s, agents {', '.join(self.agents)}"]
         for f in self.faults:
             stall = "?" if f.stall is None else f"{f.stall:.2f} s"
+            worst = max(f.agent_stalls.values(), default=None)
             lines.append(f"  fault {f.name} {json.dumps(f.detail)}: {f.end - f.start:.1f} s, "
-                         f"longest stall {stall}, {f.completed_before} done before"
+                         f"longest stall {stall}"
+                         + ("" if worst is None else f" (one agent: {worst:.2f} s)")
+                         + f", {f.completed_before} done before"
                          + (f", ERROR {f.error}" if f.error else ""))
         base = "?" if self.baseline_stall is None else f"{self.baseline_stall:.2f} s"
         lines.append(f"  longest gap outside faults: {base}")
@@ -494,6 +534,22 @@ def stalls(history: History,
         per.append(max(inside) if inside else None)
     outside = [b - a for a, b in gaps if all(b < s or a > e for s, e in windows)]
     return per, (max(outside) if outside else None)
+
+
+def agent_stalls(history: History, start: float, end: float) -> dict[str, float]:
+    """Per agent process, the longest gap between its consecutive acknowledged
+    operations that overlaps the window ``(start, end)``: how long the fault
+    kept that agent from getting anything done."""
+    by: dict[str, list[float]] = {}
+    for o in history.ops:
+        if o.acknowledged and o.end is not None:
+            by.setdefault(o.process, []).append(o.end)
+    out: dict[str, float] = {}
+    for process, ends in sorted(by.items()):
+        inside = [b - a for a, b in itertools.pairwise(sorted(ends)) if b >= start and a <= end]
+        if inside:
+            out[process] = max(inside)
+    return out
 
 
 def _with_options(url: str, **options: str) -> str:
@@ -539,21 +595,23 @@ async def run_storm(cluster: LocalCluster[Any], faults: Sequence[str], *, tasks:
     workdir = Path(directory or tempfile.mkdtemp(prefix="if-storm-"))
     os.makedirs(workdir, exist_ok=True)
     ns = namespace or "storm" + secrets.token_hex(4)
-    proxy: TcpProxy | None = None
+    proxies: list[NodeProxy] = []
     base = cluster.url
-    if "partition_node" in faults:  # the agents reach node 0 only through a proxy
-        node = cluster.nodes[0]
-        proxy = await TcpProxy(node.host, node.port).start()
-        base = base.replace(f"{node.host}:{node.port}", f"{proxy.host}:{proxy.port}", 1)
+    control_url = _with_options(base, namespace=ns, timeout=f"{AGENT_TIMEOUT:g}")
+    if "partition_node" in faults:  # the agents reach every node only through its own proxy
+        for index, node in enumerate(cluster.nodes):
+            proxy = await NodeProxy(index, node.host, node.port).start()
+            proxies.append(proxy)
+            base = base.replace(f"{node.host}:{node.port}", f"{proxy.host}:{proxy.port}", 1)
     url = _with_options(base, namespace=ns, timeout=f"{AGENT_TIMEOUT:g}")
     swarms = [f"agent-{i}" for i in range(agents)]
     spares = [f"spare-{i}" for i in range(sum(f == "kill_agent" for f in faults) + 1)]
     pool = AgentPool(url, workdir, lease=lease, work=work, spares=spares, fsync=fsync)
-    pool.proxy, pool.proxied = proxy, (0 if proxy else None)
+    pool.proxies, pool.control_url = proxies, control_url
     events: list[FaultEvent] = []
     problems: list[str] = []
     created = tasks
-    async with connect(url) as bus:
+    async with connect(control_url) as bus:
         coord = IFCoordinator(bus, max_attempts=MAX_ATTEMPTS)
         gov = IFGovernor(bus)
         for s in [*swarms, *spares]:
@@ -609,14 +667,14 @@ async def run_storm(cluster: LocalCluster[Any], faults: Sequence[str], *, tasks:
                 problems.append("agents still running at the end: " + ", ".join(a.swarm for a in pool.live()))
         finally:
             pool.kill_all()
-            if proxy is not None:
+            for proxy in proxies:
                 proxy.forward()
         for a in pool.agents:
             if not a.killed and a.proc.returncode != 0:
                 problems.append(f"agent {a.swarm} exited with {a.proc.returncode}:\n{pool.tail(a)}")
         history = load_history(pool.history_dir)
         final = await read_final_state(bus, lease_ttl=lease)
-    if proxy is not None:
+    for proxy in proxies:
         await proxy.close()
     report = check(history, final)
     total = len(final.tasks)
@@ -629,9 +687,10 @@ async def run_storm(cluster: LocalCluster[Any], faults: Sequence[str], *, tasks:
     per, baseline = stalls(history, [(e.start, e.end) for e in events])
     for event, stall in zip(events, per, strict=True):
         event.stall = stall
+        event.agent_stalls = agent_stalls(history, event.start, event.end)
     storm = StormReport(engine=cluster.kind, check=report, faults=events, tasks=total, completed=completed,
                         runtime=time.monotonic() - t0, ops=history.counts(), baseline_stall=baseline,
-                        agents=[a.swarm for a in pool.agents], directory=str(workdir), url=url,
+                        agents=[a.swarm for a in pool.agents], directory=str(workdir), url=control_url,
                         problems=problems)
     (workdir / "report.json").write_text(json.dumps(storm.to_dict(), indent=2, default=str))
     return storm
