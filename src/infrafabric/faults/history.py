@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -58,6 +58,7 @@ __all__ = [
     "Outcome",
     "classify",
     "load_history",
+    "record_claim",
     "recorded_append",
     "recorded_claim",
     "recorded_complete",
@@ -367,9 +368,15 @@ def load_history(directory: str | os.PathLike[str]) -> History:
 async def recorded_claim(rec: HistoryRecorder, coord: IFCoordinator, swarm: str, task: str) -> ClaimOutcome:
     """``coord.try_claim`` recorded: ``ok`` with the claim_id if won, ``fail`` if refused.
     Exceptions are recorded and re-raised."""
+    return await record_claim(rec, swarm, task, lambda: coord.try_claim(swarm, task))
+
+
+async def record_claim(rec: HistoryRecorder, swarm: str, task: str,
+                       claim: Callable[[], Awaitable[ClaimOutcome]]) -> ClaimOutcome:
+    """Record one claim attempt made by ``claim()`` (see :func:`recorded_claim`)."""
     call = rec.begin("claim", swarm=swarm, task=task)
     try:
-        outcome = await coord.try_claim(swarm, task)
+        outcome = await claim()
     except BaseException as exc:
         call.error(exc)
         raise

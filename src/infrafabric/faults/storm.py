@@ -60,6 +60,7 @@ from infrafabric.faults.history import (
     History,
     HistoryRecorder,
     load_history,
+    record_claim,
     recorded_append,
     recorded_complete,
     recorded_debit,
@@ -109,17 +110,8 @@ class RecordedCoordinator(IFCoordinator):
     async def try_claim(self, swarm_id: str, task_id: str, *, dry_run: bool = False) -> ClaimOutcome:
         if dry_run:
             return await super().try_claim(swarm_id, task_id, dry_run=True)
-        call = self.recorder.begin("claim", swarm=swarm_id, task=task_id)
-        try:
-            outcome = await super().try_claim(swarm_id, task_id)
-        except BaseException as exc:
-            call.error(exc)
-            raise
-        if outcome.won:
-            call.ok(claim_id=outcome.claim_id)
-        else:
-            call.fail(outcome.reason)
-        return outcome
+        return await record_claim(self.recorder, swarm_id, task_id,
+                                  lambda: super(RecordedCoordinator, self).try_claim(swarm_id, task_id))
 
     async def heartbeat(self, swarm_id: str, task_id: str, claim_id: str | None = None) -> float:
         with self.recorder.begin("heartbeat", swarm=swarm_id, task=task_id, claim_id=claim_id):
