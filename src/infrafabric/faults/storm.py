@@ -393,12 +393,8 @@ async def partition_node(cluster: LocalCluster[Any], pool: AgentPool) -> dict[st
     the lease TTL, then heal by cutting those connections (their streams lost
     bytes; a real TCP connection would have timed out) so the clients
     reconnect. Reports the node, the connections cut, the bytes blackholed."""
-    if not pool.proxies:
-        raise InfraFabricError("partition_node needs the run's node proxies (run_storm makes them)")
     open_before = {p.node: p.open for p in pool.proxies}
-    proxy = max(pool.proxies, key=lambda p: (p.open, -p.node))
-    if proxy.open == 0:
-        raise InfraFabricError(f"no agent is connected through any node proxy ({open_before})")
+    proxy = _busiest_proxy(pool, "partition_node")
     held = pool.lease + 1.0
     dropped, accepted = proxy.dropped, proxy.accepted
     connections = proxy.open
@@ -411,6 +407,31 @@ async def partition_node(cluster: LocalCluster[Any], pool: AgentPool) -> dict[st
     return {"node": proxy.node, "held": held, "connections_cut": connections,
             "connections_during": proxy.accepted - accepted, "dropped_bytes": proxy.dropped - dropped,
             "open_by_node": {str(k): v for k, v in open_before.items()}}
+
+
+def _busiest_proxy(pool: AgentPool, fault: str) -> Any:
+    if not pool.proxies:
+        raise InfraFabricError(f"{fault} needs the run's node proxies (run_storm makes them)")
+    proxy = max(pool.proxies, key=lambda p: (p.open, -p.node))
+    if proxy.open == 0:
+        raise InfraFabricError(f"no agent is connected through any node proxy "
+                               f"({ {p.node: p.open for p in pool.proxies} })")
+    return proxy
+
+
+async def delay_node(cluster: LocalCluster[Any], pool: AgentPool) -> dict[str, JsonValue]:
+    """Slow the agents' busiest node down: every chunk either way is held
+    :data:`DELAY_S` (a congested link) for a lease TTL and a second, then the
+    link is normal again. Nothing is lost; calls near their deadline time out."""
+    proxy = _busiest_proxy(pool, "delay_node")
+    held = pool.lease + 1.0
+    connections = proxy.open
+    proxy.delay(DELAY_S)
+    try:
+        await asyncio.sleep(held)
+    finally:
+        proxy.forward()
+    return {"node": proxy.node, "held": held, "delay_s": DELAY_S, "connections": connections}
 
 
 async def restart_all(cluster: LocalCluster[Any], pool: AgentPool) -> dict[str, JsonValue]:
@@ -430,7 +451,10 @@ FAULTS: dict[str, Fault] = {
     "kill_agent": kill_agent,
     "restart_all": restart_all,
     "partition_node": partition_node,
+    "delay_node": delay_node,
 }
+#: how long :func:`delay_node` holds every chunk of the slowed node's traffic
+DELAY_S = 0.4
 
 
 # -- the run -----------------------------------------------------------------------------
@@ -590,7 +614,7 @@ async def run_storm(cluster: LocalCluster[Any], faults: Sequence[str], *, tasks:
     proxies: list[NodeProxy] = []
     base = cluster.url
     control_url = _with_options(base, namespace=ns, timeout=f"{AGENT_TIMEOUT:g}")
-    if "partition_node" in faults:  # the agents reach every node only through its own proxy
+    if {"partition_node", "delay_node"} & set(faults):  # agents reach every node only through its proxy
         for index, node in enumerate(cluster.nodes):
             proxy = await NodeProxy(index, node.host, node.port).start()
             proxies.append(proxy)
