@@ -46,7 +46,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from infrafabric.bus import EventBus
-from infrafabric.chassis.slo import Compliance, Observer, SLOTracker, check_swarm_id, fraction_to_decimal
+from infrafabric.chassis.slo import (
+    Compliance,
+    Observer,
+    SLOTracker,
+    check_swarm_id,
+    fraction_to_decimal,
+    prune_records,
+)
 from infrafabric.errors import ConfigurationError, ConflictError, NotFoundError
 
 __all__ = [
@@ -190,15 +197,8 @@ class ReputationSystem:
 
     async def prune_history(self, swarm_id: str, *, before: float) -> int:
         """Delete the history entries at or before ``before``; return how many."""
-        removed = 0
-        async for entry in self.bus.scan(f"{REPUTATION_PREFIX}{check_swarm_id(swarm_id)}/h/"):
-            try:
-                old = ReputationRecord.model_validate_json(entry.value).at <= before
-            except ValidationError:
-                old = True
-            if old and await self.bus.delete(entry.key, entry.revision):
-                removed += 1
-        return removed
+        return await prune_records(self.bus, f"{REPUTATION_PREFIX}{check_swarm_id(swarm_id)}/h/",
+                                   lambda data: ReputationRecord.model_validate_json(data).at, before)
 
     # -- internals ------------------------------------------------------------------
 

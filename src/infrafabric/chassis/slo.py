@@ -55,6 +55,7 @@ __all__ = [
     "Sample",
     "fraction_to_decimal",
     "p99_nearest_rank",
+    "prune_records",
 ]
 
 SLO_PREFIX = "chassis/slo/"
@@ -250,15 +251,8 @@ class SLOTracker:
         the objective's window now); return how many."""
         if before is None:
             before = self.clock() - (await self.slo(swarm_id)).window_seconds
-        removed = 0
-        async for entry in self.bus.scan(f"{SLO_PREFIX}{check_swarm_id(swarm_id)}/s/"):
-            try:
-                old = Sample.model_validate_json(entry.value).at <= before
-            except ValidationError:
-                old = True
-            if old and await self.bus.delete(entry.key, entry.revision):
-                removed += 1
-        return removed
+        return await prune_records(self.bus, f"{SLO_PREFIX}{check_swarm_id(swarm_id)}/s/",
+                                   lambda data: Sample.model_validate_json(data).at, before)
 
     async def swarms(self) -> list[str]:
         """Every swarm with an objective or samples (scans every sample key)."""
@@ -315,3 +309,17 @@ class SLOTracker:
         for observer in self.observers:
             await observer(operation, params)
 
+
+async def prune_records(bus: EventBus, prefix: str, time_of: Callable[[bytes], float], before: float) -> int:
+    """Delete the records under ``prefix`` stamped at or before ``before``
+    (and unreadable ones); return how many went. A record changed meanwhile
+    is left (the delete is conditional on the revision read)."""
+    removed = 0
+    async for entry in bus.scan(prefix):
+        try:
+            old = time_of(entry.value) <= before
+        except ValidationError:
+            old = True
+        if old and await bus.delete(entry.key, entry.revision):
+            removed += 1
+    return removed
