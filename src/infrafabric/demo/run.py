@@ -59,7 +59,7 @@ SESSIONS: list[tuple[str, list[str], str, str, str]] = [
                        "testing:performance"], "1.50", "haiku", "30"),
     ("session-7-ifbus", ["infra:distributed-systems", "code-analysis:python", "wasm:runtime",
                          "architecture:design", "security:cryptography"], "4.00", "sonnet", "60"),
-    (FLAKY, ["integration:ndi"], "0.80", "haiku", "10"),
+    (FLAKY, ["integration:ndi", "docs:technical-writing"], "0.80", "haiku", "10"),
 ]
 
 #: capabilities of a task, by the section of the seed board it is in
