@@ -50,3 +50,14 @@ def start_together(commands: Sequence[Sequence[str]]) -> list[subprocess.Popen[s
             p.kill()
         raise
     return procs
+
+
+async def assert_scan_streams(bus: Any, prefix: str, expected: int) -> None:
+    """A full scan of ``prefix`` yields every one of ``expected`` entries
+    once, keys in ascending order (the entries are named ``<prefix><i:08d>``)."""
+    count, last = 0, ""
+    async for entry in bus.scan(prefix, batch=1000):
+        assert entry.key > last, (last, entry.key)
+        last = entry.key
+        count += 1
+    assert count == expected

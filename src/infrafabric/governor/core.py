@@ -450,16 +450,22 @@ class IFGovernor:
     async def admission(self, swarm: SwarmRecord, task: Task) -> str | None:
         """Refuse a claim unless the swarm's breaker is closed, it has budget
         left (no budget set: unmetered) and it covers the task by the policy's
-        threshold. (That the swarm is registered at all, the coordinator checks.)"""
-        profile, breaker, budget, policy = await asyncio.gather(
-            self.profile(swarm.id), self.breaker(swarm.id), self.budget(swarm.id), self.policy())
+        threshold. (That the swarm is registered at all, the coordinator checks;
+        so it does the coverage of its record against the policy's threshold,
+        which :meth:`attach` installs: the policy is read here only when the
+        governor's profile offers other capabilities than that record.)"""
+        profile, breaker, budget = await asyncio.gather(
+            self.profile(swarm.id), self.breaker(swarm.id), self.budget(swarm.id))
         # A swarm the coordinator knows but the governor does not is unmetered,
         # judged on the capabilities it registered with the coordinator.
         if breaker.state is BreakerState.OPEN:
             return f"circuit breaker open: {breaker.reason}"
         if budget is not None and budget.remaining_micros <= 0:  # None: unmetered
             return "budget exhausted"
-        cov = coverage(task.capabilities, (profile or swarm).capabilities)
+        if profile is None or set(profile.capabilities) == set(swarm.capabilities):
+            return None
+        policy = await self.policy()
+        cov = coverage(task.capabilities, profile.capabilities)
         if cov < float(policy.min_capability_match):
             return f"capability coverage {cov:.0%} below the policy's {policy.min_capability_match:.0%}"
         return None
