@@ -40,6 +40,7 @@ from infrafabric.bench.witness import PHASES as WITNESS_PHASES
 from infrafabric.bench.witness import bench_witness
 from infrafabric.bus import parse_url
 from infrafabric.bus.servers import EtcdServer, LocalServer, NatsServer, find_etcd, find_nats_server
+from infrafabric.bus.url import with_options
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, Settings, contract, run_async, settings
 from infrafabric.errors import InfraFabricError
 from infrafabric.governor.models import format_usd
@@ -559,6 +560,9 @@ def _coordinator_why(backend: str, n: int, warmup: int, inflight: int, pace_ms: 
 TOPOLOGIES = ("single", "cluster", "both")
 #: nodes of the temporary cluster of ``--topology cluster|both``
 CLUSTER_NODES = 3
+#: the bus deadline on a temporary cluster: a cluster formed a moment ago places its first
+#: consumers (a list's, a watch's) slowly on a loaded machine; a deadline never shapes a latency
+CLUSTER_TIMEOUT_S = 15.0
 
 
 @contextlib.contextmanager
@@ -579,8 +583,9 @@ def _cluster_target(backend: str) -> Iterator[tuple[str, dict[str, Any], bool]]:
     else:
         raise click.UsageError(f"--topology cluster needs nats or etcd, not {backend}")
     server["data_dir"] = "temporary, removed after the run"
+    server["bus_timeout_s"] = CLUSTER_TIMEOUT_S
     with made:
-        yield made.url, server, True
+        yield with_options(made.url, timeout=f"{CLUSTER_TIMEOUT_S:g}"), server, True
 
 
 def _coordinator_run(s: Settings, topology: str, backend: str, url: str | None, n: int,
