@@ -9,6 +9,7 @@ timings belong in the benchmark's output, not in pass/fail.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 from decimal import Decimal
@@ -817,3 +818,18 @@ def test_cli_coordinator_bad_topology_exits_2(args: list[str], monkeypatch: pyte
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert result.stdout == "" or "error" in result.stdout
+
+
+def test_raw_client_failures_are_bench_errors_not_internal_errors() -> None:
+    import nats.js.errors
+
+    from infrafabric.bench._common import BenchError, raw_client_errors
+
+    async def fail(exc: Exception) -> None:
+        async with raw_client_errors():
+            raise exc
+
+    with pytest.raises(BenchError, match="raw nats client failed: NoStreamResponseError"):
+        asyncio.run(fail(nats.js.errors.NoStreamResponseError()))
+    with pytest.raises(ValueError, match="our bug"):  # our own bugs stay internal errors
+        asyncio.run(fail(ValueError("our bug")))

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from infrafabric.bench.stats import ratio, summarize
@@ -56,6 +56,25 @@ Progress = Callable[[str, int, int], None]
 
 class BenchError(InfraFabricError):
     """The benchmark could not run (not a timing verdict: timings never fail it)."""
+
+
+#: the engine clients the raw side of a benchmark calls directly
+_RAW_CLIENTS = ("nats", "aetcd", "grpc")
+
+
+@contextlib.asynccontextmanager
+async def raw_client_errors() -> AsyncIterator[None]:
+    """Report a failure of a raw engine client (called directly, outside the
+    bus's error translation) as a :class:`BenchError` naming the client,
+    rather than as an internal error."""
+    try:
+        yield
+    except Exception as exc:
+        module = type(exc).__module__.split(".", 1)[0]
+        if isinstance(exc, InfraFabricError) or module not in _RAW_CLIENTS:
+            raise
+        raise BenchError(f"the raw {module} client failed: {type(exc).__name__}: {exc}",
+                         hint="the engine was not ready or went away; run the benchmark again") from exc
 
 
 class Side(Protocol):

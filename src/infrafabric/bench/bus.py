@@ -54,6 +54,7 @@ from infrafabric.bench._common import (
     machine_info,
     metric_value,
     nats_scope,
+    raw_client_errors,
     segmented_throughput,
     started_at,
     target_row,
@@ -473,6 +474,8 @@ async def _open_raw_nats(parsed: BusURL, bus: EventBus, run: str, op_timeout: fl
     import nats
     from nats.js import api
 
+    from infrafabric.bus.nats import await_stream
+
     servers = [f"nats://{h}:{p}" for h, p in parsed.hosts]
     nc = await nats.connect(servers=servers, connect_timeout=op_timeout)
     try:
@@ -506,6 +509,8 @@ async def _open_raw_nats(parsed: BusURL, bus: EventBus, run: str, op_timeout: fl
                 "storage": "file", "replicas": replicas, "history": history,
             }
         kv = await js.key_value(raw_bucket)
+        # a fresh replicated stream refuses writes until its leader is known here
+        await await_stream(js, f"$KV.{raw_bucket}._if.probe", op_timeout)
         v = nc.connected_server_version
         info["engine"] = {"name": "nats-server", "version": f"{v.major}.{v.minor}.{v.patch}",
                           "client": f"nats-py {version('nats-py')}"}
@@ -673,7 +678,7 @@ async def bench_bus(
     started = time.time()
     t_start = time.perf_counter()
 
-    async with connect(url) as bus:
+    async with raw_client_errors(), connect(url) as bus:
         ours = OursDriver(bus, url, run, op_timeout)
         drivers: list[Driver] = [ours]
         extra: dict[str, Any] = {}

@@ -68,6 +68,7 @@ from infrafabric.bench._common import (
     machine_info,
     metric_value,
     nats_scope,
+    raw_client_errors,
     segmented_throughput,
     start_run,
     started_at,
@@ -181,7 +182,7 @@ async def bench_coordinator(
     run, namespace, run_url, parsed = start.run, start.namespace, start.url, start.parsed
     warmup, server_info = start.warmup, start.server_info
 
-    async with connect(run_url) as bus:
+    async with raw_client_errors(), connect(run_url) as bus:
         raw: Driver | None = None
         extra: dict[str, Any] = {}
         cleaned: dict[str, Any] | None = None

@@ -61,6 +61,7 @@ from infrafabric.bench._common import (
     latency_entry,
     machine_info,
     nats_scope,
+    raw_client_errors,
     start_run,
     started_at,
     target_row,
@@ -154,7 +155,7 @@ async def bench_witness(
     warmup, server_info = start.warmup, start.server_info
 
     bench = _Bench(url, base, n, warmup, inflight, verify_entries, op_timeout, progress)
-    async with connect(base_url) as bus:
+    async with raw_client_errors(), connect(base_url) as bus:
         raw: Driver | None = None
         extra: dict[str, Any] = {}
         try:

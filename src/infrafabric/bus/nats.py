@@ -108,6 +108,31 @@ _UNAVAILABLE = (
 )
 
 
+async def await_stream(js: JetStreamContext, subject: str, within: float) -> None:
+    """Wait (at most ``within`` seconds) until the stream holding ``subject``
+    answers a write sent to this server. In a cluster, a server learns of the
+    stream leader's interest in the stream's subjects through the routes, up to
+    ~0.5 s after the stream was created: until then every write fails with
+    "no response from stream". The probe is a write the stream refuses (it
+    expects a subject sequence no key ever reaches), so it writes nothing.
+    After that it returns quietly: the first real call reports the failure."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    headers = {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(2**63 - 1)}
+    while True:
+        try:
+            await js.publish(subject, b"", headers=headers,
+                             timeout=max(deadline - loop.time(), 0.01))
+        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(0.02)
+            continue
+        except (nats.js.errors.APIError, nats.errors.TimeoutError):
+            pass  # refused (as it must be), or slow: the stream answers
+        return
+
+
 def _is_wrong_last(exc: BaseException) -> bool:
     """True if ``exc`` is JetStream's "wrong last sequence" (a lost CAS)."""
     if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
@@ -372,31 +397,7 @@ class NatsBus(EventBus):
         return kv
 
     async def _await_stream(self) -> None:
-        """Wait (at most the bus timeout) until the bucket's stream answers a
-        write sent to this server. In a cluster, a server learns of the stream
-        leader's interest in the bucket's subjects through the routes, up to
-        ~0.5 s after the bucket was created: until then every write fails with
-        "no response from stream". The probe is a write the stream refuses
-        (it expects a subject sequence no key ever reaches), so it writes nothing."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        headers = {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(2**63 - 1)}
-        while True:
-            try:
-                await self._js.publish(
-                    f"{self._kv_prefix}_if.probe",
-                    b"",
-                    headers=headers,
-                    timeout=max(deadline - loop.time(), 0.01),
-                )
-            except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
-                if loop.time() >= deadline:
-                    return  # the first call will report it
-                await asyncio.sleep(0.02)
-                continue
-            except (nats.js.errors.APIError, nats.errors.TimeoutError):
-                pass  # refused (as it must be), or slow: the stream answers
-            return
+        await await_stream(self._js, f"{self._kv_prefix}_if.probe", self.timeout)
 
     async def _open_bucket(self) -> KeyValue:
         # Direct get answers a read without the JetStream API round of JSON and
