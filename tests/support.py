@@ -3,9 +3,12 @@ folder of the root conftest is on ``sys.path``)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import pytest
 
 
 class Clock:
@@ -61,3 +64,23 @@ async def assert_scan_streams(bus: Any, prefix: str, expected: int) -> None:
         last = entry.key
         count += 1
     assert count == expected
+
+
+#: how long a test waits for the view to catch up before failing (a hang guard, not a timing check)
+CATCH_UP = 15.0
+
+
+async def until(view: Any, what: str, condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds, re-checking after each change a dashboard
+    :class:`~infrafabric.web.FleetView` reports."""
+    changed = asyncio.Event()
+    stop = view.listen(lambda _e, _d: changed.set())
+    try:
+        async with asyncio.timeout(CATCH_UP):
+            while not condition():
+                await changed.wait()
+                changed.clear()
+    except TimeoutError:
+        pytest.fail(f"the view never showed {what} within {CATCH_UP:g} s")
+    finally:
+        stop()

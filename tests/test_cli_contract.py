@@ -132,12 +132,13 @@ SAMPLES: dict[str, str] = {
     "witness query": "--component IF.coordinator --limit 5",
     "witness trace": "{trace}",
     "witness verify": "",
+    "web": "--port 0",
 }
 for _name in ("budget", "history", "report", "track"):
     SAMPLES[f"optimise {_name}"] = SAMPLES[f"cost {_name}"]
 
 #: commands that work on the bus: with an unreachable one they exit 3
-UNREACHABLE = ["board show", "task show P1", "task claim P1 --swarm alpha", "swarm list",
+UNREACHABLE = ["web --port 0", "board show", "task show P1", "task claim P1 --swarm alpha", "swarm list",
                "swarm register gamma", "governor status", "cost report", "witness verify",
                "witness query", "chassis creds list", "coordinator status", "events watch --count 1",
                "task create P9 --title x", "blocker report --swarm a --message m"]

@@ -11,6 +11,7 @@ from infrafabric.cli.coordinator import coordinator
 from infrafabric.cli.cost import cost
 from infrafabric.cli.demo import demo
 from infrafabric.cli.governor import governor
+from infrafabric.cli.web import web
 from infrafabric.cli.witness import witness
 
 cli.add_command(bench)
@@ -22,6 +23,7 @@ cli.add_command(cost)
 cli.add_command(cost, name="optimise")  # the seeds' name for cost tracking
 cli.add_command(demo)
 cli.add_command(chassis)
+cli.add_command(web)
 
 __all__ = ["cli", "main"]
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import secrets
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,11 +15,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from infrafabric.bus import connect
+from infrafabric.bus import EventBus, connect
 from infrafabric.bus.embedded import Embedded
 from infrafabric.bus.servers import find_nats_server
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, run_async, settings
 from infrafabric.cli.common import Check, bus_check, falsify_report
+from infrafabric.cli.web import DEFAULT_PORT, require_web, serve
 from infrafabric.demo.run import BLOCKER_TASK, FLAKY, LEASE, DemoReport, dollars, run_demo
 from infrafabric.errors import InfraFabricError
 
@@ -41,8 +46,13 @@ def _view(report: DemoReport) -> Group:
 @click.option("--tasks", type=click.IntRange(1, 1000), default=None,
               help="Import only the first M tasks of the seed board (in dependency order) [default: all].")
 @click.option("--no-kill", is_flag=True, help="Do not kill an agent mid-task.")
+@click.option("--web", "with_web", is_flag=True,
+              help="Serve the live dashboard beside the demo (needs the web extra); it stays up "
+                   "after the demo until Ctrl-C when run from a terminal.")
+@click.option("--web-port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+              help="The dashboard's port with --web (0: any free one).")
 @contract
-def demo(swarms: int, tasks: int | None, no_kill: bool) -> Outcome:
+def demo(swarms: int, tasks: int | None, no_kill: bool, with_web: bool, web_port: int) -> Outcome:
     """The seeds' Phase 0 board, worked by the seeds' swarms through InfraFabric.
 
     Imports the seed task board; registers the seeds' swarms (sessions 1-5 and
@@ -62,9 +72,12 @@ def demo(swarms: int, tasks: int | None, no_kill: bool) -> Outcome:
     \b
     Examples:
       ifctl demo
+      ifctl demo --web            # and open the printed address in a browser
       ifctl demo --swarms 3 --tasks 20 --json
     """
     s = settings()
+    if with_web:
+        require_web()
     embedded = Embedded(s.home)
     if s.falsify:
         from infrafabric.chassis import Sandbox
@@ -104,23 +117,40 @@ def demo(swarms: int, tasks: int | None, no_kill: bool) -> Outcome:
             s.console.print(f"[bold]embedded coordinator[/bold] {url} "
                             f"({'started' if started_here else 'already running'})")
 
+    token = secrets.token_urlsafe(24) if with_web else None
+
+    def dashboard_ready(base: str) -> None:
+        s.err.print(f"[bold]dashboard[/bold] {base}  (metrics {base}metrics)\n"
+                    f"  operator token for its actions (reset a breaker): {token}")
+
+    async def run(bus: EventBus) -> DemoReport:
+        if s.json or not s.console.is_terminal:
+            printed = 0
+
+            def plain(r: DemoReport) -> None:
+                nonlocal printed
+                if not s.json:
+                    for line in r.log[printed:]:
+                        s.console.print(f"  {line}")
+                printed = len(r.log)
+
+            return await run_demo(bus, url, tasks=tasks, swarms=swarms, kill_one=not no_kill,
+                                  on_change=plain)
+        with Live(console=s.console, refresh_per_second=8, transient=False) as live:
+            return await run_demo(bus, url, tasks=tasks, swarms=swarms, kill_one=not no_kill,
+                                  on_change=lambda r: live.update(_view(r)))
+
     async def go() -> DemoReport:
         async with connect(url) as bus:
-            if s.json or not s.console.is_terminal:
-                printed = 0
-
-                def plain(r: DemoReport) -> None:
-                    nonlocal printed
-                    if not s.json:
-                        for line in r.log[printed:]:
-                            s.console.print(f"  {line}")
-                    printed = len(r.log)
-
-                return await run_demo(bus, url, tasks=tasks, swarms=swarms, kill_one=not no_kill,
-                                      on_change=plain)
-            with Live(console=s.console, refresh_per_second=8, transient=False) as live:
-                return await run_demo(bus, url, tasks=tasks, swarms=swarms, kill_one=not no_kill,
-                                      on_change=lambda r: live.update(_view(r)))
+            if not with_web:
+                return await run(bus)
+            async with serve(bus, port=web_port, token=token, on_ready=dashboard_ready) as served:
+                report = await run(bus)
+                if sys.stdin.isatty() and not s.json:
+                    s.err.print(f"demo finished; the dashboard stays at {served.url} until Ctrl-C")
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await served.done
+                return report
 
     try:
         report = run_async(go())

@@ -1,0 +1,211 @@
+"""``ifctl web``: the live dashboard and ``/metrics`` for one bus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from infrafabric.bus import EventBus, connect
+from infrafabric.cli.app import Outcome, contract, run_async, settings
+from infrafabric.cli.common import Check, bus_check, falsify_report
+from infrafabric.errors import ConfigurationError, InfraFabricError
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
+
+DEFAULT_PORT = 8765
+TOKEN_ENV = "IF_WEB_TOKEN"
+WEB_EXTRA = "pip install 'infrafabric[web]'"
+
+
+def require_web() -> None:
+    """Exit 2 with the install command when the ``web`` extra is missing."""
+    missing = []
+    for module in ("starlette", "uvicorn", "sse_starlette", "prometheus_client"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ConfigurationError(f"the dashboard needs {', '.join(missing)}, which are not installed",
+                                 hint=WEB_EXTRA)
+
+
+def read_token(token_file: Path | None) -> str | None:
+    """The operator token from ``token_file`` (first line) or ``$IF_WEB_TOKEN``; None: read-only."""
+    if token_file is not None:
+        try:
+            text = token_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"--token-file {token_file}: cannot read it: {exc}") from exc
+        token = text.strip().splitlines()[0].strip() if text.strip() else ""
+        if len(token) < 16:
+            raise ConfigurationError(f"--token-file {token_file}: the token must be at least 16 characters "
+                                     "on its first line", hint="python -c 'import secrets; "
+                                                               "print(secrets.token_urlsafe(32))' > FILE")
+        return token
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token and len(token) < 16:
+        raise ConfigurationError(f"${TOKEN_ENV}: the token must be at least 16 characters")
+    return token or None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a port in use is a clear error (exit 2)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"--host {host}: cannot resolve it: {exc.strerror}") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"--port {port}: cannot listen on {host}:{port}: {exc.strerror}",
+                                 hint="pick another port with --port N, or --port 0 for any free one") from exc
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class Served:
+    """A dashboard being served: its base URL, and the server task (done once
+    it stops, e.g. on Ctrl-C)."""
+
+    url: str
+    done: asyncio.Task[None]
+    app: Starlette
+
+
+@contextlib.asynccontextmanager
+async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
+                on_ready: Callable[[str], None] | None = None) -> AsyncIterator[Served]:
+    """Serve the dashboard for ``bus`` in this event loop while the block runs
+    (``on_ready`` is told its base URL once it answers)."""
+    import uvicorn
+
+    from infrafabric.web import create_app
+
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{bound_port}/"
+    app = create_app(bus=bus, token=token)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on",
+                            access_log=False, timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                await task
+                raise ConfigurationError("the dashboard did not start (see the messages above)")
+            await asyncio.sleep(0.02)  # uvicorn signals readiness only through this flag
+        if on_ready is not None:
+            on_ready(url)
+        yield Served(url, task, app)
+    finally:
+        _stop(server)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
+
+
+def _stop(server: uvicorn.Server) -> None:
+    server.should_exit = True
+    server.force_exit = True  # open event streams never end by themselves
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (the dashboard has no TLS: keep it on loopback or behind a proxy).")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+              help="Port to listen on; 0 picks a free one.")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"A file whose first line is the operator token that allows actions (resetting a "
+                   f"breaker). Also read from ${TOKEN_ENV}. Without one the dashboard is read-only.")
+@contract
+def web(host: str, port: int, token_file: Path | None) -> Outcome:
+    """Serve the live dashboard and Prometheus /metrics for the bus.
+
+    The page shows the task board as a dependency graph and a table (owner,
+    lease time left, critical path), the swarms (budget left, spend over time,
+    breakers, reputation, SLO), a live event feed, the witness tail with a
+    "verify now" button, and what waits for a human. Changes reach the page
+    through the bus's watches as they happen (server-sent events; nothing
+    polls). Every asset is served locally. /metrics is in Prometheus text
+    format (see docs/monitoring.md); /healthz answers 200 while the bus does.
+
+    The dashboard is read-only unless given an operator token (--token-file
+    or $IF_WEB_TOKEN); then resetting a breaker is allowed to whoever presents
+    the token and types the swarm's id to confirm, and is witnessed.
+
+    Runs until interrupted (Ctrl-C). Uses IF_BUS_URL if set; otherwise the
+    embedded local coordinator.
+
+    \b
+    Examples:
+      ifctl web
+      ifctl web --port 9000 --token-file ~/.config/infrafabric/web-token
+      IF_BUS_URL=nats://10.0.0.5:4222 ifctl web --host 0.0.0.0
+    """
+    s = settings()
+    token = read_token(token_file)
+    if s.falsify:
+        checks: list[Check] = []
+        try:
+            require_web()
+            checks.append(Check("web extra installed", True,
+                                "starlette, uvicorn, sse-starlette, prometheus-client"))
+        except ConfigurationError as exc:
+            checks.append(Check("web extra installed", False, f"{exc.message} ({WEB_EXTRA})"))
+        try:
+            _bind(host, port).close()
+            checks.append(Check(f"{host}:{port} free", True, ""))
+        except ConfigurationError as exc:
+            checks.append(Check(f"{host}:{port} free", False, exc.message))
+        checks.append(Check("operator token", True, "configured: actions allowed" if token
+                            else "none: read-only"))
+
+        async def reach() -> Check:
+            async with connect(s.bus_url()) as bus:
+                return await bus_check(bus)
+
+        try:
+            checks.append(run_async(reach()))
+        except InfraFabricError as exc:
+            checks.append(Check("bus reachable", False, exc.message))
+        return falsify_report(checks)
+    require_web()
+    url = s.bus_url()
+    info: dict[str, Any] = {}
+
+    def ready(base: str) -> None:
+        info["url"] = base
+        if s.json:
+            return
+        s.console.print(f"[bold]dashboard[/bold] {base}  (metrics {base}metrics) on {url}")
+        s.console.print("  " + ("actions allowed with the operator token" if token else
+                                "read-only (no operator token)") + "; Ctrl-C to stop")
+
+    async def main() -> None:
+        async with connect(url) as bus, serve(bus, host=host, port=port, token=token,
+                                              on_ready=ready) as served:
+            await served.done  # until Ctrl-C
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_async(main())
+    return Outcome(data={"url": info.get("url"), "bus": url, "actions": token is not None},
+                   lines=["dashboard stopped"])

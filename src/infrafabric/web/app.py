@@ -1,0 +1,198 @@
+"""The dashboard as an ASGI app: :func:`create_app`.
+
+See ``docs/web-api.md`` for the routes and the JSON shapes. The app is
+read-only unless it is given an operator token: then ``POST
+/api/breakers/{swarm}/reset`` with ``Authorization: Bearer <token>`` and an
+explicit ``{"confirm": "<swarm>"}`` closes a breaker, witnessed with who did it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from infrafabric.bus import EventBus, connect
+from infrafabric.coordinator.models import TASK_ID_PATTERN
+from infrafabric.errors import InfraFabricError
+from infrafabric.web.metrics import FleetCollector, render
+from infrafabric.web.view import FleetView
+
+__all__ = ["STATIC", "create_app"]
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+#: events a slow page may fall behind by before it is sent a fresh snapshot instead
+QUEUE_LIMIT = 5000
+PING_SECONDS = 15
+_SWARM = re.compile(f"^{TASK_ID_PATTERN}$")
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, default=str, separators=(",", ":"))
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class _Dashboard:
+    def __init__(self, url: str | None, bus: EventBus | None, token: str | None) -> None:
+        self.url = url
+        self.bus = bus
+        self.token = token
+        self.view: FleetView | None = None
+        self.registry = CollectorRegistry(auto_describe=True)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            bus = self.bus if self.bus is not None else await stack.enter_async_context(connect(self.url))
+            view = FleetView(bus)
+            await view.start()
+            stack.push_async_callback(view.close)
+            self.view = view
+            self.registry.register(FleetCollector(view))
+            try:
+                yield
+            finally:
+                self.view = None
+
+    def _view(self) -> FleetView:
+        if self.view is None:
+            raise RuntimeError("the dashboard is not started (run it under an ASGI server with lifespan)")
+        return self.view
+
+    # -- pages ---------------------------------------------------------------
+
+    async def index(self, _request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def state(self, _request: Request) -> Response:
+        return Response(_json(self.snapshot()), media_type="application/json")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**self._view().snapshot(), "actions": self.token is not None}
+
+    async def events(self, _request: Request) -> Response:
+        view = self._view()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        overflowed = False
+
+        def listener(event: str, data: Any) -> None:
+            nonlocal overflowed
+            if queue.qsize() >= QUEUE_LIMIT:
+                overflowed = True  # this page is too slow: it gets one fresh snapshot instead
+                return
+            queue.put_nowait((event, data))
+
+        unlisten = view.listen(listener)
+
+        async def stream() -> AsyncIterator[dict[str, str]]:
+            nonlocal overflowed
+            try:
+                yield {"event": "snapshot", "data": _json(self.snapshot())}
+                while True:
+                    event, data = await queue.get()
+                    if overflowed:
+                        overflowed = False
+                        while not queue.empty():
+                            queue.get_nowait()
+                        event, data = "snapshot", None
+                    if event == "snapshot":
+                        data = self.snapshot()
+                    yield {"event": event, "data": _json(data)}
+            finally:
+                unlisten()
+
+        return EventSourceResponse(stream(), ping=PING_SECONDS, headers={"Cache-Control": "no-cache"})
+
+    async def metrics(self, _request: Request) -> Response:
+        return Response(render(self.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def healthz(self, _request: Request) -> Response:
+        view = self._view()
+        health = await view.bus.health_check()
+        body = {"ok": bool(health) and view.connected, "bus": str(view.bus.url), "detail": health.detail,
+                "following": view.connected}
+        return JSONResponse(body, status_code=200 if body["ok"] else 503)
+
+    # -- actions -------------------------------------------------------------
+
+    async def verify(self, _request: Request) -> Response:
+        return JSONResponse(await self._view().verify())
+
+    async def reset(self, request: Request) -> Response:
+        swarm = request.path_params["swarm"]
+        if self.token is None:
+            return _error(403, "actions are disabled: this dashboard was started without an operator "
+                               "token (ifctl web --token-file FILE)")
+        given = request.headers.get("authorization", "")
+        scheme, _, secret = given.partition(" ")
+        good = hmac.compare_digest(secret.strip().encode(), self.token.encode())
+        if scheme.lower() != "bearer" or not good:
+            return _error(401, "a valid operator token is needed (Authorization: Bearer <token>)")
+        if not _SWARM.match(swarm):
+            return _error(400, f"{swarm!r} is not a swarm id")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the body must be JSON: {\"confirm\": \"<swarm>\"}")
+        if not isinstance(body, dict):
+            return _error(400, "the body must be a JSON object: {\"confirm\": \"<swarm>\"}")
+        unknown = sorted(set(body) - {"confirm", "budget_micros", "by"})
+        if unknown:
+            return _error(400, f"unknown field(s): {', '.join(unknown)}")
+        if body.get("confirm") != swarm:
+            return _error(400, f"confirm: must be exactly {swarm!r} to reset its breaker")
+        budget = body.get("budget_micros")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+            return _error(400, "budget_micros: must be a whole number of micro-dollars >= 0")
+        by = body.get("by", "web")
+        if not isinstance(by, str) or not 0 < len(by) <= 100:
+            return _error(400, "by: must be a name of 1 to 100 characters")
+        view = self._view()
+        if swarm not in view.swarms:
+            return _error(404, f"no swarm {swarm!r} on this bus")
+        try:
+            breaker = await view.reset_breaker(swarm, by=f"{by} (web)", budget_micros=budget)
+        except InfraFabricError as exc:
+            return _error(409 if exc.exit_code == 1 else 400, str(exc))
+        return JSONResponse({"ok": True, "swarm": swarm, "breaker": breaker.model_dump(mode="json")})
+
+
+def create_app(url: str | None = None, *, bus: EventBus | None = None, token: str | None = None) -> Starlette:
+    """The dashboard for the bus at ``url`` (the usual default when None), or
+    on an already connected ``bus``. With ``token``, breaker resets are
+    allowed to requests carrying it; without, the dashboard is read-only."""
+    if token is not None and not token.strip():
+        raise ValueError("the operator token must not be empty")
+    d = _Dashboard(url, bus, token.strip() if token is not None else None)
+    routes = [
+        Route("/", d.index),
+        Route("/api/state", d.state),
+        Route("/api/events", d.events),
+        Route("/api/witness/verify", d.verify, methods=["POST"]),
+        Route("/api/breakers/{swarm}/reset", d.reset, methods=["POST"]),
+        Route("/metrics", d.metrics),
+        Route("/healthz", d.healthz),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=d.lifespan)
+    app.state.dashboard = d
+    return app
