@@ -73,7 +73,8 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigurationError(f"--port {port}: cannot listen on {host}:{port}: {exc.strerror}",
-                                 hint="pick another port with --port N, or --port 0 for any free one") from exc
+                                 hint="pick another port with --port N, or --port 0 for any free one",
+                                 ) from exc
     sock.listen(128)
     sock.setblocking(False)
     return sock

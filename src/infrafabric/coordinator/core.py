@@ -32,6 +32,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from pydantic import JsonValue, ValidationError
 
+from infrafabric import metrics
 from infrafabric.bus import Entry, EventBus, EventKind, Message, Subscription, Watch, WatchEvent
 from infrafabric.coordinator.models import (
     SwarmRecord,
@@ -105,6 +106,14 @@ def _decode_push(message: Message) -> Task | None:
         return None
 
 
+def _became_available(task: Task) -> float | None:
+    """When the task last became available (its newest such transition), if known."""
+    for transition in reversed(task.history):
+        if transition.to is TaskStatus.AVAILABLE:
+            return transition.at
+    return None
+
+
 def _decode_blocker(message: Message) -> dict[str, Any] | None:
     try:
         report = json.loads(message.data)
@@ -129,6 +138,9 @@ class ClaimOutcome:
     task: Task | None = None
     #: the fencing token of the claim, if won
     claim_id: str | None = None
+    #: not won because another claimant holds the task or won the race, as
+    #: opposed to refused by a check (availability, dependencies, coverage, policy)
+    lost: bool = False
 
     def __bool__(self) -> bool:
         return self.won
@@ -375,7 +387,18 @@ class IFCoordinator:
 
     def pushed_tasks(self, swarm_id: str) -> Feed[Task]:
         """A :class:`Feed` of the tasks pushed to ``swarm_id``."""
-        return Feed(self.bus.subscribe(f"{SWARMS}{swarm_id}/tasks"), _decode_push)
+        clock = self.clock
+
+        def decode(message: Message) -> Task | None:
+            task = _decode_push(message)
+            if task is not None:
+                with contextlib.suppress(Exception):  # metrics never break a feed
+                    since = _became_available(task)
+                    if since is not None:
+                        metrics.record_push_latency(clock() - since)
+            return task
+
+        return Feed(self.bus.subscribe(f"{SWARMS}{swarm_id}/tasks"), decode)
 
     async def _announce(self, task: Task) -> list[str]:
         """Push an available task to every registered swarm that covers it."""
@@ -401,19 +424,26 @@ class IFCoordinator:
         """Like :meth:`claim_task`, returning every check made. With
         ``dry_run``, make every check but write nothing (``won`` then means
         "would win now")."""
+        started = time.perf_counter()
         outcome = await self._try_claim(swarm_id, task_id, dry_run)
         self.last_claim = outcome
-        if outcome.won and not dry_run:
-            await self._notify("task_claimed", {"task_id": task_id, "swarm_id": swarm_id,
-                                                "claim_id": outcome.claim_id})
+        if dry_run:
+            return outcome
+        try:
+            if outcome.won:
+                await self._notify("task_claimed", {"task_id": task_id, "swarm_id": swarm_id,
+                                                    "claim_id": outcome.claim_id})
+        finally:  # the claim is decided even if an observer fails
+            metrics.record_claim("won" if outcome.won else "lost" if outcome.lost else "refused",
+                                 time.perf_counter() - started)
         return outcome
 
     async def _try_claim(self, swarm_id: str, task_id: str, dry_run: bool) -> ClaimOutcome:
         checks: list[str] = []
 
-        def refuse(reason: str, task: Task | None = None) -> ClaimOutcome:
+        def refuse(reason: str, task: Task | None = None, *, lost: bool = False) -> ClaimOutcome:
             checks.append(f"refused: {reason}")
-            return ClaimOutcome(False, task_id, swarm_id, reason, checks, task)
+            return ClaimOutcome(False, task_id, swarm_id, reason, checks, task, lost=lost)
 
         cached = self._swarms.get(swarm_id) if self._swarms is not None else None
         if cached is not None:  # the watcher keeps the registry live: one read fewer
@@ -425,17 +455,19 @@ class IFCoordinator:
             if swarm_entry is None:
                 return refuse(f"swarm {swarm_id!r} is not registered (ifctl swarm register)")
             swarm = SwarmRecord.model_validate_json(swarm_entry.value)
+        raced = False  # a compare-and-swap lost: the rival may have finished or removed the task since
         for _attempt in range(CAS_RETRIES):
             if entry is None:
-                return refuse(f"no task {task_id!r} on the board")
+                return refuse(f"no task {task_id!r} on the board", lost=raced)
             task = _decode_task(entry)
             now = self.clock()
             if task.status is TaskStatus.CLAIMED:
                 if not self._lapsed(task, now):
+                    # another claimant holds it (for the owner's own swarm: another of its workers)
                     if task.owner == swarm_id:
-                        return refuse(f"already claimed by {swarm_id} itself", task)
+                        return refuse(f"already claimed by {swarm_id} itself", task, lost=True)
                     left = (task.lease_until or now) - now
-                    return refuse(f"claimed by {task.owner} (lease {left:.1f} s left)", task)
+                    return refuse(f"claimed by {task.owner} (lease {left:.1f} s left)", task, lost=True)
                 checks.append(f"lease of {task.owner} lapsed {now - (task.lease_until or now):.1f} s ago")
             elif task.status is TaskStatus.BLOCKED:
                 open_deps = [d for d, s in (await self._dependency_states(
@@ -444,7 +476,7 @@ class IFCoordinator:
                     return refuse("waiting on dependencies: " + ", ".join(open_deps), task)
                 checks.append("dependencies all completed (stored status was stale)")
             elif task.status is not TaskStatus.AVAILABLE:
-                return refuse(f"task is {task.status.value}", task)
+                return refuse(f"task is {task.status.value}", task, lost=raced)
             else:
                 checks.append("task is available")
             cov = coverage(task.capabilities, swarm.capabilities)
@@ -470,8 +502,9 @@ class IFCoordinator:
                 checks.append(f"compare-and-swap at revision {entry.revision} won (revision {rev})")
                 return ClaimOutcome(True, task_id, swarm_id, "claimed", checks, claimed, claim_id)
             checks.append(f"compare-and-swap at revision {entry.revision} lost; re-reading")
+            raced = True
             entry = await self.bus.get(_task_key(task_id))
-        return refuse("the task kept changing; gave up after retries")
+        return refuse("the task kept changing; gave up after retries", lost=True)
 
     async def _min_coverage(self) -> float:
         return self.min_coverage if self.coverage_threshold is None else await self.coverage_threshold()
