@@ -19,7 +19,6 @@ from infrafabric.cli.common import Check, bus_check, falsify_report
 from infrafabric.errors import ConfigurationError, InfraFabricError
 
 if TYPE_CHECKING:
-    import uvicorn
     from starlette.applications import Starlette
 
 DEFAULT_PORT = 8765
@@ -118,15 +117,11 @@ async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_P
             on_ready(url)
         yield Served(url, task, app)
     finally:
-        _stop(server)
+        app.state.dashboard.end_streams()  # open event streams never end by themselves
+        server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
         sock.close()
-
-
-def _stop(server: uvicorn.Server) -> None:
-    server.should_exit = True
-    server.force_exit = True  # open event streams never end by themselves
 
 
 @click.command()

@@ -58,6 +58,12 @@ class _Dashboard:
         self.token = token
         self.view: FleetView | None = None
         self.registry = CollectorRegistry(auto_describe=True)
+        self._streams: set[asyncio.Queue[tuple[str, Any] | None]] = set()
+
+    def end_streams(self) -> None:
+        """End every open event stream (before a shutdown: a stream never ends by itself)."""
+        for queue in self._streams:
+            queue.put_nowait(None)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -91,7 +97,7 @@ class _Dashboard:
 
     async def events(self, _request: Request) -> Response:
         view = self._view()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
         overflowed = False
 
         def listener(event: str, data: Any) -> None:
@@ -102,23 +108,26 @@ class _Dashboard:
             queue.put_nowait((event, data))
 
         unlisten = view.listen(listener)
+        self._streams.add(queue)
 
         async def stream() -> AsyncIterator[dict[str, str]]:
             nonlocal overflowed
             try:
                 yield {"event": "snapshot", "data": _json(self.snapshot())}
-                while True:
-                    event, data = await queue.get()
+                while (item := await queue.get()) is not None:
+                    event, data = item
                     if overflowed:
                         overflowed = False
                         while not queue.empty():
-                            queue.get_nowait()
-                        event, data = "snapshot", None
+                            if queue.get_nowait() is None:
+                                return
+                        event = "snapshot"
                     if event == "snapshot":
                         data = self.snapshot()
                     yield {"event": event, "data": _json(data)}
             finally:
                 unlisten()
+                self._streams.discard(queue)
 
         return EventSourceResponse(stream(), ping=PING_SECONDS, headers={"Cache-Control": "no-cache"})
 
@@ -163,14 +172,15 @@ class _Dashboard:
         budget = body.get("budget_micros")
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
             return _error(400, "budget_micros: must be a whole number of micro-dollars >= 0")
-        by = body.get("by", "web")
-        if not isinstance(by, str) or not 0 < len(by) <= 100:
+        by = body.get("by")
+        if by is not None and (not isinstance(by, str) or not 0 < len(by) <= 100):
             return _error(400, "by: must be a name of 1 to 100 characters")
         view = self._view()
         if swarm not in view.swarms:
             return _error(404, f"no swarm {swarm!r} on this bus")
         try:
-            breaker = await view.reset_breaker(swarm, by=f"{by} (web)", budget_micros=budget)
+            breaker = await view.reset_breaker(swarm, by=f"{by} (web)" if by else "web",
+                                               budget_micros=budget)
         except InfraFabricError as exc:
             return _error(409 if exc.exit_code == 1 else 400, str(exc))
         return JSONResponse({"ok": True, "swarm": swarm, "breaker": breaker.model_dump(mode="json")})

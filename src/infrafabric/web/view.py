@@ -354,6 +354,11 @@ class FleetView:
             if not initial and swarm.breaker is not None and (
                     before is None or before.state is not swarm.breaker.state):
                 k = swarm.breaker
+                if k.state is BreakerState.CLOSED:  # what it escalated is dealt with
+                    kept = [m for m in self.messages
+                            if m["kind"] != "escalation" or m.get("swarm") != swarm.id]
+                    self.messages.clear()
+                    self.messages.extend(kept)
                 self._event("breaker", f"breaker of {swarm.id} {k.state.value}"
                             + (f": {k.reason}" if k.reason else "") + (f" (by {k.changed_by})" if
                                                                       k.changed_by else ""),
@@ -434,7 +439,7 @@ class FleetView:
             text += f" by {task.owner}"
         elif last is not None and last.by:
             text += f" by {last.by}"
-        if last is not None and last.reason and last.reason != task.status.value and \
+        if last is not None and last.reason not in ("", "created", task.status.value) and \
                 task.status is not TaskStatus.CLAIMED:
             text += f" ({last.reason})"
         self._event("task", text, task=task.id, swarm=task.owner or (last.by if last else None),

@@ -1,0 +1,160 @@
+"""The dashboard's HTTP API, served by uvicorn on loopback (as ``ifctl web`` serves it)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from infrafabric.bus import EventBus, connect
+from infrafabric.cli.web import Served, serve
+from infrafabric.coordinator import IFCoordinator
+from infrafabric.governor import IFGovernor, SwarmProfile
+from infrafabric.web import FleetView
+from infrafabric.witness import Witness
+from support import until
+
+TOKEN = "operator-token-for-tests-0123456789"
+
+
+def _view(served: Served) -> FleetView:
+    view = served.app.state.dashboard.view
+    assert view is not None
+    return view
+
+
+async def _sse(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
+    event, data = "message", []
+    async for line in response.aiter_lines():
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif not line and data:
+            yield event, json.loads("\n".join(data))
+            event, data = "message", []
+
+
+async def test_page_state_events_and_metrics(bus: EventBus) -> None:
+    coord = IFCoordinator(bus, observers=[Witness(bus).observer("IF.coordinator")])
+    gov = IFGovernor(bus, coordinator=coord)
+    await coord.create_tasks([{"id": f"t{i}", "title": f"task {i}"} for i in range(4)]
+                             + [{"id": "t9", "title": "last", "dependencies": ["t0"]}])
+    await gov.register_swarm(SwarmProfile(id="alpha", capabilities=[], reputation=Decimal("0.8")))
+    await gov.set_budget("alpha", 10_000_000)
+    await gov.track_cost("alpha", "tokens", 2_500_000)
+    await gov.register_swarm(SwarmProfile(id="beta", capabilities=[]))
+    await gov.trip("beta", "looping on the same error", by="test")
+    assert await coord.claim_task("alpha", "t0") and await coord.claim_task("alpha", "t1")
+
+    async with serve(bus, port=0) as served, httpx.AsyncClient(base_url=served.url, timeout=10) as http:
+        page = await http.get("/")
+        assert page.status_code == 200 and "/static/app.js" in page.text and "//cdn" not in page.text
+        for asset in ("app.js", "style.css"):
+            got = await http.get(f"/static/{asset}")
+            assert got.status_code == 200 and got.content, asset
+            assert "https://" not in got.text, f"{asset} must not load anything from the Internet"
+        state = (await http.get("/api/state")).json()
+        assert state["actions"] is False
+        assert state["tasks"]["t0"]["status"] == "claimed" and state["tasks"]["t9"]["status"] == "blocked"
+
+        async with http.stream("GET", "/api/events") as stream:
+            events = _sse(stream)
+            kind, snap = await anext(events)
+            assert kind == "snapshot" and snap["tasks"]["t0"]["owner"] == "alpha"
+            await coord.complete_task("alpha", "t0", "done")
+            async for kind, data in events:
+                if kind == "task" and data["id"] == "t0":
+                    assert data["value"]["status"] == "completed"
+                    break
+        view = _view(served)
+        await until(view, "t9 unblocked", lambda: view.tasks["t9"].status.value == "available")
+
+        witness = Witness(bus)
+        await witness.append("IF.chassis", "task_limit_exceeded", {"swarm_id": "alpha", "limit": "memory"})
+        await until(view, "the trap", lambda: sum(view.counts.traps.values()) == 1)
+        verified = (await http.post("/api/witness/verify")).json()
+        assert verified["ok"] is True and verified["entries"] == view.witness_length
+
+        text = (await http.get("/metrics")).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def value(name: str, **labels: str) -> float:
+        family = next(name.removesuffix(suffix) for suffix in ("_total", "_count", "_sum", "")
+                      if name.removesuffix(suffix) in families)
+        found = [s.value for s in families[family].samples if s.name == name and s.labels == labels]
+        assert len(found) == 1, (name, labels, families[family].samples)
+        return found[0]
+
+    assert value("infrafabric_tasks", status="claimed") == 1
+    assert value("infrafabric_tasks", status="completed") == 1
+    assert value("infrafabric_tasks", status="available") == 3  # t2, t3 and the unblocked t9
+    assert value("infrafabric_claims_won_total", swarm="alpha") == 2
+    assert value("infrafabric_task_wait_seconds_count") == 2
+    assert value("infrafabric_budget_limit_micro_usd", swarm="alpha") == 10_000_000
+    assert value("infrafabric_budget_spent_micro_usd", swarm="alpha") == 2_500_000
+    assert value("infrafabric_breaker_state", swarm="beta", state="open") == 1
+    assert value("infrafabric_breaker_state", swarm="alpha", state="open") == 0
+    assert value("infrafabric_swarm_reputation", swarm="alpha") == 0.8
+    assert value("infrafabric_sandbox_traps_total", swarm="alpha", kind="memory") == 1
+    assert value("infrafabric_witness_entries") == verified["entries"] >= 4
+    assert value("infrafabric_witness_verify_ok") == 1
+    assert value("infrafabric_bus_up") == 1
+    assert value("infrafabric_last_claim_timestamp_seconds") > 0
+
+
+@pytest.fixture
+async def memory_bus(namespace: str) -> AsyncIterator[EventBus]:
+    async with connect(f"memory://{namespace}") as bus:
+        yield bus
+
+
+async def test_breaker_reset_needs_the_token_and_an_explicit_confirmation(memory_bus: EventBus) -> None:
+    bus = memory_bus
+    gov = IFGovernor(bus)
+    await gov.register_swarm(SwarmProfile(id="beta", capabilities=[]))
+    await gov.trip("beta", "budget exhausted", by="test")
+    path = "/api/breakers/beta/reset"
+    good = {"Authorization": f"Bearer {TOKEN}"}
+
+    async with serve(bus, port=0) as ro, httpx.AsyncClient(base_url=ro.url) as http:
+        refused = await http.post(path, json={"confirm": "beta"}, headers=good)
+        assert refused.status_code == 403 and "without an operator token" in refused.json()["error"]
+
+    async with serve(bus, port=0, token=TOKEN) as served, httpx.AsyncClient(base_url=served.url) as http:
+        cases: list[tuple[dict[str, str], Any, int, str]] = [
+            ({}, {"confirm": "beta"}, 401, "operator token"),
+            ({"Authorization": "Bearer wrong-token-wrong-token"}, {"confirm": "beta"}, 401, "operator token"),
+            (good, {"confirm": "BETA"}, 400, "confirm: must be exactly 'beta'"),
+            (good, {}, 400, "confirm"),
+            (good, ["beta"], 400, "JSON object"),
+            (good, {"confirm": "beta", "budget_micros": 1.5}, 400, "budget_micros"),
+            (good, {"confirm": "beta", "budget_micros": -1}, 400, "budget_micros"),
+            (good, {"confirm": "beta", "force": True}, 400, "unknown field(s): force"),
+        ]
+        for headers, body, status, message in cases:
+            got = await http.post(path, json=body, headers=headers)
+            assert got.status_code == status, (body, got.text)
+            assert message in got.json()["error"], (body, got.text)
+        bad_json = await http.post(path, content=b"{nope", headers=good)
+        assert bad_json.status_code == 400 and "must be JSON" in bad_json.json()["error"]
+        unknown = await http.post("/api/breakers/nobody/reset", json={"confirm": "nobody"}, headers=good)
+        assert unknown.status_code == 404 and "no swarm 'nobody'" in unknown.json()["error"]
+        # nothing above changed the breaker
+        assert (await gov.breaker("beta")).state.value == "open"
+
+        ok = await http.post(path, json={"confirm": "beta", "budget_micros": 3_000_000, "by": "alice"},
+                             headers=good)
+        assert ok.status_code == 200 and ok.json()["breaker"]["state"] == "closed", ok.text
+        assert ok.json()["breaker"]["changed_by"] == "alice (web)"
+        budget = await gov.budget("beta")
+        assert budget is not None and (budget.limit_micros, budget.spent_micros) == (3_000_000, 0)
+        health = await http.get("/healthz")
+        assert health.status_code == 200 and health.json()["ok"] is True
+    reset = [e async for e in Witness(bus).entries() if e.operation == "circuit_breaker_reset"]
+    assert [e.params["by"] for e in reset] == ["alice (web)"]
