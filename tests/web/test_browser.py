@@ -188,3 +188,32 @@ def test_read_only_dashboard_refuses_actions(browser: Browser, bus_env: dict[str
         proc.terminate()
         proc.wait(timeout=20)
     assert "breaker: OPEN" in ifctl(env, "governor", "status", "gamma")  # nothing was reset
+
+
+def test_demo_with_the_dashboard_beside_it(browser: Browser, bus_env: dict[str, str]) -> None:
+    """``ifctl demo --web``: a newcomer opens the printed address and watches the board fill."""
+    proc = subprocess.Popen([IFCTL, "demo", "--web", "--web-port", "0", "--tasks", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bus_env)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        found = re.search(r"dashboard (http://127\.0\.0\.1:\d+/)", line)
+        assert found, line
+        token = re.search(r"reset a breaker\): (\S+)", proc.stderr.readline())
+        assert token and len(token.group(1)) >= 16
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(found.group(1))
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+        completed = page.locator('#tasks tr[data-status="completed"]')
+        expect(completed.first).to_be_visible(timeout=60_000)
+        shot(page, "08-demo")
+        out, err = proc.communicate(timeout=170)
+        done = re.search(r"(\d+)/(\d+) tasks done, each exactly once", out)
+        assert proc.returncode == 0 and done, out + err
+        # the demo imports the tasks its swarms can cover; the page listed every one of them
+        assert page.locator("#tasks tr[data-task]").count() == int(done.group(2))
+        page.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

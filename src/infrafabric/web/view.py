@@ -352,7 +352,8 @@ class FleetView:
             before = swarm.breaker
             swarm.breaker = None if value is None else Breaker.model_validate_json(value)
             if not initial and swarm.breaker is not None and (
-                    before is None or before.state is not swarm.breaker.state):
+                    before.state is not swarm.breaker.state if before is not None
+                    else swarm.breaker.state is not BreakerState.CLOSED):
                 k = swarm.breaker
                 if k.state is BreakerState.CLOSED:  # what it escalated is dealt with
                     kept = [m for m in self.messages
