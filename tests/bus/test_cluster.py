@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import nats
 import pytest
 
-from infrafabric.bus import EventBus, EventKind, Watch, WatchEvent, connect
+from infrafabric.bus import EventBus, EventKind, Health, Watch, WatchEvent, connect
 from infrafabric.bus.cluster import EtcdCluster, LocalCluster, NatsCluster
 from infrafabric.errors import BusTimeoutError, BusUnavailableError, ServerError
 
@@ -496,3 +496,33 @@ def test_start_failure_reports_every_log(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _log_level(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=__name__)
+
+
+async def health_becomes(bus: EventBus, *, ok: bool) -> Health:
+    """The first health report that is ``ok`` (checked every 0.5 s, up to GUARD)."""
+    for _ in range(int(GUARD / 0.5)):
+        health = await bus.health_check()
+        if bool(health) is ok:
+            return health
+        await asyncio.sleep(0.5)
+    pytest.fail(f"the health check never became {'healthy' if ok else 'unhealthy'}: {health}")
+
+
+async def test_health_check_reports_a_lost_quorum(healthy: LocalCluster[Any], namespace: str) -> None:
+    """Two of three nodes down: the survivor still answers reads, but no write
+    can commit. The health check must say so (it used to report healthy), and
+    report healthy again once the nodes are back."""
+    leader = await healthy.leader()
+    bus = await connect(url_of(healthy, namespace, first=leader))
+    try:
+        assert await bus.health_check()
+        for i in range(3):
+            if i != leader:
+                healthy.kill(i)
+        health = await health_becomes(bus, ok=False)
+        assert "lost its quorum" in health.detail or "unreachable" in health.detail, health
+        healthy.start()
+        health = await health_becomes(bus, ok=True)
+        assert "leader" in health.detail or "3 of 3 replicas" in health.detail, health
+    finally:
+        await bus.close()

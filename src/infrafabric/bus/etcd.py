@@ -640,6 +640,10 @@ class EtcdBus(EventBus):
                 aetcd.rpc.StatusRequest(), timeout=self.timeout
             )
         host, port = self.url.hosts[self._host_index]
+        if not status.leader:  # a member without a leader still answers reads
+            raise BusUnavailableError(
+                f"the bus {self.url} has lost its quorum: {host}:{port} has no leader; "
+                "writes will time out", hint="restart the failed members (their data is on disk)")
         return (
             f"etcd {status.version} at revision {status.header.revision}, "
             f"leader {status.leader:x} (via {host}:{port})"

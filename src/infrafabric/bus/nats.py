@@ -80,6 +80,10 @@ WATCH_HEARTBEAT = 1.0
 
 #: the JetStream API prefix (the bus never sets a domain or another prefix)
 JS_API = "$JS.API"
+#: a replica not heard from for this long does not count towards the stream's
+#: quorum in the health check (raft heartbeats every second; a lost peer's
+#: ``current`` flag stays set, only its last-seen age grows)
+REPLICA_STALE_S = 5.0
 #: statuses that end a pull request without an error
 PAGE_BYTES = 8 << 20
 _PULL_DONE = frozenset({StatusCode.NO_MESSAGES.value, StatusCode.REQUEST_TIMEOUT.value})
@@ -810,8 +814,19 @@ class NatsBus(EventBus):
         with self._translate("health"):
             info = await self._js.stream_info(self._stream)
         v = self._nc.connected_server_version
-        return (
-            f"nats-server {v.major}.{v.minor}.{v.patch}, bucket {self._bucket!r} "
-            f"at revision {info.state.last_seq}"
-        )
+        detail = (f"nats-server {v.major}.{v.minor}.{v.patch}, bucket {self._bucket!r} "
+                  f"at revision {info.state.last_seq}")
+        cluster = info.cluster
+        if cluster is None or not cluster.replicas:
+            return detail
+        # a leader that lost its peers still answers reads; only a quorum can take writes
+        live = 1 + sum(1 for r in cluster.replicas if r.current and not r.offline
+                       and (r.active is None or r.active < REPLICA_STALE_S * 1e9))
+        size = len(cluster.replicas) + 1
+        if not cluster.leader or live < size // 2 + 1:
+            raise BusUnavailableError(
+                f"the bus {self.url} has lost its quorum: the stream of bucket {self._bucket!r} has "
+                f"{'no leader' if not cluster.leader else f'{live} of {size} replicas in contact'}; "
+                "writes will time out", hint="restart the failed nodes (their data is on disk)")
+        return f"{detail}, {live} of {size} replicas in contact"
 
