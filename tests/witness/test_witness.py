@@ -217,3 +217,30 @@ async def test_periodic_checkpoints_are_signed_and_stored(bus: EventBus, tmp_pat
     stored = await w.stored_checkpoints()
     assert [cp.size for cp in stored] == [10, 20]
     assert (await w.verify(verifiers=[signer])).checkpoints_checked == 2
+
+
+async def test_another_operators_checkpoints_are_not_tampering(bus: EventBus, tmp_path: Path) -> None:
+    """Two operators sign checkpoints of one chain with keys of the same (default)
+    name. Each one's verify uses only the checkpoints its own key signed and notes
+    the others; a checkpoint that claims a trusted key but fails its signature is
+    still a forgery."""
+    alice = Signer.load_or_create(tmp_path / "alice")
+    bob = Signer.load_or_create(tmp_path / "bob")
+    assert alice.name == bob.name and alice.id != bob.id
+    await fill(Witness(bus), 5)
+    await Witness(bus, signer=alice).checkpoint()
+    await fill(Witness(bus), 5, start=5)
+    await Witness(bus, signer=bob).checkpoint()
+
+    for me, other in ((alice, bob), (bob, alice)):
+        report = await Witness(bus).verify(verifiers=[me])
+        assert report.ok, report.problem
+        assert report.checkpoints_checked == 1 and report.entries == 10
+        assert any(f"signed by a key not trusted here ({other.name} {other.id.hex()})" in n
+                   for n in report.notes), report.notes
+
+    size, head = await Witness(bus).head()
+    forged = Checkpoint(Witness(bus).origin, size, head, alice.name, alice.id + bytes(64))
+    await bus.put(f"witness/cp/{size + 1:012d}", forged.to_text())
+    report = await Witness(bus).verify(verifiers=[alice])
+    assert not report.ok and "forged or altered" in (report.problem or "")

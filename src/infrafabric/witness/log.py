@@ -375,19 +375,26 @@ class Witness:
         every checkpoint: its signature and that the chain still has its
         entry with its hash. Stops at the first problem in the chain."""
         report = VerifyReport()
-        cps = list(checkpoints)
+        # the caller vouches for the checkpoints it hands in; the bus may also hold
+        # checkpoints signed by other operators' keys, which are not evidence either way
+        cps = [(cp, False) for cp in checkpoints]
         if use_stored:
-            cps += await self.stored_checkpoints()
+            cps += [(cp, True) for cp in await self.stored_checkpoints()]
         keys = list(verifiers)
+        known = {(v.name, v.id) for v in keys}
         trusted: list[Checkpoint] = []
-        for cp in sorted(cps, key=lambda c: c.size):
-            report.checkpoints_checked += 1
+        for cp, from_bus in sorted(cps, key=lambda c: c[0].size):
             problem: str | None = None
             if not keys:
                 report.notes.append("no trusted key given: checkpoint signatures not checked")
+            elif from_bus and (cp.key_name, cp.signature[:4]) not in known:
+                report.notes.append(f"checkpoint {cp.size} on the bus is signed by a key not trusted here "
+                                    f"({cp.key_name} {cp.signature[:4].hex()}): not used")
+                continue
             else:
                 verdicts = [v.check(cp) for v in keys]
                 problem = None if None in verdicts else verdicts[0]
+            report.checkpoints_checked += 1
             if problem is None and cp.origin != self.origin:
                 problem = f"it is for {cp.origin!r}, not {self.origin!r}"
             if problem is not None:
