@@ -127,6 +127,7 @@ SAMPLES: dict[str, str] = {
     "task heartbeat": "P1 --swarm alpha --claim {claim}",
     "task next": "--swarm alpha",
     "task release": "P1 --swarm alpha --claim {claim} --reason 'needs GPU'",
+    "task reopen": "P1 --by alice --reason 'fixed'",
     "task show": "P1",
     "witness checkpoint": "--out {work}/head.checkpoint",
     "witness query": "--component IF.coordinator --limit 5",

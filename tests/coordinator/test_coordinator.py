@@ -8,7 +8,13 @@ import pytest
 
 from infrafabric.bus import EventBus, connect
 from infrafabric.coordinator import IFCoordinator, TaskKind, TaskStatus
-from infrafabric.errors import ConfigurationError, NotOwnerError, TaskExistsError, TaskNotFoundError
+from infrafabric.errors import (
+    ConfigurationError,
+    ConflictError,
+    NotOwnerError,
+    TaskExistsError,
+    TaskNotFoundError,
+)
 
 GUARD = 10.0  # fails a test that hangs; never a latency assertion
 
@@ -113,6 +119,37 @@ async def test_fail_retries_then_fails(coord: IFCoordinator) -> None:
     task = await coord.fail_task("s", "T", "boom 3")
     assert task.status is TaskStatus.FAILED and task.error == "boom 3"
     assert not await coord.claim_task("s", "T")
+
+
+async def test_a_failed_task_can_be_reopened(coord: IFCoordinator) -> None:
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    async def observe(operation: str, params: dict[str, object]) -> None:
+        seen.append((operation, params))
+
+    coord.observers.append(observe)
+    await coord.register_swarm("s")
+    await coord.create_task({"id": "R", "title": "t"})
+    with pytest.raises(ConflictError, match="R is available, not failed"):
+        await coord.reopen_task("R", by="alice")
+    with pytest.raises(TaskNotFoundError):
+        await coord.reopen_task("nope", by="alice")
+    for _ in range(3):
+        assert await coord.claim_task("s", "R")
+        await coord.fail_task("s", "R", "boom")
+    assert (await coord.get_task("R")).status is TaskStatus.FAILED
+    async with coord.pushed_tasks("s") as feed:
+        task = await coord.reopen_task("R", by="alice", reason="flaky CI fixed")
+        assert (task.status, task.attempts, task.error, task.owner) == (TaskStatus.AVAILABLE, 0, None, None)
+        last = task.history[-1]
+        assert (last.by, last.reason) == ("alice", "reopened by alice: flaky CI fixed")
+        pushed = await feed.get(timeout=10)
+        assert pushed is not None and pushed.id == "R"
+    assert ("task_reopened", {"task_id": "R", "by": "alice", "reason": "flaky CI fixed",
+                              "status": "available"}) in seen
+    assert await coord.claim_task("s", "R")  # a full set of attempts again
+    with pytest.raises(ConflictError, match="R is claimed"):
+        await coord.reopen_task("R", by="alice")
 
 
 async def test_max_attempts_is_set_per_coordinator(coord: IFCoordinator) -> None:

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from infrafabric.bus import EventBus
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, Settings, contract, settings
-from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report, with_witness
+from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report, who, with_witness
 from infrafabric.coordinator import ClaimOutcome, IFCoordinator, Task, TaskStatus
 from infrafabric.coordinator.core import DEFAULT_LEASE_TTL
 from infrafabric.errors import ConfigurationError
@@ -336,6 +336,41 @@ def task_fail(task_id: str, swarm_id: str, claim_id: str | None, error: str) -> 
                        why=_owned_why(swarm_id, claim_id, retry))
 
     return _owned_command("fail", task_id, swarm_id, claim_id, act)
+
+
+@task.command("reopen")
+@click.argument("task_id")
+@click.option("--by", metavar="NAME", help="Who reopens it [default: $USER].")
+@click.option("--reason", default="", help="Why it gets another round of attempts.")
+@contract
+def task_reopen(task_id: str, by: str | None, reason: str) -> Outcome:
+    """Give a failed task (every attempt used) a fresh set of attempts. It
+    becomes available again (blocked while a dependency is open) and is pushed
+    to the swarms that can take it. Witnessed, with who did it.
+
+    Example: ifctl task reopen P0.1.1 --by alice --reason "flaky CI fixed"
+    """
+    s = settings()
+    actor = who(by)
+
+    async def go(coord: IFCoordinator) -> Outcome:
+        if s.falsify:
+            entry = await coord.bus.get(f"tasks/{task_id}")
+            t = Task.model_validate_json(entry.value) if entry is not None else None
+            failed = t is not None and t.status is TaskStatus.FAILED
+            detail = ("no such task" if t is None else f"attempts {t.attempts}/{t.max_attempts}; "
+                      "would reopen it" if failed else f"it is {t.status.value}: only a failed task reopens")
+            return falsify_report([await bus_check(coord.bus),
+                                   Check(f"task {task_id} failed", failed, detail)])
+        t = await coord.reopen_task(task_id, by=actor, reason=reason)
+        return Outcome(data=task_row(t, time.time()),
+                       lines=[f"{task_id} reopened by {escape(actor)}: now {t.status.value}, "
+                              f"{t.max_attempts} attempts"],
+                       why=["only a failed task reopens: its attempts start again from 0",
+                            "available if every dependency is completed, else blocked; pushed if available",
+                            "one compare-and-swap on the task record; witnessed as task_reopened"])
+
+    return with_coordinator(go)
 
 
 @task.command("next")

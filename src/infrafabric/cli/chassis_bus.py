@@ -21,8 +21,7 @@ from infrafabric.chassis.models import ServiceLevelObjective, parse_contract
 from infrafabric.chassis.slo import Compliance, p99_nearest_rank
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
 from infrafabric.cli.chassis import _payload, chassis, scratch_sandbox
-from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report, with_witness
-from infrafabric.cli.governor import current_user
+from infrafabric.cli.common import READ_ONLY, Check, bus_check, current_user, falsify_report, with_witness
 from infrafabric.errors import ConfigurationError, InvalidCredentialError, SandboxError, TaskNotFoundError
 from infrafabric.governor import IFGovernor
 from infrafabric.witness import Witness

@@ -3,6 +3,8 @@ and the ``--mode=falsify`` report."""
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -96,3 +98,23 @@ def parse_time(text: str | None, flag: str, now: float) -> float | None:
     except ValueError as exc:
         raise ConfigurationError(f"{flag} {text!r} is not a time: give epoch seconds, ISO 8601 "
                                  "(2025-01-31T12:00) or an age (90m, 2h, 7d)") from exc
+
+
+def current_user() -> str | None:
+    """``$USER``, else ``$LOGNAME``, else the login name from the password database."""
+    name = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry for this uid
+            return None
+    return name.strip() or None
+
+
+def who(by: str | None) -> str:
+    """Who is acting: ``--by``, else the current user; an unattributed change is refused."""
+    name = by.strip() if by is not None else current_user()
+    if not name:
+        raise ConfigurationError("--by NAME is required (it is empty, or the current user is unknown): "
+                                 "a manual change must say who made it")
+    return name

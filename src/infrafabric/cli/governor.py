@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 import re
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -17,7 +15,7 @@ from rich.table import Table
 from infrafabric.bus import EventBus
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
 from infrafabric.cli.board import SEVERITY as COORDINATOR_SEVERITY
-from infrafabric.cli.common import Check, falsify_report, with_witness
+from infrafabric.cli.common import Check, current_user, falsify_report, who, with_witness
 from infrafabric.coordinator import IFCoordinator
 from infrafabric.coordinator.models import CAPABILITY_PATTERN, TASK_ID_PATTERN
 from infrafabric.errors import ConfigurationError, TaskNotFoundError
@@ -68,26 +66,6 @@ def dollars(text: str | None, flag: str, *, positive: bool = False) -> int | Non
     if micros < 0 or (positive and micros == 0):
         raise ConfigurationError(f"{flag} {text!r} must be {'more than' if positive else 'at least'} $0")
     return micros
-
-
-def current_user() -> str | None:
-    """``$USER``, else ``$LOGNAME``, else the login name from the password database."""
-    name = os.environ.get("USER") or os.environ.get("LOGNAME")
-    if not name:
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):  # no passwd entry for this uid
-            return None
-    return name.strip() or None
-
-
-def who(by: str | None) -> str:
-    """Who is acting: ``--by``, else the current user; an unattributed change is refused."""
-    name = by.strip() if by is not None else current_user()
-    if not name:
-        raise ConfigurationError("--by NAME is required (it is empty, or the current user is unknown): "
-                                 "a manual breaker change must say who made it")
-    return name
 
 
 def swarm_id_arg(swarm_id: str) -> str:

@@ -46,6 +46,7 @@ from infrafabric.coordinator.models import (
 )
 from infrafabric.errors import (
     ConfigurationError,
+    ConflictError,
     InfraFabricError,
     NotOwnerError,
     TaskExistsError,
@@ -633,6 +634,34 @@ class IFCoordinator:
         if task.status is TaskStatus.AVAILABLE:
             await self._announce(task)
         return task
+
+    async def reopen_task(self, task_id: str, *, by: str, reason: str = "") -> Task:
+        """Give a failed task (every attempt used) a fresh set of attempts: it
+        becomes available again, or blocked while a dependency is open, and is
+        pushed. Only a failed task can be reopened; the caller is recorded."""
+        if not by:
+            raise ConfigurationError("reopen_task needs who reopens it (by=...)")
+        for _attempt in range(CAS_RETRIES):
+            entry = await self.bus.get(_task_key(task_id))
+            if entry is None:
+                raise TaskNotFoundError(f"no task {task_id!r} on the board")
+            task = _decode_task(entry)
+            if task.status is not TaskStatus.FAILED:
+                raise ConflictError(f"task {task_id} is {task.status.value}, not failed: only a failed task "
+                                    "can be reopened")
+            states = await self._dependency_states(task.dependencies, for_task=task.id)
+            ready = all(s is TaskStatus.COMPLETED for s in states.values())
+            status = TaskStatus.AVAILABLE if ready else TaskStatus.BLOCKED
+            why = f"reopened by {by}" + (f": {reason}" if reason else "")
+            updated = self._transition(task, status, self.clock(), by=by, reason=why, attempts=0, error=None,
+                                       owner=None, claim_id=None, lease_until=None)
+            if await self.bus.update(_task_key(task_id), _encode(updated), entry.revision) is not None:
+                await self._notify("task_reopened", {"task_id": task_id, "by": by, "reason": reason,
+                                                     "status": status.value})
+                if ready:
+                    await self._announce(updated)
+                return updated
+        raise ConflictError(f"task {task_id} kept changing; gave up reopening it after {CAS_RETRIES} tries")
 
     async def expire_lease(self, task_id: str) -> Task | None:
         """If the task's lease has lapsed, make it available again (counting an
