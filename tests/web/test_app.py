@@ -158,3 +158,40 @@ async def test_breaker_reset_needs_the_token_and_an_explicit_confirmation(memory
         assert health.status_code == 200 and health.json()["ok"] is True
     reset = [e async for e in Witness(bus).entries() if e.operation == "circuit_breaker_reset"]
     assert [e.params["by"] for e in reset] == ["alice (web)"]
+
+
+async def test_reopen_a_failed_task_from_the_dashboard(memory_bus: EventBus) -> None:
+    bus = memory_bus
+    coord = IFCoordinator(bus, max_attempts=1)
+    await coord.register_swarm("alpha")
+    await coord.create_tasks([{"id": "F", "title": "fails"}, {"id": "G", "title": "fine"}])
+    assert await coord.claim_task("alpha", "F")
+    await coord.fail_task("alpha", "F", "tests red")
+    good = {"Authorization": f"Bearer {TOKEN}"}
+
+    async with serve(bus, port=0, token=TOKEN) as served, httpx.AsyncClient(base_url=served.url) as http:
+        view = _view(served)
+        assert [w["task"] for w in view.waiting() if w["kind"] == "failed"] == ["F"]
+        cases: list[tuple[str, dict[str, str], Any, int, str]] = [
+            ("F", {}, {"confirm": "F"}, 401, "operator token"),
+            ("F", good, {"confirm": "G"}, 400, "confirm: must be exactly 'F' to reopen it"),
+            ("F", good, {"confirm": "F", "reason": "x" * 501}, 400, "reason"),
+            ("F", good, {"confirm": "F", "budget_micros": 1}, 400, "unknown field(s): budget_micros"),
+            ("nope", good, {"confirm": "nope"}, 404, "no task 'nope'"),
+            ("G", good, {"confirm": "G"}, 409, "G is available, not failed"),
+        ]
+        for task_id, headers, body, status, message in cases:
+            got = await http.post(f"/api/tasks/{task_id}/reopen", json=body, headers=headers)
+            assert got.status_code == status, (task_id, body, got.text)
+            assert message in got.json()["error"], (task_id, body, got.text)
+        assert (await coord.get_task("F")).status.value == "failed"  # nothing above changed it
+
+        ok = await http.post("/api/tasks/F/reopen", json={"confirm": "F", "reason": "fixed", "by": "bob"},
+                             headers=good)
+        assert ok.status_code == 200 and ok.json()["task"]["status"] == "available", ok.text
+        await until(view, "F available", lambda: view.tasks["F"].status.value == "available")
+        assert not [w for w in view.waiting() if w["kind"] == "failed"]
+        assert any(e["text"] == "F failed → available (reopened by bob (web): fixed)"
+                   for e in view.events), list(view.events)
+    entries = [e async for e in Witness(bus).entries() if e.operation == "task_reopened"]
+    assert [(e.params["by"], e.params["reason"]) for e in entries] == [("bob (web)", "fixed")]

@@ -2,8 +2,9 @@
 
 See ``docs/web-api.md`` for the routes and the JSON shapes. The app is
 read-only unless it is given an operator token: then ``POST
-/api/breakers/{swarm}/reset`` with ``Authorization: Bearer <token>`` and an
-explicit ``{"confirm": "<swarm>"}`` closes a breaker, witnessed with who did it.
+/api/breakers/{swarm}/reset`` and ``POST /api/tasks/{task}/reopen`` with
+``Authorization: Bearer <token>`` and an explicit ``{"confirm": "<id>"}`` close
+a breaker or give a failed task a fresh set of attempts, witnessed with who did it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ STATIC = Path(__file__).parent / "static"
 #: events a slow page may fall behind by before it is sent a fresh snapshot instead
 QUEUE_LIMIT = 5000
 PING_SECONDS = 15
-_SWARM = re.compile(f"^{TASK_ID_PATTERN}$")
+#: swarm and task ids share one pattern
+_ID = re.compile(f"^{TASK_ID_PATTERN}$")
 
 
 def _json(data: Any) -> str:
@@ -146,8 +148,11 @@ class _Dashboard:
     async def verify(self, _request: Request) -> Response:
         return JSONResponse(await self._view().verify())
 
-    async def reset(self, request: Request) -> Response:
-        swarm = request.path_params["swarm"]
+    async def _action(self, request: Request, what: str, target: str,
+                      fields: set[str]) -> dict[str, Any] | JSONResponse:
+        """The checks every action makes: an operator token, a well-formed
+        target, a JSON object with only ``fields``, and ``confirm`` equal to the
+        target. Returns the body, or the refusal to send."""
         if self.token is None:
             return _error(403, "actions are disabled: this dashboard was started without an operator "
                                "token (ifctl web --token-file FILE)")
@@ -156,33 +161,60 @@ class _Dashboard:
         good = hmac.compare_digest(secret.strip().encode(), self.token.encode())
         if scheme.lower() != "bearer" or not good:
             return _error(401, "a valid operator token is needed (Authorization: Bearer <token>)")
-        if not _SWARM.match(swarm):
-            return _error(400, f"{swarm!r} is not a swarm id")
+        if not _ID.match(target):
+            return _error(400, f"{target!r} is not a valid id")
         try:
             body = await request.json()
         except ValueError:
-            return _error(400, "the body must be JSON: {\"confirm\": \"<swarm>\"}")
+            return _error(400, f"the body must be JSON: {{\"confirm\": \"{target}\"}}")
         if not isinstance(body, dict):
-            return _error(400, "the body must be a JSON object: {\"confirm\": \"<swarm>\"}")
-        unknown = sorted(set(body) - {"confirm", "budget_micros", "by"})
+            return _error(400, f"the body must be a JSON object: {{\"confirm\": \"{target}\"}}")
+        unknown = sorted(set(body) - fields - {"confirm", "by"})
         if unknown:
             return _error(400, f"unknown field(s): {', '.join(unknown)}")
-        if body.get("confirm") != swarm:
-            return _error(400, f"confirm: must be exactly {swarm!r} to reset its breaker")
-        budget = body.get("budget_micros")
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
-            return _error(400, "budget_micros: must be a whole number of micro-dollars >= 0")
+        if body.get("confirm") != target:
+            return _error(400, f"confirm: must be exactly {target!r} to {what}")
         by = body.get("by")
         if by is not None and (not isinstance(by, str) or not 0 < len(by) <= 100):
             return _error(400, "by: must be a name of 1 to 100 characters")
+        return body
+
+    @staticmethod
+    def _actor(body: dict[str, Any]) -> str:
+        return f"{body['by']} (web)" if body.get("by") else "web"
+
+    async def reopen(self, request: Request) -> Response:
+        task_id = request.path_params["task"]
+        body = await self._action(request, "reopen it", task_id, {"reason"})
+        if isinstance(body, JSONResponse):
+            return body
+        reason = body.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 500:
+            return _error(400, "reason: must be text of at most 500 characters")
+        view = self._view()
+        if task_id not in view.tasks:
+            return _error(404, f"no task {task_id!r} on this bus")
+        try:
+            task = await view.reopen_task(task_id, by=self._actor(body), reason=reason)
+        except InfraFabricError as exc:
+            return _error(409 if exc.exit_code == 1 else 400, exc.message)
+        return JSONResponse({"ok": True, "task": json.loads(task.model_dump_json())})
+
+    async def reset(self, request: Request) -> Response:
+        swarm = request.path_params["swarm"]
+        body = await self._action(request, "reset its breaker", swarm, {"budget_micros"})
+        if isinstance(body, JSONResponse):
+            return body
+        budget = body.get("budget_micros")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+            return _error(400, "budget_micros: must be a whole number of micro-dollars >= 0")
         view = self._view()
         if swarm not in view.swarms:
             return _error(404, f"no swarm {swarm!r} on this bus")
         try:
-            breaker = await view.reset_breaker(swarm, by=f"{by} (web)" if by else "web",
-                                               budget_micros=budget)
+            breaker = await view.reset_breaker(swarm, by=self._actor(body), budget_micros=budget)
         except InfraFabricError as exc:
-            return _error(409 if exc.exit_code == 1 else 400, str(exc))
+            return _error(409 if exc.exit_code == 1 else 400, exc.message)
         return JSONResponse({"ok": True, "swarm": swarm, "breaker": breaker.model_dump(mode="json")})
 
 
@@ -199,6 +231,7 @@ def create_app(url: str | None = None, *, bus: EventBus | None = None, token: st
         Route("/api/events", d.events),
         Route("/api/witness/verify", d.verify, methods=["POST"]),
         Route("/api/breakers/{swarm}/reset", d.reset, methods=["POST"]),
+        Route("/api/tasks/{task}/reopen", d.reopen, methods=["POST"]),
         Route("/metrics", d.metrics),
         Route("/healthz", d.healthz),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

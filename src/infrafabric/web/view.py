@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from infrafabric.bus import EventBus, EventKind, WatchEvent
 from infrafabric.chassis.reputation import REPUTATION_PREFIX, ReputationRecord
 from infrafabric.chassis.slo import SLO_PREFIX
-from infrafabric.coordinator.core import BLOCKERS, SWARMS, TASKS
+from infrafabric.coordinator.core import BLOCKERS, SWARMS, TASKS, IFCoordinator
 from infrafabric.coordinator.models import SwarmRecord, Task, TaskKind, TaskStatus
 from infrafabric.errors import InfraFabricError
 from infrafabric.governor import Breaker, BreakerState, Budget, IFGovernor, SwarmProfile
@@ -438,7 +438,7 @@ class FleetView:
         text = f"{task.id} {arrow}"
         if task.status is TaskStatus.CLAIMED and task.owner:
             text += f" by {task.owner}"
-        elif last is not None and last.by:
+        elif last is not None and last.by and last.by not in last.reason:
             text += f" by {last.by}"
         if last is not None and last.reason not in ("", "created", task.status.value) and \
                 task.status is not TaskStatus.CLAIMED:
@@ -571,6 +571,12 @@ class FleetView:
         self.verify_result = result
         self._emit("verify", result)
         return result
+
+    async def reopen_task(self, task_id: str, *, by: str, reason: str) -> Task:
+        """Give a failed task a fresh set of attempts through the coordinator, witnessed with ``by``."""
+        audit = Witness(self.bus, actor=by)
+        coord = IFCoordinator(self.bus, observers=[audit.observer("IF.coordinator")])
+        return await coord.reopen_task(task_id, by=by, reason=reason)
 
     async def reset_breaker(self, swarm_id: str, *, by: str, budget_micros: int | None) -> Breaker:
         """Close ``swarm_id``'s breaker through the governor, witnessed with ``by``."""
