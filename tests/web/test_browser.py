@@ -6,17 +6,22 @@ Screenshots go to ``test-artifacts/web/`` at the repository root."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
+
+from infrafabric.bus import connect
+from infrafabric.coordinator import IFCoordinator
 
 IFCTL = str(Path(sys.executable).with_name("ifctl"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,3 +222,34 @@ def test_demo_with_the_dashboard_beside_it(browser: Browser, bus_env: dict[str, 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_reopen_a_failed_task_from_the_page(browser: Browser, bus_env: dict[str, str],
+                                            dashboard: str) -> None:
+    async def fail_one() -> None:
+        async with connect(bus_env["IF_BUS_URL"]) as bus:
+            coord = IFCoordinator(bus, max_attempts=1)
+            await coord.register_swarm("alpha", [CAP])
+            await coord.create_task({"id": "R1", "title": "Flaky task", "capabilities": [CAP]})
+            assert await coord.claim_task("alpha", "R1")
+            await coord.fail_task("alpha", "R1", "runner killed by the OOM killer")
+
+    with ThreadPoolExecutor(1) as pool:  # the sync Playwright API keeps an event loop in this thread
+        pool.submit(asyncio.run, fail_one()).result()
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(dashboard)
+    row = page.locator('tr[data-task="R1"]')
+    expect(row).to_have_attribute("data-status", "failed")
+    page.locator('#waiting [data-kind="failed"][data-task="R1"] button.reopen').click()
+    expect(page.locator("#confirm-dialog")).to_have_attribute("data-mode", "task")
+    expect(page.locator("#confirm-dialog")).to_contain_text("runner killed by the OOM killer")
+    page.fill("#confirm-input", "R1")
+    page.fill("#token-input", TOKEN)
+    page.fill("#reason-input", "runner memory raised")
+    shot(page, "09-reopen-dialog")
+    page.click("#confirm-btn")
+    expect(row).to_have_attribute("data-status", "available", timeout=SHOWN_WITHIN_MS)
+    expect(page.locator('#waiting [data-kind="failed"]')).to_have_count(0)
+    page.close()
+    shown = ifctl(bus_env, "task", "show", "R1")
+    assert "reopened by web: runner memory raised" in shown and "attempts 0/1" in shown, shown

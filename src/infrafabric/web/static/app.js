@@ -68,6 +68,11 @@
       e.append(k instanceof Node ? k : String(k));
     }
   }
+  /** Replace an element's children; like h(), null/undefined/false kids are left out. */
+  function fill(e, ...kids) {
+    e.replaceChildren();
+    appendKids(e, kids);
+  }
   function setText(e, text) {
     const t = String(text);
     if (e.textContent !== t) e.textContent = t;
@@ -211,7 +216,7 @@
       if (d.value) S.tasks.set(String(d.id), d.value);
       else S.tasks.delete(String(d.id));
       if (Array.isArray(d.critical_path)) S.critical = d.critical_path;
-      invalidate("tasks");
+      invalidate("tasks", "dialog");
     },
     swarm(d) {
       if (!d || d.id === undefined) return;
@@ -594,6 +599,10 @@
     });
   }
 
+  function reopenButton(id) {
+    return h("button", { type: "button", class: "reopen", "data-task": id, title: `Give ${id} a fresh set of attempts`, text: "Reopen…" });
+  }
+
   function buildRow(id, t, isCrit) {
     const status = statusOf(t);
     const tr = h("tr", { "data-task": id, "data-status": status, "data-kind": t.kind || "critical", "data-critical": isCrit ? "true" : null, class: isCrit ? "crit" : null });
@@ -607,7 +616,7 @@
     tr.append(
       h("td", { class: "id" }, isCrit ? h("span", { class: "crit-mark", title: "on the critical path", "aria-label": "critical path" }, "◆") : null, h("code", { text: id })),
       h("td", { class: "title", title: t.title || "" }, h("span", { class: "title-text", text: t.title || "" }), t.error ? h("span", { class: "err", title: String(t.error), text: String(t.error) }) : null),
-      h("td", null, h("span", { class: "badge", "data-status": status, text: status })),
+      h("td", { class: "status" }, h("span", { class: "badge", "data-status": status, text: status }), status === "failed" ? reopenButton(id) : null),
       h("td", { class: "kind", text: t.kind || "critical" }),
       h("td", { class: "owner", text: t.owner || "—" }),
       leaseTd,
@@ -834,7 +843,8 @@
         h("div", { class: "w-main" }, subject, h("div", { class: "w-reason", text: w.reason || "" })),
         h("div", { class: "w-side" },
           at > 0 ? h("time", { "data-at": at, title: fmtDateTime(at) }) : h("time", { class: "muted", text: "—", title: "time unknown" }),
-          kind === "breaker" && isFilled(w.swarm) ? h("button", { type: "button", class: "reset", "data-swarm": String(w.swarm), text: "Reset breaker…" }) : null));
+          kind === "breaker" && isFilled(w.swarm) ? h("button", { type: "button", class: "reset", "data-swarm": String(w.swarm), text: "Reset breaker…" }) : null,
+          kind === "failed" && isFilled(w.task) ? reopenButton(String(w.task)) : null));
     }));
     $("#waiting-empty").hidden = sorted.length > 0;
     setText($("#waiting-count"), sorted.length);
@@ -955,15 +965,21 @@
     }
   }
 
-  // ----------------------------------------------------------- reset flow --
+  // ------------------------------------------- confirm dialog (reset / reopen) --
+  // One dialog, two modes: "breaker" (reset a swarm's breaker) and "task"
+  // (reopen a failed task). Elements carrying data-mode-only show in their mode.
   const dialog = $("#confirm-dialog");
   const confirmInput = $("#confirm-input");
   const tokenInput = $("#token-input");
   const budgetInput = $("#budget-input");
+  const reasonInput = $("#reason-input");
   const confirmBtn = $("#confirm-btn");
   const confirmResult = $("#confirm-result");
-  let dialogSwarm = null;
-  let resetInFlight = false;
+  const REASON_MAX = 500;
+  let dialogMode = "breaker";
+  let dialogId = null; // the swarm (breaker mode) or task (task mode) the dialog acts on
+  let actionInFlight = false;
+  let actionDone = false; // the action succeeded; the dialog closes shortly
   let closeTimer = 0;
 
   function loadToken() {
@@ -995,85 +1011,199 @@
     return r;
   }
 
-  function syncDialog() {
-    if (!dialogSwarm) return;
-    $("#actions-disabled").hidden = S.actions;
-    const s = S.swarms.get(dialogSwarm);
+  function checkReason() {
+    const n = reasonInput.value.length;
+    setText($("#reason-count"), n ? `${n}/${REASON_MAX}` : "");
+    $("#reason-count").classList.toggle("near", n > REASON_MAX * 0.9);
+  }
+
+  function setDialogMode(mode) {
+    dialogMode = mode;
+    setAttr(dialog, "data-mode", mode);
+    for (const el of dialog.querySelectorAll("[data-mode-only]")) el.hidden = el.getAttribute("data-mode-only") !== mode;
+    setText($("#confirm-label"), mode === "task" ? "Type the task id to confirm" : "Type the swarm id to confirm");
+    setText(confirmBtn, mode === "task" ? "Reopen task" : "Reset breaker");
+  }
+
+  function syncBreakerLine() {
+    const s = S.swarms.get(dialogId);
     const b = s && s.breaker;
     const st = b ? String(b.state) : "none";
-    const line = $("#confirm-breaker");
-    line.replaceChildren(
+    fill($("#confirm-breaker"),
       "Breaker now: ",
       h("span", { class: "breaker", "data-state": st, text: st === "none" ? "no breaker" : st.replace("_", "-") }),
       b && b.reason ? h("span", { text: ` — ${b.reason}` }) : null,
       s && s.budget ? h("span", { class: "muted", text: ` · budget ${fmtMoney(s.budget.limit_micros - (s.budget.spent_micros || 0) - (s.budget.reserved_micros || 0))} of ${fmtMoney(s.budget.limit_micros)} left` }) : null
     );
-    confirmBtn.disabled = !(S.actions && !resetInFlight && confirmInput.value === dialogSwarm);
   }
 
-  function openReset(swarmId) {
+  /** Fill the task-state block; answers whether the task can be reopened now. */
+  function syncTaskLine() {
+    const box = $("#confirm-task-state");
+    const t = S.tasks.get(dialogId);
+    if (!t) {
+      box.replaceChildren(h("p", { class: "task-now-line", "data-status": "missing" }, "Task now: ", h("span", { class: "bad", text: "not on the board any more" })));
+      setAttr(box, "data-status", "missing");
+      return false;
+    }
+    const status = statusOf(t);
+    setAttr(box, "data-status", status);
+    const attempts = Number(t.attempts) || 0;
+    const max = Number(t.max_attempts) || 0;
+    const err = isFilled(t.error) ? String(t.error) : "";
+    const errShown = err.length > 300 ? `${err.slice(0, 299)}…` : err;
+    fill(box,
+      isFilled(t.title) ? h("p", { class: "task-now-title", title: String(t.title), text: String(t.title) }) : null,
+      h("p", { class: "task-now-line" },
+        "Task now: ",
+        h("span", { class: "badge", "data-status": status, text: status }),
+        h("span", { class: `attempts${max && attempts >= max ? " exhausted" : ""}`, title: "attempts used / max attempts", text: ` · attempts ${attempts}/${max || "—"}` }),
+        status !== "failed" && !actionDone ? h("span", { class: "note", text: ` — no longer failed, nothing to reopen` }) : null),
+      err ? h("p", { class: "task-now-error", title: err, text: `Error: ${errShown}` }) : null
+    );
+    return status === "failed";
+  }
+
+  function syncDialog() {
+    if (!dialogId) return;
+    $("#actions-disabled").hidden = S.actions;
+    let possible = true;
+    if (dialogMode === "task") possible = syncTaskLine();
+    else syncBreakerLine();
+    confirmBtn.disabled = !(S.actions && possible && !actionInFlight && confirmInput.value === dialogId);
+  }
+
+  function openDialog(mode, id) {
     clearTimeout(closeTimer);
-    dialogSwarm = swarmId;
-    setText($("#confirm-swarm"), swarmId);
+    setDialogMode(mode);
+    dialogId = id;
+    setText($(mode === "task" ? "#confirm-task" : "#confirm-swarm"), id);
     confirmInput.value = "";
-    confirmInput.placeholder = swarmId;
+    confirmInput.placeholder = id;
     budgetInput.value = "";
+    reasonInput.value = "";
     tokenInput.value = loadToken();
     checkBudget();
+    checkReason();
     showResult(null, "");
-    resetInFlight = false;
+    actionInFlight = false;
+    actionDone = false;
     syncDialog();
     if (!dialog.open) dialog.showModal();
     confirmInput.focus();
   }
+  const openReset = (swarmId) => openDialog("breaker", swarmId);
+  const openReopen = (taskId) => openDialog("task", taskId);
+
+  /** POST an action; answers {res, data} (data null when the body is not JSON). */
+  async function postAction(url, token, body) {
+    const res = await fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json", Authorization: `Bearer ${token}` },
+      body: JSON.stringify(body),
+    });
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (_) {
+      data = null;
+    }
+    return { res, data };
+  }
+
+  function failText(res, data) {
+    const msg = (data && (data.error || data.detail || data.message)) || res.statusText || "request failed";
+    return `✗ ${msg} (HTTP ${res.status})`;
+  }
+
+  function closeSoon(mode, id) {
+    closeTimer = setTimeout(() => {
+      if (dialog.open && dialogMode === mode && dialogId === id) dialog.close("done");
+    }, 900);
+  }
+
+  function doConfirm() {
+    return dialogMode === "task" ? doReopen() : doReset();
+  }
+
+  function takeToken() {
+    const token = tokenInput.value.trim();
+    if (!token) {
+      showResult(false, "✗ Enter the operator token");
+      tokenInput.focus();
+      return null;
+    }
+    saveToken(token);
+    return token;
+  }
 
   async function doReset() {
     syncDialog();
-    if (confirmBtn.disabled || !dialogSwarm) return;
-    const swarmId = dialogSwarm;
+    if (confirmBtn.disabled || !dialogId || dialogMode !== "breaker") return;
+    const swarmId = dialogId;
     const budget = checkBudget();
     if (!budget.ok) {
       showResult(false, `✗ ${budget.error}`);
       budgetInput.focus();
       return;
     }
-    const token = tokenInput.value.trim();
-    if (!token) {
-      showResult(false, "✗ Enter the operator token");
-      tokenInput.focus();
-      return;
-    }
-    saveToken(token);
+    const token = takeToken();
+    if (!token) return;
     const body = { confirm: swarmId };
     if (budget.value !== null) body.budget_micros = budget.value;
-    resetInFlight = true;
+    actionInFlight = true;
     syncDialog();
     showResult(null, "Resetting…");
     try {
-      const res = await fetch(`/api/breakers/${encodeURIComponent(swarmId)}/reset`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json", Authorization: `Bearer ${token}` },
-        body: JSON.stringify(body),
-      });
-      let data = null;
-      try {
-        data = await res.json();
-      } catch (_) {
-        data = null;
-      }
+      const { res, data } = await postAction(`/api/breakers/${encodeURIComponent(swarmId)}/reset`, token, body);
       if (res.ok && data && data.ok === true) {
         showResult(true, `✓ Breaker of ${swarmId} reset${budget.value !== null ? ` with a new budget of ${fmtMoney(budget.value)}` : ""}`);
-        closeTimer = setTimeout(() => {
-          if (dialog.open && dialogSwarm === swarmId) dialog.close("done");
-        }, 900);
+        closeSoon("breaker", swarmId);
       } else {
-        const msg = (data && (data.error || data.detail || data.message)) || res.statusText || "request failed";
-        showResult(false, `✗ ${msg} (HTTP ${res.status})`);
+        showResult(false, failText(res, data));
       }
     } catch (err) {
       showResult(false, `✗ The server did not answer: ${err && err.message ? err.message : err}`);
     } finally {
-      resetInFlight = false;
+      actionInFlight = false;
+      syncDialog();
+    }
+  }
+
+  async function doReopen() {
+    syncDialog();
+    if (confirmBtn.disabled || !dialogId || dialogMode !== "task") return;
+    const taskId = dialogId;
+    const reason = reasonInput.value.trim();
+    if (reason.length > REASON_MAX) {
+      showResult(false, `✗ The reason is too long (at most ${REASON_MAX} characters)`);
+      reasonInput.focus();
+      return;
+    }
+    const token = takeToken();
+    if (!token) return;
+    const body = { confirm: taskId };
+    if (reason) body.reason = reason;
+    actionInFlight = true;
+    syncDialog();
+    showResult(null, "Reopening…");
+    try {
+      const { res, data } = await postAction(`/api/tasks/${encodeURIComponent(taskId)}/reopen`, token, body);
+      if (res.ok && data && data.ok === true) {
+        // The task's change arrives as a normal `task` event; the answer (the
+        // coordinator's own task record) only words the message.
+        const t = data.task && typeof data.task === "object" ? data.task : null;
+        const now = t && STATUSES.includes(t.status) ? `: now ${t.status}` : "";
+        actionDone = true;
+        showResult(true, `✓ Task ${taskId} reopened with a fresh set of attempts${now}`);
+        closeSoon("task", taskId);
+      } else {
+        showResult(false, failText(res, data));
+      }
+    } catch (err) {
+      showResult(false, `✗ The server did not answer: ${err && err.message ? err.message : err}`);
+    } finally {
+      actionInFlight = false;
       syncDialog();
     }
   }
@@ -1120,6 +1250,8 @@
     });
 
     $("#tasks").addEventListener("click", (ev) => {
+      const reopen = ev.target.closest("button.reopen[data-task]");
+      if (reopen) return openReopen(reopen.getAttribute("data-task"));
       const chipEl = ev.target.closest("[data-goto]");
       if (chipEl) return selectTask(chipEl.getAttribute("data-goto"), "chip");
       const tr = ev.target.closest("tr[data-task]");
@@ -1129,6 +1261,8 @@
       $(sel).addEventListener("click", (ev) => {
         const reset = ev.target.closest("button.reset[data-swarm]");
         if (reset) return openReset(reset.getAttribute("data-swarm"));
+        const reopen = ev.target.closest("button.reopen[data-task]");
+        if (reopen) return openReopen(reopen.getAttribute("data-task"));
         const chipEl = ev.target.closest("[data-goto]");
         if (chipEl) selectTask(chipEl.getAttribute("data-goto"), "chip");
       });
@@ -1142,15 +1276,19 @@
       checkBudget();
       if (confirmResult.getAttribute("data-ok") === "false") showResult(null, "");
     });
-    confirmBtn.addEventListener("click", doReset);
+    reasonInput.addEventListener("input", () => {
+      checkReason();
+      if (confirmResult.getAttribute("data-ok") === "false") showResult(null, "");
+    });
+    confirmBtn.addEventListener("click", doConfirm);
     $("#cancel-btn").addEventListener("click", () => dialog.close("cancel"));
     $("#confirm-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
-      doReset();
+      doConfirm();
     });
     dialog.addEventListener("close", () => {
       clearTimeout(closeTimer);
-      dialogSwarm = null;
+      dialogId = null;
     });
   }
 
