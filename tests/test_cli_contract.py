@@ -61,8 +61,15 @@ resource_policy:
 """
 
 
+
+def _subcommands(group: click.Group) -> list[tuple[str, click.Command]]:
+    """A group's commands, sorted, loading the root's lazy ones."""
+    ctx = click.Context(group)
+    found = [(name, group.get_command(ctx, name)) for name in group.list_commands(ctx)]
+    return [(name, command) for name, command in found if command is not None]
+
 def _leaves(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, click.Command]]:
-    for name, sub in sorted(group.commands.items()):
+    for name, sub in _subcommands(group):
         if isinstance(sub, click.Group):
             yield from _leaves(sub, (*path, name))
         else:
@@ -74,7 +81,7 @@ LEAVES: dict[str, click.Command] = dict(_leaves(cli))
 
 def _groups(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[str]:
     yield " ".join(path)
-    for name, sub in sorted(group.commands.items()):
+    for name, sub in _subcommands(group):
         if isinstance(sub, click.Group):
             yield from _groups(sub, (*path, name))
 

@@ -1,29 +1,26 @@
-"""The ``ifctl`` / ``if`` command line. Every command is a thin layer over the library."""
+"""The ``ifctl`` / ``if`` command line. Every command is a thin layer over the library.
+
+Each top-level group is imported when it is first used (see
+:class:`~infrafabric.cli.app.IfGroup`): a command loads only what it needs.
+"""
 
 from __future__ import annotations
 
-import infrafabric.cli.chassis_bus  # noqa: F401 - adds load/exec/creds/slo/reputation to the chassis group
 from infrafabric.cli.app import cli
-from infrafabric.cli.bench import bench
-from infrafabric.cli.board import blocker, board, events, swarm, task
-from infrafabric.cli.chassis import chassis
-from infrafabric.cli.coordinator import coordinator
-from infrafabric.cli.cost import cost
-from infrafabric.cli.demo import demo
-from infrafabric.cli.governor import governor
-from infrafabric.cli.web import web
-from infrafabric.cli.witness import witness
 
-cli.add_command(bench)
-cli.add_command(coordinator)
-for _group in (task, board, swarm, blocker, events, witness):
-    cli.add_command(_group)
-cli.add_command(governor)
-cli.add_command(cost)
-cli.add_command(cost, name="optimise")  # the seeds' name for cost tracking
-cli.add_command(demo)
-cli.add_command(chassis)
-cli.add_command(web)
+cli.lazy.update({
+    "bench": "infrafabric.cli.bench:bench",
+    "coordinator": "infrafabric.cli.coordinator:coordinator",
+    **{name: f"infrafabric.cli.board:{name}" for name in ("task", "board", "swarm", "blocker", "events")},
+    "witness": "infrafabric.cli.witness:witness",
+    "governor": "infrafabric.cli.governor:governor",
+    "cost": "infrafabric.cli.cost:cost",
+    "optimise": "infrafabric.cli.cost:cost",  # the seeds' name for cost tracking
+    "demo": "infrafabric.cli.demo:demo",
+    # chassis_bus adds load/exec/creds/slo/reputation to the group defined in cli.chassis
+    "chassis": "infrafabric.cli.chassis_bus:chassis",
+    "web": "infrafabric.cli.web:web",
+})
 
 __all__ = ["cli", "main"]
 

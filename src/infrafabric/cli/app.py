@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import json
 import os
 import sys
@@ -159,7 +160,23 @@ def _print_trace(s: Settings, console: Console) -> None:
 
 
 class IfGroup(click.Group):
-    """Root group: turns InfraFabric errors into messages and exit codes."""
+    """Root group: turns InfraFabric errors into messages and exit codes, and
+    imports each command group only when it is used (``lazy``: name →
+    ``module:attribute``), so ``ifctl task claim`` does not pay for loading the
+    sandbox, the benchmarks or the dashboard."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, str] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
