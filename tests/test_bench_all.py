@@ -75,7 +75,6 @@ def test_quick_on_nats_as_a_real_process(tmp_path: Path) -> None:
         server = r["results"][name]["server"]
         assert server["managed"] is True, server
     assert r["results"]["bus"]["server"]["sync_interval"] == "always"
-    assert r["duration_s"] < 120  # < 60 s on an idle 2-core machine; generous for a loaded one
     assert list((tmp_path / "t").iterdir()) == [], "temporary servers were not removed"
 
 

@@ -180,11 +180,9 @@ def test_infinite_loop_stopped_by_fuel(sandbox: Sandbox, audit: CompiledModule) 
 
 def test_infinite_loop_stopped_by_deadline(sandbox: Sandbox, audit: CompiledModule) -> None:
     limits = ResourceLimits(max_fuel=10**15, max_execution_time_seconds=0.2)
-    started = time.monotonic()
-    with pytest.raises(SandboxTimeoutError) as info:
+    with pytest.raises(SandboxTimeoutError) as info:  # fuel for hours: only the clock can end it
         sandbox.run_task(audit, 1, limits=limits)
-    assert info.value.limit == "timeout"
-    assert time.monotonic() - started < 10  # stopped at all; accuracy is a benchmark's business
+    assert info.value.limit == "timeout"  # how close to 0.2 s it stopped is a benchmark's business
     assert sandbox.run_task(audit, 0, limits=limits).output == "ok"
 
 

@@ -8,7 +8,6 @@ import json
 import math
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -259,10 +258,8 @@ def test_https_timeout_is_honoured(tls_server: Server, certificate: tuple[Path, 
 
 def test_call_timeout_is_honoured(server: Server) -> None:
     t = transport(server)
-    start = time.monotonic()
-    with pytest.raises(ApiTimeoutError) as info:
+    with pytest.raises(ApiTimeoutError) as info:  # the server would have answered after 5 s
         t.call("search/slow", b"{}", 0.3)
-    assert time.monotonic() - start < 3  # the server would have answered after 5 s
     assert isinstance(info.value, TimeoutError) and isinstance(info.value, ApiCallError)
     with pytest.raises(ApiTimeoutError, match="no time left"):
         t.call("search/web", b"{}", 0)
@@ -270,19 +267,15 @@ def test_call_timeout_is_honoured(server: Server) -> None:
 
 def test_route_timeout_caps_the_task_time(server: Server) -> None:
     t = transport(server, timeout=0.3)
-    start = time.monotonic()
-    with pytest.raises(ApiTimeoutError):
+    with pytest.raises(ApiTimeoutError):  # the task allows 30 s; the server answers after 5 s
         t.call("search/slow", b"{}", 30)
-    assert time.monotonic() - start < 3
 
 
 def test_a_trickling_server_cannot_outlast_the_deadline(server: Server) -> None:
     # a byte every 50 ms never trips a per-read socket timeout; the watchdog ends the call
     t = transport(server)
-    start = time.monotonic()
-    with pytest.raises(ApiTimeoutError):
+    with pytest.raises(ApiTimeoutError):  # the whole body would take 50 s and then succeed
         t.call("search/trickle", b"{}", 0.4)
-    assert time.monotonic() - start < 3  # the whole body would take 50 s
 
 
 # -- what a guest can reach ------------------------------------------------------------------------------
