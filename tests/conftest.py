@@ -6,12 +6,15 @@ test that needs a server is ever skipped.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 from infrafabric.bus import EventBus, connect
+from infrafabric.bus.cluster import EtcdCluster, LocalCluster, NatsCluster
 from infrafabric.bus.servers import EtcdServer, LocalServer, NatsServer
 
 BACKENDS = ("memory", "nats", "etcd")
@@ -27,6 +30,21 @@ def nats_server() -> Iterator[NatsServer]:
 def etcd_server() -> Iterator[EtcdServer]:
     with EtcdServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module", params=["nats", "etcd"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster[Any]]:
+    """A 3-node cluster of each engine for the module that asks (the NATS one is
+    stopped before the etcd one starts)."""
+    made: LocalCluster[Any] = NatsCluster() if request.param == "nats" else EtcdCluster()
+    with made:
+        asyncio.run(_touch(made.url))  # creates the NATS bucket, whose stream then has a leader
+        yield made
+
+
+async def _touch(url: str) -> None:
+    async with connect(url) as bus:
+        await bus.revision()
 
 
 @pytest.fixture

@@ -10,6 +10,15 @@ from typing import Any
 
 import pytest
 
+#: a chassis service contract the CLI tests load (``ifctl chassis load ... --contract``)
+CONTRACT = """\
+swarm_id: coder
+capabilities: [code-analysis:python]
+version: 1.0.0
+resource_limits: {max_memory_mb: 16, max_fuel: 1000000, max_execution_time_seconds: 5}
+slos: {p99_latency_ms: 5000, success_rate: 0.95, availability: 0.99}
+"""
+
 
 class Clock:
     """A clock tests move by hand: ``clock.now += 5``."""

@@ -32,18 +32,11 @@ from click.testing import CliRunner, Result
 from infrafabric.bus import connect
 from infrafabric.bus.servers import NatsServer, free_port
 from infrafabric.cli import cli
+from support import CONTRACT
 
 IFCTL = str(Path(sys.executable).with_name("ifctl"))
 WAT = Path(__file__).parent / "chassis" / "wat"
 CONTRACT_FLAGS = ("--json", "--why", "--trace", "--mode")
-
-CONTRACT = """\
-swarm_id: coder
-capabilities: [code-analysis:python]
-version: 1.0.0
-resource_limits: {max_memory_mb: 16, max_fuel: 1000000, max_execution_time_seconds: 5}
-slos: {p99_latency_ms: 5000, success_rate: 0.95, availability: 0.99}
-"""
 
 BOARD = """\
 version: 1

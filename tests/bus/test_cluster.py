@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,21 +39,6 @@ OUTAGE = (BusUnavailableError, BusTimeoutError)
 TIMEOUT = 2  # the bus timeout of the clients under test (seconds)
 PAUSE = 4.0  # how long a follower stays stopped
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module", params=["nats", "etcd"])
-def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster[Any]]:
-    """One cluster per engine for the module (the NATS one is stopped before
-    the etcd one starts)."""
-    made: LocalCluster[Any] = NatsCluster() if request.param == "nats" else EtcdCluster()
-    with made:
-        asyncio.run(touch(made.url))  # creates the NATS bucket, whose stream then has a leader
-        yield made
-
-
-async def touch(url: str) -> None:
-    async with connect(url) as bus:
-        await bus.revision()
 
 
 @pytest.fixture

@@ -22,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infrafabric.bus import connect
-from infrafabric.bus.cluster import EtcdCluster, LocalCluster, NatsCluster
+from infrafabric.bus.cluster import LocalCluster
 from infrafabric.coordinator import TaskStatus, Transition
 from infrafabric.faults.checker import read_final_state
 from infrafabric.faults.proxy import TcpProxy
@@ -42,19 +41,6 @@ FAULT_SEQUENCE = ["delay_node", "partition_node", "kill_leader", "kill_follower"
 SOAK_SEQUENCE = ["kill_leader", "pause_leader", "kill_agent", "kill_follower", "pause_node", "restart_all",
                  "partition_node", "kill_leader", "kill_agent", "pause_leader", "restart_all"]
 SOAK = os.environ.get("IF_SOAK", "") not in ("", "0")
-
-
-@pytest.fixture(scope="module", params=["nats", "etcd"])
-def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster[Any]]:
-    made: LocalCluster[Any] = NatsCluster() if request.param == "nats" else EtcdCluster()
-    with made:
-        asyncio.run(touch(made.url))  # creates the NATS bucket, whose stream then has a leader
-        yield made
-
-
-async def touch(url: str) -> None:
-    async with connect(url) as bus:
-        await bus.revision()
 
 
 def assert_storm_passed(report: StormReport) -> None:
