@@ -108,11 +108,13 @@ async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_P
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            if task.done():
-                await task
-                raise ConfigurationError("the dashboard did not start (see the messages above)")
-            await asyncio.sleep(0.02)  # uvicorn signals readiness only through this flag
+        # the socket listens already: once the app's start-up is done, connections are served
+        started = asyncio.create_task(app.state.dashboard.started.wait())
+        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            started.cancel()
+            await task
+            raise ConfigurationError("the dashboard did not start (see the messages above)")
         if on_ready is not None:
             on_ready(url)
         yield Served(url, task, app)

@@ -53,6 +53,12 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _refusal(exc: InfraFabricError) -> JSONResponse:
+    """An action the library refused: 409 when the state does not allow it
+    (exit code 1, e.g. the task is no longer failed), else 400 (bad input)."""
+    return _error(409 if exc.exit_code == 1 else 400, exc.message)
+
+
 class _Dashboard:
     def __init__(self, url: str | None, bus: EventBus | None, token: str | None) -> None:
         self.url = url
@@ -61,6 +67,8 @@ class _Dashboard:
         self.view: FleetView | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self._streams: set[asyncio.Queue[tuple[str, Any] | None]] = set()
+        #: set once the view is loaded and the app serves (the end of its lifespan start-up)
+        self.started = asyncio.Event()
 
     def end_streams(self) -> None:
         """End every open event stream (before a shutdown: a stream never ends by itself)."""
@@ -76,10 +84,12 @@ class _Dashboard:
             stack.push_async_callback(view.close)
             self.view = view
             self.registry.register(FleetCollector(view))
+            self.started.set()
             try:
                 yield
             finally:
                 self.view = None
+                self.started.clear()
 
     def _view(self) -> FleetView:
         if self.view is None:
@@ -197,7 +207,7 @@ class _Dashboard:
         try:
             task = await view.reopen_task(task_id, by=self._actor(body), reason=reason)
         except InfraFabricError as exc:
-            return _error(409 if exc.exit_code == 1 else 400, exc.message)
+            return _refusal(exc)
         return JSONResponse({"ok": True, "task": json.loads(task.model_dump_json())})
 
     async def reset(self, request: Request) -> Response:
@@ -214,7 +224,7 @@ class _Dashboard:
         try:
             breaker = await view.reset_breaker(swarm, by=self._actor(body), budget_micros=budget)
         except InfraFabricError as exc:
-            return _error(409 if exc.exit_code == 1 else 400, exc.message)
+            return _refusal(exc)
         return JSONResponse({"ok": True, "swarm": swarm, "breaker": breaker.model_dump(mode="json")})
 
 

@@ -77,9 +77,6 @@ class FleetCounts:
         self.wait_buckets[bisect.bisect_left(WAIT_BUCKETS, seconds)] += 1
         self.wait_sum += seconds
 
-    def reset(self) -> None:
-        self.__init__()  # type: ignore[misc]
-
 
 def _task_json(task: Task, revision: int) -> dict[str, Any]:
     return {
@@ -186,7 +183,6 @@ class FleetView:
         self.verify_result: dict[str, Any] | None = None
         self.counts = FleetCounts()
         self.connected = False
-        self.loaded = asyncio.Event()
         self._listeners: set[Listener] = set()
         self._runner: asyncio.Task[None] | None = None
         self._verifying: asyncio.Task[dict[str, Any]] | None = None
@@ -234,7 +230,6 @@ class FleetView:
                 continue
             backoff = RELOAD_BACKOFF[0]
             self.connected = True
-            self.loaded.set()
             if not first.done():
                 first.set_result(None)
             self._emit("snapshot", self.snapshot())
@@ -261,7 +256,7 @@ class FleetView:
             self.tasks.clear()
             self.revisions.clear()
             self.swarms.clear()
-            self.counts.reset()
+            self.counts = FleetCounts()
             for prefix, entries in zip(prefixes, listed, strict=True):
                 for entry in entries:
                     self._apply(prefix, entry.key, entry.value, entry.revision, initial=True)

@@ -1151,14 +1151,22 @@
     if (!token) return;
     const body = { confirm: swarmId };
     if (budget.value !== null) body.budget_micros = budget.value;
+    await sendAction("Resetting…", `/api/breakers/${encodeURIComponent(swarmId)}/reset`, token, body, () => {
+      showResult(true, `✓ Breaker of ${swarmId} reset${budget.value !== null ? ` with a new budget of ${fmtMoney(budget.value)}` : ""}`);
+      closeSoon("breaker", swarmId);
+    });
+  }
+
+  // One action request: the dialog is busy meanwhile; a refusal or a lost
+  // answer is shown in #confirm-result, a success is handed to onOk.
+  async function sendAction(busyText, url, token, body, onOk) {
     actionInFlight = true;
     syncDialog();
-    showResult(null, "Resetting…");
+    showResult(null, busyText);
     try {
-      const { res, data } = await postAction(`/api/breakers/${encodeURIComponent(swarmId)}/reset`, token, body);
+      const { res, data } = await postAction(url, token, body);
       if (res.ok && data && data.ok === true) {
-        showResult(true, `✓ Breaker of ${swarmId} reset${budget.value !== null ? ` with a new budget of ${fmtMoney(budget.value)}` : ""}`);
-        closeSoon("breaker", swarmId);
+        onOk(data);
       } else {
         showResult(false, failText(res, data));
       }
@@ -1184,28 +1192,15 @@
     if (!token) return;
     const body = { confirm: taskId };
     if (reason) body.reason = reason;
-    actionInFlight = true;
-    syncDialog();
-    showResult(null, "Reopening…");
-    try {
-      const { res, data } = await postAction(`/api/tasks/${encodeURIComponent(taskId)}/reopen`, token, body);
-      if (res.ok && data && data.ok === true) {
-        // The task's change arrives as a normal `task` event; the answer (the
-        // coordinator's own task record) only words the message.
-        const t = data.task && typeof data.task === "object" ? data.task : null;
-        const now = t && STATUSES.includes(t.status) ? `: now ${t.status}` : "";
-        actionDone = true;
-        showResult(true, `✓ Task ${taskId} reopened with a fresh set of attempts${now}`);
-        closeSoon("task", taskId);
-      } else {
-        showResult(false, failText(res, data));
-      }
-    } catch (err) {
-      showResult(false, `✗ The server did not answer: ${err && err.message ? err.message : err}`);
-    } finally {
-      actionInFlight = false;
-      syncDialog();
-    }
+    await sendAction("Reopening…", `/api/tasks/${encodeURIComponent(taskId)}/reopen`, token, body, (data) => {
+      // The task's change arrives as a normal `task` event; the answer (the
+      // coordinator's own task record) only words the message.
+      const t = data.task && typeof data.task === "object" ? data.task : null;
+      const now = t && STATUSES.includes(t.status) ? `: now ${t.status}` : "";
+      actionDone = true;
+      showResult(true, `✓ Task ${taskId} reopened with a fresh set of attempts${now}`);
+      closeSoon("task", taskId);
+    });
   }
 
   // ---------------------------------------------------------------- ticker --
