@@ -2,9 +2,32 @@
 
 Every error the library raises on purpose derives from :class:`InfraFabricError`.
 Each one carries the CLI exit code it maps to (see the CLI contract: 1 refused,
-2 bad input or usage, 3 the bus cannot be reached), so the command line never
-has to guess. Backends translate their client library's exceptions into this
-tree in exactly one place each, chaining the original as ``__cause__``.
+2 bad input or usage, 3 the bus cannot be reached, 4 the swarm is stopped by
+the governor), so the command line never has to guess. Backends translate
+their client library's exceptions into this tree in exactly one place each,
+chaining the original as ``__cause__``.
+
+The tree tells three kinds of failure apart, because a caller must treat them
+differently::
+
+    InfraFabricError
+    ├── ConfigurationError     bad input: fix the call (exit 2)
+    ├── RefusedError           the fleet's state says no: not found, not the
+    │   │                      owner, wrong state, breaker open. Retrying the
+    │   │                      same call cannot succeed until something changes.
+    │   ├── NotFoundError ── TaskNotFoundError
+    │   ├── NotOwnerError, TaskExistsError, InvalidStateError
+    │   └── SwarmStoppedError ── BreakerOpenError, BudgetExhaustedError (exit 4)
+    ├── BusError               the engine: unreachable, deadline missed, a
+    │                          compare-and-swap that kept losing
+    ├── SandboxError           agent code stopped by a limit
+    └── CredentialError        a scoped credential refused
+
+:attr:`InfraFabricError.transient` marks the errors worth retrying as they
+are: the bus was unreachable, a call missed its deadline (read back first:
+the outcome is unknown), a compare-and-swap kept losing to other writers.
+Everything else is permanent for that call. :func:`is_transient` is the test
+retry loops use, so they retry only what can succeed.
 """
 
 from __future__ import annotations
@@ -13,12 +36,15 @@ __all__ = [
     "BadKeyError",
     "BadRevisionError",
     "BoardError",
+    "BreakerOpenError",
+    "BudgetExhaustedError",
     "BusError",
     "BusTimeoutError",
     "BusUnavailableError",
     "CompactedError",
     "ConfigurationError",
     "ConflictError",
+    "CorruptRecordError",
     "CredentialError",
     "CredentialExpiredError",
     "CredentialRevokedError",
@@ -27,17 +53,21 @@ __all__ = [
     "GuestTrapError",
     "InfraFabricError",
     "InvalidCredentialError",
+    "InvalidStateError",
     "ModuleLoadError",
     "NotFoundError",
     "NotOwnerError",
     "OutOfFuelError",
     "OutOfMemoryError",
     "RateLimitedError",
+    "RefusedError",
     "SandboxError",
     "SandboxTimeoutError",
     "ServerError",
+    "SwarmStoppedError",
     "TaskExistsError",
     "TaskNotFoundError",
+    "is_transient",
 ]
 
 
@@ -45,6 +75,8 @@ class InfraFabricError(Exception):
     """Root of every error InfraFabric raises deliberately."""
 
     exit_code: int = 1
+    #: whether the same call, repeated unchanged, may succeed (see the module docs)
+    transient: bool = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -80,6 +112,36 @@ class BoardError(ConfigurationError):
         super().__init__(message, hint=hint)
 
 
+class RefusedError(InfraFabricError):
+    """The request was understood and the fleet's state refuses it (exit 1):
+    retrying it unchanged cannot succeed until someone changes that state."""
+
+
+class InvalidStateError(RefusedError):
+    """The record is in a state the operation does not apply to (reopening a
+    task that has not failed, for example)."""
+
+
+class SwarmStoppedError(RefusedError):
+    """The governor has stopped this swarm: it may claim nothing until a human
+    acts (exit 4, distinct from "nothing to do yet", so an agent's loop can
+    stop instead of spinning). :attr:`swarm_id` names it."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, swarm_id: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.swarm_id = swarm_id
+
+
+class BreakerOpenError(SwarmStoppedError):
+    """The swarm's circuit breaker is open; only a manual reset closes it."""
+
+
+class BudgetExhaustedError(SwarmStoppedError):
+    """The swarm's budget is spent; a new budget (with a breaker reset) resumes it."""
+
+
 class BusError(InfraFabricError):
     """Base of errors raised by an :class:`~infrafabric.bus.EventBus`."""
 
@@ -91,6 +153,7 @@ class BusUnavailableError(BusError):
     """
 
     exit_code = 3
+    transient = True
 
 
 class BusTimeoutError(BusError):
@@ -101,6 +164,7 @@ class BusTimeoutError(BusError):
     """
 
     exit_code = 3
+    transient = True
 
 
 class BadKeyError(BusError, ValueError):
@@ -119,11 +183,19 @@ class BadRevisionError(BusError, ValueError):
 
 
 class ConflictError(BusError):
-    """A compare-and-swap lost. The bus itself reports conflicts as return values;
-    higher layers raise this when a caller asked for an exception instead."""
+    """Compare-and-swaps on a record kept losing to other writers until the
+    retry policy gave up (transient: a later try may win). The bus itself
+    reports a lost compare-and-swap as a return value, never as this."""
+
+    transient = True
 
 
-class NotFoundError(BusError, KeyError):
+class CorruptRecordError(BusError):
+    """A record on the bus that does not decode as its type (named with its
+    key and revision). Permanent: only repairing the record helps."""
+
+
+class NotFoundError(RefusedError, KeyError):
     """A key or record that had to exist does not."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
@@ -136,13 +208,13 @@ class TaskNotFoundError(NotFoundError):
     exit_code = 2
 
 
-class NotOwnerError(ConflictError):
+class NotOwnerError(RefusedError):
     """The caller does not hold the task's current claim (it lapsed, passed to
     another swarm, or never existed), so it may not heartbeat, release,
     complete or fail it."""
 
 
-class TaskExistsError(ConflictError):
+class TaskExistsError(RefusedError):
     """A task with that id already exists."""
 
 
@@ -228,3 +300,11 @@ class CredentialRevokedError(CredentialError):
 
 class CredentialScopeError(CredentialError):
     """The credential does not allow this endpoint (or swarm, or task)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying unchanged: an :class:`InfraFabricError`
+    marked :attr:`~InfraFabricError.transient` (bus unreachable, deadline
+    missed, compare-and-swaps that kept losing). Refusals, bad input, sandbox
+    limits and anything that is not ours are not."""
+    return isinstance(exc, InfraFabricError) and exc.transient

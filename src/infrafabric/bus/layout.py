@@ -1,0 +1,103 @@
+"""Where everything lives on the bus: the one map of keys and subjects.
+
+Every component reads and writes its records through the names here, and
+front ends (CLI, dashboard, benchmarks) that need to watch a prefix take it
+from here too, so a layout change is made in one place. Keys are relative to
+the bus namespace (``?namespace=``), which the bus adds itself.
+
+======================================  ==============================================
+key or subject                          what
+======================================  ==============================================
+``tasks/<task>``                        :class:`~infrafabric.coordinator.Task`
+``swarms/<swarm>``                      :class:`~infrafabric.coordinator.SwarmRecord`
+subject ``swarms/<swarm>/tasks``        tasks pushed to one swarm
+subject ``swarms/<swarm>/help``         help requests for one swarm (blockers)
+subject ``orchestrator/blockers``       blocker reports
+subject ``orchestrator/escalations``    breaker trips and other calls for a human
+``gov/profiles/<swarm>``                :class:`~infrafabric.governor.SwarmProfile`
+``gov/budgets/<swarm>``                 :class:`~infrafabric.governor.Budget` (with its debit journal)
+``gov/breakers/<swarm>``                :class:`~infrafabric.governor.Breaker`
+``gov/ledger/<µs time>-<id>``           one cost ledger entry per debit
+``gov/policy``                          the :class:`~infrafabric.governor.ResourcePolicy` in force
+``chassis/contracts/<swarm>``           a loaded swarm's contract and module digest
+``chassis/modules/<sha256>``            a module's bytes (small modules only)
+``chassis/creds/<id>``                  a scoped credential (its token's hash, never the token)
+``chassis/slo/<swarm>/…``               SLO objective, status and samples
+``chassis/reputation/<swarm>/…``        current reputation and its history
+``witness/e/<seq>``                     a block of audit entries starting at ``seq``
+``witness/head``                        a hint: the last seq and hash some writer saw
+``witness/cp/<size>``                   signed checkpoints
+``witness/keys/<key id>``               public verifier keys
+======================================  ==============================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BLOCKERS",
+    "BREAKERS",
+    "BUDGETS",
+    "CHECKPOINTS",
+    "CONTRACTS",
+    "CREDENTIALS",
+    "ENTRIES",
+    "ESCALATIONS",
+    "HEAD",
+    "LEDGER",
+    "MODULES",
+    "POLICY",
+    "PROFILES",
+    "REPUTATION",
+    "SLO",
+    "SWARMS",
+    "TASKS",
+    "VERIFIER_KEYS",
+    "help_subject",
+    "push_subject",
+    "swarm_key",
+    "task_key",
+]
+
+# -- coordinator -------------------------------------------------------------------
+TASKS = "tasks/"
+SWARMS = "swarms/"
+BLOCKERS = "orchestrator/blockers"
+ESCALATIONS = "orchestrator/escalations"
+
+# -- governor ------------------------------------------------------------------------
+PROFILES = "gov/profiles/"
+BUDGETS = "gov/budgets/"
+BREAKERS = "gov/breakers/"
+LEDGER = "gov/ledger/"
+POLICY = "gov/policy"
+
+# -- chassis -------------------------------------------------------------------------
+CONTRACTS = "chassis/contracts/"
+MODULES = "chassis/modules/"
+CREDENTIALS = "chassis/creds/"
+SLO = "chassis/slo/"
+REPUTATION = "chassis/reputation/"
+
+# -- witness -------------------------------------------------------------------------
+ENTRIES = "witness/e/"
+HEAD = "witness/head"
+CHECKPOINTS = "witness/cp/"
+VERIFIER_KEYS = "witness/keys/"
+
+
+def task_key(task_id: str) -> str:
+    return f"{TASKS}{task_id}"
+
+
+def swarm_key(swarm_id: str) -> str:
+    return f"{SWARMS}{swarm_id}"
+
+
+def push_subject(swarm_id: str) -> str:
+    """The subject a swarm's pushed tasks arrive on."""
+    return f"{SWARMS}{swarm_id}/tasks"
+
+
+def help_subject(swarm_id: str) -> str:
+    """The subject a swarm's help requests (for someone else's blocker) arrive on."""
+    return f"{SWARMS}{swarm_id}/help"

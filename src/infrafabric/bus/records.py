@@ -1,0 +1,214 @@
+"""Typed records on the bus, and the one compare-and-swap retry policy.
+
+Every record a component keeps on the bus (a task, a budget, a breaker, a
+credential...) is a pydantic model stored as JSON under one key. A
+:class:`Records` store binds a key prefix (from :mod:`infrafabric.bus.layout`)
+to a model and offers reads that decode (a record that does not decode raises
+:class:`~infrafabric.errors.CorruptRecordError` naming its key and revision)
+and :meth:`Records.mutate`, the read-modify-write loop every component uses
+instead of writing its own.
+
+How :meth:`~Records.mutate` retries (:class:`RetryPolicy`):
+
+* It reads the record, asks ``change`` for the new value and writes it with a
+  compare-and-swap on the revision it read. When the swap loses, another
+  writer got there first: it reads again and asks ``change`` again, which sees
+  the winner's value and may decide differently (a claim sees the task taken).
+* Updates of one key made through one store take turns (a lock per key), so
+  only other processes contend; a loser pauses a random moment that grows
+  with its losses, up to :attr:`RetryPolicy.max_pause`.
+* A write whose outcome is unknown (:class:`~infrafabric.errors.BusTimeoutError`)
+  is read back: if the record holds a value this call wrote, it succeeded;
+  otherwise it is treated as a lost swap. So a retry never applies a change twice.
+* It gives up with :class:`~infrafabric.errors.ConflictError` (transient) after
+  :attr:`RetryPolicy.patience` bus timeouts of steady losing. Anything else
+  the bus raises (unreachable, for one) and anything ``change`` raises (a
+  refusal) ends the loop at once: only what can succeed is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from infrafabric.bus.base import Entry, EventBus
+from infrafabric.errors import BusTimeoutError, ConflictError, CorruptRecordError
+
+__all__ = ["DEFAULT_RETRY", "UNREAD", "Change", "Records", "RetryPolicy", "Versioned", "decode", "encode"]
+
+M = TypeVar("M", bound=BaseModel)
+
+#: ``(current or None) -> new value, or None to write nothing``; may be async
+Change = Callable[[M | None], "Awaitable[M | None] | M | None"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How every compare-and-swap loop on the bus retries (see the module docs)."""
+
+    #: give up after this many bus timeouts (``?timeout=``) of steady losing
+    patience: float = 10.0
+    #: the longest random pause after a lost swap, in seconds
+    max_pause: float = 0.02
+    #: the pause grows by this much per loss, up to ``max_pause``
+    step: float = 0.001
+
+    def pause(self, losses: int) -> float:
+        return random.uniform(0, min(self.step * losses, self.max_pause))
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[M]):
+    """A decoded record and the revision that wrote it."""
+
+    key: str
+    value: M
+    revision: int
+
+
+def decode(model: type[M], entry: Entry) -> M:
+    """``entry`` as a ``model``, or :class:`CorruptRecordError` naming it."""
+    try:
+        return model.model_validate_json(entry.value)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        raise CorruptRecordError(
+            f"corrupt {model.__name__} record {entry.key} at revision {entry.revision}: {problems}",
+            hint="repair or delete the record on the bus") from exc
+
+
+class _Unread:
+    """The default of :meth:`Records.mutate`'s ``first``: read the record first."""
+
+
+UNREAD = _Unread()
+
+
+def encode(value: BaseModel) -> bytes:
+    return value.model_dump_json().encode()
+
+
+class Records(Generic[M]):
+    """The records of one ``model`` under one key ``prefix``: ``prefix + id``.
+
+    A prefix that names a single record (``gov/policy``) is used with the
+    empty id. Stores are cheap; make one per component and keep it, so its
+    per-key turn-taking covers every update the component makes.
+    """
+
+    def __init__(self, bus: EventBus, prefix: str, model: type[M], *,
+                 retry: RetryPolicy = DEFAULT_RETRY) -> None:
+        self.bus = bus
+        self.prefix = prefix
+        self.model = model
+        self.retry = retry
+        self._turns: dict[str, asyncio.Lock] = {}
+
+    def key(self, record_id: str = "") -> str:
+        return f"{self.prefix}{record_id}"
+
+    def id_of(self, key: str) -> str:
+        return key.removeprefix(self.prefix)
+
+    # -- reading ------------------------------------------------------------------
+
+    async def get(self, record_id: str = "") -> Versioned[M] | None:
+        """The record and its revision, or None if absent."""
+        entry = await self.bus.get(self.key(record_id))
+        return None if entry is None else Versioned(entry.key, decode(self.model, entry), entry.revision)
+
+    async def read(self, record_id: str = "") -> M | None:
+        """The record, or None if absent."""
+        got = await self.get(record_id)
+        return None if got is None else got.value
+
+    async def exists(self, record_id: str = "") -> bool:
+        return await self.bus.get(self.key(record_id)) is not None
+
+    async def list(self) -> list[Versioned[M]]:
+        """Every record under the prefix, in key order."""
+        return [Versioned(e.key, decode(self.model, e), e.revision) for e in await self.bus.list(self.prefix)]
+
+    async def all(self) -> dict[str, M]:
+        """Every record under the prefix, by id."""
+        return {self.id_of(v.key): v.value for v in await self.list()}
+
+    async def scan(self) -> AsyncIterator[Versioned[M]]:
+        """Every record under the prefix, streamed in key order (for large prefixes)."""
+        async for e in self.bus.scan(self.prefix):
+            yield Versioned(e.key, decode(self.model, e), e.revision)
+
+    # -- writing ------------------------------------------------------------------
+
+    async def create(self, record_id: str, value: M) -> Versioned[M] | None:
+        """Write ``value`` only if the record is absent; None if it exists."""
+        rev = await self.bus.create(self.key(record_id), encode(value))
+        return None if rev is None else Versioned(self.key(record_id), value, rev)
+
+    async def put(self, record_id: str, value: M) -> Versioned[M]:
+        """Write ``value`` whatever is there (records with a single writer, or
+        where the last write should win)."""
+        rev = await self.bus.put(self.key(record_id), encode(value))
+        return Versioned(self.key(record_id), value, rev)
+
+    async def delete(self, record_id: str, revision: int | None = None) -> bool:
+        return await self.bus.delete(self.key(record_id), revision)
+
+    async def mutate(self, record_id: str, change: Change[M], *,
+                     first: Versioned[M] | _Unread | None = UNREAD) -> Versioned[M] | None:
+        """Read-modify-write the record until the compare-and-swap sticks (see
+        the module docs for the retry policy). ``change`` gets the current
+        value (None if absent) and returns the new one, or None to write
+        nothing; it may raise to refuse. Returns what was written, or the
+        current record when ``change`` wrote nothing (None if absent).
+
+        ``first``: the record as the caller already read it (saves a read);
+        leave it out to read it here."""
+        key = self.key(record_id)
+        turn = self._turns.setdefault(key, asyncio.Lock())
+        deadline = time.monotonic() + self.retry.patience * self.bus.timeout
+        mine: set[bytes] = set()  # bodies this call wrote whose outcome was unknown
+        losses = 0
+        current = first if not isinstance(first, _Unread) else None
+        need_read = isinstance(first, _Unread)
+        async with turn:
+            while True:
+                if need_read:
+                    entry = await self.bus.get(key)
+                    if entry is not None and entry.value in mine:
+                        return Versioned(key, decode(self.model, entry), entry.revision)
+                    current = None if entry is None else Versioned(key, decode(self.model, entry),
+                                                                   entry.revision)
+                need_read = True
+                new = change(None if current is None else current.value)
+                if inspect.isawaitable(new):
+                    new = await new
+                if new is None:
+                    return current
+                body = encode(new)
+                try:
+                    if current is None:
+                        rev = await self.bus.create(key, body)
+                    else:
+                        rev = await self.bus.update(key, body, current.revision)
+                except BusTimeoutError:
+                    mine.add(body)  # unknown outcome: the read-back at the top of the loop tells
+                    rev = None
+                if rev is not None:
+                    return Versioned(key, new, rev)
+                losses += 1
+                if time.monotonic() > deadline:
+                    raise ConflictError(f"{key}: lost {losses} compare-and-swaps in a row; giving up",
+                                        hint="another process keeps changing this record; try again")
+                await asyncio.sleep(self.retry.pause(losses))

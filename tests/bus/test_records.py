@@ -1,0 +1,141 @@
+"""The record layer: typed records and the one compare-and-swap retry policy,
+on every backend (and across processes on the real engines)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from infrafabric.bus import EventBus, connect
+from infrafabric.bus.records import Records, RetryPolicy
+from infrafabric.errors import BusTimeoutError, ConflictError, CorruptRecordError, NotOwnerError
+
+
+class Counter(BaseModel):
+    n: int = 0
+    by: list[str] = []
+
+
+async def test_concurrent_mutates_lose_no_update(bus_url: str) -> None:
+    """Four clients (each its own store and connection, so no shared lock)
+    increment one record 25 times each: every increment lands once."""
+    buses = [await connect(bus_url) for _ in range(4)]
+    try:
+        stores = [Records(b, "rec/", Counter) for b in buses]
+
+        async def bump(store: Records[Counter], who: str) -> None:
+            for _ in range(25):
+                await store.mutate("c", lambda c, who=who: (c or Counter()).model_copy(
+                    update={"n": (c or Counter()).n + 1, "by": [*(c or Counter()).by, who]}))
+
+        await asyncio.gather(*(bump(s, f"w{i}") for i, s in enumerate(stores)))
+        final = await stores[0].read("c")
+        assert final is not None and final.n == 100
+        assert sorted(set(final.by)) == ["w0", "w1", "w2", "w3"] and len(final.by) == 100
+    finally:
+        for b in buses:
+            await b.close()
+
+
+async def test_mutates_from_several_processes_lose_no_update(engine_url: str) -> None:
+    script = textwrap.dedent(f"""
+        import asyncio
+        from pydantic import BaseModel
+        from infrafabric.bus import connect
+        from infrafabric.bus.records import Records
+
+        class Counter(BaseModel):
+            n: int = 0
+
+        async def main():
+            async with connect({engine_url!r}) as bus:
+                store = Records(bus, "rec/", Counter)
+                for _ in range(40):
+                    await store.mutate("c", lambda c: Counter(n=(c or Counter()).n + 1))
+
+        asyncio.run(main())
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    async with connect(engine_url) as bus:
+        final = await Records(bus, "rec/", Counter).read("c")
+        assert final is not None and final.n == 120
+
+
+async def test_a_refusal_ends_the_loop_and_writes_nothing(bus: EventBus) -> None:
+    store = Records(bus, "rec/", Counter)
+    await store.put("c", Counter(n=1))
+    before = await store.get("c")
+
+    def refuse(c: Counter | None) -> Counter:
+        raise NotOwnerError("not yours")
+
+    with pytest.raises(NotOwnerError):
+        await store.mutate("c", refuse)
+    after = await store.get("c")
+    assert before is not None and after is not None and after.revision == before.revision
+    # change returning None writes nothing and returns what is there (None if absent)
+    assert (await store.mutate("c", lambda c: None)) == after
+    assert await store.mutate("absent", lambda c: None) is None
+    assert await store.read("absent") is None
+
+
+async def test_a_corrupt_record_is_named(bus: EventBus) -> None:
+    rev = await bus.put("rec/bad", b'{"n": "many"}')
+    store = Records(bus, "rec/", Counter)
+    with pytest.raises(CorruptRecordError) as err:
+        await store.read("bad")
+    assert "rec/bad" in str(err.value) and f"revision {rev}" in str(err.value) and "n:" in str(err.value)
+    assert not err.value.transient
+
+
+class _Flaky:
+    """A bus wrapper whose next update is applied and then reported as timed
+    out (an unknown outcome), or always loses (for giving up)."""
+
+    def __init__(self, bus: EventBus, *, lose_always: bool = False) -> None:
+        self._bus = bus
+        self.lose_always = lose_always
+        self.timeouts = 1
+        self.updates = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        self.updates += 1
+        if self.lose_always:
+            return None
+        rev = await self._bus.update(key, value, revision)
+        if self.timeouts:
+            self.timeouts -= 1
+            raise BusTimeoutError("deadline missed")
+        return rev
+
+
+async def test_an_unknown_outcome_is_read_back_not_applied_twice(bus: EventBus) -> None:
+    await Records(bus, "rec/", Counter).put("c", Counter(n=0))
+    flaky = _Flaky(bus)
+    store = Records(flaky, "rec/", Counter)  # type: ignore[arg-type]
+    written = await store.mutate("c", lambda c: Counter(n=(c or Counter()).n + 1))
+    assert written is not None and written.value.n == 1
+    assert flaky.updates == 1  # the write landed; the read-back saw it, so it was not retried
+    assert (await Records(bus, "rec/", Counter).read("c")) == Counter(n=1)
+
+
+async def test_steady_losing_gives_up_with_a_transient_conflict(bus: EventBus) -> None:
+    await Records(bus, "rec/", Counter).put("c", Counter(n=0))
+    flaky = _Flaky(bus, lose_always=True)
+    store = Records(flaky, "rec/", Counter, retry=RetryPolicy(patience=0.01))  # type: ignore[arg-type]
+    with pytest.raises(ConflictError) as err:
+        await store.mutate("c", lambda c: Counter(n=5))
+    assert err.value.transient and flaky.updates >= 1
