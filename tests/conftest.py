@@ -15,9 +15,24 @@ import pytest
 
 from infrafabric.bus import EventBus, connect
 from infrafabric.bus.cluster import EtcdCluster, LocalCluster, NatsCluster
+from infrafabric.bus.embedded import Embedded
 from infrafabric.bus.servers import EtcdServer, LocalServer, NatsServer
 
 BACKENDS = ("memory", "nats", "etcd")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A state directory for the session: a command no test gave IF_HOME (or HOME)
+    never writes into this checkout's .git/infrafabric (the default inside a git
+    repository) or the user's ~/.local/state. Tests of the default clear it."""
+    home = tmp_path_factory.mktemp("if-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IF_HOME", str(home))
+        try:
+            yield
+        finally:
+            Embedded(home).stop()  # only a server recorded there, if a test left one
 
 
 @pytest.fixture(scope="session")

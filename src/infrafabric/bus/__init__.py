@@ -14,7 +14,9 @@ Options go in the query string: ``timeout`` (seconds per call, default 5),
 backend options (``bucket``, ``replicas``, ``history`` for NATS).
 
 With no URL, ``IF_BUS_URL`` is used; without it, the embedded local NATS
-server under ``IF_HOME`` (default ``.infrafabric/``), started on demand.
+server of the state directory (``IF_HOME``; by default ``<common git dir>/infrafabric``
+inside a git repository, shared by its worktrees, else the per-user
+``${XDG_STATE_HOME:-~/.local/state}/infrafabric``), started on demand.
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ _BUCKET_RE = re.compile(r"[A-Za-z0-9_-]+")
 #: operations whose outcome is unknown when their answer is lost
 _WRITES = frozenset({"put", "create", "update", "delete", "publish"})
 
-CONNECT_HINT = "is the server running? `ifctl coordinator start` starts the local one, or set IF_BUS_URL"
+CONNECT_HINT = ("is the server running? A bus named by IF_BUS_URL or --bus is never replaced by the embedded "
+                "one; without them, `ifctl coordinator start` starts the embedded local server")
 
 _UNAVAILABLE = (
     nats.errors.ConnectionClosedError,

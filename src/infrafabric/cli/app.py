@@ -3,7 +3,8 @@
 Every command takes ``--json``, ``--why``, ``--trace`` and ``--mode=falsify``
 (see :func:`contract`), and the root takes ``--bus``/``--home`` (or
 ``IF_BUS_URL``/``IF_HOME``) and ``--debug``. Exit codes: 0 done, 1 refused or
-negative, 2 bad input or usage, 3 the bus cannot be reached.
+negative, 2 bad input or usage, 3 the bus cannot be reached, 4 the swarm is
+stopped by the governor (breaker open or budget spent).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from infrafabric.errors import ConfigurationError, InfraFabricError
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_STOPPED = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -69,6 +70,25 @@ class Settings:
         from infrafabric.bus import resolve_url
 
         return resolve_url(self.bus, home=self.home, autostart=not self.falsify)
+
+    def home_origin(self) -> str:
+        """Why the state directory is the one it is, for humans: "--home",
+        "IF_HOME", "the git repository at /x, shared by its worktrees" or "the
+        per-user default: not in a git repository" (see ``describe_state_dir``)."""
+        from infrafabric.bus.embedded import describe_state_dir
+
+        # --home and IF_HOME arrive here as one option; the environment tells them apart
+        from_env = bool(self.home) and os.environ.get("IF_HOME") == self.home
+        return describe_state_dir(None if from_env else self.home)[1]
+
+    def bus_origin(self) -> str:
+        """Where this command's bus comes from: "IF_BUS_URL", "--bus", or "the
+        embedded server of <state dir> (<why that directory>)"."""
+        if self.bus:
+            return "IF_BUS_URL" if os.environ.get("IF_BUS_URL") == self.bus else "--bus"
+        from infrafabric.bus.embedded import state_dir
+
+        return f"the embedded server of {state_dir(self.home)} ({self.home_origin()})"
 
 
 def settings() -> Settings:
@@ -220,7 +240,9 @@ def _fail(ctx: click.Context, exc: BaseException, code: int, *, internal: bool =
               help="Bus URL: nats://host:port, etcd://host:port or memory:// "
                    "[env IF_BUS_URL; default: the embedded local server].")
 @click.option("--home", envvar="IF_HOME", metavar="DIR",
-              help="State directory [env IF_HOME; default ./.infrafabric].")
+              help="State directory [env IF_HOME; default: in a git repository "
+                   "<common git dir>/infrafabric, shared by its worktrees; "
+                   "else ${XDG_STATE_HOME:-~/.local/state}/infrafabric].")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, prog_name="ifctl")
 @click.pass_context
@@ -237,7 +259,8 @@ def cli(ctx: click.Context, bus: str | None, home: str | None, debug: bool) -> N
       IF_BUS_URL=etcd://10.0.0.5:2379 ifctl coordinator status
 
     Exit codes: 0 done, 1 refused or negative, 2 bad input or usage,
-    3 the bus cannot be reached.
+    3 the bus cannot be reached, 4 the swarm is stopped by the governor
+    (breaker open or budget spent: a human must act).
     """
     if bus is not None and not bus.strip():
         raise ConfigurationError("--bus / IF_BUS_URL is set but empty")
