@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infrafabric import metrics
 from infrafabric.bus import EventBus, connect
-from infrafabric.coordinator import IFCoordinator, TaskStatus
+from infrafabric.coordinator import ClaimPolicy, IFCoordinator, TaskStatus
 from support import Clock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,10 +114,11 @@ async def test_refusals_by_the_checks_count_as_refused(bus: EventBus) -> None:
 
 
 async def test_admission_refusal_is_refused_and_a_held_task_is_lost(bus: EventBus) -> None:
-    async def admission(swarm: Any, task: Any) -> str | None:
-        return "over budget" if swarm.id == "broke" else None
+    class Broke(ClaimPolicy):
+        async def admit(self, swarm: Any, task: Any) -> str | None:
+            return "over budget" if swarm.id == "broke" else None
 
-    coord = IFCoordinator(bus, admission=admission)
+    coord = IFCoordinator(bus, policy=Broke())
     for swarm in ("broke", "rich", "late"):
         await coord.register_swarm(swarm)
     await coord.create_task({"id": "T", "title": "t"})

@@ -2,6 +2,8 @@
 
 The bus (:mod:`infrafabric.bus`) is the one place shared state lives; the
 coordinator, governor, chassis and witness are thin clients over it.
+:func:`open_fleet` is the entry point: it connects and wires them together,
+governed and witnessed, as every front end does (:mod:`infrafabric.fleet`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
         SLOTracker,
     )
     from infrafabric.coordinator import IFCoordinator, TaskSpec
+    from infrafabric.fleet import Fleet, assemble, open_fleet
     from infrafabric.governor import IFGovernor, ResourcePolicy, SwarmProfile
     from infrafabric.witness import IFWitness, Witness
 
@@ -51,6 +54,9 @@ __version__ = "0.1.0"
 # The seeds' component names, loaded on first use so that `import infrafabric`
 # stays light and the parts' one-way imports never form a cycle.
 _LAZY = {
+    "open_fleet": "infrafabric.fleet",
+    "assemble": "infrafabric.fleet",
+    "Fleet": "infrafabric.fleet",
     "IFCoordinator": "infrafabric.coordinator",
     "IFGovernor": "infrafabric.governor",
     "IFWitness": "infrafabric.witness",
@@ -88,6 +94,7 @@ __all__ = [
     "Entry",
     "EventBus",
     "EventKind",
+    "Fleet",
     "Health",
     "IFChassis",
     "IFCoordinator",
@@ -110,5 +117,7 @@ __all__ = [
     "WatchEvent",
     "Witness",
     "__version__",
+    "assemble",
     "connect",
+    "open_fleet",
 ]

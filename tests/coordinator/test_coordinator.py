@@ -10,7 +10,7 @@ from infrafabric.bus import EventBus, connect
 from infrafabric.coordinator import IFCoordinator, TaskKind, TaskStatus
 from infrafabric.errors import (
     ConfigurationError,
-    ConflictError,
+    InvalidStateError,
     NotOwnerError,
     TaskExistsError,
     TaskNotFoundError,
@@ -130,7 +130,7 @@ async def test_a_failed_task_can_be_reopened(coord: IFCoordinator) -> None:
     coord.observers.append(observe)
     await coord.register_swarm("s")
     await coord.create_task({"id": "R", "title": "t"})
-    with pytest.raises(ConflictError, match="R is available, not failed"):
+    with pytest.raises(InvalidStateError, match="R is available, not failed"):
         await coord.reopen_task("R", by="alice")
     with pytest.raises(TaskNotFoundError):
         await coord.reopen_task("nope", by="alice")
@@ -148,7 +148,7 @@ async def test_a_failed_task_can_be_reopened(coord: IFCoordinator) -> None:
     assert ("task_reopened", {"task_id": "R", "by": "alice", "reason": "flaky CI fixed",
                               "status": "available"}) in seen
     assert await coord.claim_task("s", "R")  # a full set of attempts again
-    with pytest.raises(ConflictError, match="R is claimed"):
+    with pytest.raises(InvalidStateError, match="R is claimed"):
         await coord.reopen_task("R", by="alice")
 
 

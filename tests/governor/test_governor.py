@@ -100,10 +100,9 @@ async def test_consecutive_failures_trip_the_breaker(bus: EventBus) -> None:
     assert (await gov.record_outcome("flaky", success=False)).state is BreakerState.OPEN
 
 
-async def test_failed_tasks_of_an_attached_coordinator_trip_the_breaker(bus: EventBus) -> None:
-    coord = IFCoordinator(bus, max_attempts=10)
-    gov = IFGovernor(bus, coordinator=coord)
-    gov.attach(coord)
+async def test_failed_tasks_of_a_governed_coordinator_trip_the_breaker(bus: EventBus) -> None:
+    gov = IFGovernor(bus)
+    coord = IFCoordinator(bus, policy=gov, max_attempts=10)
     await gov.set_policy(ResourcePolicy(circuit_breaker_failure_threshold=2))
     await gov.register_swarm(SwarmProfile(id="s", capabilities=["docs:markdown"]), budget_micros=MICROS)
     await coord.create_tasks([{"id": "F", "title": "t", "capabilities": ["docs:markdown"]}])
@@ -122,9 +121,8 @@ async def test_failed_tasks_of_an_attached_coordinator_trip_the_breaker(bus: Eve
 
 
 async def test_claims_go_through_the_governor(bus: EventBus) -> None:
-    coord = IFCoordinator(bus)
-    gov = IFGovernor(bus, coordinator=coord)
-    gov.attach(coord)
+    gov = IFGovernor(bus)
+    coord = IFCoordinator(bus, policy=gov)
     await gov.register_swarm(SwarmProfile(id="s", capabilities=["code-analysis:python"]),
                              budget_micros=usd("1"))
     await coord.register_swarm("stranger", ["code-analysis:python"])  # known to the board only
@@ -146,7 +144,8 @@ async def test_claims_go_through_the_governor(bus: EventBus) -> None:
 
 
 async def test_a_debit_and_its_ledger_entry_never_part(bus: EventBus) -> None:
-    from infrafabric.governor.core import JOURNAL, LEDGER
+    from infrafabric.bus.layout import LEDGER
+    from infrafabric.governor.core import JOURNAL
     from infrafabric.governor.models import LedgerEntry
 
     gov = IFGovernor(bus)
@@ -218,9 +217,8 @@ async def test_four_processes_reserving_never_overshoot(engine_url: str) -> None
 
 
 async def test_pushes_go_to_qualified_swarms_best_first(bus: EventBus) -> None:
-    coord = IFCoordinator(bus)
     gov = IFGovernor(bus)
-    gov.attach(coord)
+    coord = IFCoordinator(bus, policy=gov)
     for sid, cost in [("pricey", 5), ("cheap", 1), ("tripped", 1)]:
         await gov.register_swarm(SwarmProfile(id=sid, capabilities=["docs:markdown"],
                                               cost_per_hour_micros=cost * MICROS), budget_micros=MICROS)
@@ -244,9 +242,8 @@ async def test_pushes_go_to_qualified_swarms_best_first(bus: EventBus) -> None:
 
 
 async def test_blocker_gets_helpers_or_a_human(bus: EventBus) -> None:
-    coord = IFCoordinator(bus)
     gov = IFGovernor(bus)
-    gov.attach(coord)
+    coord = IFCoordinator(bus, policy=gov)
     await gov.set_policy(ResourcePolicy(max_swarms_per_task=2, max_cost_per_task_micros=usd("3")))
     for sid, caps, cost in [("blocked", ["infra:networking"], 1), ("net", ["infra:networking"], 1),
                             ("sec", ["security:audit"], 2), ("gold", ["security:audit"], 9)]:

@@ -21,6 +21,7 @@ import pytest
 from infrafabric.bus import EventBus
 from infrafabric.coordinator import IFCoordinator
 from infrafabric.errors import ConfigurationError, NotOwnerError, TaskNotFoundError
+from infrafabric.fleet import assemble
 from infrafabric.governor import MICROS, BreakerState, IFGovernor, ResourcePolicy, SwarmProfile, usd
 from infrafabric.governor.policy import parse_policy
 from infrafabric.witness import Witness
@@ -60,10 +61,8 @@ def hook() -> Iterator[Hook]:
 
 async def fleet(bus: EventBus, policy: ResourcePolicy | None = None
                 ) -> tuple[IFCoordinator, IFGovernor, Witness]:
-    witness = Witness(bus, actor="test")
-    coord = IFCoordinator(bus, observers=[witness.observer("IF.coordinator")])
-    gov = IFGovernor(bus, coordinator=coord, observers=[witness.observer("IF.governor")])
-    gov.attach(coord)
+    fleet = assemble(bus, actor="test", signer=None)
+    coord, gov, witness = fleet.coordinator, fleet.governor, fleet.witness
     if policy is not None:
         await gov.set_policy(policy, by="test")
     return coord, gov, witness

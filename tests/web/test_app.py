@@ -12,9 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infrafabric.bus import EventBus, connect
+from infrafabric.bus.layout import push_subject
 from infrafabric.cli.web import Served, serve
 from infrafabric.coordinator import IFCoordinator
-from infrafabric.governor import IFGovernor, SwarmProfile
+from infrafabric.fleet import assemble
+from infrafabric.governor import IFGovernor, ResourcePolicy, SwarmProfile
 from infrafabric.web import FleetView
 from infrafabric.witness import Witness
 from support import until
@@ -42,7 +44,7 @@ async def _sse(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
 
 async def test_page_state_events_and_metrics(bus: EventBus) -> None:
     coord = IFCoordinator(bus, observers=[Witness(bus).observer("IF.coordinator")])
-    gov = IFGovernor(bus, coordinator=coord)
+    gov = IFGovernor(bus)
     await coord.create_tasks([{"id": f"t{i}", "title": f"task {i}"} for i in range(4)]
                              + [{"id": "t9", "title": "last", "dependencies": ["t0"]}])
     await gov.register_swarm(SwarmProfile(id="alpha", capabilities=[], reputation=Decimal("0.8")))
@@ -195,3 +197,29 @@ async def test_reopen_a_failed_task_from_the_dashboard(memory_bus: EventBus) -> 
                    for e in view.events), list(view.events)
     entries = [e async for e in Witness(bus).entries() if e.operation == "task_reopened"]
     assert [(e.params["by"], e.params["reason"]) for e in entries] == [("bob (web)", "fixed")]
+
+
+async def test_a_reopen_from_the_dashboard_goes_through_the_governor(bus: EventBus) -> None:
+    """The dashboard builds the fleet as every front end does: the reopened
+    task is pushed to the qualified swarm, never to one whose breaker is open."""
+    fleet = assemble(bus, signer=None)
+    gov, coord = fleet.governor, fleet.coordinator
+    await gov.set_policy(ResourcePolicy(circuit_breaker_failure_threshold=10), by="test")
+    for sid in ("tripped", "ok"):
+        await gov.register_swarm(SwarmProfile(id=sid, capabilities=["docs:markdown"]),
+                                 budget_micros=9_000_000)
+    await coord.create_task({"id": "F", "title": "fails", "capabilities": ["docs:markdown"]})
+    for _ in range(coord.max_attempts):
+        assert await coord.claim_task("ok", "F")
+        await coord.fail_task("ok", "F", "tests red")
+    await gov.trip("tripped", "testing", by="ops")
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    async with serve(bus, port=0, token=TOKEN) as served, httpx.AsyncClient(base_url=served.url) as http, \
+            coord.pushed_tasks("tripped") as tripped, coord.pushed_tasks("ok") as ok:
+        got = await http.post("/api/tasks/F/reopen", json={"confirm": "F", "by": "bob"}, headers=good)
+        assert got.status_code == 200, got.text
+        assert (await ok.get(10)).id == "F"
+        await bus.publish(push_subject("tripped"), json.dumps({"id": "sentinel", "title": "s"}))
+        assert (await tripped.get(10)).id == "sentinel"  # F was never pushed to it
+    reopened = [e async for e in Witness(bus).entries() if e.operation == "task_reopened"]
+    assert [(e.actor, e.severity) for e in reopened] == [("bob (web)", "notice")]

@@ -34,7 +34,7 @@ def test_critical_path_is_the_longest_unfinished_chain() -> None:
 
 async def test_view_loads_what_the_bus_holds(bus: EventBus) -> None:
     coord = IFCoordinator(bus)
-    gov = IFGovernor(bus, coordinator=coord)
+    gov = IFGovernor(bus)
     await coord.create_tasks([{"id": "t1", "title": "first", "capabilities": ["python"]},
                               {"id": "t2", "title": "second", "dependencies": ["t1"]},
                               {"id": "fill", "title": "filler", "kind": "filler"}])

@@ -41,8 +41,9 @@ from typing import Any
 
 from infrafabric.bench._common import BenchError, Progress, run_concurrently, run_worker, stdin_signal
 from infrafabric.bus import EventBus, connect
+from infrafabric.bus.layout import ENTRIES
 from infrafabric.witness import GENESIS, Witness, WitnessEntry
-from infrafabric.witness.log import ENTRIES, encode_block, entry_key
+from infrafabric.witness.log import encode_block, entry_key
 
 __all__ = ["COMPONENT", "OPERATION", "block_bytes", "entry_fields", "main", "run_role",
            "write_chain"]

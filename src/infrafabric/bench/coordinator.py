@@ -81,6 +81,7 @@ from infrafabric.bench._wire import encode, parse
 from infrafabric.bench.bus import Driver, open_raw
 from infrafabric.bench.stats import QUANTILE_METHOD, ratio
 from infrafabric.bus import EventBus, connect
+from infrafabric.bus.layout import task_key
 from infrafabric.coordinator import IFCoordinator, Task, TaskSpec, TaskStatus, Transition
 
 __all__ = ["COMPARED", "OPERATIONS", "PHASES", "TARGETS", "bench_coordinator", "compare_topologies",
@@ -294,7 +295,7 @@ class _Bench:
 
         async def create(i: int) -> None:
             task = _available(ids[i], time.time())
-            if await self.bus.create(f"tasks/{task.id}", task.model_dump_json()) is None:
+            if await self.bus.create(task_key(task.id), task.model_dump_json()) is None:
                 raise BenchError(f"task {task.id} of a fresh namespace already exists")
 
         await self._each("setup", len(ids), create)
@@ -308,7 +309,7 @@ class _Bench:
             raise BenchError("the benchmark's task records differ from create_task's")
         if not await coord.claim_task(CLAIMER, "probe"):
             raise BenchError(f"the probe claim lost: {coord.last_claim and coord.last_claim.reason}")
-        entry = await self.bus.get("tasks/probe")
+        entry = await self.bus.get(task_key("probe"))
         assert entry is not None
         self.claimed_record = entry.value
         self.setup = {

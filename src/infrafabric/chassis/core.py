@@ -42,8 +42,8 @@ from infrafabric.errors import ConfigurationError, ModuleLoadError, SandboxError
 
 __all__ = ["CONTRACTS", "MAX_SHARED_MODULE_BYTES", "MODULES", "Execution", "IFChassis", "LoadedSwarm"]
 
-CONTRACTS = "chassis/contracts/"
-MODULES = "chassis/modules/"
+from infrafabric.bus.layout import CONTRACTS, MODULES
+
 #: modules up to this size are shared through the bus (NATS's default message limit is 1 MiB)
 MAX_SHARED_MODULE_BYTES = 512 * 1024
 Observer = Callable[[str, dict[str, Any]], Awaitable[None]]

@@ -32,7 +32,6 @@ import contextlib
 import hashlib
 import hmac
 import os
-import random
 import re
 import stat
 import threading
@@ -47,11 +46,12 @@ from typing import Any, NoReturn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from infrafabric.bus import EventBus
+from infrafabric.bus.layout import CREDENTIALS as CREDS
+from infrafabric.bus.records import Records
 from infrafabric.chassis.models import ENDPOINT_PATTERN
 from infrafabric.coordinator.models import TASK_ID_PATTERN
 from infrafabric.errors import (
     ConfigurationError,
-    ConflictError,
     CredentialError,
     CredentialExpiredError,
     CredentialRevokedError,
@@ -73,7 +73,7 @@ __all__ = [
     "endpoint_allowed",
 ]
 
-CREDENTIALS = "chassis/creds/"
+CREDENTIALS = CREDS
 TOKEN_PREFIX = "ifc_"
 MAX_TTL_SECONDS = 24 * 3600
 #: ``async (operation, params) -> None``, e.g. ``Witness.observer("IF.chassis")``
@@ -328,6 +328,7 @@ class CredentialManager:
     def __init__(self, bus: EventBus, *, observers: Iterable[Observer] = (),
                  clock: Callable[[], float] = time.time, secrets: SecretProvider | None = None) -> None:
         self.bus = bus
+        self._records = Records(bus, CREDENTIALS, CredentialRecord)
         self.observers = list(observers)
         self.clock = clock
         self.secrets = secrets
@@ -473,24 +474,25 @@ class CredentialManager:
         then match). Idempotent: revoking a revoked credential changes
         nothing. Raises :class:`InvalidCredentialError` if there is none."""
         cred_id = self._id_of(cred_id_or_token)
-        deadline = time.monotonic() + 10 * self.bus.timeout
-        while True:
-            got = await self._read(cred_id)
-            if got is None or (cred_id_or_token.startswith(TOKEN_PREFIX) and not hmac.compare_digest(
-                    _hash(cred_id_or_token).encode(), got[0].token_sha256.encode())):
+        revoked_now = False
+
+        def change(rec: CredentialRecord | None) -> CredentialRecord | None:
+            nonlocal revoked_now
+            if rec is None or (cred_id_or_token.startswith(TOKEN_PREFIX) and not hmac.compare_digest(
+                    _hash(cred_id_or_token).encode(), rec.token_sha256.encode())):
                 raise InvalidCredentialError(f"no credential {cred_id} to revoke")
-            rec, revision = got
-            if rec.revoked:
-                return ScopedCredentials.from_record(rec)
-            new = rec.model_copy(update={"revoked": True, "revoked_at": self.clock(), "revoked_by": by})
-            if await self.bus.update(CREDENTIALS + cred_id, new.model_dump_json(), revision) is not None:
-                break
-            if time.monotonic() > deadline:
-                raise ConflictError(f"credential {cred_id}: could not revoke, the record keeps changing")
-            await asyncio.sleep(random.uniform(0, 0.005))
-        await self._notify("credential_revoked", {"cred_id": cred_id, "swarm_id": rec.swarm_id,
-                                                  "task_id": rec.task_id, "by": by})
-        return ScopedCredentials.from_record(new)
+            revoked_now = not rec.revoked
+            if not revoked_now:
+                return None  # revoked already: nothing to write, nothing to witness
+            return rec.model_copy(update={"revoked": True, "revoked_at": self.clock(), "revoked_by": by})
+
+        got = await self._records.mutate(cred_id, change)
+        assert got is not None
+        rec = got.value
+        if revoked_now:
+            await self._notify("credential_revoked", {"cred_id": cred_id, "swarm_id": rec.swarm_id,
+                                                      "task_id": rec.task_id, "by": by})
+        return ScopedCredentials.from_record(rec)
 
     async def rotate(self, cred_id_or_token: str, *, by: str, ttl_seconds: int | None = None
                      ) -> ScopedCredentials:

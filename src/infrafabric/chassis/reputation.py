@@ -33,10 +33,7 @@ know) is reported as ``reputation_sink_skipped`` and otherwise ignored.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import random
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from fractions import Fraction
@@ -46,6 +43,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from infrafabric.bus import EventBus
+from infrafabric.bus.layout import REPUTATION
+from infrafabric.bus.records import Records
 from infrafabric.chassis.slo import (
     Compliance,
     Observer,
@@ -54,7 +53,7 @@ from infrafabric.chassis.slo import (
     fraction_to_decimal,
     prune_records,
 )
-from infrafabric.errors import ConfigurationError, ConflictError, NotFoundError
+from infrafabric.errors import ConfigurationError, CorruptRecordError, NotFoundError
 
 __all__ = [
     "NEUTRAL",
@@ -64,7 +63,7 @@ __all__ = [
     "reputation_from_compliance",
 ]
 
-REPUTATION_PREFIX = "chassis/reputation/"
+REPUTATION_PREFIX = REPUTATION
 NEUTRAL = Decimal("1.0000")
 _PLACES = Decimal("0.0001")
 _CTX = Context(prec=34)
@@ -118,6 +117,7 @@ class ReputationSystem:
                 f"decay_half_life_seconds must be a positive number, got {decay_half_life_seconds!r}")
         self.tracker = tracker
         self.bus = bus if bus is not None else tracker.bus
+        self._current = Records(self.bus, REPUTATION_PREFIX, ReputationRecord)
         self.sink = sink
         self.observers = list(observers)
         self.decay_half_life_seconds = decay_half_life_seconds
@@ -211,34 +211,17 @@ class ReputationSystem:
         return min(max(value, Decimal(0)), Decimal(1)).quantize(_PLACES, rounding=ROUND_HALF_EVEN)
 
     async def _read_current(self, swarm_id: str) -> tuple[ReputationRecord, int] | None:
-        entry = await self.bus.get(f"{REPUTATION_PREFIX}{check_swarm_id(swarm_id)}/current")
-        if entry is None:
-            return None
         try:
-            return ReputationRecord.model_validate_json(entry.value), entry.revision
-        except ValidationError:
-            return None
+            got = await self._current.get(f"{check_swarm_id(swarm_id)}/current")
+        except CorruptRecordError:
+            return None  # shown as no reputation yet; the next evaluation replaces it
+        return None if got is None else (got.value, got.revision)
 
     async def _store_current(self, record: ReputationRecord) -> None:
-        key = f"{REPUTATION_PREFIX}{record.swarm_id}/current"
-        deadline = time.monotonic() + 10 * self.bus.timeout
-        while True:
-            entry = await self.bus.get(key)
-            if entry is None:
-                if await self.bus.create(key, record.model_dump_json()) is not None:
-                    return
-            else:
-                try:
-                    stored: ReputationRecord | None = ReputationRecord.model_validate_json(entry.value)
-                except ValidationError:
-                    stored = None
-                if stored is not None and stored.at > record.at:
-                    return
-                if await self.bus.update(key, record.model_dump_json(), entry.revision) is not None:
-                    return
-            if time.monotonic() > deadline:
-                raise ConflictError(f"{key}: lost every compare-and-swap; giving up")
-            await asyncio.sleep(random.uniform(0, 0.005))
+        # newest evaluation wins: one that took longer than a later one does not overwrite it
+        await self._current.mutate(f"{record.swarm_id}/current",
+                                   lambda stored: None if stored is not None and stored.at > record.at
+                                   else record)
 
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:

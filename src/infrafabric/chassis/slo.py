@@ -29,9 +29,7 @@ stored status reports ``slo_violation`` (objectives newly violated) and/or
 
 from __future__ import annotations
 
-import asyncio
 import math
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -44,9 +42,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from infrafabric.bus import EventBus
+from infrafabric.bus.layout import SLO
+from infrafabric.bus.records import Records
 from infrafabric.chassis.models import ServiceLevelObjective
 from infrafabric.coordinator.models import TASK_ID_PATTERN
-from infrafabric.errors import ConfigurationError, ConflictError
+from infrafabric.errors import ConfigurationError
 
 __all__ = [
     "SLO_PREFIX",
@@ -58,7 +58,7 @@ __all__ = [
     "prune_records",
 ]
 
-SLO_PREFIX = "chassis/slo/"
+SLO_PREFIX = SLO
 #: ``async (operation, params) -> None``, e.g. ``Witness.observer("IF.chassis")``
 Observer = Callable[[str, dict[str, Any]], Awaitable[None]]
 _NAME = re.compile(TASK_ID_PATTERN)
@@ -183,6 +183,7 @@ class SLOTracker:
     def __init__(self, bus: EventBus, *, observers: Iterable[Observer] = (),
                  clock: Callable[[], float] = time.time) -> None:
         self.bus = bus
+        self._status = Records(bus, SLO_PREFIX, _Status)
         self.observers = list(observers)
         self.clock = clock
 
@@ -278,25 +279,21 @@ class SLOTracker:
         return compliance
 
     async def _report(self, c: Compliance) -> None:
-        key = f"{SLO_PREFIX}{c.swarm_id}/status"
         now_violated = c.violations
-        deadline = time.monotonic() + 10 * self.bus.timeout
-        while True:
-            entry = await self.bus.get(key)
-            status = _Status.model_validate_json(entry.value) if entry else None
+        before: list[str] = []
+        changed = False
+
+        def change(status: _Status | None) -> _Status | None:
+            nonlocal before, changed
             before = status.violations if status else []
-            if set(before) == set(now_violated) or (status is not None and status.at > c.evaluated_at):
-                return
-            body = _Status(violations=now_violated, at=c.evaluated_at).model_dump_json()
-            if entry is None:
-                won = await self.bus.create(key, body) is not None
-            else:
-                won = await self.bus.update(key, body, entry.revision) is not None
-            if won:
-                break
-            if time.monotonic() > deadline:
-                raise ConflictError(f"{key}: lost every compare-and-swap; giving up")
-            await asyncio.sleep(random.uniform(0, 0.005))
+            # a change of state is witnessed once across the fleet: only the writer that makes it reports it
+            newer = status is not None and status.at > c.evaluated_at
+            changed = not (set(before) == set(now_violated) or newer)
+            return _Status(violations=now_violated, at=c.evaluated_at) if changed else None
+
+        await self._status.mutate(f"{c.swarm_id}/status", change)
+        if not changed:
+            return
         summary = c.as_dict()
         new = [v for v in now_violated if v not in before]
         met = [v for v in before if v not in now_violated]

@@ -13,19 +13,16 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from infrafabric.bus import EventBus
-from infrafabric.cli.app import EXIT_REFUSED, Outcome, Settings, contract, settings
-from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report, who, with_witness
-from infrafabric.coordinator import ClaimOutcome, IFCoordinator, Task, TaskStatus
-from infrafabric.coordinator.core import DEFAULT_LEASE_TTL
-from infrafabric.errors import ConfigurationError
-from infrafabric.governor import IFGovernor, format_usd, usd
+from infrafabric.bus.layout import push_subject
+from infrafabric.cli.app import EXIT_REFUSED, EXIT_STOPPED, Outcome, Settings, contract, settings
+from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report, who, with_fleet
+from infrafabric.coordinator import DEFAULT_LEASE_TTL, ClaimOutcome, IFCoordinator, Task, TaskStatus
+from infrafabric.errors import ConfigurationError, SwarmStoppedError, TaskNotFoundError
+from infrafabric.fleet import Fleet
+from infrafabric.governor import format_usd, usd
 from infrafabric.governor.detect import detect_capabilities
-from infrafabric.witness import Witness
 
 T = TypeVar("T")
-SEVERITY = {"lease_expired": "warning", "task_failed": "warning", "blocker_detected": "warning",
-            "circuit_breaker_tripped": "error", "escalated_to_human": "warning"}
 
 STATUS_STYLE = {
     TaskStatus.BLOCKED: "red", TaskStatus.AVAILABLE: "blue", TaskStatus.CLAIMED: "yellow",
@@ -35,18 +32,8 @@ STATUS_STYLE = {
 
 def with_coordinator(fn: Callable[[IFCoordinator], Awaitable[T]], *, watch: bool = False,
                      lease_ttl: float | None = None) -> T:
-    """Run ``fn`` with a coordinator on the configured bus."""
-    async def main(bus: EventBus, audit: Witness) -> T:
-        coord = IFCoordinator(bus, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL,
-                              observers=[audit.observer("IF.coordinator", severities=SEVERITY)])
-        # the governor decides claims, pushes and blocker help for every command
-        IFGovernor(bus, observers=[audit.observer("IF.governor", severities=SEVERITY)]).attach(coord)
-        if watch:
-            async with coord:
-                return await fn(coord)
-        return await fn(coord)
-
-    return with_witness(main)
+    """Run ``fn`` with the fleet's coordinator (governed and witnessed) on the configured bus."""
+    return with_fleet(lambda fleet: fn(fleet.coordinator), watch=watch, lease_ttl=lease_ttl)
 
 
 def task_row(task: Task, now: float) -> dict[str, Any]:
@@ -167,10 +154,10 @@ def task_create(task_id: str, title: str, description: str, deps: tuple[str, ...
     async def go(coord: IFCoordinator) -> Outcome:
         if s.falsify:
             problems = []
-            if await coord.bus.get(f"tasks/{task_id}") is not None:
+            if await coord.tasks.exists(task_id):
                 problems.append(f"task {task_id!r} already exists")
             for dep in validated.dependencies:
-                if await coord.bus.get(f"tasks/{dep}") is None:
+                if not await coord.tasks.exists(dep):
                     problems.append(f"dependency {dep!r} does not exist")
             return falsify_owned(problems, "create", task_id)
         created = await coord.create_task(validated)
@@ -194,7 +181,7 @@ def task_show(task_id: str) -> Outcome:
 
     async def go(coord: IFCoordinator) -> Outcome:
         if s.falsify:
-            found = await coord.bus.get(f"tasks/{task_id}") is not None
+            found = await coord.tasks.exists(task_id)
             return falsify_report([await bus_check(coord.bus),
                                    Check(f"task {task_id} exists", found, "" if found else "no such task")],
                                   summary=READ_ONLY)
@@ -215,8 +202,10 @@ def task_show(task_id: str) -> Outcome:
     return with_coordinator(go)
 
 
-lease_option = click.option("--lease", "lease_ttl", type=click.FloatRange(min=0.5), default=DEFAULT_LEASE_TTL,
-                            show_default=True, help="Seconds the claim lasts without a heartbeat.")
+lease_option = click.option("--lease", "lease_ttl", type=click.FloatRange(min=0.5, max=7 * 86400),
+                            default=DEFAULT_LEASE_TTL, show_default=True,
+                            help="Seconds the claim lasts without a heartbeat; heartbeats renew it for "
+                                 "as long.")
 
 
 @task.command("claim")
@@ -260,17 +249,24 @@ def _owned_command(op: str, task_id: str, swarm_id: str, claim_id: str | None,
 @click.argument("task_id")
 @swarm_option
 @claim_option
+@click.option("--lease", "lease_ttl", type=click.FloatRange(min=0.5, max=7 * 86400),
+              help="Renew for this many seconds, which becomes the claim's lease "
+                   "[default: the lease it was claimed with].")
 @contract
-def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None) -> Outcome:
-    """Renew the lease on a claimed task.
+def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None, lease_ttl: float | None) -> Outcome:
+    """Renew the lease on a claimed task, for as long as it was claimed with
+    (`task claim|next --lease`), unless --lease says otherwise.
 
     Example: ifctl task heartbeat P0.1.1 --swarm session-7
     """
     async def act(coord: IFCoordinator) -> Outcome:
-        until = await coord.heartbeat(swarm_id, task_id, claim_id)
-        return Outcome(data={"task_id": task_id, "lease_until": until},
-                       lines=[f"lease on {task_id} renewed for {until - time.time():.1f} s"],
-                       why=_owned_why(swarm_id, claim_id, "the lease was extended by one lease period"))
+        until = await coord.heartbeat(swarm_id, task_id, claim_id, lease_ttl=lease_ttl)
+        left = until - time.time()
+        return Outcome(data={"task_id": task_id, "lease_until": until, "lease_left_s": round(left, 1)},
+                       lines=[f"lease on {task_id} renewed for {left:.1f} s"],
+                       why=_owned_why(swarm_id, claim_id, (
+                           f"the lease was renewed for {lease_ttl:g} s (--lease), now the claim's lease"
+                           if lease_ttl else "the lease was renewed for the lease it was claimed with")))
 
     return _owned_command("heartbeat", task_id, swarm_id, claim_id, act)
 
@@ -355,8 +351,7 @@ def task_reopen(task_id: str, by: str | None, reason: str) -> Outcome:
 
     async def go(coord: IFCoordinator) -> Outcome:
         if s.falsify:
-            entry = await coord.bus.get(f"tasks/{task_id}")
-            t = Task.model_validate_json(entry.value) if entry is not None else None
+            t = await coord.tasks.read(task_id)
             failed = t is not None and t.status is TaskStatus.FAILED
             detail = ("no such task" if t is None else f"attempts {t.attempts}/{t.max_attempts}; "
                       "would reopen it" if failed else f"it is {t.status.value}: only a failed task reopens")
@@ -383,7 +378,15 @@ def task_next(swarm_id: str, lease_ttl: float, wait: float) -> Outcome:
     """Claim the best task this swarm can take (critical path first, then
     priority), waiting for a push if none is available. Replaces polling.
 
-    Exit 0 with the task, 1 if none could be claimed in time.
+    \b
+    Exit codes (for an agent's shell loop):
+      0  claimed: the task, its claim token and lease are printed
+      1  nothing to do yet: no task it covers is free within --wait
+         (--why / --json say why: claimed by whom, blocked by what)
+      4  stopped by the governor (breaker open, budget spent): waiting will
+         not help; the message names the command that resumes it
+    A loop should go on after 1 and stop after 4:
+      while ifctl task next --swarm S --wait 45 --json > t.json || [ $? = 1 ]; do ...
 
     Example: ifctl task next --swarm session-1 --wait 30 --json
     """
@@ -393,22 +396,43 @@ def task_next(swarm_id: str, lease_ttl: float, wait: float) -> Outcome:
         if s.falsify:
             swarm = await coord.get_swarm(swarm_id)
             problems = [] if swarm else [f"swarm {swarm_id!r} is not registered"]
+            stopped = await coord.policy.stopped(swarm_id) if swarm else None
+            if stopped is not None:
+                problems.append(stopped.message)
             candidates = [t for t in await coord.list_tasks()
                           if t.status in (TaskStatus.AVAILABLE, TaskStatus.BLOCKED, TaskStatus.CLAIMED)]
-            for t in candidates:
+            for t in candidates if not problems else []:
                 trial = await coord.try_claim(swarm_id, t.id, dry_run=True)
                 if trial.won:
                     return claim_outcome(trial, s)
-            problems.append("no task is claimable by this swarm now")
+            if not problems:
+                problems.append("no task is claimable by this swarm now")
             return falsify_owned(problems, "next", "")
-        outcome = await coord.next_task(swarm_id, wait=wait)
-        if outcome is None:
-            return Outcome(data={"won": False, "swarm_id": swarm_id, "reason": "no task available"},
-                           lines=[f"no task for {swarm_id}" + (f" within {wait:g} s" if wait else "")],
-                           why=["listed the board and tried every claimable task in hand-out order",
-                                "then waited for pushes" if wait else "no waiting (--wait 0)"],
-                           exit_code=EXIT_REFUSED)
-        return claim_outcome(outcome, s)
+        try:
+            outcome = await coord.next_task(swarm_id, wait=wait)
+        except SwarmStoppedError:
+            outcome = None  # explained below, with the same words as every empty hand
+        except TaskNotFoundError as exc:  # not registered: say which board was asked
+            raise TaskNotFoundError(f"{exc.message} ({s.bus_origin()})",
+                                    hint=f"ifctl swarm register {swarm_id} --cap DOMAIN:SKILL, on this "
+                                         "bus; or point IF_BUS_URL at the fleet's bus") from exc
+        if outcome is not None:
+            return claim_outcome(outcome, s)
+        empty = await coord.explain_empty(swarm_id)
+        halted = empty.stopped is not None
+        line = (f"{swarm_id} is stopped: {escape(empty.summary)}" if halted
+                else f"no task for {swarm_id}" + (f" within {wait:g} s" if wait else "")
+                + f": {escape(empty.summary)}")
+        lines = [line] + ([f"to resume: {escape(empty.stopped.hint)}"]
+                          if empty.stopped is not None and empty.stopped.hint else [])
+        why = [escape(d) for d in empty.details] + [
+            f"bus: {escape(s.bus_origin())}",
+            "the governor stops a swarm whose breaker is open or budget is spent: exit 4, do not retry"
+            if halted else ("listed the board and tried every claimable task in hand-out order"
+                            + ("; then waited for pushes" if wait else "; no waiting (--wait 0)"))]
+        return Outcome(data={"won": False, "swarm_id": swarm_id, "stopped": halted, **empty.as_dict(),
+                             "bus": s.bus_origin()},
+                       lines=lines, why=why, exit_code=EXIT_STOPPED if halted else EXIT_REFUSED)
 
     return with_coordinator(go, watch=wait > 0, lease_ttl=lease_ttl)
 
@@ -438,7 +462,8 @@ def swarm_register(swarm_id: str, caps: tuple[str, ...]) -> Outcome:
     """
     s = settings()
 
-    async def go(coord: IFCoordinator) -> Outcome:
+    async def go(fleet: Fleet) -> Outcome:
+        coord = fleet.coordinator
         if s.falsify:
             from infrafabric.coordinator.models import SwarmRecord
 
@@ -451,14 +476,13 @@ def swarm_register(swarm_id: str, caps: tuple[str, ...]) -> Outcome:
             return falsify_report([valid, await bus_check(coord.bus),
                                    Check("registration", True, "would update the existing swarm" if known
                                          else "would register a new swarm")])
-        gov = IFGovernor(coord.bus, coordinator=coord)  # the coordinator witnesses the registration
-        profile = await gov.ensure_profile(swarm_id, caps)
+        profile = await fleet.register_swarm(swarm_id, caps)
         offered = ", ".join(profile.capabilities) or "no capabilities"
         return Outcome(data=profile.model_dump(mode="json"), lines=[f"registered {profile.id}: {offered}"],
                        why=["the governor profile keeps any cost, reputation and budget set before; "
                             "set them with `ifctl governor register`"])
 
-    return with_coordinator(go)
+    return with_fleet(go)
 
 
 @swarm.command("spawn")
@@ -469,9 +493,12 @@ def swarm_register(swarm_id: str, caps: tuple[str, ...]) -> Outcome:
 @click.option("--budget", metavar="USD", help="Its budget in dollars (default: unmetered).")
 @contract
 def swarm_spawn(swarm_id: str, path: Path, caps: tuple[str, ...], budget: str | None) -> Outcome:
-    """Register a swarm with the capabilities found in its code (pyproject ->
+    """Register a swarm from its code: the capabilities found there (pyproject ->
     code-analysis:python, Cargo.toml -> code-analysis:rust, ...; the rules are in
     infrafabric.governor.detect), an optional budget, and its task subject.
+
+    It starts nothing (the seeds call this "spawning"): run the agent yourself,
+    e.g. `ifctl task next --swarm ID --wait 45` in its loop.
 
     Example: ifctl swarm spawn session-7 --path ./session7 --budget 25 --why
     """
@@ -480,7 +507,9 @@ def swarm_spawn(swarm_id: str, path: Path, caps: tuple[str, ...], budget: str | 
     capabilities = sorted(set(found) | set(caps))
     limit = None if budget is None else usd(budget, what="--budget")
     evidence = [f"{cap}: {found.get(cap, 'given with --cap')}" for cap in capabilities]
-    async def go(coord: IFCoordinator) -> Outcome:
+
+    async def go(fleet: Fleet) -> Outcome:
+        coord = fleet.coordinator
         if s.falsify:
             known = await coord.get_swarm(swarm_id) is not None
             return falsify_report(
@@ -491,19 +520,19 @@ def swarm_spawn(swarm_id: str, path: Path, caps: tuple[str, ...], budget: str | 
                                               else "would register a new swarm")
                        + ("" if limit is None else f", budget {format_usd(limit)}"))],
                 summary="; ".join(evidence))
-        gov = IFGovernor(coord.bus, coordinator=coord)
-        profile = await gov.ensure_profile(swarm_id, capabilities)
+        profile = await fleet.register_swarm(swarm_id, capabilities)
         if limit is not None:
-            await gov.set_budget(swarm_id, limit)
+            await fleet.governor.set_budget(swarm_id, limit)
         return Outcome(
             data={**profile.model_dump(mode="json"), "budget_micros": limit, "detected": found,
-                  "subject": f"swarms/{swarm_id}/tasks"},
-            lines=[f"spawned {swarm_id}: {', '.join(capabilities) or 'no capabilities'}"
+                  "subject": push_subject(swarm_id)},
+            lines=[f"registered {swarm_id} from its code: {', '.join(capabilities) or 'no capabilities'}"
                    + (f"; budget {format_usd(limit)}" if limit is not None else "; unmetered"),
-                   f"it takes work with: ifctl task next --swarm {swarm_id} --wait 60"],
+                   f"nothing was started: its agent takes work with "
+                   f"`ifctl task next --swarm {swarm_id} --wait 45`"],
             why=evidence or [f"nothing in {path} matched a detection rule"])
 
-    return with_coordinator(go)
+    return with_fleet(go)
 
 
 @swarm.command("list")
@@ -560,7 +589,7 @@ def blocker_report(swarm_id: str, task_id: str | None, message: str) -> Outcome:
                       Check(f"swarm {swarm_id}", True, "registered" if known
                             else "warning: not registered (the report is sent anyway)")]
             if task_id is not None:
-                exists = await coord.bus.get(f"tasks/{task_id}") is not None
+                exists = await coord.tasks.exists(task_id)
                 checks.append(Check(f"task {task_id}", True, "exists" if exists
                                     else "warning: no such task (the report is sent anyway)"))
             return falsify_report(checks, summary="would publish the blocker to the orchestrator subject")
@@ -646,12 +675,24 @@ def board_import(path: Path, fmt: str | None) -> Outcome:
     """Import a markdown, YAML or JSON board. Nothing is written if the file
     has any error, or if a task already exists on the board.
 
-    Example: ifctl board import seeds/000_board.md --why
+    Status: rows marked COMPLETED (or DONE) stay completed — that is finished
+    work — and their dependents derive from them; every other task is
+    available or blocked by its dependencies, whatever its status column says
+    (contradictions are warned about). An owner on a CLAIMED row is reported,
+    not carried over: claims are taken on the bus (`ifctl task claim`).
+
+    Example: ifctl board import src/infrafabric/coordinator/data/phase0-board.md --why
     """
     from infrafabric.coordinator.board import load_board
 
     s = settings()
     parsed = load_board(path, fmt=fmt)
+    completed = {tid: parsed.owners.get(tid) for tid, st in parsed.statuses.items()
+                 if st is TaskStatus.COMPLETED}
+    claimed = {tid: parsed.owners[tid] for tid, st in parsed.statuses.items()
+               if st is TaskStatus.CLAIMED and tid in parsed.owners}
+    notes = [f"{tid} is CLAIMED by {owner} on the board: imported unclaimed (claims live on the bus: "
+             f"ifctl task claim {tid} --swarm {owner})" for tid, owner in sorted(claimed.items())]
 
     async def go(coord: IFCoordinator) -> Outcome:
         existing = {t.id for t in await coord.list_tasks()}
@@ -662,21 +703,25 @@ def board_import(path: Path, fmt: str | None) -> Outcome:
             problems.append(f"{len(clashes)} of its tasks already exist on the board: {shown}")
         if s.falsify or problems:
             out = falsify_owned(problems, "import", str(path))
-            out.lines += [f"warning: {w}" for w in parsed.warnings]
+            out.lines += [f"warning: {w}" for w in parsed.warnings] + [f"note: {n}" for n in notes]
             if problems and not s.falsify:
                 raise ConfigurationError(f"{path}: nothing imported: " + "; ".join(problems),
                                          hint="import into a fresh namespace or state directory")
             return out
-        created = await coord.create_tasks(parsed.tasks)
+        created = await coord.create_tasks(parsed.tasks, completed=completed)
         counts: dict[str, int] = {}
         for t in created:
             counts[t.status.value] = counts.get(t.status.value, 0) + 1
         return Outcome(
-            data={"imported": len(created), "by_status": counts, "warnings": parsed.warnings},
+            data={"imported": len(created), "by_status": counts, "warnings": parsed.warnings,
+                  "completed_on_board": sorted(completed), "claimed_on_board": claimed, "notes": notes},
             lines=[f"imported {len(created)} tasks from {path}: "
                    + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))]
-            + [f"[yellow]warning:[/yellow] {w}" for w in parsed.warnings],
-            why=["status is derived from dependencies, not from the board's status column",
+            + [f"[yellow]warning:[/yellow] {escape(w)}" for w in parsed.warnings]
+            + [f"note: {escape(n)}" for n in notes],
+            why=["rows marked COMPLETED stay completed (finished work is not handed out again)",
+                 "every other status is derived from dependencies, not from the board's status column",
+                 "an owner on a CLAIMED row is reported, never silently dropped: claims live on the bus",
                  "tasks are created dependencies-first"])
 
     return with_coordinator(go)

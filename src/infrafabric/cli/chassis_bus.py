@@ -15,34 +15,26 @@ import click
 import yaml
 from rich.markup import escape
 
-from infrafabric.bus import EventBus
 from infrafabric.chassis.core import IFChassis
 from infrafabric.chassis.models import ServiceLevelObjective, parse_contract
 from infrafabric.chassis.slo import Compliance, p99_nearest_rank
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
 from infrafabric.cli.chassis import _payload, chassis, scratch_sandbox
-from infrafabric.cli.common import READ_ONLY, Check, bus_check, current_user, falsify_report, with_witness
+from infrafabric.cli.common import READ_ONLY, Check, bus_check, current_user, falsify_report, with_fleet
 from infrafabric.errors import ConfigurationError, InvalidCredentialError, SandboxError, TaskNotFoundError
 from infrafabric.governor import IFGovernor
-from infrafabric.witness import Witness
 
 T = TypeVar("T")
 
 
 def with_chassis(fn: Callable[[IFChassis, IFGovernor], Awaitable[T]]) -> T:
-    """Run ``fn`` with a chassis on the configured bus whose reputations go to
-    the governor; everything both do is witnessed with this command's trace."""
-
-    async def main(bus: EventBus, audit: Witness) -> T:
-        gov = IFGovernor(bus, observers=[audit.observer("IF.governor")])
-        with contextlib.ExitStack() as stack:
-            # --mode=falsify compiles (a module fetched from the bus) without touching the compile cache
-            sandbox = stack.enter_context(scratch_sandbox()) if settings().falsify else None
-            async with IFChassis(bus, sandbox=sandbox, reputation_sink=gov.set_reputation,
-                                 observers=[audit.observer("IF.chassis")]) as ch:
-                return await fn(ch, gov)
-
-    return with_witness(main)
+    """Run ``fn`` with the fleet's chassis (whose reputations go to the
+    governor) on the configured bus; everything both do is witnessed with this
+    command's trace."""
+    with contextlib.ExitStack() as stack:
+        # --mode=falsify compiles (a module fetched from the bus) without touching the compile cache
+        sandbox = stack.enter_context(scratch_sandbox()) if settings().falsify else None
+        return with_fleet(lambda fleet: fn(fleet.chassis, fleet.governor), sandbox=sandbox)
 
 
 def _when(epoch: float | None) -> str:

@@ -1,5 +1,5 @@
-"""Helpers shared by the commands that work on the bus: a witnessed connection
-and the ``--mode=falsify`` report."""
+"""Helpers shared by the commands that work on the bus: the assembled fleet
+for one command, and the ``--mode=falsify`` report."""
 
 from __future__ import annotations
 
@@ -9,17 +9,18 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.markup import escape
 
 from infrafabric.bus import EventBus, connect
-from infrafabric.bus.embedded import state_dir
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, run_async, settings
 from infrafabric.errors import ConfigurationError
-from infrafabric.witness import Signer, Witness
 
-__all__ = ["READ_ONLY", "Check", "bus_check", "falsify_report", "with_witness"]
+if TYPE_CHECKING:
+    from infrafabric.fleet import Fleet
+
+__all__ = ["READ_ONLY", "Check", "bus_check", "falsify_report", "with_fleet"]
 
 #: the falsify summary of a command that only reads
 READ_ONLY = "read-only: nothing would change"
@@ -27,22 +28,31 @@ READ_ONLY = "read-only: nothing would change"
 T = TypeVar("T")
 
 
-def with_witness(fn: Callable[[EventBus, Witness], Awaitable[T]]) -> T:
-    """Run ``fn`` on the configured bus with a :class:`Witness` for this command.
+def with_fleet(fn: Callable[[Fleet], Awaitable[T]], *, watch: bool = False,
+               lease_ttl: float | None = None, sandbox: object | None = None) -> T:
+    """Run ``fn`` with the fleet assembled on the configured bus
+    (:func:`infrafabric.fleet.assemble`: the coordinator governed, every part
+    witnessed with this command's trace id, checkpoints signed with the state
+    directory's key), so ``--trace`` lists what the command wrote. ``watch``
+    runs the coordinator's watcher (commands that wait for pushes);
+    ``lease_ttl`` is the lease of claims the command makes."""
+    from infrafabric.coordinator import DEFAULT_LEASE_TTL
+    from infrafabric.fleet import assemble
 
-    Components built inside ``fn`` get ``witness.observer(...)`` as an
-    observer, so every operation they report becomes an audit entry carrying
-    this command's trace id, and ``--trace`` lists what was written.
-    """
     s = settings()
     url = s.bus_url()
 
     async def main() -> T:
         async with connect(url) as bus:
-            # with a signing key in IF_HOME, every 1,000th entry gets a checkpoint
-            audit = Witness(bus, trace_id=s.trace_id, actor="cli", signer=Signer.load(state_dir(s.home)))
-            s.written = audit.written
-            return await fn(bus, audit)
+            fleet = assemble(bus, home=s.home, actor="cli", trace_id=s.trace_id,
+                             lease_ttl=lease_ttl or DEFAULT_LEASE_TTL, sandbox=sandbox)
+            s.written = fleet.witness.written
+            try:
+                if watch:
+                    await fleet.coordinator.start()
+                return await fn(fleet)
+            finally:
+                await fleet.close()
 
     return run_async(main())
 

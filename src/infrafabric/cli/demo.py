@@ -134,17 +134,18 @@ def demo(swarms: int, tasks: int | None, no_kill: bool, with_web: bool, web_port
                         s.console.print(f"  {line}")
                 printed = len(r.log)
 
-            return await run_demo(bus, url, tasks=tasks, swarms=swarms, kill_one=not no_kill,
+            return await run_demo(bus, url, tasks=tasks, swarms=swarms, kill_one=not no_kill, home=s.home,
                                   on_change=plain)
         with Live(console=s.console, refresh_per_second=8, transient=False) as live:
-            return await run_demo(bus, url, tasks=tasks, swarms=swarms, kill_one=not no_kill,
+            return await run_demo(bus, url, tasks=tasks, swarms=swarms, kill_one=not no_kill, home=s.home,
                                   on_change=lambda r: live.update(_view(r)))
 
     async def go() -> DemoReport:
         async with connect(url) as bus:
             if not with_web:
                 return await run(bus)
-            async with serve(bus, port=web_port, token=token, on_ready=dashboard_ready) as served:
+            async with serve(bus, port=web_port, token=token, on_ready=dashboard_ready,
+                             home=s.home) as served:
                 report = await run(bus)
                 if sys.stdin.isatty() and not s.json:
                     s.err.print(f"demo finished; the dashboard stays at {served.url} until Ctrl-C")

@@ -12,11 +12,8 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from infrafabric.bus import EventBus
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
-from infrafabric.cli.board import SEVERITY as COORDINATOR_SEVERITY
-from infrafabric.cli.common import Check, current_user, falsify_report, who, with_witness
-from infrafabric.coordinator import IFCoordinator
+from infrafabric.cli.common import Check, current_user, falsify_report, who, with_fleet
 from infrafabric.coordinator.models import CAPABILITY_PATTERN, TASK_ID_PATTERN
 from infrafabric.errors import ConfigurationError, TaskNotFoundError
 from infrafabric.governor import (
@@ -31,28 +28,18 @@ from infrafabric.governor import (
 )
 from infrafabric.governor.policy import dump_policy, load_policy, plain_usd, policy_as_dict
 from infrafabric.governor.schema import parse_manifest, read_manifest
-from infrafabric.witness import Witness
 
 __all__ = ["dollars", "governor", "swarm_state", "who", "with_governor"]
 
 T = TypeVar("T")
-SEVERITY = {"circuit_breaker_tripped": "error", "circuit_breaker_reset": "notice",
-            "policy_set": "notice", "budget_set": "notice"}
 _SWARM_ID = re.compile(f"^{TASK_ID_PATTERN}$")
 _CAPABILITY = re.compile(f"^{CAPABILITY_PATTERN}$")
 
 
 def with_governor(fn: Callable[[IFGovernor], Awaitable[T]]) -> T:
-    """Run ``fn`` with a governor on the configured bus; everything it (and the
-    coordinator it registers swarms with) does is witnessed."""
-    async def main(bus: EventBus, audit: Witness) -> T:
-        coord = IFCoordinator(bus, observers=[audit.observer("IF.coordinator",
-                                                             severities=COORDINATOR_SEVERITY)])
-        gov = IFGovernor(bus, coordinator=coord,
-                         observers=[audit.observer("IF.governor", severities=SEVERITY)])
-        return await fn(gov)
-
-    return with_witness(main)
+    """Run ``fn`` with the fleet's governor on the configured bus; everything it
+    does (registering swarms included) is witnessed."""
+    return with_fleet(lambda fleet: fn(fleet.governor))
 
 
 # -- input -------------------------------------------------------------------------------

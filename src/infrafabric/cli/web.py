@@ -91,9 +91,11 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
-                on_ready: Callable[[str], None] | None = None) -> AsyncIterator[Served]:
+                on_ready: Callable[[str], None] | None = None,
+                home: str | None = None) -> AsyncIterator[Served]:
     """Serve the dashboard for ``bus`` in this event loop while the block runs
-    (``on_ready`` is told its base URL once it answers)."""
+    (``on_ready`` is told its base URL once it answers; ``home``: the state
+    directory whose witness key signs what its actions write)."""
     import uvicorn
 
     from infrafabric.web import create_app
@@ -102,7 +104,7 @@ async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_P
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{bound_port}/"
-    app = create_app(bus=bus, token=token)
+    app = create_app(bus=bus, token=token, home=home)
     config = uvicorn.Config(app, log_level="warning", lifespan="on",
                             access_log=False, timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
@@ -200,7 +202,7 @@ def web(host: str, port: int, token_file: Path | None) -> Outcome:
 
     async def main() -> None:
         async with connect(url) as bus, serve(bus, host=host, port=port, token=token,
-                                              on_ready=ready) as served:
+                                              on_ready=ready, home=s.home) as served:
             await served.done  # until Ctrl-C
 
     with contextlib.suppress(KeyboardInterrupt):

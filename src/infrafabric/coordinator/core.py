@@ -1,12 +1,11 @@
 """``IFCoordinator``: the task board as shared state on the bus.
 
-Layout on the bus (all keys under the bus namespace):
-
-* ``tasks/<id>``  — one JSON :class:`Task` per task; every change is one
-  compare-and-swap on its revision.
-* ``swarms/<id>`` — one JSON :class:`SwarmRecord` per registered swarm.
-* subject ``swarms/<id>/tasks`` — tasks pushed to that swarm.
-* subject ``orchestrator/blockers`` — blocker reports.
+Records (see :mod:`infrafabric.bus.layout`): one :class:`Task` per task under
+``tasks/``, one :class:`SwarmRecord` per registered swarm under ``swarms/``;
+pushed tasks go to the subject ``swarms/<id>/tasks``, blocker reports to
+``orchestrator/blockers``. Every change of a task is one compare-and-swap on
+its revision, made through :class:`~infrafabric.bus.records.Records` and its
+one retry policy.
 
 A coordinator object is a thin client: any number of them, in any number of
 processes, see one board. Correctness never depends on a particular process
@@ -16,6 +15,19 @@ claim looks at it. What a long-lived coordinator adds (``async with``) is
 timeliness: it watches the board, and when a lease lapses or a completion
 unblocks a task it makes the task available and pushes it to the swarms that
 can take it — timers and watches, never a polling loop.
+
+**Who may take work** is the :class:`~infrafabric.coordinator.policy.ClaimPolicy`
+given at construction. Without one, the coordinator is *bare*: every
+registered swarm that covers a task may claim it, and nothing is metered or
+witnessed. That is a low-level tool (benchmarks, tests, embedding);
+applications open the fleet with :func:`infrafabric.open_fleet`, which builds
+the coordinator with the governor as its policy and the witness observing.
+
+**One lifecycle**: every transition (claim, release, completion, failure,
+reopening, lease expiry, unblocking) is one compare-and-swap followed by the
+same settling step: observers are told, the policy counts the outcome, a task
+that became available is pushed through the policy's routing, and a
+completion unblocks its dependents. No front end has a path of its own.
 """
 
 from __future__ import annotations
@@ -33,7 +45,9 @@ from typing import Any, Generic, Self, TypeVar
 from pydantic import JsonValue, ValidationError
 
 from infrafabric import metrics
-from infrafabric.bus import Entry, EventBus, EventKind, Message, Subscription, Watch, WatchEvent
+from infrafabric.bus import EventBus, EventKind, Message, Subscription, Watch, WatchEvent
+from infrafabric.bus.layout import BLOCKERS, SWARMS, TASKS, push_subject
+from infrafabric.bus.records import Records
 from infrafabric.coordinator.models import (
     SwarmRecord,
     Task,
@@ -44,60 +58,40 @@ from infrafabric.coordinator.models import (
     Transition,
     coverage,
 )
+from infrafabric.coordinator.policy import ClaimPolicy
 from infrafabric.errors import (
+    BreakerOpenError,
     ConfigurationError,
-    ConflictError,
     InfraFabricError,
+    InvalidStateError,
     NotOwnerError,
+    SwarmStoppedError,
     TaskExistsError,
     TaskNotFoundError,
+    is_transient,
 )
 
 __all__ = [
-    "AdmissionHook",
-    "BlockerHook",
+    "BLOCKERS",
+    "DEFAULT_LEASE_TTL",
+    "SWARMS",
+    "TASKS",
     "ClaimOutcome",
+    "ClaimPolicy",
+    "EmptyHand",
     "Feed",
     "IFCoordinator",
+    "LostClaim",
     "Observer",
-    "Router",
 ]
 
-TASKS = "tasks/"
-SWARMS = "swarms/"
-BLOCKERS = "orchestrator/blockers"
 HISTORY_LIMIT = 50
 DEFAULT_LEASE_TTL = 15.0
 T = TypeVar("T")
-CAS_RETRIES = 8
 
-#: ``async (swarm, task) -> None | reason``: return a reason to refuse a claim.
-AdmissionHook = Callable[[SwarmRecord, Task], Awaitable[str | None]]
-#: ``async (task, registered swarms) -> swarm ids``: who a task is pushed to, in order
-Router = Callable[[Task, list[SwarmRecord]], Awaitable[list[str]]]
-#: ``async (swarm_id, blocker report) -> anything``: called after a blocker is published
-BlockerHook = Callable[[str, dict[str, Any]], Awaitable[Any]]
-#: ``async () -> share``: the coverage a claim needs, when someone else (the governor's policy) decides it
-ThresholdHook = Callable[[], Awaitable[float]]
 #: ``async (operation, params) -> None``: told of every successful operation
-#: (the witness subscribes here; see issue 3/8).
+#: (the witness observes here: :meth:`infrafabric.witness.Witness.observer`).
 Observer = Callable[[str, dict[str, Any]], Awaitable[None]]
-
-
-def _task_key(task_id: str) -> str:
-    return f"{TASKS}{task_id}"
-
-
-def _swarm_key(swarm_id: str) -> str:
-    return f"{SWARMS}{swarm_id}"
-
-
-def _decode_task(entry: Entry) -> Task:
-    try:
-        return Task.model_validate_json(entry.value)
-    except ValidationError as exc:
-        raise InfraFabricError(
-            f"corrupt task record {entry.key} at revision {entry.revision}: {exc}") from exc
 
 
 def _decode_push(message: Message) -> Task | None:
@@ -123,10 +117,6 @@ def _decode_blocker(message: Message) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
-def _encode(model: Task | SwarmRecord) -> bytes:
-    return model.model_dump_json(exclude_defaults=False).encode()
-
-
 @dataclass
 class ClaimOutcome:
     """The result of a claim attempt, with every check made (for ``--why``)."""
@@ -145,6 +135,44 @@ class ClaimOutcome:
 
     def __bool__(self) -> bool:
         return self.won
+
+
+@dataclass
+class EmptyHand:
+    """Why :meth:`IFCoordinator.next_task` found nothing for a swarm.
+
+    ``reason`` is one of ``breaker_open`` / ``budget_exhausted`` (the governor
+    stopped the swarm: :attr:`stopped` holds the error, with the command that
+    resumes it), ``no_covered_task`` (nothing on the board needs what it
+    offers), ``all_done`` (everything it covers is completed) or ``waiting``
+    (what it covers is claimed, blocked, failed or refused right now: each
+    named in :attr:`details`)."""
+
+    swarm_id: str
+    reason: str
+    summary: str
+    details: list[str] = field(default_factory=list)
+    stopped: SwarmStoppedError | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"reason": self.reason, "summary": self.summary, "details": self.details}
+        if self.stopped is not None and self.stopped.hint:
+            data["hint"] = self.stopped.hint
+        return data
+
+
+class LostClaim(asyncio.Event):
+    """What :meth:`IFCoordinator.holding` yields: set when the claim is lost,
+    with :attr:`reason` saying how (lapsed and taken, task deleted...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason: str | None = None
+        self.error: InfraFabricError | None = None
+
+    def lose(self, reason: str, error: InfraFabricError | None = None) -> None:
+        self.reason, self.error = reason, error
+        self.set()
 
 
 class Feed(Generic[T]):
@@ -190,51 +218,50 @@ def sort_key(task: Task) -> tuple[int, int, float, str]:
     return (0 if task.kind is TaskKind.CRITICAL else 1, -task.priority, task.created_at, task.id)
 
 
+
+
 class IFCoordinator:
     """The coordinator: tasks, claims with leases, push delivery, blockers.
 
-    ``lease_ttl`` is how long a claim lasts without a heartbeat;
-    ``min_coverage`` is the share of a task's required capabilities a swarm
-    must offer to claim it or be pushed it; ``max_attempts`` is how many failed
-    or lapsed attempts a task created here may have before it is failed for
-    good; ``admission`` lets the governor
-    refuse claims; ``observers`` are told of every operation. Use it as
-    ``async with IFCoordinator(bus) as coord`` to also run the lease and
-    dependency watcher (see the module docs); one-shot callers may skip that.
+    ``policy`` decides who may take work (default: the open
+    :class:`ClaimPolicy` of a bare coordinator; see the module docs);
+    ``lease_ttl`` is how long a claim lasts without a heartbeat, unless a
+    claim asks for its own; ``min_coverage`` is the share of a task's
+    required capabilities a swarm must offer to claim it or be pushed it (a
+    policy may set its own); ``max_attempts`` is how many failed or lapsed
+    attempts a task created here may have before it is failed for good;
+    ``observers`` are told of every operation. Use it as ``async with
+    IFCoordinator(bus) as coord`` to also run the lease and dependency
+    watcher (see the module docs); one-shot callers may skip that.
     """
 
     def __init__(
         self,
         bus: EventBus,
         *,
+        policy: ClaimPolicy | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         min_coverage: float = 0.7,
         max_attempts: int = 3,
-        admission: AdmissionHook | None = None,
         observers: Iterable[Observer] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if lease_ttl <= 0:
-            raise ConfigurationError(f"lease_ttl must be positive, got {lease_ttl}")
+        _check_lease(lease_ttl, "lease_ttl")
         if not 0 <= min_coverage <= 1:
             raise ConfigurationError(f"min_coverage must be within 0..1, got {min_coverage}")
         if max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
         self.bus = bus
         self.event_bus = bus  # the seeds' name
+        self.policy = policy if policy is not None else ClaimPolicy()
         self.lease_ttl = lease_ttl
         self.min_coverage = min_coverage
         self.max_attempts = max_attempts
-        self.admission = admission
         self.observers: list[Observer] = list(observers)
         self.clock = clock
         self.last_claim: ClaimOutcome | None = None
-        #: set by the governor: who gets pushes (default: every swarm that covers the task)
-        self.router: Router | None = None
-        #: set by the governor: what happens after a blocker is reported (help, escalation)
-        self.blocker_hook: BlockerHook | None = None
-        #: set by the governor: the policy's coverage threshold replaces :attr:`min_coverage`
-        self.coverage_threshold: ThresholdHook | None = None
+        self.tasks = Records(bus, TASKS, Task)
+        self.swarms = Records(bus, SWARMS, SwarmRecord)
         self._watcher: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -284,15 +311,14 @@ class IFCoordinator:
 
     async def get_task(self, task_id: str) -> Task:
         """The task, or :class:`TaskNotFoundError`."""
-        entry = await self.bus.get(_task_key(task_id))
-        if entry is None:
-            raise TaskNotFoundError(f"no task {task_id!r} on the board",
-                                    hint="`ifctl board show` lists the tasks")
-        return _decode_task(entry)
+        task = await self.tasks.read(task_id)
+        if task is None:
+            raise _no_task(task_id)
+        return task
 
     async def list_tasks(self) -> list[Task]:
         """Every task, in hand-out order (critical first, then priority)."""
-        return sorted((_decode_task(e) for e in await self.bus.list(TASKS)), key=sort_key)
+        return sorted((v.value for v in await self.tasks.list()), key=sort_key)
 
     async def get_task_owner(self, task_id: str) -> str | None:
         """The swarm holding a live claim on the task, else None."""
@@ -303,26 +329,40 @@ class IFCoordinator:
 
     # -- creating -------------------------------------------------------------
 
-    async def create_task(self, spec: TaskSpec | Mapping[str, Any]) -> Task:
+    async def create_task(self, spec: TaskSpec | Mapping[str, Any], *, completed: bool = False,
+                          by: str | None = None) -> Task:
         """Put a new task on the board; its status is derived from its
-        dependencies (which must exist). Pushes it if it is available."""
+        dependencies (which must exist), and it is pushed if it is available.
+
+        ``completed`` records work already finished elsewhere (a migrated
+        board's COMPLETED rows): the task starts completed, ``by`` naming who
+        did it if known, and is never handed out."""
         spec = self.validate_spec(spec)
         deps = await self._dependency_states(spec.dependencies, for_task=spec.id)
-        status = TaskStatus.AVAILABLE if all(s is TaskStatus.COMPLETED for s in deps.values()) \
-            else TaskStatus.BLOCKED
+        if completed:
+            status, reason = TaskStatus.COMPLETED, "imported as completed"
+        elif all(s is TaskStatus.COMPLETED for s in deps.values()):
+            status, reason = TaskStatus.AVAILABLE, "created"
+        else:
+            status, reason = TaskStatus.BLOCKED, "created"
         now = self.clock()
         task = Task(**spec.model_dump(), status=status, created_at=now, updated_at=now,
-                    max_attempts=self.max_attempts,
-                    history=[Transition(at=now, to=status, reason="created")])
-        if await self.bus.create(_task_key(spec.id), _encode(task)) is None:
+                    max_attempts=self.max_attempts, owner=by if completed else None,
+                    history=[Transition(at=now, to=status, by=by, reason=reason)])
+        if await self.tasks.create(spec.id, task) is None:
             raise TaskExistsError(f"task {spec.id!r} already exists")
-        await self._notify("task_created", {"task_id": task.id, "status": status.value})
-        if status is TaskStatus.AVAILABLE:
-            await self._announce(task)
+        params: dict[str, Any] = {"task_id": task.id, "status": status.value}
+        if completed and by:
+            params["by"] = by
+        await self._settle(None, task, "task_created", params)
         return task
 
-    async def create_tasks(self, specs: Iterable[TaskSpec | Mapping[str, Any]]) -> list[Task]:
-        """Create several tasks in dependency order (dependencies first)."""
+    async def create_tasks(self, specs: Iterable[TaskSpec | Mapping[str, Any]], *,
+                           completed: Mapping[str, str | None] | None = None) -> list[Task]:
+        """Create several tasks in dependency order (dependencies first).
+        ``completed`` maps the ids of tasks already finished to who finished
+        them (or None): they are created completed (see :meth:`create_task`)."""
+        done_elsewhere = dict(completed or {})
         pending = [self.validate_spec(s) for s in specs]
         known = {s.id for s in pending}
         created: list[Task] = []
@@ -332,7 +372,8 @@ class IFCoordinator:
             if not ready:
                 raise ConfigurationError("dependency cycle among: " + ", ".join(s.id for s in pending))
             for s in ready:
-                created.append(await self.create_task(s))
+                created.append(await self.create_task(s, completed=s.id in done_elsewhere,
+                                                      by=done_elsewhere.get(s.id)))
                 done.add(s.id)
             pending = [s for s in pending if s.id not in done]
         return created
@@ -351,40 +392,34 @@ class IFCoordinator:
             raise ConfigurationError(f"invalid task: {problems}") from exc
 
     async def _dependency_states(self, deps: list[str], *, for_task: str) -> dict[str, TaskStatus]:
-        entries = await asyncio.gather(*(self.bus.get(_task_key(d)) for d in deps))
-        missing = [d for d, e in zip(deps, entries, strict=True) if e is None]
+        found = await asyncio.gather(*(self.tasks.read(d) for d in deps))
+        missing = [d for d, t in zip(deps, found, strict=True) if t is None]
         if missing:
             raise TaskNotFoundError(f"task {for_task!r} depends on unknown task(s): {', '.join(missing)}")
-        return {d: _decode_task(e).status for d, e in zip(deps, entries, strict=True) if e is not None}
+        return {d: t.status for d, t in zip(deps, found, strict=True) if t is not None}
 
     # -- swarms and push --------------------------------------------------------
 
     async def register_swarm(self, swarm_id: str, capabilities: Iterable[str] = ()) -> SwarmRecord:
         """Register (or update) a swarm and its capabilities. Its pushed tasks
         arrive on :meth:`pushed_tasks`."""
-        try:
-            record = SwarmRecord(id=swarm_id, capabilities=sorted(set(capabilities)),
-                                 registered_at=self.clock())
-        except ValidationError as exc:
-            raise ConfigurationError(f"invalid swarm {swarm_id!r}: " + "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
-        await self.bus.put(_swarm_key(swarm_id), _encode(record))
+        record = make_swarm_record(swarm_id, capabilities, self.clock())
+        await self.swarms.put(swarm_id, record)
         if self._swarms is not None:
             self._swarms[swarm_id] = record
         await self._notify("swarm_registered", {"swarm_id": swarm_id, "capabilities": record.capabilities})
         return record
 
     async def get_swarm(self, swarm_id: str) -> SwarmRecord | None:
-        entry = await self.bus.get(_swarm_key(swarm_id))
-        return None if entry is None else SwarmRecord.model_validate_json(entry.value)
+        return await self.swarms.read(swarm_id)
 
     async def list_swarms(self) -> list[SwarmRecord]:
-        return [SwarmRecord.model_validate_json(e.value) for e in await self.bus.list(SWARMS)]
+        return [v.value for v in await self.swarms.list()]
 
     async def push_task_to_swarm(self, swarm_id: str, task: Task | Mapping[str, Any]) -> None:
         """Publish a task to one swarm's subject (delivery only; no state changes)."""
         payload = task.model_dump_json() if isinstance(task, Task) else json.dumps(dict(task))
-        await self.bus.publish(f"{SWARMS}{swarm_id}/tasks", payload)
+        await self.bus.publish(push_subject(swarm_id), payload)
 
     def pushed_tasks(self, swarm_id: str) -> Feed[Task]:
         """A :class:`Feed` of the tasks pushed to ``swarm_id``."""
@@ -399,19 +434,60 @@ class IFCoordinator:
                         metrics.record_push_latency(clock() - since)
             return task
 
-        return Feed(self.bus.subscribe(f"{SWARMS}{swarm_id}/tasks"), decode)
+        return Feed(self.bus.subscribe(push_subject(swarm_id)), decode)
 
     async def _announce(self, task: Task) -> list[str]:
-        """Push an available task to every registered swarm that covers it."""
+        """Push an available task to the swarms the policy routes it to, best first."""
         swarms = list(self._swarms.values()) if self._swarms is not None else await self.list_swarms()
-        if self.router is not None:
-            targets = await self.router(task, swarms)
-        else:
-            targets = [s.id for s in swarms
-                       if coverage(task.capabilities, s.capabilities) >= self.min_coverage]
-        for swarm_id in targets:  # in order: the router puts the best swarm first
+        targets = await self.policy.route(task, swarms, await self._min_coverage())
+        for swarm_id in targets:  # in order: the policy puts the best swarm first
             await self.push_task_to_swarm(swarm_id, task)
         return targets
+
+    # -- one lifecycle ------------------------------------------------------------
+
+    async def _settle(self, before: Task | None, after: Task, operation: str | None,
+                      params: dict[str, Any]) -> None:
+        """What follows every transition, whoever made it: observers are told,
+        the policy counts a finished attempt, a task that became available is
+        pushed, and a completion unblocks its dependents."""
+        if operation is not None:
+            await self._notify(operation, params)
+        previous = before.status if before is not None else None
+        if operation == "task_completed" and before is not None and before.owner:
+            await self.policy.on_outcome(before.owner, after, success=True)
+        elif operation == "task_failed" and before is not None and before.owner:
+            await self.policy.on_outcome(before.owner, after, success=False)
+        if after.status is TaskStatus.AVAILABLE and (previous is not TaskStatus.AVAILABLE):
+            await self._announce(after)
+        if after.status is TaskStatus.COMPLETED and previous is not None \
+                and previous is not TaskStatus.COMPLETED:
+            await self._unblock_dependents(after.id)
+
+    async def _change(self, task_id: str, change: Callable[[Task], Task | Awaitable[Task | None] | None],
+                      *, missing: Callable[[], InfraFabricError] | None = None
+                      ) -> tuple[Task, Task] | None:
+        """One compare-and-swap transition of a task (retried by the record
+        layer's policy). ``change`` gets the current task and returns the new
+        one, None to leave it, or raises to refuse. Returns (before, after)
+        if it wrote; None if the task is absent (or ``missing()`` is raised)
+        or ``change`` left it."""
+        before: Task | None = None
+
+        async def step(current: Task | None) -> Task | None:
+            nonlocal before
+            if current is None:
+                if missing is not None:
+                    raise missing()
+                return None
+            before = current
+            out = change(current)
+            return await out if isinstance(out, Awaitable) else out
+
+        result = await self.tasks.mutate(task_id, step)
+        if result is None or before is None or result.value is before:
+            return None
+        return before, result.value
 
     # -- claims -------------------------------------------------------------------
 
@@ -421,12 +497,16 @@ class IFCoordinator:
         in :attr:`last_claim`)."""
         return (await self.try_claim(swarm_id, task_id)).won
 
-    async def try_claim(self, swarm_id: str, task_id: str, *, dry_run: bool = False) -> ClaimOutcome:
-        """Like :meth:`claim_task`, returning every check made. With
-        ``dry_run``, make every check but write nothing (``won`` then means
-        "would win now")."""
+    async def try_claim(self, swarm_id: str, task_id: str, *, lease_ttl: float | None = None,
+                        dry_run: bool = False) -> ClaimOutcome:
+        """Like :meth:`claim_task`, returning every check made. ``lease_ttl``
+        (seconds) overrides the coordinator's lease for this claim; heartbeats
+        renew it for as long. With ``dry_run``, make every check but write
+        nothing (``won`` then means "would win now")."""
+        if lease_ttl is not None:
+            _check_lease(lease_ttl, "lease_ttl")
         started = time.perf_counter()
-        outcome = await self._try_claim(swarm_id, task_id, dry_run)
+        outcome = await self._try_claim(swarm_id, task_id, lease_ttl or self.lease_ttl, dry_run)
         self.last_claim = outcome
         if dry_run:
             return outcome
@@ -439,7 +519,7 @@ class IFCoordinator:
                                  time.perf_counter() - started)
         return outcome
 
-    async def _try_claim(self, swarm_id: str, task_id: str, dry_run: bool) -> ClaimOutcome:
+    async def _try_claim(self, swarm_id: str, task_id: str, ttl: float, dry_run: bool) -> ClaimOutcome:
         checks: list[str] = []
 
         def refuse(reason: str, task: Task | None = None, *, lost: bool = False) -> ClaimOutcome:
@@ -448,67 +528,85 @@ class IFCoordinator:
 
         cached = self._swarms.get(swarm_id) if self._swarms is not None else None
         if cached is not None:  # the watcher keeps the registry live: one read fewer
-            entry, threshold = await asyncio.gather(self.bus.get(_task_key(task_id)), self._min_coverage())
-            swarm = cached
+            first, threshold = await asyncio.gather(self.tasks.get(task_id), self._min_coverage())
+            swarm: SwarmRecord | None = cached
         else:
-            entry, swarm_entry, threshold = await asyncio.gather(
-                self.bus.get(_task_key(task_id)), self.bus.get(_swarm_key(swarm_id)), self._min_coverage())
-            if swarm_entry is None:
+            first, swarm, threshold = await asyncio.gather(
+                self.tasks.get(task_id), self.swarms.read(swarm_id), self._min_coverage())
+            if swarm is None:
                 return refuse(f"swarm {swarm_id!r} is not registered (ifctl swarm register)")
-            swarm = SwarmRecord.model_validate_json(swarm_entry.value)
-        raced = False  # a compare-and-swap lost: the rival may have finished or removed the task since
-        for _attempt in range(CAS_RETRIES):
-            if entry is None:
-                return refuse(f"no task {task_id!r} on the board", lost=raced)
-            task = _decode_task(entry)
+        assert swarm is not None
+        refusal: ClaimOutcome | None = None
+        reads = 0
+
+        class _Refused(Exception):
+            pass
+
+        async def claim(task: Task | None) -> Task:
+            nonlocal refusal, reads
+            reads += 1
+            raced = reads > 1  # a compare-and-swap lost: the rival may have finished or removed the task
+            if raced:
+                checks.append("compare-and-swap lost; re-reading")
+            if task is None:
+                refusal = refuse(f"no task {task_id!r} on the board", lost=raced)
+                raise _Refused
             now = self.clock()
             if task.status is TaskStatus.CLAIMED:
                 if not self._lapsed(task, now):
                     # another claimant holds it (for the owner's own swarm: another of its workers)
                     if task.owner == swarm_id:
-                        return refuse(f"already claimed by {swarm_id} itself", task, lost=True)
-                    left = (task.lease_until or now) - now
-                    return refuse(f"claimed by {task.owner} (lease {left:.1f} s left)", task, lost=True)
+                        refusal = refuse(f"already claimed by {swarm_id} itself", task, lost=True)
+                    else:
+                        left = (task.lease_until or now) - now
+                        refusal = refuse(f"claimed by {task.owner} (lease {left:.1f} s left)", task,
+                                         lost=True)
+                    raise _Refused
                 checks.append(f"lease of {task.owner} lapsed {now - (task.lease_until or now):.1f} s ago")
             elif task.status is TaskStatus.BLOCKED:
                 open_deps = [d for d, s in (await self._dependency_states(
                     task.dependencies, for_task=task.id)).items() if s is not TaskStatus.COMPLETED]
                 if open_deps:
-                    return refuse("waiting on dependencies: " + ", ".join(open_deps), task)
+                    refusal = refuse("waiting on dependencies: " + ", ".join(open_deps), task)
+                    raise _Refused
                 checks.append("dependencies all completed (stored status was stale)")
             elif task.status is not TaskStatus.AVAILABLE:
-                return refuse(f"task is {task.status.value}", task, lost=raced)
+                refusal = refuse(f"task is {task.status.value}", task, lost=raced)
+                raise _Refused
             else:
                 checks.append("task is available")
             cov = coverage(task.capabilities, swarm.capabilities)
             checks.append(f"capability coverage {cov:.0%} (needs {threshold:.0%})")
             if cov < threshold:
                 missing = sorted(set(task.capabilities) - set(swarm.capabilities))
-                return refuse(f"capability coverage {cov:.0%} below {threshold:.0%}; "
-                              f"missing {', '.join(missing)}", task)
-            if self.admission is not None:
-                reason = await self.admission(swarm, task)
-                if reason:
-                    return refuse(reason, task)
-                checks.append("admitted by policy")
+                refusal = refuse(f"capability coverage {cov:.0%} below {threshold:.0%}; "
+                                 f"missing {', '.join(missing)}", task)
+                raise _Refused
+            reason = await self.policy.admit(swarm, task)
+            if reason:
+                refusal = refuse(reason, task)
+                raise _Refused
+            checks.append(f"admitted by the {self.policy.name} policy")
             if dry_run:
-                checks.append(f"would compare-and-swap at revision {entry.revision}")
-                return ClaimOutcome(True, task_id, swarm_id, "would claim", checks, task)
-            claim_id = secrets.token_hex(8)
-            claimed = self._transition(task, TaskStatus.CLAIMED, now, by=swarm_id, reason="claimed",
-                                       owner=swarm_id, claim_id=claim_id,
-                                       lease_until=now + self.lease_ttl)
-            rev = await self.bus.update(_task_key(task_id), _encode(claimed), entry.revision)
-            if rev is not None:
-                checks.append(f"compare-and-swap at revision {entry.revision} won (revision {rev})")
-                return ClaimOutcome(True, task_id, swarm_id, "claimed", checks, claimed, claim_id)
-            checks.append(f"compare-and-swap at revision {entry.revision} lost; re-reading")
-            raced = True
-            entry = await self.bus.get(_task_key(task_id))
-        return refuse("the task kept changing; gave up after retries", lost=True)
+                checks.append("would compare-and-swap on the task's revision")
+                refusal = ClaimOutcome(True, task_id, swarm_id, "would claim", checks, task)
+                raise _Refused
+            return self._transition(task, TaskStatus.CLAIMED, now, by=swarm_id, reason="claimed",
+                                    owner=swarm_id, claim_id=secrets.token_hex(8), lease_until=now + ttl,
+                                    lease_ttl=ttl)
+
+        try:
+            written = await self.tasks.mutate(task_id, claim, first=first)
+        except _Refused:
+            assert refusal is not None
+            return refusal
+        assert written is not None
+        claimed = written.value
+        checks.append(f"compare-and-swap won (revision {written.revision}); lease {ttl:g} s")
+        return ClaimOutcome(True, task_id, swarm_id, "claimed", checks, claimed, claimed.claim_id)
 
     async def _min_coverage(self) -> float:
-        return self.min_coverage if self.coverage_threshold is None else await self.coverage_threshold()
+        return await self.policy.min_coverage(self.min_coverage)
 
     def _lapsed(self, task: Task, now: float | None = None) -> bool:
         return task.lease_until is not None and (now or self.clock()) >= task.lease_until
@@ -518,72 +616,72 @@ class IFCoordinator:
         history = [*task.history, Transition(at=now, to=status, by=by, reason=reason)][-HISTORY_LIMIT:]
         return task.model_copy(update={"status": status, "updated_at": now, "history": history, **changes})
 
-    async def _mutate_owned(self, swarm_id: str, task_id: str, claim_id: str | None,
-                            change: Callable[[Task, float], Task], op: str) -> Task:
-        """CAS loop for an operation only the current claim holder may do."""
-        for _attempt in range(CAS_RETRIES):
-            entry = await self.bus.get(_task_key(task_id))
-            if entry is None:
-                raise TaskNotFoundError(f"no task {task_id!r} on the board")
-            task = _decode_task(entry)
+    async def _owned(self, swarm_id: str, task_id: str, claim_id: str | None,
+                     change: Callable[[Task, float], Task], op: str) -> tuple[Task, Task]:
+        """A transition only the current claim holder may make."""
+        def step(task: Task) -> Task:
             if task.status is not TaskStatus.CLAIMED or task.owner != swarm_id:
                 holder = f"held by {task.owner}" if task.status is TaskStatus.CLAIMED else task.status.value
                 raise NotOwnerError(f"{op} {task_id}: {swarm_id} does not hold the claim (task is {holder})")
             if claim_id is not None and task.claim_id != claim_id:
                 raise NotOwnerError(f"{op} {task_id}: claim {claim_id} is stale (the task was re-claimed)")
-            updated = change(task, self.clock())
-            if await self.bus.update(_task_key(task_id), _encode(updated), entry.revision) is not None:
-                return updated
-        raise NotOwnerError(f"{op} {task_id}: the task kept changing; gave up after retries")
+            return change(task, self.clock())
+
+        changed = await self._change(task_id, step, missing=lambda: _no_task(task_id))
+        assert changed is not None
+        return changed
 
     async def check_owned(self, swarm_id: str, task_id: str, claim_id: str | None = None) -> list[str]:
         """Why ``swarm_id`` could not act on ``task_id`` as its owner now
         (empty if it could). Writes nothing."""
-        entry = await self.bus.get(_task_key(task_id))
-        if entry is None:
-            return [f"no task {task_id!r} on the board"]
-        task = _decode_task(entry)
-        problems = []
-        if task.status is not TaskStatus.CLAIMED:
-            problems.append(f"task is {task.status.value}, not claimed")
-        elif task.owner != swarm_id:
-            problems.append(f"task is held by {task.owner}, not {swarm_id}")
-        elif claim_id is not None and task.claim_id != claim_id:
-            problems.append(f"claim {claim_id} is stale (current claim {task.claim_id})")
-        return problems
+        return _ownership_problems(await self.tasks.read(task_id), task_id, swarm_id, claim_id)
 
     # -- leases -------------------------------------------------------------------
 
-    async def heartbeat(self, swarm_id: str, task_id: str, claim_id: str | None = None) -> float:
-        """Renew the claim's lease; returns the new expiry (epoch seconds).
-        Raises :class:`NotOwnerError` if the claim was lost."""
-        task = await self._mutate_owned(
-            swarm_id, task_id, claim_id,
-            lambda t, now: t.model_copy(update={"lease_until": now + self.lease_ttl, "updated_at": now}),
-            "heartbeat")
+    async def heartbeat(self, swarm_id: str, task_id: str, claim_id: str | None = None, *,
+                        lease_ttl: float | None = None) -> float:
+        """Renew the claim's lease for the lease it was claimed with (or
+        ``lease_ttl`` seconds, which then becomes the claim's lease); returns
+        the new expiry (epoch seconds). Raises :class:`NotOwnerError` if the
+        claim was lost, :class:`TaskNotFoundError` if the task is gone."""
+        if lease_ttl is not None:
+            _check_lease(lease_ttl, "lease_ttl")
+
+        def renew(t: Task, now: float) -> Task:
+            ttl = lease_ttl or t.lease_ttl or self.lease_ttl
+            return t.model_copy(update={"lease_until": now + ttl, "lease_ttl": ttl, "updated_at": now})
+
+        _, task = await self._owned(swarm_id, task_id, claim_id, renew, "heartbeat")
         assert task.lease_until is not None
         return task.lease_until
 
     @contextlib.asynccontextmanager
     async def holding(self, swarm_id: str, task_id: str, claim_id: str | None = None,
-                      interval: float | None = None) -> AsyncIterator[asyncio.Event]:
-        """Renew the lease every ``interval`` (default a third of the TTL)
-        while the body runs. Yields an event that is set if the claim is lost."""
-        lost = asyncio.Event()
-        period = interval or self.lease_ttl / 3
+                      interval: float | None = None) -> AsyncIterator[LostClaim]:
+        """Renew the lease every ``interval`` (default a third of the claim's
+        lease) while the body runs. Yields a :class:`LostClaim` event, set
+        (with its reason) as soon as the claim is found lost: taken by another
+        swarm after a lapse, the task deleted or finished. Bus trouble is
+        retried (the next beat may get through); a refusal stops renewing."""
+        lost = LostClaim()
+        task = await self.tasks.read(task_id)
+        problems = _ownership_problems(task, task_id, swarm_id, claim_id)
+        if problems:
+            lost.lose("; ".join(problems))
+        period = interval or ((task.lease_ttl if task and task.lease_ttl else self.lease_ttl) / 3)
 
         async def renew() -> None:
-            while True:
+            while not lost.is_set():
                 await asyncio.sleep(period)
                 try:
                     await self.heartbeat(swarm_id, task_id, claim_id)
-                except NotOwnerError:
-                    lost.set()
+                except InfraFabricError as exc:
+                    if is_transient(exc):
+                        continue  # the bus is unreachable or slow: the next beat may get through
+                    lost.lose(exc.message, exc)
                     return
-                except InfraFabricError:
-                    continue  # transient bus trouble: the next beat may get through
 
-        beat = asyncio.create_task(renew())
+        beat = asyncio.create_task(renew(), name=f"if-holding-{task_id}")
         try:
             yield lost
         finally:
@@ -594,26 +692,24 @@ class IFCoordinator:
     async def release_task(self, swarm_id: str, task_id: str, claim_id: str | None = None,
                            reason: str = "released") -> Task:
         """Give a claimed task back; it becomes available and is pushed again."""
-        task = await self._mutate_owned(
+        before, task = await self._owned(
             swarm_id, task_id, claim_id,
             lambda t, now: self._transition(t, TaskStatus.AVAILABLE, now, by=swarm_id, reason=reason,
-                                            owner=None, claim_id=None, lease_until=None),
+                                            owner=None, claim_id=None, lease_until=None, lease_ttl=None),
             "release")
-        await self._notify("task_released", {"task_id": task_id, "swarm_id": swarm_id})
-        await self._announce(task)
+        await self._settle(before, task, "task_released", {"task_id": task_id, "swarm_id": swarm_id})
         return task
 
     async def complete_task(self, swarm_id: str, task_id: str, result: JsonValue = None,
                             claim_id: str | None = None) -> Task:
         """Complete a task the caller holds; its dependents whose dependencies
         are now all completed become available and are pushed."""
-        task = await self._mutate_owned(
+        before, task = await self._owned(
             swarm_id, task_id, claim_id,
             lambda t, now: self._transition(t, TaskStatus.COMPLETED, now, by=swarm_id, reason="completed",
                                             result=result, lease_until=None),
             "complete")
-        await self._notify("task_completed", {"task_id": task_id, "swarm_id": swarm_id})
-        await self._unblock_dependents(task_id)
+        await self._settle(before, task, "task_completed", {"task_id": task_id, "swarm_id": swarm_id})
         return task
 
     async def fail_task(self, swarm_id: str, task_id: str, error: str = "",
@@ -625,66 +721,63 @@ class IFCoordinator:
             attempts = t.attempts + 1
             status = TaskStatus.FAILED if attempts >= t.max_attempts else TaskStatus.AVAILABLE
             return self._transition(t, status, now, by=swarm_id, reason=f"attempt {attempts} failed: {error}",
-                                    owner=None, claim_id=None, lease_until=None, attempts=attempts,
-                                    error=error)
+                                    owner=None, claim_id=None, lease_until=None, lease_ttl=None,
+                                    attempts=attempts, error=error)
 
-        task = await self._mutate_owned(swarm_id, task_id, claim_id, change, "fail")
-        await self._notify("task_failed", {"task_id": task_id, "swarm_id": swarm_id,
-                                           "attempts": task.attempts, "final": task.status.value})
-        if task.status is TaskStatus.AVAILABLE:
-            await self._announce(task)
+        before, task = await self._owned(swarm_id, task_id, claim_id, change, "fail")
+        await self._settle(before, task, "task_failed", {"task_id": task_id, "swarm_id": swarm_id,
+                                                         "attempts": task.attempts,
+                                                         "final": task.status.value})
         return task
 
     async def reopen_task(self, task_id: str, *, by: str, reason: str = "") -> Task:
         """Give a failed task (every attempt used) a fresh set of attempts: it
         becomes available again, or blocked while a dependency is open, and is
-        pushed. Only a failed task can be reopened; the caller is recorded."""
+        pushed through the policy. Only a failed task can be reopened
+        (:class:`InvalidStateError` otherwise); the caller is recorded."""
         if not by:
             raise ConfigurationError("reopen_task needs who reopens it (by=...)")
-        for _attempt in range(CAS_RETRIES):
-            entry = await self.bus.get(_task_key(task_id))
-            if entry is None:
-                raise TaskNotFoundError(f"no task {task_id!r} on the board")
-            task = _decode_task(entry)
+
+        async def change(task: Task) -> Task:
             if task.status is not TaskStatus.FAILED:
-                raise ConflictError(f"task {task_id} is {task.status.value}, not failed: only a failed task "
-                                    "can be reopened")
+                raise InvalidStateError(f"task {task_id} is {task.status.value}, not failed: only a failed "
+                                        "task can be reopened")
             states = await self._dependency_states(task.dependencies, for_task=task.id)
             ready = all(s is TaskStatus.COMPLETED for s in states.values())
-            status = TaskStatus.AVAILABLE if ready else TaskStatus.BLOCKED
             why = f"reopened by {by}" + (f": {reason}" if reason else "")
-            updated = self._transition(task, status, self.clock(), by=by, reason=why, attempts=0, error=None,
-                                       owner=None, claim_id=None, lease_until=None)
-            if await self.bus.update(_task_key(task_id), _encode(updated), entry.revision) is not None:
-                await self._notify("task_reopened", {"task_id": task_id, "by": by, "reason": reason,
-                                                     "status": status.value})
-                if ready:
-                    await self._announce(updated)
-                return updated
-        raise ConflictError(f"task {task_id} kept changing; gave up reopening it after {CAS_RETRIES} tries")
+            return self._transition(task, TaskStatus.AVAILABLE if ready else TaskStatus.BLOCKED, self.clock(),
+                                    by=by, reason=why, attempts=0, error=None, owner=None, claim_id=None,
+                                    lease_until=None, lease_ttl=None)
+
+        changed = await self._change(task_id, change, missing=lambda: _no_task(task_id))
+        assert changed is not None
+        before, task = changed
+        await self._settle(before, task, "task_reopened", {"task_id": task_id, "by": by, "reason": reason,
+                                                           "status": task.status.value})
+        return task
 
     async def expire_lease(self, task_id: str) -> Task | None:
         """If the task's lease has lapsed, make it available again (counting an
         attempt) and push it. Returns the task if this call did it."""
-        for _attempt in range(CAS_RETRIES):
-            entry = await self.bus.get(_task_key(task_id))
-            if entry is None:
-                return None
-            task = _decode_task(entry)
+        def change(task: Task) -> Task | None:
             now = self.clock()
             if task.status is not TaskStatus.CLAIMED or not self._lapsed(task, now):
                 return None
             attempts = task.attempts + 1
             status = TaskStatus.FAILED if attempts >= task.max_attempts else TaskStatus.AVAILABLE
-            updated = self._transition(task, status, now, by=None,
-                                       reason=f"lease of {task.owner} lapsed",
-                                       owner=None, claim_id=None, lease_until=None, attempts=attempts)
-            if await self.bus.update(_task_key(task_id), _encode(updated), entry.revision) is not None:
-                await self._notify("lease_expired", {"task_id": task_id, "swarm_id": task.owner})
-                if status is TaskStatus.AVAILABLE:
-                    await self._announce(updated)
-                return updated
-        return None
+            return self._transition(task, status, now, by=None, reason=f"lease of {task.owner} lapsed",
+                                    owner=None, claim_id=None, lease_until=None, lease_ttl=None,
+                                    attempts=attempts)
+
+        changed = await self._change(task_id, change)
+        if changed is None:
+            return None
+        before, task = changed
+        # the actor is whoever noticed (this process), not the swarm whose lease lapsed
+        await self._settle(before, task, "lease_expired", {"task_id": task_id, "owner": before.owner,
+                                                           "attempts": task.attempts,
+                                                           "final": task.status.value})
+        return task
 
     async def _unblock_dependents(self, task_id: str) -> list[Task]:
         # With the watcher running, its live board finds the dependents without
@@ -700,33 +793,42 @@ class IFCoordinator:
         return unblocked
 
     async def _make_available(self, task_id: str) -> Task | None:
-        for _attempt in range(CAS_RETRIES):
-            entry = await self.bus.get(_task_key(task_id))
-            if entry is None:
-                return None
-            task = _decode_task(entry)
+        async def change(task: Task) -> Task | None:
             if task.status is not TaskStatus.BLOCKED:
                 return None
             states = await self._dependency_states(task.dependencies, for_task=task.id)
             if any(s is not TaskStatus.COMPLETED for s in states.values()):
                 return None
-            updated = self._transition(task, TaskStatus.AVAILABLE, self.clock(), by=None,
-                                       reason="dependencies completed")
-            if await self.bus.update(_task_key(task_id), _encode(updated), entry.revision) is not None:
-                await self._announce(updated)
-                return updated
-        return None
+            return self._transition(task, TaskStatus.AVAILABLE, self.clock(), by=None,
+                                    reason="dependencies completed")
+
+        changed = await self._change(task_id, change)
+        if changed is None:
+            return None
+        before, task = changed
+        await self._settle(before, task, None, {})
+        return task
 
     # -- hand-out -----------------------------------------------------------------
 
-    async def next_task(self, swarm_id: str, wait: float | None = 0) -> ClaimOutcome | None:
+    async def next_task(self, swarm_id: str, wait: float | None = 0, *,
+                        lease_ttl: float | None = None) -> ClaimOutcome | None:
         """Claim the best task this swarm can take: critical path before filler,
         then priority. With ``wait`` > 0, block on pushes (never polling) up to
-        that many seconds (``None``: forever) for one to become available."""
+        that many seconds (``None``: forever) for one to become available.
+
+        None means nothing could be claimed in time (:meth:`explain_empty`
+        says why). A swarm the policy has stopped (breaker open, budget spent)
+        gets :class:`~infrafabric.errors.SwarmStoppedError` at once instead:
+        waiting could not help, and an agent's loop must stop, not spin."""
         swarm = await self.get_swarm(swarm_id)
         if swarm is None:
-            raise TaskNotFoundError(f"swarm {swarm_id!r} is not registered",
-                                    hint=f"ifctl swarm register {swarm_id} --cap DOMAIN:SKILL")
+            raise TaskNotFoundError(f"swarm {swarm_id!r} is not registered on this board",
+                                    hint=f"ifctl swarm register {swarm_id} --cap DOMAIN:SKILL "
+                                         "(on the same bus: `ifctl coordinator status` names it)")
+        stopped = await self.policy.stopped(swarm_id)
+        if stopped is not None:
+            raise stopped
         async with self.pushed_tasks(swarm_id) as pushes:
             now = self.clock()
             threshold = await self._min_coverage()
@@ -735,7 +837,7 @@ class IFCoordinator:
                     task.status is TaskStatus.CLAIMED and self._lapsed(task, now)) or (
                     task.status is TaskStatus.BLOCKED)
                 if claimable and coverage(task.capabilities, swarm.capabilities) >= threshold:
-                    outcome = await self.try_claim(swarm_id, task.id)
+                    outcome = await self.try_claim(swarm_id, task.id, lease_ttl=lease_ttl)
                     if outcome.won:
                         return outcome
             if wait is not None and wait <= 0:
@@ -743,23 +845,73 @@ class IFCoordinator:
             try:
                 async with asyncio.timeout(wait):
                     async for pushed in pushes:
-                        outcome = await self.try_claim(swarm_id, pushed.id)
+                        outcome = await self.try_claim(swarm_id, pushed.id, lease_ttl=lease_ttl)
                         if outcome.won:
                             return outcome
             except TimeoutError:
                 return None
         return None
 
+    async def explain_empty(self, swarm_id: str) -> EmptyHand:
+        """Why :meth:`next_task` has nothing for ``swarm_id`` now: stopped by
+        the policy, nothing it covers, everything it covers done, or what it
+        covers is claimed (by whom), blocked (by what), failed or refused
+        (why). Reads the board; writes nothing."""
+        swarm = await self.get_swarm(swarm_id)
+        if swarm is None:
+            raise TaskNotFoundError(f"swarm {swarm_id!r} is not registered on this board")
+        stopped = await self.policy.stopped(swarm_id)
+        if stopped is not None:
+            reason = "breaker_open" if isinstance(stopped, BreakerOpenError) else "budget_exhausted"
+            return EmptyHand(swarm_id, reason, stopped.message,
+                             [f"to resume: {stopped.hint}"] if stopped.hint else [], stopped)
+        threshold = await self._min_coverage()
+        tasks = await self.list_tasks()
+        covered = [t for t in tasks if coverage(t.capabilities, swarm.capabilities) >= threshold
+                   and t.status is not TaskStatus.CANCELLED]
+        offered = ", ".join(swarm.capabilities) or "no capabilities"
+        if not covered:
+            return EmptyHand(swarm_id, "no_covered_task",
+                             f"no task on the board needs what {swarm_id} offers ({offered}; "
+                             f"coverage {threshold:.0%} needed)",
+                             [f"{len(tasks)} tasks on the board"])
+        unfinished = [t for t in covered if t.status is not TaskStatus.COMPLETED]
+        if not unfinished:
+            return EmptyHand(swarm_id, "all_done", f"every task {swarm_id} covers is completed "
+                                                   f"({len(covered)})")
+        now = self.clock()
+        details = []
+        for t in unfinished:
+            if t.status is TaskStatus.CLAIMED and not self._lapsed(t, now):
+                left = (t.lease_until or now) - now
+                details.append(f"{t.id}: claimed by {t.owner} (lease {left:.1f} s left)")
+            elif t.status is TaskStatus.BLOCKED:
+                states = await self._dependency_states(t.dependencies, for_task=t.id)
+                waiting = [d for d, s in states.items() if s is not TaskStatus.COMPLETED]
+                details.append(f"{t.id}: blocked by {', '.join(waiting) or 'nothing (stale; claimable)'}")
+            elif t.status is TaskStatus.FAILED:
+                details.append(f"{t.id}: failed after {t.attempts} attempts (ifctl task reopen {t.id})")
+            else:
+                trial = await self.try_claim(swarm_id, t.id, dry_run=True)
+                details.append(f"{t.id}: {'claimable now' if trial.won else 'refused: ' + trial.reason}")
+        return EmptyHand(swarm_id, "waiting",
+                         f"every task {swarm_id} covers is claimed, blocked, failed or refused "
+                         f"({len(unfinished)} open of {len(covered)})", details)
+
     # -- blockers and events -----------------------------------------------------
 
     async def detect_blocker(self, swarm_id: str, info: Mapping[str, Any]) -> dict[str, Any]:
-        """Report a blocker to the orchestrator subject; returns the report."""
+        """Report a blocker to the orchestrator subject; the policy may answer
+        with help (the governor finds helpers). Returns the report."""
         report = {"type": "blocker_detected", "swarm_id": swarm_id, "blocker_info": dict(info),
                   "timestamp": self.clock()}
         await self.bus.publish(BLOCKERS, json.dumps(report, default=str))
         await self._notify("blocker_detected", {"swarm_id": swarm_id, "info": dict(info)})
-        if self.blocker_hook is not None:
-            report["help"] = await self.blocker_hook(swarm_id, report)
+        named = info.get("task") or info.get("task_id")
+        task = await self.tasks.read(str(named)) if isinstance(named, str) and named else None
+        help_ = await self.policy.on_blocker(swarm_id, report, task)
+        if help_ is not None:
+            report["help"] = help_
         return report
 
     def blockers(self) -> Feed[dict[str, Any]]:
@@ -878,7 +1030,9 @@ class IFCoordinator:
                 try:
                     await fn(task_id)
                     return
-                except InfraFabricError:
+                except InfraFabricError as exc:
+                    if not is_transient(exc):
+                        return  # refused (the task is gone or moved on): nothing to retry
                     await asyncio.sleep(delay)  # backoff while the bus is unreachable
                     delay = min(delay * 2, 2.0)
 
@@ -889,3 +1043,34 @@ class IFCoordinator:
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:
             await observer(operation, params)
+
+
+def _check_lease(seconds: float, what: str) -> None:
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= 7 * 86400:
+        raise ConfigurationError(f"{what} must be a number of seconds within (0, 604800], got {seconds!r}")
+
+
+def _ownership_problems(task: Task | None, task_id: str, swarm_id: str, claim_id: str | None) -> list[str]:
+    """Why ``swarm_id`` could not act on the task as its owner (empty if it could)."""
+    if task is None:
+        return [f"no task {task_id!r} on the board"]
+    if task.status is not TaskStatus.CLAIMED:
+        return [f"task is {task.status.value}, not claimed"]
+    if task.owner != swarm_id:
+        return [f"task is held by {task.owner}, not {swarm_id}"]
+    if claim_id is not None and task.claim_id != claim_id:
+        return [f"claim {claim_id} is stale (current claim {task.claim_id})"]
+    return []
+
+
+def _no_task(task_id: str) -> TaskNotFoundError:
+    return TaskNotFoundError(f"no task {task_id!r} on the board", hint="`ifctl board show` lists the tasks")
+
+
+def make_swarm_record(swarm_id: str, capabilities: Iterable[str], now: float) -> SwarmRecord:
+    """A valid :class:`SwarmRecord`, or :class:`ConfigurationError` naming each bad field."""
+    try:
+        return SwarmRecord(id=swarm_id, capabilities=sorted(set(capabilities)), registered_at=now)
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid swarm {swarm_id!r}: " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc

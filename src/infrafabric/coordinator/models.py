@@ -100,6 +100,8 @@ class Task(TaskSpec):
     owner: str | None = None
     #: wall-clock time (epoch seconds) at which the owner's claim lapses
     lease_until: float | None = None
+    #: the lease the current claim was taken with, in seconds: what a heartbeat renews it for
+    lease_ttl: float | None = None
     #: random token of the current claim, handed to its owner (the fencing token)
     claim_id: str | None = None
     attempts: int = 0

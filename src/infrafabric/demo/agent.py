@@ -22,12 +22,13 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from infrafabric.bus import EventBus, connect
-from infrafabric.chassis import IFChassis, ServiceContract
-from infrafabric.coordinator import ClaimOutcome, IFCoordinator, Task, TaskStatus
-from infrafabric.errors import InfraFabricError, NotOwnerError, SandboxError
-from infrafabric.governor import BreakerState, IFGovernor
-from infrafabric.witness import Witness
+from infrafabric.chassis import ServiceContract
+from infrafabric.coordinator import ClaimOutcome, Task, TaskStatus
+from infrafabric.errors import InfraFabricError, NotOwnerError, SandboxError, SwarmStoppedError
+from infrafabric.fleet import assemble
 
 PROGRESS = "demo/progress"
 CONTROL = "demo/control"
@@ -61,30 +62,22 @@ TASK_WAT = """(module
 """
 
 
-class CountingCoordinator(IFCoordinator):
-    """Counts this agent's claim attempts: won, and refused at once (lost races included)."""
+def claims_made() -> tuple[int, int]:
+    """This process's claim attempts so far: (won, not won), from the library's
+    own per-process counters (:mod:`infrafabric.metrics`)."""
+    def count(outcome: str) -> int:
+        return int(REGISTRY.get_sample_value("infrafabric_claims_total", {"outcome": outcome}) or 0)
 
-    won = lost = 0
-
-    async def try_claim(self, swarm_id: str, task_id: str, *, dry_run: bool = False) -> ClaimOutcome:
-        outcome = await super().try_claim(swarm_id, task_id, dry_run=dry_run)
-        if outcome.won:
-            self.won += 1
-        else:
-            self.lost += 1
-        return outcome
+    return count("won"), count("lost") + count("refused")
 
 
 class Agent:
     def __init__(self, bus: EventBus, swarm: str, *, lease: float, flaky: bool, blocker: str | None,
-                 work_s: float) -> None:
+                 work_s: float, home: str | None = None) -> None:
         self.bus, self.swarm, self.flaky, self.blocker, self.work_s = bus, swarm, flaky, blocker, work_s
-        audit = Witness(bus, actor=swarm)
-        self.coord = CountingCoordinator(bus, lease_ttl=lease, observers=[audit.observer("IF.coordinator")])
-        self.gov = IFGovernor(bus, coordinator=self.coord, observers=[audit.observer("IF.governor")])
-        self.gov.attach(self.coord)
-        self.chassis = IFChassis(bus, reputation_sink=self.gov.set_reputation,
-                                 observers=[audit.observer("IF.chassis")])
+        self.fleet = assemble(bus, home=home, actor=swarm, lease_ttl=lease)  # as every front end builds it
+        self.coord, self.gov = self.fleet.coordinator, self.fleet.governor
+        self.chassis = self.fleet.chassis
         self.stopping = asyncio.Event()
         self.stats: dict[str, Any] = {"claim_ms": [], "push_ms": [], "done": 0,
                                       "failed": 0, "spent_micros": 0, "wasted_micros": 0}
@@ -126,18 +119,20 @@ class Agent:
             await self.say("ready", pid_capabilities=profile.capabilities)
             try:
                 while not self.stopping.is_set():
-                    if (await self.gov.breaker(self.swarm)).state is BreakerState.OPEN:
+                    try:
+                        outcome = await self.claim(wait=1.0)
+                    except SwarmStoppedError:  # the governor stopped it: waiting is all that is left
                         await self.say("breaker_open")
                         await self.stopping.wait()
                         break
-                    outcome = await self.claim(wait=1.0)
                     if outcome is None or outcome.task is None:
                         continue
                     await self.work(outcome.task, outcome.claim_id, profile.cost_per_hour_micros,
                                     profile.model)
             finally:
                 stopper.cancel()
-                await self.say("left", won=self.coord.won, lost=self.coord.lost, **self.stats)
+                won, lost = claims_made()
+                await self.say("left", won=won, lost=lost, **self.stats)
                 await self.chassis.close()
 
     async def _watch_control(self, control: Any) -> None:
@@ -190,7 +185,7 @@ async def main(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)  # what a stuck agent awaits
     async with connect(args.url) as bus:
         agent = Agent(bus, args.swarm, lease=args.lease, flaky=args.flaky, blocker=args.blocker,
-                      work_s=args.work)
+                      work_s=args.work, home=args.home)
         await agent.run()
 
 
@@ -203,4 +198,5 @@ if __name__ == "__main__":
     parser.add_argument("--work", type=float, default=0.15, help="seconds of 'thinking' per task")
     parser.add_argument("--flaky", action="store_true")
     parser.add_argument("--blocker")
+    parser.add_argument("--home", help="the state directory (its witness key signs checkpoints)")
     asyncio.run(main(parser.parse_args()))

@@ -37,8 +37,8 @@ from infrafabric.coordinator import IFCoordinator, TaskEvent, TaskStatus, covera
 from infrafabric.coordinator.board import load_board
 from infrafabric.demo.agent import CONTROL, PROGRESS, STOP
 from infrafabric.errors import ConfigurationError
-from infrafabric.governor import MICROS, BreakerState, IFGovernor, ResourcePolicy, SwarmProfile, usd
-from infrafabric.witness import Witness
+from infrafabric.fleet import assemble
+from infrafabric.governor import MICROS, BreakerState, ResourcePolicy, SwarmProfile, usd
 
 LEASE = 5.0
 MARKER = "demo/run"
@@ -188,8 +188,8 @@ class _Orchestrator:
 
     def __init__(self, bus: EventBus, url: str, coord: IFCoordinator, report: DemoReport,
                  fleet: list[tuple[str, list[str], str, str, str]], caps_of: dict[str, list[str]],
-                 kill_one: bool, on_change: Callable[[DemoReport], None]) -> None:
-        self.bus, self.url, self.coord, self.report = bus, url, coord, report
+                 kill_one: bool, on_change: Callable[[DemoReport], None], home: str | None = None) -> None:
+        self.bus, self.url, self.coord, self.report, self.home = bus, url, coord, report, home
         self.fleet, self.caps_of, self.kill_one, self.on_change = fleet, caps_of, kill_one, on_change
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.left: set[str] = set()
@@ -203,6 +203,8 @@ class _Orchestrator:
             args.append("--flaky")
         if sid == BLOCKED_SWARM:
             args += ["--blocker", BLOCKER_TASK]
+        if self.home is not None:
+            args += ["--home", self.home]
         self.procs[sid] = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)
         self.report.views[sid].pid = self.procs[sid].pid
         self.left.discard(sid)
@@ -318,17 +320,16 @@ class _Orchestrator:
 
 
 async def run_demo(bus: EventBus, url: str, *, tasks: int | None = None, swarms: int = 6,
-                   kill_one: bool = True, deadline: float = 85.0,
+                   kill_one: bool = True, deadline: float = 85.0, home: str | None = None,
                    on_change: Callable[[DemoReport], None] = lambda _: None) -> DemoReport:
-    """Run the demo on ``bus`` (reachable at ``url`` for the agent processes)."""
+    """Run the demo on ``bus`` (reachable at ``url`` for the agent processes;
+    ``home``: the state directory, whose witness key signs checkpoints)."""
     started = time.perf_counter()
     await _prepare(bus)
     await bus.put(MARKER, json.dumps({"started_at": time.time()}))
-    audit = Witness(bus, actor="orchestrator")
     # flaky-agent burns three attempts of a task before its breaker opens; others must still get it
-    coord = IFCoordinator(bus, lease_ttl=LEASE, max_attempts=6, observers=[audit.observer("IF.coordinator")])
-    gov = IFGovernor(bus, coordinator=coord, observers=[audit.observer("IF.governor")])
-    gov.attach(coord)
+    assembled = assemble(bus, home=home, actor="orchestrator", lease_ttl=LEASE, max_attempts=6)
+    coord, gov, audit = assembled.coordinator, assembled.governor, assembled.witness
     await gov.set_policy(ResourcePolicy(max_swarms_per_task=2, circuit_breaker_failure_threshold=3),
                          by="demo")
     fleet = [*SESSIONS[:max(1, min(swarms, len(SESSIONS) - 1))], SESSIONS[-1]]
@@ -345,7 +346,7 @@ async def run_demo(bus: EventBus, url: str, *, tasks: int | None = None, swarms:
     report.log.append(f"imported the seed board: {len(specs)} tasks; {len(fleet)} swarms registered")
     async with coord:
         await _Orchestrator(bus, url, coord, report, fleet, {s["id"]: s["capabilities"] for s in specs},
-                            kill_one, on_change).run(deadline)
+                            kill_one, on_change, home).run(deadline)
     board = await coord.list_tasks()
     report.completed = sum(t.status is TaskStatus.COMPLETED for t in board)
     report.claims_won = sum(h.to is TaskStatus.CLAIMED for t in board for h in t.history)

@@ -63,9 +63,10 @@ from typing import Any
 from pydantic import JsonValue
 
 from infrafabric.bus import EventBus
+from infrafabric.bus.layout import LEDGER
 from infrafabric.coordinator import IFCoordinator, Task, TaskStatus, Transition
 from infrafabric.faults.history import History, Op, Outcome
-from infrafabric.governor.core import LEDGER, IFGovernor
+from infrafabric.governor.core import IFGovernor
 from infrafabric.governor.models import Budget
 from infrafabric.witness.entry import GENESIS, WitnessEntry
 from infrafabric.witness.log import VerifyReport, Witness

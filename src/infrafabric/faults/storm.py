@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -66,6 +67,7 @@ from infrafabric.faults.history import (
     recorded_debit,
 )
 from infrafabric.faults.proxy import TcpProxy
+from infrafabric.fleet import assemble
 from infrafabric.governor.core import IFGovernor
 from infrafabric.witness.log import Witness
 
@@ -107,15 +109,18 @@ class RecordedCoordinator(IFCoordinator):
         super().__init__(bus, **kwargs)
         self.recorder = recorder
 
-    async def try_claim(self, swarm_id: str, task_id: str, *, dry_run: bool = False) -> ClaimOutcome:
+    async def try_claim(self, swarm_id: str, task_id: str, *, lease_ttl: float | None = None,
+                        dry_run: bool = False) -> ClaimOutcome:
         if dry_run:
-            return await super().try_claim(swarm_id, task_id, dry_run=True)
+            return await super().try_claim(swarm_id, task_id, lease_ttl=lease_ttl, dry_run=True)
         return await record_claim(self.recorder, swarm_id, task_id,
-                                  lambda: super(RecordedCoordinator, self).try_claim(swarm_id, task_id))
+                                  lambda: super(RecordedCoordinator, self).try_claim(swarm_id, task_id,
+                                                                                     lease_ttl=lease_ttl))
 
-    async def heartbeat(self, swarm_id: str, task_id: str, claim_id: str | None = None) -> float:
+    async def heartbeat(self, swarm_id: str, task_id: str, claim_id: str | None = None, *,
+                        lease_ttl: float | None = None) -> float:
         with self.recorder.begin("heartbeat", swarm=swarm_id, task=task_id, claim_id=claim_id):
-            return await super().heartbeat(swarm_id, task_id, claim_id)
+            return await super().heartbeat(swarm_id, task_id, claim_id, lease_ttl=lease_ttl)
 
 
 def _log(swarm: str, message: str) -> None:
@@ -146,9 +151,9 @@ async def agent_main(url: str, swarm: str, history_dir: str | os.PathLike[str], 
     done = 0
     try:
         with HistoryRecorder(history_dir, swarm, fsync=fsync) as rec:
-            coord = RecordedCoordinator(bus, rec, lease_ttl=lease, max_attempts=MAX_ATTEMPTS)
-            gov = IFGovernor(bus)
-            witness = Witness(bus, actor=swarm)
+            fleet = assemble(bus, actor=swarm, lease_ttl=lease, max_attempts=MAX_ATTEMPTS, signer=None,
+                             coordinator_factory=functools.partial(RecordedCoordinator, recorder=rec))
+            coord, gov, witness = fleet.coordinator, fleet.governor, fleet.witness
             errors = 0
             while time.monotonic() < deadline:
                 try:
@@ -628,8 +633,8 @@ async def run_storm(cluster: LocalCluster[Any], faults: Sequence[str], *, tasks:
     problems: list[str] = []
     created = tasks
     async with connect(control_url) as bus:
-        coord = IFCoordinator(bus, max_attempts=MAX_ATTEMPTS)
-        gov = IFGovernor(bus)
+        setup = assemble(bus, actor="storm", max_attempts=MAX_ATTEMPTS, signer=None)
+        coord, gov = setup.coordinator, setup.governor
         for s in [*swarms, *spares]:
             await coord.register_swarm(s)
             await gov.set_budget(s, 10**12)

@@ -1,25 +1,29 @@
 """``IFGovernor``: who may take which work, and what it may cost.
 
-Layout on the bus:
-
-* ``gov/profiles/<swarm>`` — :class:`SwarmProfile`
-* ``gov/budgets/<swarm>``  — :class:`Budget`, changed only by compare-and-swap
-* ``gov/breakers/<swarm>`` — :class:`Breaker`
-* ``gov/ledger/<time>-<id>`` — one cost ledger entry per debit
-* ``gov/policy``           — the :class:`ResourcePolicy` in force
-* subject ``orchestrator/escalations`` — breaker trips and other escalations
+Records on the bus (:mod:`infrafabric.bus.layout`): a :class:`SwarmProfile`
+per swarm under ``gov/profiles/``, a :class:`Budget` (changed only by
+compare-and-swap) under ``gov/budgets/``, a :class:`Breaker` under
+``gov/breakers/``, one cost ledger entry per debit under ``gov/ledger/``,
+the :class:`ResourcePolicy` at ``gov/policy``; escalations go to the
+``orchestrator/escalations`` subject.
 
 Every process's governor is a thin client over these records, so budgets
-and breakers agree across the fleet. A debit is a CAS loop on the budget
-record: concurrent debits from any number of processes neither lose an
-update nor overshoot by more than one operation (see :meth:`track_cost`).
+and breakers agree across the fleet. A debit is one compare-and-swap of the
+budget record (through the record layer's retry policy): concurrent debits
+from any number of processes neither lose an update nor overshoot by more
+than one operation (see :meth:`track_cost`).
+
+The governor is the coordinator's :class:`~infrafabric.coordinator.ClaimPolicy`
+in an assembled fleet (:func:`infrafabric.open_fleet`): it stops swarms whose
+breaker is open or budget spent, admits claims, routes pushes to qualified
+swarms best first, answers blockers with helpers and counts each finished
+attempt towards the breaker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
 import secrets
 import sys
 import time
@@ -27,13 +31,32 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from infrafabric.bus import EventBus
-from infrafabric.coordinator import IFCoordinator, SwarmRecord, Task, coverage
-from infrafabric.errors import ConfigurationError, ConflictError, TaskNotFoundError
+from infrafabric.bus.layout import (
+    BREAKERS,
+    BUDGETS,
+    ESCALATIONS,
+    LEDGER,
+    POLICY,
+    PROFILES,
+    SWARMS,
+    TASKS,
+    help_subject,
+)
+from infrafabric.bus.records import Records
+from infrafabric.coordinator import ClaimPolicy, SwarmRecord, Task, coverage
+from infrafabric.coordinator.core import make_swarm_record
+from infrafabric.errors import (
+    BreakerOpenError,
+    BudgetExhaustedError,
+    ConfigurationError,
+    SwarmStoppedError,
+    TaskNotFoundError,
+)
 from infrafabric.governor.models import (
     Breaker,
     BreakerState,
@@ -46,16 +69,9 @@ from infrafabric.governor.models import (
 
 __all__ = ["Candidate", "Debit", "IFGovernor"]
 
-PROFILES = "gov/profiles/"
-BUDGETS = "gov/budgets/"
-BREAKERS = "gov/breakers/"
-LEDGER = "gov/ledger/"
-POLICY = "gov/policy"
-ESCALATIONS = "orchestrator/escalations"
 #: debits a budget record keeps beside its total (between JOURNAL and 2 x JOURNAL)
 JOURNAL = 16
 
-M = TypeVar("M", bound=BaseModel)
 #: ``async (operation, params) -> None``, e.g. a witness observer
 Observer = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -82,84 +98,53 @@ class Debit:
     notes: list[str] = field(default_factory=list)
 
 
-class IFGovernor:
-    """Capability matching, budgets, circuit breakers and policy, on the bus.
+class IFGovernor(ClaimPolicy):
+    """Capability matching, budgets, circuit breakers and policy, on the bus;
+    and, given to a coordinator as its ``policy``, who may take which work
+    (see the module docs)."""
 
-    ``coordinator`` (optional) is told of registrations and gets this
-    governor's :meth:`admission` as its claim hook via :meth:`attach`.
-    """
+    name = "governor"
 
-    def __init__(self, bus: EventBus, *, coordinator: IFCoordinator | None = None,
-                 observers: Iterable[Observer] = (), clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, bus: EventBus, *, observers: Iterable[Observer] = (),
+                 clock: Callable[[], float] = time.time) -> None:
         self.bus = bus
-        self.coordinator = coordinator
         self.observers = list(observers)
         self.clock = clock
-        self._locks: dict[str, asyncio.Lock] = {}
         self.webhook_timeout = 5.0
-
-    # -- records ----------------------------------------------------------------
-
-    async def _read(self, key: str, model: type[M]) -> tuple[M, int] | None:
-        entry = await self.bus.get(key)
-        if entry is None:
-            return None
-        return model.model_validate_json(entry.value), entry.revision
-
-    async def _cas(self, key: str, model: type[M], change: Callable[[M | None], M | None]) -> M | None:
-        """Read-modify-write ``key`` by compare-and-swap until it sticks.
-        ``change`` returns the new record, or None to write nothing.
-
-        One process's updates of a record take turns (a lock per key), so
-        only processes contend with each other; a lost race backs off with
-        jitter. It gives up only after ten bus timeouts of steady losing."""
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        deadline = time.monotonic() + 10 * self.bus.timeout
-        attempt = 0
-        async with lock:
-            while True:
-                current = await self._read(key, model)
-                new = change(current[0] if current else None)
-                if new is None:
-                    return current[0] if current else None
-                body = new.model_dump_json()
-                if current is None:
-                    if await self.bus.create(key, body) is not None:
-                        return new
-                elif await self.bus.update(key, body, current[1]) is not None:
-                    return new
-                attempt += 1
-                if time.monotonic() > deadline:
-                    raise ConflictError(f"{key}: lost {attempt} compare-and-swaps in a row; giving up")
-                await asyncio.sleep(random.uniform(0, min(0.001 * attempt, 0.02)))
+        self._profiles = Records(bus, PROFILES, SwarmProfile)
+        self._budgets = Records(bus, BUDGETS, Budget)
+        self._breakers = Records(bus, BREAKERS, Breaker)
+        self._policy = Records(bus, POLICY, ResourcePolicy)
+        # the coordinator's records, which registering a swarm writes too (one step for both)
+        self._swarms = Records(bus, SWARMS, SwarmRecord)
+        self._tasks = Records(bus, TASKS, Task)
 
     async def policy_is_set(self) -> bool:
         """Whether a policy was stored (else the defaults are in force)."""
-        return await self.bus.get(POLICY) is not None
+        return await self._policy.exists()
 
     async def policy(self) -> ResourcePolicy:
-        got = await self._read(POLICY, ResourcePolicy)
-        return got[0] if got else ResourcePolicy()
+        return await self._policy.read() or ResourcePolicy()
 
     async def min_capability_match(self) -> float:
         """The policy's coverage threshold (what the coordinator checks claims against)."""
         return float((await self.policy()).min_capability_match)
 
     async def set_policy(self, policy: ResourcePolicy, *, by: str | None = None) -> None:
-        await self.bus.put(POLICY, policy.model_dump_json())
+        await self._policy.put("", policy)
         await self._notify("policy_set", {"policy": policy.model_dump(mode="json"), "by": by})
 
     # -- swarms -----------------------------------------------------------------
 
     async def register_swarm(self, profile: SwarmProfile, *,
                              budget_micros: int | None = None) -> SwarmProfile:
-        """Register (or update) a swarm's profile; with ``budget_micros``, set
-        its budget limit (keeping what it has spent)."""
-        await self.bus.put(f"{PROFILES}{profile.id}", profile.model_dump_json())
+        """Register (or update) a swarm: its profile and the coordinator's
+        record of it (so it can claim and be pushed work); with
+        ``budget_micros``, set its budget limit (keeping what it has spent)."""
+        await self._profiles.put(profile.id, profile)
         if budget_micros is not None:
             await self.set_budget(profile.id, budget_micros)
-        if self.coordinator is not None:
-            await self.coordinator.register_swarm(profile.id, profile.capabilities)
+        await self._swarms.put(profile.id, make_swarm_record(profile.id, profile.capabilities, self.clock()))
         await self._notify("swarm_registered", {"swarm_id": profile.id,
                                                 "capabilities": profile.capabilities,
                                                 "cost_per_hour_micros": profile.cost_per_hour_micros})
@@ -175,19 +160,19 @@ class IFGovernor:
                 return SwarmProfile(id=swarm_id, capabilities=caps)
             return p.model_copy(update={"capabilities": caps})
 
-        profile = await self._cas(f"{PROFILES}{swarm_id}", SwarmProfile, change)
-        assert profile is not None
-        if self.coordinator is not None:
-            await self.coordinator.register_swarm(swarm_id, caps)
+        record = make_swarm_record(swarm_id, caps, self.clock())  # validates before anything is written
+        got = await self._profiles.mutate(swarm_id, change)
+        assert got is not None
+        profile = got.value
+        await self._swarms.put(swarm_id, record)
         await self._notify("swarm_registered", {"swarm_id": swarm_id, "capabilities": caps})
         return profile
 
     async def profile(self, swarm_id: str) -> SwarmProfile | None:
-        got = await self._read(f"{PROFILES}{swarm_id}", SwarmProfile)
-        return got[0] if got else None
+        return await self._profiles.read(swarm_id)
 
     async def profiles(self) -> list[SwarmProfile]:
-        return [SwarmProfile.model_validate_json(e.value) for e in await self.bus.list(PROFILES)]
+        return [v.value for v in await self._profiles.list()]
 
     async def set_reputation(self, swarm_id: str, reputation: Decimal, *, by: str | None = None
                              ) -> SwarmProfile:
@@ -198,8 +183,9 @@ class IFGovernor:
         if not Decimal(0) <= value <= Decimal(1):
             raise ConfigurationError(f"reputation for {swarm_id} must be within 0-1, got {reputation}")
         value = value.quantize(Decimal("0.0001"))
-        profile = await self._cas(f"{PROFILES}{swarm_id}", SwarmProfile,
-                                  lambda p: None if p is None else p.model_copy(update={"reputation": value}))
+        got = await self._profiles.mutate(
+            swarm_id, lambda p: None if p is None else p.model_copy(update={"reputation": value}))
+        profile = None if got is None else got.value
         if profile is None:
             raise TaskNotFoundError(f"swarm {swarm_id!r} has no governor profile",
                                     hint=f"ifctl governor register {swarm_id}")
@@ -212,22 +198,19 @@ class IFGovernor:
         if limit_micros < 0:
             raise ConfigurationError(f"budget for {swarm_id} must be >= 0, got {limit_micros}")
         now = self.clock()
-        budget = await self._cas(
-            f"{BUDGETS}{swarm_id}", Budget,
-            lambda b: (b or Budget(limit_micros=0)).model_copy(
-                update={"limit_micros": limit_micros, "updated_at": now}))
-        assert budget is not None
+        got = await self._budgets.mutate(swarm_id, lambda b: (b or Budget(limit_micros=0)).model_copy(
+            update={"limit_micros": limit_micros, "updated_at": now}))
+        assert got is not None
+        budget = got.value
         await self._notify("budget_set", {"swarm_id": swarm_id, "limit_micros": limit_micros})
         return budget
 
     async def budgets(self) -> dict[str, Budget]:
         """Every swarm's budget, by swarm id."""
-        return {e.key.removeprefix(BUDGETS): Budget.model_validate_json(e.value)
-                for e in await self.bus.list(BUDGETS)}
+        return await self._budgets.all()
 
     async def budget(self, swarm_id: str) -> Budget | None:
-        got = await self._read(f"{BUDGETS}{swarm_id}", Budget)
-        return got[0] if got else None
+        return await self._budgets.read(swarm_id)
 
     async def reserve(self, swarm_id: str, amount_micros: int) -> bool:
         """Hold ``amount_micros`` of the budget before spending it; False (and
@@ -244,7 +227,7 @@ class IFGovernor:
             return b.model_copy(update={"reserved_micros": b.reserved_micros + amount_micros,
                                         "updated_at": self.clock()})
 
-        await self._cas(f"{BUDGETS}{swarm_id}", Budget, change)
+        await self._budgets.mutate(swarm_id, change)
         return ok
 
     async def track_cost(self, swarm_id: str, operation: str, cost_micros: int, *,
@@ -282,34 +265,25 @@ class IFGovernor:
         """One compare-and-swap: spent, reservation and the journal together.
         A full journal first writes its oldest half to ``gov/ledger/``
         (create-if-absent, so repeating it is harmless) and drops them."""
-        record = f"{BUDGETS}{swarm_id}"
-        lock = self._locks.setdefault(record, asyncio.Lock())
-        deadline = time.monotonic() + 10 * self.bus.timeout
-        attempt = 0
-        async with lock:
-            while True:
-                got = await self._read(record, Budget)
-                if got is None:
-                    raise TaskNotFoundError(f"swarm {swarm_id!r} has no budget",
-                                            hint=f"ifctl governor register {swarm_id} --budget N")
-                current, revision = got
-                journal = list(current.journal)
-                if len(journal) >= 2 * JOURNAL:
-                    settled, journal = journal[:JOURNAL], journal[JOURNAL:]
-                    await asyncio.gather(*(self.bus.create(e.key, e.model_dump_json(exclude={"key"}))
-                                           for e in settled))
-                spent = current.spent_micros + entry.cost_micros
-                reserved = max(0, current.reserved_micros - reserved_micros)
-                journal.append(entry.model_copy(
-                    update={"remaining_micros": current.limit_micros - spent - reserved}))
-                new = current.model_copy(update={"spent_micros": spent, "reserved_micros": reserved,
-                                                  "updated_at": entry.at, "journal": journal})
-                if await self.bus.update(record, new.model_dump_json(), revision) is not None:
-                    return new
-                attempt += 1
-                if time.monotonic() > deadline:
-                    raise ConflictError(f"{record}: lost {attempt} compare-and-swaps in a row; giving up")
-                await asyncio.sleep(random.uniform(0, min(0.001 * attempt, 0.02)))
+        async def change(current: Budget | None) -> Budget:
+            if current is None:
+                raise TaskNotFoundError(f"swarm {swarm_id!r} has no budget",
+                                        hint=f"ifctl governor register {swarm_id} --budget N")
+            journal = list(current.journal)
+            if len(journal) >= 2 * JOURNAL:
+                settled, journal = journal[:JOURNAL], journal[JOURNAL:]
+                await asyncio.gather(*(self.bus.create(e.key, e.model_dump_json(exclude={"key"}))
+                                       for e in settled))
+            spent = current.spent_micros + entry.cost_micros
+            reserved = max(0, current.reserved_micros - reserved_micros)
+            left = current.limit_micros - spent - reserved
+            journal.append(entry.model_copy(update={"remaining_micros": left}))
+            return current.model_copy(update={"spent_micros": spent, "reserved_micros": reserved,
+                                              "updated_at": entry.at, "journal": journal})
+
+        got = await self._budgets.mutate(swarm_id, change)
+        assert got is not None
+        return got.value
 
     async def ledger(self) -> list[dict[str, Any]]:
         """Every ledger entry, oldest first: those under ``gov/ledger/`` and any
@@ -324,13 +298,11 @@ class IFGovernor:
     # -- breakers ---------------------------------------------------------------------
 
     async def breaker(self, swarm_id: str) -> Breaker:
-        got = await self._read(f"{BREAKERS}{swarm_id}", Breaker)
-        return got[0] if got else Breaker()
+        return await self._breakers.read(swarm_id) or Breaker()
 
     async def breakers(self) -> dict[str, Breaker]:
         """Every stored breaker, by swarm id (a swarm without one is closed)."""
-        return {e.key.removeprefix(BREAKERS): Breaker.model_validate_json(e.value)
-                for e in await self.bus.list(BREAKERS)}
+        return await self._breakers.all()
 
     async def trip(self, swarm_id: str, reason: str, *, by: str | None = None) -> bool:
         """Open the swarm's breaker. True if this call opened it (it escalates);
@@ -346,7 +318,7 @@ class IFGovernor:
             return current.model_copy(update={"state": BreakerState.OPEN, "reason": reason,
                                               "changed_at": self.clock(), "changed_by": by})
 
-        await self._cas(f"{BREAKERS}{swarm_id}", Breaker, change)
+        await self._breakers.mutate(swarm_id, change)
         if opened:
             print(f"infrafabric: circuit breaker OPEN for {swarm_id}: {reason}", file=sys.stderr)
             await self._notify("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": reason,
@@ -382,26 +354,30 @@ class IFGovernor:
         """Close the breaker (the only way it closes), optionally with a new budget."""
         if budget_micros is not None:
             await self.set_budget(swarm_id, budget_micros)
-            await self._cas(f"{BUDGETS}{swarm_id}", Budget, lambda b: None if b is None else b.model_copy(
+            await self._budgets.mutate(swarm_id, lambda b: None if b is None else b.model_copy(
                 update={"spent_micros": 0, "reserved_micros": 0, "updated_at": self.clock()}))
-        breaker = await self._cas(f"{BREAKERS}{swarm_id}", Breaker, lambda b: Breaker(
+        got = await self._breakers.mutate(swarm_id, lambda b: Breaker(
             state=BreakerState.CLOSED, reason="manual reset", changed_at=self.clock(), changed_by=by))
-        assert breaker is not None
+        assert got is not None
+        breaker = got.value
         await self._notify("circuit_breaker_reset", {"swarm_id": swarm_id, "by": by,
                                                      "budget_micros": budget_micros})
         return breaker
 
     async def record_outcome(self, swarm_id: str, *, success: bool) -> Breaker:
         """Count consecutive failures; the policy's threshold trips the breaker.
-        (An attached coordinator reports every completed and failed task.)"""
+        A coordinator whose policy this governor is reports every completed
+        and failed attempt itself (:meth:`on_outcome`): call this only for
+        outcomes the coordinator never sees."""
         if success:
             current = await self.breaker(swarm_id)
             if current.consecutive_failures == 0:
                 return current  # nothing to reset: no write on the common path
         threshold = (await self.policy()).circuit_breaker_failure_threshold
-        breaker = await self._cas(f"{BREAKERS}{swarm_id}", Breaker, lambda b: (b or Breaker()).model_copy(
+        got = await self._breakers.mutate(swarm_id, lambda b: (b or Breaker()).model_copy(
             update={"consecutive_failures": 0 if success else (b or Breaker()).consecutive_failures + 1}))
-        assert breaker is not None
+        assert got is not None
+        breaker = got.value
         if not success and breaker.consecutive_failures >= threshold:
             await self.trip(swarm_id, f"{breaker.consecutive_failures} consecutive failures", by="governor")
             return await self.breaker(swarm_id)
@@ -445,15 +421,15 @@ class IFGovernor:
                 return await self.profile(c.swarm_id)
         return None
 
-    # -- the coordinator's admission hook --------------------------------------------------
+    # -- admission --------------------------------------------------------------------------
 
-    async def admission(self, swarm: SwarmRecord, task: Task) -> str | None:
+    async def admit(self, swarm: SwarmRecord, task: Task) -> str | None:
         """Refuse a claim unless the swarm's breaker is closed, it has budget
         left (no budget set: unmetered) and it covers the task by the policy's
         threshold. (That the swarm is registered at all, the coordinator checks;
         so it does the coverage of its record against the policy's threshold,
-        which :meth:`attach` installs: the policy is read here only when the
-        governor's profile offers other capabilities than that record.)"""
+        which :meth:`min_coverage` gives it: the policy is read here only when
+        the governor's profile offers other capabilities than that record.)"""
         profile, breaker, budget = await asyncio.gather(
             self.profile(swarm.id), self.breaker(swarm.id), self.budget(swarm.id))
         # A swarm the coordinator knows but the governor does not is unmetered,
@@ -502,32 +478,31 @@ class IFGovernor:
                                                     "problems": problems})
         return problems
 
-    async def route(self, task: Task, swarms: list[SwarmRecord]) -> list[str]:
-        """Who a task is pushed to: qualified swarms only (coverage, breaker
-        closed, budget left), best score first."""
+    async def route(self, task: Task, swarms: list[SwarmRecord], threshold: float | None = None) -> list[str]:
+        """Who a task is pushed to: qualified swarms only (coverage by the
+        policy's threshold, breaker closed, budget left), best score first."""
         registered = {s.id for s in swarms}
         return [c.swarm_id for c in await self.explain_match(task.capabilities)
                 if c.excluded is None and c.swarm_id in registered]
 
-    async def request_help_for_blocker(self, blocked_swarm_id: str,
-                                       blocker: dict[str, Any]) -> dict[str, Any]:
+    async def request_help_for_blocker(self, blocked_swarm_id: str, blocker: dict[str, Any], *,
+                                       task: Task | None = None) -> dict[str, Any]:
         """The seeds' "gang up on blocker": for each capability the blocker
         needs, the best qualified swarm (not the blocked one), at most
         ``max_swarms_per_task`` of them, each within ``max_cost_per_task`` for
         the task's estimate (1 h if none); they are sent a help request on
         ``swarms/<id>/help``. When nobody qualifies, a human is asked on the
-        escalation subject. Returns the plan."""
+        escalation subject. ``task``: the blocked task, if the caller read it
+        already (else it is read here, when the report names one). Returns the plan."""
         info = blocker.get("blocker_info", blocker)
         needed: list[str] = list(info.get("capabilities") or [])
         hours = Decimal("1")
         task_id = info.get("task") or info.get("task_id")
-        if task_id and self.coordinator is not None:
-            try:
-                task = await self.coordinator.get_task(str(task_id))
-                needed = needed or list(task.capabilities)
-                hours = task.estimate_hours or hours
-            except TaskNotFoundError:
-                pass
+        if task is None and isinstance(task_id, str) and task_id:
+            task = await self._tasks.read(task_id)
+        if task is not None:
+            needed = needed or list(task.capabilities)
+            hours = task.estimate_hours or hours
         policy = await self.policy()
         helpers: list[dict[str, Any]] = []
         skipped: list[str] = []
@@ -555,7 +530,7 @@ class IFGovernor:
                 "helpers": helpers, "skipped": skipped, "escalated": not helpers}
         request = json.dumps({"type": "help_request", **plan, "blocker": info}, default=str)
         for h in helpers:
-            await self.bus.publish(f"swarms/{h['swarm_id']}/help", request)
+            await self.bus.publish(help_subject(h["swarm_id"]), request)
         if not helpers:
             await self.escalate({"type": "human_needed", "reason": "no qualified swarm can help", **plan})
         await self._notify("help_requested" if helpers else "escalated_to_human",
@@ -563,22 +538,31 @@ class IFGovernor:
                             "needed": needed})
         return plan
 
-    def attach(self, coordinator: IFCoordinator) -> None:
-        """Put this governor in charge of ``coordinator``'s claims (admission,
-        and the policy's coverage threshold instead of the coordinator's own),
-        pushes (only qualified swarms, best first) and blockers (help); each
-        task it completes or fails counts towards the swarm's breaker."""
-        self.coordinator = coordinator
-        coordinator.admission = self.admission
-        coordinator.router = self.route
-        coordinator.blocker_hook = self.request_help_for_blocker
-        coordinator.coverage_threshold = self.min_capability_match
-        if self._count_outcomes not in coordinator.observers:
-            coordinator.observers.append(self._count_outcomes)
+    # -- the coordinator's claim policy ------------------------------------------------
 
-    async def _count_outcomes(self, operation: str, params: dict[str, Any]) -> None:
-        if operation in ("task_completed", "task_failed") and isinstance(params.get("swarm_id"), str):
-            await self.record_outcome(params["swarm_id"], success=operation == "task_completed")
+    async def min_coverage(self, default: float) -> float:
+        """The policy's ``min_capability_match`` (one threshold on the bus for the fleet)."""
+        return await self.min_capability_match()
+
+    async def stopped(self, swarm_id: str) -> SwarmStoppedError | None:
+        """Breaker open or budget spent: the swarm may claim nothing until a human acts."""
+        breaker, budget = await asyncio.gather(self.breaker(swarm_id), self.budget(swarm_id))
+        if breaker.state is BreakerState.OPEN:
+            return BreakerOpenError(f"circuit breaker of {swarm_id} is open: {breaker.reason}",
+                                    swarm_id=swarm_id,
+                                    hint=f"ifctl governor reset-circuit-breaker {swarm_id} --budget USD")
+        if budget is not None and budget.remaining_micros <= 0:  # None: unmetered
+            return BudgetExhaustedError(
+                f"budget of {swarm_id} is exhausted: {format_usd(budget.spent_micros)} spent "
+                f"(+{format_usd(budget.reserved_micros)} reserved) of {format_usd(budget.limit_micros)}",
+                swarm_id=swarm_id, hint=f"ifctl governor reset-circuit-breaker {swarm_id} --budget USD")
+        return None
+
+    async def on_blocker(self, swarm_id: str, report: dict[str, Any], task: Task | None) -> Any:
+        return await self.request_help_for_blocker(swarm_id, report, task=task)
+
+    async def on_outcome(self, swarm_id: str, task: Task, *, success: bool) -> None:
+        await self.record_outcome(swarm_id, success=success)
 
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:

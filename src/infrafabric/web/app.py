@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,8 +61,10 @@ def _refusal(exc: InfraFabricError) -> JSONResponse:
 
 
 class _Dashboard:
-    def __init__(self, url: str | None, bus: EventBus | None, token: str | None) -> None:
+    def __init__(self, url: str | None, bus: EventBus | None, token: str | None,
+                 home: str | os.PathLike[str] | None = None) -> None:
         self.url = url
+        self.home = home
         self.bus = bus
         self.token = token
         self.view: FleetView | None = None
@@ -78,8 +81,9 @@ class _Dashboard:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            bus = self.bus if self.bus is not None else await stack.enter_async_context(connect(self.url))
-            view = FleetView(bus)
+            bus = self.bus if self.bus is not None else await stack.enter_async_context(
+                connect(self.url, home=self.home))
+            view = FleetView(bus, home=self.home)
             await view.start()
             stack.push_async_callback(view.close)
             self.view = view
@@ -228,13 +232,16 @@ class _Dashboard:
         return JSONResponse({"ok": True, "swarm": swarm, "breaker": breaker.model_dump(mode="json")})
 
 
-def create_app(url: str | None = None, *, bus: EventBus | None = None, token: str | None = None) -> Starlette:
+def create_app(url: str | None = None, *, bus: EventBus | None = None, token: str | None = None,
+               home: str | os.PathLike[str] | None = None) -> Starlette:
     """The dashboard for the bus at ``url`` (the usual default when None), or
     on an already connected ``bus``. With ``token``, breaker resets are
-    allowed to requests carrying it; without, the dashboard is read-only."""
+    allowed to requests carrying it; without, the dashboard is read-only.
+    ``home`` is the state directory (its witness key signs what the
+    dashboard's actions write; default as everywhere: ``IF_HOME``...)."""
     if token is not None and not token.strip():
         raise ValueError("the operator token must not be empty")
-    d = _Dashboard(url, bus, token.strip() if token is not None else None)
+    d = _Dashboard(url, bus, token.strip() if token is not None else None, home)
     routes = [
         Route("/", d.index),
         Route("/api/state", d.state),

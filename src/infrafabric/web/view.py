@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
@@ -27,16 +28,26 @@ from typing import Any
 from pydantic import ValidationError
 
 from infrafabric.bus import EventBus, EventKind, WatchEvent
-from infrafabric.chassis.reputation import REPUTATION_PREFIX, ReputationRecord
-from infrafabric.chassis.slo import SLO_PREFIX
-from infrafabric.coordinator.core import BLOCKERS, SWARMS, TASKS, IFCoordinator
+from infrafabric.bus.layout import (
+    BLOCKERS,
+    BREAKERS,
+    BUDGETS,
+    ENTRIES,
+    ESCALATIONS,
+    PROFILES,
+    SWARMS,
+    TASKS,
+)
+from infrafabric.bus.layout import REPUTATION as REPUTATION_PREFIX
+from infrafabric.bus.layout import SLO as SLO_PREFIX
+from infrafabric.chassis.reputation import ReputationRecord
 from infrafabric.coordinator.models import SwarmRecord, Task, TaskKind, TaskStatus
 from infrafabric.errors import InfraFabricError
-from infrafabric.governor import Breaker, BreakerState, Budget, IFGovernor, SwarmProfile
-from infrafabric.governor.core import BREAKERS, BUDGETS, ESCALATIONS, PROFILES
+from infrafabric.fleet import Fleet, assemble
+from infrafabric.governor import Breaker, BreakerState, Budget, SwarmProfile
 from infrafabric.witness import Witness
 from infrafabric.witness.entry import WitnessEntry
-from infrafabric.witness.log import ENTRIES, decode_block
+from infrafabric.witness.log import decode_block
 
 __all__ = ["FleetCounts", "FleetView"]
 
@@ -168,8 +179,11 @@ class _Swarm:
 class FleetView:
     """The dashboard's live picture of one bus namespace (see the module docs)."""
 
-    def __init__(self, bus: EventBus, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, bus: EventBus, *, home: str | os.PathLike[str] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.bus = bus
+        #: the state directory whose witness key signs what the dashboard's actions write
+        self.home = home
         self.clock = clock
         self.tasks: dict[str, Task] = {}
         self.revisions: dict[str, int] = {}
@@ -567,16 +581,20 @@ class FleetView:
         self._emit("verify", result)
         return result
 
+    def fleet(self, by: str) -> Fleet:
+        """The fleet assembled for an action of ``by``, as every front end builds
+        it: governed (a reopened task is pushed only to qualified swarms whose
+        breaker is closed), witnessed with the same severities, signed."""
+        return assemble(self.bus, home=self.home, actor=by, clock=self.clock)
+
     async def reopen_task(self, task_id: str, *, by: str, reason: str) -> Task:
-        """Give a failed task a fresh set of attempts through the coordinator, witnessed with ``by``."""
-        audit = Witness(self.bus, actor=by)
-        coord = IFCoordinator(self.bus, observers=[audit.observer("IF.coordinator")])
-        return await coord.reopen_task(task_id, by=by, reason=reason)
+        """Give a failed task a fresh set of attempts through the fleet's coordinator,
+        witnessed with ``by``."""
+        return await self.fleet(by).coordinator.reopen_task(task_id, by=by, reason=reason)
 
     async def reset_breaker(self, swarm_id: str, *, by: str, budget_micros: int | None) -> Breaker:
-        """Close ``swarm_id``'s breaker through the governor, witnessed with ``by``."""
-        audit = Witness(self.bus, actor=by)
-        gov = IFGovernor(self.bus, observers=[audit.observer("IF.governor")])
+        """Close ``swarm_id``'s breaker through the fleet's governor, witnessed with ``by``."""
+        gov = self.fleet(by).governor
         return await gov.reset_circuit_breaker(swarm_id, by=by, budget_micros=budget_micros)
 
 

@@ -27,17 +27,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from infrafabric.bus import EventBus, EventKind
+from infrafabric.bus.layout import CHECKPOINTS, ENTRIES, HEAD, VERIFIER_KEYS
+from infrafabric.bus.records import Records
 from infrafabric.errors import BusTimeoutError, BusUnavailableError, ConfigurationError
 from infrafabric.witness.checkpoint import Checkpoint, Signer, Verifier
 from infrafabric.witness.entry import GENESIS, SEVERITIES, WitnessEntry, canonical
 
 __all__ = ["Filter", "VerifyReport", "Witness"]
 
-ENTRIES = "witness/e/"
-HEAD = "witness/head"
-CHECKPOINTS = "witness/cp/"
-KEYS = "witness/keys/"
+KEYS = VERIFIER_KEYS
 RETRY_READS = 20
 MAX_BLOCK = 256
 HINT_EVERY = 64
@@ -59,6 +60,13 @@ def decode_block(data: bytes) -> list[WitnessEntry]:
     if not isinstance(items, list) or not items:
         raise ValueError("a block must be a non-empty JSON array of entries")
     return [WitnessEntry.from_dict(item) for item in items]
+
+
+class _Hint(BaseModel):
+    """``witness/head``: the last seq and hash some writer saw."""
+
+    seq: int
+    hash: str
 
 
 @dataclass
@@ -127,6 +135,7 @@ class Witness:
         self.signer = signer
         self.checkpoint_every = checkpoint_every
         self.written: list[WitnessEntry] = []
+        self._hint = Records(bus, HEAD, _Hint)
         self._head: tuple[int, str] | None = None
         self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -238,35 +247,26 @@ class Witness:
     async def _load_head(self) -> tuple[int, str]:
         if self._head is not None:
             return self._head
-        hint = await self.bus.get(HEAD)
-        if hint is None:
-            return 0, GENESIS
-        data = json.loads(hint.value)
-        return int(data["seq"]), str(data["hash"])
+        hint = await self._hint.read()
+        return (0, GENESIS) if hint is None else (hint.seq, hint.hash)
 
     async def _advance_hint(self, entry: WitnessEntry) -> None:
-        # Best effort and monotonic: a stale hint only costs a new writer a
-        # few reads while it walks forward, so it is refreshed only every
-        # HINT_EVERY entries.
-        for _ in range(3):
-            hint = await self.bus.get(HEAD)
-            if hint is not None and int(json.loads(hint.value)["seq"]) >= entry.seq:
-                return
-            body = json.dumps({"seq": entry.seq, "hash": entry.hash})
-            if hint is None:
-                if await self.bus.create(HEAD, body) is not None:
-                    return
-            elif await self.bus.update(HEAD, body, hint.revision) is not None:
-                return
+        # Monotonic: a stale hint only costs a new writer a few reads while it
+        # walks forward, so it is refreshed only every HINT_EVERY entries.
+        await self._hint.mutate("", lambda hint: None if hint is not None and hint.seq >= entry.seq
+                                else _Hint(seq=entry.seq, hash=entry.hash))
 
     def observer(self, component: str, *, severities: dict[str, str] | None = None
                  ) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
         """An observer for the coordinator (and other components): every
-        operation it reports becomes an entry."""
+        operation it reports becomes an entry. The entry's actor is the swarm
+        that acted (``swarm_id``), else who did it (``by``: an operator), else
+        this witness's own actor (the process that noticed, e.g. a lapsed lease)."""
         levels = severities or {}
 
         async def observe(operation: str, params: dict[str, Any]) -> None:
-            actor = params.get("swarm_id") if isinstance(params.get("swarm_id"), str) else None
+            actor = next((v for v in (params.get("swarm_id"), params.get("by")) if isinstance(v, str) and v),
+                         None)
             await self.append(component, operation, params, actor=actor,
                               severity=levels.get(operation, "info"))
 
