@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -270,3 +271,18 @@ def test_the_error_tree_tells_refusals_from_transport_failures() -> None:
     assert not e.is_transient(e.CorruptRecordError("x")) and not e.is_transient(ValueError("x"))
     assert e.BreakerOpenError("x", swarm_id="s").exit_code == 4
     assert issubclass(e.SwarmStoppedError, InfraFabricError)
+
+
+async def test_every_front_end_signs_with_the_state_directorys_key(bus: EventBus, tmp_path: Any) -> None:
+    """Checkpoint signing no longer depends on the front end: the assembly
+    loads the state directory's key for the CLI, the dashboard and the demo alike."""
+    from infrafabric.web import FleetView
+    from infrafabric.witness import Signer
+
+    assert assemble(bus, home=tmp_path).witness.signer is None  # no key there: nothing to sign with
+    key = Signer.load_or_create(tmp_path)
+    assert assemble(bus, home=tmp_path).witness.signer is not None
+    dashboard = FleetView(bus, home=tmp_path).fleet("bob")
+    assert dashboard.witness.signer is not None and dashboard.witness.signer.id == key.id
+    assert dashboard.witness.actor == "bob"
+    assert assemble(bus, home=tmp_path, signer=None).witness.signer is None

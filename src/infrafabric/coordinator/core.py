@@ -146,7 +146,8 @@ class EmptyHand:
     resumes it), ``no_covered_task`` (nothing on the board needs what it
     offers), ``all_done`` (everything it covers is completed) or ``waiting``
     (what it covers is claimed, blocked, failed or refused right now: each
-    named in :attr:`details`)."""
+    named in :attr:`details`). A stopped swarm's :attr:`stopped` carries the
+    command that resumes it as its ``hint``."""
 
     swarm_id: str
     reason: str
@@ -863,8 +864,7 @@ class IFCoordinator:
         stopped = await self.policy.stopped(swarm_id)
         if stopped is not None:
             reason = "breaker_open" if isinstance(stopped, BreakerOpenError) else "budget_exhausted"
-            return EmptyHand(swarm_id, reason, stopped.message,
-                             [f"to resume: {stopped.hint}"] if stopped.hint else [], stopped)
+            return EmptyHand(swarm_id, reason, stopped.message, [], stopped)
         threshold = await self._min_coverage()
         tasks = await self.list_tasks()
         covered = [t for t in tasks if coverage(t.capabilities, swarm.capabilities) >= threshold
