@@ -17,7 +17,7 @@ import pytest
 from infrafabric import open_fleet
 from infrafabric.bus import EventBus, connect
 from infrafabric.bus.layout import push_subject, task_key
-from infrafabric.coordinator import IFCoordinator, TaskStatus
+from infrafabric.coordinator import ClaimPolicy, IFCoordinator, TaskStatus
 from infrafabric.errors import (
     BreakerOpenError,
     BudgetExhaustedError,
@@ -286,3 +286,64 @@ async def test_every_front_end_signs_with_the_state_directorys_key(bus: EventBus
     assert dashboard.witness.signer is not None and dashboard.witness.signer.id == key.id
     assert dashboard.witness.actor == "bob"
     assert assemble(bus, home=tmp_path, signer=None).witness.signer is None
+
+
+class _SlowAdmission(ClaimPolicy):
+    """Holds every claim in the middle (after the read, before the write) until released."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def admit(self, swarm: Any, task: Any) -> str | None:
+        self.entered.set()
+        await self.go.wait()
+        return None
+
+
+class _Probe(IFCoordinator):
+    """Says when next_task has listed the board (so what follows arrives by push)."""
+
+    listed: asyncio.Event
+
+    async def list_tasks(self) -> list[Any]:
+        out = await super().list_tasks()
+        self.listed.set()
+        return out
+
+
+async def test_a_claim_in_flight_outlives_the_wait_deadline(bus: EventBus) -> None:
+    """next_task's deadline bounds the wait for a push, never a claim already
+    under way: a claim cut off after its write landed was held by nobody until it
+    lapsed (a live demo agent 'lost' tasks that way)."""
+    policy = _SlowAdmission()
+    coord = _Probe(bus, policy=policy, lease_ttl=30)
+    coord.listed = asyncio.Event()
+    await coord.register_swarm("s")
+    hand = asyncio.create_task(coord.next_task("s", wait=0.2))
+    await asyncio.wait_for(coord.listed.wait(), GUARD)
+    await coord.create_task({"id": "T", "title": "t"})  # pushed: claimed from the push feed
+    await asyncio.wait_for(policy.entered.wait(), GUARD)
+    await asyncio.sleep(0.4)  # the wait's deadline passes while the claim is in the middle
+    policy.go.set()
+    outcome = await asyncio.wait_for(hand, GUARD)
+    assert outcome is not None and outcome.won and outcome.task_id == "T"
+    assert (await coord.get_task("T")).owner == "s"
+
+
+async def test_a_cancelled_hand_out_gives_a_landed_claim_back(bus: EventBus) -> None:
+    policy = _SlowAdmission()
+    coord = IFCoordinator(bus, policy=policy, lease_ttl=30)
+    await coord.register_swarm("s")
+    await coord.create_task({"id": "T", "title": "t"})
+    hand = asyncio.create_task(coord.next_task("s", wait=30))
+    await asyncio.wait_for(policy.entered.wait(), GUARD)
+    hand.cancel()  # e.g. the agent's tool call was cancelled while its claim was in flight
+    await asyncio.sleep(0)
+    policy.go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await hand
+    task = await coord.get_task("T")
+    assert task.status is TaskStatus.AVAILABLE and task.owner is None
+    assert [h.reason for h in task.history][-2:] == [
+        "claimed", "the claimant was cancelled before it took the claim"]

@@ -838,20 +838,41 @@ class IFCoordinator:
                     task.status is TaskStatus.CLAIMED and self._lapsed(task, now)) or (
                     task.status is TaskStatus.BLOCKED)
                 if claimable and coverage(task.capabilities, swarm.capabilities) >= threshold:
-                    outcome = await self.try_claim(swarm_id, task.id, lease_ttl=lease_ttl)
+                    outcome = await self._claim_whole(swarm_id, task.id, lease_ttl)
                     if outcome.won:
                         return outcome
             if wait is not None and wait <= 0:
                 return None
-            try:
-                async with asyncio.timeout(wait):
-                    async for pushed in pushes:
-                        outcome = await self.try_claim(swarm_id, pushed.id, lease_ttl=lease_ttl)
-                        if outcome.won:
-                            return outcome
-            except TimeoutError:
-                return None
-        return None
+            loop = asyncio.get_running_loop()
+            deadline = None if wait is None else loop.time() + wait
+            while True:
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return None
+                try:
+                    pushed = await pushes.get(left)
+                except (TimeoutError, StopAsyncIteration):
+                    return None
+                # The deadline bounds the wait for a push, never a claim in flight: a claim cut
+                # off after its compare-and-swap landed would be held by nobody until it lapsed.
+                outcome = await self._claim_whole(swarm_id, pushed.id, lease_ttl)
+                if outcome.won:
+                    return outcome
+
+    async def _claim_whole(self, swarm_id: str, task_id: str, lease_ttl: float | None) -> ClaimOutcome:
+        """:meth:`try_claim`, finished even if the caller is cancelled meanwhile;
+        a claim that landed anyway is then given back (released and pushed
+        again), not left held by nobody until its lease lapses."""
+        attempt = asyncio.ensure_future(self.try_claim(swarm_id, task_id, lease_ttl=lease_ttl))
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                outcome = await attempt
+                if outcome.won:
+                    await self.release_task(swarm_id, task_id, outcome.claim_id,
+                                            reason="the claimant was cancelled before it took the claim")
+            raise
 
     async def explain_empty(self, swarm_id: str) -> EmptyHand:
         """Why :meth:`next_task` has nothing for ``swarm_id`` now: stopped by
