@@ -98,8 +98,10 @@ class Agent:
         outcome = await self.coord.next_task(self.swarm, wait=wait)
         if outcome is not None and outcome.task is not None:
             task = outcome.task
-            became = next((h for h in reversed(task.history[:-1]) if h.to is TaskStatus.AVAILABLE), None)
-            if became is not None and became.reason != "created":
+            # only when the claim followed an availability (a claim that took over a lapsed
+            # lease directly has no such moment on record: its history says claimed, claimed)
+            became = task.history[-2] if len(task.history) > 1 else None
+            if became is not None and became.to is TaskStatus.AVAILABLE and became.reason != "created":
                 self.stats["push_ms"].append((task.updated_at - became.at) * 1000)
         return outcome
 
