@@ -110,6 +110,7 @@ SAMPLES: dict[str, str] = {
     "cost report": "--by swarm",
     "cost track": "alpha review 0.25 --task P1 --model haiku",
     "demo": "",
+    "doctor": "--repair --by alice",
     "events watch": "--count 1",
     "governor match": "code-analysis:python --max-cost 5",
     "governor policy": "{policy}",

@@ -73,8 +73,8 @@ def test_task_next_says_why_the_hand_is_empty(run: Runner) -> None:
     data = json.loads(run("task", "next", "--swarm", "s1", "--json").stdout)
     assert data["stopped"] and data["reason"] == "breaker_open" and data["exit_code"] == 4
     assert data["hint"] == "ifctl governor reset-circuit-breaker s1 --budget USD"
-    claim = run("task", "claim", "B", "--swarm", "s1")
-    assert claim.returncode == 1
+    claim = run("task", "claim", "B", "--swarm", "s1")  # the same exit as task next: stop the loop
+    assert claim.returncode == 4 and "to resume: ifctl governor reset-circuit-breaker s1" in claim.stdout
 
 
 def test_import_keeps_done_work_and_reports_board_owners(run: Runner, tmp_path: Path) -> None:

@@ -21,12 +21,14 @@ from infrafabric.coordinator import ClaimPolicy, IFCoordinator, TaskStatus
 from infrafabric.errors import (
     BreakerOpenError,
     BudgetExhaustedError,
+    BusTimeoutError,
+    BusUnavailableError,
     InfraFabricError,
     SwarmStoppedError,
     TaskNotFoundError,
 )
 from infrafabric.fleet import Fleet, assemble
-from infrafabric.governor import ResourcePolicy, SwarmProfile, usd
+from infrafabric.governor import IFGovernor, ResourcePolicy, SwarmProfile, usd
 
 GUARD = 15.0  # fails a test that hangs; never a latency assertion
 
@@ -347,3 +349,130 @@ async def test_a_cancelled_hand_out_gives_a_landed_claim_back(bus: EventBus) -> 
     assert task.status is TaskStatus.AVAILABLE and task.owner is None
     assert [h.reason for h in task.history][-2:] == [
         "claimed", "the claimant was cancelled before it took the claim"]
+
+
+class _LandThenTimeOut:
+    """A bus whose next update of ``key`` is applied, then ``meanwhile`` runs
+    (another writer), then the caller hears a timeout: an unknown outcome
+    that in fact landed, and a record that moved on before the read-back."""
+
+    def __init__(self, bus: EventBus, key: str, meanwhile: Any) -> None:
+        self._bus, self._key, self._meanwhile = bus, key, meanwhile
+        self.fired = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        rev = await self._bus.update(key, value, revision)
+        if key.endswith(self._key) and rev is not None and not self.fired:
+            self.fired = True
+            await self._meanwhile()
+            raise BusTimeoutError(f"update {key}: deadline missed (test)")
+        return rev
+
+
+async def test_a_landed_debit_is_not_applied_again_after_a_rival_wrote(bus: EventBus) -> None:
+    gov = IFGovernor(bus)
+    await gov.register_swarm(SwarmProfile(id="s", capabilities=[]), budget_micros=usd("1000"))
+    rival = IFGovernor(bus)
+    flaky = _LandThenTimeOut(bus, "gov/budgets/s", lambda: rival.track_cost("s", "b", 100))
+    mine = IFGovernor(flaky)  # type: ignore[arg-type]
+    await mine.track_cost("s", "a", 10)
+    budget = await gov.budget("s")
+    assert flaky.fired and budget is not None and budget.spent_micros == 110
+    ledger = await gov.ledger()
+    assert sorted(e["cost_micros"] for e in ledger) == [10, 100]
+
+
+async def test_a_landed_failure_is_settled_once_after_a_rival_claimed(bus: EventBus) -> None:
+    fleet = assemble(bus, signer=None)
+    await fleet.register_swarm("a")
+    await fleet.register_swarm("b")
+    await fleet.coordinator.create_task({"id": "T", "title": "t"})
+    claim = await fleet.coordinator.try_claim("a", "T")
+    flaky = _LandThenTimeOut(bus, "tasks/T", lambda: fleet.coordinator.claim_task("b", "T"))
+    other = assemble(flaky, signer=None)  # type: ignore[arg-type]
+    failed = await other.coordinator.fail_task("a", "T", "red", claim.claim_id)
+    assert flaky.fired and failed.owner == "b"  # what the task is now: b claimed it after a's failure
+    task = await fleet.coordinator.get_task("T")
+    assert [h.reason for h in task.history] == ["created", "claimed", "attempt 1 failed: red", "claimed"]
+    assert (await fleet.governor.breaker("a")).consecutive_failures == 1  # counted, once
+    failures = await fleet.witness.get_operations(operation="task_failed")
+    assert [e.params["swarm_id"] for e in failures] == ["a"]  # witnessed, once
+
+
+async def test_a_landed_claim_is_won_after_a_rival_read(bus: EventBus) -> None:
+    coord = IFCoordinator(bus)
+    await coord.register_swarm("a")
+    await coord.create_task({"id": "T", "title": "t"})
+
+    async def nothing() -> None:
+        return None
+
+    flaky = _LandThenTimeOut(bus, "tasks/T", nothing)
+    outcome = await IFCoordinator(flaky).try_claim("a", "T")  # type: ignore[arg-type]
+    assert flaky.fired and outcome.won and outcome.claim_id == (await coord.get_task("T")).claim_id
+
+
+async def test_a_claim_survives_repeated_cancellation_without_an_orphan(bus: EventBus) -> None:
+    policy = _SlowAdmission()
+    coord = IFCoordinator(bus, policy=policy, lease_ttl=30)
+    await coord.register_swarm("s")
+    await coord.create_task({"id": "T", "title": "t"})
+    hand = asyncio.create_task(coord.next_task("s", wait=30))
+    await asyncio.wait_for(policy.entered.wait(), GUARD)
+    for _ in range(3):  # cancel scopes cancel again at every await
+        hand.cancel()
+        await asyncio.sleep(0)
+    policy.go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await hand
+    task = await coord.get_task("T")
+    assert task.status is TaskStatus.AVAILABLE and task.owner is None
+
+
+async def test_holding_reports_a_lease_that_ran_out_while_the_bus_was_away(bus: EventBus) -> None:
+    class Cut(IFCoordinator):
+        cut = False
+
+        async def heartbeat(self, *args: Any, **kwargs: Any) -> float:
+            if self.cut:
+                raise BusUnavailableError("cannot reach the bus (test)")
+            return await super().heartbeat(*args, **kwargs)
+
+    coord = Cut(bus, lease_ttl=0.6)
+    await coord.register_swarm("s")
+    await coord.create_task({"id": "T", "title": "t"})
+    claim = await coord.try_claim("s", "T")
+    async with coord.holding("s", "T", claim.claim_id, interval=0.05) as lost:
+        coord.cut = True
+        await asyncio.wait_for(lost.wait(), GUARD)
+    assert lost.reason is not None and "lapsed while heartbeats failed" in lost.reason
+
+
+async def test_a_losing_claimer_is_not_queued_behind_a_slow_winner(bus: EventBus) -> None:
+    """Claimers in one process do not take turns: the second hears its answer
+    while the first is still in the middle of its claim."""
+    class SlowFor(ClaimPolicy):
+        def __init__(self) -> None:
+            self.entered, self.go = asyncio.Event(), asyncio.Event()
+
+        async def admit(self, swarm: Any, task: Any) -> str | None:
+            if swarm.id == "slow":
+                self.entered.set()
+                await self.go.wait()
+            return None
+
+    policy = SlowFor()
+    coord = IFCoordinator(bus, policy=policy)
+    await coord.register_swarm("slow")
+    await coord.register_swarm("fast")
+    await coord.create_task({"id": "T", "title": "t"})
+    slow = asyncio.create_task(coord.try_claim("slow", "T"))
+    await asyncio.wait_for(policy.entered.wait(), GUARD)
+    fast = await asyncio.wait_for(coord.try_claim("fast", "T"), GUARD)  # answered while slow is held
+    assert fast.won
+    policy.go.set()
+    late = await asyncio.wait_for(slow, GUARD)
+    assert not late.won and late.lost and "claimed by fast" in late.reason

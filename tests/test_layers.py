@@ -20,6 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "governor": {"coordinator", "bus", "errors"},
     "chassis": {"coordinator", "bus", "errors"},
     "fleet": {"governor", "chassis", "witness", "coordinator", "bus", "errors"},
+    "doctor": {"governor", "chassis", "witness", "coordinator", "bus", "errors"},
 }
 #: front ends and tools: anything below them, never each other's internals
 FRONT_ENDS = {"cli", "web", "demo", "bench", "faults"}

@@ -28,6 +28,7 @@ subject ``orchestrator/escalations``    breaker trips and other calls for a huma
 ``witness/head``                        a hint: the last seq and hash some writer saw
 ``witness/cp/<size>``                   signed checkpoints
 ``witness/keys/<key id>``               public verifier keys
+``quarantine/<key>``                    a record ``ifctl doctor --repair`` moved aside
 ======================================  ==============================================
 """
 
@@ -47,6 +48,7 @@ __all__ = [
     "MODULES",
     "POLICY",
     "PROFILES",
+    "QUARANTINE",
     "REPUTATION",
     "SLO",
     "SWARMS",
@@ -83,6 +85,9 @@ ENTRIES = "witness/e/"
 HEAD = "witness/head"
 CHECKPOINTS = "witness/cp/"
 VERIFIER_KEYS = "witness/keys/"
+
+# -- doctor --------------------------------------------------------------------------
+QUARANTINE = "quarantine/"
 
 
 def task_key(task_id: str) -> str:

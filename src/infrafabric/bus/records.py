@@ -19,17 +19,30 @@ How :meth:`~Records.mutate` retries (:class:`RetryPolicy`):
   with its losses, up to :attr:`RetryPolicy.max_pause`.
 * A write whose outcome is unknown (:class:`~infrafabric.errors.BusTimeoutError`)
   is read back: if the record holds a value this call wrote, it succeeded;
-  otherwise it is treated as a lost swap. So a retry never applies a change twice.
+  otherwise it is treated as a lost swap and ``change`` is asked again, with
+  the record as it is now. If the write did land and another writer changed
+  the record since, only ``change`` can tell: changes recognise their own
+  effect (see :meth:`Records.mutate`), so a retry never applies one twice.
 * It gives up with :class:`~infrafabric.errors.ConflictError` (transient) after
   :attr:`RetryPolicy.patience` bus timeouts of steady losing. Anything else
   the bus raises (unreachable, for one) and anything ``change`` raises (a
   refusal) ends the loop at once: only what can succeed is retried.
+
+What it writes is checked first (:func:`encode`): at most
+:data:`~infrafabric.bus.bounds.MAX_RECORD_BYTES`, and it must read back as
+the same record, so no value that a later reader could not decode (a number
+of 4,400 digits, a model bypassed with ``model_copy``) is ever stored. What it
+reads and cannot decode (written by hand or by an older version) fails only
+the command about that record: listings skip it with a warning naming its key
+(on the ``infrafabric`` logger), and ``ifctl doctor`` finds and quarantines it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,11 +52,13 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from infrafabric.bus.base import Entry, EventBus
-from infrafabric.errors import BusTimeoutError, ConflictError, CorruptRecordError
+from infrafabric.bus.bounds import MAX_RECORD_BYTES
+from infrafabric.errors import BusTimeoutError, ConfigurationError, ConflictError, CorruptRecordError
 
 __all__ = ["DEFAULT_RETRY", "UNREAD", "Change", "Records", "RetryPolicy", "Versioned", "decode", "encode"]
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 #: ``(current or None) -> new value, or None to write nothing``; may be async
 Change = Callable[[M | None], "Awaitable[M | None] | M | None"]
@@ -95,8 +110,22 @@ class _Unread:
 UNREAD = _Unread()
 
 
-def encode(value: BaseModel) -> bytes:
-    return value.model_dump_json().encode()
+def encode(value: BaseModel, key: str = "a record") -> bytes:
+    """``value`` as stored: JSON, checked to fit :data:`MAX_RECORD_BYTES` and to
+    read back as a valid record (:class:`ConfigurationError` naming the key
+    and the fields otherwise; nothing is written)."""
+    body = value.model_dump_json().encode()
+    if len(body) > MAX_RECORD_BYTES:
+        raise ConfigurationError(f"{key} would be {len(body):,} bytes, more than the {MAX_RECORD_BYTES:,} "
+                                 "a record may hold", hint="shorten the longest text or result in it")
+    try:
+        type(value).model_validate_json(body)
+    except (ValidationError, ValueError) as exc:
+        problems = (exc.errors()[:5] if isinstance(exc, ValidationError) else [])
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in problems) \
+            or str(exc)[:300]
+        raise ConfigurationError(f"{key} would not read back: {detail}") from exc
+    return body
 
 
 class Records(Generic[M]):
@@ -137,8 +166,16 @@ class Records(Generic[M]):
         return await self.bus.get(self.key(record_id)) is not None
 
     async def list(self) -> list[Versioned[M]]:
-        """Every record under the prefix, in key order."""
-        return [Versioned(e.key, decode(self.model, e), e.revision) for e in await self.bus.list(self.prefix)]
+        """Every record under the prefix, in key order. One that does not decode
+        is skipped with a warning naming it (see the module docs)."""
+        return [v for v in map(self._decoded, await self.bus.list(self.prefix)) if v is not None]
+
+    def _decoded(self, entry: Entry) -> Versioned[M] | None:
+        try:
+            return Versioned(entry.key, decode(self.model, entry), entry.revision)
+        except CorruptRecordError as exc:
+            log.warning("skipped %s (`ifctl doctor` repairs it)", exc.message)
+            return None
 
     async def all(self) -> dict[str, M]:
         """Every record under the prefix, by id."""
@@ -147,26 +184,29 @@ class Records(Generic[M]):
     async def scan(self) -> AsyncIterator[Versioned[M]]:
         """Every record under the prefix, streamed in key order (for large prefixes)."""
         async for e in self.bus.scan(self.prefix):
-            yield Versioned(e.key, decode(self.model, e), e.revision)
+            got = self._decoded(e)
+            if got is not None:
+                yield got
 
     # -- writing ------------------------------------------------------------------
 
     async def create(self, record_id: str, value: M) -> Versioned[M] | None:
         """Write ``value`` only if the record is absent; None if it exists."""
-        rev = await self.bus.create(self.key(record_id), encode(value))
+        rev = await self.bus.create(self.key(record_id), encode(value, self.key(record_id)))
         return None if rev is None else Versioned(self.key(record_id), value, rev)
 
     async def put(self, record_id: str, value: M) -> Versioned[M]:
         """Write ``value`` whatever is there (records with a single writer, or
         where the last write should win)."""
-        rev = await self.bus.put(self.key(record_id), encode(value))
+        rev = await self.bus.put(self.key(record_id), encode(value, self.key(record_id)))
         return Versioned(self.key(record_id), value, rev)
 
     async def delete(self, record_id: str, revision: int | None = None) -> bool:
         return await self.bus.delete(self.key(record_id), revision)
 
     async def mutate(self, record_id: str, change: Change[M], *,
-                     first: Versioned[M] | _Unread | None = UNREAD) -> Versioned[M] | None:
+                     first: Versioned[M] | _Unread | None = UNREAD,
+                     replace_corrupt: bool = False, take_turns: bool = True) -> Versioned[M] | None:
         """Read-modify-write the record until the compare-and-swap sticks (see
         the module docs for the retry policy). ``change`` gets the current
         value (None if absent) and returns the new one, or None to write
@@ -174,9 +214,22 @@ class Records(Generic[M]):
         current record when ``change`` wrote nothing (None if absent).
 
         ``first``: the record as the caller already read it (saves a read);
-        leave it out to read it here."""
+        leave it out to read it here. ``replace_corrupt``: a stored record that
+        does not decode is handed to ``change`` as None and overwritten (for
+        commands that repair: a reset, a new budget); otherwise it raises
+        :class:`CorruptRecordError` and nothing is written. ``take_turns``
+        (default) makes this process's updates of the key wait for each other;
+        a claim passes False, since a claimer that would lose must hear so at
+        once rather than queue behind a winner.
+
+        A retried change is asked again with the record as it is now. When a
+        write's outcome was unknown and it landed, the re-read finds it (the
+        record holds this call's bytes) unless another writer changed the
+        record since; ``change`` should then recognise its own effect (the
+        coordinator tags its transitions, a claim its fencing token, a debit
+        its ledger key) so nothing is applied twice."""
         key = self.key(record_id)
-        turn = self._turns.setdefault(key, asyncio.Lock())
+        turn = self._turns.setdefault(key, asyncio.Lock()) if take_turns else contextlib.nullcontext()
         deadline = time.monotonic() + self.retry.patience * self.bus.timeout
         mine: set[bytes] = set()  # bodies this call wrote whose outcome was unknown
         losses = 0
@@ -184,24 +237,31 @@ class Records(Generic[M]):
         need_read = isinstance(first, _Unread)
         async with turn:
             while True:
+                revision = None if current is None else current.revision
                 if need_read:
                     entry = await self.bus.get(key)
                     if entry is not None and entry.value in mine:
                         return Versioned(key, decode(self.model, entry), entry.revision)
-                    current = None if entry is None else Versioned(key, decode(self.model, entry),
-                                                                   entry.revision)
+                    current, revision = None, None if entry is None else entry.revision
+                    if entry is not None:
+                        try:
+                            current = Versioned(key, decode(self.model, entry), entry.revision)
+                        except CorruptRecordError as exc:
+                            if not replace_corrupt:
+                                raise
+                            log.warning("replacing %s", exc.message)
                 need_read = True
                 new = change(None if current is None else current.value)
                 if inspect.isawaitable(new):
                     new = await new
                 if new is None:
                     return current
-                body = encode(new)
+                body = encode(new, key)
                 try:
-                    if current is None:
+                    if revision is None:
                         rev = await self.bus.create(key, body)
                     else:
-                        rev = await self.bus.update(key, body, current.revision)
+                        rev = await self.bus.update(key, body, revision)
                 except BusTimeoutError:
                     mine.add(body)  # unknown outcome: the read-back at the top of the loop tells
                     rev = None

@@ -20,6 +20,7 @@ cli.lazy.update({
     # chassis_bus adds load/exec/creds/slo/reputation to the group defined in cli.chassis
     "chassis": "infrafabric.cli.chassis_bus:chassis",
     "web": "infrafabric.cli.web:web",
+    "doctor": "infrafabric.cli.doctor:doctor",
 })
 
 __all__ = ["cli", "main"]

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import importlib
 import json
+import logging
 import os
 import sys
 import traceback
@@ -265,3 +266,19 @@ def cli(ctx: click.Context, bus: str | None, home: str | None, debug: bool) -> N
     if bus is not None and not bus.strip():
         raise ConfigurationError("--bus / IF_BUS_URL is set but empty")
     ctx.obj = Settings(bus=bus or None, home=home, debug=debug)
+    _log_to_stderr(debug)
+
+
+def _log_to_stderr(debug: bool) -> None:
+    """What the library reports on the ``infrafabric`` logger (a skipped
+    corrupt record, a replaced one) reaches the terminal as ``warning: ...``
+    on stderr, so stdout stays the command's output (``--json`` included)."""
+    logger = logging.getLogger("infrafabric")
+    if any(getattr(h, "_ifctl", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if debug else "warning: %(message)s"))
+    handler.setLevel(logging.DEBUG if debug else logging.WARNING)
+    handler._ifctl = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)

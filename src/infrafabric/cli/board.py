@@ -214,7 +214,8 @@ lease_option = click.option("--lease", "lease_ttl", type=click.FloatRange(min=0.
 @lease_option
 @contract
 def task_claim(task_id: str, swarm_id: str, lease_ttl: float) -> Outcome:
-    """Claim a task (one compare-and-swap). Exit 0 if won, 1 if not.
+    """Claim a task (one compare-and-swap). Exit 0 if won, 1 if not, 4 if the
+    governor has stopped the swarm (breaker open, budget spent).
 
     Example: ifctl task claim P0.1.1 --swarm session-7 --why
     """
@@ -223,7 +224,16 @@ def task_claim(task_id: str, swarm_id: str, lease_ttl: float) -> Outcome:
 
 
 async def _claim(coord: IFCoordinator, swarm_id: str, task_id: str, s: Settings) -> Outcome:
-    return claim_outcome(await coord.try_claim(swarm_id, task_id, dry_run=s.falsify), s)
+    outcome = claim_outcome(await coord.try_claim(swarm_id, task_id, dry_run=s.falsify), s)
+    if outcome.exit_code and not s.falsify and await coord.get_swarm(swarm_id) is not None:
+        stopped = await coord.policy.stopped(swarm_id)
+        if stopped is not None:  # the same exit as `task next`: the agent's loop must stop, not retry
+            outcome.exit_code = EXIT_STOPPED
+            outcome.data.update(stopped=True, hint=stopped.hint)
+            outcome.lines.append(f"{swarm_id} is stopped: {escape(stopped.message)}")
+            if stopped.hint:
+                outcome.lines.append(f"to resume: {escape(stopped.hint)}")
+    return outcome
 
 
 def _owned_why(swarm_id: str, claim_id: str | None, result: str) -> list[str]:

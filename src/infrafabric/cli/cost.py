@@ -290,7 +290,7 @@ def cost_track(swarm_id: str, operation: str, amount: str, task_id: str | None, 
 
     async def go(gov: IFGovernor) -> Outcome:
         if s.falsify:
-            budget, breaker = await gov.budget(swarm_id), await gov.breaker(swarm_id)
+            budget, breaker = await gov.usable_budget(swarm_id), await gov.breaker(swarm_id)
             checks = [await bus_check(gov),
                       Check(f"swarm {swarm_id} has a budget", budget is not None,
                             "" if budget else f"none: ifctl governor register {swarm_id} --budget USD")]

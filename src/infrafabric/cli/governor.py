@@ -99,7 +99,7 @@ def refusal(budget: Budget | None, breaker: Breaker) -> str | None:
 
 
 async def swarm_state(gov: IFGovernor, profile: SwarmProfile) -> dict[str, Any]:
-    budget, breaker = await gov.budget(profile.id), await gov.breaker(profile.id)
+    budget, breaker = await gov.usable_budget(profile.id), await gov.breaker(profile.id)
     return {"id": profile.id, "capabilities": profile.capabilities,
             "cost_per_hour_usd": plain_usd(profile.cost_per_hour_micros),
             "cost_per_hour_micros": profile.cost_per_hour_micros,
@@ -193,7 +193,7 @@ def governor_register(swarm_id: str | None, caps: tuple[str, ...], cost_per_hour
     notes = [f"custom capability {c} (not built in)" for c in parsed.custom_capabilities]
 
     async def go(gov: IFGovernor) -> Outcome:
-        existing, current, breaker = (await gov.profile(profile.id), await gov.budget(profile.id),
+        existing, current, breaker = (await gov.profile(profile.id), await gov.usable_budget(profile.id),
                                       await gov.breaker(profile.id))
         if s.falsify:
             health = await gov.bus.health_check()
@@ -420,7 +420,7 @@ def governor_reset(swarm_id: str, budget: str | None, by: str | None) -> Outcome
 
     async def go(gov: IFGovernor) -> Outcome:
         profile = await gov.profile(swarm_id)
-        breaker, current = await gov.breaker(swarm_id), await gov.budget(swarm_id)
+        breaker, current = await gov.breaker(swarm_id), await gov.usable_budget(swarm_id)
         left_after = limit if limit is not None else (current.remaining_micros if current else None)
         warning = None
         if left_after is None:

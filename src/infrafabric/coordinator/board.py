@@ -68,15 +68,16 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from infrafabric.bus.bounds import MAX_HOURS, parse_decimal, parse_dollars
 from infrafabric.coordinator.models import TaskKind, TaskSpec, TaskStatus, is_task_id
-from infrafabric.errors import BoardError
+from infrafabric.errors import BoardError, ConfigurationError
 
 __all__ = [
     "BOARD_FORMATS",
@@ -253,21 +254,18 @@ def parse_estimate(text: str) -> Decimal | None:
     stripped = text.strip()
     if stripped.lower() in _EMPTY:
         return None
-    try:
-        plain = Decimal(stripped)
-    except InvalidOperation:
-        plain = None
-    if plain is not None:
-        if not plain.is_finite() or plain < 0:
-            raise ValueError(f"cannot read estimate {stripped!r}")
-        return plain
-    match = _ESTIMATE.fullmatch(stripped)
+    if re.fullmatch(r"[0-9.]+", stripped):
+        return parse_decimal(stripped, what="estimate", maximum=MAX_HOURS)
+    match = _ESTIMATE.fullmatch(stripped) if len(stripped) <= 64 else None
     if match is None or (match.group("h") is None and match.group("m") is None):
-        raise ValueError(f"cannot read estimate {stripped!r} (expected hours or minutes, like 1.5h or 30m)")
-    hours = Decimal(match.group("h") or 0)
+        shown = stripped if len(stripped) <= 40 else stripped[:37] + "..."
+        raise ValueError(f"cannot read estimate {shown!r} (expected hours or minutes, like 1.5h or 30m)")
+    hours = parse_decimal(match.group("h") or "0", what="estimate", maximum=MAX_HOURS)
     if match.group("m") is not None:
-        hours += Decimal(match.group("m")) / Decimal(60)
-    return hours
+        hours += parse_decimal(match.group("m"), what="estimate", maximum=MAX_HOURS * 60) / Decimal(60)
+    if hours > MAX_HOURS:
+        raise ValueError(f"estimate {stripped!r} is more than {MAX_HOURS} hours")
+    return hours.quantize(Decimal("0.000001")).normalize() if hours else Decimal(0)
 
 
 def _format_estimate(hours: Decimal) -> str:
@@ -286,14 +284,14 @@ def _parse_budget(text: str) -> int | None:
     stripped = text.strip()
     if stripped.lower() in _EMPTY:
         return None
-    cleaned = stripped.replace("$", "").replace(",", "").replace("USD", "").strip()
+    cleaned = stripped.removesuffix("USD").strip()
     try:
-        micros = Decimal(cleaned) * 1_000_000
-    except InvalidOperation:
-        raise ValueError(f"cannot read budget {stripped!r} (expected dollars, like $2.50)") from None
-    if not micros.is_finite() or micros < 0 or micros != micros.to_integral_value():
-        raise ValueError(f"budget {stripped!r} is not a whole number of micro-dollars >= 0")
-    return int(micros)
+        return parse_dollars(cleaned, what="budget", negative=False)
+    except ConfigurationError as exc:
+        if "not a number" in exc.message:
+            shown = stripped if len(stripped) <= 40 else stripped[:37] + "..."
+            raise ValueError(f"cannot read budget {shown!r} (expected dollars, like $2.50)") from None
+        raise ValueError(exc.message) from None
 
 
 def _format_budget(micros: int) -> str:
@@ -577,8 +575,9 @@ def _read_task_table(
                 elif column == "priority":
                     text = _clean_cell(cell)
                     if text is not None:
-                        if not re.fullmatch(r"[+-]?\d+", text):
-                            raise ValueError(f"priority {text!r} is not a whole number")
+                        if not re.fullmatch(r"[+-]?[0-9]{1,10}", text):
+                            shown = text if len(text) <= 40 else text[:37] + "..."
+                            raise ValueError(f"priority {shown!r} is not a whole number")
                         raw.data["priority"] = int(text)
                 elif column == "kind":
                     text = _clean_cell(cell)
@@ -917,7 +916,8 @@ def _explain(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
             out.append(f"invalid capability {shown}: {_CAPABILITY_RULE}")
         elif kind == "missing":
             out.append(f"missing required field {name!r}")
-        elif kind == "string_too_short" and name == "title":
+        elif name == "title" and (kind == "string_too_short"
+                                  or (kind == "value_error" and "blank" in err["msg"])):
             out.append("the title is empty")
         elif kind == "string_too_long":
             limit = (err.get("ctx") or {}).get("max_length")
@@ -929,6 +929,9 @@ def _explain(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
             out.append(f"dependency {listed} is listed twice")
         elif kind == "extra_forbidden":
             out.append(f"unknown field {name!r}")
+        elif kind == "value_error":  # our bounds (control characters, line breaks): say them plainly
+            message = str(err["msg"]).removeprefix("Value error, ")
+            out.append(f"{where} {message} (got {shown})")
         else:
             message = err["msg"]
             message = message[:1].lower() + message[1:]

@@ -354,7 +354,7 @@ class IFCoordinator:
             raise TaskExistsError(f"task {spec.id!r} already exists")
         params: dict[str, Any] = {"task_id": task.id, "status": status.value}
         if completed and by:
-            params["by"] = by
+            params["completed_by"] = by  # who did the work: not who imports it (the entry's actor)
         await self._settle(None, task, "task_created", params)
         return task
 
@@ -452,18 +452,20 @@ class IFCoordinator:
         """What follows every transition, whoever made it: observers are told,
         the policy counts a finished attempt, a task that became available is
         pushed, and a completion unblocks its dependents."""
-        if operation is not None:
-            await self._notify(operation, params)
         previous = before.status if before is not None else None
-        if operation == "task_completed" and before is not None and before.owner:
-            await self.policy.on_outcome(before.owner, after, success=True)
-        elif operation == "task_failed" and before is not None and before.owner:
-            await self.policy.on_outcome(before.owner, after, success=False)
-        if after.status is TaskStatus.AVAILABLE and (previous is not TaskStatus.AVAILABLE):
-            await self._announce(after)
-        if after.status is TaskStatus.COMPLETED and previous is not None \
-                and previous is not TaskStatus.COMPLETED:
-            await self._unblock_dependents(after.id)
+        try:
+            if operation is not None:
+                await self._notify(operation, params)
+        finally:  # the transition is committed: its consequences must not depend on the audit write
+            if operation == "task_completed" and before is not None and before.owner:
+                await self.policy.on_outcome(before.owner, after, success=True)
+            elif operation == "task_failed" and before is not None and before.owner:
+                await self.policy.on_outcome(before.owner, after, success=False)
+            if after.status is TaskStatus.AVAILABLE and (previous is not TaskStatus.AVAILABLE):
+                await self._announce(after)
+            if after.status is TaskStatus.COMPLETED and previous is not None \
+                    and previous is not TaskStatus.COMPLETED:
+                await self._unblock_dependents(after.id)
 
     async def _change(self, task_id: str, change: Callable[[Task], Task | Awaitable[Task | None] | None],
                       *, missing: Callable[[], InfraFabricError] | None = None
@@ -472,20 +474,37 @@ class IFCoordinator:
         layer's policy). ``change`` gets the current task and returns the new
         one, None to leave it, or raises to refuse. Returns (before, after)
         if it wrote; None if the task is absent (or ``missing()`` is raised)
-        or ``change`` left it."""
+        or ``change`` left it.
+
+        The transition this call appends to the history is tagged with an
+        operation id, so a write whose outcome was unknown (a timeout) and
+        that landed is recognised on the re-read even when another writer
+        changed the task since: it is reported as done, never applied twice."""
         before: Task | None = None
+        applied: Task | None = None
+        op = secrets.token_hex(6)
 
         async def step(current: Task | None) -> Task | None:
-            nonlocal before
+            nonlocal before, applied
             if current is None:
                 if missing is not None:
                     raise missing()
                 return None
+            if before is not None and any(h.op == op for h in current.history):
+                applied = current  # this call's earlier write landed; ``before`` is what it was based on
+                return None
             before = current
             out = change(current)
-            return await out if isinstance(out, Awaitable) else out
+            new = await out if isinstance(out, Awaitable) else out
+            if new is not None and new.history and (not current.history
+                                                    or new.history[-1] is not current.history[-1]):
+                tagged = new.history[-1].model_copy(update={"op": op})
+                new = new.model_copy(update={"history": [*new.history[:-1], tagged]})
+            return new
 
         result = await self.tasks.mutate(task_id, step)
+        if applied is not None and before is not None:
+            return before, applied
         if result is None or before is None or result.value is before:
             return None
         return before, result.value
@@ -537,14 +556,19 @@ class IFCoordinator:
             if swarm is None:
                 return refuse(f"swarm {swarm_id!r} is not registered (ifctl swarm register)")
         assert swarm is not None
+        who: SwarmRecord = swarm
         refusal: ClaimOutcome | None = None
         reads = 0
+        from_cache = cached is not None
+        # one fencing token for the whole attempt: a re-read that finds it on the task means this
+        # attempt's write landed (an unknown outcome that succeeded), whatever the re-read is for
+        claim_id = secrets.token_hex(8)
 
         class _Refused(Exception):
             pass
 
-        async def claim(task: Task | None) -> Task:
-            nonlocal refusal, reads
+        async def claim(task: Task | None) -> Task | None:
+            nonlocal refusal, reads, who, from_cache
             reads += 1
             raced = reads > 1  # a compare-and-swap lost: the rival may have finished or removed the task
             if raced:
@@ -553,6 +577,8 @@ class IFCoordinator:
                 refusal = refuse(f"no task {task_id!r} on the board", lost=raced)
                 raise _Refused
             now = self.clock()
+            if task.status is TaskStatus.CLAIMED and task.claim_id == claim_id:
+                return None  # ours already: the write whose answer was lost had landed
             if task.status is TaskStatus.CLAIMED:
                 if not self._lapsed(task, now):
                     # another claimant holds it (for the owner's own swarm: another of its workers)
@@ -576,14 +602,17 @@ class IFCoordinator:
                 raise _Refused
             else:
                 checks.append("task is available")
-            cov = coverage(task.capabilities, swarm.capabilities)
+            cov = coverage(task.capabilities, who.capabilities)
+            if cov < threshold and from_cache:  # the watcher's copy may predate a re-registration
+                who, from_cache = await self.swarms.read(swarm_id) or who, False
+                cov = coverage(task.capabilities, who.capabilities)
             checks.append(f"capability coverage {cov:.0%} (needs {threshold:.0%})")
             if cov < threshold:
-                missing = sorted(set(task.capabilities) - set(swarm.capabilities))
+                missing = sorted(set(task.capabilities) - set(who.capabilities))
                 refusal = refuse(f"capability coverage {cov:.0%} below {threshold:.0%}; "
                                  f"missing {', '.join(missing)}", task)
                 raise _Refused
-            reason = await self.policy.admit(swarm, task)
+            reason = await self.policy.admit(who, task)
             if reason:
                 refusal = refuse(reason, task)
                 raise _Refused
@@ -593,11 +622,11 @@ class IFCoordinator:
                 refusal = ClaimOutcome(True, task_id, swarm_id, "would claim", checks, task)
                 raise _Refused
             return self._transition(task, TaskStatus.CLAIMED, now, by=swarm_id, reason="claimed",
-                                    owner=swarm_id, claim_id=secrets.token_hex(8), lease_until=now + ttl,
-                                    lease_ttl=ttl)
+                                    owner=swarm_id, claim_id=claim_id, lease_until=now + ttl, lease_ttl=ttl)
 
         try:
-            written = await self.tasks.mutate(task_id, claim, first=first)
+            # no turn-taking with this process's other claimers: a loser must hear False at once
+            written = await self.tasks.mutate(task_id, claim, first=first, take_turns=False)
         except _Refused:
             assert refusal is not None
             return refusal
@@ -614,7 +643,12 @@ class IFCoordinator:
 
     def _transition(self, task: Task, status: TaskStatus, now: float, *, by: str | None,
                     reason: str, **changes: Any) -> Task:
-        history = [*task.history, Transition(at=now, to=status, by=by, reason=reason)][-HISTORY_LIMIT:]
+        try:
+            step = Transition(at=now, to=status, by=by, reason=reason)
+        except ValidationError as exc:  # a reason built from what a caller passed (an error text)
+            raise ConfigurationError(f"task {task.id}: " + "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])) from exc
+        history = [*task.history, step][-HISTORY_LIMIT:]
         return task.model_copy(update={"status": status, "updated_at": now, "history": history, **changes})
 
     async def _owned(self, swarm_id: str, task_id: str, claim_id: str | None,
@@ -662,8 +696,10 @@ class IFCoordinator:
         """Renew the lease every ``interval`` (default a third of the claim's
         lease) while the body runs. Yields a :class:`LostClaim` event, set
         (with its reason) as soon as the claim is found lost: taken by another
-        swarm after a lapse, the task deleted or finished. Bus trouble is
-        retried (the next beat may get through); a refusal stops renewing."""
+        swarm after a lapse, the task deleted or finished, or its lease run out
+        while the bus could not be reached (another swarm may hold the task
+        then; stop working on it). Bus trouble is retried until then; a
+        refusal stops renewing at once."""
         lost = LostClaim()
         task = await self.tasks.read(task_id)
         problems = _ownership_problems(task, task_id, swarm_id, claim_id)
@@ -671,16 +707,24 @@ class IFCoordinator:
             lost.lose("; ".join(problems))
         period = interval or ((task.lease_ttl if task and task.lease_ttl else self.lease_ttl) / 3)
 
+        until = task.lease_until if task is not None and task.lease_until is not None else self.clock()
+
         async def renew() -> None:
+            nonlocal until
             while not lost.is_set():
                 await asyncio.sleep(period)
                 try:
-                    await self.heartbeat(swarm_id, task_id, claim_id)
+                    until = await self.heartbeat(swarm_id, task_id, claim_id)
                 except InfraFabricError as exc:
-                    if is_transient(exc):
-                        continue  # the bus is unreachable or slow: the next beat may get through
-                    lost.lose(exc.message, exc)
-                    return
+                    if not is_transient(exc):
+                        lost.lose(exc.message, exc)
+                        return
+                    # the bus is unreachable or slow: the next beat may get through, unless the
+                    # lease has run out meanwhile (another swarm may hold the task by now)
+                    if self.clock() >= until:
+                        lost.lose(f"the lease on {task_id} lapsed while heartbeats failed: {exc.message}",
+                                  exc)
+                        return
 
         beat = asyncio.create_task(renew(), name=f"if-holding-{task_id}")
         try:
@@ -867,11 +911,12 @@ class IFCoordinator:
         try:
             return await asyncio.shield(attempt)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                outcome = await attempt
-                if outcome.won:
-                    await self.release_task(swarm_id, task_id, outcome.claim_id,
-                                            reason="the claimant was cancelled before it took the claim")
+            await _finish(attempt)  # however often the caller is cancelled meanwhile
+            if not attempt.cancelled() and attempt.exception() is None and attempt.result().won:
+                won = attempt.result()
+                await _finish(asyncio.ensure_future(self.release_task(
+                    swarm_id, task_id, won.claim_id,
+                    reason="the claimant was cancelled before it took the claim")))
             raise
 
     async def explain_empty(self, swarm_id: str) -> EmptyHand:
@@ -1064,6 +1109,16 @@ class IFCoordinator:
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:
             await observer(operation, params)
+
+
+async def _finish(job: asyncio.Future[Any]) -> None:
+    """Wait for ``job`` to end even while this task is being cancelled (again and
+    again, as cancel scopes do); its own outcome is left on it."""
+    while not job.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(job)
+    if not job.cancelled():
+        job.exception()  # retrieved: a failure here is reported by the caller's own error
 
 
 def _check_lease(seconds: float, what: str) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import enum
 import re
-from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+from infrafabric.bus.bounds import Hours, Line, Micros, Priority, Text
 
 __all__ = [
     "TASK_ID_PATTERN",
@@ -56,21 +57,22 @@ class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: TaskId
-    title: str = Field(min_length=1, max_length=500)
-    description: str = ""
-    acceptance_criteria: list[str] = Field(default_factory=list)
-    dependencies: list[TaskId] = Field(default_factory=list)
-    capabilities: list[Capability] = Field(default_factory=list)
+    title: Line
+    description: Text = ""
+    acceptance_criteria: list[Annotated[Text, Field(max_length=4000)]] = Field(default_factory=list,
+                                                                                max_length=200)
+    dependencies: list[TaskId] = Field(default_factory=list, max_length=1000)
+    capabilities: list[Capability] = Field(default_factory=list, max_length=100)
     kind: TaskKind = TaskKind.CRITICAL
     #: higher runs first among tasks of the same kind
-    priority: int = 0
-    estimate_hours: Decimal | None = Field(default=None, ge=0)
-    model: str | None = None
-    deliverable: str | None = None
+    priority: Priority = 0
+    estimate_hours: Hours | None = None
+    model: Annotated[Line, Field(max_length=200)] | None = None
+    deliverable: Annotated[Text, Field(max_length=4000)] | None = None
     #: the most this task may cost, in integer micro-dollars (1 USD = 1_000_000)
-    budget_micros: int | None = Field(default=None, ge=0)
+    budget_micros: Micros | None = None
     #: the board section it came from (e.g. "IF.coordinator Tasks")
-    section: str | None = None
+    section: Line | None = None
 
     @field_validator("dependencies")
     @classmethod
@@ -85,10 +87,12 @@ class Transition(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    at: float
+    at: float = Field(allow_inf_nan=False)
     to: TaskStatus
-    by: str | None = None
-    reason: str = ""
+    by: str | None = Field(default=None, max_length=200)
+    reason: Annotated[Text, Field(max_length=4000)] = ""
+    #: the operation that made it (recognises a retried write that had landed)
+    op: str | None = Field(default=None, max_length=32)
 
 
 class Task(TaskSpec):
@@ -99,18 +103,18 @@ class Task(TaskSpec):
     status: TaskStatus = TaskStatus.BLOCKED
     owner: str | None = None
     #: wall-clock time (epoch seconds) at which the owner's claim lapses
-    lease_until: float | None = None
+    lease_until: float | None = Field(default=None, allow_inf_nan=False)
     #: the lease the current claim was taken with, in seconds: what a heartbeat renews it for
-    lease_ttl: float | None = None
+    lease_ttl: float | None = Field(default=None, gt=0, le=7 * 86400, allow_inf_nan=False)
     #: random token of the current claim, handed to its owner (the fencing token)
     claim_id: str | None = None
-    attempts: int = 0
-    max_attempts: int = 3
+    attempts: int = Field(default=0, ge=0, le=10**6)
+    max_attempts: int = Field(default=3, ge=1, le=10**6)
     result: JsonValue = None
-    error: str | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    history: list[Transition] = Field(default_factory=list)
+    error: Annotated[Text, Field(max_length=4000)] | None = None
+    created_at: float = Field(default=0.0, allow_inf_nan=False)
+    updated_at: float = Field(default=0.0, allow_inf_nan=False)
+    history: list[Transition] = Field(default_factory=list, max_length=1000)
 
 
 class SwarmRecord(BaseModel):

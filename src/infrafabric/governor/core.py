@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import sys
 import time
@@ -36,6 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from infrafabric.bus import EventBus
+from infrafabric.bus.bounds import MAX_MICROS
 from infrafabric.bus.layout import (
     BREAKERS,
     BUDGETS,
@@ -54,6 +56,7 @@ from infrafabric.errors import (
     BreakerOpenError,
     BudgetExhaustedError,
     ConfigurationError,
+    CorruptRecordError,
     SwarmStoppedError,
     TaskNotFoundError,
 )
@@ -71,6 +74,7 @@ __all__ = ["Candidate", "Debit", "IFGovernor"]
 
 #: debits a budget record keeps beside its total (between JOURNAL and 2 x JOURNAL)
 JOURNAL = 16
+log = logging.getLogger(__name__)
 
 #: ``async (operation, params) -> None``, e.g. a witness observer
 Observer = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -124,7 +128,16 @@ class IFGovernor(ClaimPolicy):
         return await self._policy.exists()
 
     async def policy(self) -> ResourcePolicy:
-        return await self._policy.read() or ResourcePolicy()
+        """The policy in force: the stored one, else the defaults. A stored
+        policy that does not read is reported (a warning on the ``infrafabric``
+        logger) and the defaults apply until `ifctl governor policy` sets a good
+        one: one bad record must not stop the whole fleet."""
+        try:
+            return await self._policy.read() or ResourcePolicy()
+        except CorruptRecordError as exc:
+            log.warning("%s; the default policy applies until one is set (ifctl governor policy FILE)",
+                        exc.message)
+            return ResourcePolicy()
 
     async def min_capability_match(self) -> float:
         """The policy's coverage threshold (what the coordinator checks claims against)."""
@@ -195,11 +208,12 @@ class IFGovernor(ClaimPolicy):
     # -- budgets ---------------------------------------------------------------------
 
     async def set_budget(self, swarm_id: str, limit_micros: int) -> Budget:
-        if limit_micros < 0:
-            raise ConfigurationError(f"budget for {swarm_id} must be >= 0, got {limit_micros}")
+        """Set the budget's limit, keeping what was spent. A budget record that
+        no longer decodes is replaced (this is how it is repaired)."""
+        _check_micros(limit_micros, f"budget for {swarm_id}")
         now = self.clock()
         got = await self._budgets.mutate(swarm_id, lambda b: (b or Budget(limit_micros=0)).model_copy(
-            update={"limit_micros": limit_micros, "updated_at": now}))
+            update={"limit_micros": limit_micros, "updated_at": now}), replace_corrupt=True)
         assert got is not None
         budget = got.value
         await self._notify("budget_set", {"swarm_id": swarm_id, "limit_micros": limit_micros})
@@ -210,13 +224,24 @@ class IFGovernor(ClaimPolicy):
         return await self._budgets.all()
 
     async def budget(self, swarm_id: str) -> Budget | None:
+        """The swarm's budget (None: unmetered); :class:`CorruptRecordError` if
+        its record does not read (repair: `reset-circuit-breaker --budget`)."""
         return await self._budgets.read(swarm_id)
+
+    async def usable_budget(self, swarm_id: str) -> Budget | None:
+        """:meth:`budget`, with one whose record does not read counted as spent
+        (fail closed) and reported as a warning: what admission and status use,
+        so one bad record stops only its own swarm."""
+        try:
+            return await self.budget(swarm_id)
+        except CorruptRecordError as exc:
+            log.warning("%s; the budget counts as spent", exc.message)
+            return Budget(limit_micros=0)
 
     async def reserve(self, swarm_id: str, amount_micros: int) -> bool:
         """Hold ``amount_micros`` of the budget before spending it; False (and
         nothing held) if the budget cannot cover it."""
-        if amount_micros < 0:
-            raise ConfigurationError("a reservation must be >= 0")
+        _check_micros(amount_micros, "a reservation")
         ok = False
 
         def change(b: Budget | None) -> Budget | None:
@@ -240,16 +265,14 @@ class IFGovernor(ClaimPolicy):
         swarm can start nothing more: overshoot is bounded by one operation
         (by the difference from its reservation, when it reserved).
         """
-        if not isinstance(cost_micros, int) or isinstance(cost_micros, bool) or cost_micros < 0:
-            raise ConfigurationError(f"cost must be a non-negative integer of micro-dollars, "
-                                     f"got {cost_micros!r}")
+        _check_micros(cost_micros, "cost")
         now = self.clock()
         key = f"{LEDGER}{int(now * 1e6):020d}-{secrets.token_hex(4)}"
         budget = await self._debit(swarm_id, LedgerEntry(
             key=key, swarm_id=swarm_id, operation=operation, cost_micros=cost_micros, task_id=task_id,
             model=model, at=now, remaining_micros=0), reserved_micros)
         # the entry is already safe in the budget's journal; this makes it visible at its own key now
-        entry = budget.journal[-1]
+        entry = next(e for e in reversed(budget.journal) if e.key == key)
         await self.bus.create(key, entry.model_dump_json(exclude={"key"}))
         await self._notify("cost_tracked", {"swarm_id": swarm_id, "operation": operation,
                                             "cost_micros": cost_micros, "task_id": task_id,
@@ -264,11 +287,15 @@ class IFGovernor(ClaimPolicy):
     async def _debit(self, swarm_id: str, entry: LedgerEntry, reserved_micros: int) -> Budget:
         """One compare-and-swap: spent, reservation and the journal together.
         A full journal first writes its oldest half to ``gov/ledger/``
-        (create-if-absent, so repeating it is harmless) and drops them."""
-        async def change(current: Budget | None) -> Budget:
+        (create-if-absent, so repeating it is harmless) and drops them. A debit
+        whose write landed though its answer was lost is recognised by its
+        ledger key in the journal, and is not applied again."""
+        async def change(current: Budget | None) -> Budget | None:
             if current is None:
                 raise TaskNotFoundError(f"swarm {swarm_id!r} has no budget",
                                         hint=f"ifctl governor register {swarm_id} --budget N")
+            if any(e.key == entry.key for e in current.journal):
+                return None  # this debit is in already
             journal = list(current.journal)
             if len(journal) >= 2 * JOURNAL:
                 settled, journal = journal[:JOURNAL], journal[JOURNAL:]
@@ -298,7 +325,14 @@ class IFGovernor(ClaimPolicy):
     # -- breakers ---------------------------------------------------------------------
 
     async def breaker(self, swarm_id: str) -> Breaker:
-        return await self._breakers.read(swarm_id) or Breaker()
+        """The swarm's breaker (closed without a record). One whose record does
+        not read counts as open: the governor fails closed for that swarm
+        until `ifctl governor reset-circuit-breaker` (or `ifctl doctor`)."""
+        try:
+            return await self._breakers.read(swarm_id) or Breaker()
+        except CorruptRecordError as exc:
+            log.warning("%s; the breaker counts as open", exc.message)
+            return Breaker(state=BreakerState.OPEN, reason="its breaker record does not read (ifctl doctor)")
 
     async def breakers(self) -> dict[str, Breaker]:
         """Every stored breaker, by swarm id (a swarm without one is closed)."""
@@ -308,15 +342,20 @@ class IFGovernor(ClaimPolicy):
         """Open the swarm's breaker. True if this call opened it (it escalates);
         False if it was already open."""
         opened = False
+        now = self.clock()
 
         def change(b: Breaker | None) -> Breaker | None:
             nonlocal opened
             current = b or Breaker()
+            if current.state is BreakerState.OPEN and (current.changed_at, current.reason,
+                                                       current.changed_by) == (now, reason, by):
+                opened = True  # this call's write landed though its answer was lost
+                return None
             opened = current.state is BreakerState.CLOSED
             if not opened:
                 return None
             return current.model_copy(update={"state": BreakerState.OPEN, "reason": reason,
-                                              "changed_at": self.clock(), "changed_by": by})
+                                              "changed_at": now, "changed_by": by})
 
         await self._breakers.mutate(swarm_id, change)
         if opened:
@@ -357,7 +396,8 @@ class IFGovernor(ClaimPolicy):
             await self._budgets.mutate(swarm_id, lambda b: None if b is None else b.model_copy(
                 update={"spent_micros": 0, "reserved_micros": 0, "updated_at": self.clock()}))
         got = await self._breakers.mutate(swarm_id, lambda b: Breaker(
-            state=BreakerState.CLOSED, reason="manual reset", changed_at=self.clock(), changed_by=by))
+            state=BreakerState.CLOSED, reason="manual reset", changed_at=self.clock(), changed_by=by),
+            replace_corrupt=True)
         assert got is not None
         breaker = got.value
         await self._notify("circuit_breaker_reset", {"swarm_id": swarm_id, "by": by,
@@ -431,7 +471,7 @@ class IFGovernor(ClaimPolicy):
         which :meth:`min_coverage` gives it: the policy is read here only when
         the governor's profile offers other capabilities than that record.)"""
         profile, breaker, budget = await asyncio.gather(
-            self.profile(swarm.id), self.breaker(swarm.id), self.budget(swarm.id))
+            self.profile(swarm.id), self.breaker(swarm.id), self.usable_budget(swarm.id))
         # A swarm the coordinator knows but the governor does not is unmetered,
         # judged on the capabilities it registered with the coordinator.
         if breaker.state is BreakerState.OPEN:
@@ -546,7 +586,7 @@ class IFGovernor(ClaimPolicy):
 
     async def stopped(self, swarm_id: str) -> SwarmStoppedError | None:
         """Breaker open or budget spent: the swarm may claim nothing until a human acts."""
-        breaker, budget = await asyncio.gather(self.breaker(swarm_id), self.budget(swarm_id))
+        breaker, budget = await asyncio.gather(self.breaker(swarm_id), self.usable_budget(swarm_id))
         if breaker.state is BreakerState.OPEN:
             return BreakerOpenError(f"circuit breaker of {swarm_id} is open: {breaker.reason}",
                                     swarm_id=swarm_id,
@@ -567,6 +607,14 @@ class IFGovernor(ClaimPolicy):
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:
             await observer(operation, params)
+
+
+def _check_micros(amount: object, what: str) -> None:
+    """An amount of money given to the library: an int of micro-dollars within bounds."""
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= MAX_MICROS:
+        shown = repr(amount) if len(repr(amount)) <= 40 else repr(amount)[:37] + "..."
+        raise ConfigurationError(f"{what} must be an integer of micro-dollars within 0..{MAX_MICROS:,} "
+                                 f"($1,000,000,000), got {shown}")
 
 
 def _post_json(url: str, body: bytes, timeout: float) -> int:

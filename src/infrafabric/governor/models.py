@@ -7,13 +7,20 @@ in dollars goes through :func:`usd` (``Decimal``, never ``float``).
 from __future__ import annotations
 
 import enum
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from infrafabric.bus.bounds import (
+    MAX_MICROS,
+    MAX_TOTAL_MICROS,
+    Micros,
+    TotalMicros,
+    check_text,
+    parse_dollars,
+)
 from infrafabric.coordinator.models import CAPABILITY_PATTERN, TASK_ID_PATTERN
-from infrafabric.errors import ConfigurationError
 
 __all__ = [
     "BUILTIN_CAPABILITIES",
@@ -42,18 +49,19 @@ BUILTIN_CAPABILITIES = frozenset({
 
 Capability = Annotated[str, Field(pattern=f"^{CAPABILITY_PATTERN}$")]
 SwarmId = Annotated[str, Field(pattern=f"^{TASK_ID_PATTERN}$")]
+#: a positive amount of money (a rate, a cap)
+PositiveMicros = Annotated[int, Field(gt=0, le=MAX_MICROS, strict=True)]
+#: a balance, which an overdraft may take below zero
+Balance = Annotated[int, Field(ge=-MAX_TOTAL_MICROS, le=MAX_TOTAL_MICROS, strict=True)]
+#: a reason or note kept on a record
+Note = Annotated[str, Field(max_length=2000), AfterValidator(check_text)]
 
 
 def usd(value: str | int | Decimal, *, what: str = "amount") -> int:
-    """Dollars (``"2.50"``, ``Decimal``, ``2``) to integer micro-dollars, exactly."""
-    try:
-        amount = Decimal(str(value).strip().lstrip("$"))
-    except InvalidOperation as exc:
-        raise ConfigurationError(f"{what} {value!r} is not a number of dollars") from exc
-    micros = amount * MICROS
-    if not amount.is_finite() or micros != micros.to_integral_value():
-        raise ConfigurationError(f"{what} {value!r} has more than 6 decimals")
-    return int(micros)
+    """Dollars (``"2.50"``, ``Decimal``, ``2``) to integer micro-dollars, exactly
+    (:func:`infrafabric.bus.bounds.parse_dollars`: ASCII digits, at most 6
+    decimals, at most $1,000,000,000)."""
+    return parse_dollars(value, what=what)
 
 
 def format_usd(micros: int) -> str:
@@ -70,10 +78,10 @@ class SwarmProfile(BaseModel):
 
     id: SwarmId
     capabilities: list[Capability] = Field(default_factory=list)
-    cost_per_hour_micros: int = Field(default=MICROS, gt=0)
+    cost_per_hour_micros: PositiveMicros = MICROS
     #: 0..1, fed by the chassis' SLO tracking
     reputation: Decimal = Field(default=Decimal("1"), ge=0, le=1)
-    model: str | None = None
+    model: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
 
     @field_validator("capabilities")
     @classmethod
@@ -87,7 +95,7 @@ class ResourcePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_swarms_per_task: int = Field(default=3, ge=1, le=100)
-    max_cost_per_task_micros: int = Field(default=10 * MICROS, gt=0)
+    max_cost_per_task_micros: PositiveMicros = 10 * MICROS
     #: share of a task's required capabilities a swarm must offer (coverage)
     min_capability_match: Decimal = Field(default=Decimal("0.7"), ge=0, le=1)
     circuit_breaker_failure_threshold: int = Field(default=3, ge=1, le=1000)
@@ -100,14 +108,14 @@ class LedgerEntry(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    key: str = ""
-    swarm_id: str
-    operation: str
-    cost_micros: int
-    task_id: str | None = None
-    model: str | None = None
-    at: float
-    remaining_micros: int
+    key: str = Field(default="", max_length=1024)
+    swarm_id: str = Field(max_length=128)
+    operation: str = Field(max_length=200)
+    cost_micros: Micros
+    task_id: str | None = Field(default=None, max_length=128)
+    model: str | None = Field(default=None, max_length=200)
+    at: float = Field(allow_inf_nan=False)
+    remaining_micros: Balance
 
 
 class Budget(BaseModel):
@@ -120,11 +128,11 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    limit_micros: int = Field(ge=0)
-    spent_micros: int = Field(default=0, ge=0)
-    reserved_micros: int = Field(default=0, ge=0)
-    updated_at: float = 0.0
-    journal: list[LedgerEntry] = Field(default_factory=list)
+    limit_micros: Micros
+    spent_micros: TotalMicros = 0
+    reserved_micros: TotalMicros = 0
+    updated_at: float = Field(default=0.0, allow_inf_nan=False)
+    journal: list[LedgerEntry] = Field(default_factory=list, max_length=64)
 
     @property
     def remaining_micros(self) -> int:
@@ -142,7 +150,7 @@ class Breaker(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     state: BreakerState = BreakerState.CLOSED
-    reason: str = ""
-    changed_at: float = 0.0
-    changed_by: str | None = None
-    consecutive_failures: int = Field(default=0, ge=0)
+    reason: Note = ""
+    changed_at: float = Field(default=0.0, allow_inf_nan=False)
+    changed_by: str | None = Field(default=None, max_length=200)
+    consecutive_failures: int = Field(default=0, ge=0, le=10**9)

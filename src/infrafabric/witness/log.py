@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from infrafabric.bus import EventBus, EventKind
 from infrafabric.bus.layout import CHECKPOINTS, ENTRIES, HEAD, VERIFIER_KEYS
 from infrafabric.bus.records import Records
-from infrafabric.errors import BusTimeoutError, BusUnavailableError, ConfigurationError
+from infrafabric.errors import BusTimeoutError, BusUnavailableError, ConfigurationError, CorruptRecordError
 from infrafabric.witness.checkpoint import Checkpoint, Signer, Verifier
 from infrafabric.witness.entry import GENESIS, SEVERITIES, WitnessEntry, canonical
 
@@ -247,14 +247,17 @@ class Witness:
     async def _load_head(self) -> tuple[int, str]:
         if self._head is not None:
             return self._head
-        hint = await self._hint.read()
+        try:
+            hint = await self._hint.read()
+        except CorruptRecordError:  # only a hint: walking from the start finds the real head
+            hint = None
         return (0, GENESIS) if hint is None else (hint.seq, hint.hash)
 
     async def _advance_hint(self, entry: WitnessEntry) -> None:
         # Monotonic: a stale hint only costs a new writer a few reads while it
         # walks forward, so it is refreshed only every HINT_EVERY entries.
         await self._hint.mutate("", lambda hint: None if hint is not None and hint.seq >= entry.seq
-                                else _Hint(seq=entry.seq, hash=entry.hash))
+                                else _Hint(seq=entry.seq, hash=entry.hash), replace_corrupt=True)
 
     def observer(self, component: str, *, severities: dict[str, str] | None = None
                  ) -> Callable[[str, dict[str, Any]], Awaitable[None]]:

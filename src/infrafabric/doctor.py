@@ -1,0 +1,155 @@
+"""``doctor``: find the records on the bus that no longer read, and quarantine them.
+
+Everything InfraFabric writes goes through the record layer, which refuses a
+value that would not read back (:mod:`infrafabric.bus.records`). A record can
+still fail to decode: written by hand, by an older version with looser
+bounds, or by something that is not InfraFabric. Such a record fails only the
+commands about it (listings skip it with a warning), but it stays a poison
+until someone deals with it. :func:`examine` lists every record of every kind
+that does not decode as its model; :func:`quarantine` moves each one to
+``quarantine/<its key>`` (its bytes kept for inspection) and deletes the
+original under a compare-and-swap on the revision examined, so a record
+repaired meanwhile is left alone. Each move is witnessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from infrafabric.bus import EventBus
+from infrafabric.bus.bounds import MAX_RECORD_BYTES
+from infrafabric.bus.layout import (
+    BREAKERS,
+    BUDGETS,
+    CREDENTIALS,
+    LEDGER,
+    POLICY,
+    PROFILES,
+    QUARANTINE,
+    REPUTATION,
+    SLO,
+    SWARMS,
+    TASKS,
+)
+from infrafabric.bus.records import decode
+from infrafabric.errors import CorruptRecordError
+from infrafabric.witness import Witness
+
+__all__ = ["Finding", "RecordKind", "catalog", "examine", "quarantine"]
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """Records of one model: the keys under ``prefix`` whose rest ``matches``."""
+
+    prefix: str
+    model: type[BaseModel]
+    matches: Callable[[str], bool]
+    what: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A record that does not read: its key, revision, size and what is wrong."""
+
+    key: str
+    revision: int
+    size: int
+    sha256: str
+    kind: str
+    problem: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"key": self.key, "revision": self.revision, "bytes": self.size, "sha256": self.sha256,
+                "kind": self.kind, "problem": self.problem}
+
+
+def _flat(rest: str) -> bool:
+    return "/" not in rest
+
+
+def _single(rest: str) -> bool:
+    return rest == ""
+
+
+def _tail(name: str) -> Callable[[str], bool]:
+    return lambda rest: rest.count("/") == 1 and rest.endswith(f"/{name}")
+
+
+def _under(segment: str) -> Callable[[str], bool]:
+    return lambda rest: rest.count("/") == 2 and rest.split("/")[1] == segment
+
+
+def catalog() -> list[RecordKind]:
+    """Every kind of record InfraFabric keeps on the bus, with its model."""
+    from infrafabric.chassis.credentials import CredentialRecord
+    from infrafabric.chassis.models import ServiceLevelObjective
+    from infrafabric.chassis.reputation import ReputationRecord
+    from infrafabric.chassis.slo import Sample, _Status
+    from infrafabric.coordinator.models import SwarmRecord, Task
+    from infrafabric.governor.models import Breaker, Budget, LedgerEntry, ResourcePolicy, SwarmProfile
+
+    return [
+        RecordKind(TASKS, Task, _flat, "task"),
+        RecordKind(SWARMS, SwarmRecord, _flat, "swarm"),
+        RecordKind(PROFILES, SwarmProfile, _flat, "swarm profile"),
+        RecordKind(BUDGETS, Budget, _flat, "budget"),
+        RecordKind(BREAKERS, Breaker, _flat, "circuit breaker"),
+        RecordKind(POLICY, ResourcePolicy, _single, "resource policy"),
+        RecordKind(LEDGER, LedgerEntry, _flat, "ledger entry"),
+        RecordKind(CREDENTIALS, CredentialRecord, _flat, "credential"),
+        RecordKind(REPUTATION, ReputationRecord, _tail("current"), "reputation"),
+        RecordKind(REPUTATION, ReputationRecord, _under("h"), "reputation history"),
+        RecordKind(SLO, _Status, _tail("status"), "SLO status"),
+        RecordKind(SLO, ServiceLevelObjective, _tail("objective"), "SLO objective"),
+        RecordKind(SLO, Sample, _under("s"), "SLO sample"),
+    ]
+
+
+async def examine(bus: EventBus, kinds: list[RecordKind] | None = None) -> tuple[list[Finding], int]:
+    """Every record of ``kinds`` (default: :func:`catalog`) that does not read,
+    and how many records were read in all."""
+    findings: list[Finding] = []
+    seen = 0
+    for kind in kinds if kinds is not None else catalog():
+        async for entry in bus.scan(kind.prefix):
+            rest = entry.key[len(kind.prefix):]
+            if not kind.matches(rest):
+                continue
+            seen += 1
+            problem = None
+            if len(entry.value) > MAX_RECORD_BYTES:
+                problem = f"{len(entry.value):,} bytes, more than the {MAX_RECORD_BYTES:,} a record may hold"
+            else:
+                try:
+                    decode(kind.model, entry)
+                except CorruptRecordError as exc:
+                    problem = exc.message.split(": ", 1)[-1]
+            if problem is not None:
+                findings.append(Finding(entry.key, entry.revision, len(entry.value),
+                                        hashlib.sha256(entry.value).hexdigest(), kind.what, problem[:500]))
+    return findings, seen
+
+
+async def quarantine(bus: EventBus, findings: list[Finding], *, witness: Witness, by: str) -> list[Finding]:
+    """Move each finding's record to ``quarantine/<key>`` and delete it, if it
+    is still at the revision examined; witnessed as ``record_quarantined``.
+    Returns the findings moved (a record changed meanwhile is left)."""
+    moved = []
+    for f in findings:
+        entry = await bus.get(f.key)
+        if entry is None or entry.revision != f.revision:
+            continue
+        if len(entry.value) <= MAX_RECORD_BYTES:
+            await bus.put(f"{QUARANTINE}{f.key}", entry.value)
+        if await bus.delete(f.key, f.revision):
+            moved.append(f)
+            await witness.append("IF.doctor", "record_quarantined",
+                                 {**f.as_dict(), "by": by,
+                                  "kept_at": f"{QUARANTINE}{f.key}" if f.size <= MAX_RECORD_BYTES else None},
+                                 actor=by, severity="warning")
+    return moved

@@ -1,0 +1,203 @@
+"""Nothing poisons the fleet: values are bounded where they enter, nothing
+unreadable is written, and a record that does not read (written by hand or by
+an older version) fails only the commands about it until ``ifctl doctor``
+quarantines it. Library tests on every backend; the CLI on a real NATS server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from infrafabric.bus import EventBus, connect
+from infrafabric.bus.bounds import MAX_RECORD_BYTES, parse_dollars
+from infrafabric.bus.servers import NatsServer
+from infrafabric.doctor import examine, quarantine
+from infrafabric.errors import BudgetExhaustedError, ConfigurationError, CorruptRecordError
+from infrafabric.fleet import Fleet, assemble
+from infrafabric.governor import ResourcePolicy, SwarmProfile, usd
+
+IFCTL = str(Path(sys.executable).with_name("ifctl"))
+HUGE = "9" * 4400
+#: a budget record as an older version or a hand edit might leave it: an integer no reader accepts
+POISON_BUDGET = ('{"limit_micros": ' + HUGE + ', "spent_micros": 0}').encode()
+
+
+async def snapshot(bus: EventBus) -> dict[str, bytes]:
+    return {e.key: e.value for e in await bus.list("")}
+
+
+@pytest.fixture
+def fleet(bus: EventBus) -> Fleet:
+    return assemble(bus, actor="test", signer=None)
+
+
+@pytest.mark.parametrize("amount", ["nan", "inf", "-inf", "sNaN", "1e308", "1e999999999", HUGE, "$$5",
+                                    "\u0665", "1.0000001", "", "five", "1,25"])
+def test_money_in_dollars_is_bounded_and_plain(amount: str) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        parse_dollars(amount, what="--budget")
+    assert "--budget" in str(err.value) and len(str(err.value)) < 300
+
+
+async def test_nothing_unreadable_is_written(fleet: Fleet, bus: EventBus) -> None:
+    coord, gov = fleet.coordinator, fleet.governor
+    await gov.register_swarm(SwarmProfile(id="s", capabilities=[]), budget_micros=usd("10"))
+    await coord.create_task({"id": "T", "title": "t"})
+    claim = await coord.try_claim("s", "T")
+    before = await snapshot(bus)
+    cases = [
+        lambda: coord.create_task({"id": "U", "title": "\x1b]0;pwned\x07"}),
+        lambda: coord.create_task({"id": "U", "title": "two\nlines"}),
+        lambda: coord.create_task({"id": "U", "title": "t", "estimate_hours": "1e999999999"}),
+        lambda: coord.create_task({"id": "U", "title": "t", "budget_micros": 10**20}),
+        lambda: coord.create_task({"id": "U", "title": "t", "priority": True}),
+        lambda: coord.create_task({"id": "U", "title": "t", "description": "x" * 70_000}),
+        lambda: gov.track_cost("s", "llm_call", 10**4000),
+        lambda: gov.set_budget("s", 10**16),
+        lambda: gov.trip("s", "r" * 120_000, by="ops"),
+        # bypasses the model (model_copy): caught by the record layer's read-back check
+        lambda: coord.fail_task("s", "T", "bad \x00 byte", claim.claim_id),
+        lambda: coord.complete_task("s", "T", {"blob": "x" * (MAX_RECORD_BYTES + 1)}, claim.claim_id),
+    ]
+    for make in cases:
+        with pytest.raises(ConfigurationError):
+            await make()
+    assert await snapshot(bus) == before  # nothing was written by any of them
+
+
+async def test_a_record_that_does_not_read_fails_only_commands_about_it(
+        fleet: Fleet, bus: EventBus, caplog: pytest.LogCaptureFixture) -> None:
+    coord, gov = fleet.coordinator, fleet.governor
+    for sid in ("ok", "poisoned"):
+        await gov.register_swarm(SwarmProfile(id=sid, capabilities=[]), budget_micros=usd("10"))
+    await coord.create_task({"id": "GOOD", "title": "fine"})
+    await bus.put("tasks/BAD", b'{"id": "BAD", "title": "\\u0000", "status": "available"}')
+    await bus.put("gov/budgets/poisoned", POISON_BUDGET)
+    with caplog.at_level(logging.WARNING, logger="infrafabric"):
+        assert [t.id for t in await coord.list_tasks()] == ["GOOD"]
+        assert set(await gov.budgets()) == {"ok"}
+        claim = await coord.next_task("ok")
+        assert claim is not None and claim.task_id == "GOOD"
+        with pytest.raises(BudgetExhaustedError):  # fails closed for the swarm whose budget is unreadable
+            await coord.next_task("poisoned")
+    assert "tasks/BAD" in caplog.text and "gov/budgets/poisoned" in caplog.text
+    with pytest.raises(CorruptRecordError, match="tasks/BAD"):
+        await coord.get_task("BAD")
+    # the repair command repairs: a new budget replaces the unreadable record
+    await gov.reset_circuit_breaker("poisoned", by="ops", budget_micros=usd("5"))
+    budget = await gov.budget("poisoned")
+    assert budget is not None and budget.limit_micros == usd("5") and budget.spent_micros == 0
+
+
+async def test_an_unreadable_policy_or_witness_head_does_not_stop_the_fleet(fleet: Fleet,
+                                                                           bus: EventBus) -> None:
+    await bus.put("gov/policy", ('{"max_cost_per_task_micros": ' + HUGE + "}").encode())
+    assert await fleet.governor.policy() == ResourcePolicy()  # the defaults, with a warning
+    await fleet.register_swarm("s")
+    await fleet.coordinator.create_task({"id": "T", "title": "t"})  # witnessed: the chain still grows
+    await bus.put("witness/head", b"\xff\xfe not json")
+    await assemble(bus, signer=None).coordinator.create_task({"id": "U", "title": "u"})
+    assert (await fleet.witness.verify()).ok
+    await fleet.governor.set_policy(ResourcePolicy(), by="ops")  # setting a good one repairs it
+    assert await fleet.governor.policy_is_set()
+
+
+async def test_doctor_finds_and_quarantines_what_does_not_read(fleet: Fleet, bus: EventBus) -> None:
+    await fleet.register_swarm("s")
+    await fleet.coordinator.create_task({"id": "GOOD", "title": "fine"})
+    await bus.put("tasks/BAD", b"not json at all")
+    await bus.put("gov/budgets/s", POISON_BUDGET)
+    await bus.put("gov/breakers/s", b'{"state": "half-open"}')
+    findings, seen = await examine(bus)
+    assert sorted(f.key for f in findings) == ["gov/breakers/s", "gov/budgets/s", "tasks/BAD"]
+    assert seen >= 5 and all(f.problem for f in findings)
+    moved = await quarantine(bus, findings, witness=fleet.witness, by="alice")
+    assert sorted(f.key for f in moved) == sorted(f.key for f in findings)
+    assert await bus.get("tasks/BAD") is None
+    kept = await bus.get("quarantine/tasks/BAD")
+    assert kept is not None and kept.value == b"not json at all"
+    assert (await examine(bus))[0] == []
+    entries = await fleet.witness.get_operations(operation="record_quarantined")
+    assert sorted(e.params["key"] for e in entries) == sorted(f.key for f in findings)
+    assert all(e.actor == "alice" and e.severity == "warning" for e in entries)
+    # a record repaired between examining and quarantining is left alone
+    await bus.put("tasks/BAD2", b"{}")
+    stale, _ = await examine(bus)
+    await bus.put("tasks/BAD2", b"[]")
+    assert await quarantine(bus, stale, witness=fleet.witness, by="alice") == []
+    assert (await bus.get("tasks/BAD2")) is not None
+
+
+# -- the command line, as the issue ran it -----------------------------------------------------
+
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run(nats_server: NatsServer, namespace: str, tmp_path: Path) -> Runner:
+    env = {**os.environ, "IF_BUS_URL": f"{nats_server.url}?namespace={namespace}",
+           "IF_HOME": str(tmp_path / "home"), "USER": "alice"}
+
+    def ifctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([IFCTL, *args], capture_output=True, text=True, env=env, timeout=90)
+
+    return ifctl
+
+
+def test_poison_is_refused_at_the_door_and_repaired_by_the_operator(
+        run: Runner, nats_server: NatsServer, namespace: str, tmp_path: Path) -> None:
+    url = f"{nats_server.url}?namespace={namespace}"
+    assert run("governor", "register", "s1", "--cap", "docs:markdown", "--cost-per-hour", "1",
+               "--budget", "10").returncode == 0
+
+    async def bus_state() -> dict[str, bytes]:
+        async with connect(url) as bus:
+            return await snapshot(bus)
+
+    before = asyncio.run(bus_state())
+    refused = [
+        run("cost", "track", "s1", "llm_call", HUGE),
+        run("cost", "track", "s1", "llm_call", "1e999999999"),
+        *(run("governor", "reset-circuit-breaker", "s1", "--budget", v)
+          for v in ("nan", "inf", "sNaN", "1e308")),
+        run("task", "next", "--swarm", "s1", "--lease", "nan"),
+        run("task", "create", "T", "--title", "\x1b[2J"),
+        run("governor", "trip", "s1", "--reason", "r" * 120_000),
+    ]
+    for r in refused:
+        assert r.returncode == 2, (r.args[1:4], r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    board = tmp_path / "poison.md"
+    board.write_text("| ID | Task | Est | Budget |\n|----|------|-----|--------|\n"
+                     f"| A | a | 1e999999999 | $1 |\n| B | b | 1h | ${HUGE} |\n")
+    imported = run("board", "import", str(board))
+    assert imported.returncode == 2 and "poison.md:3" in imported.stderr and "poison.md:4" in imported.stderr
+    assert asyncio.run(bus_state()) == before  # nothing above wrote anything
+
+    async def poison() -> None:
+        async with connect(url) as bus:
+            await bus.put("gov/budgets/s1", POISON_BUDGET)
+
+    asyncio.run(poison())
+    for args in (("governor", "status"), ("cost", "report"), ("task", "create", "T", "--title", "t"),
+                 ("board", "show")):
+        ok = run(*args)
+        assert ok.returncode == 0, (args, ok.stdout, ok.stderr)
+        if args[0] in ("governor", "cost"):  # the bad record is named, on stderr
+            assert "warning: " in ok.stderr and "gov/budgets/s1" in ok.stderr, ok.stderr
+    found = run("doctor", "--json")
+    assert found.returncode == 1
+    assert [f["key"] for f in json.loads(found.stdout)["unreadable"]] == ["gov/budgets/s1"]
+    repaired = run("doctor", "--repair")
+    assert repaired.returncode == 0 and "quarantine/gov/budgets/s1" in repaired.stdout
+    assert run("doctor").returncode == 0
+    again = run("governor", "reset-circuit-breaker", "s1", "--budget", "5")
+    assert again.returncode == 0, again.stderr
