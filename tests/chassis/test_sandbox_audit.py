@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -192,6 +192,37 @@ def test_spinning_command_stopped_by_deadline(sandbox: Sandbox) -> None:
         sandbox.run_command(spin, limits=ResourceLimits(max_fuel=10**15, max_execution_time_seconds=0.1))
     with pytest.raises(OutOfFuelError):
         sandbox.run_command(spin, limits=ResourceLimits(max_fuel=100_000))
+
+
+def _ended_within(guard: float, run: Callable[[], object]) -> BaseException | None:
+    """Run ``run`` on a thread; the exception it ended with. Fails the test if it
+    is still running after ``guard`` seconds (a hang guard, not a timing check)."""
+    outcome: list[BaseException | None] = []
+
+    def go() -> None:
+        try:
+            run()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=go, daemon=True)
+    worker.start()
+    worker.join(guard)
+    assert outcome, f"still running after {guard:g} s: the deadline did not stop it"
+    return outcome[0]
+
+
+def test_a_guest_sleeping_in_a_host_call_meets_its_deadline(sandbox: Sandbox) -> None:
+    """An hour asked of WASI poll_oneoff (Python's time.sleep, QuickJS timers) used to run
+    for the hour: epoch interruption cannot reach a guest inside a host call."""
+    sleeper = sandbox.compile(WAT / "cmd_sleep.wat", name="sleeper")
+    short = sandbox.run_command(sleeper, limits=ResourceLimits(max_execution_time_seconds=5))
+    assert short.stdout == b"awake\n"  # a short sleep wakes with its event, as WASI says
+    error = _ended_within(30, lambda: sandbox.run_command(
+        sleeper, argv=["an hour"], limits=ResourceLimits(max_fuel=10**15, max_execution_time_seconds=0.3)))
+    assert isinstance(error, SandboxTimeoutError), error
+    assert "slept past its 0.3 s deadline" in str(error) and error.limit == "timeout"
 
 
 # -- traps ------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ __all__ = [
     "TokenBucket",
     "Transport",
     "define_host_functions",
+    "define_wasi_poll",
     "describe_context",
 ]
 
@@ -138,6 +139,8 @@ class HostContext:
     api_errors: list[str] = field(default_factory=list)
     #: the error that must end the run, raised by the runner once wasm returns
     abort: SandboxError | None = None
+    #: ``time.monotonic_ns()`` when the run's WASI context was made: the origin of its monotonic clock
+    monotonic_origin_ns: int = 0
     bucket: TokenBucket = field(init=False)
 
     def __post_init__(self) -> None:
@@ -320,6 +323,96 @@ def define_host_functions(linker: wasmtime.Linker, current: Callable[[], HostCon
         linker.define_func(module, "log", wasmtime.FuncType([_I32, _I32], []), host_log, access_caller=True)
         linker.define_func(module, "api_call", wasmtime.FuncType([_I32] * 4, [_I64]), host_api_call,
                            access_caller=True)
+
+
+#: WASI preview1 ``poll_oneoff``: sizes and codes (wasi_snapshot_preview1 witx)
+_SUBSCRIPTION, _EVENT = 48, 32
+_EVENTTYPE_CLOCK, _EVENTTYPE_FD_READ, _EVENTTYPE_FD_WRITE = 0, 1, 2
+_CLOCK_REALTIME, _CLOCK_MONOTONIC = 0, 1
+_SUBCLOCKFLAGS_ABSTIME = 1
+_ERRNO_SUCCESS, _ERRNO_FAULT, _ERRNO_INVAL = 0, 21, 28
+#: more subscriptions than this in one call is refused (EINVAL) rather than read
+MAX_POLL_SUBSCRIPTIONS = 4096
+
+
+def define_wasi_poll(linker: wasmtime.Linker, current: Callable[[], HostContext | None]) -> None:
+    """Replace WASI's ``poll_oneoff`` with one that honours the run's deadline.
+
+    A guest that sleeps (Python's ``time.sleep``, QuickJS's ``os.sleep`` and
+    timers, any ``poll_oneoff`` with a clock) waits inside this host call,
+    where epoch interruption cannot reach it: wasmtime's own implementation
+    would sleep the whole hour of a ``time.sleep(3600)``. This one sleeps at
+    most until the run's wall-clock deadline; if the sleep would outlast it,
+    the run ends there with :class:`SandboxTimeoutError`. Descriptors are
+    always ready (the sandbox grants only files and the standard streams,
+    never a socket), so a poll on them returns at once. ``linker`` must allow
+    shadowing (it replaces the definition :meth:`wasmtime.Linker.define_wasi` made).
+    """
+
+    def poll_oneoff(caller: wasmtime.Caller, in_ptr: int, out_ptr: int, nsubs: int, nevents_ptr: int) -> int:
+        ctx = current()
+        mem = _memory(caller)
+        if ctx is None or mem is None:
+            return _ERRNO_FAULT
+        try:
+            nsubs &= 0xFFFFFFFF
+            if nsubs == 0 or nsubs > MAX_POLL_SUBSCRIPTIONS:
+                return _ERRNO_INVAL
+            raw = _read(caller, mem, in_ptr, nsubs * _SUBSCRIPTION)
+            size = mem.data_len(caller)
+            if raw is None or (out_ptr & 0xFFFFFFFF) + nsubs * _EVENT > size \
+                    or (nevents_ptr & 0xFFFFFFFF) + 4 > size:
+                return _ERRNO_FAULT
+            subs = [raw[i * _SUBSCRIPTION:(i + 1) * _SUBSCRIPTION] for i in range(nsubs)]
+            ready: list[tuple[bytes, int]] = []  # (userdata, event type)
+            waits: list[tuple[float, bytes]] = []
+            for sub in subs:
+                userdata, tag = sub[0:8], sub[8]
+                if tag in (_EVENTTYPE_FD_READ, _EVENTTYPE_FD_WRITE):
+                    ready.append((userdata, tag))
+                elif tag == _EVENTTYPE_CLOCK:
+                    waits.append((_clock_delay(ctx, sub), userdata))
+                else:
+                    return _ERRNO_INVAL
+            if not ready and waits:
+                wait = min(w for w, _ in waits)
+                left = ctx.deadline - time.monotonic()
+                if wait >= left:  # it would sleep past the deadline: sleep to it, then end the run
+                    time.sleep(max(left, 0.0))
+                    if ctx.abort is None:
+                        ctx.abort = SandboxTimeoutError(
+                            f"guest slept past its {ctx.limits.max_execution_time_seconds:g} s deadline "
+                            f"(it asked for {wait:.3g} s in poll_oneoff)")
+                    _stop_guest(caller)
+                else:
+                    time.sleep(wait)
+                ready = [(u, _EVENTTYPE_CLOCK) for w, u in waits if w <= wait]
+            else:
+                ready += [(u, _EVENTTYPE_CLOCK) for w, u in waits if w <= 0]
+            events = b"".join(userdata + _ERRNO_SUCCESS.to_bytes(2, "little") + bytes([kind]) + bytes(21)
+                              for userdata, kind in ready)
+            mem.write(caller, events, out_ptr & 0xFFFFFFFF)
+            mem.write(caller, len(ready).to_bytes(4, "little"), nevents_ptr & 0xFFFFFFFF)
+            return _ERRNO_SUCCESS
+        except Exception as exc:  # never let an exception cross into wasmtime (see the module docs)
+            if ctx.abort is None:
+                ctx.abort = GuestTrapError(f"poll_oneoff failed in the host: {type(exc).__name__}: {exc}")
+            _stop_guest(caller)
+            return _ERRNO_FAULT
+
+    linker.define_func("wasi_snapshot_preview1", "poll_oneoff", wasmtime.FuncType([_I32] * 4, [_I32]),
+                       poll_oneoff, access_caller=True)
+
+
+def _clock_delay(ctx: HostContext, sub: bytes) -> float:
+    """Seconds until a clock subscription fires (0 if already due)."""
+    clock_id = int.from_bytes(sub[16:20], "little")
+    timeout_ns = int.from_bytes(sub[24:32], "little")
+    if not int.from_bytes(sub[40:42], "little") & _SUBCLOCKFLAGS_ABSTIME:
+        return timeout_ns / 1e9
+    # the run's monotonic clock counts from when its WASI context was made
+    now_ns = time.time_ns() if clock_id == _CLOCK_REALTIME else time.monotonic_ns() - ctx.monotonic_origin_ns
+    return max(timeout_ns - now_ns, 0) / 1e9
 
 
 def describe_context(ctx: HostContext) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from infrafabric.chassis.hostapi import (
     HostContext,
     Transport,
     define_host_functions,
+    define_wasi_poll,
     describe_context,
 )
 from infrafabric.chassis.models import ResourceLimits, WasiGrants
@@ -370,6 +371,9 @@ class Sandbox:
         self._local = threading.local()
         self._linker = wasmtime.Linker(self._engine)
         self._linker.define_wasi()
+        self._linker.allow_shadowing = True
+        define_wasi_poll(self._linker, self._current)  # a sleeping guest still meets its deadline
+        self._linker.allow_shadowing = False
         define_host_functions(self._linker, self._current, classify_trap)
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
@@ -755,6 +759,7 @@ class Sandbox:
                          table_elements=1_000_000)
         store.set_fuel(limits.max_fuel)
         # WASI must be set on every store: a WASI call on a store without it aborts the process
+        ctx.monotonic_origin_ns = time.monotonic_ns()
         store.set_wasi(wasi)
         store.set_epoch_deadline(math.ceil(limits.max_execution_time_seconds / EPOCH_TICK_S) + 1)
         instance: wasmtime.Instance | None = None
