@@ -20,7 +20,7 @@ from infrafabric.bus import EventBus, connect
 from infrafabric.bus.bounds import MAX_RECORD_BYTES, parse_dollars
 from infrafabric.bus.servers import NatsServer
 from infrafabric.doctor import examine, quarantine
-from infrafabric.errors import BudgetExhaustedError, ConfigurationError, CorruptRecordError
+from infrafabric.errors import BudgetExhaustedError, ConfigurationError, CorruptRecordError, NotOwnerError
 from infrafabric.fleet import Fleet, assemble
 from infrafabric.governor import ResourcePolicy, SwarmProfile, usd
 
@@ -201,3 +201,110 @@ def test_poison_is_refused_at_the_door_and_repaired_by_the_operator(
     assert run("doctor").returncode == 0
     again = run("governor", "reset-circuit-breaker", "s1", "--budget", "5")
     assert again.returncode == 0, again.stderr
+
+
+def test_control_characters_never_reach_the_terminal() -> None:
+    from infrafabric.cli.app import terminal_safe
+    from infrafabric.cli.chassis import _for
+
+    hostile = "title\x1b[2J\x1b]52;c;cGF3bmVk\x07\rover\x08\x9b1m"
+    shown = terminal_safe(hostile)
+    assert not any(ch in shown for ch in "\x1b\x07\r\x08\x9b")
+    assert shown.startswith("title\\x1b[2J\\x1b]52;c;") and "\\x07\\x0dover" in shown
+    assert terminal_safe("two\nlines\tand ünïcode ✓") == "two\nlines\tand ünïcode ✓"
+
+    class Stream:
+        def __init__(self, tty: bool) -> None:
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    raw = b"out\x1b[31mred\n"
+    assert _for(Stream(False), raw) == raw  # a pipe gets the guest's bytes unchanged
+    assert _for(Stream(True), raw) == b"out\\x1b[31mred\n"  # a terminal gets them escaped
+
+
+async def test_an_owners_call_without_its_token_is_witnessed_as_unfenced(fleet: Fleet) -> None:
+    coord = fleet.coordinator
+    await fleet.register_swarm("s")
+    await coord.create_tasks([{"id": "A", "title": "a"}, {"id": "B", "title": "b"}])
+    a, b = await coord.try_claim("s", "A"), await coord.try_claim("s", "B")
+    await coord.complete_task("s", "A", None, a.claim_id)
+    await coord.complete_task("s", "B")  # tokenless: acts on whatever claim s holds on B now
+    entries = await fleet.witness.get_operations(operation="task_completed")
+    done = {e.params["task_id"]: e.params for e in entries}
+    assert "unfenced" not in done["A"] and done["B"]["unfenced"] is True
+    # a token older than the current claim is refused
+    await coord.create_task({"id": "C", "title": "c"})
+    old = await coord.try_claim("s", "C")
+    await coord.release_task("s", "C", old.claim_id)
+    assert (await coord.try_claim("s", "C")).won
+    with pytest.raises(NotOwnerError, match="stale"):
+        await coord.complete_task("s", "C", None, old.claim_id)
+    assert b.won
+
+
+BAD_INPUT = [
+    (["task", "claim", "../../x", "--swarm", "s"], "is not an id"),
+    (["swarm", "register", "a" * 129], "is not an id"),
+    (["chassis", "exec", "coder", "--task-id", "../x"], "is not an id"),
+    (["witness", "query", "--since", "nan"], "is not a time"),
+    (["witness", "query", "--until", "1e308"], "is not a time"),
+    (["chassis", "slo", "ghost"], "no swarm 'ghost'"),
+    (["task", "next", "--swarm", "s", "--lease", "inf"], "--lease"),
+    (["cost", "track", "s1", "op", "1e999999999"], "is not a number of dollars"),
+    (["governor", "register", "s", "--cap", "docs:markdown", "--cost-per-hour", "1", "--budget", "sNaN"],
+     "is not a number of dollars"),
+    (["swarm", "spawn", "x", "--budget", "-5"], "must not be negative"),
+    (["--bus", "nats://user:secretpw@127.0.0.1:4222", "board", "show"], "nats://user:***@127.0.0.1"),
+]
+
+
+@pytest.mark.parametrize(("args", "says"), BAD_INPUT, ids=[" ".join(a)[:40] for a, _ in BAD_INPUT])
+def test_bad_arguments_exit_2_naming_what_is_wrong(args: list[str], says: str, tmp_path: Path) -> None:
+    env = {**os.environ, "IF_BUS_URL": "memory://", "IF_HOME": str(tmp_path)}
+    result = subprocess.run([IFCTL, *args], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert "secretpw" not in result.stdout + result.stderr
+
+
+def test_bad_files_exit_2_and_nothing_blocks_or_grows(tmp_path: Path) -> None:
+    env = {**os.environ, "IF_BUS_URL": "memory://", "IF_HOME": str(tmp_path / "home")}
+    fifo = tmp_path / "board.md"
+    os.mkfifo(fifo)  # a reader that waited for a writer would block for ever
+    (tmp_path / "dup.yaml").write_text("tasks:\n  - {id: A, title: a}\ntasks:\n  - {id: B, title: b}\n")
+    (tmp_path / "bin.yaml").write_text("tasks:\n  - {id: A, title: !!binary aGVsbG8=}\n")
+    (tmp_path / "big.json").write_text('{"tasks": [{"id": "A", "title": "a", "priority": '
+                                       + "9" * 5000 + "}]}")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "key.pub").write_bytes(b"\xff\xfe\x00binary")
+    cases = [
+        (["board", "import", str(fifo)], "is a named pipe"),
+        (["board", "import", "/dev/zero"], "is a device"),
+        (["board", "import", str(tmp_path / "dup.yaml")], "given twice"),
+        (["board", "import", str(tmp_path / "bin.yaml")], "!!binary"),
+        (["board", "import", str(tmp_path / "big.json")], "4,300 digits"),
+        (["board", "import", str(tmp_path / "deep.json")], "nested too deeply"),
+        (["witness", "verify", "--key", str(tmp_path / "key.pub")], "not UTF-8"),
+        (["--home", "/etc/passwd", "--bus", "", "board", "show"], "IF_BUS_URL is set but empty"),
+    ]
+    for args, says in cases:
+        result = subprocess.run([IFCTL, *args], capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert says in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    no_bus = {k: v for k, v in env.items() if k != "IF_BUS_URL"}
+    home = subprocess.run([IFCTL, "--home", "/etc/passwd", "board", "show"], capture_output=True, text=True,
+                          env=no_bus, timeout=60)
+    assert home.returncode == 2 and "state directory /etc/passwd cannot be used" in home.stderr
+
+
+def test_a_webhook_with_credentials_is_refused_without_printing_them() -> None:
+    from infrafabric.governor.policy import parse_policy
+
+    with pytest.raises(ConfigurationError) as err:
+        parse_policy("resource_policy:\n  escalation_webhook: https://ops:hunter2@hooks.example/x\n",
+                     "p.yaml")
+    assert "must not carry credentials" in str(err.value) and "hunter2" not in str(err.value)

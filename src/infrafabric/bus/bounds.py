@@ -15,9 +15,11 @@ total; dollars typed by people are read by :func:`parse_dollars`.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from decimal import Decimal, InvalidOperation
-from typing import Annotated
+from typing import IO, Annotated
 
 from pydantic import AfterValidator, Field
 
@@ -39,6 +41,8 @@ __all__ = [
     "check_text",
     "parse_decimal",
     "parse_dollars",
+    "read_limited",
+    "read_limited_stream",
 ]
 
 #: one amount of money: $1,000,000,000 in micro-dollars
@@ -134,6 +138,39 @@ def parse_dollars(text: str | int | Decimal, *, what: str = "amount", negative: 
         raise ConfigurationError(f"{what} {shown!r} is more than the ${MAX_MICROS // 1_000_000:,} "
                                  "one amount may be")
     return micros
+
+
+def read_limited(path: str | os.PathLike[str], *, what: str, limit: int) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them;
+    :class:`ConfigurationError` naming ``what`` and the path for a directory,
+    a FIFO or device (which could block or never end) or a file that is too
+    large. :class:`OSError` (missing, unreadable) is left to the caller, whose
+    message knows what the file was for."""
+    shown = os.fspath(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            mode = info.st_mode
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise ConfigurationError(f"{what} {shown} is {kind}, not a regular file")
+        if info.st_size > limit:
+            raise ConfigurationError(f"{what} {shown} is {info.st_size:,} bytes, "
+                                     f"more than the {limit:,} allowed")
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # it grew while being read
+        raise ConfigurationError(f"{what} {shown} is more than the {limit:,} bytes allowed")
+    return data
+
+
+def read_limited_stream(stream: IO[bytes], *, what: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``stream`` (stdin, say); :class:`ConfigurationError` if it holds more."""
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigurationError(f"{what} is more than the {limit:,} bytes allowed")
+    return data
 
 
 def parse_decimal(text: str, *, what: str, maximum: Decimal) -> Decimal:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from infrafabric.bus.servers import NatsServer, free_port, pid_alive
-from infrafabric.errors import BusUnavailableError, ServerError
+from infrafabric.errors import BusUnavailableError, ConfigurationError, ServerError
 
 __all__ = ["Embedded", "EmbeddedInfo", "describe_state_dir", "git_common_dir", "state_dir"]
 
@@ -163,8 +163,14 @@ class Embedded:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the witness signing key
-        with open(self.home / "coordinator.lock", "a+") as fh:
+        try:
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the witness signing key
+            fh = open(self.home / "coordinator.lock", "a+")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise ConfigurationError(
+                f"state directory {self.home} cannot be used: {exc.strerror or exc}",
+                hint="point --home / IF_HOME at a directory you can write (created if missing)") from None
+        with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield

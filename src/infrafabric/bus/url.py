@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from infrafabric.errors import ConfigurationError
 
-__all__ = ["COMMON_OPTIONS", "DEFAULT_PORTS", "SCHEMES", "BusURL", "parse_url", "with_options"]
+__all__ = ["COMMON_OPTIONS", "DEFAULT_PORTS", "SCHEMES", "BusURL", "parse_url", "redact_url", "with_options"]
 
 SCHEMES = ("memory", "nats", "etcd")
 DEFAULT_PORTS = {"nats": 4222, "etcd": 2379}
@@ -78,6 +78,14 @@ class BusURL:
         return f"{self.scheme}://{netloc}" + (f"?{query}" if query else "")
 
 
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:?#]*)(?::[^/@?#]*)?@")
+
+
+def redact_url(raw: str) -> str:
+    """``raw`` with any password in it replaced by ``***``, for messages."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", raw)
+
+
 def with_options(raw: str, **options: str) -> str:
     """``raw`` with the given query options set (replacing any already there)."""
     url = parse_url(raw)
@@ -102,60 +110,63 @@ def _positive_float(url: BusURL, name: str, default: float) -> float:
 def parse_url(raw: str) -> BusURL:
     """Parse and validate a bus URL, raising :class:`ConfigurationError` (exit 2)
     with a message naming the offending part."""
+    shown = redact_url(raw) if isinstance(raw, str) else raw
     if not isinstance(raw, str) or "://" not in raw:
         raise ConfigurationError(
-            f"malformed bus URL {raw!r}",
+            f"malformed bus URL {shown!r}",
             hint="expected scheme://host:port, e.g. nats://127.0.0.1:4222, "
             "etcd://127.0.0.1:2379 or memory://",
         )
     try:
         parts = urlsplit(raw)
     except ValueError as exc:
-        raise ConfigurationError(f"malformed bus URL {raw!r}: {exc}") from exc
+        raise ConfigurationError(f"malformed bus URL {shown!r}: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ConfigurationError(
-            f"unknown bus URL scheme {parts.scheme!r} in {raw!r}",
+            f"unknown bus URL scheme {parts.scheme!r} in {shown!r}",
             hint="supported schemes: " + ", ".join(f"{s}://" for s in SCHEMES),
         )
     if parts.path not in ("", "/"):
-        raise ConfigurationError(f"unexpected path {parts.path!r} in bus URL {raw!r}")
+        raise ConfigurationError(f"unexpected path {parts.path!r} in bus URL {shown!r}")
     if parts.fragment:
-        raise ConfigurationError(f"unexpected fragment #{parts.fragment} in bus URL {raw!r}")
+        raise ConfigurationError(f"unexpected fragment #{parts.fragment} in bus URL {shown!r}")
     try:
         pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as exc:
-        raise ConfigurationError(f"malformed query in bus URL {raw!r}: {exc}") from exc
+        raise ConfigurationError(f"malformed query in bus URL {shown!r}: {exc}") from exc
     options: dict[str, str] = {}
     allowed = COMMON_OPTIONS | BACKEND_OPTIONS[scheme]
     for key, value in pairs:
         if key not in allowed:
             raise ConfigurationError(
-                f"unknown option {key!r} in bus URL {raw!r}",
+                f"unknown option {key!r} in bus URL {shown!r}",
                 hint=f"{scheme}:// accepts: " + ", ".join(sorted(allowed)),
             )
         if key in options:
-            raise ConfigurationError(f"option {key!r} given twice in bus URL {raw!r}")
+            raise ConfigurationError(f"option {key!r} given twice in bus URL {shown!r}")
         options[key] = value
 
     if scheme == "memory":
         name = parts.netloc or "default"
         if not _NAME_RE.fullmatch(name):
-            raise ConfigurationError(f"bad memory store name {name!r} in bus URL {raw!r}")
-        url = BusURL(scheme, (), name, options, raw)
+            raise ConfigurationError(f"bad memory store name {name!r} in bus URL {shown!r}")
+        url = BusURL(scheme, (), name, options, shown)
     else:
-        url = BusURL(scheme, _parse_hosts(scheme, parts.netloc, raw), "", options, raw)
+        url = BusURL(scheme, _parse_hosts(scheme, parts.netloc, shown), "", options, shown)
     # Validate typed options now so a bad value fails before any connection attempt.
     _ = url.timeout, url.namespace
     return url
 
 
-def _parse_hosts(scheme: str, netloc: str, raw: str) -> tuple[tuple[str, int], ...]:
+def _parse_hosts(scheme: str, netloc: str, shown: str) -> tuple[tuple[str, int], ...]:
     if "@" in netloc:
-        raise ConfigurationError(f"credentials in bus URL {raw!r} are not supported")
+        raise ConfigurationError(f"credentials in bus URL {shown!r} are not supported",
+                                 hint="the password was not printed; credentials go in the environment, "
+                                      "not the URL")
     if not netloc:
         raise ConfigurationError(
-            f"bus URL {raw!r} names no host", hint=f"e.g. {scheme}://127.0.0.1:{DEFAULT_PORTS[scheme]}"
+            f"bus URL {shown!r} names no host", hint=f"e.g. {scheme}://127.0.0.1:{DEFAULT_PORTS[scheme]}"
         )
     hosts: list[tuple[str, int]] = []
     for item in netloc.split(","):
@@ -163,12 +174,12 @@ def _parse_hosts(scheme: str, netloc: str, raw: str) -> tuple[tuple[str, int], .
         if not sep or host.endswith(":"):
             host, port_text = item, ""
         if not host or not _HOST_RE.fullmatch(host):
-            raise ConfigurationError(f"bad host {item!r} in bus URL {raw!r}")
+            raise ConfigurationError(f"bad host {item!r} in bus URL {shown!r}")
         if port_text == "":
             port = DEFAULT_PORTS[scheme]
         elif port_text.isdigit() and 0 < int(port_text) < 65536:
             port = int(port_text)
         else:
-            raise ConfigurationError(f"bad port {port_text!r} in bus URL {raw!r}")
+            raise ConfigurationError(f"bad port {port_text!r} in bus URL {shown!r}")
         hosts.append((host.strip("[]"), port))
     return tuple(hosts)

@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 import uuid
@@ -164,9 +165,23 @@ def render(outcome: Outcome) -> None:
         _print_trace(s, s.console)
 
 
+#: C0 and C1 control characters (and DEL) but newline and tab: what a terminal would act on
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control character a terminal would act on (ESC
+    sequences, OSC titles and clipboard writes, BEL, CR, backspace) shown as
+    an escape (``\\x1b``) instead: whatever a task title, a reason or a
+    guest wrote, printing it cannot drive the operator's terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _print(console: Console, line: str) -> None:
     """Print a line of console markup; one that is not valid markup (text from
-    the bus that happens to hold a stray ``[/x]``) is printed as it is."""
+    the bus that happens to hold a stray ``[/x]``) is printed as it is.
+    Control characters are escaped first (:func:`terminal_safe`)."""
+    line = terminal_safe(line)
     try:
         console.print(line)
     except MarkupError:
@@ -226,7 +241,7 @@ def _fail(ctx: click.Context, exc: BaseException, code: int, *, internal: bool =
             payload["witness_entries"] = [e.to_dict() for e in obj.written]
         click.echo(json.dumps(payload, indent=2, default=str))
     prefix = "internal error" if internal else "error"
-    click.echo(f"{prefix}: {exc}", err=True)
+    click.echo(terminal_safe(f"{prefix}: {exc}"), err=True)
     if obj is not None and obj.trace and not obj.json:
         _print_trace(obj, obj.err)
     if internal and not debug:
@@ -269,6 +284,11 @@ def cli(ctx: click.Context, bus: str | None, home: str | None, debug: bool) -> N
     _log_to_stderr(debug)
 
 
+class _SafeFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_safe(super().format(record))
+
+
 def _log_to_stderr(debug: bool) -> None:
     """What the library reports on the ``infrafabric`` logger (a skipped
     corrupt record, a replaced one) reaches the terminal as ``warning: ...``
@@ -277,7 +297,7 @@ def _log_to_stderr(debug: bool) -> None:
     if any(getattr(h, "_ifctl", False) for h in logger.handlers):
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if debug else "warning: %(message)s"))
+    handler.setFormatter(_SafeFormatter("%(levelname)s: %(message)s" if debug else "warning: %(message)s"))
     handler.setLevel(logging.DEBUG if debug else logging.WARNING)
     handler._ifctl = True  # type: ignore[attr-defined]
     logger.addHandler(handler)

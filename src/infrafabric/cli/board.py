@@ -13,13 +13,22 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from infrafabric.bus.bounds import parse_dollars
 from infrafabric.bus.layout import push_subject
-from infrafabric.cli.app import EXIT_REFUSED, EXIT_STOPPED, Outcome, Settings, contract, settings
-from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report, who, with_fleet
+from infrafabric.cli.app import (
+    EXIT_REFUSED,
+    EXIT_STOPPED,
+    Outcome,
+    Settings,
+    contract,
+    settings,
+    terminal_safe,
+)
+from infrafabric.cli.common import ID, READ_ONLY, Check, bus_check, falsify_report, who, with_fleet
 from infrafabric.coordinator import DEFAULT_LEASE_TTL, ClaimOutcome, IFCoordinator, Task, TaskStatus
 from infrafabric.errors import ConfigurationError, SwarmStoppedError, TaskNotFoundError
 from infrafabric.fleet import Fleet
-from infrafabric.governor import format_usd, usd
+from infrafabric.governor import format_usd
 from infrafabric.governor.detect import detect_capabilities
 
 T = TypeVar("T")
@@ -107,7 +116,7 @@ def usd_to_micros(text: str | None) -> int | None:
 
 # -- task -----------------------------------------------------------------------------
 
-swarm_option = click.option("--swarm", "swarm_id", required=True, metavar="ID", help="The acting swarm.")
+swarm_option = click.option("--swarm", "swarm_id", required=True, type=ID, help="The acting swarm.")
 claim_option = click.option("--claim", "claim_id", metavar="TOKEN",
                             help="The claim token printed by `task claim` (fencing).")
 
@@ -125,7 +134,7 @@ def task() -> None:
 
 
 @task.command("create")
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @click.option("--title", required=True, help="One-line title.")
 @click.option("--description", default="", help="Longer description.")
 @click.option("--dep", "deps", multiple=True, metavar="ID", help="A dependency (repeatable).")
@@ -170,7 +179,7 @@ def task_create(task_id: str, title: str, description: str, deps: tuple[str, ...
 
 
 @task.command("show")
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @contract
 def task_show(task_id: str) -> Outcome:
     """Show one task with its live state and history.
@@ -209,7 +218,7 @@ lease_option = click.option("--lease", "lease_ttl", type=click.FloatRange(min=0.
 
 
 @task.command("claim")
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @swarm_option
 @lease_option
 @contract
@@ -250,13 +259,19 @@ def _owned_command(op: str, task_id: str, swarm_id: str, claim_id: str | None,
     async def go(coord: IFCoordinator) -> Outcome:
         if s.falsify:
             return falsify_owned(await coord.check_owned(swarm_id, task_id, claim_id), op, task_id)
-        return await act(coord)
+        outcome = await act(coord)
+        if claim_id is None and op != "heartbeat":
+            outcome.data["unfenced"] = True
+            s.err.print(f"warning: no --claim token: {op} acted on whatever claim {escape(swarm_id)} "
+                        "holds now (witnessed as unfenced); if two workers share that swarm id, pass the "
+                        "token `task claim|next` printed")
+        return outcome
 
     return with_coordinator(go)
 
 
 @task.command("heartbeat")
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @swarm_option
 @claim_option
 @click.option("--lease", "lease_ttl", type=click.FloatRange(min=0.5, max=7 * 86400),
@@ -282,7 +297,7 @@ def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None, lease_ttl:
 
 
 @task.command("release")
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @swarm_option
 @claim_option
 @click.option("--reason", default="released", help="Why it is given back.")
@@ -302,7 +317,7 @@ def task_release(task_id: str, swarm_id: str, claim_id: str | None, reason: str)
 
 
 @task.command("complete")
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @swarm_option
 @claim_option
 @click.option("--result", help="The result (JSON or text).")
@@ -322,7 +337,7 @@ def task_complete(task_id: str, swarm_id: str, claim_id: str | None, result: str
 
 
 @task.command("fail")
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @swarm_option
 @claim_option
 @click.option("--error", "error", required=True, help="What went wrong.")
@@ -345,7 +360,7 @@ def task_fail(task_id: str, swarm_id: str, claim_id: str | None, error: str) -> 
 
 
 @task.command("reopen")
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @click.option("--by", metavar="NAME", help="Who reopens it [default: $USER].")
 @click.option("--reason", default="", help="Why it gets another round of attempts.")
 @contract
@@ -462,7 +477,7 @@ def swarm() -> None:
 
 
 @swarm.command("register")
-@click.argument("swarm_id")
+@click.argument("swarm_id", type=ID)
 @click.option("--cap", "caps", multiple=True, metavar="CAP", help="A capability (repeatable).")
 @contract
 def swarm_register(swarm_id: str, caps: tuple[str, ...]) -> Outcome:
@@ -496,7 +511,7 @@ def swarm_register(swarm_id: str, caps: tuple[str, ...]) -> Outcome:
 
 
 @swarm.command("spawn")
-@click.argument("swarm_id")
+@click.argument("swarm_id", type=ID)
 @click.option("--path", "path", type=click.Path(exists=True, file_okay=False, path_type=Path), default=".",
               show_default=True, help="The swarm's code: capabilities are detected from it.")
 @click.option("--cap", "caps", multiple=True, metavar="CAP", help="An extra capability (repeatable).")
@@ -515,7 +530,8 @@ def swarm_spawn(swarm_id: str, path: Path, caps: tuple[str, ...], budget: str | 
     s = settings()
     found = detect_capabilities(path)
     capabilities = sorted(set(found) | set(caps))
-    limit = None if budget is None else usd(budget, what="--budget")
+    # checked before anything is written: a bad budget must not leave the swarm registered
+    limit = None if budget is None else parse_dollars(budget, what="--budget", negative=False)
     evidence = [f"{cap}: {found.get(cap, 'given with --cap')}" for cap in capabilities]
 
     async def go(fleet: Fleet) -> Outcome:
@@ -647,10 +663,11 @@ def events_watch(count: int | None, from_revision: int | None) -> Outcome:
                 if s.json:
                     click.echo(ev.model_dump_json())
                 else:
-                    s.console.print(f"{time.strftime('%H:%M:%S', time.localtime(ev.at))} "
-                                    f"{ev.task_id:<10} {ev.previous.value if ev.previous else '-':>9} -> "
-                                    f"[{STATUS_STYLE[ev.status]}]{ev.status.value}[/] "
-                                    f"{escape(ev.owner or '')} {escape(ev.reason)}")
+                    s.console.print(terminal_safe(
+                        f"{time.strftime('%H:%M:%S', time.localtime(ev.at))} "
+                        f"{ev.task_id:<10} {ev.previous.value if ev.previous else '-':>9} -> "
+                        f"[{STATUS_STYLE[ev.status]}]{ev.status.value}[/] "
+                        f"{escape(ev.owner or '')} {escape(ev.reason)}"))
                 seen += 1
                 if count is not None and seen >= count:
                     break
@@ -758,9 +775,9 @@ def board_show() -> Outcome:
         for t in tasks:
             row = task_row(t, now)
             table.add_row(t.id, f"[{STATUS_STYLE[t.status]}]{t.status.value}[/]", t.kind.value,
-                          escape(t.owner or "-"),
+                          escape(terminal_safe(t.owner or "-")),
                           "-" if row["lease_left_s"] is None else f"{row['lease_left_s']} s",
-                          escape(t.title), ", ".join(t.dependencies) or "-")
+                          escape(terminal_safe(t.title)), ", ".join(t.dependencies) or "-")
         s = settings()
         if not s.json:
             s.console.print(table)

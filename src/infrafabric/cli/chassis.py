@@ -18,10 +18,11 @@ import click
 from pydantic import ValidationError
 from rich.markup import escape
 
+from infrafabric.bus.bounds import read_limited, read_limited_stream
 from infrafabric.chassis import runtimes
 from infrafabric.chassis.models import DirectoryGrant, ResourceLimits, WasiGrants
 from infrafabric.chassis.runtimes import Runtime
-from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
+from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings, terminal_safe
 from infrafabric.cli.common import Check, falsify_report
 from infrafabric.errors import ConfigurationError, InfraFabricError, ModuleLoadError, SandboxError
 
@@ -84,14 +85,21 @@ def _payload(text: str | None) -> Any:
     if text.startswith("@"):
         source = text[1:]
         try:
-            text = Path(source).read_text()
+            text = read_limited(source, what="--input", limit=MAX_INPUT_BYTES).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"--input: {source} is not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
             raise ConfigurationError(f"--input: cannot read {source}: {exc.strerror or exc}") from exc
+    elif len(text) > MAX_INPUT_BYTES:
+        raise ConfigurationError(f"--input is more than the {MAX_INPUT_BYTES:,} bytes allowed")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigurationError(
             f"{source}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except (RecursionError, ValueError) as exc:  # nesting, or an integer of more than 4,300 digits
+        why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:120]
+        raise ConfigurationError(f"{source}: not usable JSON: {why}") from None
 
 
 def _runtime_for(file: Path) -> Runtime | None:
@@ -106,9 +114,15 @@ def _runtime_for(file: Path) -> Runtime | None:
     return runtime
 
 
+#: the largest JSON payload (--input) read
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+#: the largest module or script read (the CPython interpreter module is about 25 MB)
+MAX_MODULE_BYTES = 64 * 1024 * 1024
+
+
 def _read(file: Path) -> bytes:
     try:
-        return file.read_bytes()
+        return read_limited(file, what="module or script", limit=MAX_MODULE_BYTES)
     except IsADirectoryError as exc:
         raise ConfigurationError(f"{file} is a directory, not a file") from exc
     except OSError as exc:
@@ -194,6 +208,13 @@ def _stopped(exc: SandboxError, limits: ResourceLimits, why: list[str]) -> Outco
     return Outcome(data=data, why=why, exit_code=EXIT_REFUSED, streamed=True)
 
 
+def _for(stream: Any, data: bytes) -> bytes:
+    """``data`` as it may go to ``stream``: escaped if that is a terminal."""
+    if not stream.isatty():
+        return data
+    return terminal_safe(data.decode("utf-8", errors="replace")).encode()
+
+
 def _command_outcome(result: CommandResult, why: list[str], *, file: Path,
                      runtime: Runtime | None) -> Outcome:
     code = result.exit_code
@@ -211,9 +232,11 @@ def _command_outcome(result: CommandResult, why: list[str], *, file: Path,
     if settings().json:
         return Outcome(data=data, why=why, exit_code=exit_code)
     out, err = sys.stdout.buffer, sys.stderr.buffer
-    out.write(result.stdout)
+    # the guest's bytes pass through unchanged to a pipe or file; a terminal gets them with
+    # control characters escaped, so a hostile guest cannot drive the operator's terminal
+    out.write(_for(sys.stdout, result.stdout))
     out.flush()
-    err.write(result.stderr)
+    err.write(_for(sys.stderr, result.stderr))
     if code != 0:
         err.write(f"ifctl: guest exited with status {code}\n".encode())
     err.flush()
@@ -290,7 +313,8 @@ def chassis_run(file: Path, stdin_file: IO[bytes] | None, args: tuple[str, ...],
             return _run_task(sandbox, module, limits, _payload(input_json), why, file=file)
         if input_json is not None:
             raise ConfigurationError(f"{file} is a WASI command module: give it --stdin/--arg, not --input")
-        stdin = stdin_file.read() if stdin_file is not None else b""
+        stdin = b"" if stdin_file is None else read_limited_stream(
+            stdin_file, what="--stdin", limit=MAX_INPUT_BYTES)
         try:
             if runtime is not None:
                 result = runtimes.run_script(sandbox, runtime, body, stdin=stdin, argv=args, limits=limits,

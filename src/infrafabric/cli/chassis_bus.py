@@ -15,12 +15,13 @@ import click
 import yaml
 from rich.markup import escape
 
+from infrafabric.bus.bounds import read_limited
 from infrafabric.chassis.core import IFChassis
 from infrafabric.chassis.models import ServiceLevelObjective, parse_contract
 from infrafabric.chassis.slo import Compliance, p99_nearest_rank
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
 from infrafabric.cli.chassis import _payload, chassis, scratch_sandbox
-from infrafabric.cli.common import READ_ONLY, Check, bus_check, current_user, falsify_report, with_fleet
+from infrafabric.cli.common import ID, READ_ONLY, Check, bus_check, current_user, falsify_report, with_fleet
 from infrafabric.errors import ConfigurationError, InvalidCredentialError, SandboxError, TaskNotFoundError
 from infrafabric.governor import IFGovernor
 
@@ -46,7 +47,7 @@ def _when(epoch: float | None) -> str:
 def load_contract_file(path: Path) -> Any:
     """A contract file (YAML or JSON) as plain data; exit 2 naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, what="contract file", limit=1024 * 1024).decode("utf-8")
     except FileNotFoundError:
         raise ConfigurationError(f"{path}: no such contract file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -65,7 +66,7 @@ def load_contract_file(path: Path) -> Any:
 
 
 @chassis.command("load")
-@click.argument("swarm")
+@click.argument("swarm", type=ID)
 @click.argument("module", type=click.Path(path_type=Path))
 @click.option("--contract", "contract_file", type=click.Path(path_type=Path), required=True,
               metavar="FILE", help="The swarm's service contract (YAML or JSON).")
@@ -131,9 +132,9 @@ def chassis_load(swarm: str, module: Path, contract_file: Path) -> Outcome:
 
 
 @chassis.command("exec")
-@click.argument("swarm")
+@click.argument("swarm", type=ID)
 @click.option("--input", "input_json", metavar="JSON|@FILE", help="The task (JSON) [default {}].")
-@click.option("--task-id", help="The task's id (for credentials, SLO samples and the witness).")
+@click.option("--task-id", type=ID, help="The task's id (for credentials, SLO samples and the witness).")
 @contract
 def chassis_exec(swarm: str, input_json: str | None, task_id: str | None) -> Outcome:
     """Run one task of a loaded SWARM in the sandbox, under its contract: a
@@ -196,7 +197,7 @@ _CRED = re.compile(r"([0-9a-f]{16})|ifc_([0-9a-f]{16})_[A-Za-z0-9_-]+")
 
 
 @creds.command("issue")
-@click.argument("swarm")
+@click.argument("swarm", type=ID)
 @click.argument("task")
 @click.option("--ttl", type=int, default=300, show_default=True, help="Seconds until it expires.")
 @click.option("--endpoint", "endpoints", multiple=True, metavar="NAME",
@@ -314,7 +315,7 @@ async def _compliance(ch: IFChassis, swarm: str, slo: ServiceLevelObjective) -> 
 
 
 @chassis.command("slo")
-@click.argument("swarm")
+@click.argument("swarm", type=ID)
 @click.option("--p99-ms", type=click.IntRange(1), help="Set the p99 latency objective (ms).")
 @click.option("--success-rate", help="Set the success-rate objective (0-1).")
 @click.option("--availability", help="Set the availability objective (0-1).")
@@ -334,6 +335,11 @@ def chassis_slo(swarm: str, p99_ms: int | None, success_rate: str | None, availa
                                                  "window_seconds": window}.items() if v is not None}
 
     async def go(ch: IFChassis, gov: IFGovernor) -> Outcome:
+        if not changes and not await ch.slo.has_slo(swarm) and await gov.profile(swarm) is None:
+            # with no objective, samples or profile, "compliant" would describe a swarm that is not there
+            raise TaskNotFoundError(f"no swarm {swarm!r}: it has no SLO objective and no governor profile",
+                                    hint=f"ifctl chassis load {swarm} MODULE --contract FILE, "
+                                         f"or set one: ifctl chassis slo {swarm} --p99-ms N")
         current = await ch.slo.slo(swarm)
         if changes:
             try:
@@ -373,7 +379,7 @@ def chassis_slo(swarm: str, p99_ms: int | None, success_rate: str | None, availa
 
 
 @chassis.command("reputation")
-@click.argument("swarm")
+@click.argument("swarm", type=ID)
 @click.option("--history", "history_n", type=click.IntRange(0), default=10, show_default=True,
               help="How many past evaluations to show.")
 @click.option("--recompute", is_flag=True,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
+import click
 from rich.markup import escape
 
 from infrafabric.bus import EventBus, connect
@@ -20,7 +21,7 @@ from infrafabric.errors import ConfigurationError
 if TYPE_CHECKING:
     from infrafabric.fleet import Fleet
 
-__all__ = ["READ_ONLY", "Check", "bus_check", "falsify_report", "with_fleet"]
+__all__ = ["ID", "READ_ONLY", "Check", "bus_check", "falsify_report", "with_fleet"]
 
 #: the falsify summary of a command that only reads
 READ_ONLY = "read-only: nothing would change"
@@ -57,6 +58,26 @@ def with_fleet(fn: Callable[[Fleet], Awaitable[T]], *, watch: bool = False,
     return run_async(main())
 
 
+class _Id(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    """A task or swarm id on the command line: checked before anything connects,
+    so ``../../x`` or a 129-character id is bad input (exit 2), not "not found"."""
+
+    name = "ID"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from infrafabric.coordinator.models import TASK_ID_PATTERN
+
+        text = value if isinstance(value, str) else str(value)
+        if not re.fullmatch(TASK_ID_PATTERN, text):
+            shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+            self.fail(f"{shown} is not an id: 1-128 letters, digits or . _ - : @ + = ~", param, ctx)
+        return text
+
+
+#: the click type of task and swarm ids
+ID = _Id()
+
+
 @dataclass
 class Check:
     """One precondition evaluated by ``--mode=falsify``."""
@@ -86,7 +107,8 @@ async def bus_check(bus: EventBus) -> Check:
     return Check("bus reachable", bool(health), health.detail or "")
 
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_RELATIVE = re.compile(r"^([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*([smhdw])$")
+_EPOCH = re.compile(r"^[0-9]{1,12}(?:\.[0-9]{1,9})?$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -99,13 +121,11 @@ def parse_time(text: str | None, flag: str, now: float) -> float | None:
     rel = _RELATIVE.match(value)
     if rel:
         return now - float(rel.group(1)) * _UNIT[rel.group(2)]
-    try:
+    if _EPOCH.match(value):  # plain digits only: nan, inf and 1e308 are not times
         return float(value)
-    except ValueError:
-        pass
     try:
         return datetime.fromisoformat(value).timestamp()
-    except ValueError as exc:
+    except (ValueError, OverflowError, OSError) as exc:
         raise ConfigurationError(f"{flag} {text!r} is not a time: give epoch seconds, ISO 8601 "
                                  "(2025-01-31T12:00) or an age (90m, 2h, 7d)") from exc
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from infrafabric.bus import EventBus, connect
+from infrafabric.bus.bounds import read_limited
 from infrafabric.cli.app import Outcome, contract, run_async, settings
 from infrafabric.cli.common import Check, bus_check, falsify_report
 from infrafabric.errors import ConfigurationError, InfraFabricError
@@ -43,7 +44,7 @@ def read_token(token_file: Path | None) -> str | None:
     """The operator token from ``token_file`` (first line) or ``$IF_WEB_TOKEN``; None: read-only."""
     if token_file is not None:
         try:
-            text = token_file.read_text(encoding="utf-8")
+            text = read_limited(token_file, what="--token-file", limit=4096).decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"--token-file {token_file}: cannot read it: {exc}") from exc
         token = text.strip().splitlines()[0].strip() if text.strip() else ""

@@ -13,8 +13,9 @@ import click
 from rich.markup import escape
 
 from infrafabric.bus import connect
+from infrafabric.bus.bounds import read_limited
 from infrafabric.bus.embedded import state_dir
-from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, run_async, settings
+from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, run_async, settings, terminal_safe
 from infrafabric.cli.common import READ_ONLY, Check, bus_check, falsify_report, parse_time
 from infrafabric.errors import ConfigurationError
 from infrafabric.witness import SEVERITIES, Checkpoint, Filter, Signer, Verifier, Witness, WitnessEntry
@@ -22,9 +23,9 @@ from infrafabric.witness import SEVERITIES, Checkpoint, Filter, Signer, Verifier
 
 def _line(e: WitnessEntry) -> str:
     when = datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    params = json.dumps(e.params, sort_keys=True)
-    return (f"#{e.seq:<6} {when} {e.severity:<8} {e.component} {e.operation} "
-            f"actor={e.actor or '-'} trace={e.trace_id or '-'} {params}")
+    params = json.dumps(e.params, sort_keys=True)  # JSON escapes control characters itself
+    return terminal_safe(f"#{e.seq:<6} {when} {e.severity:<8} {e.component} {e.operation} "
+                         f"actor={e.actor or '-'} trace={e.trace_id or '-'} {params}")
 
 
 def _time(text: str | None, flag: str) -> float | None:
@@ -45,12 +46,22 @@ def witness() -> None:
     """
 
 
+def _text(path: Path, what: str) -> str:
+    """A small text file (a key, a checkpoint): bounded, UTF-8, else exit 2 naming it."""
+    try:
+        return read_limited(path, what=what, limit=64 * 1024).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{what} {path}: {exc.strerror or exc}") from None
+
+
 def _trusted(key_files: tuple[Path, ...]) -> tuple[list[Verifier], list[str]]:
     notes = []
-    keys = [Verifier.parse(p.read_text(), source=str(p)) for p in key_files]
+    keys = [Verifier.parse(_text(p, "key file"), source=str(p)) for p in key_files]
     local = state_dir(settings().home) / "witness.pub"
     if not keys and local.exists():
-        keys.append(Verifier.parse(local.read_text(), source=str(local)))
+        keys.append(Verifier.parse(_text(local, "key file"), source=str(local)))
         notes.append(f"trusting the key in {local}")
     return keys, notes
 
@@ -70,7 +81,7 @@ def witness_verify(checkpoint_files: tuple[Path, ...], key_files: tuple[Path, ..
     Example: ifctl witness verify --from-checkpoint head.checkpoint --why
     """
     s = settings()
-    checkpoints = [Checkpoint.parse(p.read_text(), source=str(p)) for p in checkpoint_files]
+    checkpoints = [Checkpoint.parse(_text(p, "checkpoint file"), source=str(p)) for p in checkpoint_files]
     keys, notes = _trusted(key_files)
 
     async def go() -> Outcome:

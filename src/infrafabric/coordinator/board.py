@@ -75,7 +75,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from infrafabric.bus.bounds import MAX_HOURS, parse_decimal, parse_dollars
+from infrafabric.bus.bounds import MAX_HOURS, parse_decimal, parse_dollars, read_limited
 from infrafabric.coordinator.models import TaskKind, TaskSpec, TaskStatus, is_task_id
 from infrafabric.errors import BoardError, ConfigurationError
 
@@ -749,6 +749,7 @@ class _Marks:
     """Line numbers of a YAML/JSON document's parts, from the YAML node tree."""
 
     top: dict[str, int] = field(default_factory=dict)
+    top_duplicates: list[tuple[str, int]] = field(default_factory=list)
     tasks_line: int | None = None
     tasks: list[tuple[int, dict[str, int], list[tuple[str, int]]]] = field(default_factory=list)
 
@@ -772,15 +773,31 @@ def _line_of(node: yaml.Node) -> int | None:
     return node.start_mark.line + 1 if node.start_mark is not None else None
 
 
+class _BoardLoader(yaml.SafeLoader):
+    """YAML as plain data: mappings, lists, strings, numbers, booleans, null.
+    Binary, sets, timestamps and other tagged types are errors, not values a
+    task could carry onto the bus."""
+
+
+for _tag in ("tag:yaml.org,2002:binary", "tag:yaml.org,2002:set", "tag:yaml.org,2002:timestamp",
+             "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs"):
+    def _refuse(loader: yaml.SafeLoader, node: yaml.Node, tag: str = _tag) -> Any:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{tag.rsplit(':', 1)[-1]} values (!!{tag.rsplit(':', 1)[-1]}) are not allowed in a "
+            "board: quote the text", node.start_mark)
+
+    _BoardLoader.add_constructor(_tag, _refuse)
+
+
 def _yaml_marks(text: str) -> _Marks | None:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return None
     marks = _Marks()
     if not isinstance(root, yaml.MappingNode):
         return marks
-    marks.top, _ = _mapping_keys(root)
+    marks.top, marks.top_duplicates = _mapping_keys(root)
     for key_node, value_node in root.value:
         if isinstance(key_node, yaml.ScalarNode) and key_node.value == "tasks":
             marks.tasks_line = _line_of(key_node)
@@ -791,16 +808,27 @@ def _yaml_marks(text: str) -> _Marks | None:
     return marks
 
 
+def _structure_problem(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply"
+    if "digits" in str(exc):
+        return "it holds a number with more than 4,300 digits"
+    return str(exc)[:200]
+
+
 def _parse_structured(text: str, fmt: str, p: _Problems) -> list[_Raw]:
     data: Any
     json_duplicates: list[str] = []
     if fmt == "yaml":
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_BoardLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or str(exc)
             p.error(f"not valid YAML: {problem}", line=mark.line + 1 if mark is not None else None)
+            return []
+        except (RecursionError, ValueError) as exc:
+            p.error(f"not a usable YAML board: {_structure_problem(exc)}")
             return []
     else:
 
@@ -817,11 +845,17 @@ def _parse_structured(text: str, fmt: str, p: _Problems) -> list[_Raw]:
         except json.JSONDecodeError as exc:
             p.error(f"not valid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno)
             return []
+        except (RecursionError, ValueError) as exc:
+            p.error(f"not a usable JSON board: {_structure_problem(exc)}")
+            return []
     marks = _yaml_marks(text)
 
     if not isinstance(data, dict):
         p.error("the board must be a mapping with a 'tasks' list", line=1)
         return []
+    for key, again in marks.top_duplicates if marks else []:
+        first = marks.top.get(key) if marks else None
+        p.error(f"top-level field {key!r} is given twice (first at line {first})", line=again)
     for key in data:
         if key not in ("version", "tasks"):
             line = marks.top.get(str(key)) if marks else None
@@ -1136,11 +1170,17 @@ def parse_board(text: str, source: str = "<board>", fmt: str | None = None) -> B
     )
 
 
+#: the largest board file read (a 100,000-task board in YAML is about 20 MB)
+MAX_BOARD_BYTES = 64 * 1024 * 1024
+
+
 def load_board(path: str | Path, fmt: str | None = None) -> Board:
     """Read and parse a board file (UTF-8). Unreadable files are a :class:`BoardError`."""
     where = str(path)
     try:
-        data = Path(path).read_bytes()
+        data = read_limited(path, what="board", limit=MAX_BOARD_BYTES)
+    except ConfigurationError as exc:
+        raise BoardError([f"{where}: {exc.message.removeprefix(f'board {where} ')}"]) from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise BoardError([f"{where}: cannot read the board: {reason}"]) from exc

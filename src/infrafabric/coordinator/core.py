@@ -742,7 +742,8 @@ class IFCoordinator:
             lambda t, now: self._transition(t, TaskStatus.AVAILABLE, now, by=swarm_id, reason=reason,
                                             owner=None, claim_id=None, lease_until=None, lease_ttl=None),
             "release")
-        await self._settle(before, task, "task_released", {"task_id": task_id, "swarm_id": swarm_id})
+        await self._settle(before, task, "task_released", _fencing({"task_id": task_id, "swarm_id": swarm_id},
+                                                                   claim_id))
         return task
 
     async def complete_task(self, swarm_id: str, task_id: str, result: JsonValue = None,
@@ -754,7 +755,8 @@ class IFCoordinator:
             lambda t, now: self._transition(t, TaskStatus.COMPLETED, now, by=swarm_id, reason="completed",
                                             result=result, lease_until=None),
             "complete")
-        await self._settle(before, task, "task_completed", {"task_id": task_id, "swarm_id": swarm_id})
+        params = _fencing({"task_id": task_id, "swarm_id": swarm_id}, claim_id)
+        await self._settle(before, task, "task_completed", params)
         return task
 
     async def fail_task(self, swarm_id: str, task_id: str, error: str = "",
@@ -770,9 +772,9 @@ class IFCoordinator:
                                     attempts=attempts, error=error)
 
         before, task = await self._owned(swarm_id, task_id, claim_id, change, "fail")
-        await self._settle(before, task, "task_failed", {"task_id": task_id, "swarm_id": swarm_id,
-                                                         "attempts": task.attempts,
-                                                         "final": task.status.value})
+        await self._settle(before, task, "task_failed", _fencing({"task_id": task_id, "swarm_id": swarm_id,
+                                                                  "attempts": task.attempts,
+                                                                  "final": task.status.value}, claim_id))
         return task
 
     async def reopen_task(self, task_id: str, *, by: str, reason: str = "") -> Task:
@@ -1124,6 +1126,13 @@ async def _finish(job: asyncio.Future[Any]) -> None:
 def _check_lease(seconds: float, what: str) -> None:
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= 7 * 86400:
         raise ConfigurationError(f"{what} must be a number of seconds within (0, 604800], got {seconds!r}")
+
+
+def _fencing(params: dict[str, Any], claim_id: str | None) -> dict[str, Any]:
+    """An owner's operation made without its claim token is witnessed as such:
+    it acted on whatever claim its swarm holds now, which is unsafe when two
+    workers share one swarm id (one may finish the other's newer claim)."""
+    return {**params, "unfenced": True} if claim_id is None else params
 
 
 def _ownership_problems(task: Task | None, task_id: str, swarm_id: str, claim_id: str | None) -> list[str]:

@@ -102,6 +102,15 @@ class ResourcePolicy(BaseModel):
     #: escalations (breaker trips, blockers nobody can help with) are also POSTed here as JSON
     escalation_webhook: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[^\s]+$")
 
+    @field_validator("escalation_webhook")
+    @classmethod
+    def _no_credentials(cls, url: str | None) -> str | None:
+        # the policy is a record every process reads and the witness logs: no secret belongs in it
+        if url is not None and "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("must not carry credentials (user:password@host): the policy and the audit "
+                             "log would hold them; let the endpoint authenticate another way")
+        return url
+
 
 class LedgerEntry(BaseModel):
     """One debit, as recorded in the cost ledger."""

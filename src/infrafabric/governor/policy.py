@@ -27,6 +27,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from infrafabric.bus.bounds import read_limited
+from infrafabric.bus.url import redact_url
 from infrafabric.errors import ConfigurationError
 from infrafabric.governor.models import MICROS, ResourcePolicy, format_usd, usd
 
@@ -204,6 +206,8 @@ def _range_message(key: str, err: Any) -> str:
     got = err.get("input")
     money = key == "max_cost_per_task"
     shown = format_usd(got) if money and isinstance(got, int) else got
+    if isinstance(shown, str):
+        shown = redact_url(shown)[:200]  # a webhook's password never reaches a message
     bound = {"greater_than": "more than {}", "greater_than_equal": "at least {}", "less_than": "less than {}",
              "less_than_equal": "at most {}"}.get(err["type"])
     if bound and ctx:
@@ -226,7 +230,7 @@ def load_policy(path: str | Path) -> ResourcePolicy:
     """Read and validate a policy file; every failure names the path."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = read_limited(p, what="policy file", limit=1024 * 1024)
     except FileNotFoundError:
         raise ConfigurationError(f"{p}: no such policy file") from None
     except IsADirectoryError:

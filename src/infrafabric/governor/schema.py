@@ -37,6 +37,7 @@ from pydantic import (
     field_validator,
 )
 
+from infrafabric.bus.bounds import read_limited
 from infrafabric.coordinator.models import TASK_ID_PATTERN
 from infrafabric.errors import ConfigurationError
 from infrafabric.governor.models import BUILTIN_CAPABILITIES, SwarmProfile, format_usd, usd
@@ -222,7 +223,7 @@ def read_manifest(path: str | Path) -> Any:
     every failure names the path."""
     p = Path(path)
     try:
-        text = p.read_bytes().decode("utf-8")
+        text = read_limited(p, what="manifest", limit=1024 * 1024).decode("utf-8")
     except FileNotFoundError:
         raise ConfigurationError(f"{p}: no such manifest file") from None
     except UnicodeDecodeError as exc:
