@@ -299,7 +299,8 @@ def test_a_sleeping_script_is_stopped_by_the_clock(sandbox: Sandbox, lang: str) 
     """time.sleep(3600) / an hour's timer waits inside WASI poll_oneoff, out of
     reach of fuel and epochs: the host's poll ends it at the deadline."""
     with pytest.raises(SandboxTimeoutError, match="slept past its 1 s deadline"):
-        run(sandbox, f"sleep_hour.{lang}", limits=ResourceLimits(max_fuel=10**15, max_execution_time_seconds=1))
+        run(sandbox, f"sleep_hour.{lang}",
+            limits=ResourceLimits(max_fuel=10**15, max_execution_time_seconds=1))
     works(sandbox, lang)
 
 

@@ -54,7 +54,8 @@ async def test_page_state_events_and_metrics(bus: EventBus) -> None:
     await gov.trip("beta", "looping on the same error", by="test")
     assert await coord.claim_task("alpha", "t0") and await coord.claim_task("alpha", "t1")
 
-    async with serve(bus, port=0) as served, httpx.AsyncClient(base_url=served.url, timeout=10) as http:
+    async with serve(bus, port=0, token=TOKEN) as served, \
+            httpx.AsyncClient(base_url=served.url, timeout=10) as http:
         page = await http.get("/")
         assert page.status_code == 200 and "/static/app.js" in page.text and "//cdn" not in page.text
         for asset in ("app.js", "style.css"):
@@ -62,7 +63,7 @@ async def test_page_state_events_and_metrics(bus: EventBus) -> None:
             assert got.status_code == 200 and got.content, asset
             assert "https://" not in got.text, f"{asset} must not load anything from the Internet"
         state = (await http.get("/api/state")).json()
-        assert state["actions"] is False
+        assert state["actions"] is True
         assert state["tasks"]["t0"]["status"] == "claimed" and state["tasks"]["t9"]["status"] == "blocked"
 
         async with http.stream("GET", "/api/events") as stream:
@@ -80,7 +81,9 @@ async def test_page_state_events_and_metrics(bus: EventBus) -> None:
         witness = Witness(bus)
         await witness.append("IF.chassis", "task_limit_exceeded", {"swarm_id": "alpha", "limit": "memory"})
         await until(view, "the trap", lambda: sum(view.counts.traps.values()) == 1)
-        verified = (await http.post("/api/witness/verify")).json()
+        assert (await http.post("/api/witness/verify", json={})).status_code == 401  # costly: the token
+        verified = (await http.post("/api/witness/verify", json={},
+                                    headers={"Authorization": f"Bearer {TOKEN}"})).json()
         assert verified["ok"] is True and verified["entries"] == view.witness_length
 
         text = (await http.get("/metrics")).text
@@ -143,7 +146,8 @@ async def test_breaker_reset_needs_the_token_and_an_explicit_confirmation(memory
             got = await http.post(path, json=body, headers=headers)
             assert got.status_code == status, (body, got.text)
             assert message in got.json()["error"], (body, got.text)
-        bad_json = await http.post(path, content=b"{nope", headers=good)
+        bad_json = await http.post(path, content=b"{nope",
+                                   headers={**good, "Content-Type": "application/json"})
         assert bad_json.status_code == 400 and "must be JSON" in bad_json.json()["error"]
         unknown = await http.post("/api/breakers/nobody/reset", json={"confirm": "nobody"}, headers=good)
         assert unknown.status_code == 404 and "no swarm 'nobody'" in unknown.json()["error"]
@@ -223,3 +227,36 @@ async def test_a_reopen_from_the_dashboard_goes_through_the_governor(bus: EventB
         assert (await tripped.get(10)).id == "sentinel"  # F was never pushed to it
     reopened = [e async for e in Witness(bus).entries() if e.operation == "task_reopened"]
     assert [(e.actor, e.severity) for e in reopened] == [("bob (web)", "notice")]
+
+
+async def test_the_guard_refuses_rebinding_cross_origin_and_malformed_requests(memory_bus: EventBus) -> None:
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    async with serve(memory_bus, port=0, token=TOKEN) as served, \
+            httpx.AsyncClient(base_url=served.url, timeout=10) as http:
+        page = await http.get("/")
+        assert page.status_code == 200
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["x-content-type-options"] == "nosniff"
+        rebound = await http.get("/api/state", headers={"Host": "evil.example:8765"})
+        assert rebound.status_code == 400 and "DNS rebinding" in rebound.json()["error"]
+        assert rebound.headers["x-frame-options"] == "DENY"
+        assert (await http.get("/api/state", headers={"Host": "localhost:1234"})).status_code == 200
+        # a page on another site posting to the dashboard (text/plain needs no CORS preflight)
+        csrf = await http.post("/api/witness/verify", content=b"{}", headers={
+            **good, "Origin": "https://evil.example", "Content-Type": "text/plain"})
+        assert csrf.status_code == 403 and "cross-origin" in csrf.json()["error"]
+        plain = await http.post("/api/witness/verify", content=b"{}",
+                                headers={**good, "Content-Type": "text/plain"})
+        assert plain.status_code == 415
+        assert (await http.post("/api/witness/verify", json={})).status_code == 401  # no token
+        same = await http.post("/api/witness/verify", json={},
+                               headers={**good, "Origin": served.url.rstrip("/")})
+        assert same.status_code == 200 and same.json()["ok"] is True
+        deep = await http.post("/api/tasks/T/reopen", content=b"[" * 30_000 + b"]" * 30_000,
+                               headers={**good, "Content-Type": "application/json"})
+        assert deep.status_code == 400 and "nested too deeply" in deep.json()["error"]
+        big = await http.post("/api/tasks/T/reopen", content=b" " * 70_000 + b"{}",
+                              headers={**good, "Content-Type": "application/json"})
+        assert big.status_code == 413

@@ -93,10 +93,11 @@ class Served:
 @contextlib.asynccontextmanager
 async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
                 on_ready: Callable[[str], None] | None = None,
-                home: str | None = None) -> AsyncIterator[Served]:
+                home: str | None = None, allow_hosts: tuple[str, ...] = ()) -> AsyncIterator[Served]:
     """Serve the dashboard for ``bus`` in this event loop while the block runs
     (``on_ready`` is told its base URL once it answers; ``home``: the state
-    directory whose witness key signs what its actions write)."""
+    directory whose witness key signs what its actions write; ``allow_hosts``:
+    the names it answers to besides loopback and the address it listens on)."""
     import uvicorn
 
     from infrafabric.web import create_app
@@ -105,7 +106,8 @@ async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_P
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{bound_port}/"
-    app = create_app(bus=bus, token=token, home=home)
+    listening = () if host in ("0.0.0.0", "::", "") else (host,)  # a wildcard is no name to be reached by
+    app = create_app(bus=bus, token=token, home=home, allowed_hosts=(*listening, *allow_hosts))
     config = uvicorn.Config(app, log_level="warning", lifespan="on",
                             access_log=False, timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
@@ -137,8 +139,11 @@ async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_P
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"A file whose first line is the operator token that allows actions (resetting a "
                    f"breaker). Also read from ${TOKEN_ENV}. Without one the dashboard is read-only.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="A name the dashboard may be reached by (a proxy's, this machine's) besides loopback and "
+                   "--host (repeatable); requests for any other Host are refused (DNS rebinding).")
 @contract
-def web(host: str, port: int, token_file: Path | None) -> Outcome:
+def web(host: str, port: int, token_file: Path | None, allow_hosts: tuple[str, ...]) -> Outcome:
     """Serve the live dashboard and Prometheus /metrics for the bus.
 
     The page shows the task board as a dependency graph and a table (owner,
@@ -150,8 +155,12 @@ def web(host: str, port: int, token_file: Path | None) -> Outcome:
     format (see docs/monitoring.md); /healthz answers 200 while the bus does.
 
     The dashboard is read-only unless given an operator token (--token-file
-    or $IF_WEB_TOKEN); then resetting a breaker is allowed to whoever presents
-    the token and types the swarm's id to confirm, and is witnessed.
+    or $IF_WEB_TOKEN); then resetting a breaker or reopening a failed task is
+    allowed to whoever presents the token and types the id to confirm, and is
+    witnessed; verifying the chain (costly) needs the token too. It answers
+    only to loopback names, --host and --allow-host (a page elsewhere cannot
+    reach it through DNS rebinding), refuses cross-origin POSTs, and sends a
+    Content-Security-Policy that allows only its own assets.
 
     Runs until interrupted (Ctrl-C). Uses IF_BUS_URL if set; otherwise the
     embedded local coordinator.
@@ -160,7 +169,7 @@ def web(host: str, port: int, token_file: Path | None) -> Outcome:
     Examples:
       ifctl web
       ifctl web --port 9000 --token-file ~/.config/infrafabric/web-token
-      IF_BUS_URL=nats://10.0.0.5:4222 ifctl web --host 0.0.0.0
+      IF_BUS_URL=nats://10.0.0.5:4222 ifctl web --host 0.0.0.0 --allow-host ops.example
     """
     s = settings()
     token = read_token(token_file)
@@ -203,7 +212,8 @@ def web(host: str, port: int, token_file: Path | None) -> Outcome:
 
     async def main() -> None:
         async with connect(url) as bus, serve(bus, host=host, port=port, token=token,
-                                              on_ready=ready, home=s.home) as served:
+                                              on_ready=ready, home=s.home,
+                                              allow_hosts=allow_hosts) as served:
             await served.done  # until Ctrl-C
 
     with contextlib.suppress(KeyboardInterrupt):

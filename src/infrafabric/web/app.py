@@ -4,7 +4,15 @@ See ``docs/web-api.md`` for the routes and the JSON shapes. The app is
 read-only unless it is given an operator token: then ``POST
 /api/breakers/{swarm}/reset`` and ``POST /api/tasks/{task}/reopen`` with
 ``Authorization: Bearer <token>`` and an explicit ``{"confirm": "<id>"}`` close
-a breaker or give a failed task a fresh set of attempts, witnessed with who did it.
+a breaker or give a failed task a fresh set of attempts, witnessed with who did it,
+and ``POST /api/witness/verify`` (costly: it reads the whole chain) runs a verify.
+
+Every request passes one guard first: its ``Host`` must be one the dashboard
+serves (loopback names, the address it listens on, ``--allow-host``), so a
+page on another site cannot read the fleet through DNS rebinding; a POST must
+be JSON of at most :data:`MAX_BODY` bytes, and one from a browser page of
+another origin is refused. Every response carries a Content-Security-Policy
+(only the dashboard's own assets), ``X-Frame-Options: DENY`` and ``nosniff``.
 """
 
 from __future__ import annotations
@@ -16,17 +24,19 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infrafabric.bus import EventBus, connect
 from infrafabric.coordinator.models import TASK_ID_PATTERN
@@ -44,6 +54,82 @@ QUEUE_LIMIT = 5000
 PING_SECONDS = 15
 #: swarm and task ids share one pattern
 _ID = re.compile(f"^{TASK_ID_PATTERN}$")
+#: the largest POST body read
+MAX_BODY = 64 * 1024
+#: the names every dashboard answers to (it listens on loopback by default)
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; "
+                                 b"img-src 'self' data:; connect-src 'self'; object-src 'none'; "
+                                 b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+def _host_of(value: str) -> str:
+    """The host of a ``Host`` header or an origin's authority, without the port."""
+    value = value.strip().lower()
+    if value.startswith("["):  # [v6]:port
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class Guard:
+    """The checks every request passes (see the module docs), as ASGI middleware."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: frozenset[str]) -> None:
+        self.app = app
+        self.allowed = allowed_hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host_header = headers.get("host", "")
+        refusal: tuple[int, str] | None = None
+        if _host_of(host_header) not in self.allowed:
+            refusal = (400, f"host {host_header[:100]!r} is not served here (a guard against DNS rebinding); "
+                            "start it with ifctl web --allow-host NAME to serve that name")
+        elif scope["method"] == "POST":
+            origin = headers.get("origin")
+            kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            length = headers.get("content-length", "")
+            if origin is not None and origin != "null" \
+                    and origin.split("://", 1)[-1].rstrip("/").lower() != host_header.strip().lower():
+                refusal = (403, f"cross-origin request from {origin[:100]!r} refused")
+            elif origin == "null":
+                refusal = (403, "a request from an opaque origin is refused")
+            elif kind != "application/json":
+                refusal = (415, "a POST must be JSON (Content-Type: application/json)")
+            elif length.isdigit() and int(length) > MAX_BODY:
+                refusal = (413, f"the body is larger than {MAX_BODY:,} bytes")
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        if refusal is not None:
+            await _error(*refusal)(scope, receive, secured)
+            return
+        await self.app(scope, receive, secured)
+
+
+async def _json_body(request: Request) -> Any:
+    """The request's JSON body, at most :data:`MAX_BODY` bytes; ValueError if it
+    is not JSON we can use (too large, malformed, nested too deeply)."""
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise ValueError(f"the body is larger than {MAX_BODY:,} bytes")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("the body is nested too deeply") from None
 
 
 def _json(data: Any) -> str:
@@ -159,14 +245,8 @@ class _Dashboard:
 
     # -- actions -------------------------------------------------------------
 
-    async def verify(self, _request: Request) -> Response:
-        return JSONResponse(await self._view().verify())
-
-    async def _action(self, request: Request, what: str, target: str,
-                      fields: set[str]) -> dict[str, Any] | JSONResponse:
-        """The checks every action makes: an operator token, a well-formed
-        target, a JSON object with only ``fields``, and ``confirm`` equal to the
-        target. Returns the body, or the refusal to send."""
+    def _unauthorized(self, request: Request) -> JSONResponse | None:
+        """The refusal for a request without the operator token (None: it has it)."""
         if self.token is None:
             return _error(403, "actions are disabled: this dashboard was started without an operator "
                                "token (ifctl web --token-file FILE)")
@@ -175,12 +255,30 @@ class _Dashboard:
         good = hmac.compare_digest(secret.strip().encode(), self.token.encode())
         if scheme.lower() != "bearer" or not good:
             return _error(401, "a valid operator token is needed (Authorization: Bearer <token>)")
+        return None
+
+    async def verify(self, request: Request) -> Response:
+        """Verify the whole chain (costly: it reads every entry), with the operator token."""
+        refused = self._unauthorized(request)
+        if refused is not None:
+            return refused
+        return JSONResponse(await self._view().verify())
+
+    async def _action(self, request: Request, what: str, target: str,
+                      fields: set[str]) -> dict[str, Any] | JSONResponse:
+        """The checks every action makes: an operator token, a well-formed
+        target, a JSON object with only ``fields``, and ``confirm`` equal to the
+        target. Returns the body, or the refusal to send."""
+        refused = self._unauthorized(request)
+        if refused is not None:
+            return refused
         if not _ID.match(target):
             return _error(400, f"{target!r} is not a valid id")
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, f"the body must be JSON: {{\"confirm\": \"{target}\"}}")
+            body = await _json_body(request)
+        except ValueError as exc:
+            return _error(413 if "larger" in str(exc) else 400,
+                          f"the body must be JSON: {{\"confirm\": \"{target}\"}} ({exc})")
         if not isinstance(body, dict):
             return _error(400, f"the body must be a JSON object: {{\"confirm\": \"{target}\"}}")
         unknown = sorted(set(body) - fields - {"confirm", "by"})
@@ -233,12 +331,15 @@ class _Dashboard:
 
 
 def create_app(url: str | None = None, *, bus: EventBus | None = None, token: str | None = None,
-               home: str | os.PathLike[str] | None = None) -> Starlette:
+               home: str | os.PathLike[str] | None = None,
+               allowed_hosts: Iterable[str] = ()) -> Starlette:
     """The dashboard for the bus at ``url`` (the usual default when None), or
     on an already connected ``bus``. With ``token``, breaker resets are
     allowed to requests carrying it; without, the dashboard is read-only.
     ``home`` is the state directory (its witness key signs what the
-    dashboard's actions write; default as everywhere: ``IF_HOME``...)."""
+    dashboard's actions write; default as everywhere: ``IF_HOME``...).
+    ``allowed_hosts``: names it answers to besides the loopback ones (the
+    address it listens on, a proxy's name); any other ``Host`` is refused."""
     if token is not None and not token.strip():
         raise ValueError("the operator token must not be empty")
     d = _Dashboard(url, bus, token.strip() if token is not None else None, home)
@@ -253,6 +354,7 @@ def create_app(url: str | None = None, *, bus: EventBus | None = None, token: st
         Route("/healthz", d.healthz),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=d.lifespan)
+    hosts = LOCAL_HOSTS | {_host_of(h) for h in allowed_hosts if h}
+    app = Starlette(routes=routes, lifespan=d.lifespan, middleware=[Middleware(Guard, allowed_hosts=hosts)])
     app.state.dashboard = d
     return app

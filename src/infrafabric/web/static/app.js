@@ -59,6 +59,8 @@
       if (k === "class") e.setAttribute("class", v);
       else if (k === "text") e.textContent = String(v);
       else if (k.startsWith("on") && typeof v === "function") e.addEventListener(k.slice(2), v);
+      // styles go through the CSSOM: the Content-Security-Policy refuses style attributes
+      else if (k === "style" && typeof v === "object") for (const [p, pv] of Object.entries(v)) e.style.setProperty(p, pv);
       else e.setAttribute(k, v === true ? "" : String(v));
     }
   }
@@ -778,8 +780,8 @@
       const pct = (frac * 100).toFixed(1);
       budgetBox.append(
         h("div", { class: "budget-track", role: "meter", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": pct, "aria-label": "budget left", title: `${pct}% left · spent ${fmtMoney(spent)}${reserved ? ` · reserved ${fmtMoney(reserved)}` : ""}` },
-          h("div", { class: `budget-bar${low ? " low" : ""}`, "data-low": low ? "true" : null, style: `width: ${pct}%` }),
-          resFrac > 0 ? h("div", { class: "budget-reserved", style: `left: ${pct}%; width: ${(resFrac * 100).toFixed(1)}%` }) : null),
+          h("div", { class: `budget-bar${low ? " low" : ""}`, "data-low": low ? "true" : null, style: { width: `${pct}%` } }),
+          resFrac > 0 ? h("div", { class: "budget-reserved", style: { left: `${pct}%`, width: `${(resFrac * 100).toFixed(1)}%` } }) : null),
         h("div", { class: `budget-text${low ? " low" : ""}` }, `${fmtMoney(remaining)} of ${fmtMoney(limit)} left`, reserved ? h("span", { class: "muted", text: ` · ${fmtMoney(reserved)} reserved` }) : null)
       );
     } else {
@@ -904,7 +906,11 @@
     const btn = $("#verify-btn");
     const v = S.witness.verify;
     const running = verifyInFlight || (v && v.running === true);
-    btn.disabled = running;
+    // verifying reads the whole chain: it takes the operator token, as every costly action does
+    const tokenField = $("#verify-token");
+    tokenField.hidden = !S.actions || Boolean(loadToken());
+    btn.disabled = running || !S.actions;
+    btn.title = S.actions ? "" : "read-only dashboard: verify with `ifctl witness verify`";
     setText(btn, running ? "Verifying…" : "Verify now");
     setAttr(el, "data-running", running ? "true" : null);
     if (running) {
@@ -937,11 +943,23 @@
 
   async function verifyNow() {
     if (verifyInFlight) return;
+    const token = loadToken() || $("#verify-token").value.trim();
+    if (!token) {
+      verifyError = "enter the operator token first";
+      renderVerify();
+      return;
+    }
     verifyInFlight = true;
     verifyError = null;
     renderVerify();
     try {
-      const res = await fetch("/api/witness/verify", { method: "POST", headers: { Accept: "application/json" } });
+      const res = await fetch("/api/witness/verify", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json", Authorization: `Bearer ${token}` },
+        body: "{}",
+      });
+      if (res.ok) saveToken(token);
+      else if (res.status === 401) saveToken("");
       let body = null;
       try {
         body = await res.json();
