@@ -308,3 +308,30 @@ def test_a_webhook_with_credentials_is_refused_without_printing_them() -> None:
         parse_policy("resource_policy:\n  escalation_webhook: https://ops:hunter2@hooks.example/x\n",
                      "p.yaml")
     assert "must not carry credentials" in str(err.value) and "hunter2" not in str(err.value)
+
+
+async def test_tampering_with_the_witness_cannot_blind_verify_or_fork_writers(bus: EventBus) -> None:
+    from infrafabric.witness import Witness
+    from infrafabric.witness.log import entry_key
+
+    w = Witness(bus, actor="test")
+    for i in range(5):
+        await w.append("IF.test", "op", {"i": i})
+    # a forged head hint far past the end: a writer that trusted it would leave a gap for ever
+    await bus.put("witness/head", json.dumps({"seq": 900, "hash": "ab" * 32, "block": 900}))
+    await Witness(bus, actor="other").append("IF.test", "after-forgery", {})
+    assert (await Witness(bus).verify()).entries == 6 and (await Witness(bus).verify()).ok
+    # malformed records where only signed checkpoints and keys belong are tampering, named,
+    # and the chain is still checked (through its end)
+    await bus.put("witness/cp/000000000009", b"not a checkpoint")
+    await bus.put("witness/keys/deadbeef", b"\xff\xfe\x00 binary")
+    report = await Witness(bus).verify()
+    assert not report.ok and report.first_bad_seq is None and report.entries == 6
+    assert any("witness/cp/000000000009" in p for p in report.problems)
+    assert any("witness/keys/deadbeef" in p for p in report.problems)
+    # a block of 200,000 nested arrays is tampering too, not a crash
+    await bus.delete("witness/cp/000000000009")
+    await bus.delete("witness/keys/deadbeef")
+    await bus.put(entry_key(7), b"[" * 200_000 + b"]" * 200_000)
+    report = await Witness(bus).verify()
+    assert not report.ok and report.first_bad_seq == 7 and "nested too deeply" in (report.problem or "")

@@ -107,13 +107,15 @@ def witness_verify(checkpoint_files: tuple[Path, ...], key_files: tuple[Path, ..
         data = {"ok": report.ok, "entries": report.entries, "head_hash": report.head_hash,
                 "first_bad_seq": report.first_bad_seq, "problem": report.problem,
                 "checkpoints_checked": report.checkpoints_checked, "seconds": round(seconds, 3),
-                "notes": notes + report.notes}
+                "problems": report.problems, "notes": notes + report.notes}
         if report.ok:
             lines = [f"witness chain intact: {report.entries} entries, "
                      f"{report.checkpoints_checked} checkpoint(s) checked ({seconds:.2f} s)"]
         else:
             where = f"at entry {report.first_bad_seq}" if report.first_bad_seq else "in a checkpoint"
             lines = [f"[bold red]TAMPERED[/] {where}: {escape(report.problem or '')}"]
+            lines += [f"  also: {escape(p)}" for p in report.problems[1:]]
+            lines.append(f"  the chain was checked through entry {report.entries}")
         return Outcome(data=data, lines=lines, why=[
             "every entry's hash is recomputed over its canonical encoding",
             "every entry's prev_hash must equal the previous entry's hash, with no gap in seq",

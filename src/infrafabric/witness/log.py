@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -40,6 +41,7 @@ __all__ = ["Filter", "VerifyReport", "Witness"]
 
 KEYS = VERIFIER_KEYS
 RETRY_READS = 20
+log = logging.getLogger(__name__)
 MAX_BLOCK = 256
 HINT_EVERY = 64
 LOSER_BACKOFF = 0.002  # seconds: the upper bound of a losing writer's random pause
@@ -55,18 +57,24 @@ def encode_block(entries: list[WitnessEntry]) -> bytes:
 
 
 def decode_block(data: bytes) -> list[WitnessEntry]:
-    """The entries of a stored block (ValueError if malformed)."""
-    items = json.loads(data)
+    """The entries of a stored block (ValueError if malformed, nesting included)."""
+    try:
+        items = json.loads(data)
+    except RecursionError:
+        raise ValueError("the block is nested too deeply to be a block of entries") from None
     if not isinstance(items, list) or not items:
         raise ValueError("a block must be a non-empty JSON array of entries")
     return [WitnessEntry.from_dict(item) for item in items]
 
 
 class _Hint(BaseModel):
-    """``witness/head``: the last seq and hash some writer saw."""
+    """``witness/head``: the last seq and hash some writer saw, and where the
+    block holding that entry starts (so a reader can check the hint names an
+    entry that exists before building on it)."""
 
     seq: int
     hash: str
+    block: int | None = None
 
 
 @dataclass
@@ -115,7 +123,11 @@ class VerifyReport:
     checkpoints_checked: int = 0
     notes: list[str] = field(default_factory=list)
 
+    #: every problem found, the first one first (``problem`` is that one)
+    problems: list[str] = field(default_factory=list)
+
     def fail(self, seq: int | None, problem: str) -> None:
+        self.problems.append(problem)
         if self.ok:
             self.ok, self.first_bad_seq, self.problem = False, seq, problem
 
@@ -224,7 +236,7 @@ class Witness:
         self._head = (last.seq, last.hash)
         self.written.extend(entries)
         if not had_head or (last.seq // HINT_EVERY) != ((last.seq - len(entries)) // HINT_EVERY):
-            await self._advance_hint(last)
+            await self._advance_hint(last, entries[0].seq)
         return entries
 
     async def _walk(self, seq: int, prev: str) -> tuple[int, str]:
@@ -237,7 +249,14 @@ class Witness:
         for attempt in range(RETRY_READS):
             try:
                 got = await self.bus.get(entry_key(seq))
-                return None if got is None else decode_block(got.value)
+                if got is None:
+                    return None
+                try:
+                    return decode_block(got.value)
+                except (ValueError, TypeError) as exc:
+                    raise CorruptRecordError(
+                        f"witness block {got.key} is not a valid block of entries ({exc}): the chain has "
+                        "been tampered with", hint="ifctl witness verify names where it breaks") from None
             except (BusTimeoutError, BusUnavailableError):
                 if attempt == RETRY_READS - 1:
                     raise
@@ -251,13 +270,32 @@ class Witness:
             hint = await self._hint.read()
         except CorruptRecordError:  # only a hint: walking from the start finds the real head
             hint = None
-        return (0, GENESIS) if hint is None else (hint.seq, hint.hash)
+        if hint is None or not await self._hint_holds(hint):
+            return 0, GENESIS
+        return hint.seq, hint.hash
 
-    async def _advance_hint(self, entry: WitnessEntry) -> None:
+    async def _hint_holds(self, hint: _Hint) -> bool:
+        """Whether the hint names an entry that exists, with that hash. A hint
+        that does not (forged, or from before hints said where their block
+        starts) is not built on: a writer trusting a hint past the end would
+        leave a gap in the chain for ever."""
+        if hint.block is None or not 0 < hint.block <= hint.seq:
+            return False
+        block = await self._read_back(hint.block)
+        good = bool(block) and block is not None and block[-1].seq == hint.seq and block[-1].hash == hint.hash
+        if not good:
+            log.warning("witness head hint (seq %s) does not name a stored entry: ignored", hint.seq)
+        return good
+
+    async def _advance_hint(self, entry: WitnessEntry, block: int) -> None:
         # Monotonic: a stale hint only costs a new writer a few reads while it
         # walks forward, so it is refreshed only every HINT_EVERY entries.
-        await self._hint.mutate("", lambda hint: None if hint is not None and hint.seq >= entry.seq
-                                else _Hint(seq=entry.seq, hash=entry.hash), replace_corrupt=True)
+        async def change(hint: _Hint | None) -> _Hint | None:
+            if hint is not None and hint.seq >= entry.seq and await self._hint_holds(hint):
+                return None  # a newer, genuine hint is there already
+            return _Hint(seq=entry.seq, hash=entry.hash, block=block)
+
+        await self._hint.mutate("", change, replace_corrupt=True)
 
     def observer(self, component: str, *, severities: dict[str, str] | None = None
                  ) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
@@ -333,11 +371,29 @@ class Witness:
         return cp
 
     async def stored_checkpoints(self) -> list[Checkpoint]:
-        return [Checkpoint.parse(e.value.decode(), source=e.key)
-                for e in await self.bus.list(CHECKPOINTS)]
+        """The checkpoints on the bus that parse (see :meth:`malformed_records`)."""
+        return (await self._stored(CHECKPOINTS, Checkpoint.parse))[0]
 
     async def published_verifiers(self) -> list[Verifier]:
-        return [Verifier.parse(e.value.decode(), source=e.key) for e in await self.bus.list(KEYS)]
+        """The verifier keys on the bus that parse (see :meth:`malformed_records`)."""
+        return (await self._stored(KEYS, Verifier.parse))[0]
+
+    async def malformed_records(self) -> list[str]:
+        """What is wrong with each record under ``witness/cp/`` and ``witness/keys/``
+        that is not a checkpoint or a key: only writers of signed checkpoints
+        write there, so one that does not parse is tampering, not noise."""
+        return [*(await self._stored(CHECKPOINTS, Checkpoint.parse))[1],
+                *(await self._stored(KEYS, Verifier.parse))[1]]
+
+    async def _stored(self, prefix: str, parse: Callable[..., Any]) -> tuple[list[Any], list[str]]:
+        good, bad = [], []
+        for e in await self.bus.list(prefix):
+            try:
+                good.append(parse(e.value.decode("utf-8"), source=e.key))
+            except (ConfigurationError, UnicodeDecodeError, ValueError) as exc:
+                reason = exc.message if isinstance(exc, ConfigurationError) else f"{e.key}: not text ({exc})"
+                bad.append(f"{reason} (tampering: only signed checkpoints and their keys are written there)")
+        return good, bad
 
     @staticmethod
     def _check(e: WitnessEntry, seq: int, prev: str, signed: dict[int, Checkpoint]) -> str | None:
@@ -383,6 +439,10 @@ class Witness:
         cps = [(cp, False) for cp in checkpoints]
         if use_stored:
             cps += [(cp, True) for cp in await self.stored_checkpoints()]
+            # a malformed checkpoint or key on the bus is tampering: reported, and the chain
+            # and the caller's own checkpoints are still checked (it must not blind the check)
+            for malformed in await self.malformed_records():
+                report.fail(None, malformed)
         keys = list(verifiers)
         known = {(v.name, v.id) for v in keys}
         trusted: list[Checkpoint] = []
@@ -405,35 +465,40 @@ class Witness:
             else:
                 trusted.append(cp)
         report.notes = sorted(set(report.notes))
-        if not report.ok:
-            return report
         wanted = {cp.size: cp for cp in trusted}
         expected_seq, prev = 1, GENESIS
+        broken = False  # the chain itself breaks (earlier problems may be about checkpoints only)
+
+        def breaks(seq: int, problem: str) -> None:
+            nonlocal broken
+            broken = True
+            report.fail(seq, problem)
+
         async for item in self.bus.scan(ENTRIES, batch=1000):
             try:
                 block = decode_block(item.value)
             except (ValueError, TypeError) as exc:
-                report.fail(expected_seq, f"block at {item.key} is not a valid block of entries: {exc}")
+                breaks(expected_seq, f"block at {item.key} is not a valid block of entries: {exc}")
                 break
             if block[0].seq != expected_seq:
-                report.fail(expected_seq, await self._explain_gap(expected_seq, prev, block[0].seq))
+                breaks(expected_seq, await self._explain_gap(expected_seq, prev, block[0].seq))
                 break
             if item.key != entry_key(block[0].seq):
-                report.fail(expected_seq, f"entry {block[0].seq} is stored at {item.key} (moved)")
+                breaks(expected_seq, f"entry {block[0].seq} is stored at {item.key} (moved)")
                 break
             for e in block:
-                problem = self._check(e, expected_seq, prev, wanted)
-                if problem is not None:
-                    report.fail(expected_seq, problem)
+                wrong = self._check(e, expected_seq, prev, wanted)
+                if wrong is not None:
+                    breaks(expected_seq, wrong)
                     break
                 prev = e.hash
                 report.entries = e.seq
                 expected_seq += 1
-            if not report.ok:
+            if broken:
                 break
         report.head_hash = prev
         for cp in trusted:
-            if report.ok and cp.size > report.entries:
+            if not broken and cp.size > report.entries:
                 report.fail(report.entries + 1, f"checkpoint {cp.size}: the chain has {report.entries} "
                             f"entries but {cp.size} were signed (the tail was truncated)")
         report.notes = sorted(set(report.notes))
