@@ -335,3 +335,56 @@ async def test_tampering_with_the_witness_cannot_blind_verify_or_fork_writers(bu
     await bus.put(entry_key(7), b"[" * 200_000 + b"]" * 200_000)
     report = await Witness(bus).verify()
     assert not report.ok and report.first_bad_seq == 7 and "nested too deeply" in (report.problem or "")
+
+
+async def test_an_import_is_all_or_nothing(bus_url: str) -> None:
+    from infrafabric.coordinator import IFCoordinator
+    from infrafabric.errors import TaskExistsError
+
+    async with connect(bus_url) as b1, connect(bus_url) as b2:
+        c1, c2 = IFCoordinator(b1), IFCoordinator(b2)
+        # a task that could not be stored is found before anything is written
+        huge = [{"id": "H1", "title": "fine"},
+                {"id": "H2", "title": "huge", "acceptance_criteria": ["x" * 3000] * 100}]
+        with pytest.raises(ConfigurationError, match="tasks/H2"):
+            await c1.create_tasks(huge)
+        assert await c1.list_tasks() == []
+        # two imports racing for one id: exactly one lands whole, the other leaves nothing
+        a = [{"id": f"A{i}", "title": "a"} for i in range(20)] + [{"id": "SHARED", "title": "s"}]
+        b = [{"id": "SHARED", "title": "s"}] + [{"id": f"B{i}", "title": "b"} for i in range(20)]
+        results = await asyncio.gather(c1.create_tasks(a), c2.create_tasks(b), return_exceptions=True)
+        assert sum(isinstance(r, TaskExistsError) for r in results) == 1, results
+        ids = {t.id for t in await c1.list_tasks()}
+        assert ids in ({s["id"] for s in a}, {s["id"] for s in b}), sorted(ids)
+
+
+class _SlowCreates:
+    """A bus whose task creates take a while: an import to interrupt."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self.creates = 0
+        self.twenty = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._bus, name)
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        self.creates += 1
+        if self.creates >= 20:
+            self.twenty.set()
+        await asyncio.sleep(0.01)
+        return await self._bus.create(key, value)
+
+
+async def test_an_interrupted_import_leaves_the_board_as_it_was(bus: EventBus) -> None:
+    from infrafabric.coordinator import IFCoordinator
+
+    slow = _SlowCreates(bus)
+    coord = IFCoordinator(slow)  # type: ignore[arg-type]
+    job = asyncio.create_task(coord.create_tasks([{"id": f"T{i}", "title": "t"} for i in range(200)]))
+    await asyncio.wait_for(slow.twenty.wait(), 30)
+    job.cancel()  # Ctrl-C in the middle of a slow import
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert await IFCoordinator(bus).list_tasks() == []

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from infrafabric.bus import EventBus
+from infrafabric.bus.bounds import MAX_RECORD_BYTES
+from infrafabric.bus.layout import CONTRACTS, MODULES
 from infrafabric.chassis.credentials import CredentialManager
 from infrafabric.chassis.hostapi import Transport
 from infrafabric.chassis.models import ServiceContract, parse_contract
@@ -41,8 +43,6 @@ from infrafabric.chassis.slo import SLOTracker
 from infrafabric.errors import ConfigurationError, ModuleLoadError, SandboxError, TaskNotFoundError
 
 __all__ = ["CONTRACTS", "MAX_SHARED_MODULE_BYTES", "MODULES", "Execution", "IFChassis", "LoadedSwarm"]
-
-from infrafabric.bus.layout import CONTRACTS, MODULES
 
 #: modules up to this size are shared through the bus (NATS's default message limit is 1 MiB)
 MAX_SHARED_MODULE_BYTES = 512 * 1024
@@ -130,9 +130,13 @@ class IFChassis:
             raise ModuleLoadError(f"module for {swarm_id} is a WASI command (_start), not a task module; "
                                   "run it with `ifctl chassis run`", hint="see docs/chassis-abi.md")
         shared = len(compiled._source) <= MAX_SHARED_MODULE_BYTES
+        record = _record(contract, compiled, shared)
+        if len(record.encode()) > MAX_RECORD_BYTES:  # checked before anything is written
+            raise ConfigurationError(f"the contract of {swarm_id} is {len(record.encode()):,} bytes as "
+                                     f"stored, more than the {MAX_RECORD_BYTES:,} a record may hold")
         if shared:
             await self.bus.put(f"{MODULES}{compiled.digest}", compiled._source)
-        await self.bus.put(f"{CONTRACTS}{swarm_id}", _record(contract, compiled, shared))
+        await self.bus.put(f"{CONTRACTS}{swarm_id}", record)
         await self.slo.set_slo(swarm_id, contract.slos, by="chassis")
         loaded = LoadedSwarm(swarm_id, contract, compiled, shared)
         self._loaded[swarm_id] = loaded

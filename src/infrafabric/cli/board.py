@@ -699,8 +699,10 @@ def board() -> None:
               help="Input format (default: from the file name).")
 @contract
 def board_import(path: Path, fmt: str | None) -> Outcome:
-    """Import a markdown, YAML or JSON board. Nothing is written if the file
-    has any error, or if a task already exists on the board.
+    """Import a markdown, YAML or JSON board, all or nothing: nothing is
+    written if the file has any error or a task already exists on the board,
+    and a failure or an interruption (Ctrl-C, a concurrent import taking one
+    of its ids) while writing removes what was written.
 
     Status: rows marked COMPLETED (or DONE) stay completed — that is finished
     work — and their dependents derive from them; every other task is

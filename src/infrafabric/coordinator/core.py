@@ -47,7 +47,7 @@ from pydantic import JsonValue, ValidationError
 from infrafabric import metrics
 from infrafabric.bus import EventBus, EventKind, Message, Subscription, Watch, WatchEvent
 from infrafabric.bus.layout import BLOCKERS, SWARMS, TASKS, push_subject
-from infrafabric.bus.records import Records
+from infrafabric.bus.records import Records, Versioned, encode
 from infrafabric.coordinator.models import (
     SwarmRecord,
     Task,
@@ -338,7 +338,26 @@ class IFCoordinator:
         ``completed`` records work already finished elsewhere (a migrated
         board's COMPLETED rows): the task starts completed, ``by`` naming who
         did it if known, and is never handed out."""
-        spec = self.validate_spec(spec)
+        made = await self._create(self.validate_spec(spec), completed=completed, by=by)
+        await self._settle(None, made.value, "task_created", self._created_params(made.value, completed, by))
+        return made.value
+
+    @staticmethod
+    def _created_params(task: Task, completed: bool, by: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"task_id": task.id, "status": task.status.value}
+        if completed and by:
+            params["completed_by"] = by  # who did the work: not who imports it (the entry's actor)
+        return params
+
+    def _new_task(self, spec: TaskSpec, status: TaskStatus, reason: str, *, completed: bool,
+                  by: str | None) -> Task:
+        now = self.clock()
+        return Task(**spec.model_dump(), status=status, created_at=now, updated_at=now,
+                    max_attempts=self.max_attempts, owner=by if completed else None,
+                    history=[Transition(at=now, to=status, by=by, reason=reason)])
+
+    async def _create(self, spec: TaskSpec, *, completed: bool, by: str | None) -> Versioned[Task]:
+        """Write a new task (status derived from its dependencies); nothing else."""
         deps = await self._dependency_states(spec.dependencies, for_task=spec.id)
         if completed:
             status, reason = TaskStatus.COMPLETED, "imported as completed"
@@ -346,38 +365,77 @@ class IFCoordinator:
             status, reason = TaskStatus.AVAILABLE, "created"
         else:
             status, reason = TaskStatus.BLOCKED, "created"
-        now = self.clock()
-        task = Task(**spec.model_dump(), status=status, created_at=now, updated_at=now,
-                    max_attempts=self.max_attempts, owner=by if completed else None,
-                    history=[Transition(at=now, to=status, by=by, reason=reason)])
-        if await self.tasks.create(spec.id, task) is None:
+        new = self._new_task(spec, status, reason, completed=completed, by=by)
+        made = await self.tasks.create(spec.id, new)
+        if made is None:
             raise TaskExistsError(f"task {spec.id!r} already exists")
-        params: dict[str, Any] = {"task_id": task.id, "status": status.value}
-        if completed and by:
-            params["completed_by"] = by  # who did the work: not who imports it (the entry's actor)
-        await self._settle(None, task, "task_created", params)
-        return task
+        return made
 
     async def create_tasks(self, specs: Iterable[TaskSpec | Mapping[str, Any]], *,
                            completed: Mapping[str, str | None] | None = None) -> list[Task]:
-        """Create several tasks in dependency order (dependencies first).
-        ``completed`` maps the ids of tasks already finished to who finished
-        them (or None): they are created completed (see :meth:`create_task`)."""
+        """Create several tasks in dependency order (dependencies first), all or
+        nothing. ``completed`` maps the ids of tasks already finished to who
+        finished them (or None): they are created completed (see :meth:`create_task`).
+
+        Every task is checked before anything is written (valid, storable, not
+        on the board yet). They are then written without being pushed or
+        witnessed; if any write fails — the bus, a concurrent import that took
+        one of the ids, an interruption — the tasks this call wrote are removed
+        again (each only if unchanged since, so a task an agent already claimed
+        is left and named) and the error is raised. Only when all are written
+        are they witnessed and the available ones pushed."""
         done_elsewhere = dict(completed or {})
-        pending = [self.validate_spec(s) for s in specs]
-        known = {s.id for s in pending}
-        created: list[Task] = []
+        specs_in = [self.validate_spec(s) for s in specs]
+        order = self._dependency_order(specs_in)
+        for spec in order:  # storable as a record (size, read-back), before any write
+            encode(self._new_task(spec, TaskStatus.BLOCKED, "created", completed=spec.id in done_elsewhere,
+                                  by=done_elsewhere.get(spec.id)), self.tasks.key(spec.id))
+        present = [s.id for s, there in zip(order, await asyncio.gather(
+            *(self.tasks.exists(s.id) for s in order)), strict=True) if there]
+        if present:
+            shown = ", ".join(present[:8]) + (f" and {len(present) - 8} more" if len(present) > 8 else "")
+            raise TaskExistsError(f"{len(present)} of the tasks already exist on the board: {shown}")
+        written: list[Versioned[Task]] = []
+        try:
+            for spec in order:
+                written.append(await self._create(spec, completed=spec.id in done_elsewhere,
+                                                  by=done_elsewhere.get(spec.id)))
+        except BaseException as exc:
+            left = await _finish_value(asyncio.ensure_future(self._remove_created(written)))
+            if isinstance(exc, InfraFabricError) and written:
+                exc.message += (f"; nothing was imported: the {len(written) - len(left)} task(s) already "
+                                "written were removed"
+                                + (f", except {', '.join(left)} (changed since)" if left else ""))
+            raise
+        for made in written:
+            task = made.value
+            await self._settle(None, task, "task_created", self._created_params(
+                task, task.id in done_elsewhere, done_elsewhere.get(task.id)))
+        return [m.value for m in written]
+
+    @staticmethod
+    def _dependency_order(specs: list[TaskSpec]) -> list[TaskSpec]:
+        known = {s.id for s in specs}
+        order: list[TaskSpec] = []
         done: set[str] = set()
+        pending = list(specs)
         while pending:
             ready = [s for s in pending if all(d in done or d not in known for d in s.dependencies)]
             if not ready:
                 raise ConfigurationError("dependency cycle among: " + ", ".join(s.id for s in pending))
-            for s in ready:
-                created.append(await self.create_task(s, completed=s.id in done_elsewhere,
-                                                      by=done_elsewhere.get(s.id)))
-                done.add(s.id)
+            order += ready
+            done |= {s.id for s in ready}
             pending = [s for s in pending if s.id not in done]
-        return created
+        return order
+
+    async def _remove_created(self, written: list[Versioned[Task]]) -> list[str]:
+        """Delete tasks this process just wrote, each only at the revision it wrote
+        (newest first); the ids left because they changed meanwhile."""
+        left = []
+        for made in reversed(written):
+            if not await self.tasks.delete(made.value.id, made.revision):
+                left.append(made.value.id)
+        return left
 
     @staticmethod
     def validate_spec(spec: TaskSpec | Mapping[str, Any]) -> TaskSpec:
@@ -1111,6 +1169,12 @@ class IFCoordinator:
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:
             await observer(operation, params)
+
+
+async def _finish_value(job: asyncio.Future[T]) -> T:
+    """``job``'s result, waited for even while this task is being cancelled."""
+    await _finish(job)
+    return job.result()
 
 
 async def _finish(job: asyncio.Future[Any]) -> None:
