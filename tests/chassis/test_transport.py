@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import json
 import math
 import ssl
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -88,6 +90,15 @@ class Handler(BaseHTTPRequestHandler):
         elif "big" in parts or "bigstream" in parts:
             n = int(parts[-1])
             self._reply(200, b"x" * n, length="big" in parts)
+        elif "echo-auth-encoded" in parts:  # every way a careless upstream might reflect a header
+            token = auth.split(" ", 1)[-1]
+            self._reply(200, json.dumps({
+                "b64": base64.b64encode(auth.encode()).decode(),
+                "b64url": base64.urlsafe_b64encode(b"k=" + token.encode()).decode(),
+                "url": urllib.parse.quote(auth, safe=""), "lower": auth.lower(), "upper": token.upper(),
+                "hex": token.encode().hex(),
+                "first": token[:len(token) // 2], "second": token[len(token) // 2:],
+            }).encode())
         elif "echo-auth" in parts:
             self._reply(200, json.dumps({"auth": auth}).encode())
         elif "away" in parts:
@@ -201,6 +212,15 @@ def test_secret_is_added_as_a_header_and_never_shown(server: Server) -> None:
     assert info.value.status == 401
     for text in (str(info.value), repr(info.value), repr(t), repr(t.routes)):
         assert SECRET not in text
+    reflected = t.call("search/echo-auth-encoded", b"{}", 5)  # JSON-escaped, base64, URL, case, split
+    text = reflected.decode().lower()
+    for form in (SECRET, base64.b64encode(SECRET.encode()).decode(), urllib.parse.quote(SECRET, safe=""),
+                 SECRET.encode().hex(), SECRET[:len(SECRET) // 2], SECRET[len(SECRET) // 2:]):
+        assert form.lower() not in text, form
+    for k in range(3):  # the secret's base64 at each alignment, in both alphabets
+        core = base64.b64encode(b"\0" * k + SECRET.encode()).decode().rstrip("=")
+        core = core[-(-8 * k // 6):(8 * (k + len(SECRET))) // 6]
+        assert core.lower() not in text and core.replace("+", "-").replace("/", "_").lower() not in text
     bare = transport(server, secret="search", header="X-Api-Key", scheme="")
     assert json.loads(bare.call("search/web", b"{}", 5))["api_key"] is True
 

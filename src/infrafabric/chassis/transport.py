@@ -28,15 +28,18 @@ guest sees ``-2``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import http.client
+import json
 import math
 import re
 import socket
 import ssl
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -406,7 +409,7 @@ class HttpTransport(Transport):
         if watch.expired:
             raise self._timed_out(endpoint, limit)
         if secret is not None and len(secret) >= _MIN_REDACTED_LEN:
-            payload = payload.replace(secret.encode(), _REDACTED.encode())
+            payload = redact(payload, secret)
         return payload
 
     # -- internals ----------------------------------------------------------------------
@@ -475,4 +478,35 @@ def _default_ssl_context() -> ssl.SSLContext:
 
 
 def _scrub(text: str, secret: str | None) -> str:
-    return text.replace(secret, _REDACTED) if secret else text
+    if not secret or len(secret) < _MIN_REDACTED_LEN:
+        return text.replace(secret, _REDACTED) if secret else text
+    return redact(text.encode(), secret).decode("utf-8", errors="replace")
+
+
+def _reflections(secret: str) -> list[bytes]:
+    """The forms an upstream may echo a secret in: as it is, JSON-escaped,
+    URL-encoded, hex and base64 (standard and URL-safe, at each of the three
+    byte alignments it can have inside longer encoded data)."""
+    raw = secret.encode()
+    forms = {raw, json.dumps(secret)[1:-1].encode(), json.dumps(secret, ensure_ascii=False)[1:-1].encode(),
+             json.dumps(secret)[1:-1].replace("/", "\\/").encode(),
+             urllib.parse.quote(secret, safe="").encode(), urllib.parse.quote_plus(secret).encode(),
+             raw.hex().encode()}
+    for k in range(3):  # base64 of the secret where it starts k bytes into a 3-byte group
+        encoded = base64.b64encode(b"\0" * k + raw).rstrip(b"=")
+        core = encoded[-(-8 * k // 6):(8 * (k + len(raw))) // 6]
+        forms |= {core, core.replace(b"+", b"-").replace(b"/", b"_")}
+    return sorted((f for f in forms if len(f) >= _MIN_REDACTED_LEN), key=len, reverse=True)
+
+
+def redact(payload: bytes, secret: str) -> bytes:
+    """``payload`` with the secret removed in every form it may be reflected in
+    (:func:`_reflections`, in any letter case) and with any run of at least a
+    third of it (at least 8 characters) removed too, so a secret split across
+    fields does not reach the guest whole."""
+    forms = _reflections(secret)
+    window = max(_MIN_REDACTED_LEN, len(secret) // 3)
+    pieces = {secret[i:i + window].encode() for i in range(len(secret) - window + 1)}
+    pattern = re.compile(b"|".join(re.escape(f) for f in [*forms, *sorted(pieces, key=len, reverse=True)]),
+                         re.IGNORECASE)
+    return pattern.sub(_REDACTED.encode(), payload)
