@@ -37,10 +37,12 @@ __all__ = [
     "Priority",
     "Text",
     "TotalMicros",
+    "brief",
     "check_line",
     "check_text",
     "parse_decimal",
     "parse_dollars",
+    "parse_failure",
     "read_limited",
     "read_limited_stream",
 ]
@@ -60,6 +62,30 @@ MAX_RECORD_BYTES = 256 * 1024
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _LINE_BREAKS = re.compile(r"[\n\r\t\u2028\u2029\x85]")
 _DOLLARS = re.compile(r"(?P<sign>-?)\$?(?P<int>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]*)(?:\.(?P<frac>[0-9]+))?")
+
+
+def brief(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for naming a bad value in
+    an error. Never raises: an int too long for ``str()`` (Python refuses
+    past 4,300 digits) is described by its size instead."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 13_000:
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    try:
+        shown = str(value) if isinstance(value, Decimal) else repr(value)
+    except (ValueError, RecursionError):
+        return f"<an unprintable {type(value).__name__}>"
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def parse_failure(exc: BaseException) -> str:
+    """Why a JSON or YAML parser gave up with a bare exception rather than its
+    own error type: ``RecursionError`` for a document nested too deeply, a
+    ``ValueError`` for an integer past Python's 4,300-digit limit."""
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply"
+    if "digits" in str(exc):
+        return "it holds a number with more than 4,300 digits"
+    return str(exc)[:200]
 
 
 def check_text(value: str) -> str:
@@ -115,6 +141,9 @@ def parse_dollars(text: str | int | Decimal, *, what: str = "amount", negative: 
         if not text.is_finite():
             raise ConfigurationError(f"{what} {text!r} is not a finite amount of dollars")
         text = format(text, "f")
+    if isinstance(text, int) and text.bit_length() > 64:
+        raise ConfigurationError(f"{what} {brief(text)} is more than the ${MAX_MICROS // 1_000_000:,} "
+                                 "one amount may be")
     raw = str(text)
     shown = raw if len(raw) <= 40 else raw[:37] + "..."
     match = _DOLLARS.fullmatch(raw.strip()) if len(raw) <= 10_000 else None

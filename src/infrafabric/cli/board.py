@@ -94,11 +94,13 @@ def falsify_owned(problems: list[str], op: str, task_id: str) -> Outcome:
 
 
 def parse_result(text: str | None) -> Any:
+    """``--result``: JSON when it parses as JSON, else the text as given (a
+    document too deep or with a 4,300-digit integer is kept as text too)."""
     if text is None:
         return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 

@@ -18,7 +18,7 @@ import click
 from pydantic import ValidationError
 from rich.markup import escape
 
-from infrafabric.bus.bounds import read_limited, read_limited_stream
+from infrafabric.bus.bounds import parse_failure, read_limited, read_limited_stream
 from infrafabric.chassis import runtimes
 from infrafabric.chassis.models import DirectoryGrant, ResourceLimits, WasiGrants
 from infrafabric.chassis.runtimes import Runtime
@@ -97,9 +97,8 @@ def _payload(text: str | None) -> Any:
     except json.JSONDecodeError as exc:
         raise ConfigurationError(
             f"{source}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-    except (RecursionError, ValueError) as exc:  # nesting, or an integer of more than 4,300 digits
-        why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:120]
-        raise ConfigurationError(f"{source}: not usable JSON: {why}") from None
+    except (RecursionError, ValueError) as exc:
+        raise ConfigurationError(f"{source}: not usable JSON: {parse_failure(exc)}") from None
 
 
 def _runtime_for(file: Path) -> Runtime | None:

@@ -15,7 +15,7 @@ import click
 import yaml
 from rich.markup import escape
 
-from infrafabric.bus.bounds import read_limited
+from infrafabric.bus.bounds import parse_failure, read_limited
 from infrafabric.chassis.core import IFChassis
 from infrafabric.chassis.models import ServiceLevelObjective, parse_contract
 from infrafabric.chassis.slo import Compliance, p99_nearest_rank
@@ -60,6 +60,8 @@ def load_contract_file(path: Path) -> Any:
         raise ConfigurationError(f"{where}: invalid YAML/JSON: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"{path}: invalid YAML/JSON: {exc}") from None
+    except (RecursionError, ValueError) as exc:
+        raise ConfigurationError(f"{path}: not a usable contract: {parse_failure(exc)}") from None
 
 
 # -- load / exec ------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from infrafabric.bus.bounds import MAX_HOURS, parse_decimal, parse_dollars, read_limited
+from infrafabric.bus.bounds import MAX_HOURS, parse_decimal, parse_dollars, parse_failure, read_limited
 from infrafabric.coordinator.models import TaskKind, TaskSpec, TaskStatus, is_task_id
 from infrafabric.errors import BoardError, ConfigurationError
 
@@ -808,14 +808,6 @@ def _yaml_marks(text: str) -> _Marks | None:
     return marks
 
 
-def _structure_problem(exc: BaseException) -> str:
-    if isinstance(exc, RecursionError):
-        return "it is nested too deeply"
-    if "digits" in str(exc):
-        return "it holds a number with more than 4,300 digits"
-    return str(exc)[:200]
-
-
 def _parse_structured(text: str, fmt: str, p: _Problems) -> list[_Raw]:
     data: Any
     json_duplicates: list[str] = []
@@ -828,7 +820,7 @@ def _parse_structured(text: str, fmt: str, p: _Problems) -> list[_Raw]:
             p.error(f"not valid YAML: {problem}", line=mark.line + 1 if mark is not None else None)
             return []
         except (RecursionError, ValueError) as exc:
-            p.error(f"not a usable YAML board: {_structure_problem(exc)}")
+            p.error(f"not a usable YAML board: {parse_failure(exc)}")
             return []
     else:
 
@@ -846,7 +838,7 @@ def _parse_structured(text: str, fmt: str, p: _Problems) -> list[_Raw]:
             p.error(f"not valid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno)
             return []
         except (RecursionError, ValueError) as exc:
-            p.error(f"not a usable JSON board: {_structure_problem(exc)}")
+            p.error(f"not a usable JSON board: {parse_failure(exc)}")
             return []
     marks = _yaml_marks(text)
 

@@ -132,6 +132,8 @@ def parse_policy(text: str, source: str = "<policy>") -> ResourcePolicy:
         raise ConfigurationError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"{source}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigurationError(f"{source}: the policy is nested too deeply to be a policy") from None
     if root is None:
         raise ConfigurationError(f"{source}: empty policy file: expected a top-level "
                                  f"'{ROOT}:' mapping", hint=_HINT)

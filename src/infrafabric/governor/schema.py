@@ -37,7 +37,7 @@ from pydantic import (
     field_validator,
 )
 
-from infrafabric.bus.bounds import read_limited
+from infrafabric.bus.bounds import brief, parse_failure, read_limited
 from infrafabric.coordinator.models import TASK_ID_PATTERN
 from infrafabric.errors import ConfigurationError
 from infrafabric.governor.models import BUILTIN_CAPABILITIES, SwarmProfile, format_usd, usd
@@ -173,7 +173,7 @@ def _reason(err: Any) -> str:
     kind = str(err["type"])
     ctx = err.get("ctx") or {}
     got = err.get("input")
-    shown = str(got) if isinstance(got, Decimal) else repr(got)
+    shown = brief(got, 80)
     field = str(err["loc"][0]) if err["loc"] else ""
     if kind == "missing":
         return "required field is missing"
@@ -238,10 +238,14 @@ def read_manifest(path: str | Path) -> Any:
             raise ConfigurationError(f"{p}{line}: invalid YAML: {exc.problem}") from None
         except yaml.YAMLError as exc:
             raise ConfigurationError(f"{p}: invalid YAML: {exc}") from None
+        except (RecursionError, ValueError) as exc:
+            raise ConfigurationError(f"{p}: not a usable manifest: {parse_failure(exc)}") from None
     try:
         return json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"{p}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except (RecursionError, ValueError) as exc:
+        raise ConfigurationError(f"{p}: not a usable manifest: {parse_failure(exc)}") from None
 
 
 def load_manifest(path: str | Path) -> CapabilityManifest:
