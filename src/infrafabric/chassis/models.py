@@ -18,6 +18,7 @@ from infrafabric.coordinator.models import CAPABILITY_PATTERN, TASK_ID_PATTERN
 from infrafabric.errors import ConfigurationError
 
 __all__ = [
+    "CompileLimits",
     "DirectoryGrant",
     "ResourceLimits",
     "ServiceContract",
@@ -60,6 +61,19 @@ class ResourceLimits(_Strict):
     @property
     def max_memory_bytes(self) -> int:
         return self.max_memory_mb * 1024 * 1024
+
+
+class CompileLimits(_Strict):
+    """Bounds on compiling one module the host does not trust.
+
+    * ``memory_mb`` — address space of the compiler process, interpreter included;
+    * ``timeout_seconds`` — wall clock for the compile;
+    * ``inline_bytes`` — modules this small compile in-process instead.
+    """
+
+    memory_mb: int = Field(default=512, ge=64, le=65_536)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    inline_bytes: int = Field(default=64 * 1024, ge=0, le=64 * 1024 * 1024)
 
 
 class ServiceLevelObjective(_Strict):

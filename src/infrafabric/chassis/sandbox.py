@@ -43,6 +43,7 @@ from typing import Any, Literal, TypeVar
 
 import wasmtime
 
+from infrafabric.chassis.compiler import compile_in_worker, engine_config
 from infrafabric.chassis.hostapi import (
     HOST_MODULES,
     ApiGate,
@@ -52,7 +53,7 @@ from infrafabric.chassis.hostapi import (
     define_wasi_poll,
     describe_context,
 )
-from infrafabric.chassis.models import ResourceLimits, WasiGrants
+from infrafabric.chassis.models import CompileLimits, ResourceLimits, WasiGrants
 from infrafabric.errors import (
     ConfigurationError,
     ForbiddenImportError,
@@ -175,6 +176,8 @@ class CacheStats:
     """Counters of the compiled-module cache (for tests and ``bench``)."""
 
     compiled: int = 0
+    #: of those, how many compiled in a limited child process
+    bounded_compiles: int = 0
     memory_hits: int = 0
     disk_hits: int = 0
     disk_writes: int = 0
@@ -350,19 +353,17 @@ class Sandbox:
         actually uses (explicit bounds checks instead of wasmtime's 4 GiB
         guard reservation per memory). Slower, but it lets a worker process
         run under a tight ``RLIMIT_AS``; see :mod:`infrafabric.chassis.worker`.
+    :param compile_limits: bounds on compiling a module not already in the
+        cache, done in a limited child process (:mod:`infrafabric.chassis.compiler`);
+        ``None`` compiles every module in this process, unbounded (for a
+        process that is itself limited).
     """
 
-    def __init__(self, *, cache_dir: Path | None = None, compact_memory: bool = False) -> None:
-        config = wasmtime.Config()
-        config.consume_fuel = True
-        config.epoch_interruption = True
-        if compact_memory:
-            config.memory_reservation = 0
-            config.memory_guard_size = 0
-            config.memory_reservation_for_growth = 0
-            config.memory_may_move = True
-        self._engine = wasmtime.Engine(config)
+    def __init__(self, *, cache_dir: Path | None = None, compact_memory: bool = False,
+                 compile_limits: CompileLimits | None = CompileLimits()) -> None:  # noqa: B008 - frozen
+        self._engine = wasmtime.Engine(engine_config(compact_memory=compact_memory))
         self.compact_memory = compact_memory
+        self.compile_limits = compile_limits
         self._fingerprint = "|".join([
             "infrafabric-cwasm", _CACHE_FORMAT, importlib.metadata.version("wasmtime"),
             platform.system(), platform.machine(), "fuel", "epoch",
@@ -408,7 +409,8 @@ class Sandbox:
     # -- compiling ---------------------------------------------------------------------------------
 
     def compile(self, source: bytes | str | Path, *, name: str = "module",
-                allowed_imports: Collection[tuple[str, str]] | None = None) -> CompiledModule:
+                allowed_imports: Collection[tuple[str, str]] | None = None,
+                trusted_sha256: str | None = None) -> CompiledModule:
         """Validate and compile a module (WAT text, wasm binary, or a path to either).
 
         ``str`` is WAT text when it starts with ``(`` or ``;;``, otherwise a path.
@@ -417,9 +419,14 @@ class Sandbox:
         in :data:`WASI_FUNCTIONS`); ``allowed_imports`` narrows that further
         to the listed ``(module, name)`` pairs (``name`` may be ``"*"``).
 
+        A module not already compiled (here or in the disk cache) compiles
+        under :attr:`compile_limits`, in a limited child process, unless it
+        is small or its sha256 is ``trusted_sha256`` (a pinned runtime).
+
         :raises ForbiddenImportError: an import the host does not grant.
         :raises ModuleLoadError: unreadable, malformed or truncated bytes, bad
-            WAT, or neither the task ABI nor ``_start`` exported.
+            WAT, neither the task ABI nor ``_start`` exported, or more memory
+            or time to compile than :attr:`compile_limits` allow.
         """
         raw = self._read_source(source, name)
         digest = hashlib.sha256(raw).hexdigest()
@@ -429,7 +436,7 @@ class Sandbox:
                 self.stats.memory_hits += 1
         origin: Literal["compiled", "disk", "memory"] = "memory"
         if entry is None:
-            entry, origin = self._build(raw, digest, name)
+            entry, origin = self._build(raw, digest, name, trusted=digest == trusted_sha256)
             with self._lock:
                 entry = self._entries.setdefault(digest, entry)
         if allowed_imports is not None:
@@ -455,7 +462,7 @@ class Sandbox:
         raise ModuleLoadError(f"module {name!r}: expected WAT text, wasm bytes or a path, "
                               f"got {type(source).__name__}")
 
-    def _to_module(self, raw: bytes, name: str) -> wasmtime.Module:
+    def _to_module(self, raw: bytes, name: str, *, trusted: bool) -> wasmtime.Module:
         if raw.startswith(b"\0asm"):
             wasm: bytes | str = raw
         else:
@@ -467,6 +474,16 @@ class Sandbox:
             if "(module" not in wasm and not wasm.lstrip().startswith(("(", ";;")):
                 raise ModuleLoadError(
                     f"module {name!r}: neither a wasm binary (no \\0asm header) nor WAT text")
+        limits = self.compile_limits
+        if limits is not None and not trusted and len(raw) > limits.inline_bytes:
+            payload = compile_in_worker(wasm, name=name, compact_memory=self.compact_memory, limits=limits)
+            with self._lock:
+                self.stats.bounded_compiles += 1
+            try:
+                return wasmtime.Module.deserialize(self._engine, payload)
+            except wasmtime.WasmtimeError as exc:  # a compiler of another wasmtime on the import path
+                raise ModuleLoadError(f"module {name!r}: the compiler process returned an unusable "
+                                      f"module: {exc}") from exc
         try:
             return wasmtime.Module(self._engine, wasm)
         except wasmtime.WasmtimeError as exc:
@@ -474,12 +491,13 @@ class Sandbox:
             detail = " ".join(str(exc).split())
             raise ModuleLoadError(f"module {name!r}: {what}: {detail}") from exc
 
-    def _build(self, raw: bytes, digest: str, name: str) -> tuple[_Entry, Literal["compiled", "disk"]]:
+    def _build(self, raw: bytes, digest: str, name: str, *,
+               trusted: bool) -> tuple[_Entry, Literal["compiled", "disk"]]:
         cached = self._load_cached(digest)
         origin: Literal["compiled", "disk"] = "disk"
         module = cached
         if module is None:
-            module = self._to_module(raw, name)
+            module = self._to_module(raw, name, trusted=trusted)
             origin = "compiled"
             with self._lock:
                 self.stats.compiled += 1

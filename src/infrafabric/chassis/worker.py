@@ -363,7 +363,8 @@ def _child_run(request: dict[str, Any], to_parent: BinaryIO, from_parent: Binary
     limits = ResourceLimits.model_validate(request["limits"])
     headroom = request.get("as_headroom")
     _apply_rlimits(limits, int(headroom) if headroom is not None else None)
-    sandbox = Sandbox(cache_dir=Path(request["cache_dir"]), compact_memory=True)
+    # this process is limited already (and the parent compiled the module under its compile limits)
+    sandbox = Sandbox(cache_dir=Path(request["cache_dir"]), compact_memory=True, compile_limits=None)
     try:
         module = sandbox.compile(_unb64(request["source"]), name=str(request["name"]))
         if request["op"] == "run_command":

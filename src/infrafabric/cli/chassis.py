@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from infrafabric.bus.bounds import parse_failure, read_limited, read_limited_stream
 from infrafabric.chassis import runtimes
-from infrafabric.chassis.models import DirectoryGrant, ResourceLimits, WasiGrants
+from infrafabric.chassis.models import CompileLimits, DirectoryGrant, ResourceLimits, WasiGrants
 from infrafabric.chassis.runtimes import Runtime
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings, terminal_safe
 from infrafabric.cli.common import Check, falsify_report
@@ -35,7 +35,8 @@ _MODULE_SUFFIXES = (".wasm", ".wat")
 _KNOWN = ", ".join(sorted({*_MODULE_SUFFIXES,
                            *(e for r in runtimes.RUNTIMES.values() for e in r.extensions)}))
 _LIMIT_FLAGS = {"max_memory_mb": "--memory-mb", "max_fuel": "--fuel",
-                "max_execution_time_seconds": "--timeout"}
+                "max_execution_time_seconds": "--timeout", "memory_mb": "--compile-memory-mb",
+                "timeout_seconds": "--compile-timeout"}
 
 
 @click.group()
@@ -58,6 +59,16 @@ def _limits(memory_mb: int | None, fuel: int | None, timeout: float | None) -> R
                                                ("max_execution_time_seconds", timeout)) if v is not None}
     try:
         return ResourceLimits(**given)
+    except ValidationError as exc:
+        problems = [f"{_LIMIT_FLAGS.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigurationError("invalid limit: " + "; ".join(problems)) from exc
+
+
+def _compile_limits(memory_mb: int | None, timeout: float | None) -> CompileLimits:
+    given: dict[str, Any] = {k: v for k, v in (("memory_mb", memory_mb), ("timeout_seconds", timeout))
+                             if v is not None}
+    try:
+        return CompileLimits(**given)
     except ValidationError as exc:
         problems = [f"{_LIMIT_FLAGS.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()]
         raise ConfigurationError("invalid limit: " + "; ".join(problems)) from exc
@@ -129,10 +140,10 @@ def _read(file: Path) -> bytes:
 
 
 @contextlib.contextmanager
-def _sandbox() -> Iterator[Sandbox]:
+def _sandbox(compile_limits: CompileLimits = CompileLimits()) -> Iterator[Sandbox]:  # noqa: B008 - frozen
     from infrafabric.chassis.sandbox import Sandbox
 
-    sandbox = Sandbox(cache_dir=runtimes.modules_cache_dir())
+    sandbox = Sandbox(cache_dir=runtimes.modules_cache_dir(), compile_limits=compile_limits)
     try:
         yield sandbox
     finally:
@@ -143,13 +154,13 @@ def _sandbox() -> Iterator[Sandbox]:
 
 
 @contextlib.contextmanager
-def scratch_sandbox() -> Iterator[Sandbox]:
+def scratch_sandbox(compile_limits: CompileLimits = CompileLimits()) -> Iterator[Sandbox]:  # noqa: B008
     """A sandbox whose compile cache is a temporary directory, removed
     afterwards: what --mode=falsify compiles with, so it writes nothing."""
     from infrafabric.chassis.sandbox import Sandbox
 
     with tempfile.TemporaryDirectory(prefix="ifctl-falsify-") as tmp:
-        sandbox = Sandbox(cache_dir=Path(tmp))
+        sandbox = Sandbox(cache_dir=Path(tmp), compile_limits=compile_limits)
         try:
             yield sandbox
         finally:
@@ -259,10 +270,15 @@ def _command_outcome(result: CommandResult, why: list[str], *, file: Path,
 @click.option("--memory-mb", type=int, help="Linear memory cap in MiB [default 256].")
 @click.option("--fuel", type=int, help="CPU allowance in wasmtime fuel units [default 2,000,000,000].")
 @click.option("--timeout", type=float, help="Wall-clock limit in seconds [default 30].")
+@click.option("--compile-memory-mb", type=int,
+              help="Address space for compiling a module over 64 KiB, in a separate process [default 512].")
+@click.option("--compile-timeout", type=float,
+              help="Wall-clock limit on that compile, in seconds [default 30].")
 @contract
 def chassis_run(file: Path, stdin_file: IO[bytes] | None, args: tuple[str, ...], input_json: str | None,
                 dirs: tuple[str, ...], memory_mb: int | None, fuel: int | None,
-                timeout: float | None) -> Outcome:
+                timeout: float | None, compile_memory_mb: int | None,
+                compile_timeout: float | None) -> Outcome:
     """Run FILE in the sandbox: .py (CPython 3.12), .js/.mjs (QuickJS-ng), .wasm or .wat.
 
     Scripts and WASI command modules (exporting _start) read --stdin and
@@ -292,12 +308,14 @@ def chassis_run(file: Path, stdin_file: IO[bytes] | None, args: tuple[str, ...],
     """
     if settings().falsify:
         return _falsify_run(file, memory_mb, fuel, timeout, dirs, input_json,
-                            command_io=stdin_file is not None or bool(args))
+                            command_io=stdin_file is not None or bool(args),
+                            compiling=(compile_memory_mb, compile_timeout))
     limits = _limits(memory_mb, fuel, timeout)
+    compile_limits = _compile_limits(compile_memory_mb, compile_timeout)
     grants = _grants(dirs)
     body = _read(file)
     runtime = _runtime_for(file)
-    with _sandbox() as sandbox:
+    with _sandbox(compile_limits) as sandbox:
         if runtime is not None:
             if input_json is not None:
                 raise ConfigurationError("--input is for task modules; a script reads --stdin and --arg")
@@ -345,7 +363,8 @@ def _run_task(sandbox: Sandbox, module: CompiledModule, limits: ResourceLimits, 
 
 
 def _falsify_run(file: Path, memory_mb: int | None, fuel: int | None, timeout: float | None,
-                 dirs: tuple[str, ...], input_json: str | None, *, command_io: bool) -> Outcome:
+                 dirs: tuple[str, ...], input_json: str | None, *, command_io: bool,
+                 compiling: tuple[int | None, float | None]) -> Outcome:
     checks: list[Check] = []
 
     def check(name: str, fn: Any) -> Any:
@@ -362,6 +381,7 @@ def _falsify_run(file: Path, memory_mb: int | None, fuel: int | None, timeout: f
     if limits is not None:
         checks.append(Check(f"limits: memory {limits.max_memory_mb} MiB, fuel {limits.max_fuel:,}, "
                             f"wall clock {limits.max_execution_time_seconds:g} s", True))
+    compile_limits = check("the compile limits are valid", lambda: _compile_limits(*compiling))
     check("every --dir is a directory", lambda: _grants(dirs))
     if check(f"{file} is readable", lambda: _read(file)) is None:
         return falsify_report(checks, summary=done)
@@ -382,7 +402,9 @@ def _falsify_run(file: Path, memory_mb: int | None, fuel: int | None, timeout: f
         checks.append(Check("--input is not given to a script", input_json is None,
                             "" if input_json is None else "a script reads --stdin and --arg"))
         return falsify_report(checks, summary=done)
-    with scratch_sandbox() as sandbox:  # falsify writes nothing, not even to the compile cache
+    if compile_limits is None:
+        return falsify_report(checks, summary=done)
+    with scratch_sandbox(compile_limits) as sandbox:  # falsify writes nothing, not even to the compile cache
         module = check("the module loads", lambda: sandbox.compile(file, name=file.stem))
     if module is not None:
         checks[-1].name = f"the module loads ({module.kind} module, sha256 {module.digest[:12]}…)"
