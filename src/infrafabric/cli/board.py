@@ -120,7 +120,8 @@ def usd_to_micros(text: str | None) -> int | None:
 
 swarm_option = click.option("--swarm", "swarm_id", required=True, type=ID, help="The acting swarm.")
 claim_option = click.option("--claim", "claim_id", metavar="TOKEN",
-                            help="The claim token printed by `task claim` (fencing).")
+                            help="The claim token `task claim|next` printed (fencing: refused if the "
+                                 "task was claimed again since). Always pass it.")
 
 
 @click.group()
@@ -284,7 +285,7 @@ def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None, lease_ttl:
     """Renew the lease on a claimed task, for as long as it was claimed with
     (`task claim|next --lease`), unless --lease says otherwise.
 
-    Example: ifctl task heartbeat P0.1.1 --swarm session-7
+    Example: ifctl task heartbeat P0.1.1 --swarm session-7 --claim b87ef3abb34144a3
     """
     async def act(coord: IFCoordinator) -> Outcome:
         until = await coord.heartbeat(swarm_id, task_id, claim_id, lease_ttl=lease_ttl)
@@ -307,7 +308,7 @@ def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None, lease_ttl:
 def task_release(task_id: str, swarm_id: str, claim_id: str | None, reason: str) -> Outcome:
     """Give a claimed task back; it is pushed to the swarms that can take it.
 
-    Example: ifctl task release P0.1.1 --swarm session-7 --reason "needs GPU"
+    Example: ifctl task release P0.1.1 --swarm session-7 --claim b87ef3abb34144a3 --reason "needs GPU"
     """
     async def act(coord: IFCoordinator) -> Outcome:
         t = await coord.release_task(swarm_id, task_id, claim_id, reason)
@@ -327,7 +328,7 @@ def task_release(task_id: str, swarm_id: str, claim_id: str | None, reason: str)
 def task_complete(task_id: str, swarm_id: str, claim_id: str | None, result: str | None) -> Outcome:
     """Complete a task you hold; its dependents become available.
 
-    Example: ifctl task complete P0.1.1 --swarm session-7 --result '{"pr": 12}'
+    Example: ifctl task complete P0.1.1 --swarm session-7 --claim b87ef3abb34144a3 --result '{"pr": 12}'
     """
     async def act(coord: IFCoordinator) -> Outcome:
         t = await coord.complete_task(swarm_id, task_id, parse_result(result), claim_id)
@@ -347,7 +348,7 @@ def task_complete(task_id: str, swarm_id: str, claim_id: str | None, result: str
 def task_fail(task_id: str, swarm_id: str, claim_id: str | None, error: str) -> Outcome:
     """Report a failed attempt: retried until max attempts, then failed.
 
-    Example: ifctl task fail P0.1.1 --swarm session-7 --error "tests red"
+    Example: ifctl task fail P0.1.1 --swarm session-7 --claim b87ef3abb34144a3 --error "tests red"
     """
     async def act(coord: IFCoordinator) -> Outcome:
         t = await coord.fail_task(swarm_id, task_id, error, claim_id)
