@@ -261,18 +261,20 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize(("args", "says"), BAD_INPUT, ids=[" ".join(a)[:40] for a, _ in BAD_INPUT])
-def test_bad_arguments_exit_2_naming_what_is_wrong(args: list[str], says: str, tmp_path: Path) -> None:
-    env = {**os.environ, "IF_BUS_URL": "memory://", "IF_HOME": str(tmp_path)}
-    result = subprocess.run([IFCTL, *args], capture_output=True, text=True, env=env, timeout=60)
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert says in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    assert "secretpw" not in result.stdout + result.stderr
+def test_bad_arguments_and_files_exit_2_and_change_nothing(
+        run: Runner, nats_server: NatsServer, namespace: str, tmp_path: Path) -> None:
+    """The corpus against a real bus holding a fleet: each exit 2 names what is
+    wrong, with no traceback, and the bus is byte for byte as it was."""
+    url = f"{nats_server.url}?namespace={namespace}"
+    for seed in (("governor", "register", "s", "--cap", "docs:markdown", "--cost-per-hour", "1",
+                  "--budget", "10"),
+                 ("task", "create", "C", "--title", "c", "--cap", "docs:markdown")):
+        assert run(*seed).returncode == 0
 
+    async def bus_state() -> dict[str, bytes]:
+        async with connect(url) as bus:
+            return await snapshot(bus)
 
-def test_bad_files_exit_2_and_nothing_blocks_or_grows(tmp_path: Path) -> None:
-    env = {**os.environ, "IF_BUS_URL": "memory://", "IF_HOME": str(tmp_path / "home")}
     fifo = tmp_path / "board.md"
     os.mkfifo(fifo)  # a reader that waited for a writer would block for ever
     (tmp_path / "dup.yaml").write_text("tasks:\n  - {id: A, title: a}\ntasks:\n  - {id: B, title: b}\n")
@@ -281,24 +283,33 @@ def test_bad_files_exit_2_and_nothing_blocks_or_grows(tmp_path: Path) -> None:
                                        + "9" * 5000 + "}]}")
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (tmp_path / "key.pub").write_bytes(b"\xff\xfe\x00binary")
-    cases = [
+    (tmp_path / "m.yaml").write_text("id: s\ncapabilities: [docs:markdown]\ncost_per_hour: " + HUGE + "\n")
+    files = [
         (["board", "import", str(fifo)], "is a named pipe"),
         (["board", "import", "/dev/zero"], "is a device"),
         (["board", "import", str(tmp_path / "dup.yaml")], "given twice"),
         (["board", "import", str(tmp_path / "bin.yaml")], "!!binary"),
         (["board", "import", str(tmp_path / "big.json")], "4,300 digits"),
         (["board", "import", str(tmp_path / "deep.json")], "nested too deeply"),
+        (["governor", "register", "--manifest", str(tmp_path / "m.yaml")], "4,300 digits"),
         (["witness", "verify", "--key", str(tmp_path / "key.pub")], "not UTF-8"),
-        (["--home", "/etc/passwd", "--bus", "", "board", "show"], "IF_BUS_URL is set but empty"),
     ]
-    for args, says in cases:
-        result = subprocess.run([IFCTL, *args], capture_output=True, text=True, env=env, timeout=60)
+    before = asyncio.run(bus_state())
+    for args, says in [*BAD_INPUT, *files]:
+        result = run(*args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
-        assert says in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
-    no_bus = {k: v for k, v in env.items() if k != "IF_BUS_URL"}
+        assert says in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert "internal error" not in result.stderr, (args, result.stderr)
+        assert "secretpw" not in result.stdout + result.stderr
+    assert asyncio.run(bus_state()) == before
+    env = {**os.environ, "IF_HOME": str(tmp_path / "home")}
     home = subprocess.run([IFCTL, "--home", "/etc/passwd", "board", "show"], capture_output=True, text=True,
-                          env=no_bus, timeout=60)
+                          env={k: v for k, v in env.items() if k != "IF_BUS_URL"}, timeout=60)
     assert home.returncode == 2 and "state directory /etc/passwd cannot be used" in home.stderr
+    empty = subprocess.run([IFCTL, "--home", "/etc/passwd", "--bus", "", "board", "show"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert empty.returncode == 2 and "IF_BUS_URL is set but empty" in empty.stderr
 
 
 def test_a_webhook_with_credentials_is_refused_without_printing_them() -> None:
