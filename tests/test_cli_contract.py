@@ -69,7 +69,11 @@ def _leaves(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[st
             yield " ".join((*path, name)), sub
 
 
-LEAVES: dict[str, click.Command] = dict(_leaves(cli))
+#: commands that speak another program's protocol, not the CLI contract: `ifctl hook` is run by an
+#: agent's client with its JSON on stdin and answers in the client's format, where exit 2 means
+#: "block" (tests/agent/test_hooks.py holds it to that)
+PROTOCOL_COMMANDS = {"hook"}
+LEAVES: dict[str, click.Command] = {name: c for name, c in _leaves(cli) if name not in PROTOCOL_COMMANDS}
 
 
 def _groups(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[str]:
@@ -112,7 +116,9 @@ SAMPLES: dict[str, str] = {
     "demo": "",
     "doctor": "--repair --by alice",
     "events watch": "--count 1",
+    "mcp config": "--agent codex --swarm alpha --cap code-analysis:python",
     "governor match": "code-analysis:python --max-cost 5",
+    "hooks install": "--agent claude --user",
     "governor policy": "{policy}",
     "governor register": "beta --cap code-analysis:rust --cost-per-hour 1 --budget 3",
     "governor reset-circuit-breaker": "alpha --budget 20 --by alice",

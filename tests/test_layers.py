@@ -14,16 +14,17 @@ PACKAGE = Path(__file__).parents[1] / "src" / "infrafabric"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "metrics": set(),
-    "bus": {"errors"},
+    "bus": {"errors", "statedir"},
     "coordinator": {"bus", "errors", "metrics"},
     "witness": {"bus", "errors"},
     "governor": {"coordinator", "bus", "errors"},
     "chassis": {"coordinator", "bus", "errors"},
+    "statedir": set(),
     "fleet": {"governor", "chassis", "witness", "coordinator", "bus", "errors"},
     "doctor": {"governor", "chassis", "witness", "coordinator", "bus", "errors"},
 }
 #: front ends and tools: anything below them, never each other's internals
-FRONT_ENDS = {"cli", "web", "demo", "bench", "faults"}
+FRONT_ENDS = {"cli", "web", "demo", "bench", "faults", "agent"}
 
 
 def part_of(path: Path) -> str:

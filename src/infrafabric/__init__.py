@@ -10,31 +10,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from infrafabric.bus import (
-    Entry,
-    EventBus,
-    EventKind,
-    Health,
-    Message,
-    Subscription,
-    Watch,
-    WatchEvent,
-    connect,
-)
-from infrafabric.errors import (
-    BadKeyError,
-    BusError,
-    BusTimeoutError,
-    BusUnavailableError,
-    CompactedError,
-    ConfigurationError,
-    ConflictError,
-    InfraFabricError,
-    NotFoundError,
-    ServerError,
-)
-
 if TYPE_CHECKING:
+    from infrafabric.bus import (
+        Entry,
+        EventBus,
+        EventKind,
+        Health,
+        Message,
+        Subscription,
+        Watch,
+        WatchEvent,
+        connect,
+    )
     from infrafabric.chassis import (
         CredentialManager,
         IFChassis,
@@ -45,15 +32,34 @@ if TYPE_CHECKING:
         SLOTracker,
     )
     from infrafabric.coordinator import IFCoordinator, TaskSpec
+    from infrafabric.errors import (
+        BadKeyError,
+        BusError,
+        BusTimeoutError,
+        BusUnavailableError,
+        CompactedError,
+        ConfigurationError,
+        ConflictError,
+        InfraFabricError,
+        NotFoundError,
+        ServerError,
+    )
     from infrafabric.fleet import Fleet, assemble, open_fleet
     from infrafabric.governor import IFGovernor, ResourcePolicy, SwarmProfile
     from infrafabric.witness import IFWitness, Witness
 
 __version__ = "0.1.0"
 
-# The seeds' component names, loaded on first use so that `import infrafabric`
-# stays light and the parts' one-way imports never form a cycle.
+# Everything is loaded on first use, so that `import infrafabric` (and so every
+# submodule, the hooks' among them) stays light and the parts' one-way imports
+# never form a cycle.
 _LAZY = {
+    **{name: "infrafabric.bus" for name in ("Entry", "EventBus", "EventKind", "Health", "Message",
+                                            "Subscription", "Watch", "WatchEvent", "connect")},
+    **{name: "infrafabric.errors" for name in ("BadKeyError", "BusError", "BusTimeoutError",
+                                               "BusUnavailableError", "CompactedError", "ConfigurationError",
+                                               "ConflictError", "InfraFabricError", "NotFoundError",
+                                               "ServerError")},
     "open_fleet": "infrafabric.fleet",
     "assemble": "infrafabric.fleet",
     "Fleet": "infrafabric.fleet",
@@ -81,6 +87,7 @@ def __getattr__(name: str) -> object:
     import importlib
 
     return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "BadKeyError",

@@ -148,7 +148,7 @@ class open_fleet:
     """Connect to the bus and assemble the fleet: ``async with open_fleet() as fleet``.
 
     ``url``: the bus (default ``IF_BUS_URL``, else the embedded server of the
-    state directory, started if needed); ``watch`` (default True) runs the
+    state directory, started if needed unless ``autostart=False``); ``watch`` (default True) runs the
     coordinator's lease and dependency watcher while the block runs, which a
     long-lived agent or orchestrator wants (lapsed leases come back, completed
     work unblocks dependents at once); one-shot tools pass False. The other
@@ -158,8 +158,10 @@ class open_fleet:
     def __init__(self, url: str | None = None, *, home: str | os.PathLike[str] | None = None,
                  watch: bool = True, actor: str | None = None, trace_id: str | None = None,
                  signer: Signer | Any | None = _DEFAULT, lease_ttl: float = DEFAULT_LEASE_TTL,
-                 max_attempts: int = 3, clock: Callable[[], float] = time.time) -> None:
+                 max_attempts: int = 3, clock: Callable[[], float] = time.time,
+                 autostart: bool = True) -> None:
         self._url = url
+        self._autostart = autostart
         self._home = home
         self._watch = watch
         self._options: dict[str, Any] = dict(actor=actor, trace_id=trace_id, signer=signer,
@@ -168,7 +170,7 @@ class open_fleet:
         self._fleet: Fleet | None = None
 
     async def __aenter__(self) -> Fleet:
-        bus = await connect(self._url, home=self._home)
+        bus = await connect(self._url, home=self._home, autostart=self._autostart)
         self._bus = bus
         try:
             fleet = assemble(bus, home=self._home, **self._options)

@@ -101,13 +101,14 @@ class _Connecting:
     """Returned by :func:`connect`: ``await`` it for a connected bus, or use it
     as ``async with connect(url) as bus:`` to close the bus on exit."""
 
-    def __init__(self, url: str | None, home: str | os.PathLike[str] | None) -> None:
+    def __init__(self, url: str | None, home: str | os.PathLike[str] | None, autostart: bool) -> None:
         self._url = url
         self._home = home
+        self._autostart = autostart
         self._bus: EventBus | None = None
 
     async def _open(self) -> EventBus:
-        bus = from_url(resolve_url(self._url, home=self._home))
+        bus = from_url(resolve_url(self._url, home=self._home, autostart=self._autostart))
         await bus.connect()
         self._bus = bus
         return bus
@@ -128,11 +129,13 @@ class _Connecting:
             await self._bus.close()
 
 
-def connect(url: str | None = None, *, home: str | os.PathLike[str] | None = None) -> _Connecting:
-    """Connect to the bus at ``url`` (see the module docs for the default).
+def connect(url: str | None = None, *, home: str | os.PathLike[str] | None = None,
+            autostart: bool = True) -> _Connecting:
+    """Connect to the bus at ``url`` (see the module docs for the default;
+    ``autostart=False``: never start the embedded server, fail if it is not running).
 
     ``bus = await connect(url)`` or ``async with connect(url) as bus: ...``.
     Raises :class:`~infrafabric.errors.ConfigurationError` for a bad URL and
     :class:`~infrafabric.errors.BusUnavailableError` if the server cannot be reached.
     """
-    return _Connecting(url, home)
+    return _Connecting(url, home, autostart)

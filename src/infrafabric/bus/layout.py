@@ -10,6 +10,7 @@ key or subject                          what
 ======================================  ==============================================
 ``tasks/<task>``                        :class:`~infrafabric.coordinator.Task`
 ``swarms/<swarm>``                      :class:`~infrafabric.coordinator.SwarmRecord`
+``presence/<swarm>``                    :class:`~infrafabric.coordinator.Presence`: an agent connected now
 subject ``swarms/<swarm>/tasks``        tasks pushed to one swarm
 subject ``swarms/<swarm>/help``         help requests for one swarm (blockers)
 subject ``orchestrator/blockers``       blocker reports
@@ -47,6 +48,7 @@ __all__ = [
     "LEDGER",
     "MODULES",
     "POLICY",
+    "PRESENCE",
     "PROFILES",
     "QUARANTINE",
     "REPUTATION",
@@ -63,6 +65,7 @@ __all__ = [
 # -- coordinator -------------------------------------------------------------------
 TASKS = "tasks/"
 SWARMS = "swarms/"
+PRESENCE = "presence/"
 BLOCKERS = "orchestrator/blockers"
 ESCALATIONS = "orchestrator/escalations"
 

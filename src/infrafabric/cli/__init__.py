@@ -2,13 +2,22 @@
 
 Each top-level group is imported when it is first used (see
 :class:`~infrafabric.cli.app.IfGroup`): a command loads only what it needs.
+``ifctl hook ...``, run by an agent's client after every tool use, goes
+straight to :mod:`infrafabric.agent.hooks` without loading the command line
+at all.
 """
 
 from __future__ import annotations
 
-from infrafabric.cli.app import cli
+import sys
+from typing import TYPE_CHECKING
 
-cli.lazy.update({
+if TYPE_CHECKING:
+    from infrafabric.cli.app import IfGroup
+
+__all__ = ["cli", "main"]
+
+_COMMANDS = {
     "bench": "infrafabric.cli.bench:bench",
     "coordinator": "infrafabric.cli.coordinator:coordinator",
     **{name: f"infrafabric.cli.board:{name}" for name in ("task", "board", "swarm", "blocker", "events")},
@@ -21,11 +30,29 @@ cli.lazy.update({
     "chassis": "infrafabric.cli.chassis_bus:chassis",
     "web": "infrafabric.cli.web:web",
     "doctor": "infrafabric.cli.doctor:doctor",
-})
+    "mcp": "infrafabric.cli.mcp:mcp",
+    "hook": "infrafabric.cli.mcp:hook",
+    "hooks": "infrafabric.cli.mcp:hooks",
+}
 
-__all__ = ["cli", "main"]
+
+def _cli() -> IfGroup:
+    from infrafabric.cli.app import cli
+
+    cli.lazy.update(_COMMANDS)
+    return cli
+
+
+def __getattr__(name: str) -> object:
+    if name == "cli":
+        return _cli()
+    raise AttributeError(f"module 'infrafabric.cli' has no attribute {name!r}")
 
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="ifctl")
+    if sys.argv[1:2] == ["hook"]:  # the hot path: a process per tool use of every agent
+        from infrafabric.agent.hooks import main as run_hook
+
+        sys.exit(run_hook(sys.argv[2:]))
+    _cli()(prog_name="ifctl")

@@ -19,6 +19,7 @@ from infrafabric.coordinator.core import (
     Observer,
 )
 from infrafabric.coordinator.models import (
+    Presence,
     SwarmRecord,
     Task,
     TaskEvent,
@@ -39,6 +40,7 @@ __all__ = [
     "IFCoordinator",
     "LostClaim",
     "Observer",
+    "Presence",
     "SwarmRecord",
     "Task",
     "TaskEvent",

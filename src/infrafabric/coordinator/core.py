@@ -35,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,9 +48,11 @@ from pydantic import JsonValue, ValidationError
 
 from infrafabric import metrics
 from infrafabric.bus import EventBus, EventKind, Message, Subscription, Watch, WatchEvent
-from infrafabric.bus.layout import BLOCKERS, SWARMS, TASKS, push_subject
+from infrafabric.bus.bounds import check_text
+from infrafabric.bus.layout import BLOCKERS, PRESENCE, SWARMS, TASKS, push_subject
 from infrafabric.bus.records import Records, Versioned, encode
 from infrafabric.coordinator.models import (
+    Presence,
     SwarmRecord,
     Task,
     TaskEvent,
@@ -87,6 +91,8 @@ __all__ = [
 
 HISTORY_LIMIT = 50
 DEFAULT_LEASE_TTL = 15.0
+#: a presence record not refreshed for this long is stale (its agent is gone)
+PRESENCE_TTL = 30.0
 T = TypeVar("T")
 
 #: ``async (operation, params) -> None``: told of every successful operation
@@ -263,6 +269,7 @@ class IFCoordinator:
         self.last_claim: ClaimOutcome | None = None
         self.tasks = Records(bus, TASKS, Task)
         self.swarms = Records(bus, SWARMS, SwarmRecord)
+        self.presence = Records(bus, PRESENCE, Presence)
         self._watcher: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -732,17 +739,24 @@ class IFCoordinator:
     # -- leases -------------------------------------------------------------------
 
     async def heartbeat(self, swarm_id: str, task_id: str, claim_id: str | None = None, *,
-                        lease_ttl: float | None = None) -> float:
+                        lease_ttl: float | None = None, note: str | None = None) -> float:
         """Renew the claim's lease for the lease it was claimed with (or
         ``lease_ttl`` seconds, which then becomes the claim's lease); returns
-        the new expiry (epoch seconds). Raises :class:`NotOwnerError` if the
-        claim was lost, :class:`TaskNotFoundError` if the task is gone."""
+        the new expiry (epoch seconds). ``note`` records the holder's progress
+        on the task (:attr:`Task.progress`: whoever takes the task over after
+        a lapse reads it). Raises :class:`NotOwnerError` if the claim was
+        lost, :class:`TaskNotFoundError` if the task is gone."""
         if lease_ttl is not None:
             _check_lease(lease_ttl, "lease_ttl")
+        if note is not None:
+            _check_note(note)
 
         def renew(t: Task, now: float) -> Task:
             ttl = lease_ttl or t.lease_ttl or self.lease_ttl
-            return t.model_copy(update={"lease_until": now + ttl, "lease_ttl": ttl, "updated_at": now})
+            update: dict[str, Any] = {"lease_until": now + ttl, "lease_ttl": ttl, "updated_at": now}
+            if note is not None:
+                update["progress"] = note
+            return t.model_copy(update=update)
 
         _, task = await self._owned(swarm_id, task_id, claim_id, renew, "heartbeat")
         assert task.lease_until is not None
@@ -1024,6 +1038,43 @@ class IFCoordinator:
                          f"every task {swarm_id} covers is claimed, blocked, failed or refused "
                          f"({len(unfinished)} open of {len(covered)})", details)
 
+    # -- presence ------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def present(self, swarm_id: str, *, via: str, ttl: float = PRESENCE_TTL) -> AsyncIterator[Presence]:
+        """Mark ``swarm_id`` present (an agent connected now, through ``via``)
+        while the block runs: the record is refreshed every ``ttl / 3``
+        seconds and removed on exit; a process that dies leaves it stale
+        after ``ttl``. Presence says who is listening; it renews no claim."""
+        now = self.clock()
+        mark = Presence(swarm_id=swarm_id, via=via, host=socket.gethostname()[:200] or "-", pid=os.getpid(),
+                        since=now, seen_at=now, ttl=ttl)
+        await self.presence.put(swarm_id, mark)
+
+        async def refresh() -> None:
+            while True:
+                await asyncio.sleep(ttl / 3)
+                with contextlib.suppress(InfraFabricError):  # the bus is away: the next refresh may land
+                    await self.presence.put(swarm_id, mark.model_copy(update={"seen_at": self.clock()}))
+
+        beat = asyncio.create_task(refresh(), name=f"if-present-{swarm_id}")
+        try:
+            yield mark
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            with contextlib.suppress(InfraFabricError):
+                current = await self.presence.get(swarm_id)
+                if current is not None and (current.value.pid, current.value.since) == (mark.pid, mark.since):
+                    await self.presence.delete(swarm_id, current.revision)  # not a newer session's mark
+
+    async def present_swarms(self) -> dict[str, Presence]:
+        """The swarms with an agent connected now (fresh presence records), by id."""
+        now = self.clock()
+        return {v.value.swarm_id: v.value for v in await self.presence.list()
+                if v.value.seen_at + v.value.ttl >= now}
+
     # -- blockers and events -----------------------------------------------------
 
     async def detect_blocker(self, swarm_id: str, info: Mapping[str, Any]) -> dict[str, Any]:
@@ -1190,6 +1241,16 @@ async def _finish(job: asyncio.Future[Any]) -> None:
 def _check_lease(seconds: float, what: str) -> None:
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= 7 * 86400:
         raise ConfigurationError(f"{what} must be a number of seconds within (0, 604800], got {seconds!r}")
+
+
+def _check_note(note: str) -> None:
+    if not isinstance(note, str) or len(note) > 4000:
+        raise ConfigurationError(f"a progress note is text of at most 4,000 characters, got "
+                                 f"{len(note) if isinstance(note, str) else type(note).__name__}")
+    try:
+        check_text(note)
+    except ValueError as exc:
+        raise ConfigurationError(f"progress note: {exc}") from exc
 
 
 def _fencing(params: dict[str, Any], claim_id: str | None) -> dict[str, Any]:

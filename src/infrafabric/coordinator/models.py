@@ -13,6 +13,7 @@ from infrafabric.bus.bounds import Hours, Line, Micros, Priority, Text
 
 __all__ = [
     "TASK_ID_PATTERN",
+    "Presence",
     "SwarmRecord",
     "Task",
     "TaskEvent",
@@ -112,6 +113,8 @@ class Task(TaskSpec):
     max_attempts: int = Field(default=3, ge=1, le=10**6)
     result: JsonValue = None
     error: Annotated[Text, Field(max_length=4000)] | None = None
+    #: the holder's last progress note (a heartbeat's): handed to whoever takes the task over
+    progress: Annotated[Text, Field(max_length=4000)] | None = None
     created_at: float = Field(default=0.0, allow_inf_nan=False)
     updated_at: float = Field(default=0.0, allow_inf_nan=False)
     history: list[Transition] = Field(default_factory=list, max_length=1000)
@@ -125,6 +128,21 @@ class SwarmRecord(BaseModel):
     id: TaskId
     capabilities: list[Capability] = Field(default_factory=list)
     registered_at: float = 0.0
+
+
+class Presence(BaseModel):
+    """A swarm's agent connected now (an ``ifctl mcp`` session): refreshed
+    while it lasts, removed when it ends, stale after ``ttl`` if it dies."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    swarm_id: TaskId
+    via: Line
+    host: Line
+    pid: int = Field(ge=0)
+    since: float = Field(allow_inf_nan=False)
+    seen_at: float = Field(allow_inf_nan=False)
+    ttl: float = Field(gt=0, le=86400, allow_inf_nan=False)
 
 
 class TaskEvent(BaseModel):

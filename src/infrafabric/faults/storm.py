@@ -118,9 +118,9 @@ class RecordedCoordinator(IFCoordinator):
                                                                                      lease_ttl=lease_ttl))
 
     async def heartbeat(self, swarm_id: str, task_id: str, claim_id: str | None = None, *,
-                        lease_ttl: float | None = None) -> float:
+                        lease_ttl: float | None = None, note: str | None = None) -> float:
         with self.recorder.begin("heartbeat", swarm=swarm_id, task=task_id, claim_id=claim_id):
-            return await super().heartbeat(swarm_id, task_id, claim_id, lease_ttl=lease_ttl)
+            return await super().heartbeat(swarm_id, task_id, claim_id, lease_ttl=lease_ttl, note=note)
 
 
 def _log(swarm: str, message: str) -> None:

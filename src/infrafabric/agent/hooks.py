@@ -1,0 +1,174 @@
+"""``ifctl hook AGENT EVENT``: lifecycle hooks for Claude Code, Codex and Cursor.
+
+A hook reads its client's documented JSON on stdin, asks the agent's own
+``ifctl mcp`` server (over a private Unix socket, see
+:mod:`infrafabric.agent.control`) and answers in the client's format:
+
+=================  ======================================================================
+event              what the hook does
+=================  ======================================================================
+``session-start``  injects the protocol and the task the agent holds (if any)
+``post-tool-use``  renews the lease of every claim the agent holds (real activity);
+                   tells the agent at once if a claim was lost
+``stop``           refuses to stop while the agent holds a task (complete, fail or
+                   release it first); hands it the next task if the board has one
+``teammate-idle``  the same as ``stop``, for Claude Code agent teams
+=================  ======================================================================
+
+It imports only the standard library and never starts a server: with the
+agent's MCP server running, a hook returns in a few tens of milliseconds.
+Without one (a client that starts a server per call) it acts on the bus
+directly, which costs the library's import time. It fails open: with no
+swarm id (``IF_SWARM_ID`` or ``--swarm``), or a bus that does not answer, it
+lets the client go on and says why on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["AGENTS", "EVENTS", "Answer", "main", "parse_payload", "render"]
+
+AGENTS = ("claude", "codex", "cursor")
+#: each agent's events: ours -> the ``hook_event_name`` its payload carries
+EVENTS: dict[str, dict[str, str]] = {
+    "claude": {"session-start": "SessionStart", "post-tool-use": "PostToolUse", "stop": "Stop",
+               "teammate-idle": "TeammateIdle"},
+    "codex": {"session-start": "SessionStart", "post-tool-use": "PostToolUse", "stop": "Stop"},
+    "cursor": {"session-start": "sessionStart", "post-tool-use": "postToolUse",
+               "after-file-edit": "afterFileEdit", "stop": "stop"},
+}
+#: what the agent's server is asked for each event
+OPS = {"session-start": "start", "post-tool-use": "activity", "after-file-edit": "activity",
+       "stop": "stop", "teammate-idle": "stop"}
+PAYLOAD_LIMIT = 4 * 1024 * 1024
+EXIT_BAD_INPUT = 2
+
+
+class HookInputError(Exception):
+    """The payload or the command line is not what the client documents."""
+
+
+@dataclass
+class Answer:
+    """What InfraFabric says for one event: context to inject, or a reason
+    the agent must not stop (``block``)."""
+
+    context: str | None = None
+    block: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Answer:
+        return cls(context=data.get("context"), block=data.get("block"), notes=list(data.get("notes", [])))
+
+
+def parse_payload(agent: str, event: str, raw: bytes) -> dict[str, Any]:
+    """The client's JSON payload, checked against the event it was run for."""
+    if agent not in EVENTS:
+        raise HookInputError(f"agent {agent!r} is not one of {', '.join(AGENTS)}")
+    if event not in EVENTS[agent]:
+        raise HookInputError(f"{agent} has no {event!r} hook; its hooks: {', '.join(EVENTS[agent])}")
+    if len(raw) > PAYLOAD_LIMIT:
+        raise HookInputError(f"stdin: the payload is over {PAYLOAD_LIMIT // (1024 * 1024)} MiB")
+    if not raw.strip():
+        return {}  # run by hand, or a client that sends nothing for this event
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise HookInputError(f"stdin: not the JSON a {agent} hook receives ({str(exc)[:80]})") from exc
+    if not isinstance(payload, dict):
+        raise HookInputError(f"stdin: a {agent} hook receives a JSON object, not {type(payload).__name__}")
+    name = payload.get("hook_event_name")
+    if name is not None and name != EVENTS[agent][event]:
+        raise HookInputError(f"stdin: hook_event_name is {str(name)[:40]!r}, but this is the {agent} "
+                             f"{event} hook ({EVENTS[agent][event]}); check the hook configuration")
+    return payload
+
+
+def foreign(agent: str, payload: dict[str, Any]) -> bool:
+    """A payload from another client: Cursor also runs Claude Code's hooks
+    ("third-party skills"), which must not act twice."""
+    return agent != "cursor" and ("cursor_version" in payload or "conversation_id" in payload)
+
+
+def render(agent: str, event: str, answer: Answer) -> tuple[str, str, int]:
+    """(stdout, stderr, exit code) in the client's documented format."""
+    err = "".join(f"ifctl hook: {n}\n" for n in answer.notes)
+    name = EVENTS[agent][event]
+    if event in ("stop", "teammate-idle"):
+        if answer.block is None:
+            return ("{}" if agent in ("codex", "cursor") else ""), err, 0
+        if event == "teammate-idle":  # answered by exit code only: 2 keeps the teammate working
+            return "", err + answer.block + "\n", 2
+        if agent == "cursor":
+            return json.dumps({"followup_message": answer.block}), err, 0
+        return json.dumps({"decision": "block", "reason": answer.block}), err, 0
+    if answer.context is None:
+        return ("{}" if agent == "cursor" else ""), err, 0
+    if agent == "cursor":
+        return json.dumps({"additional_context": answer.context}), err, 0
+    specific = {"hookEventName": name, "additionalContext": answer.context}
+    return json.dumps({"hookSpecificOutput": specific}), err, 0
+
+
+def main(argv: list[str]) -> int:
+    """``ifctl hook AGENT EVENT [--swarm ID]``: returns the exit code."""
+    from infrafabric.agent import control
+
+    args = list(argv)
+    swarm = os.environ.get("IF_SWARM_ID", "").strip() or None
+    if "--swarm" in args:
+        at = args.index("--swarm")
+        if at + 1 >= len(args):
+            return _bad("--swarm needs a swarm id")
+        swarm = args[at + 1]
+        del args[at:at + 2]
+    if args and args[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE)
+        return 0
+    if len(args) != 2:
+        return _bad("expected AGENT EVENT, e.g. `ifctl hook claude stop`\n" + USAGE)
+    agent, event = args
+    try:
+        payload = parse_payload(agent, event, sys.stdin.buffer.read(PAYLOAD_LIMIT + 1))
+    except HookInputError as exc:
+        return _bad(str(exc))
+    if foreign(agent, payload):
+        return 0
+    if swarm is None:
+        # not a fleet agent (hooks are installed for the project, sessions join with IF_SWARM_ID)
+        out, err, code = render(agent, event, Answer())
+        sys.stdout.write(out)
+        return code
+    try:
+        answer = control.ask(swarm, OPS[event], agent=agent)
+    except control.Unreachable as exc:
+        answer = Answer(notes=[f"{exc} (letting {agent} go on)"])
+    except control.Refused as exc:
+        return _bad(str(exc))
+    out, err, code = render(agent, event, answer)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return code
+
+
+def _bad(message: str) -> int:
+    sys.stderr.write(f"ifctl hook: {message}\n")
+    return EXIT_BAD_INPUT
+
+
+USAGE = """\
+Usage: ifctl hook AGENT EVENT [--swarm ID]
+
+  Run by an agent's client as a lifecycle hook (install with `ifctl hooks install`);
+  reads the client's JSON on stdin. The swarm is $IF_SWARM_ID unless --swarm names it.
+
+  claude: session-start, post-tool-use, stop, teammate-idle
+  codex:  session-start, post-tool-use, stop
+  cursor: session-start, post-tool-use, after-file-edit, stop
+"""

@@ -1,0 +1,253 @@
+"""``ifctl mcp`` (serve an agent session over MCP), ``ifctl mcp config`` (each
+client's registration), ``ifctl hook`` and ``ifctl hooks install`` (lifecycle hooks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from infrafabric.bus.url import parse_url
+from infrafabric.cli.app import Outcome, contract, settings
+from infrafabric.cli.common import ID, Check, falsify_report
+from infrafabric.coordinator.models import CAPABILITY_PATTERN
+from infrafabric.errors import ConfigurationError
+
+MCP_EXTRA = "pip install 'infrafabric[mcp]'"
+SWARM_ENV = "IF_SWARM_ID"
+CAPS_ENV = "IF_CAPABILITIES"
+AGENTS = ("claude", "codex", "cursor", "gemini")
+HOOK_AGENTS = ("claude", "codex", "cursor")
+
+
+def require_mcp() -> None:
+    """Exit 2 with the install command when the ``mcp`` extra is missing."""
+    try:
+        import mcp  # noqa: F401
+    except ImportError as exc:
+        raise ConfigurationError("`ifctl mcp` needs the MCP SDK (the `mcp` package), which is not installed",
+                                 hint=MCP_EXTRA) from exc
+
+
+def identity(swarm_id: str | None, caps: tuple[str, ...]) -> tuple[str, list[str] | None]:
+    """The serving swarm and its capabilities, from the flags or the environment."""
+    swarm = swarm_id or os.environ.get(SWARM_ENV, "").strip()
+    if not swarm:
+        raise ConfigurationError(f"no swarm id: pass --swarm ID or set ${SWARM_ENV}",
+                                 hint="ifctl mcp --swarm session-7 --cap code:python")
+    if swarm_id is None:
+        try:
+            ID.convert(swarm, None, None)
+        except click.BadParameter as exc:
+            raise ConfigurationError(f"${SWARM_ENV}: {exc.message}") from exc
+    source = "--cap"
+    listed = list(caps)
+    if not listed and os.environ.get(CAPS_ENV, "").strip():
+        source = f"${CAPS_ENV}"
+        listed = [c.strip() for c in os.environ[CAPS_ENV].split(",") if c.strip()]
+    for cap in listed:
+        if re.fullmatch(CAPABILITY_PATTERN, cap) is None:
+            raise ConfigurationError(f"{source}: {cap[:60]!r} is not a capability (lowercase words, "
+                                     "optionally domain:skill, e.g. code:python)")
+    return swarm, (listed or None)
+
+
+def ifctl_command() -> str:
+    """How a client should start this ifctl: ``ifctl`` when that is the one on
+    PATH, else this one's absolute path (a virtualenv not on the client's PATH)."""
+    here = Path(sys.argv[0]).absolute() if sys.argv and Path(sys.argv[0]).name in ("ifctl", "if") else None
+    if here is None:
+        here = Path(sys.executable).parent / "ifctl"
+    found = shutil.which("ifctl")
+    if found is not None and here.exists() and Path(found).resolve() == here.resolve():
+        return "ifctl"
+    return str(here)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--swarm", "swarm_id", type=ID, metavar="ID",
+              help=f"The swarm this agent acts as [env: {SWARM_ENV}].")
+@click.option("--cap", "caps", multiple=True, metavar="CAP",
+              help=f"A capability it offers (repeatable) [env: {CAPS_ENV}, comma-separated]. Without any, "
+                   "a registered swarm keeps its own.")
+@click.option("--lease", "lease_ttl", type=click.FloatRange(min=1, max=86400), default=600, show_default=True,
+              help="Seconds a claim lasts without activity (a tool call, or a tool use with the hooks).")
+@click.pass_context
+def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_ttl: float) -> None:
+    """Serve the fleet to one agent session over MCP (stdio).
+
+    The agent's client starts it (`ifctl mcp config` prints the line that
+    registers it). It registers the swarm, keeps it present on the bus while
+    connected, and gives the agent the tools task_next, task_heartbeat,
+    task_complete, task_fail, task_release, task_block, board_status,
+    budget_status and cost_track, and the resources infrafabric://board and
+    infrafabric://task/{id}. Every call is governed and witnessed exactly as
+    the same command from ifctl. A claim lasts --lease seconds without
+    activity: if the session dies, its task goes back to the fleet then.
+
+    stdout carries the protocol; messages go to stderr. Uses IF_BUS_URL if
+    set; otherwise this project's embedded coordinator (started if needed).
+
+    \b
+    Examples:
+      ifctl mcp --swarm session-7 --cap code:python --cap docs:markdown
+      IF_SWARM_ID=session-7 IF_CAPABILITIES=code:python ifctl mcp
+      ifctl mcp config --agent claude --swarm session-7 --cap code:python
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    require_mcp()
+    swarm, capabilities = identity(swarm_id, caps)
+    s = settings()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="ifctl mcp: %(message)s")
+    logging.getLogger("infrafabric").setLevel(logging.INFO)
+    from infrafabric.agent.stdio import serve_stdio
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_stdio(s.bus, home=s.home, swarm_id=swarm, capabilities=capabilities,
+                                lease_ttl=lease_ttl))
+
+
+@mcp.command("config")
+@click.option("--agent", type=click.Choice(AGENTS), required=True, help="The agent's client.")
+@click.option("--swarm", "swarm_id", type=ID, metavar="ID",
+              help=f"The swarm it acts as [default: ${SWARM_ENV} in the client's environment].")
+@click.option("--cap", "caps", multiple=True, metavar="CAP", help="A capability it offers (repeatable).")
+@click.option("--name", default="infrafabric", show_default=True, help="The server's name in the client.")
+@contract
+def mcp_config(agent: str, swarm_id: str | None, caps: tuple[str, ...], name: str) -> Outcome:
+    """Print the one line (or file) that registers `ifctl mcp` with an agent's client.
+
+    The server it registers uses this project's board: IF_BUS_URL if set
+    here, else this state directory (passed as IF_HOME, so the client may
+    start it from any directory).
+
+    \b
+    Examples:
+      ifctl mcp config --agent claude --swarm session-7 --cap code:python
+      ifctl mcp config --agent codex --swarm session-8
+      ifctl mcp config --agent cursor --json
+    """
+    from infrafabric.agent.clients import mcp_registration
+    from infrafabric.statedir import state_dir
+
+    if swarm_id is None:
+        identity(None, caps) if os.environ.get(SWARM_ENV) else None
+    else:
+        identity(swarm_id, caps)
+    s = settings()
+    args = ["mcp"] + (["--swarm", swarm_id] if swarm_id else []) + [a for c in caps for a in ("--cap", c)]
+    env: dict[str, str] = {}
+    notes: list[str] = []
+    if s.bus:
+        parse_url(s.bus)  # a URL with credentials in it is refused here, never written
+        env["IF_BUS_URL"] = s.bus
+    else:
+        env["IF_HOME"] = str(state_dir(s.home))
+    reg = mcp_registration(agent, name=name, command=ifctl_command(), args=args, env=env)
+    reg.notes = notes + reg.notes
+    if swarm_id is None:
+        reg.notes.append(f"start each agent with {SWARM_ENV}=<its swarm id> in its environment")
+    if s.falsify:  # it writes nothing anyway: report what it would print
+        return falsify_report([Check("arguments", True, f"{agent}, server {name!r}"),
+                               Check("board", True, f"IF_BUS_URL {s.bus}" if s.bus
+                                     else f"IF_HOME {env['IF_HOME']}")],
+                              summary=f"would print the {agent} registration")
+    return Outcome(data=reg.as_dict(), lines=reg.lines())
+
+
+@click.command("hook", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                         "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def hook(args: tuple[str, ...]) -> None:
+    """Run by an agent's client as a lifecycle hook (see `ifctl hooks install`).
+
+    \b
+    Usage: ifctl hook AGENT EVENT [--swarm ID]
+      claude: session-start, post-tool-use, stop, teammate-idle
+      codex:  session-start, post-tool-use, stop
+      cursor: session-start, post-tool-use, after-file-edit, stop
+    """
+    from infrafabric.agent.hooks import main as run_hook
+
+    s = settings()
+    if s.home:
+        os.environ["IF_HOME"] = s.home
+    if s.bus:
+        os.environ["IF_BUS_URL"] = s.bus
+    sys.exit(run_hook(list(args)))
+
+
+@click.group()
+def hooks() -> None:
+    """Install the lifecycle hooks that keep an agent's lease alive and its work going.
+
+    \b
+    Examples:
+      ifctl hooks install --agent claude
+      ifctl hooks install --agent codex --user
+      ifctl hooks install --agent cursor --mode falsify   # show what would be written
+    """
+
+
+@hooks.command("install")
+@click.option("--agent", type=click.Choice(HOOK_AGENTS), required=True, help="The agent's client.")
+@click.option("--project/--user", "project", default=True, show_default=True,
+              help="Write the project's hook file (shared by everyone on it) or your own.")
+@click.option("--swarm", "swarm_id", type=ID, metavar="ID",
+              help=f"Bake this swarm id into the hooks [default: ${SWARM_ENV} of each agent session].")
+@contract
+def hooks_install(agent: str, project: bool, swarm_id: str | None) -> Outcome:
+    """Write the client's hook configuration, keeping its other hooks.
+
+    \b
+    What the hooks do (for an agent started with IF_SWARM_ID set):
+      session start   inject the protocol and the task it holds
+      after each tool renew the lease of its claim (real activity keeps it)
+      stop            refused while it holds a task (complete, fail or
+                      release it first); if the board has work for it,
+                      the next task is claimed and handed over instead
+    A hook reaches the agent's running `ifctl mcp` over a private socket
+    (tens of milliseconds), never starts a server, and lets the agent go on
+    if the fleet cannot be reached. Installing twice changes nothing.
+
+    \b
+    Examples:
+      ifctl hooks install --agent claude          # .claude/settings.json of this project
+      ifctl hooks install --agent codex --user    # ~/.codex/hooks.json
+      IF_SWARM_ID=session-7 claude                # then start each agent as its swarm
+    """
+    from infrafabric.agent.clients import HOOK_FILES, install_hooks
+    from infrafabric.statedir import git_common_dir
+
+    s = settings()
+    rel = HOOK_FILES[agent][0 if project else 1]
+    if project:
+        common = git_common_dir()
+        root = common.parent if common is not None and common.name == ".git" else Path.cwd()
+        path = root / rel
+    else:
+        path = Path.home() / rel
+    if s.falsify:
+        try:
+            install_hooks(agent, path, ifctl_command(), swarm_id, write=False)
+            checks = [Check(str(path), True, "exists: its other hooks are kept" if path.exists() else
+                            "would be created")]
+        except ConfigurationError as exc:
+            checks = [Check(str(path), False, exc.message)]
+        return falsify_report(checks, summary=f"would write the {agent} hooks to {path}")
+    config = install_hooks(agent, path, ifctl_command(), swarm_id)
+    lines = [f"wrote the {agent} hooks to {path}"]
+    if agent == "codex":
+        lines.append("Codex runs a new hook once you trust it: open /hooks in Codex")
+    if swarm_id is None:
+        lines.append(f"each agent session acts as ${SWARM_ENV} (start it with {SWARM_ENV}=session-N)")
+    return Outcome(data={"agent": agent, "path": str(path), "config": config},
+                   lines=lines)

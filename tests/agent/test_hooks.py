@@ -1,0 +1,180 @@
+"""``ifctl hook AGENT EVENT`` as each client runs it: real processes fed the
+payloads the clients document (tests/agent/payloads/), on real NATS and
+etcd, through the agent's running ``ifctl mcp`` (its control socket) and
+without one (straight to the bus). What a hook answers is what the client
+acts on: injected context, a refused stop, a handed-over task."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infrafabric.agent.control import socket_path
+from infrafabric.bus import connect
+from infrafabric.coordinator import TaskStatus
+from infrafabric.fleet import Fleet, assemble
+
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(120)]
+
+IFCTL = str(Path(sys.executable).parent / "ifctl")
+PAYLOADS = {agent: json.loads((Path(__file__).parent / "payloads" / f"{agent}.json").read_text())
+            for agent in ("claude", "codex", "cursor")}
+
+
+def hook(agent: str, event: str, env: dict[str, str], payload: Any = None, *,
+         raw: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    body = raw if raw is not None else json.dumps(
+        PAYLOADS[agent][event] if payload is None else payload).encode()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("IF_")} | env
+    return subprocess.run([IFCTL, "hook", agent, event], input=body.decode(errors="replace"), env=full,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+async def fleet(engine_url: str) -> AsyncIterator[Fleet]:
+    async with connect(engine_url) as bus:
+        f = assemble(bus, signer=None)
+        await f.coordinator.create_tasks([
+            {"id": "T1", "title": "first", "description": "do the first thing",
+             "acceptance_criteria": ["it works"], "capabilities": ["code:python"]},
+            {"id": "T2", "title": "second", "capabilities": ["code:python"]},
+        ])
+        await f.register_swarm("agent-1", ["code:python"])
+        yield f
+
+
+@pytest.fixture
+def env(engine_url: str, tmp_path: Path) -> dict[str, str]:
+    return {"IF_BUS_URL": engine_url, "IF_HOME": str(tmp_path), "IF_SWARM_ID": "agent-1"}
+
+
+@pytest.fixture(params=["server", "direct"])
+async def via(request: pytest.FixtureRequest, env: dict[str, str]) -> AsyncIterator[str]:
+    """Hooks reach the agent's running `ifctl mcp` ("server"), or the bus when none runs ("direct")."""
+    if request.param == "direct":
+        yield "direct"
+        return
+    full = {k: v for k, v in os.environ.items() if not k.startswith("IF_")} | env
+    # the agent's client: it holds the server's stdin open for as long as the session lasts
+    proc = subprocess.Popen([IFCTL, "mcp", "--lease", "600"], env=full, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sock = socket_path("agent-1", env["IF_HOME"])
+    try:
+        for _ in range(300):
+            if sock.exists() or proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert sock.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no socket"
+        yield "server"
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()  # the client hangs up: the server ends and removes its socket
+        assert proc.wait(timeout=30) == 0
+        assert not sock.exists()
+
+
+@pytest.mark.parametrize("agent", ["claude", "codex", "cursor"])
+async def test_hooks_renew_refuse_a_stop_and_hand_over_work(fleet: Fleet, env: dict[str, str], via: str,
+                                                            agent: str) -> None:
+    coord = fleet.coordinator
+    outcome = await coord.next_task("agent-1", lease_ttl=30)
+    assert outcome is not None and outcome.task_id == "T1"
+    before = (await coord.get_task("T1")).lease_until
+
+    started = hook(agent, "session-start", env)
+    assert started.returncode == 0, started.stderr
+    context = json.loads(started.stdout)
+    text = (context["additional_context"] if agent == "cursor"
+            else context["hookSpecificOutput"]["additionalContext"])
+    assert "task_next" in text and "You hold task T1 (first)" in text
+
+    renewed = hook(agent, "post-tool-use", env)
+    assert renewed.returncode == 0, renewed.stderr
+    assert renewed.stdout in ("", "{}")  # nothing to tell the agent
+    after = (await coord.get_task("T1")).lease_until
+    assert before is not None and after is not None and after > before  # real activity renewed the lease
+
+    stop = hook(agent, "stop", env)
+    assert stop.returncode == 0, stop.stderr
+    answer = json.loads(stop.stdout)
+    reason = answer["followup_message"] if agent == "cursor" else answer["reason"]
+    if agent != "cursor":
+        assert answer["decision"] == "block"
+    assert "You still hold T1 (first)" in reason and "task_complete" in reason
+
+    await coord.complete_task("agent-1", "T1", "done")
+    handed = hook(agent, "stop", env)  # idle, and the board has work: it gets the next task
+    answer = json.loads(handed.stdout)
+    reason = answer["followup_message"] if agent == "cursor" else answer["reason"]
+    assert "you now hold task T2 (second)" in reason
+    t2 = await coord.get_task("T2")
+    assert t2.status is TaskStatus.CLAIMED and t2.owner == "agent-1"
+
+    await coord.complete_task("agent-1", "T2", "done")
+    free = hook(agent, "stop", env)  # nothing held, nothing to do: it may stop
+    assert free.returncode == 0
+    assert free.stdout == ("" if agent == "claude" else "{}")
+
+
+async def test_a_lost_claim_is_told_at_once(fleet: Fleet, env: dict[str, str], via: str) -> None:
+    coord = fleet.coordinator
+    outcome = await coord.next_task("agent-1", lease_ttl=0.5)
+    assert outcome is not None
+    hook("claude", "session-start", env)  # the session learns what it holds
+    await fleet.register_swarm("agent-2", ["code:python"])
+    await asyncio.sleep(0.8)
+    taken = await coord.try_claim("agent-2", "T1")
+    assert taken.won
+    told = hook("claude", "post-tool-use", env)
+    assert told.returncode == 0
+    if via == "server":  # the server remembers the claim it saw; a fresh process sees only what it holds now
+        text = json.loads(told.stdout)["hookSpecificOutput"]["additionalContext"]
+        assert "You no longer hold task T1" in text
+    assert (await coord.get_task("T1")).owner == "agent-2"
+
+
+async def test_teammate_idle_answers_by_exit_code(fleet: Fleet, env: dict[str, str]) -> None:
+    await fleet.coordinator.next_task("agent-1")
+    held = hook("claude", "teammate-idle", env)
+    assert held.returncode == 2 and "You still hold T1" in held.stderr
+
+
+async def test_hooks_fail_open_and_stay_quiet_where_they_must(fleet: Fleet, env: dict[str, str]) -> None:
+    await fleet.coordinator.next_task("agent-1")
+    # Cursor also runs Claude Code's hooks: the claude handler must not act on a Cursor payload
+    foreign = hook("claude", "stop", env, {**PAYLOADS["cursor"]["stop"], "hook_event_name": "Stop"})
+    assert (foreign.returncode, foreign.stdout) == (0, "")
+    # a session that is not a fleet agent (no IF_SWARM_ID) is let through untouched
+    outsider = hook("claude", "stop", {k: v for k, v in env.items() if k != "IF_SWARM_ID"})
+    assert (outsider.returncode, outsider.stdout) == (0, "")
+    # the bus is away: the agent goes on, and stderr says why; no server is started
+    away = hook("codex", "stop", {**env, "IF_BUS_URL": "nats://127.0.0.1:9"})
+    assert away.returncode == 0 and away.stdout == "{}" and "did not answer" in away.stderr
+    no_home = {k: v for k, v in env.items() if k != "IF_BUS_URL"}
+    quiet = hook("claude", "post-tool-use", no_home)
+    assert quiet.returncode == 0 and "not running" in quiet.stderr
+    assert not (Path(env["IF_HOME"]) / "coordinator.json").exists()
+
+
+@pytest.mark.parametrize(("args", "raw", "named"), [
+    (("claude", "stop"), b"{not json", "stdin: not the JSON"),
+    (("claude", "stop"), b"[1, 2]", "JSON object, not list"),
+    (("claude", "stop"), json.dumps({"hook_event_name": "PostToolUse"}).encode(), "hook_event_name"),
+    (("claude", "after-file-edit"), b"{}", "claude has no 'after-file-edit' hook"),
+    (("gemini", "stop"), b"{}", "agent 'gemini' is not one of"),
+    (("claude",), b"{}", "expected AGENT EVENT"),
+])
+def test_bad_hook_input_exits_2_naming_it(env: dict[str, str], args: tuple[str, ...], raw: bytes,
+                                          named: str) -> None:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("IF_")} | env
+    done = subprocess.run([IFCTL, "hook", *args], input=raw, env=full, capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert named in done.stderr.decode() and b"Traceback" not in done.stderr
