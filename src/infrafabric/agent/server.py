@@ -58,16 +58,27 @@ def refusal_text(exc: InfraFabricError) -> str:
     return text
 
 
-def build_server(session_for: SessionFor, *, name: str = "infrafabric") -> Any:
+def build_server(session_for: SessionFor, *, name: str = "infrafabric", token_verifier: Any = None,
+                 base_url: str | None = None) -> Any:
     """The MCP server (an :class:`mcp.server.MCPServer`) whose tools act
     through ``session_for()``'s session. Transport and lifetime are the
-    caller's (see :mod:`infrafabric.cli.mcp`)."""
+    caller's (see :mod:`infrafabric.agent.stdio` and :mod:`infrafabric.agent.http`).
+    With a ``token_verifier`` (HTTP), every request must carry a bearer
+    token it accepts; ``base_url`` is where the server is reached."""
     from mcp.server import MCPServer
     from mcp.server.mcpserver.exceptions import ResourceError, ToolError
     from mcp.types import ToolAnnotations
 
+    auth: dict[str, Any] = {}
+    if token_verifier is not None:
+        from mcp.server.auth.settings import AuthSettings
+
+        assert base_url is not None
+        auth = {"token_verifier": token_verifier,
+                "auth": AuthSettings(issuer_url=base_url, resource_server_url=f"{base_url}/mcp",
+                                     validate_token_resource=False)}
     server: Any = MCPServer(name, instructions=PROTOCOL, title="InfraFabric fleet",
-                            description="Claim, renew and finish tasks on an InfraFabric board")
+                            description="Claim, renew and finish tasks on an InfraFabric board", **auth)
 
     def refusing(fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[str]]:
         @functools.wraps(fn)

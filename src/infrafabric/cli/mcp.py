@@ -11,14 +11,18 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from infrafabric.bus.url import parse_url
 from infrafabric.cli.app import Outcome, contract, settings
-from infrafabric.cli.common import ID, Check, falsify_report
+from infrafabric.cli.common import ID, Check, bus_check, falsify_report, who, with_fleet
 from infrafabric.coordinator.models import CAPABILITY_PATTERN
 from infrafabric.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from infrafabric.fleet import Fleet
 
 MCP_EXTRA = "pip install 'infrafabric[mcp]'"
 SWARM_ENV = "IF_SWARM_ID"
@@ -79,9 +83,19 @@ def ifctl_command() -> str:
                    "a registered swarm keeps its own.")
 @click.option("--lease", "lease_ttl", type=click.FloatRange(min=1, max=86400), default=600, show_default=True,
               help="Seconds a claim lasts without activity (a tool call, or a tool use with the hooks).")
+@click.option("--http", "http", is_flag=True,
+              help="Serve many remote agents over streamable HTTP at /mcp instead, each acting as the swarm "
+                   "its bearer token is bound to (`ifctl mcp token issue`).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="--http: the address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8766, show_default=True,
+              help="--http: the port (0: any free one).")
+@click.option("--allow-plain-http", is_flag=True,
+              help="--http: allow a --host beyond loopback without TLS, where tokens cross the network in "
+                   "clear text (put a TLS proxy in front instead).")
 @click.pass_context
-def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_ttl: float) -> None:
-    """Serve the fleet to one agent session over MCP (stdio).
+def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_ttl: float, http: bool,
+        host: str, port: int, allow_plain_http: bool) -> None:
+    """Serve the fleet to one agent session over MCP (stdio), or to remote agents (--http).
 
     The agent's client starts it (`ifctl mcp config` prints the line that
     registers it). It registers the swarm, keeps it present on the bus while
@@ -95,19 +109,47 @@ def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_t
     stdout carries the protocol; messages go to stderr. Uses IF_BUS_URL if
     set; otherwise this project's embedded coordinator (started if needed).
 
+    With --http it serves remote agents instead: one server, each request
+    acting as the swarm its bearer token is bound to (tokens are issued and
+    revoked with `ifctl mcp token`, kept only hashed on the bus). It listens
+    on loopback unless --host says otherwise.
+
     \b
     Examples:
       ifctl mcp --swarm session-7 --cap code:python --cap docs:markdown
       IF_SWARM_ID=session-7 IF_CAPABILITIES=code:python ifctl mcp
       ifctl mcp config --agent claude --swarm session-7 --cap code:python
+      ifctl mcp --http --port 8766    # then: ifctl mcp token issue session-9
     """
     if ctx.invoked_subcommand is not None:
         return
     require_mcp()
-    swarm, capabilities = identity(swarm_id, caps)
     s = settings()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="ifctl mcp: %(message)s")
     logging.getLogger("infrafabric").setLevel(logging.INFO)
+    if http:
+        from infrafabric.agent.http import LOOPBACK, serve_http
+
+        if swarm_id or caps:
+            raise ConfigurationError("--http serves many agents: each acts as the swarm its token is bound "
+                                     "to, so --swarm and --cap do not apply",
+                                     hint="ifctl mcp token issue SWARM (then the agent sends it as a bearer "
+                                          "token)")
+        if host not in LOOPBACK and not allow_plain_http:
+            raise ConfigurationError(
+                f"--host {host}: beyond loopback, agent tokens would cross the network in clear text",
+                hint="keep the default 127.0.0.1 behind a TLS proxy, or pass --allow-plain-http if the "
+                     "network is trusted")
+
+        def ready(url: str) -> None:
+            click.echo(f"ifctl mcp: serving agents at {url} (bearer tokens: ifctl mcp token issue SWARM)",
+                       err=True)
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_http(s.bus, home=s.home, host=host, port=port, lease_ttl=lease_ttl,
+                                   on_ready=ready))
+        return
+    swarm, capabilities = identity(swarm_id, caps)
     from infrafabric.agent.stdio import serve_stdio
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -251,3 +293,102 @@ def hooks_install(agent: str, project: bool, swarm_id: str | None) -> Outcome:
         lines.append(f"each agent session acts as ${SWARM_ENV} (start it with {SWARM_ENV}=session-N)")
     return Outcome(data={"agent": agent, "path": str(path), "config": config},
                    lines=lines)
+
+
+@mcp.group("token")
+def token() -> None:
+    """Issue, list and revoke the bearer tokens of `ifctl mcp --http`.
+
+    A token is bound to one swarm: a request carrying it acts as that swarm
+    and no other. It is shown once; the bus keeps only its SHA-256.
+
+    \b
+    Examples:
+      ifctl mcp token issue session-9 --name laptop-9
+      ifctl mcp token list
+      ifctl mcp token revoke laptop-9
+    """
+
+
+@token.command("issue")
+@click.argument("swarm_id", type=ID)
+@click.option("--name", type=ID, metavar="NAME", help="What to call it (for list and revoke) [default: "
+              "SWARM-<random>].")
+@click.option("--by", metavar="NAME", help="Who issues it [default: $USER].")
+@contract
+def token_issue(swarm_id: str, name: str | None, by: str | None) -> Outcome:
+    """Issue a token that acts as SWARM_ID (printed once; witnessed).
+
+    Example: ifctl mcp token issue session-9 --name laptop-9
+    """
+    from infrafabric.agent.tokens import AgentTokens
+
+    s = settings()
+    actor = who(by)
+
+    async def go(fleet: Fleet) -> Outcome:
+        tokens = AgentTokens(fleet)
+        if s.falsify:
+            known = await fleet.coordinator.get_swarm(swarm_id) is not None
+            checks = [await bus_check(fleet.bus),
+                      Check(f"swarm {swarm_id}", known, "registered" if known else "not registered")]
+            if name is not None:
+                taken = any(t.name == name for t in await tokens.list())
+                checks.append(Check(f"name {name}", not taken, "in use" if taken else "free"))
+            return falsify_report(checks, summary=f"would issue a token acting as {swarm_id}")
+        secret, record = await tokens.issue(swarm_id, name=name, by=actor)
+        return Outcome(data={"token": secret, "name": record.name, "swarm_id": swarm_id},
+                       lines=[secret, f"# token {record.name} acts as {swarm_id}; it is shown only now",
+                              "# the agent sends it as: Authorization: Bearer <token>"])
+
+    return with_fleet(go)
+
+
+@token.command("list")
+@contract
+def token_list() -> Outcome:
+    """List the agent tokens (never the tokens themselves).
+
+    Example: ifctl mcp token list --json
+    """
+    from infrafabric.agent.tokens import AgentTokens, describe
+
+    s = settings()
+
+    async def go(fleet: Fleet) -> Outcome:
+        if s.falsify:
+            return falsify_report([await bus_check(fleet.bus)], summary="reads the tokens' records")
+        tokens = [describe(t) for t in await AgentTokens(fleet).list()]
+        lines = [f"{t['name']}: acts as {t['swarm_id']}" + (" (revoked)" if t["revoked"] else "")
+                 for t in tokens] or ["no agent tokens"]
+        return Outcome(data={"tokens": tokens}, lines=lines)
+
+    return with_fleet(go)
+
+
+@token.command("revoke")
+@click.argument("name", type=ID)
+@click.option("--by", metavar="NAME", help="Who revokes it [default: $USER].")
+@contract
+def token_revoke(name: str, by: str | None) -> Outcome:
+    """Revoke a token: refused from the next request on (witnessed).
+
+    Example: ifctl mcp token revoke laptop-9
+    """
+    from infrafabric.agent.tokens import AgentTokens
+
+    s = settings()
+    actor = who(by)
+
+    async def go(fleet: Fleet) -> Outcome:
+        tokens = AgentTokens(fleet)
+        if s.falsify:
+            found = any(t.name == name for t in await tokens.list())
+            return falsify_report([await bus_check(fleet.bus),
+                                   Check(f"token {name}", found, "exists" if found else "no such token")],
+                                  summary=f"would revoke {name}")
+        record = await tokens.revoke(name, by=actor)
+        return Outcome(data={"name": name, "swarm_id": record.swarm_id, "revoked": True},
+                       lines=[f"revoked {name} (it acted as {record.swarm_id})"])
+
+    return with_fleet(go)

@@ -1,0 +1,129 @@
+"""``ifctl mcp --http``: the agent tools over streamable HTTP, for remote and cloud agents.
+
+One server for many agents. Each request carries a bearer token (``ifctl mcp
+token issue SWARM``) bound to one swarm: the server acts as that swarm, and
+no tool takes a swarm id, so an agent can act only as itself. No token, or
+an unknown or revoked one, is answered 401 by the SDK's bearer middleware
+before any tool runs. It listens on loopback unless told otherwise, and
+answers only to the names it listens on (DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from infrafabric.agent.server import build_server
+from infrafabric.agent.session import DEFAULT_AGENT_LEASE, AgentSession
+from infrafabric.agent.tokens import AgentTokens
+from infrafabric.errors import ConfigurationError, InfraFabricError
+from infrafabric.fleet import Fleet, open_fleet
+
+log = logging.getLogger("infrafabric.agent")
+
+__all__ = ["DEFAULT_HTTP_PORT", "LOOPBACK", "serve_http"]
+
+DEFAULT_HTTP_PORT = 8766
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a port in use is a clear error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"--host {host}: cannot resolve it: {exc.strerror}") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"--port {port}: cannot listen on {host}:{port}: {exc.strerror}",
+                                 hint="pick another port with --port N, or --port 0 for any free one",
+                                 ) from exc
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class FleetTokenVerifier:
+    """The SDK's ``TokenVerifier`` over :class:`AgentTokens`: a live token
+    becomes an access token whose ``client_id`` is the swarm it is bound to."""
+
+    def __init__(self, tokens: AgentTokens) -> None:
+        self.tokens = tokens
+
+    async def verify_token(self, token: str) -> Any:
+        from mcp.server.auth.provider import AccessToken
+
+        try:
+            record = await self.tokens.check(token)
+        except InfraFabricError as exc:  # the bus is away: refuse (fail closed), say why in the log
+            log.warning("cannot check an agent token: %s", exc.message)
+            return None
+        if record is None:
+            return None
+        return AccessToken(token=token, client_id=record.swarm_id, scopes=["agent"], subject=record.name)
+
+
+def sessions_by_token(fleet: Fleet, lease_ttl: float) -> Callable[[], Any]:
+    """``session_for`` for the tools: the session of the swarm the request's token is bound to."""
+    from mcp.server.auth.middleware.auth_context import get_access_token
+
+    sessions: dict[str, AgentSession] = {}
+
+    async def session_for() -> AgentSession:
+        token = get_access_token()
+        if token is None:  # the bearer middleware lets nothing through without one
+            raise ConfigurationError("this request carries no agent token")
+        session = sessions.get(token.client_id)
+        if session is None:
+            session = sessions[token.client_id] = AgentSession(fleet, token.client_id, lease_ttl=lease_ttl)
+        return session
+
+    return session_for
+
+
+async def serve_http(url: str | None, *, home: str | os.PathLike[str] | None, host: str = "127.0.0.1",
+                     port: int = DEFAULT_HTTP_PORT, lease_ttl: float = DEFAULT_AGENT_LEASE,
+                     on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve the tools over streamable HTTP at ``http://HOST:PORT/mcp`` until cancelled."""
+    import uvicorn
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    sock = bind(host, port)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{bound}"
+    try:
+        async with open_fleet(url, home=home, actor="mcp-http", lease_ttl=lease_ttl) as fleet:
+            server = build_server(sessions_by_token(fleet, lease_ttl),
+                                  token_verifier=FleetTokenVerifier(AgentTokens(fleet)), base_url=base)
+            names = {shown, *(("127.0.0.1", "localhost", "[::1]") if host in LOOPBACK else ())}
+            security = TransportSecuritySettings(
+                allowed_hosts=[f"{n}:{bound}" for n in names] + [f"{n}:*" for n in names],
+                allowed_origins=[f"http://{n}:{bound}" for n in names])
+            app = server.streamable_http_app(host=host, transport_security=security)
+            config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False,
+                                    timeout_graceful_shutdown=1)
+            web = uvicorn.Server(config)
+            task = asyncio.create_task(web.serve(sockets=[sock]))
+            try:
+                while not web.started and not task.done():
+                    await asyncio.sleep(0.02)
+                if web.started and on_ready is not None:
+                    on_ready(f"{base}/mcp")
+                await task
+            finally:
+                web.should_exit = True
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        sock.close()
