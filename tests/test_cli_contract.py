@@ -91,6 +91,7 @@ SAMPLES: dict[str, str] = {
     "bench bus": "--n 100",
     "bench chassis": "--no-python",
     "bench coordinator": "--n 100",
+    "bench hooks": "--n 3 --tasks 5",
     "bench waste": "--tasks 20",
     "bench witness": "--n 100 --verify-entries 1000",
     "blocker report": "--swarm alpha --task P2 --message 'needs P1'",

@@ -116,7 +116,8 @@ async def serve_http(url: str | None, *, home: str | os.PathLike[str] | None, ho
             web = uvicorn.Server(config)
             task = asyncio.create_task(web.serve(sockets=[sock]))
             try:
-                while not web.started and not task.done():
+                # uvicorn tells readiness only by a flag
+                while not web.started and not task.done():  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
                 if web.started and on_ready is not None:
                     on_ready(f"{base}/mcp")

@@ -123,8 +123,12 @@ class AgentSession:
     async def held(self) -> list[Task]:
         """The tasks this swarm holds a claim on now (lapsed leases included:
         they are still its own until someone else claims them)."""
-        return [t for t in await self.coordinator.list_tasks()
-                if t.status is TaskStatus.CLAIMED and t.owner == self.swarm_id]
+        found = {t.id: t for t in await self.coordinator.held_by(self.swarm_id)}
+        for task_id in set(self._claims) - set(found):  # claimed here, perhaps not yet seen by the watcher
+            task = await self.coordinator.tasks.read(task_id)
+            if task is not None and task.status is TaskStatus.CLAIMED and task.owner == self.swarm_id:
+                found[task_id] = task
+        return list(found.values())
 
     # -- the hand-out --------------------------------------------------------------
 

@@ -1000,6 +1000,63 @@ def waste(backend: str | None, seed: int, tasks: int, swarms: int) -> Outcome:
     return Outcome(data=result, lines=_waste_lines(result), why=_waste_why(seed, tasks, swarms))
 
 
+# -- ifctl bench hooks ----------------------------------------------------------------
+
+
+@bench.command("hooks")
+@click.option("--backend", type=click.Choice(("nats", "etcd")), default=None,
+              help="Bus [default: the scheme of --bus/IF_BUS_URL, else nats].")
+@click.option("--n", type=click.IntRange(3, 10_000), default=30, show_default=True,
+              help="Hook runs per event, board size and path.")
+@click.option("--tasks", "sizes", type=click.IntRange(1, 100_000), multiple=True,
+              help="Board sizes (repeatable) [default: 100 and 2000].")
+@contract
+def hooks(backend: str | None, n: int, sizes: tuple[int, ...]) -> Outcome:
+    """Time `ifctl hook` as an agent's client runs it: a new process per event.
+
+    For each board size, with one task claimed by the agent's swarm, times
+    the whole process (spawn to exit, the client's payload on stdin) of the
+    post-tool-use hook (renews the lease) and the stop hook (refused: a task
+    is held), through the agent's running `ifctl mcp` and with none running
+    (straight to the bus); beside them, an in-process heartbeat (the raw bus
+    work) and `python -c pass` (the floor of any process). Target: 100 ms
+    at p95 through the server.
+
+    \b
+    Examples:
+      ifctl bench hooks --json
+      ifctl bench hooks --backend etcd --n 50 --tasks 100 --tasks 10000
+    """
+    s = settings()
+    backend, url, url_error = _resolve(s, backend, default="nats")
+    board = sizes or (100, 2000)
+    if s.falsify:
+        return _falsify(backend, url, url_error, n,
+                        f"{n} runs per event at {', '.join(map(str, board))} tasks",
+                        modules=("mcp", "infrafabric.bench.hooks"))
+    from infrafabric.bench.hooks import bench_hooks
+
+    with (_sigterm_as_interrupt(), _target(backend, url) as (target_url, server, _managed),
+          _Progress(s, {}) as progress):
+        result = run_async(bench_hooks(target_url, sizes=board, n=n, progress=progress))
+    result.update(backend=backend, server=server)
+    lines = [f"bench hooks on {backend}:// ({'temporary' if server.get('managed') else 'given'}), "
+             f"{n} runs each, {result['duration_s']} s",
+             f"process floor (python -c pass): p50 {_fmt(result['process_floor']['p50'])} ms"]
+    for run in result["runs"]:
+        for path in ("server", "direct"):
+            for event, st in run[path].items():
+                lines.append(f"{run['tasks']:>6} tasks  {path:<6} {event:<13} p50 {_fmt(st['p50'])} ms  "
+                             f"p95 {_fmt(st['p95'])} ms")
+        lines.append(f"{run['tasks']:>6} tasks  raw heartbeat in-process p50 "
+                     f"{_fmt(run['raw_heartbeat']['p50'])} ms")
+    lines += _target_lines(result["targets"])
+    return Outcome(data=result, lines=lines,
+                   why=["wall time of each `ifctl hook claude EVENT` process, spawn to exit",
+                        "server: the agent's ifctl mcp answers over its control socket; direct: none runs",
+                        f"percentiles: {QUANTILE_METHOD}"])
+
+
 # -- ifctl bench chassis --------------------------------------------------------------
 
 

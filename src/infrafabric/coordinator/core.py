@@ -328,6 +328,21 @@ class IFCoordinator:
         """Every task, in hand-out order (critical first, then priority)."""
         return sorted((v.value for v in await self.tasks.list()), key=sort_key)
 
+    async def held_by(self, swarm_id: str) -> list[Task]:
+        """The tasks ``swarm_id`` holds a claim on now (a lapsed lease still
+        counts until someone else claims the task). With the watcher running
+        its live board finds them without listing; each is read back, so a
+        claim the watcher has not heard of losing yet is not reported."""
+        if self._watcher is None:
+            return [t for t in await self.list_tasks()
+                    if t.status is TaskStatus.CLAIMED and t.owner == swarm_id]
+        held = []
+        for seen in [t for t in self._board.values() if t.owner == swarm_id]:
+            task = await self.tasks.read(seen.id)
+            if task is not None and task.status is TaskStatus.CLAIMED and task.owner == swarm_id:
+                held.append(task)
+        return sorted(held, key=sort_key)
+
     async def get_task_owner(self, task_id: str) -> str | None:
         """The swarm holding a live claim on the task, else None."""
         task = await self.get_task(task_id)

@@ -1,0 +1,33 @@
+"""``ifctl bench hooks`` measures the hook processes on a real bus and reports
+(never asserts) the 100 ms target; its JSON has every figure the README cites."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infrafabric.bus.servers import NatsServer
+
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(300)]
+
+
+def test_bench_hooks_reports_both_paths_beside_the_floor(nats_server: NatsServer) -> None:
+    ifctl = str(Path(sys.executable).parent / "ifctl")
+    done = subprocess.run([ifctl, "--bus", f"{nats_server.url}?namespace=benchhooks", "bench", "hooks",
+                           "--n", "3", "--tasks", "5", "--json"], capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["benchmark"] == "hooks" and result["backend"] == "nats"
+    (run,) = result["runs"]
+    assert run["tasks"] == 5
+    for path in ("server", "direct"):
+        for event in ("post-tool-use", "stop"):
+            stats = run[path][event]
+            assert stats["count"] >= 3 and 0 < stats["p50"] <= stats["p95"]
+    assert run["raw_heartbeat"]["count"] == 3 and result["process_floor"]["p50"] > 0
+    assert {t["id"] for t in result["targets"]} == {"hook-post-tool-use", "hook-stop"}
+    assert all(t["threshold"] == 100.0 and t["pass"] in (True, False) for t in result["targets"])
