@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape as escape_markup
 from rich.table import Table
 from rich.text import Text
 
@@ -51,8 +52,11 @@ def _view(report: DemoReport) -> Group:
                    "after the demo until Ctrl-C when run from a terminal.")
 @click.option("--web-port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="The dashboard's port with --web (0: any free one).")
+@click.option("--via", type=click.Choice(["processes", "mcp"]), default="processes", show_default=True,
+              help="mcp: a small project worked by agents that are MCP clients, each starting its own "
+                   "`ifctl mcp` as Claude Code, Codex or Cursor do (needs the mcp extra).")
 @contract
-def demo(swarms: int, tasks: int | None, no_kill: bool, with_web: bool, web_port: int) -> Outcome:
+def demo(swarms: int, tasks: int | None, no_kill: bool, with_web: bool, web_port: int, via: str) -> Outcome:
     """The seeds' Phase 0 board, worked by the seeds' swarms through InfraFabric.
 
     Imports the seed task board; registers the seeds' swarms (sessions 1-5 and
@@ -69,13 +73,22 @@ def demo(swarms: int, tasks: int | None, no_kill: bool, with_web: bool, web_port
 
     Uses IF_BUS_URL if set; otherwise the embedded local coordinator.
 
+    With --via mcp, three agents work a small project through the interface
+    real agents use: each is an MCP client that starts its own `ifctl mcp`
+    and calls task_next, task_heartbeat and task_complete; one tries to stop
+    while holding a task and its Stop hook refuses; one session dies
+    mid-task and another agent takes the task over with its progress note.
+
     \b
     Examples:
       ifctl demo
       ifctl demo --web            # and open the printed address in a browser
       ifctl demo --swarms 3 --tasks 20 --json
+      ifctl demo --via mcp
     """
     s = settings()
+    if via == "mcp" and not s.falsify:
+        return _mcp_demo(Embedded(s.home))
     if with_web:
         require_web()
     embedded = Embedded(s.home)
@@ -192,3 +205,30 @@ def demo(swarms: int, tasks: int | None, no_kill: bool, with_web: bool, web_port
                         f"a claim lasts {LEASE:g} s unless renewed by heartbeats; "
                         "a killed agent stops renewing",
                         "each task's code runs in the chassis sandbox under its contract's limits"])
+
+
+def _mcp_demo(embedded: Embedded) -> Outcome:
+    from infrafabric.cli.mcp import require_mcp
+    from infrafabric.demo.mcp import NAMESPACE, run_mcp_demo
+
+    require_mcp()
+    s = settings()
+    if s.bus:
+        url = s.bus
+    else:
+        info, started_here = embedded.start()
+        url = info.url
+        if not s.json:
+            s.console.print(f"[bold]embedded coordinator[/bold] {url} "
+                            f"({'started' if started_here else 'already running'})")
+    report = run_async(run_mcp_demo(url, on_line=(lambda line: None) if s.json
+                                    else (lambda line: s.console.print(f"  {escape_markup(line)}"))))
+    lines = [f"[bold]done in {report.duration_s} s[/bold]: {len(report.completed_by)} tasks completed, each "
+             "by exactly one agent; spent " + ", ".join(f"{k} {v}" for k, v in report.spent.items()),
+             f"explore it: IF_BUS_URL='{report.url}' ifctl board show   (namespace {NAMESPACE})"]
+    ok = report.witness.startswith("intact") and len(report.completed_by) > 0
+    return Outcome(data=report.as_dict(), lines=lines,
+                   why=["each agent is the MCP SDK's stdio client of its own `ifctl mcp --swarm ID`",
+                        "claims, heartbeats and completions went through the governed, witnessed fleet",
+                        "the killed session's claim lapsed after its lease and was handed over"],
+                   exit_code=0 if ok else EXIT_REFUSED)
