@@ -28,8 +28,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False  # the hooks import nothing they do not need: typing and dataclasses cost ~25 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["AGENTS", "EVENTS", "Answer", "main", "parse_payload", "render"]
 
@@ -53,14 +55,15 @@ class HookInputError(Exception):
     """The payload or the command line is not what the client documents."""
 
 
-@dataclass
 class Answer:
     """What InfraFabric says for one event: context to inject, or a reason
-    the agent must not stop (``block``)."""
+    the agent must not stop (``block``), and notes for stderr."""
 
-    context: str | None = None
-    block: str | None = None
-    notes: list[str] = field(default_factory=list)
+    def __init__(self, context: str | None = None, block: str | None = None,
+                 notes: list[str] | None = None) -> None:
+        self.context = context
+        self.block = block
+        self.notes = list(notes or [])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Answer:
