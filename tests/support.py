@@ -11,6 +11,11 @@ from typing import Any
 import pytest
 
 #: a chassis service contract the CLI tests load (``ifctl chassis load ... --contract``)
+#: commands that speak another program's protocol, not the CLI contract: `ifctl hook` is run by an
+#: agent's client with its JSON on stdin and answers in the client's format, where exit 2 means
+#: "block" (tests/agent/test_hooks.py holds it to that)
+PROTOCOL_COMMANDS = {("hook",)}
+
 CONTRACT = """\
 swarm_id: coder
 capabilities: [code-analysis:python]

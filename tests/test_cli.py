@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from infrafabric.bus.servers import free_port, pid_alive
 from infrafabric.cli import cli
+from support import PROTOCOL_COMMANDS
 
 IFCTL = str(Path(sys.executable).with_name("ifctl"))
 
@@ -101,7 +102,8 @@ def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[st
     return out
 
 
-@pytest.mark.parametrize("path", _commands(cli), ids=lambda p: " ".join(p))
+@pytest.mark.parametrize("path", [p for p in _commands(cli) if p not in PROTOCOL_COMMANDS],
+                         ids=lambda p: " ".join(p))
 def test_every_command_has_help_with_an_example_and_the_contract_flags(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(cli, [*path, "--help"])
     assert result.exit_code == 0

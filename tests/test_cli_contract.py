@@ -32,7 +32,7 @@ from click.testing import CliRunner, Result
 from infrafabric.bus import connect
 from infrafabric.bus.servers import NatsServer, free_port
 from infrafabric.cli import cli
-from support import CONTRACT
+from support import CONTRACT, PROTOCOL_COMMANDS
 
 IFCTL = str(Path(sys.executable).with_name("ifctl"))
 WAT = Path(__file__).parent / "chassis" / "wat"
@@ -69,11 +69,8 @@ def _leaves(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[st
             yield " ".join((*path, name)), sub
 
 
-#: commands that speak another program's protocol, not the CLI contract: `ifctl hook` is run by an
-#: agent's client with its JSON on stdin and answers in the client's format, where exit 2 means
-#: "block" (tests/agent/test_hooks.py holds it to that)
-PROTOCOL_COMMANDS = {"hook"}
-LEAVES: dict[str, click.Command] = {name: c for name, c in _leaves(cli) if name not in PROTOCOL_COMMANDS}
+LEAVES: dict[str, click.Command] = {name: c for name, c in _leaves(cli)
+                                    if tuple(name.split()) not in PROTOCOL_COMMANDS}
 
 
 def _groups(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[str]:

@@ -20,6 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "governor": {"coordinator", "bus", "errors"},
     "chassis": {"coordinator", "bus", "errors"},
     "statedir": set(),
+    "serving": {"errors"},
     "fleet": {"governor", "chassis", "witness", "coordinator", "bus", "errors"},
     "doctor": {"governor", "chassis", "witness", "coordinator", "bus", "errors"},
 }

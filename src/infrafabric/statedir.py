@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["describe_state_dir", "git_common_dir", "state_dir"]
+__all__ = ["describe_state_dir", "git_common_dir", "state_dir", "worktree_root"]
 
 
 def state_dir(home: str | os.PathLike[str] | None = None) -> Path:
@@ -131,3 +131,13 @@ def _user_state_home() -> Path | None:
         return Path.home() / ".local" / "state"
     except (RuntimeError, KeyError):  # no HOME and no passwd entry
         return None
+
+
+def worktree_root(cwd: str | os.PathLike[str] | None = None) -> Path | None:
+    """The top of the work tree around ``cwd`` (this worktree's, not the main
+    one's): the nearest directory holding a ``.git`` entry, or None."""
+    start = Path(cwd).absolute() if cwd is not None else Path.cwd()
+    for directory in (start, *start.parents):
+        if _as_git_dir(directory / ".git") is not None:
+            return directory
+    return None

@@ -164,17 +164,98 @@ async def test_hooks_fail_open_and_stay_quiet_where_they_must(fleet: Fleet, env:
     assert not (Path(env["IF_HOME"]) / "coordinator.json").exists()
 
 
-@pytest.mark.parametrize(("args", "raw", "named"), [
-    (("claude", "stop"), b"{not json", "stdin: not the JSON"),
-    (("claude", "stop"), b"[1, 2]", "JSON object, not list"),
-    (("claude", "stop"), json.dumps({"hook_event_name": "PostToolUse"}).encode(), "hook_event_name"),
-    (("claude", "after-file-edit"), b"{}", "claude has no 'after-file-edit' hook"),
-    (("gemini", "stop"), b"{}", "agent 'gemini' is not one of"),
-    (("claude",), b"{}", "expected AGENT EVENT"),
+@pytest.mark.parametrize(("args", "raw", "named", "code"), [
+    # a stop hook's bad input exits 1: every client reads exit 2 from a stop hook as "do not stop"
+    (("claude", "stop"), b"{not json", "stdin: not the JSON", 1),
+    (("codex", "stop"), b"[1, 2]", "JSON object, not list", 1),
+    (("claude", "teammate-idle"), json.dumps({"hook_event_name": "Stop"}).encode(), "hook_event_name", 1),
+    (("claude", "post-tool-use"), b"{not json", "stdin: not the JSON", 2),
+    (("cursor", "post-tool-use"), json.dumps({"hook_event_name": "stop"}).encode(), "hook_event_name", 2),
+    (("claude", "after-file-edit"), b"{}", "claude has no 'after-file-edit' hook", 2),
+    (("gemini", "stop"), b"{}", "agent 'gemini' is not one of", 1),
+    (("claude",), b"{}", "expected AGENT EVENT", 2),
+    (("claude", "session-start", "--swarm", "../../etc"), b"{}", "is not an id", 2),
 ])
-def test_bad_hook_input_exits_2_naming_it(env: dict[str, str], args: tuple[str, ...], raw: bytes,
-                                          named: str) -> None:
+def test_bad_hook_input_is_named_and_never_keeps_an_agent_from_stopping(
+        env: dict[str, str], args: tuple[str, ...], raw: bytes, named: str, code: int) -> None:
     full = {k: v for k, v in os.environ.items() if not k.startswith("IF_")} | env
     done = subprocess.run([IFCTL, "hook", *args], input=raw, env=full, capture_output=True, timeout=60)
-    assert done.returncode == 2
+    assert done.returncode == code
     assert named in done.stderr.decode() and b"Traceback" not in done.stderr
+
+
+def test_the_hooks_id_pattern_is_the_coordinators() -> None:
+    from infrafabric.agent.hooks import SWARM_ID_PATTERN
+    from infrafabric.coordinator.models import TASK_ID_PATTERN
+
+    assert SWARM_ID_PATTERN == TASK_ID_PATTERN
+
+
+async def test_no_stop_hook_loops_for_ever(fleet: Fleet, env: dict[str, str], via: str) -> None:
+    coord = fleet.coordinator
+    first = json.loads(hook("claude", "stop", env).stdout)  # idle, work on the board: T1 is handed over
+    assert "you now hold task T1" in first["reason"]
+    # the agent stops again without touching it: it is let go, and T1 goes back to the fleet at once
+    again = hook("claude", "stop", env, {**PAYLOADS["claude"]["stop"], "stop_hook_active": True})
+    assert again.returncode == 0 and again.stdout == "" and "untouched" in again.stderr
+    assert (await coord.get_task("T1")).status is TaskStatus.AVAILABLE
+    # a task the agent works on (a tool use renewed it) still holds it on a repeated stop
+    outcome = await coord.next_task("agent-1")
+    assert outcome is not None
+    hook("claude", "post-tool-use", env)
+    held = hook("codex", "stop", env, {**PAYLOADS["codex"]["stop"], "stop_hook_active": True})
+    assert json.loads(held.stdout)["decision"] == "block"
+    # a Cursor stop the user aborted is allowed, and nothing is handed over
+    await coord.complete_task("agent-1", outcome.task_id, "done")
+    aborted = hook("cursor", "stop", env, {**PAYLOADS["cursor"]["stop"], "status": "aborted"})
+    assert (aborted.returncode, aborted.stdout) == (0, "{}")
+    assert all(t.owner != "agent-1" or t.status is not TaskStatus.CLAIMED for t in await coord.list_tasks())
+
+
+async def test_the_newest_server_keeps_its_socket_and_a_dead_ones_is_passed_by(
+        fleet: Fleet, env: dict[str, str], engine_url: str) -> None:
+    long_id = "a" * 128  # longer than a socket address could hold as a name
+    await fleet.register_swarm(long_id, ["code:python"])
+    full = {k: v for k, v in os.environ.items() if not k.startswith("IF_")} | env | {"IF_SWARM_ID": long_id}
+    sock = socket_path(long_id, env["IF_HOME"])
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([IFCTL, "mcp"], env=full, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        return proc
+
+    older = start()
+    for _ in range(300):
+        if sock.exists():
+            break
+        await asyncio.sleep(0.05)
+    first_inode = sock.stat().st_ino
+    newer = start()
+    for _ in range(300):
+        if sock.exists() and sock.stat().st_ino != first_inode:
+            break
+        await asyncio.sleep(0.05)
+    assert older.stdin is not None and newer.stdin is not None
+    older.stdin.close()
+    assert older.wait(timeout=30) == 0
+    assert sock.exists()  # the older server left the newer one's socket alone
+    started = hook("claude", "session-start", full)
+    assert "You are swarm " + long_id in json.loads(started.stdout)["hookSpecificOutput"]["additionalContext"]
+    newer.kill()  # dies without removing its socket
+    newer.wait(timeout=30)
+    assert sock.exists()
+    passed = hook("claude", "session-start", full)  # a dead server's socket: straight to the bus
+    assert passed.returncode == 0 and "You are swarm" in passed.stdout
+
+
+async def test_a_hook_finds_the_project_from_the_payload(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IF_")} | {"IF_SWARM_ID": "agent-1"}
+    done = subprocess.run([IFCTL, "hook", "claude", "post-tool-use"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60,
+                          input=json.dumps({**PAYLOADS["claude"]["post-tool-use"], "cwd": str(project)}))
+    # no server runs and none is started: the message names the project's own state directory
+    assert done.returncode == 0 and str(project / ".git" / "infrafabric") in done.stderr
+    assert not (project / ".git" / "infrafabric" / "coordinator.json").exists()

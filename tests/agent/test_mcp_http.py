@@ -126,3 +126,40 @@ def test_http_beyond_loopback_needs_a_flag_and_swarm_flags_do_not_apply(env: dic
     done = subprocess.run([IFCTL, "mcp", "token", "issue", "ghost"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode != 0 and "not registered" in done.stderr
+
+
+def test_a_token_name_is_taken_once_and_revoking_twice_changes_nothing(engine_url: str,
+                                                                      env: dict[str, str]) -> None:
+    ifctl(env, "swarm", "register", "swarm-c")
+    ifctl(env, "mcp", "token", "issue", "swarm-c", "--name", "ci")
+    again = subprocess.run([IFCTL, "mcp", "token", "issue", "swarm-c", "--name", "ci"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode != 0 and "exists already" in again.stderr
+    assert ifctl(env, "mcp", "token", "revoke", "ci")["already"] is False
+    assert ifctl(env, "mcp", "token", "revoke", "ci")["already"] is True
+    query = subprocess.run([IFCTL, "witness", "query", "--operation", "agent_token_revoked", "--json"],
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert len([line for line in query.stdout.splitlines() if '"agent_token_revoked"' in line]) == 1
+
+
+def test_it_answers_only_to_the_names_it_is_given(env: dict[str, str]) -> None:
+    ifctl(env, "swarm", "register", "swarm-d")
+    token = ifctl(env, "mcp", "token", "issue", "swarm-d")["token"]
+    proc = subprocess.Popen([IFCTL, "mcp", "--http", "--port", "0", "--allow-host", "agents.example"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        url = next(m.group(1) for line in proc.stderr if (m := re.search(r"serving agents at (\S+)", line)))
+        port = url.split(":")[2].split("/")[0]
+        headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {token}"}
+        with httpx2.Client(timeout=30) as raw:
+            evil = raw.post(url, json=INIT, headers={**headers, "Host": f"evil.example:{port}"})
+            named = raw.post(url, json=INIT, headers={**headers, "Host": f"agents.example:{port}"})
+            anonymous = raw.post(url, json=INIT, headers={"Accept": headers["Accept"],
+                                                          "Host": f"evil.example:{port}"})
+        assert evil.status_code in (400, 421), evil.text  # DNS rebinding: another name is refused
+        assert named.status_code == 200, named.text
+        assert anonymous.status_code == 401  # and nothing is served without a token, whatever the name
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

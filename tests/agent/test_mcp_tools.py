@@ -103,7 +103,7 @@ async def test_the_whole_protocol(fleet: Fleet) -> None:
         assert done["budget_left"] == "$9.58"
         task_a = await fleet.coordinator.get_task("A")
         assert task_a.result == {"result": {"files": ["src/parser.py"]}, "summary": "parser written",
-                                 "commit": "abc123"}
+                                 "commit": "abc123", "cost": "$0.42"}
 
         handed = await call(writer, "task_next", wait_s=0)  # the dependency's result comes with it
         assert handed["task"]["id"] == "B"
@@ -195,3 +195,29 @@ async def test_bad_arguments_are_errors_naming_them(fleet: Fleet, bus: EventBus,
         text = await refused(c, tool, **args)
     assert named in text
     assert await snapshot(bus) == before
+
+
+async def test_a_cost_never_turns_a_recorded_completion_into_an_error(fleet: Fleet) -> None:
+    await fleet.register_swarm("coder", ["code:python"])  # no budget: unmetered
+    async with client_for(fleet, "coder") as c:
+        await call(c, "task_next", wait_s=0)
+        done = await call(c, "task_complete", task_id="A", summary="parser", cost_usd="0.42")
+    assert done["status"] == "completed" and done["cost"] == "$0.42"
+    assert "no budget" in done["cost_note"]
+    assert (await fleet.coordinator.get_task("A")).result == {"summary": "parser", "cost": "$0.42"}
+
+
+async def test_a_progress_note_is_witnessed_and_handed_to_the_next_holder(fleet: Fleet) -> None:
+    await fleet.register_swarm("coder", ["code:python"])
+    await fleet.register_swarm("heir", ["code:python"])
+    async with client_for(fleet, "coder") as c:
+        await call(c, "task_next", wait_s=0, lease_s=30)
+        await call(c, "task_heartbeat", task_id="A", note="lexer done, parser next")
+        await call(c, "task_heartbeat", task_id="A")  # a plain renewal: no entry
+    progress = await fleet.witness.get_operations(operation="task_progress")
+    assert [e.params for e in progress] == [{"task_id": "A", "swarm_id": "coder",
+                                             "note": "lexer done, parser next"}]
+    await fleet.coordinator.release_task("coder", "A")
+    async with client_for(fleet, "heir") as h:
+        got = await call(h, "task_next", wait_s=0)
+    assert got["task"]["last_progress"] == "lexer done, parser next"

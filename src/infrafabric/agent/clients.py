@@ -38,11 +38,11 @@ HOOK_FILES = {
 }
 #: the hooks installed, per client: (client's event name, our event, matcher, timeout in seconds)
 _HOOKS: dict[str, list[tuple[str, str, str | None, int]]] = {
-    "claude": [("SessionStart", "session-start", "startup|resume|clear|compact", 10),
+    "claude": [("SessionStart", "session-start", None, 10),
                ("PostToolUse", "post-tool-use", "*", 10),
                ("Stop", "stop", None, 30),
                ("TeammateIdle", "teammate-idle", None, 30)],
-    "codex": [("SessionStart", "session-start", "startup|resume|clear|compact", 10),
+    "codex": [("SessionStart", "session-start", None, 10),
               ("PostToolUse", "post-tool-use", "*", 10),
               ("Stop", "stop", None, 30)],
     "cursor": [("sessionStart", "session-start", None, 10),
@@ -50,8 +50,9 @@ _HOOKS: dict[str, list[tuple[str, str, str | None, int]]] = {
                ("afterFileEdit", "after-file-edit", None, 10),
                ("stop", "stop", None, 30)],
 }
-#: a stop hook hands over the next task: let a busy agent go on through several in a row
-CURSOR_LOOP_LIMIT = 20
+#: a stop hook hands over the next task: let a busy agent go on through several in a row (the hook
+#: itself lets an agent go that did not touch its task since the last refusal)
+CURSOR_LOOP_LIMIT = 10
 FILE_LIMIT = 4 * 1024 * 1024
 
 
@@ -107,7 +108,8 @@ def _ours(command: object) -> bool:
     return isinstance(command, str) and " hook " in f" {command} " and "ifctl" in command
 
 
-def hook_config(agent: str, existing: dict[str, Any], ifctl: str, swarm_id: str | None) -> dict[str, Any]:
+def hook_config(agent: str, existing: dict[str, Any], ifctl: str, swarm_id: str | None,
+                where: dict[str, str] | None = None) -> dict[str, Any]:
     """``existing`` (a client's hook file, parsed) with our hooks in it, and
     nothing else changed: earlier ``ifctl hook`` entries are replaced."""
     if agent not in _HOOKS:
@@ -116,11 +118,12 @@ def hook_config(agent: str, existing: dict[str, Any], ifctl: str, swarm_id: str 
     hooks = config.setdefault("hooks", {})
     if not isinstance(hooks, dict):
         raise ConfigurationError(f"its \"hooks\" is a {type(hooks).__name__}, not an object")
-    suffix = f" --swarm {shlex.quote(swarm_id)}" if swarm_id else ""
+    extra = {**({"--swarm": swarm_id} if swarm_id else {}), **(where or {})}
+    suffix = "".join(f" {flag} {shlex.quote(value)}" for flag, value in extra.items())
     if agent == "cursor":
         config.setdefault("version", 1)
     for client_event, event, matcher, timeout in _HOOKS[agent]:
-        command = f"{ifctl} hook {agent} {event}{suffix}"
+        command = f"{shlex.quote(ifctl)} hook {agent} {event}{suffix}"
         entries = hooks.get(client_event, [])
         if not isinstance(entries, list):
             raise ConfigurationError(f"hooks.{client_event} is a {type(entries).__name__}, not a list")
@@ -145,7 +148,7 @@ def hook_config(agent: str, existing: dict[str, Any], ifctl: str, swarm_id: str 
 
 
 def install_hooks(agent: str, path: Path, ifctl: str, swarm_id: str | None, *,
-                  write: bool = True) -> dict[str, Any]:
+                  where: dict[str, str] | None = None, write: bool = True) -> dict[str, Any]:
     """Merge our hooks into the client's file at ``path`` (created if
     missing, replaced atomically); returns the new content. ``write=False``
     only computes it."""
@@ -163,7 +166,7 @@ def install_hooks(agent: str, path: Path, ifctl: str, swarm_id: str | None, *,
             raise ConfigurationError(f"{path}: a JSON object was expected, not {type(parsed).__name__}")
         existing = parsed
     try:
-        config = hook_config(agent, existing, ifctl, swarm_id)
+        config = hook_config(agent, existing, ifctl, swarm_id, where)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{path}: {exc.message}") from exc
     if write:

@@ -1,8 +1,9 @@
 """The agent server's private control socket, which the hooks talk to.
 
-A running ``ifctl mcp`` listens on ``<state dir>/agents/<swarm>.sock`` (the
-directory is the user's only: mode 0700, the socket 0600). A hook sends one
-JSON line, ``{"op": "start" | "activity" | "stop", "agent": ...}``, and reads
+A running ``ifctl mcp`` listens on ``<state dir>/agents/<digest of the swarm
+id>.sock`` (the directory is the user's only: mode 0700, the socket 0600;
+a hook refuses a directory that is not). A hook sends one JSON line,
+``{"op": "start" | "activity" | "stop", "agent": ..., "repeat": ...}``, and reads
 one back: the session's answer (:meth:`AgentSession.on_hook`). The
 server already holds a connection to the bus and the fleet, so a hook costs
 a process start and one round trip; the truth stays on the bus.
@@ -19,6 +20,7 @@ the server side imports asyncio when it is used.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -28,7 +30,7 @@ from infrafabric.statedir import state_dir
 
 TYPE_CHECKING = False  # the client side is on the hooks' path: typing alone costs ~15 ms
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
     from typing import Any
 
     from infrafabric.agent.hooks import Answer
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["Refused", "Unreachable", "ask", "serve", "socket_path"]
 
 #: a hook waits this long for the server's answer (a stop may claim a task: one compare-and-swap)
-ANSWER_TIMEOUT = 10.0
+ANSWER_TIMEOUT = 5.0
 REQUEST_LIMIT = 64 * 1024
 
 
@@ -50,40 +52,50 @@ class Refused(Exception):
 
 
 def socket_path(swarm_id: str, home: str | os.PathLike[str] | None = None) -> Path:
-    """Where the server of ``swarm_id`` listens, for this project's state directory."""
-    return state_dir(home) / "agents" / f"{swarm_id}.sock"
+    """Where the server of ``swarm_id`` listens, for this project's state
+    directory (named by a digest: a swarm id may be longer than a socket
+    address allows, and is never a path)."""
+    digest = hashlib.sha256(swarm_id.encode("utf-8", errors="replace")).hexdigest()[:24]
+    return state_dir(home) / "agents" / f"{digest}.sock"
 
 
-def ask(swarm_id: str, op: str, *, agent: str, home: str | os.PathLike[str] | None = None) -> Answer:
+def ask(swarm_id: str, op: str, *, agent: str, repeat: bool = False,
+        home: str | os.PathLike[str] | None = None) -> Answer:
     """The session's answer to a hook event: from the agent's running server,
-    else from the bus directly."""
+    else from the bus directly. ``repeat``: the client is asking again after
+    a refused stop (Claude's and Codex's ``stop_hook_active``, Cursor's ``loop_count``)."""
     from infrafabric.agent.hooks import Answer
 
     path = socket_path(swarm_id, home)
-    request = json.dumps({"op": op, "agent": agent}).encode() + b"\n"
+    request = json.dumps({"op": op, "agent": agent, "repeat": repeat}).encode() + b"\n"
     if path.exists():
+        _check_private(path.parent)
         try:
             reply = _round_trip(path, request)
-        except OSError:
-            reply = None  # a server that died without removing its socket: go to the bus
+        except TimeoutError as exc:  # alive but stuck: do not race it from here; let the agent go on
+            raise Unreachable(f"the agent's ifctl mcp did not answer within {ANSWER_TIMEOUT:g} s") from exc
+        except (OSError, ValueError):
+            reply = None  # a server that died (before or while answering): go to the bus
         if reply is not None:
             if not reply.get("ok"):
                 raise Refused(str(reply.get("error", "refused")))
             return Answer.from_dict(reply)
-    return Answer.from_dict(_direct(swarm_id, op, home))
+    return Answer.from_dict(_direct(swarm_id, op, repeat, home))
+
+
+def _check_private(directory: Path) -> None:
+    """The socket directory must be the user's alone: a socket planted by
+    someone else could answer for the agent's server."""
+    st = os.stat(directory)
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise Unreachable(f"{directory} is not private to this user (owner uid {st.st_uid}, mode "
+                          f"{st.st_mode & 0o777:o}): not trusting the socket in it")
 
 
 def _round_trip(path: Path, request: bytes) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(ANSWER_TIMEOUT)
-        # a long state path may not fit a socket address (108 bytes): connect relative to its directory
-        here = os.open(".", os.O_RDONLY)
-        try:
-            os.chdir(path.parent)
-            sock.connect(path.name)
-        finally:
-            os.fchdir(here)
-            os.close(here)
+        _in_directory(path.parent, lambda: sock.connect(path.name))
         sock.sendall(request)
         data = b""
         while not data.endswith(b"\n"):
@@ -91,39 +103,65 @@ def _round_trip(path: Path, request: bytes) -> dict[str, Any]:
             if not chunk:
                 break
             data += chunk
-    answer: dict[str, Any] = json.loads(data)
+    answer = json.loads(data)
+    if not isinstance(answer, dict):
+        raise ValueError("not an answer")
     return answer
 
 
-def _direct(swarm_id: str, op: str, home: str | os.PathLike[str] | None) -> dict[str, Any]:
+def _in_directory(directory: Path, act: Callable[[], None]) -> None:
+    """Run ``act`` with ``directory`` as the working directory: a socket is
+    bound and reached by its name relative to it, because a long state path
+    may not fit a socket address (108 bytes)."""
+    here = os.open(".", os.O_RDONLY)
+    try:
+        os.chdir(directory)
+        act()
+    finally:
+        os.fchdir(here)
+        os.close(here)
+
+
+def _direct(swarm_id: str, op: str, repeat: bool, home: str | os.PathLike[str] | None) -> dict[str, Any]:
     import asyncio
 
     from infrafabric.agent.session import AgentSession
-    from infrafabric.errors import BusError, InfraFabricError
+    from infrafabric.errors import InfraFabricError
     from infrafabric.fleet import open_fleet
 
     async def go() -> dict[str, Any]:
         async with open_fleet(home=home, watch=False, actor=swarm_id, autostart=False) as fleet:
-            return await AgentSession(fleet, swarm_id).on_hook(op)
+            return await AgentSession(fleet, swarm_id).on_hook(op, repeat=repeat)
 
     try:
         return asyncio.run(go())
-    except BusError as exc:
-        raise Unreachable(f"the fleet's bus did not answer: {exc.message}") from exc
     except InfraFabricError as exc:
-        raise Unreachable(exc.message) from exc
+        text = exc.message if not exc.transient else f"the fleet's bus did not answer: {exc.message}"
+        raise Unreachable(text) from exc
+    except Exception as exc:  # a hook must never leave the agent with a traceback: it fails open
+        raise Unreachable(f"{type(exc).__name__}: {exc}") from exc
 
 
 @contextlib.asynccontextmanager
 async def serve(session: AgentSession, home: str | os.PathLike[str] | None = None) -> AsyncIterator[Path]:
-    """Answer hooks for ``session`` on its socket while the block runs."""
+    """Answer hooks for ``session`` on its socket while the block runs. The
+    newest server of a swarm answers: it replaces an older one's socket, and
+    a server removes only its own socket when it ends."""
     import asyncio
 
     path = socket_path(session.swarm_id, home)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path.parent, 0o700)
     with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # a previous server's, or a dead one's: the newest session answers
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        _in_directory(path.parent, lambda: listener.bind(path.name))  # bound before any await
+        os.chmod(path, 0o600)
+        mine = os.stat(path).st_ino
+    except BaseException:
+        listener.close()
+        raise
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -136,20 +174,14 @@ async def serve(session: AgentSession, home: str | os.PathLike[str] | None = Non
         finally:
             writer.close()
 
-    here = os.open(".", os.O_RDONLY)
-    try:
-        os.chdir(path.parent)
-        server = await asyncio.start_unix_server(handle, path.name, limit=REQUEST_LIMIT)
-    finally:
-        os.fchdir(here)
-        os.close(here)
-    os.chmod(path, 0o600)
+    server = await asyncio.start_unix_server(handle, sock=listener, limit=REQUEST_LIMIT)
     try:
         yield path
     finally:
         server.close()
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            if os.stat(path).st_ino == mine:  # not a newer server's socket
+                path.unlink()
         await server.wait_closed()
 
 
@@ -161,9 +193,15 @@ async def _answer(session: AgentSession, line: bytes) -> dict[str, Any]:
         op = request["op"]
         if op not in ("start", "activity", "stop"):
             raise ValueError(f"unknown op {str(op)[:20]!r}")
+        repeat = bool(request.get("repeat", False))
     except (ValueError, KeyError, TypeError) as exc:
         return {"ok": False, "error": f"bad request: {exc}"}
     try:
-        return {"ok": True, **await session.on_hook(op)}
+        return {"ok": True, **await session.on_hook(op, repeat=repeat)}
     except InfraFabricError as exc:  # the bus is away: the hook fails open, saying why
         return {"ok": True, "notes": [exc.message]}
+    except Exception as exc:  # never leave a hook without an answer (it would wait, then fall back)
+        import logging
+
+        logging.getLogger("infrafabric.agent").exception("hook %s failed", op)
+        return {"ok": True, "notes": [f"the agent's server failed: {type(exc).__name__}: {exc}"]}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 TYPE_CHECKING = False  # the hooks import nothing they do not need: typing and dataclasses cost ~25 ms
@@ -49,6 +50,9 @@ OPS = {"session-start": "start", "post-tool-use": "activity", "after-file-edit":
        "stop": "stop", "teammate-idle": "stop"}
 PAYLOAD_LIMIT = 4 * 1024 * 1024
 EXIT_BAD_INPUT = 2
+#: coordinator.models.TASK_ID_PATTERN, without importing pydantic (tests/agent checks they agree)
+SWARM_ID_PATTERN = r"[A-Za-z0-9._\-:@+=~]{1,128}"
+_SWARM_ID = re.compile(SWARM_ID_PATTERN)
 
 
 class HookInputError(Exception):
@@ -71,7 +75,7 @@ class Answer:
 
 
 def parse_payload(agent: str, event: str, raw: bytes) -> dict[str, Any]:
-    """The client's JSON payload, checked against the event it was run for."""
+    """The client's JSON payload (not yet checked against the event: see :func:`check_event`)."""
     if agent not in EVENTS:
         raise HookInputError(f"agent {agent!r} is not one of {', '.join(AGENTS)}")
     if event not in EVENTS[agent]:
@@ -86,17 +90,39 @@ def parse_payload(agent: str, event: str, raw: bytes) -> dict[str, Any]:
         raise HookInputError(f"stdin: not the JSON a {agent} hook receives ({str(exc)[:80]})") from exc
     if not isinstance(payload, dict):
         raise HookInputError(f"stdin: a {agent} hook receives a JSON object, not {type(payload).__name__}")
+    return payload
+
+
+def check_event(agent: str, event: str, payload: dict[str, Any]) -> None:
+    """The payload is for the event the hook was installed for."""
     name = payload.get("hook_event_name")
     if name is not None and name != EVENTS[agent][event]:
         raise HookInputError(f"stdin: hook_event_name is {str(name)[:40]!r}, but this is the {agent} "
                              f"{event} hook ({EVENTS[agent][event]}); check the hook configuration")
-    return payload
 
 
 def foreign(agent: str, payload: dict[str, Any]) -> bool:
     """A payload from another client: Cursor also runs Claude Code's hooks
     ("third-party skills"), which must not act twice."""
     return agent != "cursor" and ("cursor_version" in payload or "conversation_id" in payload)
+
+
+def repeated(payload: dict[str, Any]) -> bool:
+    """The client asks again after a stop we refused: Claude's and Codex's
+    ``stop_hook_active``, Cursor's ``loop_count``."""
+    count = payload.get("loop_count")
+    return payload.get("stop_hook_active") is True or (isinstance(count, int) and count > 0)
+
+
+def project_dir(payload: dict[str, Any]) -> str | None:
+    """The agent's project, where the hook finds the board: the payload's
+    ``cwd`` or ``workspace_roots``, else the client's project variable."""
+    roots = payload.get("workspace_roots")
+    for candidate in (payload.get("cwd"), roots[0] if isinstance(roots, list) and roots else None,
+                      os.environ.get("CLAUDE_PROJECT_DIR"), os.environ.get("CURSOR_PROJECT_DIR")):
+        if isinstance(candidate, str) and candidate and os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 def render(agent: str, event: str, answer: Answer) -> tuple[str, str, int]:
@@ -120,58 +146,81 @@ def render(agent: str, event: str, answer: Answer) -> tuple[str, str, int]:
 
 
 def main(argv: list[str]) -> int:
-    """``ifctl hook AGENT EVENT [--swarm ID]``: returns the exit code."""
+    """``ifctl hook AGENT EVENT [--swarm ID] [--home DIR] [--bus URL]``: returns the exit code."""
     from infrafabric.agent import control
 
     args = list(argv)
-    swarm = os.environ.get("IF_SWARM_ID", "").strip() or None
-    if "--swarm" in args:
-        at = args.index("--swarm")
-        if at + 1 >= len(args):
-            return _bad("--swarm needs a swarm id")
-        swarm = args[at + 1]
-        del args[at:at + 2]
+    options: dict[str, str] = {}
+    for flag in ("--swarm", "--home", "--bus"):
+        while flag in args:
+            at = args.index(flag)
+            if at + 1 >= len(args):
+                return _bad(f"{flag} needs a value")
+            options[flag] = args[at + 1]
+            del args[at:at + 2]
     if args and args[0] in ("-h", "--help"):
         sys.stdout.write(USAGE)
         return 0
     if len(args) != 2:
         return _bad("expected AGENT EVENT, e.g. `ifctl hook claude stop`\n" + USAGE)
     agent, event = args
+    # Bad input exits 2, except for a stop: every client reads exit 2 from a stop hook as "do not
+    # stop", so a broken payload there exits 1 (reported, and the agent may stop).
+    stopping = event in ("stop", "teammate-idle")
     try:
         payload = parse_payload(agent, event, sys.stdin.buffer.read(PAYLOAD_LIMIT + 1))
+        if foreign(agent, payload):
+            return 0
+        check_event(agent, event, payload)
     except HookInputError as exc:
-        return _bad(str(exc))
-    if foreign(agent, payload):
-        return 0
-    if swarm is None:
-        # not a fleet agent (hooks are installed for the project, sessions join with IF_SWARM_ID)
+        return _bad(str(exc), code=1 if stopping else EXIT_BAD_INPUT)
+    swarm = options.get("--swarm") or os.environ.get("IF_SWARM_ID", "").strip() or None
+    interrupted = agent == "cursor" and event == "stop" and payload.get("status") not in (None, "completed")
+    if swarm is None or interrupted:
+        # not a fleet agent (hooks are installed for the project, sessions join with IF_SWARM_ID); or
+        # the user stopped Cursor (aborted) or it failed: neither is the moment to hand over work
         out, err, code = render(agent, event, Answer())
         sys.stdout.write(out)
         return code
+    if _SWARM_ID.fullmatch(swarm) is None:
+        return _bad(f"swarm id {swarm[:60]!r} is not an id (1-128 of letters, digits and ._-:@+=~)",
+                    code=1 if stopping else EXIT_BAD_INPUT)
+    if "--home" in options:
+        os.environ["IF_HOME"] = options["--home"]
+    if "--bus" in options:
+        os.environ["IF_BUS_URL"] = options["--bus"]
+    where = None if os.environ.get("IF_HOME") else project_dir(payload)
+    if where is not None:
+        os.chdir(where)  # the state directory is the project's (its git repository's)
     try:
-        answer = control.ask(swarm, OPS[event], agent=agent)
-    except control.Unreachable as exc:
+        answer = control.ask(swarm, OPS[event], agent=agent, repeat=repeated(payload))
+    except (control.Unreachable, control.Refused) as exc:
         answer = Answer(notes=[f"{exc} (letting {agent} go on)"])
-    except control.Refused as exc:
-        return _bad(str(exc))
+    except Exception as exc:  # a hook fails open, and never shows an agent a traceback
+        answer = Answer(notes=[f"{type(exc).__name__}: {exc} (letting {agent} go on)"])
     out, err, code = render(agent, event, answer)
     sys.stdout.write(out)
     sys.stderr.write(err)
     return code
 
 
-def _bad(message: str) -> int:
+def _bad(message: str, code: int = EXIT_BAD_INPUT) -> int:
     sys.stderr.write(f"ifctl hook: {message}\n")
-    return EXIT_BAD_INPUT
+    return code
 
 
 USAGE = """\
-Usage: ifctl hook AGENT EVENT [--swarm ID]
+Usage: ifctl hook AGENT EVENT [--swarm ID] [--home DIR] [--bus URL]
 
   Run by an agent's client as a lifecycle hook (install with `ifctl hooks install`);
-  reads the client's JSON on stdin. The swarm is $IF_SWARM_ID unless --swarm names it.
+  reads the client's JSON on stdin. The swarm is $IF_SWARM_ID unless --swarm names it;
+  the board is the project's (the payload's cwd) unless --home, $IF_HOME, --bus or
+  $IF_BUS_URL say otherwise. Bad input exits 2 (1 for a stop hook: exit 2 would keep
+  the agent from stopping); the fleet unreachable lets the agent go on (exit 0).
 
   claude: session-start, post-tool-use, stop, teammate-idle
   codex:  session-start, post-tool-use, stop
   cursor: session-start, post-tool-use, after-file-edit, stop
+
+  Example: echo '{"hook_event_name": "Stop"}' | IF_SWARM_ID=session-7 ifctl hook claude stop
 """

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -23,34 +22,14 @@ from infrafabric.agent.session import DEFAULT_AGENT_LEASE, AgentSession
 from infrafabric.agent.tokens import AgentTokens
 from infrafabric.errors import ConfigurationError, InfraFabricError
 from infrafabric.fleet import Fleet, open_fleet
+from infrafabric.serving import LOOPBACK_HOSTS, bind
 
 log = logging.getLogger("infrafabric.agent")
 
 __all__ = ["DEFAULT_HTTP_PORT", "LOOPBACK", "serve_http"]
 
 DEFAULT_HTTP_PORT = 8766
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so a port in use is a clear error."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ConfigurationError(f"--host {host}: cannot resolve it: {exc.strerror}") from exc
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise ConfigurationError(f"--port {port}: cannot listen on {host}:{port}: {exc.strerror}",
-                                 hint="pick another port with --port N, or --port 0 for any free one",
-                                 ) from exc
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
+LOOPBACK = LOOPBACK_HOSTS
 
 
 class FleetTokenVerifier:
@@ -93,8 +72,11 @@ def sessions_by_token(fleet: Fleet, lease_ttl: float) -> Callable[[], Any]:
 
 async def serve_http(url: str | None, *, home: str | os.PathLike[str] | None, host: str = "127.0.0.1",
                      port: int = DEFAULT_HTTP_PORT, lease_ttl: float = DEFAULT_AGENT_LEASE,
+                     allow_hosts: tuple[str, ...] = (),
                      on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve the tools over streamable HTTP at ``http://HOST:PORT/mcp`` until cancelled."""
+    """Serve the tools over streamable HTTP at ``http://HOST:PORT/mcp`` until
+    cancelled. It answers to loopback names (when listening there), ``host``
+    and ``allow_hosts`` (a proxy's name, this machine's), nothing else."""
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
 
@@ -106,7 +88,9 @@ async def serve_http(url: str | None, *, home: str | os.PathLike[str] | None, ho
         async with open_fleet(url, home=home, actor="mcp-http", lease_ttl=lease_ttl) as fleet:
             server = build_server(sessions_by_token(fleet, lease_ttl),
                                   token_verifier=FleetTokenVerifier(AgentTokens(fleet)), base_url=base)
-            names = {shown, *(("127.0.0.1", "localhost", "[::1]") if host in LOOPBACK else ())}
+            wildcard = host in ("0.0.0.0", "::", "")  # no name to be reached by
+            names = {*(() if wildcard else (shown,)), *(f"[{h}]" if ":" in h else h for h in allow_hosts),
+                     *(("127.0.0.1", "localhost", "[::1]") if host in LOOPBACK or wildcard else ())}
             security = TransportSecuritySettings(
                 allowed_hosts=[f"{n}:{bound}" for n in names] + [f"{n}:*" for n in names],
                 allowed_origins=[f"http://{n}:{bound}" for n in names])

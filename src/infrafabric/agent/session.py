@@ -16,6 +16,7 @@ is optional fencing on top.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -50,6 +51,8 @@ MAX_WAIT = 50.0
 DEFAULT_AGENT_LEASE = 600.0
 #: a dependency's result is cut to this many characters of JSON in a hand-out
 RESULT_EXCERPT = 4000
+#: after a refused stop, an agent is held to a task only if it renewed it this recently
+ACTIVE_WINDOW = 120.0
 
 #: the protocol in a few lines (the MCP server's instructions, the session-start hook's context)
 PROTOCOL = """\
@@ -102,6 +105,7 @@ class AgentSession:
         self.lease_ttl = lease_ttl
         #: the claims this session handed out or found held: what tool use renews
         self._claims: dict[str, str | None] = {}
+        self._handing = asyncio.Lock()
 
     @property
     def coordinator(self) -> IFCoordinator:
@@ -133,6 +137,15 @@ class AgentSession:
     # -- the hand-out --------------------------------------------------------------
 
     async def next(self, wait_s: float = DEFAULT_WAIT, lease_s: float | None = None) -> dict[str, Any]:
+        """Claim the best task for this swarm (see :meth:`_next_unlocked`).
+        One hand-out at a time per session: two concurrent calls (a
+        long-poll and a stop hook) must not leave the swarm holding two tasks."""
+        if not 0 <= wait_s <= MAX_WAIT:
+            raise ConfigurationError(f"wait_s {wait_s:g} is outside 0..{MAX_WAIT:g} seconds")
+        async with self._handing:
+            return await self._next_unlocked(wait_s, lease_s)
+
+    async def _next_unlocked(self, wait_s: float, lease_s: float | None) -> dict[str, Any]:
         """Claim the best task for this swarm, waiting up to ``wait_s`` for one.
 
         A swarm that already holds a task gets that task back (with
@@ -140,8 +153,6 @@ class AgentSession:
         of its work picks it up again. Nothing to do is an answer, not an
         error (``task`` is null, ``reason`` and ``details`` say why); a swarm
         the governor stopped is a :class:`SwarmStoppedError`."""
-        if not 0 <= wait_s <= MAX_WAIT:
-            raise ConfigurationError(f"wait_s {wait_s:g} is outside 0..{MAX_WAIT:g} seconds")
         lease = self.lease_ttl if lease_s is None else lease_s
         held = await self.held()
         if held:
@@ -218,6 +229,8 @@ class AgentSession:
             if checked is not None:
                 recorded[name] = checked
         micros = None if cost_usd is None else parse_dollars(cost_usd, what="cost_usd", negative=False)
+        if micros is not None:
+            recorded["cost"] = format_usd(micros)
         if len(json.dumps(recorded, default=str)) > MAX_TEXT:
             raise ConfigurationError(f"result: at most {MAX_TEXT:,} characters of JSON in all; put large "
                                      "output in a file or commit and give its path")
@@ -226,11 +239,18 @@ class AgentSession:
         self._claims.pop(task_id, None)
         answer: dict[str, Any] = {"task_id": task_id, "status": task.status.value}
         if micros:
-            debit = await self.fleet.governor.track_cost(self.swarm_id, "task", micros, task_id=task_id)
             answer["cost"] = format_usd(micros)
-            answer["budget_left"] = format_usd(debit.remaining_micros)
-            if debit.tripped:
-                answer["stopped"] = "the budget is spent: the breaker tripped; you get no more tasks"
+            try:  # the work is done and recorded whatever happens to the debit: report, never raise
+                if await self.fleet.governor.budget(self.swarm_id) is None:
+                    answer["cost_note"] = "not debited: this swarm has no budget (unmetered)"
+                else:
+                    debit = await self.fleet.governor.track_cost(self.swarm_id, "task", micros,
+                                                                 task_id=task_id)
+                    answer["budget_left"] = format_usd(debit.remaining_micros)
+                    if debit.tripped:
+                        answer["stopped"] = "the budget is spent: the breaker tripped; you get no more tasks"
+            except InfraFabricError as exc:
+                answer["cost_note"] = f"not debited: {exc.message}"
         unblocked = [t.id for t in await self.coordinator.list_tasks()
                      if task_id in t.dependencies and t.status is TaskStatus.AVAILABLE]
         if unblocked:
@@ -335,21 +355,23 @@ class AgentSession:
 
     # -- hooks: leases renewed by real activity ------------------------------------------
 
-    async def on_hook(self, op: str) -> dict[str, Any]:
+    async def on_hook(self, op: str, *, repeat: bool = False) -> dict[str, Any]:
         """A lifecycle hook's answer (``context`` to inject, or ``block``: why
         the agent must not stop yet), for ``op``:
 
         * ``start``: the protocol, and the task the agent holds if any;
         * ``activity``: renew every claim it holds; a lost one is named;
         * ``stop``: refused while it holds a task; if the board has work for
-          it, that work is claimed and handed over instead of going idle."""
+          it, that work is claimed and handed over instead of going idle.
+          ``repeat`` (the client asks again after a refusal) lets an agent
+          that has not touched its task since go (see :meth:`stop_decision`)."""
         if op == "start":
             return {"context": await self.start_context()}
         if op == "activity":
             lost = await self.renew_held()
             return {"context": " ".join(lost)} if lost else {}
         if op == "stop":
-            return await self.stop_decision()
+            return await self.stop_decision(repeat=repeat)
         raise ConfigurationError(f"op {op!r} is not start, activity or stop")
 
     async def start_context(self) -> str:
@@ -378,27 +400,49 @@ class AgentSession:
                             "call task_next.")
         return lost
 
-    async def stop_decision(self) -> dict[str, Any]:
-        held = await self.held()
-        if held:
-            names = ", ".join(f"{t.id} ({t.title})" for t in held)
-            return {"block": f"You still hold {names} on the InfraFabric board. Do not stop: finish it and "
-                             "call task_complete with the result, or task_fail with the error, or "
-                             "task_release to give it back."}
-        if await self.fleet.governor.stopped(self.swarm_id) is not None:
+    async def stop_decision(self, *, repeat: bool = False) -> dict[str, Any]:
+        """Whether the agent may stop: not while it holds a task; and when the
+        board has work for it, that work is claimed and handed over.
+
+        A client asks again after a refusal (``repeat``). Then the agent is
+        held only to a task it is working on: one renewed since it was
+        claimed, within :data:`ACTIVE_WINDOW` seconds (its tool use renews
+        it). A task it never touched (handed over at the last stop, or an
+        agent that cannot go on) is released for another agent and the stop
+        allowed, so no client loops for ever on a stop hook."""
+        async with self._handing:
+            held = await self.held()
+            now = self.fleet.clock()
+            if held and repeat:
+                working = [t for t in held if _renewed_since_claim(t) and t.updated_at >= now - ACTIVE_WINDOW]
+                if not working:
+                    for task in held:
+                        if not _renewed_since_claim(task):
+                            await self.release(task.id, "handed over at a stop but never taken up",
+                                               task.claim_id)
+                    return {"notes": [f"{self.swarm_id} stops holding {', '.join(t.id for t in held)}: "
+                                      "untouched since its last refused stop (a released task goes to "
+                                      "another agent; a held one comes back after its lease)"]}
+                held = working
+            if held:
+                names = ", ".join(f"{t.id} ({t.title})" for t in held)
+                return {"block": f"You still hold {names} on the InfraFabric board. Do not stop: finish it "
+                                 "and call task_complete with the result, or task_fail with the error, or "
+                                 "task_release to give it back."}
+            if await self.fleet.governor.stopped(self.swarm_id) is not None:
+                return {}
+            try:
+                got = await self._next_unlocked(0, None)
+            except InfraFabricError:
+                return {}
+        given: dict[str, Any] | None = got.get("task")
+        if not given:
             return {}
-        try:
-            got = await self.next(0)
-        except InfraFabricError:
-            return {}
-        task = got.get("task")
-        if not task:
-            return {}
-        criteria = "; ".join(task["acceptance_criteria"]) or "none given"
-        return {"block": f"The board has work for you: you now hold task {task['id']} ({task['title']}), "
-                         f"claim {got['claim_id']}, lease {got['lease_s']:.0f} s. {task['description']} "
+        criteria = "; ".join(given["acceptance_criteria"]) or "none given"
+        return {"block": f"The board has work for you: you now hold task {given['id']} ({given['title']}), "
+                         f"claim {got['claim_id']}, lease {got['lease_s']:.0f} s. {given['description']} "
                          f"Acceptance criteria: {criteria}. Work on it, then call task_complete with task_id "
-                         f"{task['id']}."}
+                         f"{given['id']}."}
 
     # -- helpers -------------------------------------------------------------------
 
@@ -416,6 +460,12 @@ def _cap(value: object) -> str:
         raise ConfigurationError(f"capabilities: {brief(value)} is not a capability (lowercase, "
                                  "optionally domain:skill)")
     return value
+
+
+def _renewed_since_claim(task: Task) -> bool:
+    """The holder renewed the claim (a heartbeat, a tool use) after taking it."""
+    claimed = next((h.at for h in reversed(task.history) if h.to is TaskStatus.CLAIMED), None)
+    return claimed is not None and task.updated_at > claimed + 0.001
 
 
 def _row(task: Task, now: float) -> dict[str, Any]:

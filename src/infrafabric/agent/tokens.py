@@ -3,7 +3,8 @@
 Each token is bound to one swarm: the HTTP server acts as that swarm for
 every request carrying it, and no tool takes a swarm id, so an agent can act
 only as itself. Tokens are issued and revoked with ``ifctl mcp token``; the
-bus holds only their SHA-256 (``agents/tokens/<sha256>``), never the token,
+bus holds only their SHA-256 (``agents/tokens/<sha256>``, and ``agents/token-names/<name>``
+naming it), never the token,
 and both operations are witnessed. A revoked token is refused from the next
 request on (each request reads its record).
 """
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from infrafabric.bus.bounds import Line
+from infrafabric.bus.layout import AGENT_TOKEN_NAMES, AGENT_TOKENS
 from infrafabric.bus.records import Records
 from infrafabric.coordinator.models import TaskId
 from infrafabric.errors import NotFoundError, TaskExistsError
@@ -24,7 +26,8 @@ from infrafabric.fleet import Fleet
 
 __all__ = ["TOKENS", "AgentToken", "AgentTokens", "token_digest"]
 
-TOKENS = "agents/tokens/"
+TOKENS = AGENT_TOKENS
+TOKEN_NAMES = AGENT_TOKEN_NAMES
 #: tokens start with this, so a leaked one is recognisable (secret scanners, logs)
 PREFIX = "ift_"
 
@@ -47,26 +50,37 @@ class AgentToken(BaseModel):
     revoked_by: Line | None = None
 
 
+class TokenName(BaseModel):
+    """A token's name, taken once: which digest it names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class AgentTokens:
     """Issue, list, revoke and check agent tokens on the fleet's bus."""
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self.records = Records(fleet.bus, TOKENS, AgentToken)
+        self.names = Records(fleet.bus, TOKEN_NAMES, TokenName)
 
     async def issue(self, swarm_id: str, *, name: str | None = None, by: str) -> tuple[str, AgentToken]:
-        """A new token for ``swarm_id`` (returned once: only its digest is kept)."""
+        """A new token for ``swarm_id`` (returned once: only its digest is kept).
+        Its name is taken with a create-if-absent, so two issues racing for one
+        name cannot both win."""
         name = name or f"{swarm_id}-{secrets.token_hex(3)}"
-        if any(t.name == name for t in await self.list()):
-            raise TaskExistsError(f"an agent token named {name!r} exists already",
-                                  hint=f"ifctl mcp token revoke {name}, or pick another --name")
         if await self.fleet.coordinator.get_swarm(swarm_id) is None:
             raise NotFoundError(f"swarm {swarm_id!r} is not registered on this board",
                                 hint=f"ifctl swarm register {swarm_id} --cap DOMAIN:SKILL")
         token = PREFIX + secrets.token_urlsafe(32)
+        digest = token_digest(token)
+        if await self.names.create(name, TokenName(digest=digest)) is None:
+            raise TaskExistsError(f"an agent token named {name!r} exists already",
+                                  hint=f"ifctl mcp token revoke {name}, or pick another --name")
         record = AgentToken(name=name, swarm_id=swarm_id, created_at=self.fleet.clock(), created_by=by)
-        if await self.records.create(token_digest(token), record) is None:  # pragma: no cover - 2**-256
-            raise TaskExistsError("token collision; issue again")
+        await self.records.put(digest, record)
         await self.fleet.witness.append("IF.agent", "agent_token_issued",
                                         {"name": name, "swarm_id": swarm_id}, actor=by, severity="notice")
         return token, record
@@ -74,24 +88,30 @@ class AgentTokens:
     async def list(self) -> list[AgentToken]:
         return sorted((v.value for v in await self.records.list()), key=lambda t: t.created_at)
 
-    async def revoke(self, name: str, *, by: str) -> AgentToken:
-        """Revoke the token named ``name``: refused from the next request on."""
-        found = next((v for v in await self.records.list() if v.value.name == name), None)
-        if found is None:
+    async def revoke(self, name: str, *, by: str) -> tuple[AgentToken, bool]:
+        """Revoke the token named ``name``: refused from the next request on.
+        Returns it and whether this call revoked it (False: it already was)."""
+        named = await self.names.read(name)
+        record = await self.records.read(named.digest) if named is not None else None
+        if named is None or record is None:
             raise NotFoundError(f"no agent token named {name!r}", hint="ifctl mcp token list")
         now = self.fleet.clock()
+        changed = False
 
         def change(t: AgentToken | None) -> AgentToken | None:
-            if t is None or t.revoked_at is not None:
+            nonlocal changed
+            changed = t is not None and t.revoked_at is None
+            if t is None or not changed:
                 return None
             return t.model_copy(update={"revoked_at": now, "revoked_by": by})
 
-        got = await self.records.mutate(self.records.id_of(found.key), change)
-        token = got.value if got is not None else found.value
-        await self.fleet.witness.append("IF.agent", "agent_token_revoked",
-                                        {"name": name, "swarm_id": token.swarm_id}, actor=by,
-                                        severity="notice")
-        return token
+        got = await self.records.mutate(named.digest, change)
+        token = got.value if got is not None else record
+        if changed:
+            await self.fleet.witness.append("IF.agent", "agent_token_revoked",
+                                            {"name": name, "swarm_id": token.swarm_id}, actor=by,
+                                            severity="notice")
+        return token, changed
 
     async def check(self, token: str) -> AgentToken | None:
         """The live token's record, or None (unknown, revoked or malformed)."""

@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from infrafabric.agent.control import socket_path
 from infrafabric.bench._common import (
     Progress,
     clean_namespace,
@@ -131,7 +132,7 @@ async def bench_hooks(url: str, *, sizes: tuple[int, ...] = (100, 2000), n: int 
 def _start_server(env: dict[str, str], home: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([_ifctl(), "mcp", "--swarm", SWARM, "--lease", "3600"], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    sock = home / "agents" / f"{SWARM}.sock"
+    sock = socket_path(SWARM, home)
     deadline = time.monotonic() + 60
     while not sock.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -30,12 +30,16 @@ subject ``orchestrator/escalations``    breaker trips and other calls for a huma
 ``witness/cp/<size>``                   signed checkpoints
 ``witness/keys/<key id>``               public verifier keys
 ``quarantine/<key>``                    a record ``ifctl doctor --repair`` moved aside
+``agents/tokens/<sha256>``              an ``ifctl mcp --http`` agent token's record (never the token)
+``agents/token-names/<name>``           which token digest a name is taken by
 ======================================  ==============================================
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AGENT_TOKENS",
+    "AGENT_TOKEN_NAMES",
     "BLOCKERS",
     "BREAKERS",
     "BUDGETS",
@@ -109,3 +113,7 @@ def push_subject(swarm_id: str) -> str:
 def help_subject(swarm_id: str) -> str:
     """The subject a swarm's help requests (for someone else's blocker) arrive on."""
     return f"{SWARMS}{swarm_id}/help"
+
+# -- agents (ifctl mcp --http) ---------------------------------------------------------
+AGENT_TOKENS = "agents/tokens/"
+AGENT_TOKEN_NAMES = "agents/token-names/"

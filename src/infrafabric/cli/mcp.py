@@ -51,16 +51,19 @@ def identity(swarm_id: str | None, caps: tuple[str, ...]) -> tuple[str, list[str
             ID.convert(swarm, None, None)
         except click.BadParameter as exc:
             raise ConfigurationError(f"${SWARM_ENV}: {exc.message}") from exc
-    source = "--cap"
     listed = list(caps)
     if not listed and os.environ.get(CAPS_ENV, "").strip():
-        source = f"${CAPS_ENV}"
         listed = [c.strip() for c in os.environ[CAPS_ENV].split(",") if c.strip()]
-    for cap in listed:
+        check_caps(listed, f"${CAPS_ENV}")
+    check_caps(listed)
+    return swarm, (listed or None)
+
+
+def check_caps(caps: tuple[str, ...] | list[str], source: str = "--cap") -> None:
+    for cap in caps:
         if re.fullmatch(CAPABILITY_PATTERN, cap) is None:
             raise ConfigurationError(f"{source}: {cap[:60]!r} is not a capability (lowercase words, "
                                      "optionally domain:skill, e.g. code:python)")
-    return swarm, (listed or None)
 
 
 def ifctl_command() -> str:
@@ -89,12 +92,15 @@ def ifctl_command() -> str:
 @click.option("--host", default="127.0.0.1", show_default=True, help="--http: the address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8766, show_default=True,
               help="--http: the port (0: any free one).")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="--http: a name agents reach it by (a proxy's, this machine's) besides --host and "
+                   "loopback (repeatable); requests for any other Host are refused (DNS rebinding).")
 @click.option("--allow-plain-http", is_flag=True,
               help="--http: allow a --host beyond loopback without TLS, where tokens cross the network in "
                    "clear text (put a TLS proxy in front instead).")
 @click.pass_context
 def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_ttl: float, http: bool,
-        host: str, port: int, allow_plain_http: bool) -> None:
+        host: str, port: int, allow_hosts: tuple[str, ...], allow_plain_http: bool) -> None:
     """Serve the fleet to one agent session over MCP (stdio), or to remote agents (--http).
 
     The agent's client starts it (`ifctl mcp config` prints the line that
@@ -147,7 +153,7 @@ def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_t
 
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve_http(s.bus, home=s.home, host=host, port=port, lease_ttl=lease_ttl,
-                                   on_ready=ready))
+                                   allow_hosts=allow_hosts, on_ready=ready))
         return
     swarm, capabilities = identity(swarm_id, caps)
     from infrafabric.agent.stdio import serve_stdio
@@ -180,10 +186,7 @@ def mcp_config(agent: str, swarm_id: str | None, caps: tuple[str, ...], name: st
     from infrafabric.agent.clients import mcp_registration
     from infrafabric.statedir import state_dir
 
-    if swarm_id is None:
-        identity(None, caps) if os.environ.get(SWARM_ENV) else None
-    else:
-        identity(swarm_id, caps)
+    check_caps(caps)
     s = settings()
     args = ["mcp"] + (["--swarm", swarm_id] if swarm_id else []) + [a for c in caps for a in ("--cap", c)]
     env: dict[str, str] = {}
@@ -267,25 +270,26 @@ def hooks_install(agent: str, project: bool, swarm_id: str | None) -> Outcome:
       IF_SWARM_ID=session-7 claude                # then start each agent as its swarm
     """
     from infrafabric.agent.clients import HOOK_FILES, install_hooks
-    from infrafabric.statedir import git_common_dir
+    from infrafabric.statedir import worktree_root
 
     s = settings()
     rel = HOOK_FILES[agent][0 if project else 1]
-    if project:
-        common = git_common_dir()
-        root = common.parent if common is not None and common.name == ".git" else Path.cwd()
-        path = root / rel
-    else:
-        path = Path.home() / rel
+    path = (worktree_root() or Path.cwd()) / rel if project else Path.home() / rel
+    # a hook finds the project's board from the agent's working directory; a board named by
+    # --home/IF_HOME or --bus/IF_BUS_URL here is written into the hook instead
+    where = {"--home": str(Path(s.home).absolute())} if s.home else {}
+    if s.bus:
+        parse_url(s.bus)
+        where["--bus"] = s.bus
     if s.falsify:
         try:
-            install_hooks(agent, path, ifctl_command(), swarm_id, write=False)
+            install_hooks(agent, path, ifctl_command(), swarm_id, where=where, write=False)
             checks = [Check(str(path), True, "exists: its other hooks are kept" if path.exists() else
                             "would be created")]
         except ConfigurationError as exc:
             checks = [Check(str(path), False, exc.message)]
         return falsify_report(checks, summary=f"would write the {agent} hooks to {path}")
-    config = install_hooks(agent, path, ifctl_command(), swarm_id)
+    config = install_hooks(agent, path, ifctl_command(), swarm_id, where=where)
     lines = [f"wrote the {agent} hooks to {path}"]
     if agent == "codex":
         lines.append("Codex runs a new hook once you trust it: open /hooks in Codex")
@@ -333,7 +337,7 @@ def token_issue(swarm_id: str, name: str | None, by: str | None) -> Outcome:
             checks = [await bus_check(fleet.bus),
                       Check(f"swarm {swarm_id}", known, "registered" if known else "not registered")]
             if name is not None:
-                taken = any(t.name == name for t in await tokens.list())
+                taken = await tokens.names.exists(name)
                 checks.append(Check(f"name {name}", not taken, "in use" if taken else "free"))
             return falsify_report(checks, summary=f"would issue a token acting as {swarm_id}")
         secret, record = await tokens.issue(swarm_id, name=name, by=actor)
@@ -383,12 +387,13 @@ def token_revoke(name: str, by: str | None) -> Outcome:
     async def go(fleet: Fleet) -> Outcome:
         tokens = AgentTokens(fleet)
         if s.falsify:
-            found = any(t.name == name for t in await tokens.list())
+            found = await tokens.names.exists(name)
             return falsify_report([await bus_check(fleet.bus),
                                    Check(f"token {name}", found, "exists" if found else "no such token")],
                                   summary=f"would revoke {name}")
-        record = await tokens.revoke(name, by=actor)
-        return Outcome(data={"name": name, "swarm_id": record.swarm_id, "revoked": True},
-                       lines=[f"revoked {name} (it acted as {record.swarm_id})"])
+        record, now = await tokens.revoke(name, by=actor)
+        return Outcome(data={"name": name, "swarm_id": record.swarm_id, "revoked": True, "already": not now},
+                       lines=[f"revoked {name} (it acted as {record.swarm_id})" if now
+                              else f"{name} was revoked already (it acted as {record.swarm_id})"])
 
     return with_fleet(go)

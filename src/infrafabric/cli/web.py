@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from infrafabric.bus.bounds import read_limited
 from infrafabric.cli.app import Outcome, contract, run_async, settings
 from infrafabric.cli.common import Check, bus_check, falsify_report
 from infrafabric.errors import ConfigurationError, InfraFabricError
+from infrafabric.serving import bind
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -59,27 +59,6 @@ def read_token(token_file: Path | None) -> str | None:
     return token or None
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so a port in use is a clear error (exit 2)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ConfigurationError(f"--host {host}: cannot resolve it: {exc.strerror}") from exc
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise ConfigurationError(f"--port {port}: cannot listen on {host}:{port}: {exc.strerror}",
-                                 hint="pick another port with --port N, or --port 0 for any free one",
-                                 ) from exc
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
 @dataclass
 class Served:
     """A dashboard being served: its base URL, and the server task (done once
@@ -102,7 +81,7 @@ async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_P
 
     from infrafabric.web import create_app
 
-    sock = _bind(host, port)
+    sock = bind(host, port)
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{bound_port}/"
@@ -182,7 +161,7 @@ def web(host: str, port: int, token_file: Path | None, allow_hosts: tuple[str, .
         except ConfigurationError as exc:
             checks.append(Check("web extra installed", False, f"{exc.message} ({WEB_EXTRA})"))
         try:
-            _bind(host, port).close()
+            bind(host, port).close()
             checks.append(Check(f"{host}:{port} free", True, ""))
         except ConfigurationError as exc:
             checks.append(Check(f"{host}:{port} free", False, exc.message))

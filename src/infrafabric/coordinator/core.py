@@ -775,6 +775,8 @@ class IFCoordinator:
 
         _, task = await self._owned(swarm_id, task_id, claim_id, renew, "heartbeat")
         assert task.lease_until is not None
+        if note is not None:  # a plain renewal is not worth an entry; what the holder says it did is
+            await self._notify("task_progress", {"task_id": task_id, "swarm_id": swarm_id, "note": note})
         return task.lease_until
 
     @contextlib.asynccontextmanager

@@ -20,10 +20,10 @@ so it never touches other work; the end says how to look at what it left.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -145,7 +145,10 @@ async def run_mcp_demo(base_url: str, *, on_line: Callable[[str], None] = lambda
                         say(f"{swarm}: tries to stop → its Stop hook answers: {report.stop_refused}")
                     if done == 1 and not fresh and report.killed is None:  # the first to come back for more
                         report.killed, report.orphan = swarm, task["id"]
-                        pid = (await fleet.coordinator.present_swarms())[swarm].pid
+                        present = (await fleet.coordinator.present_swarms())[swarm]
+                        if present.host != socket.gethostname():  # never kill a process on another machine
+                            raise RuntimeError(f"{swarm}'s server runs on {present.host}, not here")
+                        pid = present.pid
                         say(f"{swarm}: its session dies mid-task (ifctl mcp pid {pid} killed with SIGKILL) "
                             f"holding {task['id']}")
                         os.kill(pid, signal.SIGKILL)
@@ -161,8 +164,11 @@ async def run_mcp_demo(base_url: str, *, on_line: Callable[[str], None] = lambda
                         + (f" → unblocked {', '.join(unblocked)}" if unblocked else ""))
 
             async def run_agent(swarm: str, caps: list[str], step: float) -> None:
-                with contextlib.suppress(Exception):  # the killed one's client sees its server vanish
+                try:
                     await agent(swarm, caps, step)
+                except Exception:
+                    if report.killed != swarm:  # only the killed one's client may see its server vanish
+                        raise
 
             await asyncio.gather(*(run_agent(*a) for a in AGENTS))
             if report.orphan is not None:

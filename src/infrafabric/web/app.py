@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from infrafabric.bus import EventBus, connect
 from infrafabric.coordinator.models import TASK_ID_PATTERN
 from infrafabric.errors import InfraFabricError
+from infrafabric.serving import LOOPBACK_HOSTS
 from infrafabric.web.metrics import FleetCollector, render
 from infrafabric.web.view import FleetView
 
@@ -57,7 +58,7 @@ _ID = re.compile(f"^{TASK_ID_PATTERN}$")
 #: the largest POST body read
 MAX_BODY = 64 * 1024
 #: the names every dashboard answers to (it listens on loopback by default)
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LOCAL_HOSTS = LOOPBACK_HOSTS
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; "
                                  b"img-src 'self' data:; connect-src 'self'; object-src 'none'; "
