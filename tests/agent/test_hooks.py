@@ -81,7 +81,9 @@ async def via(request: pytest.FixtureRequest, env: dict[str, str]) -> AsyncItera
         assert not sock.exists()
 
 
-@pytest.mark.parametrize("agent", ["claude", "codex", "cursor"])
+# each client's format through the server; the direct path for two of them (it runs the same session code)
+@pytest.mark.parametrize(("agent", "via"), [("claude", "server"), ("claude", "direct"), ("codex", "server"),
+                                            ("cursor", "server"), ("cursor", "direct")], indirect=["via"])
 async def test_hooks_renew_refuse_a_stop_and_hand_over_work(fleet: Fleet, env: dict[str, str], via: str,
                                                             agent: str) -> None:
     coord = fleet.coordinator

@@ -54,6 +54,10 @@ _HOOKS: dict[str, list[tuple[str, str, str | None, int]]] = {
 #: itself lets an agent go that did not touch its task since the last refusal)
 CURSOR_LOOP_LIMIT = 10
 FILE_LIMIT = 4 * 1024 * 1024
+CODEX_TIMEOUT_NOTE = "task_next waits at most 50 s, inside Codex's default 60 s tool timeout"
+CODEX_GLOBAL_NOTE = ("codex mcp add writes ~/.codex/config.toml, for every project: with several "
+                     "projects, put this server under [mcp_servers.infrafabric] in each project's "
+                     ".codex/config.toml instead")
 
 
 @dataclass
@@ -88,7 +92,7 @@ def mcp_registration(agent: str, *, name: str, command: str, args: list[str],
     if agent == "codex":
         return Registration(agent, command=" ".join(filter(None, ["codex mcp add", q(name), env_flags, "--",
                                                                   server])),
-                            notes=["task_next waits at most 50 s, inside Codex's default 60 s tool timeout"])
+                            notes=[CODEX_TIMEOUT_NOTE, CODEX_GLOBAL_NOTE])
     entry: dict[str, Any] = {"command": command, "args": args}
     if env:
         entry["env"] = env
