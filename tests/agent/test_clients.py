@@ -75,6 +75,8 @@ def test_mcp_config_prints_each_clients_registration(repo: Path, agent: str, say
     data = json.loads(done.stdout)
     text = data.get("command") or data["content"]
     assert says in text and "--swarm" in text and "s7" in text
+    if agent == "codex":  # printed as is, not read as markup
+        assert "[mcp_servers.infrafabric]" in run("mcp", "config", "--agent", agent, cwd=repo).stdout
     assert str(repo / ".git" / "infrafabric") in text  # IF_HOME: the project's board wherever it starts
     bad = run("mcp", "config", "--agent", agent, "--cap", "Not A Cap", cwd=repo)
     assert bad.returncode == 2 and "not a capability" in bad.stderr

@@ -439,8 +439,9 @@ class AgentSession:
         if not given:
             return {}
         criteria = "; ".join(given["acceptance_criteria"]) or "none given"
+        about = f"{given['description'].strip()} " if given["description"].strip() else ""
         return {"block": f"The board has work for you: you now hold task {given['id']} ({given['title']}), "
-                         f"claim {got['claim_id']}, lease {got['lease_s']:.0f} s. {given['description']} "
+                         f"claim {got['claim_id']}, lease {got['lease_s']:.0f} s. {about}"
                          f"Acceptance criteria: {criteria}. Work on it, then call task_complete with task_id "
                          f"{given['id']}."}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich.markup import escape
 
 from infrafabric.bus.url import parse_url
 from infrafabric.cli.app import Outcome, contract, settings
@@ -205,7 +206,7 @@ def mcp_config(agent: str, swarm_id: str | None, caps: tuple[str, ...], name: st
                                Check("board", True, f"IF_BUS_URL {s.bus}" if s.bus
                                      else f"IF_HOME {env['IF_HOME']}")],
                               summary=f"would print the {agent} registration")
-    return Outcome(data=reg.as_dict(), lines=reg.lines())
+    return Outcome(data=reg.as_dict(), lines=[escape(line) for line in reg.lines()])
 
 
 @click.command("hook", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
