@@ -141,8 +141,10 @@ async def test_a_block_brings_helpers(fleet: Fleet) -> None:
                              capabilities=["infra:kubernetes"])
             report = await reports.get(5)
     assert got["reported"] is True
-    assert report["blocker_info"]["capabilities_needed"] == ["infra:kubernetes"]
+    assert report["blocker_info"]["capabilities"] == ["infra:kubernetes"]
     assert report["swarm_id"] == "coder"
+    # the governor found the swarm that offers what is needed (not the task's own capabilities)
+    assert [h["swarm_id"] for h in got["help"]["helpers"]] == ["k8s"]
 
 
 async def test_refusals_say_what_to_do_next_and_write_nothing(fleet: Fleet, bus: EventBus) -> None:

@@ -291,7 +291,7 @@ class AgentSession:
             await self.coordinator.get_task(task_id)  # a blocker on a task that does not exist is a mistake
         caps = [_cap(c) for c in capabilities]
         report = await self.coordinator.detect_blocker(
-            self.swarm_id, {"task": task_id, "message": message, "capabilities_needed": caps})
+            self.swarm_id, {"task": task_id, "message": message, "capabilities": caps})
         answer: dict[str, Any] = {"reported": True, "help": report.get("help")}
         answer["next"] = ("keep your claim and heartbeat while help comes, or task_release it if you "
                           "cannot go on")
