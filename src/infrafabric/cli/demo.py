@@ -120,15 +120,7 @@ def demo(swarms: int, tasks: int | None, no_kill: bool, with_web: bool, web_port
         except InfraFabricError as exc:
             checks.append(Check("task module compiles", False, exc.message))
         return falsify_report(checks)
-    started_here = False
-    if s.bus:
-        url = s.bus
-    else:
-        info, started_here = embedded.start()
-        url = info.url
-        if not s.json:
-            s.console.print(f"[bold]embedded coordinator[/bold] {url} "
-                            f"({'started' if started_here else 'already running'})")
+    url, started_here = _demo_bus(embedded)
 
     token = secrets.token_urlsafe(24) if with_web else None
 
@@ -213,14 +205,7 @@ def _mcp_demo(embedded: Embedded) -> Outcome:
 
     require_mcp()
     s = settings()
-    if s.bus:
-        url = s.bus
-    else:
-        info, started_here = embedded.start()
-        url = info.url
-        if not s.json:
-            s.console.print(f"[bold]embedded coordinator[/bold] {url} "
-                            f"({'started' if started_here else 'already running'})")
+    url, _ = _demo_bus(embedded)
     report = run_async(run_mcp_demo(url, on_line=(lambda line: None) if s.json
                                     else (lambda line: s.console.print(f"  {escape_markup(line)}"))))
     lines = [f"[bold]done in {report.duration_s} s[/bold]: {len(report.completed_by)} tasks completed, each "
@@ -232,3 +217,16 @@ def _mcp_demo(embedded: Embedded) -> Outcome:
                         "claims, heartbeats and completions went through the governed, witnessed fleet",
                         "the killed session's claim lapsed after its lease and was handed over"],
                    exit_code=0 if ok else EXIT_REFUSED)
+
+
+def _demo_bus(embedded: Embedded) -> tuple[str, bool]:
+    """(the demo's bus URL, whether the embedded server was started for it):
+    --bus / IF_BUS_URL, else the embedded server, started if needed."""
+    s = settings()
+    if s.bus:
+        return s.bus, False
+    info, started_here = embedded.start()
+    if not s.json:
+        s.console.print(f"[bold]embedded coordinator[/bold] {info.url} "
+                        f"({'started' if started_here else 'already running'})")
+    return info.url, started_here
