@@ -148,19 +148,28 @@ def task() -> None:
 @click.option("--model", help="Preferred model.")
 @click.option("--deliverable", help="What the task produces.")
 @click.option("--budget", metavar="USD", help="Most the task may cost, in dollars (e.g. 2.50).")
+@click.option("--path", "paths", multiple=True, metavar="GLOB",
+              help="A path pattern the task will touch, relative to the repository's top (repeatable), "
+                   "e.g. 'src/parser/**'.")
+@click.option("--branch", metavar="NAME", help="The git branch its work goes on [default: if/<task-id>].")
 @contract
 def task_create(task_id: str, title: str, description: str, deps: tuple[str, ...], caps: tuple[str, ...],
                 kind: str, priority: int, estimate: float | None, model: str | None,
-                deliverable: str | None, budget: str | None) -> Outcome:
+                deliverable: str | None, budget: str | None, paths: tuple[str, ...],
+                branch: str | None) -> Outcome:
     """Put a task on the board; blocked until its dependencies complete.
 
-    Example: ifctl task create P9.2 --title "Tests" --dep P9.1 --cap python --priority 2
+    \b
+    Examples:
+      ifctl task create P9.2 --title "Tests" --dep P9.1 --cap python --priority 2
+      ifctl task create P9.3 --title "Parser" --path 'src/parser/**' --path 'tests/test_parser.py'
     """
     s = settings()
     spec = {"id": task_id, "title": title, "description": description, "dependencies": list(deps),
             "capabilities": list(caps), "kind": kind, "priority": priority,
             "estimate_hours": None if estimate is None else str(estimate), "model": model,
-            "deliverable": deliverable, "budget_micros": usd_to_micros(budget)}
+            "deliverable": deliverable, "budget_micros": usd_to_micros(budget), "paths": list(paths),
+            "branch": branch}
     validated = IFCoordinator.validate_spec(spec)
 
     async def go(coord: IFCoordinator) -> Outcome:

@@ -32,6 +32,11 @@ Capabilities       comma-separated capability names (optional)
 Priority           an integer, higher first (optional; default 0)
 Kind               ``critical`` or ``filler`` (optional; overrides the heading rule)
 Budget             the task's budget in dollars, ``$2.50`` (optional)
+Paths              also Files: the path patterns the task will touch, relative
+                   to the repository's top, comma-separated (``src/parser/**,
+                   docs/*.md``; backticks are stripped) (optional)
+Branch             the git branch its work goes on (optional; default
+                   ``if/<task-id>``)
 =================  ===========================================================
 
 A task's ``section`` is the nearest preceding ``##``/``###`` heading (a ``#``
@@ -50,7 +55,7 @@ optional ``version: 1`` and a ``tasks`` list. Each task is a mapping of
 :class:`TaskSpec` fields (``id``, ``title``, ``description``,
 ``acceptance_criteria``, ``dependencies``, ``capabilities``, ``kind``,
 ``priority``, ``estimate_hours``, ``model``, ``deliverable``,
-``budget_micros``, ``section``) plus the optional board claims ``status`` and
+``budget_micros``, ``section``, ``paths``, ``branch``) plus the optional board claims ``status`` and
 ``owner``. Unknown fields are errors. ``estimate_hours`` may be a number or
 an estimate string such as ``"1.5h"``.
 
@@ -351,6 +356,8 @@ for _name, _aliases in {
     "priority": ("priority", "prio"),
     "kind": ("kind", "type"),
     "budget": ("budget", "budget usd", "cost"),
+    "paths": ("paths", "path", "files"),
+    "branch": ("branch",),
 }.items():
     for _alias in _aliases:
         _COLUMNS[_alias] = _name
@@ -369,6 +376,8 @@ _COLUMN_TITLES = {
     "priority": "Priority",
     "kind": "Kind",
     "budget": "Budget",
+    "paths": "Paths",
+    "branch": "Branch",
 }
 
 
@@ -589,6 +598,14 @@ def _read_task_table(
                     budget = _parse_budget(cell)
                     if budget is not None:
                         raw.data["budget_micros"] = budget
+                elif column == "paths":
+                    text = _clean_cell(cell)
+                    if text is not None:
+                        raw.data["paths"] = [x for x in (_strip_code(part) for part in text.split(",")) if x]
+                elif column == "branch":
+                    branch = _clean_cell(_strip_code(cell))
+                    if branch is not None:
+                        raw.data["branch"] = branch
             except ValueError as exc:
                 bad(str(exc))
 
@@ -1341,6 +1358,8 @@ def _export_table(
         ("priority", any(t.priority != 0 for t in run)),
         ("kind", any((t.kind == TaskKind.FILLER) != filler for t in run)),
         ("budget", any(t.budget_micros is not None for t in run)),
+        ("paths", any(t.paths for t in run)),
+        ("branch", any(t.branch is not None for t in run)),
     ):
         if used:
             columns.append(name)
@@ -1391,6 +1410,8 @@ def _export_cell(
         "priority": lambda: str(task.priority),
         "kind": lambda: task.kind.value,
         "budget": lambda: _format_budget(task.budget_micros) if task.budget_micros is not None else "-",
+        "paths": lambda: ", ".join(f"`{p}`" for p in task.paths) or "-",
+        "branch": lambda: f"`{task.branch}`" if task.branch else "-",
     }
     return getters[column]()
 

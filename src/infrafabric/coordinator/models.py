@@ -7,7 +7,7 @@ import enum
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from infrafabric.bus.bounds import Hours, Line, Micros, Priority, Text
 
@@ -32,6 +32,64 @@ CAPABILITY_PATTERN = r"[a-z0-9][a-z0-9_.\-]*(?::[a-z0-9][a-z0-9_.\-]*)?"
 
 TaskId = Annotated[str, Field(pattern=f"^{TASK_ID_PATTERN}$")]
 Capability = Annotated[str, Field(pattern=f"^{CAPABILITY_PATTERN}$")]
+
+#: what git's check-ref-format refuses anywhere in a branch name
+_BRANCH_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+
+
+def check_branch(value: str) -> str:
+    """A branch name git accepts (``git check-ref-format --branch``): no space,
+    control character or any of ``~^:?*[\\``, no ``..``, ``@{`` or ``//``, no
+    part that starts with ``.`` or ends with ``.lock``, not starting with ``-``
+    or ``/``, not ending with ``/`` or ``.``, not ``@``."""
+    problem = None
+    if _BRANCH_BAD.search(value):
+        problem = "holds a character or sequence git refuses in a branch name (space, ~^:?*[\\, .., @{, //)"
+    elif value.startswith(("-", "/")) or value.endswith(("/", ".")) or value == "@":
+        problem = "starts with - or /, ends with / or ., or is @"
+    elif any(part.startswith(".") or part.endswith(".lock") for part in value.split("/")):
+        problem = "has a part that starts with . or ends with .lock"
+    if problem is not None:
+        raise ValueError(f"is not a branch name git accepts: it {problem}")
+    return value
+
+
+def check_path_glob(value: str) -> str:
+    """A path pattern inside the repository, relative to its top, POSIX style:
+    ``src/parser/**``, ``docs/*.md``. Not absolute, no ``..`` part, no
+    backslash, no empty part, brackets balanced; a leading ``./`` is dropped."""
+    text = value.removeprefix("./")
+    problem = None
+    if not text or text.strip() != text or any(c < " " or c == "\x7f" for c in text):
+        problem = "is empty, has surrounding spaces or a control character"
+    elif text.startswith(("/", "~")) or re.match(r"^[A-Za-z]:", text):
+        problem = "is absolute: paths are relative to the repository's top"
+    elif "\\" in text:
+        problem = "has a backslash: write paths with /"
+    elif any(part in ("", "..") for part in text.split("/")):
+        problem = "has an empty or .. part: it must stay inside the repository"
+    elif text.count("[") != text.count("]"):
+        problem = "has an unbalanced [ ]"
+    if problem is not None:
+        raise ValueError(f"is not a path pattern inside the repository: it {problem}")
+    return text
+
+
+def default_branch(task_id: str) -> str:
+    """``if/<task-id>``, with what git refuses in a task id (``:`` ``~``, a run
+    of dots, a leading ``.``, a trailing ``.`` or ``.lock``) replaced by ``-``."""
+    name = re.sub(r"\.\.+", "-", re.sub(r"[:~]", "-", task_id))
+    if name.startswith("."):
+        name = "-" + name[1:] if len(name) > 1 else "-"
+    if name.endswith("."):
+        name = name[:-1] + "-"
+    if name.endswith(".lock"):
+        name = name[: -len(".lock")] + "-lock"
+    return f"if/{name}"
+
+
+PathGlob = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_path_glob)]
+Branch = Annotated[str, Field(min_length=1, max_length=250), AfterValidator(check_branch)]
 
 
 class TaskStatus(enum.StrEnum):
@@ -74,6 +132,15 @@ class TaskSpec(BaseModel):
     budget_micros: Micros | None = None
     #: the board section it came from (e.g. "IF.coordinator Tasks")
     section: Line | None = None
+    #: the files the task will touch, as path patterns relative to the repository's top
+    paths: list[PathGlob] = Field(default_factory=list, max_length=100)
+    #: the git branch its work goes on (default: ``if/<task-id>``, see :attr:`work_branch`)
+    branch: Branch | None = None
+
+    @property
+    def work_branch(self) -> str:
+        """The branch the task's work goes on: :attr:`branch`, else ``if/<task-id>``."""
+        return self.branch or default_branch(self.id)
 
     @field_validator("dependencies")
     @classmethod
