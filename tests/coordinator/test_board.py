@@ -590,7 +590,7 @@ def test_yaml_errors_name_task_field_and_line() -> None:
         problems[6],
         "b.yaml:16: task E: depends on itself",
         "b.yaml:16: task E: depends on unknown task 'Z'",
-        "b.yaml:17: unknown top-level field 'extra' (expected 'version' and 'tasks')",
+        "b.yaml:17: unknown top-level field 'extra' (expected 'version', 'tasks' and 'branch_prefix')",
     ]
     assert problems[3].startswith("b.yaml:10: task B: unknown status 'SLEEPING'")
     assert problems[6].startswith("b.yaml:15: task C: cannot read estimate 'a while'")

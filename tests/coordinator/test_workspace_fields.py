@@ -102,3 +102,12 @@ def test_task_create_takes_paths_and_a_branch_and_refuses_bad_ones(nats_server: 
 
 def test_a_task_without_paths_reads_as_before() -> None:
     assert TaskSpec.model_validate({"id": "Old", "title": "an older record"}).paths == []
+
+
+def test_a_board_may_set_its_branch_prefix() -> None:
+    board = parse_board("branch_prefix: feat/\ntasks:\n  - {id: 'A:1', title: a}\n"
+                        "  - {id: B, title: b, branch: hotfix/b}\n", "board.yaml")
+    assert [t.work_branch for t in board.tasks] == ["feat/A-1", "hotfix/b"]
+    with pytest.raises(BoardError) as caught:
+        parse_board('{"branch_prefix": "bad prefix/", "tasks": [{"id": "A", "title": "a"}]}', "board.json")
+    assert "branch_prefix 'bad prefix/'" in str(caught.value)

@@ -51,7 +51,9 @@ id is a task of the board -- adds the ``**Description:**`` paragraph and the
 ``- [ ]`` items under ``**Acceptance Criteria:**`` to that task.
 
 **YAML** (``fmt="yaml"``) and **JSON** (``fmt="json"``): a mapping with an
-optional ``version: 1`` and a ``tasks`` list. Each task is a mapping of
+optional ``version: 1``, an optional ``branch_prefix`` (the board's branches
+are ``<prefix><task-id>`` instead of ``if/<task-id>``; a task's own
+``branch`` wins) and a ``tasks`` list. Each task is a mapping of
 :class:`TaskSpec` fields (``id``, ``title``, ``description``,
 ``acceptance_criteria``, ``dependencies``, ``capabilities``, ``kind``,
 ``priority``, ``estimate_hours``, ``model``, ``deliverable``,
@@ -81,7 +83,14 @@ import yaml
 from pydantic import ValidationError
 
 from infrafabric.bus.bounds import MAX_HOURS, parse_decimal, parse_dollars, parse_failure, read_limited
-from infrafabric.coordinator.models import TaskKind, TaskSpec, TaskStatus, is_task_id
+from infrafabric.coordinator.models import (
+    TaskKind,
+    TaskSpec,
+    TaskStatus,
+    check_branch,
+    default_branch,
+    is_task_id,
+)
 from infrafabric.errors import BoardError, ConfigurationError
 
 __all__ = [
@@ -866,9 +875,20 @@ def _parse_structured(text: str, fmt: str, p: _Problems) -> list[_Raw]:
         first = marks.top.get(key) if marks else None
         p.error(f"top-level field {key!r} is given twice (first at line {first})", line=again)
     for key in data:
-        if key not in ("version", "tasks"):
+        if key not in ("version", "tasks", "branch_prefix"):
             line = marks.top.get(str(key)) if marks else None
-            p.error(f"unknown top-level field {key!r} (expected 'version' and 'tasks')", line=line)
+            p.error(f"unknown top-level field {key!r} (expected 'version', 'tasks' and 'branch_prefix')",
+                    line=line)
+    prefix = data.get("branch_prefix")
+    if prefix is not None:
+        try:
+            if not isinstance(prefix, str) or not prefix:
+                raise ValueError("must be a non-empty string, e.g. 'feat/'")
+            check_branch(prefix + "x")
+        except ValueError as exc:
+            line = marks.top.get("branch_prefix") if marks else None
+            p.error(f"branch_prefix {str(prefix)[:60]!r} {exc}", line=line)
+            prefix = None
     if "version" in data and (data["version"] != 1 or isinstance(data["version"], bool)):
         line = marks.top.get("version") if marks else None
         p.error(f"unsupported board version {data['version']!r} (this reader knows version 1)", line=line)
@@ -930,6 +950,8 @@ def _parse_structured(text: str, fmt: str, p: _Problems) -> list[_Raw]:
                     raw.ok = False
             else:
                 raw.data[key] = value
+        if isinstance(prefix, str) and "branch" not in raw.data and isinstance(task_id, str):
+            raw.data["branch"] = default_branch(task_id, prefix)  # the board's prefix, the task's id
     return raws
 
 

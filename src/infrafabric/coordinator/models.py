@@ -75,9 +75,10 @@ def check_path_glob(value: str) -> str:
     return text
 
 
-def default_branch(task_id: str) -> str:
-    """``if/<task-id>``, with what git refuses in a task id (``:`` ``~``, a run
-    of dots, a leading ``.``, a trailing ``.`` or ``.lock``) replaced by ``-``."""
+def default_branch(task_id: str, prefix: str = "if/") -> str:
+    """``<prefix><task-id>`` (``if/<task-id>``), with what git refuses in a task
+    id (``:`` ``~``, a run of dots, a leading ``.``, a trailing ``.`` or
+    ``.lock``) replaced by ``-``."""
     name = re.sub(r"\.\.+", "-", re.sub(r"[:~]", "-", task_id))
     if name.startswith("."):
         name = "-" + name[1:] if len(name) > 1 else "-"
@@ -85,7 +86,7 @@ def default_branch(task_id: str) -> str:
         name = name[:-1] + "-"
     if name.endswith(".lock"):
         name = name[: -len(".lock")] + "-lock"
-    return f"if/{name}"
+    return f"{prefix}{name}"
 
 
 PathGlob = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_path_glob)]
