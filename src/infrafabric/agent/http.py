@@ -26,10 +26,9 @@ from infrafabric.serving import LOOPBACK_HOSTS, bind
 
 log = logging.getLogger("infrafabric.agent")
 
-__all__ = ["DEFAULT_HTTP_PORT", "LOOPBACK", "serve_http"]
+__all__ = ["DEFAULT_HTTP_PORT", "serve_http"]
 
 DEFAULT_HTTP_PORT = 8766
-LOOPBACK = LOOPBACK_HOSTS
 
 
 class FleetTokenVerifier:
@@ -90,7 +89,7 @@ async def serve_http(url: str | None, *, home: str | os.PathLike[str] | None, ho
                                   token_verifier=FleetTokenVerifier(AgentTokens(fleet)), base_url=base)
             wildcard = host in ("0.0.0.0", "::", "")  # no name to be reached by
             names = {*(() if wildcard else (shown,)), *(f"[{h}]" if ":" in h else h for h in allow_hosts),
-                     *(("127.0.0.1", "localhost", "[::1]") if host in LOOPBACK or wildcard else ())}
+                     *(("127.0.0.1", "localhost", "[::1]") if host in LOOPBACK_HOSTS or wildcard else ())}
             security = TransportSecuritySettings(
                 allowed_hosts=[f"{n}:{bound}" for n in names] + [f"{n}:*" for n in names],
                 allowed_origins=[f"http://{n}:{bound}" for n in names])

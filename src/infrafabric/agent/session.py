@@ -209,7 +209,6 @@ class AgentSession:
                         claim_id: str | None = None) -> dict[str, Any]:
         """Renew the lease on a task this swarm holds, recording ``note`` as its progress."""
         task_id = _ident(task_id, "task_id")
-        note = _text(note, "note", limit=4000)
         until = await self._owned(lambda: self.coordinator.heartbeat(self.swarm_id, task_id, claim_id,
                                                                      note=note), task_id)
         return {"task_id": task_id, "lease_s": round(until - self.fleet.clock(), 1)}
@@ -251,8 +250,7 @@ class AgentSession:
                         answer["stopped"] = "the budget is spent: the breaker tripped; you get no more tasks"
             except InfraFabricError as exc:
                 answer["cost_note"] = f"not debited: {exc.message}"
-        unblocked = [t.id for t in await self.coordinator.list_tasks()
-                     if task_id in t.dependencies and t.status is TaskStatus.AVAILABLE]
+        unblocked = [t.id for t in await self.coordinator.unblocked_by(task_id)]
         if unblocked:
             answer["unblocked"] = unblocked
         answer["next"] = "call task_next for your next task"

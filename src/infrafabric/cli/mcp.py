@@ -135,14 +135,15 @@ def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_t
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="ifctl mcp: %(message)s")
     logging.getLogger("infrafabric").setLevel(logging.INFO)
     if http:
-        from infrafabric.agent.http import LOOPBACK, serve_http
+        from infrafabric.agent.http import serve_http
+        from infrafabric.serving import LOOPBACK_HOSTS
 
         if swarm_id or caps:
             raise ConfigurationError("--http serves many agents: each acts as the swarm its token is bound "
                                      "to, so --swarm and --cap do not apply",
                                      hint="ifctl mcp token issue SWARM (then the agent sends it as a bearer "
                                           "token)")
-        if host not in LOOPBACK and not allow_plain_http:
+        if host not in LOOPBACK_HOSTS and not allow_plain_http:
             raise ConfigurationError(
                 f"--host {host}: beyond loopback, agent tokens would cross the network in clear text",
                 hint="keep the default 127.0.0.1 behind a TLS proxy, or pass --allow-plain-http if the "

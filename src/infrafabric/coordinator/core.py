@@ -328,20 +328,32 @@ class IFCoordinator:
         """Every task, in hand-out order (critical first, then priority)."""
         return sorted((v.value for v in await self.tasks.list()), key=sort_key)
 
+    async def _find(self, candidate: Callable[[Task], bool], match: Callable[[Task], bool]) -> list[Task]:
+        """The tasks ``match`` picks, as they are on the bus now. With the
+        watcher running, its live board narrows them to the ``candidate`` ones
+        without listing, and each is read back (the watcher may lag a change
+        just made, so ``candidate`` must not depend on what can lag); without
+        it, one listing."""
+        if self._watcher is None:
+            return [t for t in await self.list_tasks() if match(t)]
+        found = []
+        for seen in [t for t in self._board.values() if candidate(t)]:
+            task = await self.tasks.read(seen.id)
+            if task is not None and match(task):
+                found.append(task)
+        return sorted(found, key=sort_key)
+
     async def held_by(self, swarm_id: str) -> list[Task]:
         """The tasks ``swarm_id`` holds a claim on now (a lapsed lease still
-        counts until someone else claims the task). With the watcher running
-        its live board finds them without listing; each is read back, so a
-        claim the watcher has not heard of losing yet is not reported."""
-        if self._watcher is None:
-            return [t for t in await self.list_tasks()
-                    if t.status is TaskStatus.CLAIMED and t.owner == swarm_id]
-        held = []
-        for seen in [t for t in self._board.values() if t.owner == swarm_id]:
-            task = await self.tasks.read(seen.id)
-            if task is not None and task.status is TaskStatus.CLAIMED and task.owner == swarm_id:
-                held.append(task)
-        return sorted(held, key=sort_key)
+        counts until someone else claims the task)."""
+        return await self._find(lambda t: t.owner == swarm_id,
+                                lambda t: t.status is TaskStatus.CLAIMED and t.owner == swarm_id)
+
+    async def unblocked_by(self, task_id: str) -> list[Task]:
+        """The dependents of ``task_id`` that are available now (after it
+        completed: those it unblocked, unless claimed since)."""
+        return await self._find(lambda t: task_id in t.dependencies,
+                                lambda t: task_id in t.dependencies and t.status is TaskStatus.AVAILABLE)
 
     async def get_task_owner(self, task_id: str) -> str | None:
         """The swarm holding a live claim on the task, else None."""
@@ -919,6 +931,7 @@ class IFCoordinator:
         # With the watcher running, its live board finds the dependents without
         # listing; one it has not seen yet is unblocked by the watcher itself
         # when the completion event reaches it (events arrive in order).
+        # (No read-back here: making one available is itself a compare-and-swap that checks.)
         board = self._board.values() if self._watcher is not None else await self.list_tasks()
         unblocked = []
         for dep in list(board):
