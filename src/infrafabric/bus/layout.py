@@ -29,6 +29,7 @@ subject ``orchestrator/escalations``    breaker trips and other calls for a huma
 ``witness/head``                        a hint: the last seq and hash some writer saw
 ``witness/cp/<size>``                   signed checkpoints
 ``witness/keys/<key id>``               public verifier keys
+``workspace/leases``                    :class:`~infrafabric.coordinator.PathLeaseTable`: claims' path leases
 ``quarantine/<key>``                    a record ``ifctl doctor --repair`` moved aside
 ``agents/tokens/<sha256>``              an ``ifctl mcp --http`` agent token's record (never the token)
 ``agents/token-names/<name>``           which token digest a name is taken by
@@ -60,6 +61,7 @@ __all__ = [
     "SWARMS",
     "TASKS",
     "VERIFIER_KEYS",
+    "WORKSPACE_LEASES",
     "help_subject",
     "push_subject",
     "swarm_key",
@@ -72,6 +74,8 @@ SWARMS = "swarms/"
 PRESENCE = "presence/"
 BLOCKERS = "orchestrator/blockers"
 ESCALATIONS = "orchestrator/escalations"
+
+WORKSPACE_LEASES = "workspace/leases"
 
 # -- governor ------------------------------------------------------------------------
 PROFILES = "gov/profiles/"

@@ -51,6 +51,7 @@ from infrafabric.bus import EventBus, EventKind, Message, Subscription, Watch, W
 from infrafabric.bus.bounds import check_text
 from infrafabric.bus.layout import BLOCKERS, PRESENCE, SWARMS, TASKS, push_subject
 from infrafabric.bus.records import Records, Versioned, encode
+from infrafabric.coordinator.leases import Conflict, PathLeases, needs_lease
 from infrafabric.coordinator.models import (
     Presence,
     SwarmRecord,
@@ -60,6 +61,7 @@ from infrafabric.coordinator.models import (
     TaskSpec,
     TaskStatus,
     Transition,
+    WorkspaceRecord,
     coverage,
 )
 from infrafabric.coordinator.policy import ClaimPolicy
@@ -270,6 +272,8 @@ class IFCoordinator:
         self.tasks = Records(bus, TASKS, Task)
         self.swarms = Records(bus, SWARMS, SwarmRecord)
         self.presence = Records(bus, PRESENCE, Presence)
+        #: the claims' path leases (see :mod:`infrafabric.coordinator.leases`)
+        self.leases = PathLeases(bus, self.tasks, lambda: self.clock())
         self._watcher: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -549,6 +553,10 @@ class IFCoordinator:
             if operation is not None:
                 await self._notify(operation, params)
         finally:  # the transition is committed: its consequences must not depend on the audit write
+            if before is not None and before.status is TaskStatus.CLAIMED and needs_lease(before) and (
+                    after.status is not TaskStatus.CLAIMED or after.claim_id != before.claim_id):
+                await self.leases.drop(before.id, before.claim_id)  # it ended with its claim; tidy it away
+                await self._announce_freed(before)
             if operation == "task_completed" and before is not None and before.owner:
                 await self.policy.on_outcome(before.owner, after, success=True)
             elif operation == "task_failed" and before is not None and before.owner:
@@ -655,12 +663,13 @@ class IFCoordinator:
         # one fencing token for the whole attempt: a re-read that finds it on the task means this
         # attempt's write landed (an unknown outcome that succeeded), whatever the re-read is for
         claim_id = secrets.token_hex(8)
+        lease = None  # this attempt's path lease, once taken
 
         class _Refused(Exception):
             pass
 
         async def claim(task: Task | None) -> Task | None:
-            nonlocal refusal, reads, who, from_cache
+            nonlocal refusal, reads, who, from_cache, lease
             reads += 1
             raced = reads > 1  # a compare-and-swap lost: the rival may have finished or removed the task
             if raced:
@@ -710,22 +719,56 @@ class IFCoordinator:
                 raise _Refused
             checks.append(f"admitted by the {self.policy.name} policy")
             if dry_run:
+                if needs_lease(task):
+                    conflict = self.leases.conflict(task, await self.leases.held(self.live_board()))
+                    if conflict is not None:
+                        refusal = refuse(conflict.reason, task)
+                        raise _Refused
+                    checks.append("its paths are free")
                 checks.append("would compare-and-swap on the task's revision")
                 refusal = ClaimOutcome(True, task_id, swarm_id, "would claim", checks, task)
                 raise _Refused
+            if needs_lease(task):
+                if lease is None:  # the path lease first: see infrafabric.coordinator.leases
+                    taken = await self.leases.take(task, swarm_id, claim_id)
+                    if isinstance(taken, Conflict):
+                        refusal = refuse(taken.reason, task, lost=not taken.mine)
+                        raise _Refused
+                    lease = taken
+                    now = self.clock()  # the claim (and its lease) starts once its paths are held
+                    checks.append("path lease taken on " + ", ".join(
+                        [*task.paths, *([f"branch {task.branch}"] if task.branch else [])]))
+                elif task.claim_seq != lease.seq:
+                    refusal = refuse("another claimant overlapping its paths voided this claim before it "
+                                     "landed", task, lost=True)
+                    raise _Refused
+                seq = lease.seq
+            else:
+                seq = task.claim_seq
             return self._transition(task, TaskStatus.CLAIMED, now, by=swarm_id, reason="claimed",
-                                    owner=swarm_id, claim_id=claim_id, lease_until=now + ttl, lease_ttl=ttl)
+                                    owner=swarm_id, claim_id=claim_id, lease_until=now + ttl, lease_ttl=ttl,
+                                    claim_seq=seq + 1)
 
+        written = None
         try:
             # no turn-taking with this process's other claimers: a loser must hear False at once
             written = await self.tasks.mutate(task_id, claim, first=first, take_turns=False)
         except _Refused:
             assert refusal is not None
             return refusal
+        finally:
+            if lease is not None and (written is None or written.value.claim_id != claim_id):
+                await self.leases.drop(task_id, claim_id)  # holds nothing: its claim never landed
         assert written is not None
         claimed = written.value
         checks.append(f"compare-and-swap won (revision {written.revision}); lease {ttl:g} s")
         return ClaimOutcome(True, task_id, swarm_id, "claimed", checks, claimed, claimed.claim_id)
+
+    def live_board(self) -> dict[str, Task] | None:
+        """The watcher's copy of the board (task id → task), if it runs; else
+        None (read what is needed). A moment behind the bus: decide nothing
+        that must be exact from it."""
+        return self._board if self._watcher is not None else None
 
     async def _min_coverage(self) -> float:
         return await self.policy.min_coverage(self.min_coverage)
@@ -779,6 +822,13 @@ class IFCoordinator:
             _check_note(note)
 
         def renew(t: Task, now: float) -> Task:
+            if needs_lease(t) and self._lapsed(t, now):
+                # its path lease lapsed with it and may be another claim's by now: renewing would
+                # make two holders of the same paths
+                ago = now - (t.lease_until or now)
+                raise NotOwnerError(f"heartbeat {task_id}: the lease lapsed {ago:.1f} s ago, and with it the "
+                                    "lease on the task's paths",
+                                    hint=f"claim it again: ifctl task claim {task_id} --swarm {swarm_id}")
             ttl = lease_ttl or t.lease_ttl or self.lease_ttl
             update: dict[str, Any] = {"lease_until": now + ttl, "lease_ttl": ttl, "updated_at": now}
             if note is not None:
@@ -847,16 +897,43 @@ class IFCoordinator:
                                                                    claim_id))
         return task
 
+    async def record_workspace(self, swarm_id: str, task_id: str, claim_id: str | None, *,
+                               worktree: str, host: str, head: str | None = None) -> Task:
+        """Record where the holder works on the task (its worktree on ``host``),
+        so that completion can record the branch's head commit and whoever
+        takes the task over knows where the work was."""
+        def change(t: Task, now: float) -> Task:
+            record = WorkspaceRecord(branch=t.work_branch, worktree=worktree, host=host, head=head)
+            return t.model_copy(update={"workspace": record, "updated_at": now})
+
+        _, task = await self._owned(swarm_id, task_id, claim_id, change, "record the workspace of")
+        return task
+
     async def complete_task(self, swarm_id: str, task_id: str, result: JsonValue = None,
-                            claim_id: str | None = None) -> Task:
+                            claim_id: str | None = None, *, head: str | None = None) -> Task:
         """Complete a task the caller holds; its dependents whose dependencies
-        are now all completed become available and are pushed."""
-        before, task = await self._owned(
-            swarm_id, task_id, claim_id,
-            lambda t, now: self._transition(t, TaskStatus.COMPLETED, now, by=swarm_id, reason="completed",
-                                            result=result, lease_until=None),
-            "complete")
+        are now all completed become available and are pushed. ``head``: the
+        commit its work branch ended at, recorded in :attr:`Task.workspace`
+        and in the result (added to a result that is absent or an object)."""
+        def change(t: Task, now: float) -> Task:
+            kept: JsonValue = result
+            update: dict[str, Any] = {}
+            if head is not None or t.workspace is not None:
+                record = (t.workspace or WorkspaceRecord(branch=t.work_branch)).model_copy(
+                    update={"head": head} if head is not None else {})
+                update["workspace"] = WorkspaceRecord.model_validate(record.model_dump())
+                where: dict[str, JsonValue] = {"branch": record.branch, "head": record.head}
+                if kept is None:
+                    kept = where
+                elif isinstance(kept, dict):
+                    kept = {**where, **kept}
+            return self._transition(t, TaskStatus.COMPLETED, now, by=swarm_id, reason="completed",
+                                    result=kept, lease_until=None, **update)
+
+        before, task = await self._owned(swarm_id, task_id, claim_id, change, "complete")
         params = _fencing({"task_id": task_id, "swarm_id": swarm_id}, claim_id)
+        if task.workspace is not None:
+            params.update(branch=task.workspace.branch, head=task.workspace.head)
         await self._settle(before, task, "task_completed", params)
         return task
 
@@ -927,6 +1004,15 @@ class IFCoordinator:
                                                            "final": task.status.value})
         return task
 
+    async def _announce_freed(self, ended: Task) -> None:
+        """Push again the available tasks that ``ended``'s claim kept from being
+        taken (their paths overlapped its): a waiting agent skipped them."""
+        board = self._board.values() if self._watcher is not None else await self.list_tasks()
+        for task in list(board):
+            if task.status is TaskStatus.AVAILABLE and task.id != ended.id and needs_lease(task) \
+                    and self.leases.tasks_clash(task, ended):
+                await self._announce(task)
+
     async def _unblock_dependents(self, task_id: str) -> list[Task]:
         # With the watcher running, its live board finds the dependents without
         # listing; one it has not seen yet is unblocked by the watcher itself
@@ -981,11 +1067,16 @@ class IFCoordinator:
         async with self.pushed_tasks(swarm_id) as pushes:
             now = self.clock()
             threshold = await self._min_coverage()
+            held: list[Any] | None = None  # the path leases held now, read once if a task needs them
             for task in await self.list_tasks():
                 claimable = task.status is TaskStatus.AVAILABLE or (
                     task.status is TaskStatus.CLAIMED and self._lapsed(task, now)) or (
                     task.status is TaskStatus.BLOCKED)
                 if claimable and coverage(task.capabilities, swarm.capabilities) >= threshold:
+                    if needs_lease(task):
+                        held = await self.leases.held(self.live_board()) if held is None else held
+                        if self.leases.conflict(task, held) is not None:
+                            continue  # its paths are another claim's: skip it, don't race for it
                     outcome = await self._claim_whole(swarm_id, task.id, lease_ttl)
                     if outcome.won:
                         return outcome

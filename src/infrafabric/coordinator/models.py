@@ -13,6 +13,8 @@ from infrafabric.bus.bounds import Hours, Line, Micros, Priority, Text
 
 __all__ = [
     "TASK_ID_PATTERN",
+    "PathLease",
+    "PathLeaseTable",
     "Presence",
     "SwarmRecord",
     "Task",
@@ -21,6 +23,7 @@ __all__ = [
     "TaskSpec",
     "TaskStatus",
     "Transition",
+    "WorkspaceRecord",
     "coverage",
 ]
 
@@ -59,6 +62,8 @@ def check_path_glob(value: str) -> str:
     ``src/parser/**``, ``docs/*.md``. Not absolute, no ``..`` part, no
     backslash, no empty part, brackets balanced; a leading ``./`` is dropped."""
     text = value.removeprefix("./")
+    if text == ".":
+        text = "**"  # the whole repository
     problem = None
     if not text or text.strip() != text or any(c < " " or c == "\x7f" for c in text):
         problem = "is empty, has surrounding spaces or a control character"
@@ -164,6 +169,19 @@ class Transition(BaseModel):
     op: str | None = Field(default=None, max_length=32)
 
 
+class WorkspaceRecord(BaseModel):
+    """Where a task's work is: its branch, the worktree its holder made for it
+    (``--worktree``, on ``host``) and the commit there when it was last looked
+    at (recorded at completion)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    branch: Branch
+    worktree: Annotated[str, Field(max_length=4096)] | None = None
+    host: Line | None = None
+    head: Annotated[str, Field(pattern=r"^[0-9a-f]{7,64}$")] | None = None
+
+
 class Task(TaskSpec):
     """A task on the bus: its spec plus live state."""
 
@@ -177,15 +195,51 @@ class Task(TaskSpec):
     lease_ttl: float | None = Field(default=None, gt=0, le=7 * 86400, allow_inf_nan=False)
     #: random token of the current claim, handed to its owner (the fencing token)
     claim_id: str | None = None
+    #: bumped by every claim (and by voiding a claim that never landed): a path lease names the
+    #: value its claim is taken at, so a lease whose claim can no longer land is seen to be dead
+    claim_seq: int = Field(default=0, ge=0)
     attempts: int = Field(default=0, ge=0, le=10**6)
     max_attempts: int = Field(default=3, ge=1, le=10**6)
     result: JsonValue = None
     error: Annotated[Text, Field(max_length=4000)] | None = None
+    #: where its work is (``--worktree``): branch, worktree, head commit at completion
+    workspace: WorkspaceRecord | None = None
     #: the holder's last progress note (a heartbeat's): handed to whoever takes the task over
     progress: Annotated[Text, Field(max_length=4000)] | None = None
     created_at: float = Field(default=0.0, allow_inf_nan=False)
     updated_at: float = Field(default=0.0, allow_inf_nan=False)
     history: list[Transition] = Field(default_factory=list, max_length=1000)
+
+
+class PathLease(BaseModel):
+    """A claim's lease on its task's paths (and explicit branch), one entry of
+    the :class:`PathLeaseTable`. It holds only while its claim does: the task
+    is claimed with :attr:`claim_id` and its lease has not lapsed. An entry
+    whose task still has ``claim_seq == seq`` is a claim in flight (or one
+    whose claimant died before claiming): a rival claimant voids it by bumping
+    the task's ``claim_seq``, after which that claim can never land."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_id: TaskId
+    swarm_id: TaskId
+    claim_id: Annotated[str, Field(min_length=1, max_length=64)]
+    #: the task's ``claim_seq`` this claim is taken at (the claim sets it to ``seq + 1``)
+    seq: int = Field(ge=0)
+    paths: list[PathGlob] = Field(default_factory=list, max_length=100)
+    #: the task's explicit branch (a default ``if/<task-id>`` branch is the task's alone)
+    branch: Branch | None = None
+    taken_at: float = Field(allow_inf_nan=False)
+
+
+class PathLeaseTable(BaseModel):
+    """Every path lease, one record (``workspace/leases``): one compare-and-swap
+    decides whether a claim's paths are free, so two overlapping leases are
+    never both written."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    leases: dict[TaskId, PathLease] = Field(default_factory=dict)
 
 
 class SwarmRecord(BaseModel):
