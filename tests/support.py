@@ -14,7 +14,7 @@ import pytest
 #: commands that speak another program's protocol, not the CLI contract: `ifctl hook` is run by an
 #: agent's client with its JSON on stdin and answers in the client's format, where exit 2 means
 #: "block" (tests/agent/test_hooks.py holds it to that)
-PROTOCOL_COMMANDS = {("hook",)}
+PROTOCOL_COMMANDS = {("hook",), ("guard", "tool")}
 
 CONTRACT = """\
 swarm_id: coder

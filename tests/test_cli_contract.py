@@ -120,6 +120,8 @@ SAMPLES: dict[str, str] = {
     "mcp token revoke": "alpha-laptop",
     "governor match": "code-analysis:python --max-cost 5",
     "hooks install": "--agent claude --user",
+    "guard pre-commit": "--swarm alpha",
+    "guard install": "--swarm alpha",
     "governor policy": "{policy}",
     "governor register": "beta --cap code-analysis:rust --cost-per-hour 1 --budget 3",
     "governor reset-circuit-breaker": "alpha --budget 20 --by alice",

@@ -21,6 +21,7 @@ differently::
     ├── BusError               the engine: unreachable, deadline missed, a
     │                          compare-and-swap that kept losing
     ├── SandboxError           agent code stopped by a limit
+    ├── WorkspaceError         a git command a worktree or guard needed failed
     └── CredentialError        a scoped credential refused
 
 :attr:`InfraFabricError.transient` marks the errors worth retrying as they
@@ -67,6 +68,7 @@ __all__ = [
     "SwarmStoppedError",
     "TaskExistsError",
     "TaskNotFoundError",
+    "WorkspaceError",
     "is_transient",
 ]
 
@@ -226,6 +228,11 @@ class ServerError(BusError):
     """A local server (nats-server, etcd) could not be started or stopped."""
 
     exit_code = 3
+
+
+class WorkspaceError(InfraFabricError):
+    """A git command that a task's worktree or a guard needed failed (its
+    stderr is in the message); the claim itself is not affected."""
 
 
 class SandboxError(InfraFabricError):

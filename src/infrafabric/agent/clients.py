@@ -39,10 +39,12 @@ HOOK_FILES = {
 #: the hooks installed, per client: (client's event name, our event, matcher, timeout in seconds)
 _HOOKS: dict[str, list[tuple[str, str, str | None, int]]] = {
     "claude": [("SessionStart", "session-start", None, 10),
+               ("PreToolUse", "guard", "Edit|Write|MultiEdit|NotebookEdit|Bash", 10),
                ("PostToolUse", "post-tool-use", "*", 10),
                ("Stop", "stop", None, 30),
                ("TeammateIdle", "teammate-idle", None, 30)],
     "codex": [("SessionStart", "session-start", None, 10),
+              ("PreToolUse", "guard", "apply_patch|Bash", 10),
               ("PostToolUse", "post-tool-use", "*", 10),
               ("Stop", "stop", None, 30)],
     "cursor": [("sessionStart", "session-start", None, 10),
@@ -109,7 +111,8 @@ def mcp_registration(agent: str, *, name: str, command: str, args: list[str],
 
 
 def _ours(command: object) -> bool:
-    return isinstance(command, str) and " hook " in f" {command} " and "ifctl" in command
+    return isinstance(command, str) and "ifctl" in command and (
+        " hook " in f" {command} " or " guard tool" in f" {command} ")
 
 
 def hook_config(agent: str, existing: dict[str, Any], ifctl: str, swarm_id: str | None,
@@ -127,7 +130,8 @@ def hook_config(agent: str, existing: dict[str, Any], ifctl: str, swarm_id: str 
     if agent == "cursor":
         config.setdefault("version", 1)
     for client_event, event, matcher, timeout in _HOOKS[agent]:
-        command = f"{shlex.quote(ifctl)} hook {agent} {event}{suffix}"
+        command = (f"{shlex.quote(ifctl)} guard tool --agent {agent}{suffix}" if event == "guard"
+                   else f"{shlex.quote(ifctl)} hook {agent} {event}{suffix}")
         entries = hooks.get(client_event, [])
         if not isinstance(entries, list):
             raise ConfigurationError(f"hooks.{client_event} is a {type(entries).__name__}, not a list")

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from infrafabric.agent.hooks import Answer
     from infrafabric.agent.session import AgentSession
 
-__all__ = ["Refused", "Unreachable", "ask", "serve", "socket_path"]
+__all__ = ["Refused", "Unreachable", "ask", "guard", "serve", "socket_path"]
 
 #: a hook waits this long for the server's answer (a stop may claim a task: one compare-and-swap)
 ANSWER_TIMEOUT = 5.0
@@ -66,8 +66,23 @@ def ask(swarm_id: str, op: str, *, agent: str, repeat: bool = False,
     a refused stop (Claude's and Codex's ``stop_hook_active``, Cursor's ``loop_count``)."""
     from infrafabric.agent.hooks import Answer
 
+    return Answer.from_dict(_request(swarm_id, {"op": op, "agent": agent, "repeat": repeat}, home))
+
+
+def guard(swarm_id: str | None, cwd: str, paths: list[str], branches: list[str],
+          home: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The guard's verdict (``refusals``, ``notes``) on touching ``paths`` and
+    checking out ``branches`` from ``cwd``: asked of the swarm's running
+    server, else of the bus directly (:class:`Unreachable` if neither answers)."""
+    message = {"op": "guard", "cwd": cwd, "paths": paths, "branches": branches}
+    if swarm_id is None:
+        return _direct(None, message, home)
+    return _request(swarm_id, message, home)
+
+
+def _request(swarm_id: str, message: dict[str, Any], home: str | os.PathLike[str] | None) -> dict[str, Any]:
     path = socket_path(swarm_id, home)
-    request = json.dumps({"op": op, "agent": agent, "repeat": repeat}).encode() + b"\n"
+    request = json.dumps(message).encode() + b"\n"
     if path.exists():
         _check_private(path.parent)
         try:
@@ -79,8 +94,8 @@ def ask(swarm_id: str, op: str, *, agent: str, repeat: bool = False,
         if reply is not None:
             if not reply.get("ok"):
                 raise Refused(str(reply.get("error", "refused")))
-            return Answer.from_dict(reply)
-    return Answer.from_dict(_direct(swarm_id, op, repeat, home))
+            return reply
+    return _direct(swarm_id, message, home)
 
 
 def _check_private(directory: Path) -> None:
@@ -122,22 +137,26 @@ def _in_directory(directory: Path, act: Callable[[], None]) -> None:
         os.close(here)
 
 
-def _direct(swarm_id: str, op: str, repeat: bool, home: str | os.PathLike[str] | None) -> dict[str, Any]:
+def _direct(swarm_id: str | None, message: dict[str, Any],
+            home: str | os.PathLike[str] | None) -> dict[str, Any]:
     import asyncio
 
-    from infrafabric.agent.session import AgentSession
+    from infrafabric.agent.session import AgentSession, answer_guard
     from infrafabric.errors import InfraFabricError
     from infrafabric.fleet import open_fleet
 
     async def go() -> dict[str, Any]:
-        async with open_fleet(home=home, watch=False, actor=swarm_id, autostart=False) as fleet:
-            return await AgentSession(fleet, swarm_id).on_hook(op, repeat=repeat)
+        async with open_fleet(home=home, watch=False, actor=swarm_id or "guard", autostart=False) as fleet:
+            if swarm_id is None:
+                return await answer_guard(fleet, None, message)
+            return await AgentSession(fleet, swarm_id).answer(message)
 
     try:
         return asyncio.run(go())
     except InfraFabricError as exc:
-        text = exc.message if not exc.transient else f"the fleet's bus did not answer: {exc.message}"
-        raise Unreachable(text) from exc
+        if not exc.transient:  # the request itself is refused (a guard's cwd that is no directory)
+            raise Refused(exc.message) from exc
+        raise Unreachable(f"the fleet's bus did not answer: {exc.message}") from exc
     except Exception as exc:  # a hook must never leave the agent with a traceback: it fails open
         raise Unreachable(f"{type(exc).__name__}: {exc}") from exc
 
@@ -190,16 +209,17 @@ async def _answer(session: AgentSession, line: bytes) -> dict[str, Any]:
 
     try:
         request = json.loads(line)
+        if not isinstance(request, dict):
+            raise TypeError("not an object")
         op = request["op"]
-        if op not in ("start", "activity", "stop"):
-            raise ValueError(f"unknown op {str(op)[:20]!r}")
-        repeat = bool(request.get("repeat", False))
     except (ValueError, KeyError, TypeError) as exc:
         return {"ok": False, "error": f"bad request: {exc}"}
     try:
-        return {"ok": True, **await session.on_hook(op, repeat=repeat)}
-    except InfraFabricError as exc:  # the bus is away: the hook fails open, saying why
-        return {"ok": True, "notes": [exc.message]}
+        return {"ok": True, **await session.answer(request)}
+    except InfraFabricError as exc:
+        if not exc.transient:  # a request the session refuses as malformed
+            return {"ok": False, "error": exc.message}
+        return {"ok": True, "notes": [exc.message], "unreachable": True}  # the bus is away: fail open
     except Exception as exc:  # never leave a hook without an answer (it would wait, then fall back)
         import logging
 

@@ -104,13 +104,17 @@ def build_server(session_for: SessionFor, *, name: str = "infrafabric", token_ve
         lease_s: Annotated[float | None, Field(ge=30, le=86400, description=(
             "How long the claim lasts without a heartbeat, in seconds (default: the server's, 600)."))
         ] = None,
+        workspace: Annotated[str | None, Field(min_length=1, max_length=4096, description=(
+            "A directory (absolute, or relative to the project) under which to make or reuse a git "
+            "worktree for the task, <workspace>/<task-id>, on the task's branch; its path is returned. "
+            "A task taken over from a lapsed holder gets their branch, commits and last note."))] = None,
     ) -> Any:
         """Claim the best task on the board you can do, and get what you need to do it: title,
         description, acceptance criteria, deliverable, your claim's lease, and the results of the
         tasks it depends on. If you already hold a task you get that one back. If there is nothing
         for you, `task` is null and `reason`/`details` say why (claimed by whom, blocked by what);
         call again to keep waiting. A swarm stopped by its budget or breaker gets an error."""
-        return await (await session_for()).next(wait_s, lease_s)
+        return await (await session_for()).next(wait_s, lease_s, workspace)
 
     @tool(title="Renew your claim", idempotent=True)
     async def task_heartbeat(

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from infrafabric.bus.bounds import MAX_TEXT, brief, check_line, check_text, parse_dollars
-from infrafabric.coordinator import IFCoordinator, Task, TaskStatus
+from infrafabric.coordinator import ClaimOutcome, IFCoordinator, Task, TaskStatus
 from infrafabric.coordinator.models import CAPABILITY_PATTERN, is_task_id
 from infrafabric.errors import (
     ConfigurationError,
@@ -33,6 +33,8 @@ from infrafabric.errors import (
 )
 from infrafabric.fleet import Fleet
 from infrafabric.governor import format_usd
+from infrafabric.workspace import finished_head, guard, open_worktree
+from infrafabric.workspace.handoff import check_root
 
 __all__ = [
     "DEFAULT_AGENT_LEASE",
@@ -136,14 +138,29 @@ class AgentSession:
 
     # -- the hand-out --------------------------------------------------------------
 
-    async def next(self, wait_s: float = DEFAULT_WAIT, lease_s: float | None = None) -> dict[str, Any]:
+    async def next(self, wait_s: float = DEFAULT_WAIT, lease_s: float | None = None,
+                   workspace: str | None = None) -> dict[str, Any]:
         """Claim the best task for this swarm (see :meth:`_next_unlocked`).
         One hand-out at a time per session: two concurrent calls (a
-        long-poll and a stop hook) must not leave the swarm holding two tasks."""
+        long-poll and a stop hook) must not leave the swarm holding two tasks.
+        ``workspace``: a directory under which the task gets a git worktree
+        on its branch (``<workspace>/<task-id>``, see
+        :func:`~infrafabric.workspace.open_worktree`)."""
         if not 0 <= wait_s <= MAX_WAIT:
             raise ConfigurationError(f"wait_s {wait_s:g} is outside 0..{MAX_WAIT:g} seconds")
+        if workspace is not None:
+            await asyncio.to_thread(check_root, workspace)  # bad input refused before anything is claimed
         async with self._handing:
-            return await self._next_unlocked(wait_s, lease_s)
+            answer = await self._next_unlocked(wait_s, lease_s)
+            if workspace is not None and answer.get("task") is not None:
+                task = await self.coordinator.get_task(answer["task"]["id"])
+                won = ClaimOutcome(True, task.id, self.swarm_id, "held", [], task, answer["claim_id"])
+                handoff = await open_worktree(self.coordinator, won, workspace,
+                                              release_on_failure=not answer.get("already_held"))
+                answer["workspace"] = handoff.as_dict()
+                answer["next"] = f"work in {handoff.worktree.path} (branch {handoff.worktree.branch}); " \
+                    + answer["next"]
+            return answer
 
     async def _next_unlocked(self, wait_s: float, lease_s: float | None) -> dict[str, Any]:
         """Claim the best task for this swarm, waiting up to ``wait_s`` for one.
@@ -233,10 +250,16 @@ class AgentSession:
         if len(json.dumps(recorded, default=str)) > MAX_TEXT:
             raise ConfigurationError(f"result: at most {MAX_TEXT:,} characters of JSON in all; put large "
                                      "output in a file or commit and give its path")
+        head = await asyncio.to_thread(finished_head, await self.coordinator.get_task(task_id)) \
+            if not await self.coordinator.check_owned(self.swarm_id, task_id, claim_id) else None
         task = await self._owned(lambda: self.coordinator.complete_task(
-            self.swarm_id, task_id, recorded or None, claim_id), task_id)
+            self.swarm_id, task_id, recorded or None, claim_id, head=head), task_id)
         self._claims.pop(task_id, None)
         answer: dict[str, Any] = {"task_id": task_id, "status": task.status.value}
+        if task.workspace is not None:
+            answer["branch"] = task.workspace.branch
+            if task.workspace.head:
+                answer["head"] = task.workspace.head
         if micros:
             answer["cost"] = format_usd(micros)
             try:  # the work is done and recorded whatever happens to the debit: report, never raise
@@ -352,6 +375,16 @@ class AgentSession:
         return answer
 
     # -- hooks: leases renewed by real activity ------------------------------------------
+
+    async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The answer to one control-socket request: a lifecycle hook
+        (:meth:`on_hook`) or a guard (``op: guard``, :func:`answer_guard`)."""
+        op = request.get("op")
+        if op == "guard":
+            return await answer_guard(self.fleet, self.swarm_id, request)
+        if op not in ("start", "activity", "stop"):
+            raise ConfigurationError(f"op {str(op)[:20]!r} is not start, activity, stop or guard")
+        return await self.on_hook(str(op), repeat=bool(request.get("repeat", False)))
 
     async def on_hook(self, op: str, *, repeat: bool = False) -> dict[str, Any]:
         """A lifecycle hook's answer (``context`` to inject, or ``block``: why
@@ -479,3 +512,16 @@ def _row(task: Task, now: float) -> dict[str, Any]:
         row["capabilities"] = task.capabilities
     return row
 
+
+
+async def answer_guard(fleet: Fleet, swarm_id: str | None, request: dict[str, Any]) -> dict[str, Any]:
+    """``ifctl guard tool``'s question (``cwd``, ``paths``, ``branches``)
+    answered on the fleet's board: ``refusals`` (each naming the holder and
+    its task) and ``notes``. A malformed request is a
+    :class:`ConfigurationError`."""
+    cwd, paths, branches = request.get("cwd"), request.get("paths", []), request.get("branches", [])
+    if not isinstance(cwd, str) or not all(isinstance(x, list) and all(isinstance(i, str) for i in x)
+                                           for x in (paths, branches)):
+        raise ConfigurationError("a guard request needs cwd (text), paths and branches (lists of text)")
+    verdict = await guard.check(fleet.coordinator, cwd=cwd, paths=paths, branches=branches, swarm_id=swarm_id)
+    return {"refusals": verdict.refusals, "notes": verdict.notes}

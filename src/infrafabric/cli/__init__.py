@@ -34,6 +34,7 @@ _COMMANDS = {
     "mcp": "infrafabric.cli.mcp:mcp",
     "hook": "infrafabric.cli.mcp:hook",
     "hooks": "infrafabric.cli.mcp:hooks",
+    "guard": "infrafabric.cli.guard:guard",
 }
 
 
@@ -56,4 +57,8 @@ def main() -> None:
         from infrafabric.agent.hooks import main as run_hook
 
         sys.exit(run_hook(sys.argv[2:]))
+    if sys.argv[1:3] == ["guard", "tool"]:  # a PreToolUse hook: before every tool call of every agent
+        from infrafabric.agent.toolguard import main as run_guard
+
+        sys.exit(run_guard(sys.argv[3:]))
     _cli()(prog_name="ifctl")

@@ -30,6 +30,8 @@ from infrafabric.errors import ConfigurationError, SwarmStoppedError, TaskNotFou
 from infrafabric.fleet import Fleet
 from infrafabric.governor import format_usd
 from infrafabric.governor.detect import detect_capabilities
+from infrafabric.workspace import finished_head, open_worktree
+from infrafabric.workspace.handoff import check_root
 
 T = TypeVar("T")
 
@@ -223,6 +225,25 @@ def task_show(task_id: str) -> Outcome:
     return with_coordinator(go)
 
 
+worktree_option = click.option(
+    "--worktree", "worktree", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+    help="Make (or reuse) a git worktree for the claimed task under DIR, as DIR/<task-id> on the task's "
+         "branch (if/<task-id> unless the board names one), from the repository around the current "
+         "directory; its path is printed. A task taken over after a lapse gets the previous holder's "
+         "branch, commits and last progress note.")
+
+
+async def _with_worktree(coord: IFCoordinator, outcome: Outcome, won: ClaimOutcome,
+                         root: Path | None) -> Outcome:
+    """Open the won claim's worktree (``--worktree``) and say where it is."""
+    if root is None or not won.won or won.claim_id is None:
+        return outcome
+    handoff = await open_worktree(coord, won, root)
+    outcome.data["workspace"] = handoff.as_dict()
+    outcome.lines += [escape(line) for line in handoff.lines()]
+    return outcome
+
+
 lease_option = click.option("--lease", "lease_ttl", type=click.FloatRange(min=0.5, max=7 * 86400),
                             default=DEFAULT_LEASE_TTL, show_default=True,
                             help="Seconds the claim lasts without a heartbeat; heartbeats renew it for "
@@ -233,19 +254,26 @@ lease_option = click.option("--lease", "lease_ttl", type=click.FloatRange(min=0.
 @click.argument("task_id", type=ID)
 @swarm_option
 @lease_option
+@worktree_option
 @contract
-def task_claim(task_id: str, swarm_id: str, lease_ttl: float) -> Outcome:
+def task_claim(task_id: str, swarm_id: str, lease_ttl: float, worktree: Path | None) -> Outcome:
     """Claim a task (one compare-and-swap). Exit 0 if won, 1 if not, 4 if the
     governor has stopped the swarm (breaker open, budget spent).
 
-    Example: ifctl task claim P0.1.1 --swarm session-7 --why
+    Example: ifctl task claim P0.1.1 --swarm session-7 --worktree ../wt --why
     """
     s = settings()
-    return with_coordinator(lambda c: _claim(c, swarm_id, task_id, s), lease_ttl=lease_ttl)
+    if worktree is not None:
+        check_root(worktree, task_id=task_id)  # bad input is refused before anything is claimed
+    return with_coordinator(lambda c: _claim(c, swarm_id, task_id, s, worktree), lease_ttl=lease_ttl)
 
 
-async def _claim(coord: IFCoordinator, swarm_id: str, task_id: str, s: Settings) -> Outcome:
-    outcome = claim_outcome(await coord.try_claim(swarm_id, task_id, dry_run=s.falsify), s)
+async def _claim(coord: IFCoordinator, swarm_id: str, task_id: str, s: Settings,
+                 worktree: Path | None = None) -> Outcome:
+    won = await coord.try_claim(swarm_id, task_id, dry_run=s.falsify)
+    outcome = claim_outcome(won, s)
+    if not s.falsify:
+        outcome = await _with_worktree(coord, outcome, won, worktree)
     if outcome.exit_code and not s.falsify and await coord.get_swarm(swarm_id) is not None:
         stopped = await coord.policy.stopped(swarm_id)
         if stopped is not None:  # the same exit as `task next`: the agent's loop must stop, not retry
@@ -340,8 +368,15 @@ def task_complete(task_id: str, swarm_id: str, claim_id: str | None, result: str
     Example: ifctl task complete P0.1.1 --swarm session-7 --claim b87ef3abb34144a3 --result '{"pr": 12}'
     """
     async def act(coord: IFCoordinator) -> Outcome:
-        t = await coord.complete_task(swarm_id, task_id, parse_result(result), claim_id)
-        return Outcome(data=task_row(t, time.time()), lines=[f"completed {task_id}"],
+        head = finished_head(await coord.get_task(task_id))  # its worktree's commit, when it has one here
+        t = await coord.complete_task(swarm_id, task_id, parse_result(result), claim_id, head=head)
+        lines = [f"completed {task_id}"]
+        if t.workspace is not None:
+            lines.append(f"its work: branch {t.workspace.branch}"
+                         + (f" at {t.workspace.head[:12]}" if t.workspace.head else ""))
+        return Outcome(data={**task_row(t, time.time()), "result": t.result,
+                             "workspace": t.workspace.model_dump() if t.workspace else None},
+                       lines=lines,
                        why=_owned_why(swarm_id, claim_id, "its dependents whose dependencies are now all "
                                                           "complete became available and were pushed"))
 
@@ -410,8 +445,9 @@ def task_reopen(task_id: str, by: str | None, reason: str) -> Outcome:
 @lease_option
 @click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True,
               help="Seconds to wait for a pushed task when none is available now.")
+@worktree_option
 @contract
-def task_next(swarm_id: str, lease_ttl: float, wait: float) -> Outcome:
+def task_next(swarm_id: str, lease_ttl: float, wait: float, worktree: Path | None) -> Outcome:
     """Claim the best task this swarm can take (critical path first, then
     priority), waiting for a push if none is available. Replaces polling.
 
@@ -425,9 +461,11 @@ def task_next(swarm_id: str, lease_ttl: float, wait: float) -> Outcome:
     A loop should go on after 1 and stop after 4:
       while ifctl task next --swarm S --wait 45 --json > t.json || [ $? = 1 ]; do ...
 
-    Example: ifctl task next --swarm session-1 --wait 30 --json
+    Example: ifctl task next --swarm session-1 --wait 30 --worktree ../wt --json
     """
     s = settings()
+    if worktree is not None:
+        check_root(worktree)  # bad input is refused before anything is claimed
 
     async def go(coord: IFCoordinator) -> Outcome:
         if s.falsify:
@@ -454,7 +492,7 @@ def task_next(swarm_id: str, lease_ttl: float, wait: float) -> Outcome:
                                     hint=f"ifctl swarm register {swarm_id} --cap DOMAIN:SKILL, on this "
                                          "bus; or point IF_BUS_URL at the fleet's bus") from exc
         if outcome is not None:
-            return claim_outcome(outcome, s)
+            return await _with_worktree(coord, claim_outcome(outcome, s), outcome, worktree)
         empty = await coord.explain_empty(swarm_id)
         halted = empty.stopped is not None
         line = (f"{swarm_id} is stopped: {escape(empty.summary)}" if halted
