@@ -1,5 +1,6 @@
-"""``ifctl bench hooks`` measures the hook processes on a real bus and reports
-(never asserts) the 100 ms target; its JSON has every figure the README cites."""
+"""``ifctl bench hooks`` measures the hook and guard processes on a real bus
+and reports (never asserts) their targets; its JSON has every figure the
+README cites."""
 
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ def test_bench_hooks_reports_both_paths_beside_the_floor(nats_server: NatsServer
     (run,) = result["runs"]
     assert run["tasks"] == 5
     for path in ("server", "direct"):
-        for event in ("post-tool-use", "stop"):
+        for event in ("post-tool-use", "stop", "guard-refuse", "guard-allow"):
             stats = run[path][event]
             assert stats["count"] >= 3 and 0 < stats["p50"] <= stats["p95"]
     assert run["raw_heartbeat"]["count"] == 3 and result["process_floor"]["p50"] > 0
-    assert {t["id"] for t in result["targets"]} == {"hook-post-tool-use", "hook-stop"}
-    assert all(t["threshold"] == 100.0 and t["pass"] in (True, False) for t in result["targets"])
+    assert run["pre_commit"]["count"] == 3 and run["leases_held"] == 5  # T0 and four of the other swarm's
+    assert {t["id"] for t in result["targets"]} == {"hook-post-tool-use", "hook-stop", "guard-refuse",
+                                                    "guard-allow", "guard-pre-commit"}
+    assert all(t["threshold"] == (1000.0 if t["id"] == "guard-pre-commit" else 100.0)
+               and t["pass"] in (True, False) for t in result["targets"])

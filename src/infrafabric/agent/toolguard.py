@@ -11,7 +11,8 @@ the task. What it reads from the call:
 * Codex's ``apply_patch`` (the files its patch adds, updates, deletes or
   moves to);
 * a shell command (``Bash``, ``shell``, ``exec_command``): ``git checkout
-  BRANCH``, ``git switch BRANCH`` and ``git checkout [REF] -- PATH...``.
+  BRANCH``, ``git switch BRANCH``, ``git checkout [REF] -- PATH...`` and
+  ``git restore PATH...``.
   What a shell command writes otherwise cannot be known before it runs: the
   pre-commit guard (``ifctl guard pre-commit``) catches it at commit time.
 
@@ -58,8 +59,13 @@ Install it with: ifctl hooks install --agent claude
 
 
 def _text(value: Any) -> str:
+    """A command as text: Codex sends argv lists, often ``[bash, -lc, SCRIPT]``."""
     if isinstance(value, list):
-        return " ".join(shlex.quote(str(v)) for v in value)
+        words = [str(v) for v in value]
+        if len(words) >= 3 and os.path.basename(words[0]) in ("bash", "sh", "zsh", "dash") \
+                and words[1] in ("-c", "-lc", "-ic", "-lic"):
+            return words[2]
+        return " ".join(shlex.quote(w) for w in words)
     return value if isinstance(value, str) else ""
 
 
@@ -80,9 +86,13 @@ def _git_targets(command: str) -> tuple[list[str], list[str]]:
         rest = words[1:]
         while rest and rest[0] in ("-C", "-c", "--git-dir", "--work-tree"):
             rest = rest[2:]
-        if not rest or rest[0] not in ("checkout", "switch"):
+        if not rest or rest[0] not in ("checkout", "switch", "restore"):
             continue
         verb, args = rest[0], rest[1:]
+        if verb == "restore":  # `git restore [-s REF] PATH...` rewrites files
+            skip = {i + 1 for i, a in enumerate(args) if a in ("-s", "--source")}
+            paths += [a for i, a in enumerate(args) if i not in skip and not a.startswith("-")]
+            continue
         if "--" in args:
             at = args.index("--")
             paths += args[at + 1:]

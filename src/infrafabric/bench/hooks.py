@@ -15,8 +15,15 @@ one task claimed by the agent's swarm:
   post-tool-use hook does, raw), and ``python -c pass`` (the floor of any
   process a client starts).
 
-Target: a hook through the agent's server within 100 ms at p95 (the
-issue's bound for a hook after every tool call). Reported, never asserted.
+The guards are timed the same way, in a real git repository, with every
+task declaring paths and ``--leases`` of them held by another swarm:
+``ifctl guard tool`` (the PreToolUse hook before every edit) for an edit it
+refuses (another claim's path) and one it allows (the agent's own), and
+``ifctl guard pre-commit`` (git's hook, once per commit; a full command).
+
+Targets: a hook, and the tool guard, through the agent's server within
+100 ms at p95 (the bound for a hook before or after every tool call); the
+pre-commit guard within 1 s at p95. Reported, never asserted.
 """
 
 from __future__ import annotations
@@ -45,9 +52,12 @@ from infrafabric.bench.stats import summarize
 from infrafabric.bus import connect
 from infrafabric.fleet import assemble
 
-__all__ = ["TARGET_MS", "bench_hooks"]
+__all__ = ["PRE_COMMIT_TARGET_MS", "TARGET_MS", "bench_hooks"]
 
 TARGET_MS = 100.0
+PRE_COMMIT_TARGET_MS = 1000.0
+#: path leases held by another swarm while the guards are timed
+OTHER = "bench-other"
 SWARM = "bench-agent"
 PAYLOADS = {
     "post-tool-use": {"session_id": "bench", "transcript_path": "/dev/null", "cwd": "/", "hook_event_name":
@@ -71,18 +81,61 @@ def _time_process(args: list[str], env: dict[str, str], stdin: bytes) -> int:
     return took
 
 
-def _sample_hooks(env: dict[str, str], n: int) -> dict[str, dict[str, Any]]:
+def _sample_hooks(env: dict[str, str], n: int, repo: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for event, payload in PAYLOADS.items():
         body = json.dumps(payload).encode()
         samples = [_time_process([_ifctl(), "hook", "claude", event], env, body) for _ in range(n + 2)][2:]
         out[event] = summarize(samples)
+    for name, path, refused in (("guard-refuse", "src/m1/x.py", True),
+                                ("guard-allow", "src/m0/x.py", False)):
+        body = json.dumps({"session_id": "bench", "cwd": str(repo), "hook_event_name": "PreToolUse",
+                           "tool_name": "Edit", "tool_input": {"file_path": str(repo / path)}}).encode()
+        samples = [_time_guard(env, body, repo, refused) for _ in range(n + 2)][2:]
+        out[name] = summarize(samples)
     return out
 
 
-async def bench_hooks(url: str, *, sizes: tuple[int, ...] = (100, 2000), n: int = 30,
+def _time_guard(env: dict[str, str], body: bytes, repo: Path, refused: bool) -> int:
+    started = time.perf_counter_ns()
+    done = subprocess.run([_ifctl(), "guard", "tool", "--agent", "claude"], input=body, env=env, cwd=repo,
+                          capture_output=True, timeout=60)
+    took = time.perf_counter_ns() - started
+    if done.returncode != 0 or (b'"deny"' in done.stdout) != refused:
+        raise RuntimeError(f"ifctl guard tool: exit {done.returncode}, {'no ' if refused else ''}refusal: "
+                           f"{(done.stdout + done.stderr).decode()[-300:]}")
+    return took
+
+
+def _sample_pre_commit(env: dict[str, str], n: int, repo: Path) -> dict[str, Any]:
+    (repo / "src" / "m0").mkdir(parents=True, exist_ok=True)
+    (repo / "src" / "m0" / "x.py").write_text("x = 1\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter_ns()
+        done = subprocess.run([_ifctl(), "guard", "pre-commit", "--swarm", SWARM], env=env, cwd=repo,
+                              capture_output=True, timeout=60)
+        samples.append(time.perf_counter_ns() - started)
+        if done.returncode != 0:
+            raise RuntimeError(f"ifctl guard pre-commit exited {done.returncode}: "
+                               f"{done.stdout.decode()[-300:]}")
+    return summarize(samples)
+
+
+def _git_repo(where: Path) -> Path:
+    repo = where / "repo"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["-c", "user.name=bench", "-c", "user.email=bench@localhost",
+                                                  "commit", "-q", "--allow-empty", "-m", "init"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    return repo
+
+
+async def bench_hooks(url: str, *, sizes: tuple[int, ...] = (100, 2000), n: int = 30, leases: int = 50,
                       progress: Progress | None = None) -> dict[str, Any]:
-    """Time the hooks at each board size (see the module docs)."""
+    """Time the hooks and guards at each board size, with ``leases`` path
+    leases held by another swarm (see the module docs)."""
     t0 = time.time()
     floor = summarize([_time_process([sys.executable, "-c", "pass"], dict(os.environ), b"")
                        for _ in range(n)])
@@ -93,10 +146,15 @@ async def bench_hooks(url: str, *, sizes: tuple[int, ...] = (100, 2000), n: int 
             progress(f"board of {size}", 0, 4)
         async with connect(ns_url) as bus:
             fleet = assemble(bus, signer=None)
-            await fleet.coordinator.create_tasks({"id": f"T{i}", "title": f"task {i}"} for i in range(size))
+            await fleet.coordinator.create_tasks({"id": f"T{i}", "title": f"task {i}",
+                                                  "paths": [f"src/m{i}/**"]} for i in range(size))
             await fleet.register_swarm(SWARM, [])
+            await fleet.register_swarm(OTHER, [])
             claim = await fleet.coordinator.try_claim(SWARM, "T0", lease_ttl=3600)
             assert claim.won, claim.reason
+            held = 0
+            for i in range(1, min(leases, size - 1) + 1):
+                held += (await fleet.coordinator.try_claim(OTHER, f"T{i}", lease_ttl=3600)).won
             beats = []
             for _ in range(n):
                 started = time.perf_counter_ns()
@@ -105,26 +163,37 @@ async def bench_hooks(url: str, *, sizes: tuple[int, ...] = (100, 2000), n: int 
             with tempfile.TemporaryDirectory(prefix="if-bench-hooks-") as home:
                 env = {k: v for k, v in os.environ.items() if not k.startswith("IF_")} | {
                     "IF_BUS_URL": ns_url, "IF_HOME": home, "IF_SWARM_ID": SWARM}
+                repo = _git_repo(Path(home))
                 server = await asyncio.to_thread(_start_server, env, Path(home))
                 try:
                     if progress is not None:
                         progress(f"board of {size}", 1, 4)
-                    via_server = await asyncio.to_thread(_sample_hooks, env, n)
+                    via_server = await asyncio.to_thread(_sample_hooks, env, n, repo)
                 finally:
                     _stop_server(server)
                 if progress is not None:
                     progress(f"board of {size}", 2, 4)
-                direct = await asyncio.to_thread(_sample_hooks, env, max(n // 3, 3))
+                direct = await asyncio.to_thread(_sample_hooks, env, max(n // 3, 3), repo)
+                pre_commit = await asyncio.to_thread(_sample_pre_commit, env, max(n // 3, 3), repo)
             if progress is not None:
                 progress(f"board of {size}", 3, 4)
             await clean_namespace(bus, None)
-        runs.append({"tasks": size, "server": via_server, "direct": direct,
-                     "raw_heartbeat": summarize(beats)})
+        runs.append({"tasks": size, "leases_held": held + 1, "server": via_server, "direct": direct,
+                     "pre_commit": pre_commit, "raw_heartbeat": summarize(beats)})
     largest_size, largest = runs[-1]["tasks"], via_server
     targets = [target_row(f"hook-{event}", f"`ifctl hook claude {event}` through the agent's server, p95 "
                           f"≤ {TARGET_MS:g} ms ({largest_size:,}-task board)", event, "server.p95",
                           TARGET_MS, largest[event]["p95"], applies=True)
                for event in PAYLOADS]
+    last: dict[str, Any] = runs[-1]
+    board = f"{largest_size:,}-task board, {last['leases_held']} path leases"
+    for name, what in (("guard-refuse", "an edit it refuses"), ("guard-allow", "an edit it allows")):
+        targets.append(target_row(name, f"`ifctl guard tool` ({what}) through the agent's server, p95 ≤ "
+                                  f"{TARGET_MS:g} ms ({board})", name, "server.p95", TARGET_MS,
+                                  largest[name]["p95"], applies=True))
+    targets.append(target_row("guard-pre-commit", f"`ifctl guard pre-commit` (git's hook), p95 ≤ "
+                              f"{PRE_COMMIT_TARGET_MS:g} ms ({board})", "pre-commit", "pre_commit.p95",
+                              PRE_COMMIT_TARGET_MS, last["pre_commit"]["p95"], applies=True))
     return {"benchmark": "hooks", "started_at": started_at(t0), "duration_s": round(time.time() - t0, 1),
             "machine": machine_info(), "n": n, "process_floor": floor, "runs": runs, "targets": targets}
 

@@ -1012,15 +1012,18 @@ def waste(backend: str | None, seed: int, tasks: int, swarms: int) -> Outcome:
               help="Board sizes (repeatable) [default: 100 and 2000].")
 @contract
 def hooks(backend: str | None, n: int, sizes: tuple[int, ...]) -> Outcome:
-    """Time `ifctl hook` as an agent's client runs it: a new process per event.
+    """Time `ifctl hook` and `ifctl guard` as an agent's client and git run them.
 
     For each board size, with one task claimed by the agent's swarm, times
     the whole process (spawn to exit, the client's payload on stdin) of the
     post-tool-use hook (renews the lease) and the stop hook (refused: a task
     is held), through the agent's running `ifctl mcp` and with none running
     (straight to the bus); beside them, an in-process heartbeat (the raw bus
-    work) and `python -c pass` (the floor of any process). Target: 100 ms
-    at p95 through the server.
+    work) and `python -c pass` (the floor of any process). In a real git
+    repository, with 50 path leases held by another swarm, it also times the
+    PreToolUse tool guard (an edit refused, an edit allowed) and the
+    pre-commit guard. Targets: 100 ms at p95 through the server for hooks
+    and the tool guard; 1 s for the pre-commit guard.
 
     \b
     Examples:
@@ -1048,6 +1051,9 @@ def hooks(backend: str | None, n: int, sizes: tuple[int, ...]) -> Outcome:
             for event, st in run[path].items():
                 lines.append(f"{run['tasks']:>6} tasks  {path:<6} {event:<13} p50 {_fmt(st['p50'])} ms  "
                              f"p95 {_fmt(st['p95'])} ms")
+        pre = run["pre_commit"]
+        lines.append(f"{run['tasks']:>6} tasks  guard pre-commit     p50 {_fmt(pre['p50'])} ms  "
+                     f"p95 {_fmt(pre['p95'])} ms")
         lines.append(f"{run['tasks']:>6} tasks  raw heartbeat in-process p50 "
                      f"{_fmt(run['raw_heartbeat']['p50'])} ms")
     lines += _target_lines(result["targets"])

@@ -94,8 +94,12 @@ async def check(coord: IFCoordinator, *, cwd: str | Path, paths: Sequence[str] =
         verdict.notes.append(f"{cwd} is not in a git repository: nothing to guard")
         return verdict
     here, rel = inspected
-    board = await coord.list_tasks() if branches or staged else []
-    held = await coord.leases.held()
+    live_board = coord.live_board()  # a running server's watcher: no reads (a moment behind the bus)
+    if branches or staged:
+        board = list(live_board.values()) if live_board is not None else await coord.list_tasks()
+    else:
+        board = []
+    held = await coord.leases.held(live_board)
     tasks = {t.id: t for t in board} | {t.id: t for _, t in held}
 
     def mine(task: Task) -> bool:
@@ -106,6 +110,12 @@ async def check(coord: IFCoordinator, *, cwd: str | Path, paths: Sequence[str] =
     for path in dict.fromkeys(rel):
         verdict.checked.append(path)
         holder = PathLeases.holder_of(path, others)
+        if holder is not None and live_board is not None:  # the copy may be behind: refuse on the bus's word
+            fresh = await coord.tasks.read(holder.task_id)
+            if fresh is None or fresh.claim_id != holder.claim_id or not coord.leases.holds(
+                    next(lease for lease, _ in others if lease.task_id == holder.task_id), fresh):
+                others = [(lease, t) for lease, t in others if lease.task_id != holder.task_id]
+                holder = PathLeases.holder_of(path, others)
         if holder is not None:
             verdict.refusals.append(f"{path} is leased by {holder.swarm_id} for task {holder.task_id} "
                                     f"(its paths include {holder.pattern})")
