@@ -20,11 +20,14 @@ from pathlib import Path
 
 from infrafabric.coordinator import IFCoordinator, Task, TaskStatus
 from infrafabric.coordinator.leases import PathLeases
-from infrafabric.coordinator.models import PathLease
+from infrafabric.coordinator.models import PathLease, default_branch, is_task_id
 from infrafabric.errors import ConfigurationError
 from infrafabric.workspace.git import changed_paths, git, repo_top
 
 __all__ = ["Verdict", "check", "current_branch"]
+
+#: the prefix of default work branches (``if/<task-id>``)
+DEFAULT_PREFIX = default_branch("")
 
 
 @dataclass
@@ -63,6 +66,23 @@ def _relative(top: Path, cwd: Path, path: str) -> str | None:
     return None if text in ("", ".") or text.startswith(".git/") or text == ".git" else text
 
 
+async def _branch_tasks(coord: IFCoordinator, branches: Sequence[str], board: dict[str, Task] | None,
+                        held: list[tuple[PathLease, Task]]) -> dict[str, Task]:
+    """The tasks whose work branch may be one of ``branches``, without listing
+    the board: explicit branches of claimed tasks are in the path-lease table
+    (``held``); a default ``if/<task-id>`` branch names its task."""
+    if board is not None:
+        return dict(board)
+    found = {t.id: t for _, t in held}
+    for branch in branches:
+        candidate = branch.removeprefix(DEFAULT_PREFIX)
+        if branch.startswith(DEFAULT_PREFIX) and candidate not in found and is_task_id(candidate):
+            task = await coord.tasks.read(candidate)
+            if task is not None:
+                found[task.id] = task
+    return found
+
+
 def _inspect(where: Path, paths: Sequence[str], staged: bool) -> tuple[str | None, list[str]] | None:
     """(the branch checked out at ``where``, the repository-relative paths to
     check), or None outside a repository. Runs git: called off the event loop."""
@@ -95,12 +115,9 @@ async def check(coord: IFCoordinator, *, cwd: str | Path, paths: Sequence[str] =
         return verdict
     here, rel = inspected
     live_board = coord.live_board()  # a running server's watcher: no reads (a moment behind the bus)
-    if branches or staged:
-        board = list(live_board.values()) if live_board is not None else await coord.list_tasks()
-    else:
-        board = []
     held = await coord.leases.held(live_board)
-    tasks = {t.id: t for t in board} | {t.id: t for _, t in held}
+    wanted = [*branches, *([here] if staged and here is not None else [])]
+    tasks = await _branch_tasks(coord, wanted, live_board, held)
 
     def mine(task: Task) -> bool:
         return (swarm_id is not None and task.owner == swarm_id) or (
