@@ -34,6 +34,7 @@ from infrafabric.bus.layout import (
     SLO,
     SWARMS,
     TASKS,
+    WORKSPACE_LEASES,
 )
 from infrafabric.bus.records import decode
 from infrafabric.errors import CorruptRecordError
@@ -90,12 +91,13 @@ def catalog() -> list[RecordKind]:
     from infrafabric.chassis.models import ServiceLevelObjective
     from infrafabric.chassis.reputation import ReputationRecord
     from infrafabric.chassis.slo import Sample, _Status
-    from infrafabric.coordinator.models import SwarmRecord, Task
+    from infrafabric.coordinator.models import PathLeaseTable, SwarmRecord, Task
     from infrafabric.governor.models import Breaker, Budget, LedgerEntry, ResourcePolicy, SwarmProfile
 
     return [
         RecordKind(TASKS, Task, _flat, "task"),
         RecordKind(SWARMS, SwarmRecord, _flat, "swarm"),
+        RecordKind(WORKSPACE_LEASES, PathLeaseTable, _single, "path-lease table"),
         RecordKind(PROFILES, SwarmProfile, _flat, "swarm profile"),
         RecordKind(BUDGETS, Budget, _flat, "budget"),
         RecordKind(BREAKERS, Breaker, _flat, "circuit breaker"),

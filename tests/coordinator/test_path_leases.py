@@ -22,10 +22,12 @@ from typing import Any
 import pytest
 
 from infrafabric.bus import EventBus, connect
+from infrafabric.bus.layout import WORKSPACE_LEASES
 from infrafabric.coordinator import IFCoordinator, TaskStatus
 from infrafabric.coordinator.leases import Conflict, PathLeases
 from infrafabric.coordinator.paths import overlap
-from infrafabric.errors import NotOwnerError
+from infrafabric.doctor import examine
+from infrafabric.errors import CorruptRecordError, NotOwnerError
 
 WORKER = str(Path(__file__).with_name("lease_worker.py"))
 
@@ -178,6 +180,26 @@ async def test_concurrent_claims_of_overlapping_tasks_one_wins(bus: EventBus) ->
     outcomes = await asyncio.gather(*(coord.try_claim(s, f"t{i}") for i, s in enumerate(swarms)))
     assert sum(o.won for o in outcomes) == 1, [o.reason for o in outcomes]
     assert len(await coord.leases.held()) == 1
+
+
+async def test_a_full_lease_table_refuses_the_claim_and_a_corrupt_one_is_never_replaced(
+        bus: EventBus) -> None:
+    long = "x" * 400
+    specs = [{"id": f"big{i}", "title": "big", "paths": [f"t{i}/{j}/{long}" for j in range(100)]}
+             for i in range(8)]
+    coord = await board(bus, specs=specs)
+    outcomes = [await coord.try_claim("a", f"big{i}") for i in range(8)]
+    won = [o for o in outcomes if o.won]
+    assert 0 < len(won) < 8
+    full = outcomes[len(won)]
+    assert not full.won and "the path-lease table is full" in full.reason
+    assert (await coord.get_task(full.task_id)).status is TaskStatus.AVAILABLE  # nothing written
+    await bus.put(WORKSPACE_LEASES, b"{not json")
+    with pytest.raises(CorruptRecordError, match="workspace/leases"):
+        await coord.try_claim("b", "big7")
+    assert (await bus.get(WORKSPACE_LEASES)).value == b"{not json"  # kept for `ifctl doctor`, not overwritten
+    findings, _ = await examine(bus)
+    assert [f.key for f in findings] == [WORKSPACE_LEASES]
 
 
 def test_overlap_examples_used_by_the_leases() -> None:

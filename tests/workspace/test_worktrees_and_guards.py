@@ -109,6 +109,30 @@ async def test_worktree_on_the_tasks_branch_and_completion_records_its_head(
     assert json.loads(done.stdout)["workspace"]["head"] == head
 
 
+async def test_two_agents_racing_get_disjoint_work_in_parallel_never_overlapping_paths(
+        engine_url: str, repo: Path, env: dict[str, str], tmp_path: Path) -> None:
+    async with connect(engine_url) as bus:
+        f = assemble(bus, signer=None)
+        await f.coordinator.create_tasks([
+            {"id": "wide", "title": "all of src", "paths": ["src/**"]},
+            {"id": "api", "title": "the API", "paths": ["src/api/*.py"]},
+            {"id": "docs", "title": "the docs", "paths": ["docs/**"]}])
+        for swarm in ("a", "b"):
+            await f.register_swarm(swarm, [])
+        full = [env | {"IF_SWARM_ID": s} for s in ("a", "b")]
+        procs = [subprocess.Popen([IFCTL, "task", "next", "--swarm", s, "--worktree", "../wt", "--json"],
+                                  cwd=repo, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for s, e in zip(("a", "b"), full, strict=True)]
+        outs = [await asyncio.to_thread(p.communicate, timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs
+        got = {json.loads(out)["task_id"]: json.loads(out)["workspace"]["path"] for out, _ in outs}
+        assert set(got) == {"wide", "docs"}, got  # api overlaps wide: skipped, never held beside it
+        held = {lease.task_id for lease, _ in await f.coordinator.leases.held()}
+        assert held == {"wide", "docs"}  # both at once: disjoint paths run in parallel
+        for task_id, path in got.items():
+            assert git("branch", "--show-current", cwd=Path(path)) == f"if/{task_id}"
+
+
 async def test_a_killed_holders_branch_commits_and_note_go_to_the_next_claimant(
         fleet: Fleet, repo: Path, env: dict[str, str], tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, HOLDER, env["IF_BUS_URL"], "a", str(repo),

@@ -730,7 +730,11 @@ class IFCoordinator:
                 raise _Refused
             if needs_lease(task):
                 if lease is None:  # the path lease first: see infrafabric.coordinator.leases
-                    taken = await self.leases.take(task, swarm_id, claim_id)
+                    try:
+                        taken = await self.leases.take(task, swarm_id, claim_id)
+                    except InvalidStateError as exc:  # the lease table is full
+                        refusal = refuse(exc.message, task)
+                        raise _Refused from exc
                     if isinstance(taken, Conflict):
                         refusal = refuse(taken.reason, task, lost=not taken.mine)
                         raise _Refused

@@ -40,11 +40,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from infrafabric.bus import EventBus
+from infrafabric.bus.bounds import MAX_RECORD_BYTES
 from infrafabric.bus.layout import WORKSPACE_LEASES
 from infrafabric.bus.records import Records
 from infrafabric.coordinator.models import PathLease, PathLeaseTable, Task, TaskStatus
 from infrafabric.coordinator.paths import covering, first_overlap
-from infrafabric.errors import InfraFabricError
+from infrafabric.errors import InfraFabricError, InvalidStateError
 
 __all__ = ["Conflict", "Holder", "PathLeases", "needs_lease"]
 
@@ -169,10 +170,17 @@ class PathLeases:
             taken = PathLease(task_id=task.id, swarm_id=swarm_id, claim_id=claim_id, seq=seq,
                               paths=list(task.paths), branch=task.branch, taken_at=now)
             leases[task.id] = taken
-            return PathLeaseTable(leases=leases)
+            table = PathLeaseTable(leases=leases)
+            if len(table.model_dump_json()) > MAX_RECORD_BYTES:
+                raise InvalidStateError(
+                    f"claim {task.id}: the path-lease table is full ({len(leases) - 1} claims hold paths, "
+                    f"{MAX_RECORD_BYTES:,} bytes in all)",
+                    hint="declare fewer or shorter path patterns per task, or let claims finish")
+            return table
 
+        # a corrupt table is refused, never replaced: replacing it would forget leases that hold
         try:
-            await self.table.mutate("", step, replace_corrupt=True)
+            await self.table.mutate("", step)
         except _Held as held:
             return held.conflict
         assert taken is not None
@@ -219,7 +227,7 @@ class PathLeases:
             return PathLeaseTable(leases=leases)
 
         try:
-            await self.table.mutate("", step, replace_corrupt=True)
+            await self.table.mutate("", step)
         except InfraFabricError as exc:
             log.warning("could not tidy the path lease of %s away (it holds nothing now): %s",
                         task_id, exc.message)
