@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "witness": {"bus", "errors"},
     "governor": {"coordinator", "bus", "errors"},
     "chassis": {"coordinator", "bus", "errors"},
-    "workspace": {"coordinator", "bus", "errors"},
+    "workspace": {"coordinator", "bus", "errors", "statedir"},
     "statedir": set(),
     "serving": {"errors"},
     "fleet": {"governor", "chassis", "witness", "coordinator", "bus", "errors"},

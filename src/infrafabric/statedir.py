@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["describe_state_dir", "git_common_dir", "state_dir", "worktree_root"]
+__all__ = ["checked_out_branch", "describe_state_dir", "git_common_dir", "state_dir", "worktree_root"]
 
 
 def state_dir(home: str | os.PathLike[str] | None = None) -> Path:
@@ -141,3 +141,18 @@ def worktree_root(cwd: str | os.PathLike[str] | None = None) -> Path | None:
         if _as_git_dir(directory / ".git") is not None:
             return directory
     return None
+
+
+def checked_out_branch(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The branch checked out in the work tree around ``cwd`` (its ``HEAD``
+    file, as ``git symbolic-ref --short HEAD`` says), or None when detached or
+    outside a repository. Pure Python: the guards ask before every edit."""
+    top = worktree_root(cwd)
+    gitdir = None if top is None else _as_git_dir(top / ".git")
+    if gitdir is None:
+        return None
+    try:
+        head = (gitdir / "HEAD").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return head[len("ref: refs/heads/"):] if head.startswith("ref: refs/heads/") else None

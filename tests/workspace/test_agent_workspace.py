@@ -117,3 +117,15 @@ def test_hooks_install_puts_the_tool_guard_before_edits() -> None:
         again = hook_config(agent, config, "ifctl", "s1")
         assert again == config  # installing twice changes nothing
     assert "preToolUse" not in hook_config("cursor", {}, "ifctl", None)["hooks"]
+
+
+def test_the_guards_branch_reader_agrees_with_git(repo: Path, tmp_path: Path) -> None:
+    from infrafabric.statedir import checked_out_branch
+
+    git("worktree", "add", "-q", "-b", "if/T1", str(tmp_path / "wt"), cwd=repo)
+    (tmp_path / "wt" / "deep").mkdir()
+    assert checked_out_branch(repo) == git("symbolic-ref", "--short", "HEAD", cwd=repo) == "main"
+    assert checked_out_branch(tmp_path / "wt" / "deep") == "if/T1"
+    git("checkout", "-q", "--detach", cwd=tmp_path / "wt")
+    assert checked_out_branch(tmp_path / "wt") is None
+    assert checked_out_branch(tmp_path) is None  # outside any repository

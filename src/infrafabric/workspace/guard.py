@@ -22,7 +22,8 @@ from infrafabric.coordinator import IFCoordinator, Task, TaskStatus
 from infrafabric.coordinator.leases import PathLeases
 from infrafabric.coordinator.models import PathLease, default_branch, is_task_id
 from infrafabric.errors import ConfigurationError
-from infrafabric.workspace.git import changed_paths, git, repo_top
+from infrafabric.statedir import checked_out_branch, worktree_root
+from infrafabric.workspace.git import changed_paths, git
 
 __all__ = ["Verdict", "check", "current_branch"]
 
@@ -88,14 +89,13 @@ def _inspect(where: Path, paths: Sequence[str], staged: bool) -> tuple[str | Non
     check), or None outside a repository. Runs git: called off the event loop."""
     if not where.is_dir():
         raise ConfigurationError(f"{where} is not a directory")
-    try:
-        top = repo_top(where)
-    except ConfigurationError:
+    top = worktree_root(where)  # pure Python: the tool guard runs before every edit
+    if top is None:
         return None
     rel = [r for r in (_relative(top, where, p) for p in paths) if r is not None]
     if staged:
         rel += changed_paths(where)
-    return current_branch(where), rel
+    return checked_out_branch(top), rel
 
 
 async def check(coord: IFCoordinator, *, cwd: str | Path, paths: Sequence[str] = (),
