@@ -263,5 +263,5 @@ async def test_a_claimant_killed_between_lease_and_claim_leaves_neither(engine_u
         assert await coord.leases.held() == []  # so nothing is held
         taken = await coord.try_claim("next", "app")  # overlapping: free at once
         assert taken.won, taken.reason
-        assert (await coord.try_claim("next", "api")).reason.startswith("paths src/api/**")
+        assert (await coord.try_claim("next", "api")).reason.startswith("its path src/api/** overlaps")
 

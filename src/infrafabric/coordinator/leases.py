@@ -76,11 +76,13 @@ class Conflict:
         left = (self.task.lease_until or self.now) - self.now
         if not self.mine:  # the task's own claim, taken meanwhile
             return f"claimed by {self.lease.swarm_id} (lease {left:.1f} s left)"
-        held = f"held by {self.lease.swarm_id} for task {self.lease.task_id} (lease {left:.0f} s left)"
+        held = f"held by {self.lease.swarm_id} for task {self.lease.task_id}"
         if self.mine == self.theirs == self.example and self.lease.branch == self.mine:
-            return f"branch {self.mine} is {held}"
-        same = self.mine if self.mine == self.theirs else f"{self.mine} overlaps {self.theirs}"
-        return f"paths {same} (e.g. {self.example}) are {held}"
+            return f"branch {self.mine} is {held} (lease {left:.0f} s left)"
+        if self.mine == self.theirs:
+            return f"its path {self.mine} is {held} (e.g. {self.example}; lease {left:.0f} s left)"
+        return (f"its path {self.mine} overlaps {self.theirs}, {held} (e.g. {self.example}; "
+                f"lease {left:.0f} s left)")
 
 
 @dataclass(frozen=True)
