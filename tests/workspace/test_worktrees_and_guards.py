@@ -25,6 +25,7 @@ import pytest
 
 from infrafabric.agent.control import socket_path
 from infrafabric.bus import connect
+from infrafabric.bus.servers import NatsServer
 from infrafabric.coordinator import TaskStatus
 from infrafabric.fleet import Fleet, assemble
 
@@ -55,6 +56,14 @@ def repo(tmp_path: Path) -> Path:
     git("add", "-A", cwd=top)
     git("commit", "-q", "-m", "init", cwd=top)
     return top
+
+
+@pytest.fixture
+def engine_url(nats_server: NatsServer, namespace: str) -> str:
+    """NATS only: these tests are about git, the CLI and the hooks. What the engines must
+    agree on (path leases, claims, a claimant killed between the two writes) is tested on
+    memory, NATS and etcd in tests/coordinator/test_path_leases.py."""
+    return f"{nats_server.url}?namespace={namespace}"
 
 
 @pytest.fixture
