@@ -399,3 +399,37 @@ async def test_an_interrupted_import_leaves_the_board_as_it_was(bus: EventBus) -
     with pytest.raises(asyncio.CancelledError):
         await job
     assert await IFCoordinator(bus).list_tasks() == []
+
+
+class _FailingCreates(_SlowCreates):
+    """A bus that goes away after some task creates: the rest fail, some mid-write."""
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        self.creates += 1
+        if self.creates > 150:
+            from infrafabric.errors import BusUnavailableError
+            raise BusUnavailableError("the bus went away")
+        return await self._bus.create(key, value)
+
+
+async def test_a_bulk_import_that_fails_midway_leaves_nothing(bus: EventBus) -> None:
+    from infrafabric.coordinator import IFCoordinator
+    from infrafabric.errors import BusUnavailableError
+
+    failing = _FailingCreates(bus)
+    coord = IFCoordinator(failing)  # type: ignore[arg-type]
+    specs = [{"id": f"T{i}", "title": "t", "dependencies": [f"T{i - 1}"] if i % 3 else []}
+             for i in range(600)]
+    # the writes in flight when the bus went away are read back and removed too
+    with pytest.raises(BusUnavailableError, match=r"nothing was imported: the \d+ task\(s\) written were"):
+        await coord.create_tasks(specs)
+    assert await IFCoordinator(bus).list_tasks() == []
+    with pytest.raises(ConfigurationError, match="listed twice: T1"):
+        await IFCoordinator(bus).create_tasks([{"id": "T1", "title": "a"}, {"id": "T1", "title": "b"}])
+    assert await IFCoordinator(bus).list_tasks() == []
+    # and a good one: statuses derived in one pass, dependencies inside the batch and on the board
+    await IFCoordinator(bus).create_tasks([{"id": "base", "title": "b"}])
+    made = await IFCoordinator(bus).create_tasks(
+        [{"id": f"T{i}", "title": "t", "dependencies": [f"T{i - 1}"] if i else ["base"]} for i in range(300)],
+        completed={"T0": None})
+    assert [t.status.value for t in made[:3]] == ["completed", "available", "blocked"]

@@ -92,6 +92,8 @@ __all__ = [
 ]
 
 HISTORY_LIMIT = 50
+#: writes (and settlements) a bulk import keeps in flight at once
+IMPORT_CONCURRENCY = 256
 DEFAULT_LEASE_TTL = 15.0
 #: a presence record not refreshed for this long is stale (its agent is gone)
 PRESENCE_TTL = 30.0
@@ -411,45 +413,104 @@ class IFCoordinator:
 
     async def create_tasks(self, specs: Iterable[TaskSpec | Mapping[str, Any]], *,
                            completed: Mapping[str, str | None] | None = None) -> list[Task]:
-        """Create several tasks in dependency order (dependencies first), all or
-        nothing. ``completed`` maps the ids of tasks already finished to who
-        finished them (or None): they are created completed (see :meth:`create_task`).
+        """Create several tasks, all or nothing. ``completed`` maps the ids of
+        tasks already finished to who finished them (or None): they are created
+        completed (see :meth:`create_task`).
 
-        Every task is checked before anything is written (valid, storable, not
-        on the board yet). They are then written without being pushed or
-        witnessed; if any write fails — the bus, a concurrent import that took
-        one of the ids, an interruption — the tasks this call wrote are removed
-        again (each only if unchanged since, so a task an agent already claimed
-        is left and named) and the error is raised. Only when all are written
-        are they witnessed and the available ones pushed."""
+        One validation pass before anything is written: every task valid and
+        storable, no id twice, no cycle, none on the board yet, every
+        dependency in the batch or on the board; each task's status is derived
+        then (dependencies in the batch from the batch, others read once). The
+        tasks are then written :data:`IMPORT_CONCURRENCY` at a time, neither
+        pushed nor witnessed. If any write fails — the bus, a concurrent import
+        that took one of the ids, an interruption — every task this call wrote
+        is removed again (each only if unchanged since, so a task an agent
+        already claimed is left and named; a write whose outcome was unknown
+        is read back first) and the error is raised. Only when all are written
+        are they witnessed (group-committed) and the available ones pushed."""
         done_elsewhere = dict(completed or {})
-        specs_in = [self.validate_spec(s) for s in specs]
-        order = self._dependency_order(specs_in)
-        for spec in order:  # storable as a record (size, read-back), before any write
-            encode(self._new_task(spec, TaskStatus.BLOCKED, "created", completed=spec.id in done_elsewhere,
-                                  by=done_elsewhere.get(spec.id)), self.tasks.key(spec.id))
-        present = [s.id for s, there in zip(order, await asyncio.gather(
-            *(self.tasks.exists(s.id) for s in order)), strict=True) if there]
-        if present:
-            shown = ", ".join(present[:8]) + (f" and {len(present) - 8} more" if len(present) > 8 else "")
-            raise TaskExistsError(f"{len(present)} of the tasks already exist on the board: {shown}")
-        written: list[Versioned[Task]] = []
+        order = self._dependency_order([self.validate_spec(s) for s in specs])
+        ids = [s.id for s in order]
+        twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+        if twice:
+            raise ConfigurationError(f"task id(s) listed twice: {', '.join(twice[:8])}")
+        in_batch = set(ids)
+        outside = sorted({d for s in order for d in s.dependencies if d not in in_batch})
+        found, present = await asyncio.gather(self._bounded(self.tasks.read(d) for d in outside),
+                                              self._bounded(self.tasks.exists(i) for i in ids))
+        missing = [d for d, t in zip(outside, found, strict=True) if t is None]
+        if missing:
+            needing = [s.id for s in order if set(s.dependencies) & set(missing)]
+            raise TaskNotFoundError(f"task(s) {', '.join(needing[:8])} depend on unknown task(s): "
+                                    f"{', '.join(missing[:8])}")
+        there = [i for i, yes in zip(ids, present, strict=True) if yes]
+        if there:
+            shown = ", ".join(there[:8]) + (f" and {len(there) - 8} more" if len(there) > 8 else "")
+            raise TaskExistsError(f"{len(there)} of the tasks already exist on the board: {shown}")
+        states = {d: t.status for d, t in zip(outside, found, strict=True) if t is not None}
+        tasks: list[Task] = []
+        for spec in order:  # dependencies first: each one's status is known when its dependents ask
+            if spec.id in done_elsewhere:
+                status, reason = TaskStatus.COMPLETED, "imported as completed"
+            elif all(states[d] is TaskStatus.COMPLETED for d in spec.dependencies):
+                status, reason = TaskStatus.AVAILABLE, "created"
+            else:
+                status, reason = TaskStatus.BLOCKED, "created"
+            states[spec.id] = status
+            task = self._new_task(spec, status, reason, completed=spec.id in done_elsewhere,
+                                  by=done_elsewhere.get(spec.id))
+            encode(task, self.tasks.key(spec.id))  # storable (size, read-back), before any write
+            tasks.append(task)
+        written: dict[str, Versioned[Task]] = {}
+
+        async def write(task: Task) -> None:
+            made = await self.tasks.create(task.id, task)
+            if made is None:
+                raise TaskExistsError(f"task {task.id!r} already exists (another writer made it meanwhile)")
+            written[task.id] = made
+
         try:
-            for spec in order:
-                written.append(await self._create(spec, completed=spec.id in done_elsewhere,
-                                                  by=done_elsewhere.get(spec.id)))
+            await self._bounded_all(write(t) for t in tasks)
         except BaseException as exc:
-            left = await _finish_value(asyncio.ensure_future(self._remove_created(written)))
-            if isinstance(exc, InfraFabricError) and written:
-                exc.message += (f"; nothing was imported: the {len(written) - len(left)} task(s) already "
-                                "written were removed"
-                                + (f", except {', '.join(left)} (changed since)" if left else ""))
+            removed, left = await _finish_value(asyncio.ensure_future(self._remove_created(tasks, written)))
+            if isinstance(exc, InfraFabricError):
+                exc.message += ("; nothing was imported" + (
+                    f": the {removed} task(s) written were removed" if removed else "")
+                    + (f", except {', '.join(left)} (changed since)" if left else ""))
             raise
-        for made in written:
-            task = made.value
-            await self._settle(None, task, "task_created", self._created_params(
-                task, task.id in done_elsewhere, done_elsewhere.get(task.id)))
-        return [m.value for m in written]
+        await self._bounded_all(self._settle(None, t, "task_created", self._created_params(
+            t, t.id in done_elsewhere, done_elsewhere.get(t.id))) for t in tasks)
+        return tasks
+
+    async def _bounded(self, calls: Iterable[Awaitable[T]]) -> list[T]:
+        """The results of ``calls``, at most :data:`IMPORT_CONCURRENCY` in flight."""
+        gate = asyncio.Semaphore(IMPORT_CONCURRENCY)
+
+        async def one(call: Awaitable[T]) -> T:
+            async with gate:
+                return await call
+
+        return list(await asyncio.gather(*(one(c) for c in calls)))
+
+    async def _bounded_all(self, calls: Iterable[Awaitable[None]]) -> None:
+        """Run ``calls``, at most :data:`IMPORT_CONCURRENCY` at a time; on the
+        first failure the rest are cancelled and awaited, and that failure is
+        raised (not an exception group)."""
+        gate = asyncio.Semaphore(IMPORT_CONCURRENCY)
+
+        async def one(call: Awaitable[None]) -> None:
+            async with gate:
+                await call
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for call in calls:
+                    group.create_task(one(call))
+        except BaseExceptionGroup as grouped:
+            first = grouped.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
 
     @staticmethod
     def _dependency_order(specs: list[TaskSpec]) -> list[TaskSpec]:
@@ -466,14 +527,25 @@ class IFCoordinator:
             pending = [s for s in pending if s.id not in done]
         return order
 
-    async def _remove_created(self, written: list[Versioned[Task]]) -> list[str]:
-        """Delete tasks this process just wrote, each only at the revision it wrote
-        (newest first); the ids left because they changed meanwhile."""
-        left = []
-        for made in reversed(written):
-            if not await self.tasks.delete(made.value.id, made.revision):
-                left.append(made.value.id)
-        return left
+    async def _remove_created(self, tasks: list[Task], written: dict[str, Versioned[Task]]
+                              ) -> tuple[int, list[str]]:
+        """Delete the tasks of ``tasks`` this call wrote: those in ``written``
+        at the revision written, and any whose write's outcome was unknown if
+        the record holds exactly what was written; each only if unchanged
+        since. Returns how many were removed, and the ids left because they
+        changed meanwhile."""
+        async def remove(task: Task) -> bool | None:
+            made = written.get(task.id)
+            if made is None:  # failed, never sent, or its outcome unknown: read it back
+                got = await self.tasks.get(task.id)
+                if got is None or got.value != task:
+                    return None
+                made = got
+            return await self.tasks.delete(task.id, made.revision)
+
+        outcomes = await self._bounded(remove(t) for t in reversed(tasks))
+        left = [t.id for t, gone in zip(reversed(tasks), outcomes, strict=True) if gone is False]
+        return sum(gone is True for gone in outcomes), left
 
     @staticmethod
     def validate_spec(spec: TaskSpec | Mapping[str, Any]) -> TaskSpec:
@@ -536,6 +608,8 @@ class IFCoordinator:
     async def _announce(self, task: Task) -> list[str]:
         """Push an available task to the swarms the policy routes it to, best first."""
         swarms = list(self._swarms.values()) if self._swarms is not None else await self.list_swarms()
+        if not swarms:
+            return []  # nobody to push to: no routing to work out
         targets = await self.policy.route(task, swarms, await self._min_coverage())
         for swarm_id in targets:  # in order: the policy puts the best swarm first
             await self.push_task_to_swarm(swarm_id, task)

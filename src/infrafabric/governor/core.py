@@ -80,6 +80,10 @@ log = logging.getLogger(__name__)
 Observer = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
+#: what :meth:`IFGovernor._fleet_view` reads
+_FleetView = tuple[ResourcePolicy, list[SwarmProfile], dict[str, Budget], dict[str, Breaker]]
+
+
 @dataclass
 class Candidate:
     """One swarm considered by :meth:`IFGovernor.explain_match`."""
@@ -122,6 +126,9 @@ class IFGovernor(ClaimPolicy):
         # the coordinator's records, which registering a swarm writes too (one step for both)
         self._swarms = Records(bus, SWARMS, SwarmRecord)
         self._tasks = Records(bus, TASKS, Task)
+        #: the fleet view (policy, profiles, budgets, breakers) being read now, shared by every
+        #: caller that asks meanwhile (see :meth:`_fleet_view`)
+        self._view_read: asyncio.Future[_FleetView] | None = None
 
     async def policy_is_set(self) -> bool:
         """Whether a policy was stored (else the defaults are in force)."""
@@ -429,9 +436,7 @@ class IFGovernor(ClaimPolicy):
                             ) -> list[Candidate]:
         """Every registered swarm with its coverage, score and (if any) the
         reason it is excluded; best first, ties broken by swarm id."""
-        # four reads whatever the fleet's size: this runs on every push
-        policy, profiles, budgets, breakers = await asyncio.gather(
-            self.policy(), self.profiles(), self.budgets(), self.breakers())
+        policy, profiles, budgets, breakers = await self._fleet_view()
         threshold = float(policy.min_capability_match)
         out = []
         for p in profiles:
@@ -451,6 +456,17 @@ class IFGovernor(ClaimPolicy):
                 excluded = "no budget left"  # no budget at all means unmetered
             out.append(Candidate(p.id, cov, score, excluded))
         return sorted(out, key=lambda c: (c.excluded is not None, -c.score, c.swarm_id))
+
+    async def _fleet_view(self) -> _FleetView:
+        """The policy, profiles, budgets and breakers: four reads whatever the
+        fleet's size, and one set of them for every caller that asks while it
+        is under way (a bulk import pushes many tasks at once: they share it).
+        A joining caller gets a view read at most one round trip before it
+        asked, which routing a push can afford; admission reads for itself."""
+        if self._view_read is None or self._view_read.done():
+            self._view_read = asyncio.ensure_future(asyncio.gather(
+                self.policy(), self.profiles(), self.budgets(), self.breakers()))
+        return await asyncio.shield(self._view_read)
 
     async def find_qualified_swarm(self, required_capabilities: list[str],
                                    max_cost: int | None = None) -> SwarmProfile | None:
