@@ -89,6 +89,7 @@ SAMPLES: dict[str, str] = {
     "bench chassis": "--no-python",
     "bench coordinator": "--n 100",
     "bench hooks": "--n 3 --tasks 5",
+    "bench scale": "--quick --n 3 --tasks 10",
     "bench waste": "--tasks 20",
     "bench witness": "--n 100 --verify-entries 1000",
     "blocker report": "--swarm alpha --task P2 --message 'needs P1'",
