@@ -27,7 +27,7 @@ from infrafabric.coordinator import IFCoordinator, TaskStatus
 from infrafabric.coordinator.leases import Conflict, PathLeases
 from infrafabric.coordinator.paths import overlap
 from infrafabric.doctor import examine
-from infrafabric.errors import CorruptRecordError, NotOwnerError
+from infrafabric.errors import BusTimeoutError, CorruptRecordError, NotOwnerError
 
 WORKER = str(Path(__file__).with_name("lease_worker.py"))
 
@@ -111,8 +111,8 @@ async def test_path_leases_lapse_with_the_claim_and_a_late_heartbeat_cannot_revi
     clock.now += 11  # a's lease lapsed: its paths with it
     taken = await coord.try_claim("b", "app")
     assert taken.won, taken.reason
-    with pytest.raises(NotOwnerError, match="lease on the task's paths"):
-        await coord.heartbeat("a", "api", held.claim_id)  # would make two holders of src/api/app.py
+    with pytest.raises(NotOwnerError):  # ended when b took the paths: renewing would make two holders
+        await coord.heartbeat("a", "api", held.claim_id)
     again = await coord.try_claim("a", "api")
     assert not again.won and "held by b for task app" in again.reason
 
@@ -169,6 +169,109 @@ async def test_a_claim_voided_in_flight_cannot_land(bus: EventBus, monkeypatch: 
     assert not mine.won and mine.lost and "voided" in mine.reason, mine.reason
     assert (await coord.get_task("api")).status is TaskStatus.AVAILABLE
     assert await table(coord) == {"app": "b"}
+
+
+async def held_now(coord: IFCoordinator) -> list[str]:
+    """Tasks claimed with an unlapsed lease, read straight from the board."""
+    now = coord.clock()
+    return sorted(t.id for t in await coord.list_tasks()
+                  if t.status is TaskStatus.CLAIMED and t.lease_until is not None and now < t.lease_until)
+
+
+async def test_a_renewal_in_flight_cannot_revive_a_claim_whose_paths_passed_on(
+        bus: EventBus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Found in review.) a's heartbeat is decided just before its lease lapses;
+    before it lands, b takes overlapping paths. The lapsed claim is ended on its
+    task as b takes them, so the renewal loses its swap and a is told."""
+    clock = Clock()
+    coord = await board(bus, clock)
+    rival = IFCoordinator(bus, clock=clock)
+    won = await coord.try_claim("a", "api", lease_ttl=10)
+    clock.now += 9.99
+    update, rivals, fired = bus.update, [], []
+
+    async def late_update(key: str, value: bytes, revision: int) -> int | None:
+        if key.endswith("tasks/api") and not fired:  # a's renewal: hold it back a moment
+            fired.append(True)
+            clock.now += 0.02  # the lease lapses while the renewal is on its way
+            rivals.append(await rival.try_claim("b", "app"))
+        return await update(key, value, revision)
+
+    monkeypatch.setattr(bus, "update", late_update)
+    with pytest.raises(NotOwnerError):
+        await coord.heartbeat("a", "api", won.claim_id)
+    assert rivals[0].won, rivals[0].reason
+    assert await held_now(coord) == ["app"]
+    api = await coord.get_task("api")
+    assert api.status is TaskStatus.AVAILABLE and api.attempts == 1  # ended as a lapse: counted, pushed
+
+
+async def test_a_claim_whose_outcome_is_unknown_keeps_its_path_lease(
+        bus: EventBus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Found in review.) The claim's write lands but its answer is lost and the
+    read-back fails: the claim may hold, so its path lease must stay."""
+    coord = await board(bus)
+    update, get = bus.update, bus.get
+    broken: list[bool] = []
+
+    async def lost_answer(key: str, value: bytes, revision: int) -> int | None:
+        rev = await update(key, value, revision)
+        if key.endswith("tasks/api") and not broken:
+            broken.append(True)
+            raise BusTimeoutError("update: deadline missed")
+        return rev
+
+    async def failing_get(key: str) -> Any:
+        if broken and key.endswith("tasks/api"):
+            raise BusTimeoutError("get: deadline missed")
+        return await get(key)
+
+    monkeypatch.setattr(bus, "update", lost_answer)
+    monkeypatch.setattr(bus, "get", failing_get)
+    with pytest.raises(BusTimeoutError):
+        await coord.try_claim("a", "api")
+    monkeypatch.setattr(bus, "get", get)
+    monkeypatch.setattr(bus, "update", update)
+    assert (await coord.get_task("api")).owner == "a"  # it landed
+    refused = await coord.try_claim("b", "app")
+    assert not refused.won and "held by a for task api" in refused.reason
+    assert await held_now(coord) == ["api"]
+
+
+async def test_a_claimant_refused_anyway_voids_nobody(bus: EventBus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Found in review.) c's paths clash with a's claim in flight and with b's
+    held one: c is refused without voiding a's, which then lands."""
+    coord = await board(bus, specs=[{"id": "w", "title": "w", "paths": ["y/**"]},
+                                    {"id": "h", "title": "h", "paths": ["x/**"]},
+                                    {"id": "v", "title": "v", "paths": ["x/a.py", "y/a.py"]}])
+    rival = IFCoordinator(bus, clock=coord.clock)
+    take = coord.leases.take
+    seen: list[Any] = []
+
+    async def take_then_rivals(*args: Any, **kwargs: Any) -> Any:
+        got = await take(*args, **kwargs)
+        seen.append(await rival.try_claim("b", "h"))
+        seen.append(await rival.try_claim("c", "v"))
+        return got
+
+    monkeypatch.setattr(coord.leases, "take", take_then_rivals)
+    mine = await coord.try_claim("a", "w")
+    assert seen[0].won and not seen[1].won and "held by b for task h" in seen[1].reason
+    assert mine.won, mine.reason
+    assert await held_now(coord) == ["h", "w"]
+
+
+async def test_entries_that_hold_nothing_are_swept_before_the_table_is_full(bus: EventBus) -> None:
+    long = "x" * 400
+    specs = [{"id": f"big{i}", "title": "big", "paths": [f"t{i}/{j}/{long}" for j in range(100)]}
+             for i in range(8)]
+    coord = await board(bus, specs=specs)
+    for i in range(6):  # claimants that died between the two writes, on paths nobody else wants
+        await coord.leases.take(await coord.get_task(f"big{i}"), "a", f"dead{i:012d}")
+    assert len((await coord.leases.table.read()).leases) == 6  # type: ignore[union-attr]
+    taken = await coord.try_claim("b", "big7")
+    assert taken.won, taken.reason
+    assert list((await coord.leases.table.read()).leases) == ["big7"]  # type: ignore[union-attr]
 
 
 async def test_concurrent_claims_of_overlapping_tasks_one_wins(bus: EventBus) -> None:

@@ -275,7 +275,7 @@ class IFCoordinator:
         self.swarms = Records(bus, SWARMS, SwarmRecord)
         self.presence = Records(bus, PRESENCE, Presence)
         #: the claims' path leases (see :mod:`infrafabric.coordinator.leases`)
-        self.leases = PathLeases(bus, self.tasks, lambda: self.clock())
+        self.leases = PathLeases(bus, self.tasks, lambda: self.clock(), self.expire_lease)
         self._watcher: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -827,16 +827,16 @@ class IFCoordinator:
                                     owner=swarm_id, claim_id=claim_id, lease_until=now + ttl, lease_ttl=ttl,
                                     claim_seq=seq + 1)
 
-        written = None
         try:
             # no turn-taking with this process's other claimers: a loser must hear False at once
             written = await self.tasks.mutate(task_id, claim, first=first, take_turns=False)
         except _Refused:
             assert refusal is not None
-            return refusal
-        finally:
-            if lease is not None and (written is None or written.value.claim_id != claim_id):
+            if lease is not None:
                 await self.leases.drop(task_id, claim_id)  # holds nothing: its claim never landed
+            return refusal
+        # (On any other error the claim may have landed: its entry stays, and holds if it did;
+        # if it did not, the next overlapping claimant voids it.)
         assert written is not None
         claimed = written.value
         checks.append(f"compare-and-swap won (revision {written.revision}); lease {ttl:g} s")
@@ -1068,9 +1068,10 @@ class IFCoordinator:
                 return None
             attempts = task.attempts + 1
             status = TaskStatus.FAILED if attempts >= task.max_attempts else TaskStatus.AVAILABLE
+            # claim_seq moves on: a path lease of the ended claim is seen to be dead by its seq too
             return self._transition(task, status, now, by=None, reason=f"lease of {task.owner} lapsed",
                                     owner=None, claim_id=None, lease_until=None, lease_ttl=None,
-                                    attempts=attempts)
+                                    attempts=attempts, claim_seq=task.claim_seq + 1)
 
         changed = await self._change(task_id, change)
         if changed is None:

@@ -17,17 +17,29 @@ path lease together is this:
 An entry *holds* only while its claim does (the task is claimed with its
 ``claim_id`` and the lease has not lapsed): path leases lapse with the claim,
 and completing, failing or releasing the task ends them, whether or not the
-entry is tidied away. An entry whose task still has ``claim_seq == seq`` is
-a claim in flight, or one whose claimant died between the two steps; a rival
-that overlaps it **voids** it by bumping the task's ``claim_seq`` (a
-compare-and-swap of its own), after which that claim can never land. So:
+entry is tidied away. A rival whose paths overlap an entry first only looks:
+if any entry it overlaps holds, it is refused and touches nothing. Then it
+settles each on its task, with a compare-and-swap there: a claim that landed
+and lapsed is **ended** (as a lapse: counted, pushed), so a renewal its
+holder had in flight loses its swap and the holder is told, rather than
+reviving a claim whose paths have passed on; an entry whose task still has
+``claim_seq == seq`` is a claim in flight, or one whose claimant died between
+the two steps, and is **voided** by bumping the task's ``claim_seq``, after
+which that claim can never land. So:
 
 * a crash between the steps leaves neither: the task is not claimed, and the
   entry holds nothing (the next overlapping claimant voids and replaces it);
 * two overlapping claims are never both held: whichever is written to the
-  table second sees the first as held (and is refused) or voids it (and the
-  first's claim fails); the last writer to the table wins a race, so
-  claimants never void each other in turn forever.
+  table second sees the first as held (and is refused) or ends or voids it
+  (and the first's claim, or its renewal, fails); the last writer to the
+  table wins a race, so claimants never void each other in turn forever;
+* a claim whose write's outcome is unknown keeps its entry (it may hold);
+* entries that hold nothing are swept before a full table refuses a claim.
+
+Leases compare wall-clock times written by different machines: a claimant
+whose clock runs ahead of the holder's ends the holder's claim early (the
+holder is told at its next renewal); it never lets two hold. Keep clocks in
+sync (NTP).
 
 Readers that only look (``next_task`` skipping what is taken, ``--why``,
 the guards) count an entry as held only when its claim is.
@@ -36,7 +48,7 @@ the guards) count an entry as held only when its claim is.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from infrafabric.bus import EventBus
@@ -106,14 +118,27 @@ class _Held(Exception):
         self.conflict = conflict
 
 
+#: how many times :meth:`PathLeases._resolve` looks again at a task that keeps changing
+RESOLVE_ROUNDS = 20
+
+
+def _size(leases: dict[str, PathLease]) -> int:
+    return len(PathLeaseTable(leases=leases).model_dump_json())
+
+
 class PathLeases:
     """The path-lease table of one board. ``tasks`` is the coordinator's task
-    store (a lease's liveness is its task's claim); ``clock`` its clock."""
+    store (a lease's liveness is its task's claim); ``clock`` its clock;
+    ``expire`` ends a lapsed claim of a task (the coordinator's
+    ``expire_lease``: one compare-and-swap, then what follows every
+    transition), None if it did not apply."""
 
-    def __init__(self, bus: EventBus, tasks: Records[Task], clock: Callable[[], float]) -> None:
+    def __init__(self, bus: EventBus, tasks: Records[Task], clock: Callable[[], float],
+                 expire: Callable[[str], Awaitable[Task | None]]) -> None:
         self.table = Records(bus, WORKSPACE_LEASES, PathLeaseTable)
         self.tasks = tasks
         self.clock = clock
+        self.expire = expire
 
     # -- what a lease is now ----------------------------------------------------------
 
@@ -141,11 +166,17 @@ class PathLeases:
 
     async def take(self, task: Task, swarm_id: str, claim_id: str) -> PathLease | Conflict:
         """Write ``claim_id``'s lease on ``task``'s paths, at the task's current
-        ``claim_seq``, voiding overlapping entries whose claims never landed; or
-        the :class:`Conflict` with a held one (nothing written then). The
-        claim must then land with ``claim_seq == lease.seq`` (see the module
-        docs); the returned lease's ``seq`` may be past ``task.claim_seq``
-        when this call voided an earlier, unfinished claim of the task itself."""
+        ``claim_seq``; or the :class:`Conflict` with a held one (nothing written
+        then). The claim must then land with ``claim_seq == lease.seq`` (see
+        the module docs); the returned lease's ``seq`` may be past
+        ``task.claim_seq`` when this call ended an earlier claim of the task.
+
+        Entries it overlaps are first only looked at: if one holds, the claim
+        is refused and nothing is voided. Then each is settled on its task
+        (:meth:`_resolve`): a lapsed claim is ended there and then (so its
+        holder's renewal cannot revive it), a claim in flight or dead before
+        landing is voided. A table that would be too large is swept of every
+        entry that holds nothing before the claim is refused as full."""
         taken: PathLease | None = None
 
         async def step(current: PathLeaseTable | None) -> PathLeaseTable:
@@ -153,66 +184,87 @@ class PathLeases:
             leases = dict(current.leases) if current is not None else {}
             seq = task.claim_seq
             now = self.clock()
-            for other_id, other in list(leases.items()):
-                if other_id == task.id:
-                    clash: tuple[str, str, str] | None = ("", "", "")  # the task's own earlier claim
-                else:
-                    clash = self.clash(task.paths, task.branch, other)
-                    if clash is None:
-                        continue
-                state, other_task = await self._resolve(other)
-                if state == "held":
-                    assert other_task is not None and clash is not None
-                    if other_id == task.id:  # the claim on the task itself decides that race
-                        raise _Held(Conflict(other, other_task, "", "", "", now))
+            clashing: list[tuple[PathLease, tuple[str, str, str]]] = []
+            for other_id, other in leases.items():
+                clash = ("", "", "") if other_id == task.id else self.clash(task.paths, task.branch, other)
+                if clash is not None:
+                    clashing.append((other, clash))
+            # look before voiding anything: a claim refused anyway must not cost an in-flight one its turn
+            for other, clash in clashing:
+                other_task = await self.tasks.read(other.task_id)
+                if self.holds(other, other_task, now):
+                    assert other_task is not None
                     raise _Held(Conflict(other, other_task, *clash, now))
-                if other_id == task.id and other_task is not None:
-                    seq = other_task.claim_seq  # voided just now: the claim lands at the new value
-                del leases[other_id]
+            for other, clash in clashing:
+                state, other_task = await self._resolve(other)
+                if state == "held":  # renewed or landed meanwhile
+                    assert other_task is not None
+                    raise _Held(Conflict(other, other_task, *clash, self.clock()))
+                if other.task_id == task.id and other_task is not None:
+                    seq = other_task.claim_seq  # ended or voided just now: the claim lands at the new value
+                del leases[other.task_id]
             taken = PathLease(task_id=task.id, swarm_id=swarm_id, claim_id=claim_id, seq=seq,
                               paths=list(task.paths), branch=task.branch, taken_at=now)
             leases[task.id] = taken
-            table = PathLeaseTable(leases=leases)
-            if len(table.model_dump_json()) > MAX_RECORD_BYTES:
+            if _size(leases) > MAX_RECORD_BYTES:
+                for other in [e for e in leases.values() if e.task_id != task.id]:
+                    if (await self._resolve(other))[0] == "dead":
+                        del leases[other.task_id]  # held nothing: room for the living
+            if _size(leases) > MAX_RECORD_BYTES:
                 raise InvalidStateError(
                     f"claim {task.id}: the path-lease table is full ({len(leases) - 1} claims hold paths, "
                     f"{MAX_RECORD_BYTES:,} bytes in all)",
                     hint="declare fewer or shorter path patterns per task, or let claims finish")
-            return table
+            return PathLeaseTable(leases=leases)
 
-        # a corrupt table is refused, never replaced: replacing it would forget leases that hold
+        # A corrupt table is refused, never replaced: replacing it would forget leases that hold.
+        # No turn-taking: ending a lapsed claim inside the step tidies that claim's entry away
+        # (a nested update of this record), and a claimant that would lose must hear so at once.
         try:
-            await self.table.mutate("", step)
+            await self.table.mutate("", step, take_turns=False)
         except _Held as held:
             return held.conflict
         assert taken is not None
         return taken
 
     async def _resolve(self, lease: PathLease) -> tuple[str, Task | None]:
-        """("held" | "dead", task): a lease whose claim is in flight or died
-        before landing is voided here (its claim can then never land)."""
-        outcome = "dead"
-        seen: Task | None = None
-
-        def void(task: Task | None) -> Task | None:
-            nonlocal outcome, seen
-            seen = task
+        """("held" | "dead", the task as it is now). A lease whose claim
+        landed and lapsed is ended on its task (:attr:`expire`: one
+        compare-and-swap, so a renewal in flight loses and its holder is told);
+        one whose claim is in flight or died before landing is voided (its
+        claim can then never land)."""
+        task: Task | None = None
+        for _ in range(RESOLVE_ROUNDS):
+            task = await self.tasks.read(lease.task_id)
             if task is None:
-                outcome = "dead"
-                return None
+                return "dead", None
             if self.holds(lease, task):
-                outcome = "held"
-                return None
+                return "held", task
+            if task.status is TaskStatus.CLAIMED and task.claim_id == lease.claim_id:
+                ended = await self.expire(task.id)  # lapsed: end it where a heartbeat would see it
+                if ended is None:
+                    continue  # renewed (or ended) meanwhile: look again
+                return "dead", ended
             if task.claim_seq != lease.seq:
-                outcome = "dead"  # its claim landed and ended, or it was voided already
-                return None
+                return "dead", task  # its claim landed and ended, or it was voided already
             outcome = "dead"
-            return task.model_copy(update={"claim_seq": lease.seq + 1})
 
-        written = await self.tasks.mutate(lease.task_id, void)
-        if written is not None:
-            seen = written.value
-        return outcome, seen
+            def void(current: Task | None) -> Task | None:
+                nonlocal outcome
+                outcome = "dead"
+                if current is not None and current.claim_id == lease.claim_id:
+                    outcome = "again"  # it landed meanwhile (and may have lapsed already): look again
+                    return None
+                if current is None or current.claim_seq != lease.seq:
+                    return None
+                return current.model_copy(update={"claim_seq": lease.seq + 1})
+
+            written = await self.tasks.mutate(lease.task_id, void)
+            if outcome == "again":
+                continue
+            return "dead", None if written is None else written.value
+        # the task kept changing under us: count the lease as held (the claim is refused, never doubled)
+        return "held", task
 
     async def drop(self, task_id: str, claim_id: str | None) -> None:
         """Remove the entry of ``task_id``'s claim ``claim_id`` (any claim of it
