@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,3 +99,21 @@ async def until(view: Any, what: str, condition: Callable[[], bool]) -> None:
         pytest.fail(f"the view never showed {what} within {CATCH_UP:g} s")
     finally:
         stop()
+
+
+def git(*args: str, cwd: Path) -> str:
+    """Run the git binary in ``cwd``; its stdout, stripped (raises if git fails)."""
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def init_repo(top: Path, files: dict[str, str]) -> Path:
+    """A git repository at ``top`` on branch main, with ``files`` (path → text) in its first commit."""
+    for name, text in files.items():
+        (top / name).parent.mkdir(parents=True, exist_ok=True)
+        (top / name).write_text(text)
+    git("init", "-q", "-b", "main", cwd=top)
+    git("config", "user.email", "t@example.com", cwd=top)
+    git("config", "user.name", "t", cwd=top)
+    git("add", "-A", cwd=top)
+    git("commit", "-q", "-m", "init", cwd=top)
+    return top

@@ -5,7 +5,6 @@ tool call, and the hook configuration that installs it."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +18,14 @@ from infrafabric.agent.toolguard import targets
 from infrafabric.bus import connect
 from infrafabric.coordinator import TaskStatus
 from infrafabric.fleet import assemble
+from support import git, init_repo
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    top = tmp_path / "repo"
-    (top / "src").mkdir(parents=True)
-    (top / "src" / "a.py").write_text("a = 1\n")
-    git("init", "-q", "-b", "main", cwd=top)
-    git("config", "user.email", "t@example.com", cwd=top)
-    git("config", "user.name", "t", cwd=top)
-    git("add", "-A", cwd=top)
-    git("commit", "-q", "-m", "init", cwd=top)
+    top = init_repo(tmp_path / "repo", {"src/a.py": "a = 1\n"})
     monkeypatch.chdir(top)  # the agent's server runs in its project
     return top
 

@@ -28,6 +28,7 @@ from infrafabric.bus import connect
 from infrafabric.bus.servers import NatsServer
 from infrafabric.coordinator import TaskStatus
 from infrafabric.fleet import Fleet, assemble
+from support import git, init_repo
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(180)]
 
@@ -39,23 +40,9 @@ BOARD = [
 ]
 
 
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    top = tmp_path / "repo"
-    (top / "src" / "api").mkdir(parents=True)
-    (top / "docs").mkdir()
-    (top / "src" / "api" / "app.py").write_text("app = 1\n")
-    (top / "docs" / "guide.md").write_text("# guide\n")
-    git("init", "-q", "-b", "main", cwd=top)
-    git("config", "user.email", "t@example.com", cwd=top)
-    git("config", "user.name", "t", cwd=top)
-    git("add", "-A", cwd=top)
-    git("commit", "-q", "-m", "init", cwd=top)
-    return top
+    return init_repo(tmp_path / "repo", {"src/api/app.py": "app = 1\n", "docs/guide.md": "# guide\n"})
 
 
 @pytest.fixture

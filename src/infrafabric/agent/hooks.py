@@ -80,17 +80,52 @@ def parse_payload(agent: str, event: str, raw: bytes) -> dict[str, Any]:
         raise HookInputError(f"agent {agent!r} is not one of {', '.join(AGENTS)}")
     if event not in EVENTS[agent]:
         raise HookInputError(f"{agent} has no {event!r} hook; its hooks: {', '.join(EVENTS[agent])}")
+    if not raw.strip() and len(raw) <= PAYLOAD_LIMIT:
+        return {}  # run by hand, or a client that sends nothing for this event
+    return decode_payload(raw, f"{agent} hook")
+
+
+def decode_payload(raw: bytes, what: str) -> dict[str, Any]:
+    """``raw`` (stdin, read up to one byte past :data:`PAYLOAD_LIMIT`) as the
+    JSON object a ``what`` (``"claude hook"``) receives, or :class:`HookInputError`."""
     if len(raw) > PAYLOAD_LIMIT:
         raise HookInputError(f"stdin: the payload is over {PAYLOAD_LIMIT // (1024 * 1024)} MiB")
-    if not raw.strip():
-        return {}  # run by hand, or a client that sends nothing for this event
     try:
         payload = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise HookInputError(f"stdin: not the JSON a {agent} hook receives ({str(exc)[:80]})") from exc
+        raise HookInputError(f"stdin: not the JSON a {what} receives ({str(exc)[:80]})") from exc
     if not isinstance(payload, dict):
-        raise HookInputError(f"stdin: a {agent} hook receives a JSON object, not {type(payload).__name__}")
+        raise HookInputError(f"stdin: a {what} receives a JSON object, not {type(payload).__name__}")
     return payload
+
+
+def take_options(args: list[str], flags: tuple[str, ...]) -> dict[str, str]:
+    """Remove ``--flag VALUE`` pairs of ``flags`` from ``args``; their values by flag."""
+    options: dict[str, str] = {}
+    for flag in flags:
+        while flag in args:
+            at = args.index(flag)
+            if at + 1 >= len(args):
+                raise HookInputError(f"{flag} needs a value")
+            options[flag] = args[at + 1]
+            del args[at:at + 2]
+    return options
+
+
+def swarm_of(options: dict[str, str]) -> str | None:
+    """The swarm: ``--swarm``, else ``$IF_SWARM_ID``, else None; a malformed id is bad input."""
+    swarm = options.get("--swarm") or os.environ.get("IF_SWARM_ID", "").strip() or None
+    if swarm is not None and _SWARM_ID.fullmatch(swarm) is None:
+        raise HookInputError(f"swarm id {swarm[:60]!r} is not an id (1-128 of letters, digits and ._-:@+=~)")
+    return swarm
+
+
+def use_options(options: dict[str, str]) -> None:
+    """``--home`` and ``--bus`` for the library: as ``IF_HOME`` and ``IF_BUS_URL``."""
+    if "--home" in options:
+        os.environ["IF_HOME"] = options["--home"]
+    if "--bus" in options:
+        os.environ["IF_BUS_URL"] = options["--bus"]
 
 
 def check_event(agent: str, event: str, payload: dict[str, Any]) -> None:
@@ -150,14 +185,10 @@ def main(argv: list[str]) -> int:
     from infrafabric.agent import control
 
     args = list(argv)
-    options: dict[str, str] = {}
-    for flag in ("--swarm", "--home", "--bus"):
-        while flag in args:
-            at = args.index(flag)
-            if at + 1 >= len(args):
-                return _bad(f"{flag} needs a value")
-            options[flag] = args[at + 1]
-            del args[at:at + 2]
+    try:
+        options = take_options(args, ("--swarm", "--home", "--bus"))
+    except HookInputError as exc:
+        return _bad(str(exc))
     if args and args[0] in ("-h", "--help"):
         sys.stdout.write(USAGE)
         return 0
@@ -174,7 +205,10 @@ def main(argv: list[str]) -> int:
         check_event(agent, event, payload)
     except HookInputError as exc:
         return _bad(str(exc), code=1 if stopping else EXIT_BAD_INPUT)
-    swarm = options.get("--swarm") or os.environ.get("IF_SWARM_ID", "").strip() or None
+    try:
+        swarm = swarm_of(options)
+    except HookInputError as exc:
+        return _bad(str(exc), code=1 if stopping else EXIT_BAD_INPUT)
     interrupted = agent == "cursor" and event == "stop" and payload.get("status") not in (None, "completed")
     if swarm is None or interrupted:
         # not a fleet agent (hooks are installed for the project, sessions join with IF_SWARM_ID); or
@@ -182,13 +216,7 @@ def main(argv: list[str]) -> int:
         out, err, code = render(agent, event, Answer())
         sys.stdout.write(out)
         return code
-    if _SWARM_ID.fullmatch(swarm) is None:
-        return _bad(f"swarm id {swarm[:60]!r} is not an id (1-128 of letters, digits and ._-:@+=~)",
-                    code=1 if stopping else EXIT_BAD_INPUT)
-    if "--home" in options:
-        os.environ["IF_HOME"] = options["--home"]
-    if "--bus" in options:
-        os.environ["IF_BUS_URL"] = options["--bus"]
+    use_options(options)
     where = None if os.environ.get("IF_HOME") else project_dir(payload)
     if where is not None:
         os.chdir(where)  # the state directory is the project's (its git repository's)

@@ -250,8 +250,8 @@ class AgentSession:
         if len(json.dumps(recorded, default=str)) > MAX_TEXT:
             raise ConfigurationError(f"result: at most {MAX_TEXT:,} characters of JSON in all; put large "
                                      "output in a file or commit and give its path")
-        head = await asyncio.to_thread(finished_head, await self.coordinator.get_task(task_id)) \
-            if not await self.coordinator.check_owned(self.swarm_id, task_id, claim_id) else None
+        held = await self.coordinator.tasks.read(task_id)  # where its worktree is, if it has one here
+        head = None if held is None else await asyncio.to_thread(finished_head, held)
         task = await self._owned(lambda: self.coordinator.complete_task(
             self.swarm_id, task_id, recorded or None, claim_id, head=head), task_id)
         self._claims.pop(task_id, None)

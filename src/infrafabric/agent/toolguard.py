@@ -32,7 +32,16 @@ import re
 import shlex
 import sys
 
-from infrafabric.agent.hooks import PAYLOAD_LIMIT, SWARM_ID_PATTERN, HookInputError, foreign, project_dir
+from infrafabric.agent.hooks import (
+    PAYLOAD_LIMIT,
+    HookInputError,
+    decode_payload,
+    foreign,
+    project_dir,
+    swarm_of,
+    take_options,
+    use_options,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,7 +54,6 @@ EDIT_TOOLS = {"Edit": "file_path", "Write": "file_path", "MultiEdit": "file_path
               "NotebookEdit": "notebook_path"}
 SHELL_TOOLS = ("Bash", "shell", "exec_command", "local_shell")
 _PATCH_FILE = re.compile(r"^\*\*\* (?:Add File|Update File|Delete File|Move to): (.+?)\s*$", re.MULTILINE)
-_SWARM_ID = re.compile(SWARM_ID_PATTERN)
 USAGE = """\
 usage: ifctl guard tool [--agent claude|codex] [--swarm ID] [--home DIR] [--bus URL]
 
@@ -133,14 +141,10 @@ def main(argv: list[str]) -> int:
     from infrafabric.agent import control
 
     args = list(argv)
-    options: dict[str, str] = {}
-    for flag in ("--agent", "--swarm", "--home", "--bus"):
-        while flag in args:
-            at = args.index(flag)
-            if at + 1 >= len(args):
-                return _bad(f"{flag} needs a value")
-            options[flag] = args[at + 1]
-            del args[at:at + 2]
+    try:
+        options = take_options(args, ("--agent", "--swarm", "--home", "--bus"))
+    except HookInputError as exc:
+        return _bad(str(exc))
     if args and args[0] in ("-h", "--help"):
         sys.stdout.write(USAGE)
         return 0
@@ -150,18 +154,8 @@ def main(argv: list[str]) -> int:
     if agent not in AGENTS:
         return _bad(f"--agent {agent!r} is not one of {', '.join(AGENTS)} "
                     "(Cursor has no PreToolUse for edits)")
-    raw = sys.stdin.buffer.read(PAYLOAD_LIMIT + 1)
     try:
-        if len(raw) > PAYLOAD_LIMIT:
-            raise HookInputError(f"stdin: the payload is over {PAYLOAD_LIMIT // (1024 * 1024)} MiB")
-        try:
-            payload = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise HookInputError(f"stdin: not the JSON a {agent} PreToolUse hook receives "
-                                 f"({str(exc)[:80]})") from exc
-        if not isinstance(payload, dict):
-            raise HookInputError("stdin: a PreToolUse hook receives a JSON object, not "
-                                 + type(payload).__name__)
+        payload = decode_payload(sys.stdin.buffer.read(PAYLOAD_LIMIT + 1), f"{agent} PreToolUse hook")
         if foreign(agent, payload):
             return 0
         name = payload.get("hook_event_name")
@@ -169,17 +163,12 @@ def main(argv: list[str]) -> int:
             raise HookInputError(f"stdin: hook_event_name is {str(name)[:40]!r}: install it as a "
                                  "PreToolUse hook")
         paths, branches = targets(agent, payload)
+        swarm = swarm_of(options)
     except HookInputError as exc:
         return _bad(str(exc))
     if not paths and not branches:
         return 0
-    swarm = options.get("--swarm") or os.environ.get("IF_SWARM_ID", "").strip() or None
-    if swarm is not None and _SWARM_ID.fullmatch(swarm) is None:
-        return _bad(f"swarm id {swarm[:60]!r} is not an id (1-128 of letters, digits and ._-:@+=~)")
-    if "--home" in options:
-        os.environ["IF_HOME"] = options["--home"]
-    if "--bus" in options:
-        os.environ["IF_BUS_URL"] = options["--bus"]
+    use_options(options)
     cwd = project_dir(payload) or os.getcwd()
     if not os.environ.get("IF_HOME"):
         os.chdir(cwd)  # the state directory is the project's (its git repository's)

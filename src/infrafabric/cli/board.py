@@ -368,7 +368,8 @@ def task_complete(task_id: str, swarm_id: str, claim_id: str | None, result: str
     Example: ifctl task complete P0.1.1 --swarm session-7 --claim b87ef3abb34144a3 --result '{"pr": 12}'
     """
     async def act(coord: IFCoordinator) -> Outcome:
-        head = finished_head(await coord.get_task(task_id))  # its worktree's commit, when it has one here
+        held = await coord.tasks.read(task_id)
+        head = None if held is None else finished_head(held)  # its worktree's commit, when it has one here
         t = await coord.complete_task(swarm_id, task_id, parse_result(result), claim_id, head=head)
         lines = [f"completed {task_id}"]
         if t.workspace is not None:

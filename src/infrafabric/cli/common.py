@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,12 +22,24 @@ from infrafabric.errors import ConfigurationError
 if TYPE_CHECKING:
     from infrafabric.fleet import Fleet
 
-__all__ = ["ID", "READ_ONLY", "Check", "bus_check", "falsify_report", "with_fleet"]
+__all__ = ["ID", "READ_ONLY", "Check", "bus_check", "falsify_report", "run_protocol", "with_fleet"]
 
 #: the falsify summary of a command that only reads
 READ_ONLY = "read-only: nothing would change"
 
 T = TypeVar("T")
+
+
+def run_protocol(main: Callable[[list[str]], int], args: tuple[str, ...]) -> None:
+    """Run a protocol command (a hook a client runs: it reads the client's
+    payload and answers in the client's format, outside the CLI contract)
+    with the root options ``--home``/``--bus`` passed on, and exit with its code."""
+    s = settings()
+    if s.home:
+        os.environ["IF_HOME"] = s.home
+    if s.bus:
+        os.environ["IF_BUS_URL"] = s.bus
+    sys.exit(main(list(args)))
 
 
 def with_fleet(fn: Callable[[Fleet], Awaitable[T]], *, watch: bool = False,

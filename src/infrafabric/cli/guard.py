@@ -13,7 +13,7 @@ import click
 from rich.markup import escape
 
 from infrafabric.cli.app import Outcome, contract, run_async, settings
-from infrafabric.cli.common import ID, READ_ONLY, Check, falsify_report
+from infrafabric.cli.common import ID, READ_ONLY, Check, falsify_report, run_protocol
 from infrafabric.errors import ConfigurationError, InfraFabricError
 
 __all__ = ["guard"]
@@ -109,12 +109,7 @@ def tool(args: tuple[str, ...]) -> None:
     """
     from infrafabric.agent.toolguard import main as run_guard
 
-    s = settings()
-    if s.home:
-        os.environ["IF_HOME"] = s.home
-    if s.bus:
-        os.environ["IF_BUS_URL"] = s.bus
-    sys.exit(run_guard(list(args)))
+    run_protocol(run_guard, args)
 
 
 @guard.command("install")

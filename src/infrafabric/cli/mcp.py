@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from infrafabric.bus.url import parse_url
 from infrafabric.cli.app import Outcome, contract, settings
-from infrafabric.cli.common import ID, Check, bus_check, falsify_report, who, with_fleet
+from infrafabric.cli.common import ID, Check, bus_check, falsify_report, run_protocol, who, with_fleet
 from infrafabric.coordinator.models import CAPABILITY_PATTERN
 from infrafabric.errors import ConfigurationError
 
@@ -224,12 +224,7 @@ def hook(args: tuple[str, ...]) -> None:
     """
     from infrafabric.agent.hooks import main as run_hook
 
-    s = settings()
-    if s.home:
-        os.environ["IF_HOME"] = s.home
-    if s.bus:
-        os.environ["IF_BUS_URL"] = s.bus
-    sys.exit(run_hook(list(args)))
+    run_protocol(run_hook, args)
 
 
 @click.group()

@@ -73,7 +73,7 @@ async def _branch_tasks(coord: IFCoordinator, branches: Sequence[str], board: di
     the board: explicit branches of claimed tasks are in the path-lease table
     (``held``); a default ``if/<task-id>`` branch names its task."""
     if board is not None:
-        return dict(board)
+        return board
     found = {t.id: t for _, t in held}
     for branch in branches:
         candidate = branch.removeprefix(DEFAULT_PREFIX)
