@@ -30,6 +30,9 @@ from infrafabric.bus.layout import (
     POLICY,
     PROFILES,
     QUARANTINE,
+    READY_DIRECTORY,
+    READY_LANES,
+    READY_SLOTS,
     REPUTATION,
     SLO,
     SWARMS,
@@ -92,12 +95,16 @@ def catalog() -> list[RecordKind]:
     from infrafabric.chassis.reputation import ReputationRecord
     from infrafabric.chassis.slo import Sample, _Status
     from infrafabric.coordinator.models import PathLeaseTable, SwarmRecord, Task
+    from infrafabric.coordinator.ready import Directory, Lane, Slot
     from infrafabric.governor.models import Breaker, Budget, LedgerEntry, ResourcePolicy, SwarmProfile
 
     return [
         RecordKind(TASKS, Task, _flat, "task"),
         RecordKind(SWARMS, SwarmRecord, _flat, "swarm"),
         RecordKind(WORKSPACE_LEASES, PathLeaseTable, _single, "path-lease table"),
+        RecordKind(READY_DIRECTORY, Directory, _single, "ready-index directory"),
+        RecordKind(READY_LANES, Lane, _flat, "ready-index lane"),
+        RecordKind(READY_SLOTS, Slot, lambda rest: rest.count("/") == 2, "ready-index slot"),
         RecordKind(PROFILES, SwarmProfile, _flat, "swarm profile"),
         RecordKind(BUDGETS, Budget, _flat, "budget"),
         RecordKind(BREAKERS, Breaker, _flat, "circuit breaker"),

@@ -11,6 +11,7 @@ key or subject                          what
 ``tasks/<task>``                        :class:`~infrafabric.coordinator.Task`
 ``swarms/<swarm>``                      :class:`~infrafabric.coordinator.SwarmRecord`
 ``presence/<swarm>``                    :class:`~infrafabric.coordinator.Presence`: an agent connected now
+``coordinators/<id>``                   :class:`~infrafabric.coordinator.Presence`: a board watcher runs now
 subject ``swarms/<swarm>/tasks``        tasks pushed to one swarm
 subject ``swarms/<swarm>/help``         help requests for one swarm (blockers)
 subject ``orchestrator/blockers``       blocker reports
@@ -30,6 +31,9 @@ subject ``orchestrator/escalations``    breaker trips and other calls for a huma
 ``witness/cp/<size>``                   signed checkpoints
 ``witness/keys/<key id>``               public verifier keys
 ``workspace/leases``                    :class:`~infrafabric.coordinator.PathLeaseTable`: claims' path leases
+``ready/directory``                     the ready index: every lane
+``ready/lanes/<lane>``                  the ready index (:mod:`infrafabric.coordinator.ready`): a lane
+``ready/slots/<lane>/<band>/<n>``       the ready index: a task that became available
 ``quarantine/<key>``                    a record ``ifctl doctor --repair`` moved aside
 ``agents/tokens/<sha256>``              an ``ifctl mcp --http`` agent token's record (never the token)
 ``agents/token-names/<name>``           which token digest a name is taken by
@@ -56,11 +60,15 @@ __all__ = [
     "PRESENCE",
     "PROFILES",
     "QUARANTINE",
+    "READY_DIRECTORY",
+    "READY_LANES",
+    "READY_SLOTS",
     "REPUTATION",
     "SLO",
     "SWARMS",
     "TASKS",
     "VERIFIER_KEYS",
+    "WATCHERS",
     "WORKSPACE_LEASES",
     "help_subject",
     "push_subject",
@@ -72,10 +80,14 @@ __all__ = [
 TASKS = "tasks/"
 SWARMS = "swarms/"
 PRESENCE = "presence/"
+WATCHERS = "coordinators/"
 BLOCKERS = "orchestrator/blockers"
 ESCALATIONS = "orchestrator/escalations"
 
 WORKSPACE_LEASES = "workspace/leases"
+READY_DIRECTORY = "ready/directory"
+READY_LANES = "ready/lanes/"
+READY_SLOTS = "ready/slots/"
 
 # -- governor ------------------------------------------------------------------------
 PROFILES = "gov/profiles/"

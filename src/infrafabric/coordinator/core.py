@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -49,7 +50,7 @@ from pydantic import JsonValue, ValidationError
 from infrafabric import metrics
 from infrafabric.bus import EventBus, EventKind, Message, Subscription, Watch, WatchEvent
 from infrafabric.bus.bounds import check_text
-from infrafabric.bus.layout import BLOCKERS, PRESENCE, SWARMS, TASKS, push_subject
+from infrafabric.bus.layout import BLOCKERS, PRESENCE, SWARMS, TASKS, WATCHERS, push_subject
 from infrafabric.bus.records import Records, Versioned, encode
 from infrafabric.coordinator.leases import Conflict, PathLeases, needs_lease
 from infrafabric.coordinator.models import (
@@ -65,6 +66,7 @@ from infrafabric.coordinator.models import (
     coverage,
 )
 from infrafabric.coordinator.policy import ClaimPolicy
+from infrafabric.coordinator.ready import GRACE, Offer, ReadyIndex, is_live
 from infrafabric.errors import (
     BreakerOpenError,
     ConfigurationError,
@@ -98,6 +100,7 @@ DEFAULT_LEASE_TTL = 15.0
 #: a presence record not refreshed for this long is stale (its agent is gone)
 PRESENCE_TTL = 30.0
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: ``async (operation, params) -> None``: told of every successful operation
 #: (the witness observes here: :meth:`infrafabric.witness.Witness.observer`).
@@ -142,6 +145,8 @@ class ClaimOutcome:
     #: not won because another claimant holds the task or won the race, as
     #: opposed to refused by a check (availability, dependencies, coverage, policy)
     lost: bool = False
+    #: the task is not on the board (never was, or removed)
+    gone: bool = False
 
     def __bool__(self) -> bool:
         return self.won
@@ -274,11 +279,16 @@ class IFCoordinator:
         self.tasks = Records(bus, TASKS, Task)
         self.swarms = Records(bus, SWARMS, SwarmRecord)
         self.presence = Records(bus, PRESENCE, Presence)
+        #: the coordinators running a board watcher now (their timers hand lapsed claims back)
+        self.watchers = Records(bus, WATCHERS, Presence)
         #: the claims' path leases (see :mod:`infrafabric.coordinator.leases`)
         self.leases = PathLeases(bus, self.tasks, lambda: self.clock(), self.expire_lease)
+        #: the available tasks by capability set and band (see :mod:`infrafabric.coordinator.ready`)
+        self.ready = ReadyIndex(bus, lambda: self.clock())
         self._watcher: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._marks = contextlib.AsyncExitStack()
         self._board: dict[str, Task] = {}
         #: live swarm registry while the watcher runs (None otherwise)
         self._swarms: dict[str, SwarmRecord] | None = None
@@ -296,10 +306,15 @@ class IFCoordinator:
             self._swarm_watcher = asyncio.create_task(self._watch_swarms(swarms_ready),
                                                       name="if-coordinator-swarms")
             await asyncio.gather(board_ready, swarms_ready)
+            # say so on the bus: a one-shot hand-out that finds the index empty leaves lapsed claims
+            # to this watcher's timers instead of reading the board itself
+            await self._marks.enter_async_context(self._marked(
+                self.watchers, f"{os.getpid()}-{secrets.token_hex(4)}", via="watcher", ttl=PRESENCE_TTL))
         return self
 
     async def close(self) -> None:
         """Stop the watcher and its timers (the bus stays open)."""
+        await self._marks.aclose()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -394,6 +409,7 @@ class IFCoordinator:
         now = self.clock()
         return Task(**spec.model_dump(), status=status, created_at=now, updated_at=now,
                     max_attempts=self.max_attempts, owner=by if completed else None,
+                    ready_seq=1 if status is TaskStatus.AVAILABLE else 0,
                     history=[Transition(at=now, to=status, by=by, reason=reason)])
 
     async def _create(self, spec: TaskSpec, *, completed: bool, by: str | None) -> Versioned[Task]:
@@ -406,6 +422,8 @@ class IFCoordinator:
         else:
             status, reason = TaskStatus.BLOCKED, "created"
         new = self._new_task(spec, status, reason, completed=completed, by=by)
+        if new.status is TaskStatus.AVAILABLE:
+            await self.ready.offer([new])  # indexed before it is on the board (see coordinator.ready)
         made = await self.tasks.create(spec.id, new)
         if made is None:
             raise TaskExistsError(f"task {spec.id!r} already exists")
@@ -470,6 +488,9 @@ class IFCoordinator:
             written[task.id] = made
 
         try:
+            # indexed before any is on the board (see coordinator.ready); if the import fails, the
+            # slots of tasks that never were, or were removed again, are dead to every reader
+            await self.ready.offer([t for t in tasks if t.status is TaskStatus.AVAILABLE])
             await self._bounded_all(write(t) for t in tasks)
         except BaseException as exc:
             removed, left = await _finish_value(asyncio.ensure_future(self._remove_created(tasks, written)))
@@ -670,6 +691,11 @@ class IFCoordinator:
             before = current
             out = change(current)
             new = await out if isinstance(out, Awaitable) else out
+            if new is not None and new.status is TaskStatus.AVAILABLE \
+                    and current.status is not TaskStatus.AVAILABLE:
+                # it becomes available: indexed first, under the ready_seq this write sets (coordinator.ready)
+                new = new.model_copy(update={"ready_seq": current.ready_seq + 1})
+                await self.ready.offer([new])
             if new is not None and new.history and (not current.history
                                                     or new.history[-1] is not current.history[-1]):
                 tagged = new.history[-1].model_copy(update={"op": op})
@@ -716,9 +742,10 @@ class IFCoordinator:
     async def _try_claim(self, swarm_id: str, task_id: str, ttl: float, dry_run: bool) -> ClaimOutcome:
         checks: list[str] = []
 
-        def refuse(reason: str, task: Task | None = None, *, lost: bool = False) -> ClaimOutcome:
+        def refuse(reason: str, task: Task | None = None, *, lost: bool = False,
+                   gone: bool = False) -> ClaimOutcome:
             checks.append(f"refused: {reason}")
-            return ClaimOutcome(False, task_id, swarm_id, reason, checks, task, lost=lost)
+            return ClaimOutcome(False, task_id, swarm_id, reason, checks, task, lost=lost, gone=gone)
 
         cached = self._swarms.get(swarm_id) if self._swarms is not None else None
         if cached is not None:  # the watcher keeps the registry live: one read fewer
@@ -749,7 +776,7 @@ class IFCoordinator:
             if raced:
                 checks.append("compare-and-swap lost; re-reading")
             if task is None:
-                refusal = refuse(f"no task {task_id!r} on the board", lost=raced)
+                refusal = refuse(f"no task {task_id!r} on the board", lost=raced, gone=True)
                 raise _Refused
             now = self.clock()
             if task.status is TaskStatus.CLAIMED and task.claim_id == claim_id:
@@ -1135,30 +1162,18 @@ class IFCoordinator:
         says why). A swarm the policy has stopped (breaker open, budget spent)
         gets :class:`~infrafabric.errors.SwarmStoppedError` at once instead:
         waiting could not help, and an agent's loop must stop, not spin."""
-        swarm = await self.get_swarm(swarm_id)
+        swarm, stopped, threshold = await asyncio.gather(
+            self.get_swarm(swarm_id), self.policy.stopped(swarm_id), self._min_coverage())
         if swarm is None:
             raise TaskNotFoundError(f"swarm {swarm_id!r} is not registered on this board",
                                     hint=f"ifctl swarm register {swarm_id} --cap DOMAIN:SKILL "
                                          "(on the same bus: `ifctl coordinator status` names it)")
-        stopped = await self.policy.stopped(swarm_id)
         if stopped is not None:
             raise stopped
         async with self.pushed_tasks(swarm_id) as pushes:
-            now = self.clock()
-            threshold = await self._min_coverage()
-            held: list[Any] | None = None  # the path leases held now, read once if a task needs them
-            for task in await self.list_tasks():
-                claimable = task.status is TaskStatus.AVAILABLE or (
-                    task.status is TaskStatus.CLAIMED and self._lapsed(task, now)) or (
-                    task.status is TaskStatus.BLOCKED)
-                if claimable and coverage(task.capabilities, swarm.capabilities) >= threshold:
-                    if needs_lease(task):
-                        held = await self.leases.held(self.live_board()) if held is None else held
-                        if self.leases.conflict(task, held) is not None:
-                            continue  # its paths are another claim's: skip it, don't race for it
-                    outcome = await self._claim_whole(swarm_id, task.id, lease_ttl)
-                    if outcome.won:
-                        return outcome
+            outcome = await self._hand_out(swarm, threshold, lease_ttl)
+            if outcome is not None:
+                return outcome
             if wait is not None and wait <= 0:
                 return None
             loop = asyncio.get_running_loop()
@@ -1176,6 +1191,103 @@ class IFCoordinator:
                 outcome = await self._claim_whole(swarm_id, pushed.id, lease_ttl)
                 if outcome.won:
                     return outcome
+
+    async def _hand_out(self, swarm: SwarmRecord, threshold: float, lease_ttl: float | None
+                        ) -> ClaimOutcome | None:
+        """Claim the best task the ready index offers ``swarm`` now, or None.
+        Reads the index's lanes and windows (never the board); each slot tried
+        is judged by what its claim attempt saw (see coordinator.ready): one
+        that moved on is marked dead, one whose offer never caught up for
+        :data:`~infrafabric.coordinator.ready.GRACE` seconds is voided, and
+        one still available but not for this swarm (coverage, policy, paths
+        held by another claim) is skipped for the rest of this call.
+
+        The first try is at the head of the best band, in hand-out order;
+        once a rival took a task from under it, this swarm starts further
+        into the window (by its id), so many agents at once spread out
+        instead of all racing for the next task."""
+        tried: set[tuple[str, str, int]] = set()
+        held: list[Any] | None = None  # the path leases held now, read once if a task needs them
+        spread = ""
+        while True:
+            offers = await self.ready.candidates(swarm.capabilities, threshold, spread=spread, skip=tried)
+            if not offers:
+                if await self.watched():
+                    return None
+                return await self._hand_out_by_reading(swarm, threshold, lease_ttl)
+            for offer in offers:
+                tried.add((offer.lane, offer.band, offer.position))
+                seen = self._board.get(offer.task_id) if self._watcher is not None else None
+                if seen is not None and needs_lease(seen):
+                    held = await self.leases.held(self.live_board()) if held is None else held
+                    if self.leases.conflict(seen, held) is not None:
+                        continue  # its paths are another claim's: skip it, don't race for it
+                outcome = await self._claim_whole(swarm.id, offer.task_id, lease_ttl)
+                if outcome.won:
+                    await self.ready.bury(offer)  # claimed from it: rivals need not try it
+                    return outcome
+                if outcome.lost:
+                    spread = f"{swarm.id}/{len(tried)}"
+                await self._judge(offer, None if outcome.gone else outcome.task, known=outcome.gone
+                                  or outcome.task is not None)
+
+    async def _hand_out_by_reading(self, swarm: SwarmRecord, threshold: float, lease_ttl: float | None
+                                   ) -> ClaimOutcome | None:
+        """With no watcher anywhere to hand lapsed claims back (and settle what
+        a crashed process left), the index cannot know of a claim that lapsed
+        or a blocked task whose dependencies completed meanwhile: read the
+        board for them. Only when the index had nothing for this swarm."""
+        now = self.clock()
+        for task in await self.list_tasks():
+            stale = task.status is TaskStatus.AVAILABLE or task.status is TaskStatus.BLOCKED or (
+                task.status is TaskStatus.CLAIMED and self._lapsed(task, now))
+            if stale and coverage(task.capabilities, swarm.capabilities) >= threshold:
+                outcome = await self._claim_whole(swarm.id, task.id, lease_ttl)
+                if outcome.won:
+                    return outcome
+        return None
+
+    async def reindex(self, board: Iterable[Task] | None = None) -> list[str]:
+        """Offer again each available task the ready index has no live slot
+        for (one made before the index existed, or after a repair), with the
+        same protocol as any transition: the slot first, then the task's
+        ``ready_seq`` with a compare-and-swap that requires it still available.
+        Returns the ids offered. A watcher does this when it starts."""
+        async def offer(task_id: str) -> bool:
+            async def step(current: Task | None) -> Task | None:
+                if current is None or current.status is not TaskStatus.AVAILABLE:
+                    return None
+                new = current.model_copy(update={"ready_seq": current.ready_seq + 1})
+                await self.ready.offer([new])
+                return new
+
+            got = await self.tasks.mutate(task_id, step)
+            return got is not None and got.value.status is TaskStatus.AVAILABLE
+
+        tasks = list(board) if board is not None else await self.list_tasks()
+        missing = [t.id for t in await self.ready.unindexed(tasks)]
+        done = await self._bounded(offer(t) for t in missing)
+        if missing:
+            log.info("re-indexed %d available task(s) the ready index did not name", sum(done))
+        return [t for t, yes in zip(missing, done, strict=True) if yes]
+
+    async def _judge(self, offer: Offer, task: Task | None, *, known: bool) -> None:
+        """Mark ``offer``'s slot dead if ``task`` (as a claim attempt saw it;
+        ``known`` False if it saw nothing) has moved on from it; void it first
+        if its offer has been in flight for longer than the grace period."""
+        if not known:
+            return
+        live = is_live(offer.slot, task, self._lapsed)
+        if live is None and self.clock() - offer.slot.at > GRACE:
+            def void(current: Task | None) -> Task | None:
+                if current is None or current.ready_seq >= offer.slot.seq:
+                    return None
+                return current.model_copy(update={"ready_seq": offer.slot.seq})
+
+            await self.tasks.mutate(offer.task_id, void)  # its transition can no longer land
+            live = False
+        if live is False:
+            await self.ready.bury(offer)
 
     async def _claim_whole(self, swarm_id: str, task_id: str, lease_ttl: float | None) -> ClaimOutcome:
         """:meth:`try_claim`, finished even if the caller is cancelled meanwhile;
@@ -1240,22 +1352,27 @@ class IFCoordinator:
 
     # -- presence ------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def present(self, swarm_id: str, *, via: str, ttl: float = PRESENCE_TTL) -> AsyncIterator[Presence]:
+    def present(self, swarm_id: str, *, via: str, ttl: float = PRESENCE_TTL
+                ) -> contextlib.AbstractAsyncContextManager[Presence]:
         """Mark ``swarm_id`` present (an agent connected now, through ``via``)
         while the block runs: the record is refreshed every ``ttl / 3``
         seconds and removed on exit; a process that dies leaves it stale
         after ``ttl``. Presence says who is listening; it renews no claim."""
+        return self._marked(self.presence, swarm_id, via=via, ttl=ttl)
+
+    @contextlib.asynccontextmanager
+    async def _marked(self, store: Records[Presence], swarm_id: str, *, via: str, ttl: float
+                      ) -> AsyncIterator[Presence]:
         now = self.clock()
         mark = Presence(swarm_id=swarm_id, via=via, host=socket.gethostname()[:200] or "-", pid=os.getpid(),
                         since=now, seen_at=now, ttl=ttl)
-        await self.presence.put(swarm_id, mark)
+        await store.put(swarm_id, mark)
 
         async def refresh() -> None:
             while True:
                 await asyncio.sleep(ttl / 3)
                 with contextlib.suppress(InfraFabricError):  # the bus is away: the next refresh may land
-                    await self.presence.put(swarm_id, mark.model_copy(update={"seen_at": self.clock()}))
+                    await store.put(swarm_id, mark.model_copy(update={"seen_at": self.clock()}))
 
         beat = asyncio.create_task(refresh(), name=f"if-present-{swarm_id}")
         try:
@@ -1265,15 +1382,23 @@ class IFCoordinator:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
             with contextlib.suppress(InfraFabricError):
-                current = await self.presence.get(swarm_id)
+                current = await store.get(swarm_id)
                 if current is not None and (current.value.pid, current.value.since) == (mark.pid, mark.since):
-                    await self.presence.delete(swarm_id, current.revision)  # not a newer session's mark
+                    await store.delete(swarm_id, current.revision)  # not a newer session's mark
 
     async def present_swarms(self) -> dict[str, Presence]:
         """The swarms with an agent connected now (fresh presence records), by id."""
         now = self.clock()
         return {v.value.swarm_id: v.value for v in await self.presence.list()
                 if v.value.seen_at + v.value.ttl >= now}
+
+    async def watched(self) -> bool:
+        """Whether some coordinator runs a board watcher now (this one, or a
+        fresh record of another on the bus): its timers hand lapsed claims back."""
+        if self._watcher is not None:
+            return True
+        now = self.clock()
+        return any(v.value.seen_at + v.value.ttl >= now for v in await self.watchers.list())
 
     # -- blockers and events -----------------------------------------------------
 
@@ -1337,6 +1462,7 @@ class IFCoordinator:
         for task in snapshot:  # finish what a crashed completer left undone
             if task.status is TaskStatus.COMPLETED:
                 self._after_completion(task.id)
+        self._spawn(lambda _: self.reindex(snapshot), "")  # tasks available before the index existed
         ready.set_result(None)
         async with watch:
             async for ev in watch:

@@ -198,6 +198,9 @@ class Task(TaskSpec):
     #: bumped by every claim (and by voiding a claim that never landed): a path lease names the
     #: value its claim is taken at, so a lease whose claim can no longer land is seen to be dead
     claim_seq: int = Field(default=0, ge=0)
+    #: bumped each time the task becomes available: its slot in the ready index names the value
+    #: (see :mod:`infrafabric.coordinator.ready`)
+    ready_seq: int = Field(default=0, ge=0)
     attempts: int = Field(default=0, ge=0, le=10**6)
     max_attempts: int = Field(default=3, ge=1, le=10**6)
     result: JsonValue = None

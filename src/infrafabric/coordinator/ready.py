@@ -1,0 +1,371 @@
+"""The ready index: what ``next_task`` reads instead of the whole board.
+
+A hand-out that lists the board costs more with every task on it. The index
+keeps, per *lane* (a task's exact set of required capabilities), a FIFO queue
+per *band* (critical path before filler, then priority) of the tasks that
+became available, so a hand-out reads the lanes (as many as there are
+distinct capability sets, not tasks) and a window of :data:`WINDOW` slots at
+the head of the best band a swarm can take. The compare-and-swap on the task
+still decides every claim: the index only says where to look.
+
+Records (see :mod:`infrafabric.bus.layout`):
+
+* ``ready/directory`` — a :class:`Directory`: every lane and its capabilities
+  (a lane is listed there before it is first written, and never removed).
+* ``ready/lanes/<lane>`` — a :class:`Lane`: its capabilities, and per band the
+  ``head`` (first slot that may be live) and ``tail`` (next slot to allocate).
+* ``ready/slots/<lane>/<band>/<n>`` — a :class:`Slot`: task ``task_id`` became
+  available for the ``seq``-th time (:attr:`Task.ready_seq`).
+
+How it is kept consistent with the board without a transaction across keys:
+
+1. **Offer before the transition.** Whatever makes a task available (creation,
+   release, a lapse, a retry, reopening, its dependencies completing) first
+   allocates slots (one compare-and-swap on the lane per lane) and creates them,
+   naming the task's next ``ready_seq``; then the task's own compare-and-swap
+   sets that ``ready_seq`` with the status. A crash between the two leaves a
+   slot for a task that did not become available — harmless — never an
+   available task without a slot.
+2. **A slot is live** while its task is available with that ``ready_seq``
+   (or claimed with it and lapsed). A task that moved on (claimed, completed,
+   failed, deleted) or became available again later (a newer ``ready_seq``,
+   with its own slot) has left the slot *dead*: whoever sees so marks it
+   dead, and the head moves past dead slots. Slots are written once and only
+   go from live to dead, so marking one dead can never hide a live task.
+3. **A slot ahead of its task** (``ready_seq`` still below the slot's) is an
+   offer in flight, or one whose writer died or whose transition did not
+   apply. After :data:`GRACE` seconds the coordinator *voids* it — it raises
+   the task's ``ready_seq`` to the slot's with a compare-and-swap, so the
+   transition it was written for can no longer land (its writer, if alive,
+   retries and offers again) — and then marks it dead.
+4. **A slot allocated but never written** (its writer died between the lane's
+   compare-and-swap and the slot's creation) is closed after :data:`GRACE`
+   seconds with a tombstone *created* in its place; a writer that comes back
+   finds its slot taken and offers again. Those tombstones are never deleted,
+   so the position can never be written late.
+
+Positions are never reused (a band, once made, stays in its lane), and slots
+behind the head are deleted by whoever moved it. Hand-out order is kept
+between bands exactly and within a band's window loosely: agents start at
+different places in the window (``spread``) so a thousand of them do not all
+race for the same task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Sequence, Set
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from infrafabric.bus import EventBus
+from infrafabric.bus.layout import READY_DIRECTORY, READY_LANES, READY_SLOTS
+from infrafabric.bus.records import Records, Versioned, encode
+from infrafabric.coordinator.models import Capability, Task, TaskId, TaskKind, TaskStatus, coverage
+from infrafabric.errors import InfraFabricError
+
+__all__ = ["GRACE", "WINDOW", "Band", "Directory", "Lane", "Offer", "ReadyIndex", "Slot", "band_of",
+           "lane_of"]
+
+log = logging.getLogger(__name__)
+
+#: slots a hand-out reads at the head of a band at once, once it is spreading out
+WINDOW = 16
+#: slots it reads first, at the head (the head is usually live: claims mark theirs dead)
+FIRST_WINDOW = 6
+#: windows a hand-out reads per band before giving up on it for this call (a
+#: pathological run of dead slots is skipped by the head moving, not read forever)
+MAX_WINDOWS = 32
+#: seconds after which an offer whose task never caught up is voided, and an
+#: allocated slot never written is closed
+GRACE = 30.0
+#: the head of a band is moved when at least this many dead slots lead it
+#: (fewer are cheap to skip; moving is a write on a record every creator writes)
+MOVE_AT = 4
+#: slot writes an offer keeps in flight at once
+CONCURRENCY = 256
+#: the longest lane id made from capability names; longer sets are hashed
+MAX_LANE_ID = 200
+ANY_LANE = "_any"
+
+
+class Band(BaseModel):
+    """One band's queue in a lane: slots ``head`` (inclusive) to ``tail``
+    (exclusive) may be live; ``at`` is when the last slot was allocated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    head: int = Field(default=0, ge=0)
+    tail: int = Field(default=0, ge=0)
+    at: float = Field(default=0.0, allow_inf_nan=False)
+
+
+class Lane(BaseModel):
+    """The tasks that need exactly ``capabilities``, by band."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    capabilities: list[Capability] = Field(default_factory=list, max_length=1000)
+    bands: dict[Annotated[str, Field(pattern=r"^[cf]-?[0-9]{1,10}$")], Band] = Field(default_factory=dict)
+
+
+class Directory(BaseModel):
+    """Every lane of the index (lane id → its capabilities)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lanes: dict[Annotated[str, Field(max_length=MAX_LANE_ID + 2)], list[Capability]] = Field(
+        default_factory=dict)
+
+
+class Slot(BaseModel):
+    """Task ``task_id`` became available for the ``seq``-th time at ``at``;
+    ``dead`` once it moved on. A tombstone closing a slot never written has
+    no task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_id: TaskId | None = None
+    seq: int = Field(default=0, ge=0)
+    at: float = Field(default=0.0, allow_inf_nan=False)
+    dead: bool = False
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A live slot a hand-out found: try to claim ``task_id``."""
+
+    lane: str
+    band: str
+    position: int
+    slot: Slot
+
+    @property
+    def task_id(self) -> str:
+        assert self.slot.task_id is not None
+        return self.slot.task_id
+
+
+def lane_of(capabilities: Iterable[str]) -> str:
+    """The lane id of a set of required capabilities."""
+    caps = sorted(set(capabilities))
+    if not caps:
+        return ANY_LANE
+    joined = "+".join(caps)
+    if len(joined) <= MAX_LANE_ID:
+        return joined
+    return "_h" + hashlib.sha256(joined.encode()).hexdigest()[:40]
+
+
+def band_of(task: Task) -> str:
+    """The band id of a task: ``c`` (critical) or ``f`` (filler), then its priority."""
+    return f"{'c' if task.kind is TaskKind.CRITICAL else 'f'}{task.priority}"
+
+
+def _band_order(band: str) -> tuple[int, int]:
+    return (0 if band[0] == "c" else 1, -int(band[1:]))
+
+
+def is_live(slot: Slot, task: Task | None, lapsed: Callable[[Task], bool]) -> bool | None:
+    """Whether ``slot`` is live given its task as it is now: True (hand it
+    out), False (dead: the task moved on), None (the offer is in flight: the
+    task has not caught up with the slot)."""
+    if slot.dead or slot.task_id is None or task is None:
+        return False
+    if task.ready_seq < slot.seq:
+        return None
+    if task.ready_seq > slot.seq:
+        return False
+    return task.status is TaskStatus.AVAILABLE or (task.status is TaskStatus.CLAIMED and lapsed(task))
+
+
+class ReadyIndex:
+    """The ready index of one board (see the module docs). ``clock`` is the
+    coordinator's clock."""
+
+    def __init__(self, bus: EventBus, clock: Callable[[], float]) -> None:
+        self.directory = Records(bus, READY_DIRECTORY, Directory)
+        self.lanes = Records(bus, READY_LANES, Lane)
+        self.slots = Records(bus, READY_SLOTS, Slot)
+        self.clock = clock
+        self._listed: set[str] = set()  # lanes seen in the directory (never removed from it)
+
+    @staticmethod
+    def slot_id(lane: str, band: str, position: int) -> str:
+        return f"{lane}/{band}/{position}"
+
+    # -- offering --------------------------------------------------------------------
+
+    async def offer(self, tasks: Sequence[Task]) -> None:
+        """Index ``tasks`` (about to become available, each with the
+        ``ready_seq`` it will have): allocate their slots, one
+        compare-and-swap per lane, and create them. Call before the tasks'
+        own writes (see the module docs)."""
+        if not tasks:
+            return
+        by_lane: dict[str, list[Task]] = {}
+        for task in tasks:
+            by_lane.setdefault(lane_of(task.capabilities), []).append(task)
+        await asyncio.gather(*(self._offer_lane(lane, group) for lane, group in by_lane.items()))
+
+    async def _offer_lane(self, lane: str, tasks: list[Task]) -> None:
+        if lane not in self._listed:  # listed before it is first written: readers find lanes there
+            capabilities = sorted(set(tasks[0].capabilities))
+
+            def add(current: Directory | None) -> Directory | None:
+                current = current or Directory()
+                if lane in current.lanes:
+                    return None
+                return current.model_copy(update={"lanes": {**current.lanes, lane: capabilities}})
+
+            listed = await self.directory.mutate("", add)
+            self._listed.update(listed.value.lanes if listed is not None else ())
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def write(task: Task, band: str, position: int, now: float) -> Task | None:
+            slot = Slot(task_id=task.id, seq=task.ready_seq, at=now)
+            async with gate:
+                made = await self.slots.create(self.slot_id(lane, band, position), slot)
+            return task if made is None else None  # closed meanwhile (we were too slow): again
+
+        pending = tasks
+        while pending:
+            placed = await self._allocate(lane, pending)
+            now = self.clock()
+            lost = await asyncio.gather(*(write(t, b, p, now) for t, b, p in placed))
+            pending = [t for t in lost if t is not None]
+
+    async def _allocate(self, lane: str, tasks: list[Task]) -> list[tuple[Task, str, int]]:
+        placed: list[tuple[Task, str, int]] = []
+
+        def allocate(current: Lane | None) -> Lane:
+            placed.clear()
+            base = current or Lane(capabilities=sorted(set(tasks[0].capabilities)))
+            bands = dict(base.bands)
+            now = self.clock()
+            for task in tasks:
+                band = band_of(task)
+                was = bands.get(band) or Band()
+                placed.append((task, band, was.tail))
+                bands[band] = was.model_copy(update={"tail": was.tail + 1, "at": now})
+            return base.model_copy(update={"bands": bands})
+
+        await self.lanes.mutate(lane, allocate)
+        return placed
+
+    # -- handing out -----------------------------------------------------------------
+
+    async def candidates(self, capabilities: Sequence[str], threshold: float, *,
+                         spread: str = "", skip: Set[tuple[str, str, int]] = frozenset()) -> list[Offer]:
+        """The live-looking slots at the head of the best band ``capabilities``
+        can take (coverage at least ``threshold``), in the order to try them:
+        starting at a place ``spread`` picks; slots in ``skip`` (lane, band,
+        position) are passed over. Empty when no band it can take has one.
+        Reads the lanes and a bounded number of slots; moves heads past dead
+        slots on the way."""
+        directory = await self.directory.read()
+        usable = [lane for lane, caps in (directory.lanes if directory is not None else {}).items()
+                  if coverage(caps, list(capabilities)) >= threshold]
+        lanes = [v for v in await asyncio.gather(*(self.lanes.get(lane) for lane in usable)) if v is not None]
+        bands: dict[str, list[tuple[Versioned[Lane], Band]]] = {}
+        for lane in lanes:
+            for band, queue in lane.value.bands.items():
+                if queue.head < queue.tail:
+                    bands.setdefault(band, []).append((lane, queue))
+        width = WINDOW if spread else FIRST_WINDOW
+        for band in sorted(bands, key=_band_order):
+            found: list[Offer] = []
+            for lane, queue in bands[band]:
+                found += await self._live_in(lane, band, queue, skip, width)
+            if found:
+                start = int(hashlib.sha256(spread.encode()).hexdigest()[:8], 16) % len(found) if spread else 0
+                return found[start:] + found[:start]
+        return []
+
+    async def _live_in(self, seen: Versioned[Lane], band: str, queue: Band, skip: Set[tuple[str, str, int]],
+                       width: int) -> list[Offer]:
+        """The live-looking slots of one band's queue, a window at a time from
+        its head until some are found (or :data:`MAX_WINDOWS` were read); the
+        first window is ``width`` slots, the others :data:`WINDOW`."""
+        lane = self.lanes.id_of(seen.key)
+        position = queue.head
+        leading_dead = 0  # dead slots from the head on, before the first one that is not
+        closed: set[int] = set()  # tombstones of slots never written: never deleted (see the module docs)
+        found: list[Offer] = []
+        for _ in range(MAX_WINDOWS):
+            if position >= queue.tail:
+                break
+            end = min(position + width, queue.tail)
+            width = WINDOW
+            read = await asyncio.gather(*(self.slots.get(self.slot_id(lane, band, p))
+                                          for p in range(position, end)))
+            for p, got in zip(range(position, end), read, strict=True):
+                slot = got.value if got is not None else None
+                if slot is None and self.clock() - queue.at > GRACE:
+                    slot = await self._close(lane, band, p)  # allocated, never written
+                dead = slot is not None and (slot.dead or slot.task_id is None)
+                if slot is not None and slot.task_id is None:
+                    closed.add(p)
+                if dead and leading_dead == p - queue.head:
+                    leading_dead += 1
+                if slot is not None and not dead and (lane, band, p) not in skip:
+                    found.append(Offer(lane, band, p, slot))
+            position = end
+            if found:
+                break
+        if leading_dead >= MOVE_AT or (leading_dead and not found):
+            await self._move_head(seen, band, queue.head + leading_dead, closed)
+        return found
+
+    async def _close(self, lane: str, band: str, position: int) -> Slot | None:
+        """Close an allocated slot its writer never wrote (a tombstone, created
+        only if still absent); what is there if the writer got there first."""
+        tomb = Slot(at=self.clock(), dead=True)
+        made = await self.slots.create(self.slot_id(lane, band, position), tomb)
+        return tomb if made is not None else await self.slots.read(self.slot_id(lane, band, position))
+
+    async def _move_head(self, read: Versioned[Lane], band: str, to: int, closed: Set[int]) -> None:
+        """Move a band's head to ``to`` with one compare-and-swap on the lane
+        as ``read`` (a lost one is left: whoever won moved it or allocated,
+        and the next hand-out moves it), then delete the slots passed, except
+        the ``closed`` ones (tombstones of slots never written)."""
+        lane, queue = self.lanes.id_of(read.key), read.value.bands[band]
+        head = queue.head
+        bands = {**read.value.bands, band: queue.model_copy(update={"head": to})}
+        body = encode(read.value.model_copy(update={"bands": bands}), read.key)
+        if await self.lanes.bus.update(read.key, body, read.revision) is None:
+            return
+        await asyncio.gather(*(self.slots.delete(self.slot_id(lane, band, p)) for p in range(head, to)
+                               if p not in closed))
+
+    async def bury(self, offer: Offer) -> None:
+        """Mark ``offer``'s slot dead: its task moved on (claimed from it,
+        completed, failed, deleted, or offered again since)."""
+        try:
+            await self.slots.put(self.slot_id(offer.lane, offer.band, offer.position),
+                                 offer.slot.model_copy(update={"dead": True}))
+        except InfraFabricError as exc:  # only the next hand-out's read is the dearer for it
+            log.debug("could not mark %s/%s/%s dead: %s", offer.lane, offer.band, offer.position, exc)
+
+    # -- checking ----------------------------------------------------------------------
+
+    async def unindexed(self, board: Iterable[Task]) -> list[Task]:
+        """The available tasks of ``board`` with no live slot at or after its
+        band's head, in a listed lane, naming their ``ready_seq`` (with no
+        transition in flight, none). Reads every lane and slot: for repairs and checks, never the
+        hand-out."""
+        live: set[tuple[str, int]] = set()
+        directory = await self.directory.read() or Directory()
+        lanes = {self.lanes.id_of(v.key): v.value for v in await self.lanes.list()
+                 if self.lanes.id_of(v.key) in directory.lanes}  # a lane not listed is not read
+        for v in await self.slots.list():
+            lane, band, position = self.slots.id_of(v.key).rsplit("/", 2)
+            queue = lanes.get(lane, Lane()).bands.get(band)
+            if queue is not None and queue.head <= int(position) < queue.tail and not v.value.dead \
+                    and v.value.task_id is not None:
+                live.add((v.value.task_id, v.value.seq))
+        return [t for t in board if t.status is TaskStatus.AVAILABLE and (t.id, t.ready_seq) not in live]
