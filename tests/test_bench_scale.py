@@ -1,6 +1,8 @@
 """``ifctl bench scale`` imports and hands out through the governed, witnessed
-fleet at each board size, beside the bus's own compare-and-swap, and reports
-(never asserts) the [5/9] targets; its JSON has every figure it prints."""
+fleet at each board size (one-shot and long-lived), beside the bus's and the
+engine's own compare-and-swap, times create→first claim with agents waiting,
+drains a board with agents in several processes, and reports (never asserts)
+the [5/9] targets; its JSON has every figure it prints."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(300)]
 def test_bench_scale_reports_every_size_and_target(nats_server: NatsServer) -> None:
     ifctl = str(Path(sys.executable).parent / "ifctl")
     done = subprocess.run([ifctl, "--bus", f"{nats_server.url}?namespace=benchscale", "bench", "scale",
-                           "--quick", "--n", "5", "--tasks", "20", "--tasks", "60", "--json"],
+                           "--quick", "--n", "5", "--tasks", "20", "--tasks", "60", "--agents", "2",
+                           "--agents", "5", "--rounds", "2", "--drain-agents", "6", "--drain-tasks", "30",
+                           "--processes", "2", "--json"],
                           capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -27,6 +31,14 @@ def test_bench_scale_reports_every_size_and_target(nats_server: NatsServer) -> N
     assert [r["tasks"] for r in result["runs"]] == [20, 60]
     for run in result["runs"]:
         assert run["import_per_s"] > 0 and run["next_task"]["count"] == 5 and run["bus_cas"]["count"] == 5
+        assert run["next_task_long_lived"]["count"] == 5
         assert 0 < run["next_task"]["p50"] <= run["next_task"]["p99"]
-    assert {t["id"] for t in result["targets"]} == {"flat", "vs-cas", "p99", "import"}
+    assert result["raw"]["cas"]["count"] >= 5 and result["raw"]["creates_per_s"] > 0
+    assert [w["agents"] for w in result["wakeups"]] == [2, 5]
+    for w in result["wakeups"]:
+        assert w["create_to_claim"]["count"] == 2 and 1 <= w["pushes_per_task"]["max"] <= 3
+    drain = result["drain"]
+    assert drain["processes"] == 2 and drain["distinct"] == 30 and drain["duplicates"] == 0
+    assert drain["left_undone"] == 0 and drain["agent_errors"] == 0
+    assert {t["id"] for t in result["targets"]} == {"flat", "vs-cas", "p99", "import", "wakeup", "duplicates"}
     assert all(t["pass"] in (True, False) for t in result["targets"])

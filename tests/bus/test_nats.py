@@ -545,3 +545,36 @@ async def test_scan_pages_are_bounded_in_bytes(nats_server: NatsServer) -> None:
         await asyncio.gather(*(bus.put(f"big/{i:04d}", value) for i in range(300)))  # ~18 MB
         keys = [e.key async for e in bus.scan("big/", batch=1000)]
         assert sorted(keys) == [f"big/{i:04d}" for i in range(300)]
+
+
+@pytest.mark.parametrize("call", ["publish", "unsubscribe"])
+async def test_a_cancellation_nats_py_swallows_is_raised_again(nbus: EventBus, call: str) -> None:
+    """nats-py's flush of pending writes (under publish and unsubscribe) ends in
+    ``except CancelledError: pass``: a caller cancelled there would go on as if
+    nothing happened (an agent loop told to stop would wait for work again). The
+    bus raises the cancellation again."""
+    assert isinstance(nbus, NatsBus)
+    nc = nbus._nc
+    original = nc._flush_pending
+    entered = asyncio.Event()
+
+    async def slow_flush(force_flush: bool = False) -> None:  # what nats-py does, slowly
+        try:
+            entered.set()
+            await asyncio.sleep(GUARD)
+        except asyncio.CancelledError:
+            pass
+
+    sub = nbus.subscribe("cancel/subject")
+    await sub.start()
+    nc._flush_pending = slow_flush  # type: ignore[method-assign]
+    try:
+        doing = nbus.publish("cancel/subject", b"x") if call == "publish" else sub.close()
+        job = asyncio.ensure_future(doing)
+        await asyncio.wait_for(entered.wait(), GUARD)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(job, GUARD)
+    finally:
+        nc._flush_pending = original  # type: ignore[method-assign]
+        await sub.close()

@@ -11,6 +11,7 @@ key or subject                          what
 ``tasks/<task>``                        :class:`~infrafabric.coordinator.Task`
 ``swarms/<swarm>``                      :class:`~infrafabric.coordinator.SwarmRecord`
 ``presence/<swarm>``                    :class:`~infrafabric.coordinator.Presence`: an agent connected now
+``waiting/<swarm>``                     :class:`~infrafabric.coordinator.Presence`: an agent waits for work
 ``coordinators/<id>``                   :class:`~infrafabric.coordinator.Presence`: a board watcher runs now
 subject ``swarms/<swarm>/tasks``        tasks pushed to one swarm
 subject ``swarms/<swarm>/help``         help requests for one swarm (blockers)
@@ -68,6 +69,7 @@ __all__ = [
     "SWARMS",
     "TASKS",
     "VERIFIER_KEYS",
+    "WAITING",
     "WATCHERS",
     "WORKSPACE_LEASES",
     "help_subject",
@@ -81,6 +83,7 @@ TASKS = "tasks/"
 SWARMS = "swarms/"
 PRESENCE = "presence/"
 WATCHERS = "coordinators/"
+WAITING = "waiting/"
 BLOCKERS = "orchestrator/blockers"
 ESCALATIONS = "orchestrator/escalations"
 

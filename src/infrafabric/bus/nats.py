@@ -507,7 +507,8 @@ class NatsBus(EventBus):
             await self._nc.request(self._nc.new_inbox(), b"", timeout=self.timeout)
 
     async def _unsubscribe(self, sub: NatsSubscription) -> None:
-        with contextlib.suppress(nats.errors.Error, OSError):
+        with contextlib.suppress(InfraFabricError, nats.errors.Error, OSError), \
+                self._translate("unsubscribe", check=False):
             await sub.unsubscribe()
 
     # -- error translation (the only place nats errors become ours) ----------
@@ -534,10 +535,16 @@ class NatsBus(EventBus):
             _, unavailable, hint = words()
             raise BusUnavailableError(f"{unavailable} (reconnecting)", hint=hint)
         task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         if task is not None:
             self._inflight.add(task)
         try:
             yield
+            if task is not None and task.cancelling() > cancels:
+                # nats-py swallowed a cancellation of this task (its flush of pending writes, under
+                # publish and unsubscribe, ends in `except CancelledError: pass`): raise it again,
+                # or a cancelled caller would go on as if nothing had happened
+                raise asyncio.CancelledError
         except asyncio.CancelledError:
             if task is None or task not in self._severed:
                 raise

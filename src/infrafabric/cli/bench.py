@@ -1070,50 +1070,96 @@ def hooks(backend: str | None, n: int, sizes: tuple[int, ...]) -> Outcome:
 @click.option("--backend", type=click.Choice(("nats", "etcd")), default=None,
               help="Bus [default: the scheme of --bus/IF_BUS_URL, else nats].")
 @click.option("--n", type=click.IntRange(3, 10_000), default=50, show_default=True,
-              help="next_task calls per board size.")
+              help="next_task calls per board size (half one-shot, half long-lived).")
 @click.option("--tasks", "sizes", type=click.IntRange(10, 1_000_000), multiple=True,
               help="Board sizes (repeatable) [default: 100, 1000, 10000; --quick: 100, 1000].")
-@click.option("--quick", is_flag=True, help="Small boards and few calls (for CI).")
+@click.option("--agents", type=click.IntRange(1, 5000), multiple=True,
+              help="Waiting agents for the wake-up runs (repeatable) [default: 10, 100, 1000; "
+                   "--quick: 10, 50].")
+@click.option("--rounds", type=click.IntRange(1, 1000), default=None,
+              help="Tasks created per wake-up run [default: 20; --quick: 5].")
+@click.option("--drain-agents", type=click.IntRange(0, 10_000), default=None,
+              help="Simulated agents draining a board; 0 skips the drain [default: 1000; --quick: 40].")
+@click.option("--drain-tasks", type=click.IntRange(1, 1_000_000), default=None,
+              help="Tasks on the drained board [default: 20000; --quick: 400].")
+@click.option("--processes", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Processes the drain's agents run in.")
+@click.option("--quick", is_flag=True, help="Small boards, few agents and calls (for CI).")
 @contract
-def scale(backend: str | None, n: int, sizes: tuple[int, ...], quick: bool) -> Outcome:
-    """Time the import and the governed, witnessed hand-out as the board grows.
+def scale(backend: str | None, n: int, sizes: tuple[int, ...], agents: tuple[int, ...], rounds: int | None,
+          drain_agents: int | None, drain_tasks: int | None, processes: int, quick: bool) -> Outcome:
+    """Time the hand-out as the board and the fleet grow, through the
+    governed, witnessed fleet agents use.
 
-    For each board size, in a fresh namespace: the import (`create_tasks`
-    of the whole board, witnessed; tasks/s), then `next_task` of one
-    registered swarm, governed and witnessed, one call at a time (p50, p99),
-    beside one compare-and-swap through the bus client in the same run.
-    Targets: next_task p50 flat across sizes (≤ 1.5x), ≤ 4x the CAS, p99 ≤
-    10 ms; import ≥ 2,000 tasks/s. Reported, never asserted.
+    \b
+    - next_task at each board size, one-shot (a CLI process) and long-lived
+      (an ifctl mcp server's coordinator), beside one compare-and-swap through
+      the bus client and through the engine's own client, in the same run;
+    - the import of each board (tasks/s), beside the engine's raw create rate;
+    - create→first claim with N agents waiting, and agents woken per task;
+    - N simulated agents in several processes draining a board: tasks/s and
+      tasks completed twice.
+    Targets (reported, never asserted): next_task p50 flat across sizes (≤
+    1.5x), ≤ 4x the bus CAS, p99 ≤ 10 ms; import ≥ 2,000 tasks/s;
+    create→first claim p99 with the most agents ≤ 2x with the fewest; 0
+    duplicates.
 
     \b
     Examples:
       ifctl bench scale --json
       ifctl bench scale --quick
-      ifctl bench scale --backend etcd --tasks 100 --tasks 100000
+      ifctl bench scale --backend etcd --tasks 100 --tasks 100000 --drain-agents 0
     """
     s = settings()
     backend, url, url_error = _resolve(s, backend, default="nats")
     board = sizes or ((100, 1000) if quick else (100, 1000, 10000))
     calls = min(n, 20) if quick else n
+    crowd = agents or ((10, 50) if quick else (10, 100, 1000))
+    rounds = rounds or (5 if quick else 20)
+    drain_agents = (40 if quick else 1000) if drain_agents is None else drain_agents
+    drain_tasks = drain_tasks or (400 if quick else 20000)
     if s.falsify:
-        detail = f"{calls} calls at {', '.join(map(str, board))} tasks"
+        detail = (f"{calls} calls at {', '.join(map(str, board))} tasks; wake-ups with "
+                  f"{', '.join(map(str, crowd))} agents; drain {drain_agents} agents, {drain_tasks} tasks")
         return _falsify(backend, url, url_error, calls, detail, modules=("infrafabric.bench.scale",))
     from infrafabric.bench.scale import bench_scale
 
     with (_sigterm_as_interrupt(), _target(backend, url) as (target_url, server, _managed),
           _Progress(s, {}) as progress):
-        result = run_async(bench_scale(target_url, sizes=board, n=calls, progress=progress))
+        result = run_async(bench_scale(target_url, sizes=board, n=calls, agents=crowd, rounds=rounds,
+                                       drain_agents=drain_agents, drain_tasks=drain_tasks,
+                                       processes=processes, progress=progress))
     result.update(backend=backend, server=server)
     lines = [f"bench scale on {backend}:// ({'temporary' if server.get('managed') else 'given'}), "
              f"{calls} next_task calls per size, {result['duration_s']} s"]
     for run in result["runs"]:
-        nt, cas = run["next_task"], run["bus_cas"]
-        lines.append(f"{run['tasks']:>8,} tasks  import {run['import_per_s']:>8,.0f}/s  next_task p50 "
-                     f"{_fmt(nt['p50'])} ms p99 {_fmt(nt['p99'])} ms  bus CAS p50 {_fmt(cas['p50'])} ms")
+        nt, lived, cas = run["next_task"], run["next_task_long_lived"], run["bus_cas"]
+        lines.append(f"{run['tasks']:>8,} tasks  import {run['import_per_s']:>7,.0f}/s  next_task p50 "
+                     f"{_fmt(nt['p50'])} ms p99 {_fmt(nt['p99'])} ms (long-lived p50 {_fmt(lived['p50'])} ms "
+                     f"p99 {_fmt(lived['p99'])} ms)  bus CAS p50 {_fmt(cas['p50'])} ms")
+    raw = result["raw"]
+    if raw is not None:
+        lines.append(f"raw engine: CAS p50 {_fmt(raw['cas']['p50'])} ms, "
+                     f"creates {raw['creates_per_s']:,.0f}/s")
+    for w in result["wakeups"]:
+        c = w["create_to_claim"]
+        lines.append(f"{w['agents']:>6,} agents waiting: create→first claim p50 {_fmt(c['p50'])} ms "
+                     f"p99 {_fmt(c['p99'])} ms; pushes per task {w['pushes_per_task']['mean']:g} "
+                     f"(max {w['pushes_per_task']['max']}), claim attempts per task "
+                     f"{w['claim_attempts_per_task']['mean']:g}")
+    d = result["drain"]
+    if d is not None:
+        lines.append(f"drain: {d['agents']:,} agents in {d['processes']} processes, {d['distinct']:,} of "
+                     f"{d['tasks']:,} tasks in {d['duration_s']} s ({d['tasks_per_s']}/s); "
+                     f"{d['duplicates']} done twice, {d['left_undone']} left, "
+                     f"{d['agent_errors']} agent errors")
     lines += _target_lines(result["targets"])
     return Outcome(data=result, lines=lines,
-                   why=["next_task: governed (the governor admits) and witnessed (an entry per claim)",
-                        "import: one create_tasks call, every task witnessed",
+                   why=["next_task: governed (the governor admits) and witnessed (an entry per claim); "
+                        "one-shot: no watcher; long-lived: the coordinator's watcher runs",
+                        "import: one create_tasks call, every task witnessed and indexed",
+                        "wake-ups: pushes of the created task (the creator's and the follow-ups), and "
+                        "claim attempts on it (woken agents and ready-index reads)",
                         f"percentiles: {QUANTILE_METHOD}"])
 
 

@@ -291,6 +291,7 @@ POLICY_HELP = {
     "max_cost_per_task": "most one task may cost, in dollars",
     "min_capability_match": "share of a task's required capabilities a swarm must offer",
     "circuit_breaker_failure_threshold": "consecutive failures that open a swarm's breaker",
+    "push_fanout": "waiting agents a task that becomes available is pushed to at once",
     "escalation_webhook": "URL escalations are POSTed to as JSON (none: subject and stderr only)",
 }
 
@@ -314,6 +315,7 @@ def governor_policy(path: Path | None) -> Outcome:
         max_cost_per_task: "10.00"
         min_capability_match: 0.7
         circuit_breaker_failure_threshold: 3
+        push_fanout: 3
         escalation_webhook: https://ops.example/hooks/if   # optional
 
     Example: ifctl governor policy policy.yaml --mode=falsify

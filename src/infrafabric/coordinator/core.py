@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -45,12 +46,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from pydantic import JsonValue, ValidationError
+from pydantic import BaseModel, JsonValue, ValidationError
 
 from infrafabric import metrics
 from infrafabric.bus import EventBus, EventKind, Message, Subscription, Watch, WatchEvent
 from infrafabric.bus.bounds import check_text
-from infrafabric.bus.layout import BLOCKERS, PRESENCE, SWARMS, TASKS, WATCHERS, push_subject
+from infrafabric.bus.layout import BLOCKERS, PRESENCE, SWARMS, TASKS, WAITING, WATCHERS, push_subject
 from infrafabric.bus.records import Records, Versioned, encode
 from infrafabric.coordinator.leases import Conflict, PathLeases, needs_lease
 from infrafabric.coordinator.models import (
@@ -99,7 +100,17 @@ IMPORT_CONCURRENCY = 256
 DEFAULT_LEASE_TTL = 15.0
 #: a presence record not refreshed for this long is stale (its agent is gone)
 PRESENCE_TTL = 30.0
+#: waiting agents a task that becomes available is pushed to at once (a policy may set its own)
+PUSH_FANOUT = 3
+#: seconds after which a task still available is pushed to the next waiting agents
+PUSH_WINDOW = 1.0
+#: seconds after a claim that its slot is marked dead by a loser too (its winner does it at once,
+#: unless it died first): losers of a fresh race leave it, so a herd does not all write it
+BURY_AFTER = 2.0
+#: a push is routed among this many times ``push_fanout`` waiting agents (the policy ranks them)
+PUSH_SAMPLE = 4
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 #: ``async (operation, params) -> None``: told of every successful operation
@@ -199,17 +210,29 @@ class Feed(Generic[T]):
     """
 
     def __init__(self, stream: Watch | Subscription,
-                 decode: Callable[[Any], T | None]) -> None:
+                 decode: Callable[[Any], T | None],
+                 mark: contextlib.AbstractAsyncContextManager[Any] | None = None) -> None:
         self._stream = stream
         self._decode = decode
+        self._mark = mark  # entered once the stream is established, left before it closes
 
     async def __aenter__(self) -> Self:
         await self._stream.start()
+        if self._mark is not None:
+            try:
+                await self._mark.__aenter__()
+            except BaseException:
+                await self._stream.close()
+                raise
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self._stream.close()
+        try:
+            if self._mark is not None:
+                await self._mark.__aexit__(None, None, None)
+        finally:
+            await self._stream.close()
 
     def __aiter__(self) -> Self:
         return self
@@ -259,6 +282,7 @@ class IFCoordinator:
         lease_ttl: float = DEFAULT_LEASE_TTL,
         min_coverage: float = 0.7,
         max_attempts: int = 3,
+        push_fanout: int = PUSH_FANOUT,
         observers: Iterable[Observer] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -267,12 +291,15 @@ class IFCoordinator:
             raise ConfigurationError(f"min_coverage must be within 0..1, got {min_coverage}")
         if max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
+        if push_fanout < 1:
+            raise ConfigurationError(f"push_fanout must be at least 1, got {push_fanout}")
         self.bus = bus
         self.event_bus = bus  # the seeds' name
         self.policy = policy if policy is not None else ClaimPolicy()
         self.lease_ttl = lease_ttl
         self.min_coverage = min_coverage
         self.max_attempts = max_attempts
+        self.push_fanout = push_fanout
         self.observers: list[Observer] = list(observers)
         self.clock = clock
         self.last_claim: ClaimOutcome | None = None
@@ -281,6 +308,8 @@ class IFCoordinator:
         self.presence = Records(bus, PRESENCE, Presence)
         #: the coordinators running a board watcher now (their timers hand lapsed claims back)
         self.watchers = Records(bus, WATCHERS, Presence)
+        #: the agents waiting in ``next_task`` now: live, idle and listening for pushes
+        self.waiting = Records(bus, WAITING, Presence)
         #: the claims' path leases (see :mod:`infrafabric.coordinator.leases`)
         self.leases = PathLeases(bus, self.tasks, lambda: self.clock(), self.expire_lease)
         #: the available tasks by capability set and band (see :mod:`infrafabric.coordinator.ready`)
@@ -289,10 +318,16 @@ class IFCoordinator:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._marks = contextlib.AsyncExitStack()
+        self._watcher_id = f"{os.getpid()}-{secrets.token_hex(4)}"
+        #: (when judged, whether this coordinator leads the follow-up pushes)
+        self._leader_seen: tuple[float, bool] = (-PRESENCE_TTL, False)
+        #: live view of the waiting agents while the watcher runs (None otherwise)
+        self._waiting: dict[str, Presence] | None = None
         self._board: dict[str, Task] = {}
         #: live swarm registry while the watcher runs (None otherwise)
         self._swarms: dict[str, SwarmRecord] | None = None
         self._swarm_watcher: asyncio.Task[None] | None = None
+        self._waiting_watcher: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -302,14 +337,17 @@ class IFCoordinator:
             loop = asyncio.get_running_loop()
             board_ready: asyncio.Future[None] = loop.create_future()
             swarms_ready: asyncio.Future[None] = loop.create_future()
+            waiting_ready: asyncio.Future[None] = loop.create_future()
             self._watcher = asyncio.create_task(self._watch_board(board_ready), name="if-coordinator-watch")
             self._swarm_watcher = asyncio.create_task(self._watch_swarms(swarms_ready),
                                                       name="if-coordinator-swarms")
-            await asyncio.gather(board_ready, swarms_ready)
+            self._waiting_watcher = asyncio.create_task(self._watch_waiting(waiting_ready),
+                                                        name="if-coordinator-waiting")
+            await asyncio.gather(board_ready, swarms_ready, waiting_ready)
             # say so on the bus: a one-shot hand-out that finds the index empty leaves lapsed claims
             # to this watcher's timers instead of reading the board itself
             await self._marks.enter_async_context(self._marked(
-                self.watchers, f"{os.getpid()}-{secrets.token_hex(4)}", via="watcher", ttl=PRESENCE_TTL))
+                self.watchers, self._watcher_id, via="watcher", ttl=PRESENCE_TTL))
         return self
 
     async def close(self) -> None:
@@ -318,14 +356,15 @@ class IFCoordinator:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        tasks = [t for t in (self._watcher, self._swarm_watcher, *self._background) if t is not None]
+        tasks = [t for t in (self._watcher, self._swarm_watcher, self._waiting_watcher, *self._background)
+                 if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        self._watcher = self._swarm_watcher = None
-        self._swarms = None
+        self._watcher = self._swarm_watcher = self._waiting_watcher = None
+        self._swarms = self._waiting = None
         self._background.clear()
 
     async def __aenter__(self) -> Self:
@@ -395,6 +434,7 @@ class IFCoordinator:
         did it if known, and is never handed out."""
         made = await self._create(self.validate_spec(spec), completed=completed, by=by)
         await self._settle(None, made.value, "task_created", self._created_params(made.value, completed, by))
+        await self._settle_new([made.value])
         return made.value
 
     @staticmethod
@@ -413,8 +453,13 @@ class IFCoordinator:
                     history=[Transition(at=now, to=status, by=by, reason=reason)])
 
     async def _create(self, spec: TaskSpec, *, completed: bool, by: str | None) -> Versioned[Task]:
-        """Write a new task (status derived from its dependencies); nothing else."""
-        deps = await self._dependency_states(spec.dependencies, for_task=spec.id)
+        """Write a new task (status derived from its dependencies, each linked
+        to it first); nothing else."""
+        if await self.tasks.exists(spec.id):
+            raise TaskExistsError(f"task {spec.id!r} already exists")
+        await self._dependency_states(spec.dependencies, for_task=spec.id)  # each exists
+        await self._link(spec.dependencies, [spec.id])
+        deps = await self._dependency_states(spec.dependencies, for_task=spec.id)  # as of after the links
         if completed:
             status, reason = TaskStatus.COMPLETED, "imported as completed"
         elif all(s is TaskStatus.COMPLETED for s in deps.values()):
@@ -428,6 +473,32 @@ class IFCoordinator:
         if made is None:
             raise TaskExistsError(f"task {spec.id!r} already exists")
         return made
+
+    async def _link(self, dependencies: Iterable[str], dependents: list[str]) -> None:
+        """Add ``dependents`` to each of ``dependencies``' records, before the
+        dependents exist: a completion from then on unblocks them. (One that
+        completed before the link is seen when the dependents' status is
+        derived after it; see :meth:`_settle_new`.)"""
+        async def link(dep: str) -> None:
+            def add(task: Task | None) -> Task | None:
+                if task is None:
+                    return None
+                new = [d for d in dependents if d not in task.dependents]
+                return task.model_copy(update={"dependents": [*task.dependents, *new]}) if new else None
+
+            await self.tasks.mutate(dep, add)
+
+        await self._bounded_all(link(d) for d in dict.fromkeys(dependencies))
+
+    async def _settle_new(self, tasks: Iterable[Task]) -> None:
+        """Make available each new blocked task whose dependencies all
+        completed between the derivation of its status and its creation
+        (their completions did not find it on the board yet)."""
+        for task in tasks:
+            if task.status is TaskStatus.BLOCKED and task.dependencies:
+                states = await self._dependency_states(task.dependencies, for_task=task.id)
+                if all(state is TaskStatus.COMPLETED for state in states.values()):
+                    await self._make_available(task.id)
 
     async def create_tasks(self, specs: Iterable[TaskSpec | Mapping[str, Any]], *,
                            completed: Mapping[str, str | None] | None = None) -> list[Task]:
@@ -466,6 +537,10 @@ class IFCoordinator:
             shown = ", ".join(there[:8]) + (f" and {len(there) - 8} more" if len(there) > 8 else "")
             raise TaskExistsError(f"{len(there)} of the tasks already exist on the board: {shown}")
         states = {d: t.status for d, t in zip(outside, found, strict=True) if t is not None}
+        dependents: dict[str, list[str]] = {}
+        for spec in order:
+            for dep in spec.dependencies:
+                dependents.setdefault(dep, []).append(spec.id)
         tasks: list[Task] = []
         for spec in order:  # dependencies first: each one's status is known when its dependents ask
             if spec.id in done_elsewhere:
@@ -477,6 +552,8 @@ class IFCoordinator:
             states[spec.id] = status
             task = self._new_task(spec, status, reason, completed=spec.id in done_elsewhere,
                                   by=done_elsewhere.get(spec.id))
+            if spec.id in dependents:
+                task = task.model_copy(update={"dependents": dependents[spec.id]})
             encode(task, self.tasks.key(spec.id))  # storable (size, read-back), before any write
             tasks.append(task)
         written: dict[str, Versioned[Task]] = {}
@@ -488,8 +565,10 @@ class IFCoordinator:
             written[task.id] = made
 
         try:
-            # indexed before any is on the board (see coordinator.ready); if the import fails, the
-            # slots of tasks that never were, or were removed again, are dead to every reader
+            # dependencies on the board are linked to their new dependents, and the available tasks
+            # indexed (see coordinator.ready), before any is on the board; if the import fails, links
+            # and slots naming tasks that never were, or were removed again, are dead to every reader
+            await asyncio.gather(*(self._link([d], dependents[d]) for d in outside))
             await self.ready.offer([t for t in tasks if t.status is TaskStatus.AVAILABLE])
             await self._bounded_all(write(t) for t in tasks)
         except BaseException as exc:
@@ -501,6 +580,7 @@ class IFCoordinator:
             raise
         await self._bounded_all(self._settle(None, t, "task_created", self._created_params(
             t, t.id in done_elsewhere, done_elsewhere.get(t.id))) for t in tasks)
+        await self._settle_new(t for t in tasks if set(t.dependencies) & set(outside))
         return tasks
 
     async def _bounded(self, calls: Iterable[Awaitable[T]]) -> list[T]:
@@ -611,8 +691,11 @@ class IFCoordinator:
         payload = task.model_dump_json() if isinstance(task, Task) else json.dumps(dict(task))
         await self.bus.publish(push_subject(swarm_id), payload)
 
-    def pushed_tasks(self, swarm_id: str) -> Feed[Task]:
-        """A :class:`Feed` of the tasks pushed to ``swarm_id``."""
+    def pushed_tasks(self, swarm_id: str, *, waiting: bool = True) -> Feed[Task]:
+        """A :class:`Feed` of the tasks pushed to ``swarm_id``. While it is
+        open (``async with``), the swarm is marked as waiting for work (tasks
+        are pushed only to waiting agents: see :meth:`_announce`), unless
+        ``waiting`` is False (the caller marks it when it does wait)."""
         clock = self.clock
 
         def decode(message: Message) -> Task | None:
@@ -624,17 +707,77 @@ class IFCoordinator:
                         metrics.record_push_latency(clock() - since)
             return task
 
-        return Feed(self.bus.subscribe(push_subject(swarm_id)), decode)
+        mark = self._marked(self.waiting, swarm_id, via="pushed_tasks", ttl=PRESENCE_TTL) if waiting else None
+        return Feed(self.bus.subscribe(push_subject(swarm_id)), decode, mark)
 
-    async def _announce(self, task: Task) -> list[str]:
-        """Push an available task to the swarms the policy routes it to, best first."""
-        swarms = list(self._swarms.values()) if self._swarms is not None else await self.list_swarms()
-        if not swarms:
-            return []  # nobody to push to: no routing to work out
-        targets = await self.policy.route(task, swarms, await self._min_coverage())
-        for swarm_id in targets:  # in order: the policy puts the best swarm first
-            await self.push_task_to_swarm(swarm_id, task)
-        return targets
+    async def _announce(self, task: Task, round_: int = 0) -> list[str]:
+        """Push an available task to ``push_fanout`` of the agents waiting for
+        work: the best the policy routes it to among a sample of
+        :data:`PUSH_SAMPLE` x ``push_fanout`` waiting agents that cover it,
+        taken in an order rotated by the task's id, so a burst of tasks
+        spreads over the waiting agents instead of waking the same few.
+        ``round_`` n > 0 (a follow-up: none of the earlier ones took it)
+        ranks a sample n + 1 times as wide and pushes to the n-th next group.
+        Nobody waiting: nobody is pushed (the ready index has it for the next
+        hand-out). Returns who was pushed."""
+        waiting = await self._waiting_now()
+        if not waiting:
+            return []
+        threshold, fanout = await asyncio.gather(self._min_coverage(),
+                                                 self.policy.push_fanout(self.push_fanout))
+        covering = sorted(m.swarm_id for m in waiting.values() if m.capabilities is None
+                          or coverage(task.capabilities, m.capabilities) >= threshold)
+        if not covering:
+            return []
+        turn = int(hashlib.sha256(task.id.encode()).hexdigest()[:8], 16) % len(covering)
+        order = covering[turn:] + covering[:turn]
+        sample = order[:PUSH_SAMPLE * fanout * (round_ + 1)]  # each round ranks a wider sample
+        known = self._swarms or {}
+        records = await asyncio.gather(*(self._registered(swarm_id, known) for swarm_id in sample))
+        ranked = await self.policy.route(task, [r for r in records if r is not None], threshold)
+        chosen = ranked[round_ * fanout:(round_ + 1) * fanout]
+        await asyncio.gather(*(self.push_task_to_swarm(swarm_id, task) for swarm_id in chosen))
+        return chosen
+
+    async def _registered(self, swarm_id: str, known: Mapping[str, SwarmRecord]) -> SwarmRecord | None:
+        return known.get(swarm_id) or await self.swarms.read(swarm_id)
+
+    async def _waiting_now(self) -> dict[str, Presence]:
+        """The agents waiting in ``next_task`` now (fresh marks), by swarm:
+        the watcher's live view if it runs, else one listing."""
+        now = self.clock()
+        marks = self._waiting.values() if self._waiting is not None else [
+            v.value for v in await self.waiting.list()]
+        return {m.swarm_id: m for m in marks if m.seen_at + m.ttl >= now}
+
+    async def _leads_follow_ups(self) -> bool:
+        """Whether this coordinator's watcher is the one that pushes tasks
+        still available after :data:`PUSH_WINDOW` to the next waiting agents
+        (the fresh watcher with the least id; judged again every ten seconds)."""
+        at, leads = self._leader_seen
+        now = self.clock()
+        if now - at >= 10.0:
+            fresh = [v.value.swarm_id for v in await self.watchers.list()
+                     if v.value.seen_at + v.value.ttl >= now]
+            leads = min([*fresh, self._watcher_id]) == self._watcher_id
+            self._leader_seen = (now, leads)
+        return leads
+
+    async def _follow_up(self, task_id: str, ready_seq: int, round_: int) -> None:
+        """Push a task still available (since the same offer) to the next
+        group of waiting agents, and come back after the window while some
+        are left (see :meth:`_announce`)."""
+        if not await self._waiting_now():
+            return
+        task = await self.tasks.read(task_id)
+        if task is None or task.status is not TaskStatus.AVAILABLE or task.ready_seq != ready_seq:
+            return
+        if await self._announce(task, round_):
+            self._later_follow_up(task, round_ + 1)
+
+    def _later_follow_up(self, task: Task, round_: int) -> None:
+        asyncio.get_running_loop().call_later(
+            PUSH_WINDOW, self._spawn, lambda _: self._follow_up(task.id, task.ready_seq, round_), "")
 
     # -- one lifecycle ------------------------------------------------------------
 
@@ -660,7 +803,7 @@ class IFCoordinator:
                 await self._announce(after)
             if after.status is TaskStatus.COMPLETED and previous is not None \
                     and previous is not TaskStatus.COMPLETED:
-                await self._unblock_dependents(after.id)
+                await self._unblock_dependents(after)
 
     async def _change(self, task_id: str, change: Callable[[Task], Task | Awaitable[Task | None] | None],
                       *, missing: Callable[[], InfraFabricError] | None = None
@@ -986,9 +1129,7 @@ class IFCoordinator:
         try:
             yield lost
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await _stop(beat)
 
     async def release_task(self, swarm_id: str, task_id: str, claim_id: str | None = None,
                            reason: str = "released") -> Task:
@@ -1119,19 +1260,13 @@ class IFCoordinator:
                     and self.leases.tasks_clash(task, ended):
                 await self._announce(task)
 
-    async def _unblock_dependents(self, task_id: str) -> list[Task]:
-        # With the watcher running, its live board finds the dependents without
-        # listing; one it has not seen yet is unblocked by the watcher itself
-        # when the completion event reaches it (events arrive in order).
-        # (No read-back here: making one available is itself a compare-and-swap that checks.)
-        board = self._board.values() if self._watcher is not None else await self.list_tasks()
-        unblocked = []
-        for dep in list(board):
-            if task_id in dep.dependencies and dep.status is TaskStatus.BLOCKED:
-                task = await self._make_available(dep.id)
-                if task is not None:
-                    unblocked.append(task)
-        return unblocked
+    async def _unblock_dependents(self, completed: Task) -> list[Task]:
+        """Make available the dependents of ``completed`` whose dependencies
+        are all completed now: those its record names (linked before each was
+        created), so no board is read. (No read-back here: making one
+        available is itself a compare-and-swap that checks.)"""
+        made = await self._bounded(self._make_available(d) for d in completed.dependents)
+        return [t for t in made if t is not None]
 
     async def _make_available(self, task_id: str) -> Task | None:
         async def change(task: Task) -> Task | None:
@@ -1170,27 +1305,41 @@ class IFCoordinator:
                                          "(on the same bus: `ifctl coordinator status` names it)")
         if stopped is not None:
             raise stopped
-        async with self.pushed_tasks(swarm_id) as pushes:
+        async with self.pushed_tasks(swarm_id, waiting=False) as pushes:
             outcome = await self._hand_out(swarm, threshold, lease_ttl)
-            if outcome is not None:
+            if outcome is not None or (wait is not None and wait <= 0):
                 return outcome
-            if wait is not None and wait <= 0:
+            # Say it waits (a task that becomes available is pushed to waiting agents), then look
+            # once more: one made available between the first look and the mark is not missed.
+            async with self._marked(self.waiting, swarm_id, via="next_task", ttl=PRESENCE_TTL,
+                                    capabilities=swarm.capabilities):
+                outcome = await self._hand_out(swarm, threshold, lease_ttl)
+                return outcome if outcome is not None else await self._wait_for_push(
+                    swarm, threshold, pushes, wait, lease_ttl)
+
+    async def _wait_for_push(self, swarm: SwarmRecord, threshold: float, pushes: Feed[Task],
+                             wait: float | None, lease_ttl: float | None) -> ClaimOutcome | None:
+        """Wait up to ``wait`` seconds (None: for ever) for a pushed task and
+        claim it; one a rival took first sends this agent back to the ready
+        index (a push means work was there a moment ago)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        while True:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
                 return None
-            loop = asyncio.get_running_loop()
-            deadline = None if wait is None else loop.time() + wait
-            while True:
-                left = None if deadline is None else deadline - loop.time()
-                if left is not None and left <= 0:
-                    return None
-                try:
-                    pushed = await pushes.get(left)
-                except (TimeoutError, StopAsyncIteration):
-                    return None
-                # The deadline bounds the wait for a push, never a claim in flight: a claim cut
-                # off after its compare-and-swap landed would be held by nobody until it lapsed.
-                outcome = await self._claim_whole(swarm_id, pushed.id, lease_ttl)
-                if outcome.won:
-                    return outcome
+            try:
+                pushed = await pushes.get(left)
+            except (TimeoutError, StopAsyncIteration):
+                return None
+            # The deadline bounds the wait for a push, never a claim in flight: a claim cut
+            # off after its compare-and-swap landed would be held by nobody until it lapsed.
+            won = await self._claim_whole(swarm.id, pushed.id, lease_ttl)
+            if won.won:
+                return won
+            again = await self._hand_out(swarm, threshold, lease_ttl)
+            if again is not None:
+                return again
 
     async def _hand_out(self, swarm: SwarmRecord, threshold: float, lease_ttl: float | None
                         ) -> ClaimOutcome | None:
@@ -1286,8 +1435,9 @@ class IFCoordinator:
 
             await self.tasks.mutate(offer.task_id, void)  # its transition can no longer land
             live = False
-        if live is False:
-            await self.ready.bury(offer)
+        if live is False and not (task is not None and task.status is TaskStatus.CLAIMED
+                                  and self.clock() - task.updated_at < BURY_AFTER):
+            await self.ready.bury(offer)  # (a fresh claim's winner marks it itself)
 
     async def _claim_whole(self, swarm_id: str, task_id: str, lease_ttl: float | None) -> ClaimOutcome:
         """:meth:`try_claim`, finished even if the caller is cancelled meanwhile;
@@ -1361,11 +1511,11 @@ class IFCoordinator:
         return self._marked(self.presence, swarm_id, via=via, ttl=ttl)
 
     @contextlib.asynccontextmanager
-    async def _marked(self, store: Records[Presence], swarm_id: str, *, via: str, ttl: float
-                      ) -> AsyncIterator[Presence]:
+    async def _marked(self, store: Records[Presence], swarm_id: str, *, via: str, ttl: float,
+                      capabilities: list[str] | None = None) -> AsyncIterator[Presence]:
         now = self.clock()
         mark = Presence(swarm_id=swarm_id, via=via, host=socket.gethostname()[:200] or "-", pid=os.getpid(),
-                        since=now, seen_at=now, ttl=ttl)
+                        since=now, seen_at=now, ttl=ttl, capabilities=capabilities)
         await store.put(swarm_id, mark)
 
         async def refresh() -> None:
@@ -1378,9 +1528,7 @@ class IFCoordinator:
         try:
             yield mark
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await _stop(beat)
             with contextlib.suppress(InfraFabricError):
                 current = await store.get(swarm_id)
                 if current is not None and (current.value.pid, current.value.since) == (mark.pid, mark.since):
@@ -1459,9 +1607,8 @@ class IFCoordinator:
         self._board = {t.id: t for t in snapshot}
         for task in snapshot:
             self._track(task)
-        for task in snapshot:  # finish what a crashed completer left undone
-            if task.status is TaskStatus.COMPLETED:
-                self._after_completion(task.id)
+        for task in snapshot:  # finish what a crashed completer left undone (or one before dependents)
+            self._unblock_if_ready(task.id)
         self._spawn(lambda _: self.reindex(snapshot), "")  # tasks available before the index existed
         ready.set_result(None)
         async with watch:
@@ -1478,29 +1625,48 @@ class IFCoordinator:
                 before = self._board.get(task.id)
                 self._board[task.id] = task
                 self._track(task)
+                offered = before is None or before.ready_seq != task.ready_seq
+                if task.status is TaskStatus.AVAILABLE and offered and self._waiting \
+                        and await self._leads_follow_ups():
+                    self._later_follow_up(task, 1)  # whoever made it available pushed the first group
                 if task.status is TaskStatus.COMPLETED and (
                         before is None or before.status is not TaskStatus.COMPLETED):
-                    self._after_completion(task.id)
+                    self._after_completion(task)
 
     async def _watch_swarms(self, ready: asyncio.Future[None]) -> None:
+        await self._mirror(self.swarms, ready, self._keep_swarms)
+
+    def _keep_swarms(self, view: dict[str, SwarmRecord]) -> None:
+        self._swarms = view
+
+    async def _watch_waiting(self, ready: asyncio.Future[None]) -> None:
+        await self._mirror(self.waiting, ready, self._keep_waiting)
+
+    def _keep_waiting(self, view: dict[str, Presence]) -> None:
+        self._waiting = view
+
+    async def _mirror(self, store: Records[M], ready: asyncio.Future[None],
+                      keep: Callable[[dict[str, M]], None]) -> None:
+        """Keep a live copy of the records under ``store``'s prefix (id ->
+        record), handed to ``keep`` once read, and updated from a watch."""
         try:
             start = await self.bus.revision() + 1
-            registry = {r.id: r for r in await self.list_swarms()}
-            watch = self.bus.watch(SWARMS, start_revision=start)
+            view = {store.id_of(v.key): v.value for v in await store.list()}
+            watch = self.bus.watch(store.prefix, start_revision=start)
             await watch.start()
         except BaseException as exc:
             ready.set_exception(exc)
             raise
-        self._swarms = registry
+        keep(view)
         ready.set_result(None)
         async with watch:
             async for ev in watch:
-                swarm_id = ev.key.removeprefix(SWARMS)
+                record_id = store.id_of(ev.key)
                 if ev.kind is EventKind.DELETE or ev.value is None:
-                    registry.pop(swarm_id, None)
+                    view.pop(record_id, None)
                     continue
                 with contextlib.suppress(ValidationError):
-                    registry[swarm_id] = SwarmRecord.model_validate_json(ev.value)
+                    view[record_id] = store.model.model_validate_json(ev.value)
 
     def _track(self, task: Task) -> None:
         """Arm a timer for the task's lease, if it has one."""
@@ -1510,14 +1676,17 @@ class IFCoordinator:
             self._timers[task.id] = asyncio.get_running_loop().call_later(
                 delay, self._spawn, self.expire_lease, task.id)
 
-    def _after_completion(self, task_id: str) -> None:
+    def _after_completion(self, task: Task) -> None:
         """Unblock dependents the completer did not (it may have crashed)."""
-        for dep in list(self._board.values()):
-            if task_id in dep.dependencies and dep.status is TaskStatus.BLOCKED and all(
+        for dep_id in task.dependents:
+            self._unblock_if_ready(dep_id)
+
+    def _unblock_if_ready(self, task_id: str) -> None:
+        dep = self._board.get(task_id)
+        if dep is not None and dep.status is TaskStatus.BLOCKED and all(
                 (d := self._board.get(x)) is not None and d.status is TaskStatus.COMPLETED
-                for x in dep.dependencies
-            ):
-                self._spawn(self._make_available, dep.id)
+                for x in dep.dependencies):
+            self._spawn(self._make_available, dep.id)
 
     def _cancel_timer(self, task_id: str) -> None:
         handle = self._timers.pop(task_id, None)
@@ -1536,6 +1705,7 @@ class IFCoordinator:
                 except InfraFabricError as exc:
                     if not is_transient(exc):
                         return  # refused (the task is gone or moved on): nothing to retry
+                    log.debug("retrying %s after %s", fn, exc)
                     await asyncio.sleep(delay)  # backoff while the bus is unreachable
                     delay = min(delay * 2, 2.0)
 
@@ -1546,6 +1716,14 @@ class IFCoordinator:
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:
             await observer(operation, params)
+
+
+async def _stop(job: asyncio.Task[Any]) -> None:
+    """Cancel a helper task and wait for it to end. A cancellation of the
+    caller meanwhile still propagates (suppressing CancelledError around
+    ``await job`` would swallow it, and a cancelled agent loop would go on)."""
+    job.cancel()
+    await asyncio.wait([job])
 
 
 async def _finish_value(job: asyncio.Future[T]) -> T:

@@ -198,6 +198,9 @@ class Task(TaskSpec):
     #: bumped by every claim (and by voiding a claim that never landed): a path lease names the
     #: value its claim is taken at, so a lease whose claim can no longer land is seen to be dead
     claim_seq: int = Field(default=0, ge=0)
+    #: the tasks that depend on this one (linked before each is created): a completion unblocks
+    #: exactly these, without reading the board
+    dependents: list[TaskId] = Field(default_factory=list, max_length=100_000)
     #: bumped each time the task becomes available: its slot in the ready index names the value
     #: (see :mod:`infrafabric.coordinator.ready`)
     ready_seq: int = Field(default=0, ge=0)
@@ -268,6 +271,8 @@ class Presence(BaseModel):
     since: float = Field(allow_inf_nan=False)
     seen_at: float = Field(allow_inf_nan=False)
     ttl: float = Field(gt=0, le=86400, allow_inf_nan=False)
+    #: the swarm's capabilities, on a waiting agent's mark (who a task is pushed to is chosen from them)
+    capabilities: list[Capability] | None = Field(default=None, max_length=1000)
 
 
 class TaskEvent(BaseModel):

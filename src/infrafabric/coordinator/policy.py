@@ -42,6 +42,11 @@ class ClaimPolicy:
         claim it or be pushed it (``default``: the coordinator's own)."""
         return default
 
+    async def push_fanout(self, default: int) -> int:
+        """How many waiting agents a task that becomes available is pushed to
+        at once (``default``: the coordinator's own)."""
+        return default
+
     async def stopped(self, swarm_id: str) -> SwarmStoppedError | None:
         """Why the swarm may claim nothing at all now (breaker open, budget
         spent), or None. The hand-out raises it instead of waiting for work

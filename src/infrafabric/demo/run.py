@@ -43,6 +43,8 @@ from infrafabric.governor import MICROS, BreakerState, ResourcePolicy, SwarmProf
 LEASE = 5.0
 MARKER = "demo/run"
 FLAKY = "flaky-agent"
+#: the longest flaky-agent works alone before the others start
+HEAD_START_S = 15.0
 BLOCKER_TASK = "P0.3.6"
 BLOCKED_SWARM = "session-7-ifbus"
 
@@ -224,10 +226,22 @@ class _Orchestrator:
         async with self.coord.events() as events, self.bus.subscribe(PROGRESS) as news:
             pumps = [asyncio.create_task(pump("event", events)), asyncio.create_task(pump("news", news))]
             try:
-                for sid in self.report.swarms:
+                # flaky-agent starts alone, until its breaker opens: on a loaded machine the others
+                # could otherwise take every task it covers before it failed three times
+                later = [sid for sid in self.report.swarms if sid != FLAKY]
+                first = [FLAKY] if FLAKY in self.report.swarms else later
+                later = later if first == [FLAKY] else []
+                for sid in first:
                     await self.spawn(sid)
+                head_start = time.monotonic() + HEAD_START_S
                 until = time.monotonic() + deadline
-                while len(self.left) < len(self.procs) and time.monotonic() < until:
+                while len(self.left) < len(self.procs) + len(later) and time.monotonic() < until:
+                    flaky = self.report.views.get(FLAKY)
+                    if later and (flaky is None or flaky.state == "breaker OPEN" or FLAKY in self.left
+                                  or time.monotonic() >= head_start):
+                        for sid in later:
+                            await self.spawn(sid)
+                        later = []
                     await self._maybe_restart()
                     try:
                         async with asyncio.timeout(0.25):

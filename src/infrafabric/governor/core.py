@@ -29,7 +29,7 @@ import secrets
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -75,6 +75,8 @@ __all__ = ["Candidate", "Debit", "IFGovernor"]
 #: debits a budget record keeps beside its total (between JOURNAL and 2 x JOURNAL)
 JOURNAL = 16
 log = logging.getLogger(__name__)
+#: matching among at most this many swarms reads their records one by one, not the whole fleet's
+FEW = 32
 
 #: ``async (operation, params) -> None``, e.g. a witness observer
 Observer = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -432,11 +434,22 @@ class IFGovernor(ClaimPolicy):
 
     # -- matching -----------------------------------------------------------------------
 
-    async def explain_match(self, required: list[str], max_cost_per_hour_micros: int | None = None
-                            ) -> list[Candidate]:
-        """Every registered swarm with its coverage, score and (if any) the
-        reason it is excluded; best first, ties broken by swarm id."""
-        policy, profiles, budgets, breakers = await self._fleet_view()
+    async def explain_match(self, required: list[str], max_cost_per_hour_micros: int | None = None, *,
+                            among: Collection[str] | None = None) -> list[Candidate]:
+        """Every registered swarm (or those of ``among``) with its coverage,
+        score and (if any) the reason it is excluded; best first, ties broken
+        by swarm id. ``among``, a few swarms: only their records are read."""
+        if among is not None and len(among) <= FEW:
+            ids = sorted(set(among))
+            policy, found, money, fuses = await asyncio.gather(
+                self.policy(), asyncio.gather(*(self.profile(i) for i in ids)),
+                asyncio.gather(*(self.usable_budget(i) for i in ids)),
+                asyncio.gather(*(self.breaker(i) for i in ids)))
+            profiles = [p for p in found if p is not None]
+            budgets = {i: b for i, b in zip(ids, money, strict=True) if b is not None}
+            breakers = dict(zip(ids, fuses, strict=True))
+        else:
+            policy, profiles, budgets, breakers = await self._fleet_view()
         threshold = float(policy.min_capability_match)
         out = []
         for p in profiles:
@@ -538,7 +551,7 @@ class IFGovernor(ClaimPolicy):
         """Who a task is pushed to: qualified swarms only (coverage by the
         policy's threshold, breaker closed, budget left), best score first."""
         registered = {s.id for s in swarms}
-        return [c.swarm_id for c in await self.explain_match(task.capabilities)
+        return [c.swarm_id for c in await self.explain_match(task.capabilities, among=registered)
                 if c.excluded is None and c.swarm_id in registered]
 
     async def request_help_for_blocker(self, blocked_swarm_id: str, blocker: dict[str, Any], *,
@@ -599,6 +612,10 @@ class IFGovernor(ClaimPolicy):
     async def min_coverage(self, default: float) -> float:
         """The policy's ``min_capability_match`` (one threshold on the bus for the fleet)."""
         return await self.min_capability_match()
+
+    async def push_fanout(self, default: int) -> int:
+        """The policy's ``push_fanout``."""
+        return (await self.policy()).push_fanout
 
     async def stopped(self, swarm_id: str) -> SwarmStoppedError | None:
         """Breaker open or budget spent: the swarm may claim nothing until a human acts."""

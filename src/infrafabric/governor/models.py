@@ -99,6 +99,9 @@ class ResourcePolicy(BaseModel):
     #: share of a task's required capabilities a swarm must offer (coverage)
     min_capability_match: Decimal = Field(default=Decimal("0.7"), ge=0, le=1)
     circuit_breaker_failure_threshold: int = Field(default=3, ge=1, le=1000)
+    #: how many waiting agents a task that becomes available is pushed to at once (then the next
+    #: as many, if none took it within the push window)
+    push_fanout: int = Field(default=3, ge=1, le=1000)
     #: escalations (breaker trips, blockers nobody can help with) are also POSTed here as JSON
     escalation_webhook: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[^\s]+$")
 

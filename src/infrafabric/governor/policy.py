@@ -7,6 +7,7 @@ A policy file has one top-level mapping, ``resource_policy:``::
       max_cost_per_task: "10.00"          # dollars: a string or a number
       min_capability_match: 0.7           # coverage, 0..1
       circuit_breaker_failure_threshold: 3  # integer, 1..1000
+      push_fanout: 3                      # integer, 1..1000: waiting agents a task is pushed to at once
       escalation_webhook: https://ops.example/hooks/if  # optional: escalations POSTed here
 
 Keys left out keep their defaults. Every problem — an unknown or repeated
@@ -42,6 +43,7 @@ POLICY_KEYS: dict[str, tuple[str, str]] = {
     "max_cost_per_task": ("max_cost_per_task_micros", "an amount of dollars (string or number)"),
     "min_capability_match": ("min_capability_match", "a number from 0 to 1"),
     "circuit_breaker_failure_threshold": ("circuit_breaker_failure_threshold", "an integer"),
+    "push_fanout": ("push_fanout", "an integer"),
     "escalation_webhook": ("escalation_webhook", "an http(s) URL"),
 }
 _FIELD_TO_KEY = {field: key for key, (field, _) in POLICY_KEYS.items()}
@@ -91,7 +93,7 @@ def _number(node: yaml.ScalarNode) -> Decimal:
 def _value(key: str, node: yaml.Node) -> Any:
     """The Python value for ``key`` or a ValueError saying what is wrong."""
     allowed: tuple[str, ...]
-    if key in ("max_swarms_per_task", "circuit_breaker_failure_threshold"):
+    if key in ("max_swarms_per_task", "circuit_breaker_failure_threshold", "push_fanout"):
         allowed, expected = (_INT,), "an integer"
     elif key == "min_capability_match":
         allowed, expected = (_INT, _FLOAT), "a number from 0 to 1"
@@ -254,6 +256,7 @@ def policy_as_dict(policy: ResourcePolicy) -> dict[str, Any]:
         "max_cost_per_task": plain_usd(policy.max_cost_per_task_micros),
         "min_capability_match": str(policy.min_capability_match),
         "circuit_breaker_failure_threshold": policy.circuit_breaker_failure_threshold,
+        "push_fanout": policy.push_fanout,
         "escalation_webhook": policy.escalation_webhook,
     }
 
@@ -266,4 +269,5 @@ def dump_policy(policy: ResourcePolicy) -> str:
             f"  max_cost_per_task: \"{d['max_cost_per_task']}\"\n"
             f"  min_capability_match: {d['min_capability_match']}\n"
             f"  circuit_breaker_failure_threshold: {d['circuit_breaker_failure_threshold']}\n"
+            f"  push_fanout: {d['push_fanout']}\n"
             + (f"  escalation_webhook: {json.dumps(hook)}\n" if (hook := d["escalation_webhook"]) else ""))

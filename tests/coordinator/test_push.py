@@ -1,0 +1,155 @@
+"""[5/9] Bounded push: a task that becomes available wakes a few waiting agents, not all.
+
+On every backend: a task is pushed to ``push_fanout`` of the agents waiting
+for work (marked under ``waiting/`` while they wait), best first, and a burst
+spreads over different agents; nobody waiting means nobody is pushed; the
+governor's policy sets the fan-out; a long-lived coordinator pushes a task
+still available after the window to the next group; an agent waiting in
+``next_task`` is marked as waiting only while it waits, and one whose pushed
+task a rival took goes back to the ready index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+
+from infrafabric.bus import EventBus
+from infrafabric.bus.layout import push_subject
+from infrafabric.coordinator import IFCoordinator
+from infrafabric.coordinator.core import PUSH_WINDOW, ClaimOutcome, Feed
+from infrafabric.coordinator.models import Task
+from infrafabric.fleet import assemble
+from infrafabric.governor.models import ResourcePolicy
+
+GUARD = 10.0
+
+
+async def _drain(feeds: dict[str, Feed[Task]], seconds: float) -> Counter[str]:
+    """Which feeds got a push within ``seconds`` (each may get several)."""
+    got: Counter[str] = Counter()
+
+    async def one(name: str, feed: Feed[Task]) -> None:
+        with contextlib.suppress(TimeoutError):
+            while True:
+                await feed.get(seconds)
+                got[name] += 1
+
+    await asyncio.gather(*(one(n, f) for n, f in feeds.items()))
+    return got
+
+
+async def test_a_task_is_pushed_to_push_fanout_waiting_agents(bus: EventBus) -> None:
+    coord = IFCoordinator(bus, push_fanout=3)
+    names = [f"s{i}" for i in range(10)]
+    for name in names:
+        await coord.register_swarm(name)
+    async with contextlib.AsyncExitStack() as stack:
+        feeds = {n: await stack.enter_async_context(coord.pushed_tasks(n)) for n in names}
+        await coord.create_task({"id": "T", "title": "x"})
+        got = await _drain(feeds, 0.5)
+        assert sum(got.values()) == 3 and set(got.values()) == {1}, got
+        # a burst spreads: each task of it wakes its own few, not all the same three
+        await coord.create_tasks([{"id": f"B{i}", "title": "x"} for i in range(4)])
+        burst = await _drain(feeds, 0.5)
+        assert sum(burst.values()) == 12 and len(burst) > 3, burst
+
+
+async def test_nobody_waiting_means_nobody_is_pushed(bus: EventBus) -> None:
+    coord = IFCoordinator(bus)
+    await coord.register_swarm("idle")
+    async with bus.subscribe(push_subject("idle")) as raw:  # listening, but not waiting for work
+        await coord.create_task({"id": "T", "title": "x"})
+        try:
+            await raw.get(0.5)
+            raise AssertionError("pushed to an agent that was not waiting")
+        except TimeoutError:
+            pass
+    got = await coord.next_task("idle")  # the ready index has it
+    assert got is not None and got.task_id == "T"
+
+
+async def test_the_governor_policy_sets_the_fan_out(bus: EventBus) -> None:
+    fleet = assemble(bus, actor="test", signer=None)
+    try:
+        await fleet.governor.set_policy(ResourcePolicy(push_fanout=1))
+        for i in range(4):
+            await fleet.register_swarm(f"g{i}", ["code:python"])
+        async with contextlib.AsyncExitStack() as stack:
+            feeds = {f"g{i}": await stack.enter_async_context(fleet.coordinator.pushed_tasks(f"g{i}"))
+                     for i in range(4)}
+            await fleet.coordinator.create_task({"id": "T", "title": "x", "capabilities": ["code:python"]})
+            got = await _drain(feeds, 0.5)
+            assert sum(got.values()) == 1, got
+    finally:
+        await fleet.close()
+
+
+async def test_a_task_nobody_took_goes_to_the_next_group_after_the_window(bus: EventBus) -> None:
+    async with IFCoordinator(bus, push_fanout=2) as watcher:  # long-lived: it pushes the follow-ups
+        names = [f"w{i}" for i in range(5)]
+        for name in names:
+            await watcher.register_swarm(name)
+        async with contextlib.AsyncExitStack() as stack:
+            feeds = {n: await stack.enter_async_context(watcher.pushed_tasks(n)) for n in names}
+            for _ in range(100):  # the watcher's view of who waits catches up
+                if len(await watcher._waiting_now()) == len(names):
+                    break
+                await asyncio.sleep(0.02)
+            one_shot = IFCoordinator(bus, push_fanout=2)  # a CLI process that creates and exits
+            await one_shot.create_task({"id": "T", "title": "x"})
+            first = await _drain(feeds, PUSH_WINDOW / 2)
+            assert sum(first.values()) == 2, first
+            later = await _drain(feeds, PUSH_WINDOW * 4)
+            assert sum(later.values()) >= 2 and not set(later) & set(first), (first, later)
+            assert len(set(first) | set(later)) >= 4
+
+
+async def test_next_task_is_marked_waiting_only_while_it_waits(bus: EventBus) -> None:
+    coord = IFCoordinator(bus)
+    await coord.register_swarm("agent")
+    waiter = asyncio.ensure_future(coord.next_task("agent", wait=GUARD))
+    for _ in range(200):
+        if "agent" in await coord._waiting_now():
+            break
+        await asyncio.sleep(0.02)
+    assert "agent" in await coord._waiting_now()
+    await IFCoordinator(bus).create_task({"id": "T", "title": "x"})
+    got = await asyncio.wait_for(waiter, GUARD)
+    assert got is not None and got.task_id == "T"
+    assert await coord._waiting_now() == {}
+    assert await coord.next_task("agent") is None  # not waiting: no mark written
+    assert await coord.waiting.list() == []
+
+
+async def test_a_pushed_task_a_rival_took_sends_the_agent_back_to_the_index(bus: EventBus) -> None:
+    coord = IFCoordinator(bus, push_fanout=1)
+    for name in ("slow", "rival"):
+        await coord.register_swarm(name)
+    original = coord._claim_whole
+
+    async def rival_first(swarm_id: str, task_id: str, lease_ttl: float | None) -> ClaimOutcome:
+        if swarm_id == "slow" and task_id == "A":  # a rival gets there first
+            assert await IFCoordinator(bus).claim_task("rival", "A")
+        return await original(swarm_id, task_id, lease_ttl)
+
+    coord._claim_whole = rival_first  # type: ignore[method-assign]
+    waiter = asyncio.ensure_future(coord.next_task("slow", wait=GUARD))
+    for _ in range(200):
+        if "slow" in await coord._waiting_now():
+            break
+        await asyncio.sleep(0.02)
+    maker = IFCoordinator(bus, push_fanout=1)
+    deliver = maker.push_task_to_swarm
+
+    async def lose_b(swarm_id: str, task: Task | dict[str, object]) -> None:
+        if isinstance(task, Task) and task.id != "B":  # B's push goes astray; it is in the index
+            await deliver(swarm_id, task)
+
+    maker.push_task_to_swarm = lose_b  # type: ignore[method-assign,assignment]
+    await maker.create_task({"id": "B", "title": "x"})
+    await maker.create_task({"id": "A", "title": "x"})
+    got = await asyncio.wait_for(waiter, GUARD)
+    assert got is not None and got.task_id == "B"  # A was lost to the rival; B came from the index
+    assert (await coord.get_task("A")).owner == "rival"
