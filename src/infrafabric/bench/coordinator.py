@@ -144,10 +144,11 @@ OURS, RAW = _Side("ours"), _Side("raw")
 
 
 def _available(task_id: str, now: float) -> Task:
-    """The record create_task writes for a new task without dependencies."""
+    """The record create_task writes for a new task without dependencies (its
+    ready-index slot is not written: these tasks are claimed by id)."""
     spec = TaskSpec.model_validate(_spec(task_id))
     return Task(**spec.model_dump(), status=TaskStatus.AVAILABLE, created_at=now, updated_at=now,
-                history=[Transition(at=now, to=TaskStatus.AVAILABLE, reason="created")])
+                ready_seq=1, history=[Transition(at=now, to=TaskStatus.AVAILABLE, reason="created")])
 
 
 def _spec(task_id: str) -> dict[str, Any]:

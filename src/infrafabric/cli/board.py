@@ -504,7 +504,7 @@ def task_next(swarm_id: str, lease_ttl: float, wait: float, worktree: Path | Non
         why = [escape(d) for d in empty.details] + [
             f"bus: {escape(s.bus_origin())}",
             "the governor stops a swarm whose breaker is open or budget is spent: exit 4, do not retry"
-            if halted else ("listed the board and tried every claimable task in hand-out order"
+            if halted else ("read the ready index and tried the tasks it offered in hand-out order"
                             + ("; then waited for pushes" if wait else "; no waiting (--wait 0)"))]
         return Outcome(data={"won": False, "swarm_id": swarm_id, "stopped": halted, **empty.as_dict(),
                              "bus": s.bus_origin()},

@@ -172,7 +172,7 @@ def demo(swarms: int, tasks: int | None, no_kill: bool, with_web: bool, web_port
               f"none twice: {report.exactly_once}"),
         f"claims: {report.claims_won} won, {report.claims_refused} refused at once "
         "(one compare-and-swap each)",
-        f"claim latency ms (next_task: list, CAS, witness entry): p50 {claims.get('p50')} "
+        f"claim latency ms (next_task: ready index, governed CAS, witness entry): p50 {claims.get('p50')} "
         f"p95 {claims.get('p95')} p99 {claims.get('p99')}",
         f"available -> claimed by an idle agent, ms (push + claim): p50 {push.get('p50')} "
         f"p95 {push.get('p95')} p99 {push.get('p99')} (n={push.get('n', 0)})",
