@@ -55,6 +55,7 @@ from infrafabric.bench._common import (
 from infrafabric.bench.bus import open_raw
 from infrafabric.bench.stats import summarize
 from infrafabric.bus import EventBus, connect, parse_url
+from infrafabric.coordinator import TaskStatus
 from infrafabric.fleet import Fleet, assemble
 
 __all__ = ["IMPORT_TARGET", "bench_scale"]
@@ -313,13 +314,16 @@ async def _drain(url: str, agents: int, tasks: int, processes: int, progress: Pr
             await asyncio.gather(*(w.close() for w in workers))
         if progress is not None:
             progress(phase, 2, 3)
-        counts = Counter(task for r in reports for task in r["done"])
-        board = await fleet.coordinator.list_tasks()
+        # the board says what was done, and how often: each completion is a transition in its history
+        board = [v.value async for v in fleet.coordinator.tasks.scan()]
         await clean_namespace(bus, None)
+    completions = [[h.to for h in t.history].count(TaskStatus.COMPLETED) for t in board]
     span = (max(r["end_ns"] for r in reports) - min(r["start_ns"] for r in reports)) / 1e9
+    distinct = sum(1 for c in completions if c)
     return {"agents": agents, "tasks": tasks, "processes": processes,
-            "completed": sum(counts.values()), "distinct": len(counts),
-            "duplicates": sum(c - 1 for c in counts.values() if c > 1),
-            "left_undone": sum(1 for t in board if t.status.value != "completed"),
+            "completed": sum(completions), "distinct": distinct,
+            "reported_by_agents": sum(r["done"] for r in reports),
+            "duplicates": sum(c - 1 for c in completions if c > 1),
+            "left_undone": sum(1 for t in board if t.status is not TaskStatus.COMPLETED),
             "agent_errors": sum(r["error_count"] for r in reports),
-            "duration_s": round(span, 2), "tasks_per_s": round(len(counts) / span, 1) if span else None}
+            "duration_s": round(span, 2), "tasks_per_s": round(distinct / span, 1) if span else None}
