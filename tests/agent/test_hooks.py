@@ -234,9 +234,11 @@ async def test_the_newest_server_keeps_its_socket_and_a_dead_ones_is_passed_by(
     first_inode = sock.stat().st_ino
     newer = start()
     for _ in range(300):
-        if sock.exists() and sock.stat().st_ino != first_inode:
+        assert sock.exists()  # the newer server renames its socket over the older one's: never a gap
+        if sock.stat().st_ino != first_inode:
             break
         await asyncio.sleep(0.05)
+    assert sock.stat().st_ino != first_inode
     assert older.stdin is not None and newer.stdin is not None
     older.stdin.close()
     assert older.wait(timeout=30) == 0

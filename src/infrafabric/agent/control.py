@@ -171,15 +171,21 @@ async def serve(session: AgentSession, home: str | os.PathLike[str] | None = Non
     path = socket_path(session.swarm_id, home)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path.parent, 0o700)
+    # Bound under a name of its own, then renamed over the swarm's: a hook
+    # looking for the socket finds the old one or the new one, never nothing.
+    fresh = path.with_name(f".{path.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+        fresh.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        _in_directory(path.parent, lambda: listener.bind(path.name))  # bound before any await
-        os.chmod(path, 0o600)
-        mine = os.stat(path).st_ino
+        _in_directory(path.parent, lambda: listener.bind(fresh.name))  # bound before any await
+        os.chmod(fresh, 0o600)
+        mine = os.stat(fresh).st_ino
+        os.replace(fresh, path)
     except BaseException:
         listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            fresh.unlink()
         raise
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
