@@ -194,11 +194,16 @@ class _Follower:
 
     async def _create(self) -> None:
         client = self._watch_client = self._bus._live_client()
-        with self._bus._translate("watch", self._what, client):
-            async with asyncio.timeout(self._bus.timeout):
-                self._watch = await client.watch_prefix(
-                    self._key_prefix, start_revision=self.next_revision
-                )
+        generation = self._bus._watch_generation
+        try:
+            with self._bus._translate("watch", self._what, client):
+                async with asyncio.timeout(self._bus.timeout):
+                    self._watch = await client.watch_prefix(
+                        self._key_prefix, start_revision=self.next_revision
+                    )
+        except BusTimeoutError:
+            await self._bus._reset_watches(client, generation)
+            raise
 
     async def _run(self) -> None:
         delay = _RETRY_MIN
@@ -296,6 +301,8 @@ class EtcdBus(EventBus):
         super().__init__(url)
         self._client: Any = None
         self._host_index = 0
+        #: bumped by each reset of the watch stream (see :meth:`_reset_watches`)
+        self._watch_generation = 0
         #: calls in a row on the current client that missed their deadline
         self._timeouts = 0
         self._pubsub_ttl = url.int_option("pubsub_ttl", 30)
@@ -626,6 +633,24 @@ class EtcdBus(EventBus):
                 # revoked, or expired early while etcd was down: take a new one
                 self._lease_id = None
                 await client.put(key, data, lease=await self._pubsub_lease(client))
+
+    async def _reset_watches(self, client: Any, generation: int) -> None:
+        """Start the client's watch stream afresh after a watch creation timed
+        out. aetcd multiplexes watches on one stream and gives a creation the
+        first "created" answer that comes back: the late answer to a creation
+        that timed out (a server restarting) would be taken by the next one,
+        which would then follow another prefix from another revision and never
+        see its own events. A new stream carries no late answers; every watch
+        on the old one ends and its follower re-creates it from the revision
+        after the last it delivered, so nothing is lost. ``generation``: the
+        one the failed creation started in (a reset since then already did it)."""
+        if generation != self._watch_generation:
+            return
+        self._watch_generation += 1
+        watcher = getattr(client, "_watcher", None)
+        if watcher is not None:
+            with contextlib.suppress(Exception):
+                await watcher.shutdown()
 
     def _subscribe(self, subject: str) -> Subscription:
         return _EtcdSubscription(self, subject)
