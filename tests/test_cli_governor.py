@@ -21,9 +21,14 @@ Runner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def run(nats_server: NatsServer, namespace: str, tmp_path: Path) -> Runner:
-    env = {**os.environ, "IF_BUS_URL": f"{nats_server.url}?namespace={namespace}",
-           "IF_HOME": str(tmp_path / "home"), "USER": "alice"}
+def ifenv(nats_server: NatsServer, namespace: str, tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "IF_BUS_URL": f"{nats_server.url}?namespace={namespace}",
+            "IF_HOME": str(tmp_path / "home"), "USER": "alice"}
+
+
+@pytest.fixture
+def run(ifenv: dict[str, str], tmp_path: Path) -> Runner:
+    env = ifenv
 
     def ifctl(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([IFCTL, *args], capture_output=True, text=True, env={**env, **extra},
@@ -273,3 +278,45 @@ def test_unreachable_bus_exits_3(run: Runner) -> None:
         result = run(*args, IF_BUS_URL=down)
         assert result.returncode == 3, (args, result.stderr)
         assert "cannot connect to the bus" in result.stderr and "Traceback" not in result.stderr
+
+
+
+def test_status_tells_live_swarms_from_dead_ones_and_names_unattended_work(
+        run: Runner, ifenv: dict[str, str], tmp_path: Path) -> None:
+    register_fleet(run)
+    ok(run("task", "create", "R1", "--title", "borrow checker", "--cap", "code-analysis:rust"))
+    ok(run("task", "create", "S1", "--title", "sip trunk", "--cap", "integration:sip"))
+    ok(run("task", "claim", "S1", "--swarm", "sip-pricey", "--lease", "600"))  # holds a live claim
+    status = as_json(ok(run("governor", "status", "--json")))
+    live = {s["id"]: s["live"] for s in status["swarms"]}
+    assert live["sip-pricey"]["live"] and live["sip-pricey"]["because"] == ["holds S1"]
+    assert not live["sip"]["live"] and live["sip"]["last_seen"] is None
+    assert status["unattended"] == ["R1"]  # only rust covers it, and no agent of rust is live
+
+    # rust's agent connects (an MCP session) and sip's waits for work: both live
+    connected = subprocess.Popen([IFCTL, "mcp"], env={**ifenv, "IF_SWARM_ID": "rust"}, cwd=tmp_path,
+                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    waiting = subprocess.Popen([IFCTL, "task", "next", "--swarm", "sip", "--wait", "120"], env=ifenv,
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            status = as_json(ok(run("governor", "status", "--json")))
+            live = {s["id"]: s["live"] for s in status["swarms"]}
+            if live["rust"]["live"] and live["sip"]["live"]:
+                break
+        assert live["rust"]["because"][0].startswith("connected via mcp")
+        assert live["sip"]["because"][0].startswith("waiting for work via next_task")
+        assert status["unattended"] == []
+        text = ok(run("governor", "status")).stdout
+        assert "3 of 3 swarms can take work now" in text and "live" in text
+    finally:
+        assert connected.stdin is not None
+        connected.stdin.close()  # a session that ends removes its mark
+        assert connected.wait(timeout=30) == 0
+        waiting.kill()  # (a mark a dead process leaves goes stale after its ttl: tests/coordinator)
+        waiting.wait(timeout=30)
+    status = as_json(ok(run("governor", "status", "--json")))
+    assert not {s["id"]: s["live"] for s in status["swarms"]}["rust"]["live"]
+    assert status["unattended"] == ["R1"]
+    text = ok(run("governor", "status", "rust")).stdout
+    assert "dead: no agent connected, waiting or holding a claim" in text

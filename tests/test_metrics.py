@@ -30,6 +30,8 @@ REGISTRY = prometheus_client.REGISTRY
 #: the fleet metrics ``ifctl web`` derives from the bus (docs/monitoring.md)
 FLEET_METRICS = frozenset({
     "infrafabric_tasks",
+    "infrafabric_tasks_unattended",
+    "infrafabric_swarm_live",
     "infrafabric_claims_won_total",
     "infrafabric_lease_lapses_total",
     "infrafabric_task_wait_seconds",

@@ -99,6 +99,12 @@ async def test_tokens_bind_agents_to_their_swarm(engine_url: str, env: dict[str,
         assert not error
         error, budget = await call(b, "budget_status")
         assert budget["swarm_id"] == "swarm-b"
+        # an agent over HTTP is live while its requests arrive (swarm-a holds nothing now)
+        error, board = await call(a, "board_status")
+        assert not error and {"swarm-a", "swarm-b"} <= set(board["live_swarms"])
+        async with connect(engine_url) as bus:
+            seen = (await assemble(bus, signer=None).coordinator.liveness())["swarm-a"]
+        assert seen.live and seen.because[0].startswith("connected via mcp-http")
 
     ifctl(env, "mcp", "token", "revoke", "laptop-b")
     async with httpx2.AsyncClient(timeout=30) as raw:

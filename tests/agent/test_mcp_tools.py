@@ -118,6 +118,11 @@ async def test_the_whole_protocol(fleet: Fleet) -> None:
 
         board = await call(coder, "board_status")
         assert board["counts"] == {"completed": 1, "available": 1} and board["open"][0]["id"] == "B"
+        # an in-memory session marks nobody present (ifctl mcp does): B waits with nobody live
+        assert board["live_swarms"] == [] and board["unattended"] == ["B"]
+        async with fleet.coordinator.present("writer", via="mcp"):
+            board = await call(coder, "board_status")
+            assert board["live_swarms"] == ["writer"] and board["unattended"] == []
         budget = await call(coder, "budget_status")
         assert budget == {"swarm_id": "coder", "breaker": "closed", "limit": "$10.00", "spent": "$0.42",
                           "reserved": "$0.00", "remaining": "$9.58"}

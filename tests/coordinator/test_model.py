@@ -19,24 +19,17 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from infrafabric.bus import from_url
 from infrafabric.coordinator import IFCoordinator, TaskStatus
 from infrafabric.errors import NotOwnerError
+from support import Clock
 
 SWARMS = ["s0", "s1", "s2"]
 TTL = 10.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CoordinatorMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.clock = Clock()
+        self.clock = Clock(1_000.0)
         self.bus = from_url(f"memory://model?namespace=m{uuid.uuid4().hex[:10]}")
         self.run(self.bus.connect())
         self.coord = IFCoordinator(self.bus, lease_ttl=TTL, clock=self.clock)

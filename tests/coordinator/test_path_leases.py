@@ -28,6 +28,7 @@ from infrafabric.coordinator.leases import Conflict, PathLeases
 from infrafabric.coordinator.paths import overlap
 from infrafabric.doctor import examine
 from infrafabric.errors import BusTimeoutError, CorruptRecordError, NotOwnerError
+from support import Clock
 
 WORKER = str(Path(__file__).with_name("lease_worker.py"))
 
@@ -39,17 +40,9 @@ BOARD = [
 ]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def board(bus: EventBus, clock: Clock | None = None, specs: list[dict[str, Any]] | None = None
                 ) -> IFCoordinator:
-    coord = IFCoordinator(bus, clock=clock or Clock())
+    coord = IFCoordinator(bus, clock=clock or Clock(1_000_000.0))
     for swarm in ("a", "b", "c"):
         await coord.register_swarm(swarm)
     await coord.create_tasks(specs or BOARD)
@@ -105,7 +98,7 @@ async def test_a_release_or_failure_frees_the_paths_and_pushes_what_waited(bus: 
 
 async def test_path_leases_lapse_with_the_claim_and_a_late_heartbeat_cannot_revive_them(
         bus: EventBus) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     coord = await board(bus, clock)
     held = await coord.try_claim("a", "api", lease_ttl=10)
     clock.now += 11  # a's lease lapsed: its paths with it
@@ -183,7 +176,7 @@ async def test_a_renewal_in_flight_cannot_revive_a_claim_whose_paths_passed_on(
     """(Found in review.) a's heartbeat is decided just before its lease lapses;
     before it lands, b takes overlapping paths. The lapsed claim is ended on its
     task as b takes them, so the renewal loses its swap and a is told."""
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     coord = await board(bus, clock)
     rival = IFCoordinator(bus, clock=clock)
     won = await coord.try_claim("a", "api", lease_ttl=10)

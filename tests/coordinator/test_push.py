@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections import Counter
 
-from infrafabric.bus import EventBus
+from infrafabric.bus import EventBus, connect
 from infrafabric.bus.layout import push_subject
 from infrafabric.coordinator import IFCoordinator
 from infrafabric.coordinator.core import PUSH_WINDOW, ClaimOutcome, Feed
@@ -153,3 +153,28 @@ async def test_a_pushed_task_a_rival_took_sends_the_agent_back_to_the_index(bus:
     got = await asyncio.wait_for(waiter, GUARD)
     assert got is not None and got.task_id == "B"  # A was lost to the rival; B came from the index
     assert (await coord.get_task("A")).owner == "rival"
+
+
+async def test_a_watcher_sees_every_waiting_mark_written_before_it_pushes(
+        bus: EventBus, bus_url: str) -> None:
+    """The watcher's view of the waiting agents is kept by a watch, which lags
+    the bus; before it chooses whom to push, it waits until the view holds
+    every mark written before (a barrier through the same watch). Else an
+    agent that marked itself waiting, found the index empty and slept would
+    sleep through a task offered a moment later."""
+    async with connect(bus_url) as other_bus, IFCoordinator(bus) as watching:
+        agents = IFCoordinator(other_bus)
+        for i in range(20):
+            async with agents._marked(agents.waiting, f"a{i}", via="next_task", ttl=30):
+                assert f"a{i}" in await watching._waiting_now()  # at once, no sleep between
+
+
+async def test_a_frozen_waiting_view_falls_back_to_reading_the_marks(bus_url: str) -> None:
+    async with connect(bus_url + ("&" if "?" in bus_url else "?") + "timeout=1") as quick, \
+            IFCoordinator(quick) as watching:
+        assert watching._waiting_watcher is not None
+        watching._waiting_watcher.cancel()  # its watch stops: the view is behind from now on
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching._waiting_watcher
+        async with watching._marked(watching.waiting, "late", via="next_task", ttl=30):
+            assert "late" in await watching._waiting_now()

@@ -37,16 +37,9 @@ from infrafabric.coordinator import IFCoordinator, TaskStatus
 from infrafabric.coordinator.ready import GRACE, WINDOW, Lane, Slot, band_of, lane_of
 from infrafabric.errors import NotOwnerError
 from infrafabric.fleet import assemble
+from support import Clock
 
 WORKER = str(Path(__file__).with_name("ready_worker.py"))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Reads:
@@ -159,7 +152,7 @@ async def _no_unindexed(coord: IFCoordinator) -> None:
 
 
 async def test_the_index_follows_every_transition_to_available(bus: EventBus) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     coord = IFCoordinator(bus, clock=clock, lease_ttl=10, max_attempts=5)
     await coord.register_swarm("a")
     await coord.create_tasks([{"id": "root", "title": "x"}, {"id": "solo", "title": "x"},
@@ -207,7 +200,7 @@ async def test_the_index_follows_every_transition_to_available(bus: EventBus) ->
 
 
 async def test_an_offer_whose_task_write_never_landed_is_voided_after_the_grace(bus: EventBus) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     coord = IFCoordinator(bus, clock=clock)
     await coord.register_swarm("a")
     await coord.create_tasks([{"id": "dep", "title": "x"},
@@ -235,7 +228,7 @@ async def test_an_offer_whose_task_write_never_landed_is_voided_after_the_grace(
 
 
 async def test_a_slot_allocated_but_never_written_is_closed_and_its_writer_retries(bus: EventBus) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     coord = IFCoordinator(bus, clock=clock)
     await coord.register_swarm("a")
     await coord.create_task({"id": "first", "title": "x"})
@@ -290,7 +283,7 @@ async def test_a_watcher_reindexes_tasks_made_available_before_the_index(bus: Ev
 
 
 async def test_without_any_watcher_a_lapsed_claim_is_still_handed_out(bus: EventBus) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     coord = IFCoordinator(bus, clock=clock, lease_ttl=5)
     await coord.register_swarm("a")
     await coord.register_swarm("b")
@@ -330,7 +323,7 @@ async def test_processes_draining_one_board_do_each_task_once(engine_url: str) -
 
 
 async def test_a_writer_killed_between_its_two_writes_loses_nothing(engine_url: str) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     async with connect(engine_url) as bus:
         coord = IFCoordinator(bus, clock=clock)
         await coord.register_swarm("a")
@@ -366,7 +359,7 @@ class IndexMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.clock = Clock()
+        self.clock = Clock(1_000_000.0)
         self.bus = from_url(f"memory://ready?namespace=r{uuid.uuid4().hex[:10]}")
         self.run(self.bus.connect())
         self.coord = IFCoordinator(self.bus, lease_ttl=TTL, clock=self.clock, min_coverage=1.0,

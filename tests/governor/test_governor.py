@@ -261,6 +261,20 @@ async def test_blocker_gets_helpers_or_a_human(bus: EventBus) -> None:
         assert b"human_needed" in (await escalations.get(5)).data
 
 
+async def test_a_blocker_asks_live_helpers_before_better_scored_dead_ones(bus: EventBus) -> None:
+    gov = IFGovernor(bus)
+    coord = IFCoordinator(bus, policy=gov)
+    await gov.set_policy(ResourcePolicy(max_swarms_per_task=1))
+    for sid, cost in [("blocked", 1), ("cheap-dead", 1), ("dear-live", 5)]:
+        await gov.register_swarm(SwarmProfile(id=sid, capabilities=["infra:networking"],
+                                              cost_per_hour_micros=cost * MICROS))
+    report = await coord.detect_blocker("blocked", {"capabilities": ["infra:networking"]})
+    assert [(h["swarm_id"], h["live"]) for h in report["help"]["helpers"]] == [("cheap-dead", False)]
+    async with coord.present("dear-live", via="mcp"):  # its agent is connected: it hears the request
+        report = await coord.detect_blocker("blocked", {"capabilities": ["infra:networking"]})
+    assert [(h["swarm_id"], h["live"]) for h in report["help"]["helpers"]] == [("dear-live", True)]
+
+
 async def test_validate_assignment_names_every_violation(bus: EventBus) -> None:
     from infrafabric.coordinator import Task
 

@@ -107,6 +107,13 @@ def test_dashboard_shows_the_board_move_live(browser: Browser, bus_env: dict[str
     expect(row).to_have_attribute("data-status", "available")
     expect(page.locator('tr[data-task="P1.2"]')).to_have_attribute("data-status", "blocked")
     expect(node).to_have_attribute("data-status", "available")
+    # no agent of either swarm is connected, waiting or holding a claim: the work is unattended
+    alpha = page.locator('[data-swarm="alpha"].swarm')
+    expect(alpha).to_have_attribute("data-live", "false")
+    expect(alpha.locator(".live")).to_have_text("dead")
+    unattended = page.locator('#waiting li[data-kind="unattended"]')
+    expect(unattended).to_contain_text("no live qualified agent")
+    expect(unattended.locator('[data-goto="P1.1"]')).to_have_count(1)
     shot(page, "01-board")
 
     ifctl(env, "task", "claim", "P1.1", "--swarm", "alpha")
@@ -114,6 +121,9 @@ def test_dashboard_shows_the_board_move_live(browser: Browser, bus_env: dict[str
     expect(node).to_have_attribute("data-status", "claimed", timeout=SHOWN_WITHIN_MS)
     expect(row).to_contain_text("alpha")
     expect(page.locator("#events")).to_contain_text("P1.1")
+    expect(alpha).to_have_attribute("data-live", "true", timeout=SHOWN_WITHIN_MS)  # it holds a claim
+    expect(alpha.locator(".live")).to_have_attribute("title", "holds P1.1")
+    expect(unattended).to_have_count(0)  # a live alpha covers the rest
     shot(page, "02-claimed")
 
     ifctl(env, "task", "complete", "P1.1", "--swarm", "alpha")
@@ -167,6 +177,8 @@ def test_dashboard_shows_the_board_move_live(browser: Browser, bus_env: dict[str
     assert samples[("infrafabric_breaker_state", (("state", "closed"), ("swarm", "beta")))] == 1
     assert samples[("infrafabric_budget_limit_micro_usd", (("swarm", "beta"),))] == 7_500_000
     assert samples[("infrafabric_witness_verify_ok", ())] == 1
+    assert samples[("infrafabric_swarm_live", (("swarm", "alpha"),))] == 0  # it completed its one claim
+    assert samples[("infrafabric_tasks_unattended", ())] == 3  # P1.2, P2.1 and F1, and nobody live
     assert not errors, f"the page logged errors: {errors}"
     page.close()
 

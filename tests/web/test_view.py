@@ -58,6 +58,8 @@ async def test_view_loads_what_the_bus_holds(bus: EventBus) -> None:
         assert alpha["spend"][-1][1] == 1_250_000 and alpha["holding"] == ["t1"]
         assert alpha["reputation"] == 0.9 and alpha["capabilities"] == ["python"]
         assert snap["swarms"]["beta"]["breaker"]["state"] == "open"
+        assert alpha["live"]["live"] and alpha["live"]["because"] == ["holds t1"]
+        assert not snap["swarms"]["beta"]["live"]["live"]
         assert [(w["kind"], w.get("swarm")) for w in snap["waiting"]] == [("breaker", "beta")]
         assert view.counts.claims_won == {"alpha": 1}
         assert snap["witness"]["length"] == 0
@@ -109,6 +111,30 @@ async def test_view_follows_changes_as_they_happen(bus: EventBus) -> None:
         result = await view.verify()
         assert result["ok"] is True and result["entries"] >= length and result["running"] is False
         assert view.verify_result == result
+    finally:
+        await view.close()
+
+
+async def test_view_tells_live_swarms_from_dead_ones_and_shows_unattended_work(bus: EventBus) -> None:
+    clock = Clock()
+    coord = IFCoordinator(bus, clock=clock)
+    await coord.register_swarm("alpha", ["python"])
+    await coord.register_swarm("beta", ["rust"])
+    await coord.create_task({"id": "py", "title": "p", "capabilities": ["python"]})
+    view = FleetView(bus, clock=clock)
+    await view.start()
+    try:
+        assert view.unattended == ["py"] and not view.snapshot()["swarms"]["alpha"]["live"]["live"]
+        assert view.waiting()[0]["kind"] == "unattended" and view.waiting()[0]["tasks"] == ["py"]
+        async with coord.present("alpha", via="mcp"):
+            await until(view, "alpha live", lambda: view.live["alpha"].live)
+            assert view.unattended == [] and all(w["kind"] != "unattended" for w in view.waiting())
+            assert view.swarm_json("alpha")["live"]["because"][0].startswith("connected via mcp")  # type: ignore[index]
+            await coord.create_task({"id": "rs", "title": "r", "capabilities": ["rust"]})
+            await until(view, "rs unattended", lambda: view.unattended == ["rs"])  # beta is dead
+            clock.now += 3600  # alpha's process stopped refreshing its mark: nobody deletes it
+            await until(view, "alpha dead", lambda: not view.live["alpha"].live)
+            assert view.unattended == ["py", "rs"]
     finally:
         await view.close()
 

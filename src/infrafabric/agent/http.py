@@ -20,6 +20,7 @@ from typing import Any
 from infrafabric.agent.server import build_server
 from infrafabric.agent.session import DEFAULT_AGENT_LEASE, AgentSession
 from infrafabric.agent.tokens import AgentTokens
+from infrafabric.coordinator.core import PRESENCE_TTL
 from infrafabric.errors import ConfigurationError, InfraFabricError
 from infrafabric.fleet import Fleet, open_fleet
 from infrafabric.serving import LOOPBACK_HOSTS, bind
@@ -56,14 +57,25 @@ def sessions_by_token(fleet: Fleet, lease_ttl: float) -> Callable[[], Any]:
     from mcp.server.auth.middleware.auth_context import get_access_token
 
     sessions: dict[str, AgentSession] = {}
+    touched: dict[str, float] = {}
 
     async def session_for() -> AgentSession:
         token = get_access_token()
         if token is None:  # the bearer middleware lets nothing through without one
             raise ConfigurationError("this request carries no agent token")
-        session = sessions.get(token.client_id)
+        swarm_id = token.client_id
+        session = sessions.get(swarm_id)
         if session is None:
-            session = sessions[token.client_id] = AgentSession(fleet, token.client_id, lease_ttl=lease_ttl)
+            session = sessions[swarm_id] = AgentSession(fleet, swarm_id, lease_ttl=lease_ttl)
+        now = fleet.clock()
+        if now - touched.get(swarm_id, -PRESENCE_TTL) >= PRESENCE_TTL / 3:
+            # over HTTP an agent is live while its requests arrive: each refreshes its mark at
+            # most every ttl / 3, and one that stops calling turns dead a ttl later
+            touched[swarm_id] = now
+            try:
+                await fleet.coordinator.touch(swarm_id, via="mcp-http")
+            except InfraFabricError as exc:  # presence is best effort: the tool call goes on
+                log.warning("cannot mark %s present: %s", swarm_id, exc.message)
         return session
 
     return session_for

@@ -186,7 +186,8 @@ def build_server(session_for: SessionFor, *, name: str = "infrafabric", token_ve
         limit: Annotated[int, Field(ge=1, le=500, description="Open tasks to list (default 50).")] = 50,
     ) -> Any:
         """The board: how many tasks are in each state, the open ones in hand-out order (owner and
-        lease of claimed ones, what blocked ones wait on) and which you hold."""
+        lease of claimed ones, what blocked ones wait on), which you hold, which swarms have a live
+        agent, and the available tasks no live qualified agent can take (unattended)."""
         return await (await session_for()).board(limit)
 
     @tool(title="Show your budget", read_only=True, idempotent=True)

@@ -329,8 +329,12 @@ class AgentSession:
             counts[t.status.value] = counts.get(t.status.value, 0) + 1
         open_ = [t for t in tasks if t.status not in (TaskStatus.COMPLETED, TaskStatus.CANCELLED)]
         rows = [_row(t, now) for t in open_[:limit]]
+        live = await self.coordinator.liveness(tasks)
+        waits = await self.coordinator.unattended(tasks, live)
         return {"counts": counts, "total": len(tasks), "open": rows, "shown": len(rows),
-                "mine": [t.id for t in open_ if t.status is TaskStatus.CLAIMED and t.owner == self.swarm_id]}
+                "mine": [t.id for t in open_ if t.status is TaskStatus.CLAIMED and t.owner == self.swarm_id],
+                "live_swarms": sorted(sid for sid, state in live.items() if state.live),
+                "unattended": [t.id for t in waits[:limit]]}
 
     async def task(self, task_id: str) -> dict[str, Any]:
         """One task, with its state and history."""

@@ -16,6 +16,7 @@ from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
 from infrafabric.cli.common import Check, current_user, falsify_report, who, with_fleet
 from infrafabric.coordinator.models import CAPABILITY_PATTERN, TASK_ID_PATTERN
 from infrafabric.errors import ConfigurationError, TaskNotFoundError
+from infrafabric.fleet import Fleet
 from infrafabric.governor import (
     Breaker,
     BreakerState,
@@ -235,8 +236,13 @@ def governor_register(swarm_id: str | None, caps: tuple[str, ...], cost_per_hour
 @click.argument("swarm_id", required=False, metavar="[SWARM]")
 @contract
 def governor_status(swarm_id: str | None) -> Outcome:
-    """Show swarm profiles, the budget each has left and its breaker (with the
-    reason it is open), and the policy in force.
+    """Show swarm profiles, whether each is live, the budget each has left
+    and its breaker (with the reason it is open), the policy in force, and
+    any available work no live qualified agent can take.
+
+    A swarm is live while an agent of it is connected (ifctl mcp), waits for
+    work (task next --wait), or holds a claim whose lease has not lapsed;
+    otherwise it is dead, and work only it could take waits unattended.
 
     Example: ifctl governor status session-4 --json
     """
@@ -244,7 +250,8 @@ def governor_status(swarm_id: str | None) -> Outcome:
     if swarm_id is not None:
         swarm_id_arg(swarm_id)
 
-    async def go(gov: IFGovernor) -> Outcome:
+    async def go(fleet: Fleet) -> Outcome:
+        gov = fleet.governor
         if s.falsify:
             health = await gov.bus.health_check()
             checks = [Check("bus reachable", bool(health), health.detail or "")]
@@ -255,14 +262,22 @@ def governor_status(swarm_id: str | None) -> Outcome:
         profiles = [await require_profile(gov, swarm_id)] if swarm_id else await gov.profiles()
         states = [await swarm_state(gov, p) for p in profiles]
         policy = await gov.policy()
+        board = await fleet.coordinator.list_tasks()
+        live = await fleet.coordinator.liveness(board)
+        waits = [] if swarm_id else await fleet.coordinator.unattended(board, live)
+        now = fleet.coordinator.clock()
+        for st in states:
+            state = live.get(st["id"])
+            st["live"] = (state.as_dict() if state is not None
+                          else {"live": False, "because": [], "last_seen": None})
         if not s.json and len(states) > 1:
             table = Table(title=f"{len(states)} swarms")
-            for col in ("swarm", "capabilities", "$/h", "rep", "model", "budget left", "breaker"):
+            for col in ("swarm", "live", "capabilities", "$/h", "rep", "model", "budget left", "breaker"):
                 table.add_column(col, overflow="fold")
             for st in states:
                 b = st["budget"]
-                table.add_row(st["id"], ", ".join(st["capabilities"]), st["cost_per_hour_usd"],
-                              st["reputation"], escape(st["model"] or "-"),
+                table.add_row(st["id"], live_text(st["live"], now, short=True), ", ".join(st["capabilities"]),
+                              st["cost_per_hour_usd"], st["reputation"], escape(st["model"] or "-"),
                               "-" if b is None else f"{format_usd(b['remaining_micros'])} / "
                                                     f"{format_usd(b['limit_micros'])}",
                               breaker_text(st["breaker"]))
@@ -271,6 +286,7 @@ def governor_status(swarm_id: str | None) -> Outcome:
         if s.json or len(states) <= 1:
             for st in states:
                 lines += [f"[bold]{st['id']}[/bold] {', '.join(st['capabilities'])}",
+                          f"  {live_text(st['live'], now)}",
                           f"  {format_usd(st['cost_per_hour_micros'])}/h, reputation {st['reputation']}, "
                           f"model {escape(st['model'] or '-')}",
                           f"  budget: {budget_text(st['budget'])}",
@@ -278,12 +294,48 @@ def governor_status(swarm_id: str | None) -> Outcome:
         if not states:
             lines.append("no swarms registered (ifctl governor register)")
         refused = [st for st in states if st["refused"]]
-        lines.append(f"{len(states) - len(refused)} of {len(states)} swarms can take work")
+        able = [st for st in states if not st["refused"]]
+        dead = [st for st in able if not st["live"]["live"]]
+        lines.append(f"{len(able) - len(dead)} of {len(states)} swarms can take work now"
+                     + (f" ({len(dead)} more would, but no agent of theirs is live)" if dead else ""))
+        if waits:
+            shown = ", ".join(t.id for t in waits[:10]) + (f" and {len(waits) - 10} more"
+                                                           if len(waits) > 10 else "")
+            lines.append(f"[yellow]available tasks with no live qualified agent: {len(waits)}[/yellow] "
+                         f"({shown})")
         why = [f"{st['id']}: claims refused: {escape(st['refused'])}" for st in refused]
+        why += [f"{st['id']}: {live_text(st['live'], now)}" for st in dead]
+        why.append("live: an agent connected (ifctl mcp) or waiting (task next --wait), or a claim "
+                   "whose lease has not lapsed")
         why.append("policy: " + ", ".join(f"{k} {v}" for k, v in policy_as_dict(policy).items()))
-        return Outcome(data={"swarms": states, "policy": policy_as_dict(policy)}, lines=lines, why=why)
+        data: dict[str, Any] = {"swarms": states, "policy": policy_as_dict(policy)}
+        if not swarm_id:
+            data["unattended"] = [t.id for t in waits]
+        return Outcome(data=data, lines=lines, why=why)
 
-    return with_governor(go)
+    return with_fleet(go)
+
+
+def live_text(state: dict[str, Any], now: float, *, short: bool = False) -> str:
+    """A swarm's liveness for people: live and why, or dead and when last seen."""
+    if state["live"]:
+        return "[green]live[/]" if short else "[green]live[/]: " + escape("; ".join(state["because"]))
+    seen = state["last_seen"]
+    when = f" (last seen {_ago(now - seen)} ago)" if seen else ""
+    if short:
+        return f"[red]dead[/]{when}"
+    return f"[red]dead[/]: no agent connected, waiting or holding a claim{when}"
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
 
 
 POLICY_HELP = {

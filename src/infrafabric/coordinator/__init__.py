@@ -30,6 +30,7 @@ from infrafabric.coordinator.models import (
     coverage,
 )
 from infrafabric.coordinator.policy import ClaimPolicy
+from infrafabric.coordinator.presence import Liveness
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
@@ -38,6 +39,7 @@ __all__ = [
     "EmptyHand",
     "Feed",
     "IFCoordinator",
+    "Liveness",
     "LostClaim",
     "Observer",
     "Presence",

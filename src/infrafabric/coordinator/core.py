@@ -67,6 +67,9 @@ from infrafabric.coordinator.models import (
     coverage,
 )
 from infrafabric.coordinator.policy import ClaimPolicy
+from infrafabric.coordinator.presence import Liveness
+from infrafabric.coordinator.presence import liveness as judge_liveness
+from infrafabric.coordinator.presence import unattended as find_unattended
 from infrafabric.coordinator.ready import GRACE, Offer, ReadyIndex, is_live
 from infrafabric.errors import (
     BreakerOpenError,
@@ -100,6 +103,12 @@ IMPORT_CONCURRENCY = 256
 DEFAULT_LEASE_TTL = 15.0
 #: a presence record not refreshed for this long is stale (its agent is gone)
 PRESENCE_TTL = 30.0
+#: the barrier a watcher writes under ``waiting/`` to know its view of the waiting agents has
+#: caught up (one key for all: each write is its own revision); a mark nobody counts as fresh
+SYNC_ID = "~sync"
+SYNC_KEY = WAITING + SYNC_ID
+_SYNC_MARK = Presence(swarm_id=SYNC_ID, via="barrier", host="-", pid=0, since=0.0, seen_at=0.0,
+                      ttl=1.0).model_dump_json().encode()
 #: waiting agents a task that becomes available is pushed to at once (a policy may set its own)
 PUSH_FANOUT = 3
 #: seconds after which a task still available is pushed to the next waiting agents
@@ -320,9 +329,16 @@ class IFCoordinator:
         self._marks = contextlib.AsyncExitStack()
         self._watcher_id = f"{os.getpid()}-{secrets.token_hex(4)}"
         #: (when judged, whether this coordinator leads the follow-up pushes)
-        self._leader_seen: tuple[float, bool] = (-PRESENCE_TTL, False)
+        #: live view of the running watchers' marks while the watcher runs (None otherwise)
+        self._watchers_view: dict[str, Presence] | None = None
+        self._watchers_watcher: asyncio.Task[None] | None = None
         #: live view of the waiting agents while the watcher runs (None otherwise)
         self._waiting: dict[str, Presence] | None = None
+        #: the newest revision the waiting view has applied, the barriers waiting to be passed,
+        #: and the barrier the next callers share (see :meth:`_catch_up`)
+        self._waiting_seen = 0
+        self._waiting_sync: list[tuple[int, asyncio.Future[None]]] = []
+        self._catching: asyncio.Future[None] | None = None
         self._board: dict[str, Task] = {}
         #: live swarm registry while the watcher runs (None otherwise)
         self._swarms: dict[str, SwarmRecord] | None = None
@@ -338,12 +354,16 @@ class IFCoordinator:
             board_ready: asyncio.Future[None] = loop.create_future()
             swarms_ready: asyncio.Future[None] = loop.create_future()
             waiting_ready: asyncio.Future[None] = loop.create_future()
+            watchers_ready: asyncio.Future[None] = loop.create_future()
             self._watcher = asyncio.create_task(self._watch_board(board_ready), name="if-coordinator-watch")
             self._swarm_watcher = asyncio.create_task(self._watch_swarms(swarms_ready),
                                                       name="if-coordinator-swarms")
             self._waiting_watcher = asyncio.create_task(self._watch_waiting(waiting_ready),
                                                         name="if-coordinator-waiting")
-            await asyncio.gather(board_ready, swarms_ready, waiting_ready)
+            self._watchers_watcher = asyncio.create_task(
+                self._mirror(self.watchers, watchers_ready, self._keep_watchers),
+                name="if-coordinator-watchers")
+            await asyncio.gather(board_ready, swarms_ready, waiting_ready, watchers_ready)
             # say so on the bus: a one-shot hand-out that finds the index empty leaves lapsed claims
             # to this watcher's timers instead of reading the board itself
             await self._marks.enter_async_context(self._marked(
@@ -356,15 +376,16 @@ class IFCoordinator:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        tasks = [t for t in (self._watcher, self._swarm_watcher, self._waiting_watcher, *self._background)
-                 if t is not None]
+        tasks = [t for t in (self._watcher, self._swarm_watcher, self._waiting_watcher,
+                             self._watchers_watcher, *self._background) if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        self._watcher = self._swarm_watcher = self._waiting_watcher = None
-        self._swarms = self._waiting = None
+        self._watcher = self._swarm_watcher = self._waiting_watcher = self._watchers_watcher = None
+        self._swarms = self._waiting = self._watchers_view = None
+        self._waiting_seen, self._waiting_sync, self._catching = 0, [], None
         self._background.clear()
 
     async def __aenter__(self) -> Self:
@@ -744,24 +765,51 @@ class IFCoordinator:
 
     async def _waiting_now(self) -> dict[str, Presence]:
         """The agents waiting in ``next_task`` now (fresh marks), by swarm:
-        the watcher's live view if it runs, else one listing."""
+        the watcher's live view once it has caught up with every mark written
+        before this call (see :meth:`_catch_up`), else one listing."""
+        marks = None
+        if self._waiting is not None:
+            try:
+                async with asyncio.timeout(self.bus.timeout):
+                    await self._catch_up()
+                marks = list(self._waiting.values()) if self._waiting is not None else None
+            except (TimeoutError, InfraFabricError) as exc:
+                log.debug("the waiting view did not catch up (%s): reading the marks", exc)
+        if marks is None:  # no watcher, or its watch is behind (an outage): read them
+            marks = [v.value for v in await self.waiting.list()]
         now = self.clock()
-        marks = self._waiting.values() if self._waiting is not None else [
-            v.value for v in await self.waiting.list()]
-        return {m.swarm_id: m for m in marks if m.seen_at + m.ttl >= now}
+        return {m.swarm_id: m for m in marks if m.seen_at + m.ttl >= now and m.swarm_id != SYNC_ID}
 
-    async def _leads_follow_ups(self) -> bool:
+    def _catch_up(self) -> asyncio.Future[None]:
+        """Wait until the waiting view holds every mark written before this
+        call. A view kept by a watch lags the bus (by a moment, or by an
+        outage): an agent that marked itself waiting, read the index empty
+        and went to sleep must still be pushed a task offered right after,
+        or it sleeps through available work. So a barrier is written under
+        the view's prefix and the call returns once the watch has brought it
+        back (a watch delivers in revision order). Calls made before the
+        barrier is written share it: a burst of offers costs one write."""
+        if self._catching is None:
+            self._catching = asyncio.ensure_future(self._barrier())
+        return asyncio.shield(self._catching)
+
+    async def _barrier(self) -> None:
+        await asyncio.sleep(0)  # the offers of this turn of the loop join this barrier
+        self._catching = None  # a later call needs a later barrier
+        revision = await self.bus.put(SYNC_KEY, _SYNC_MARK)
+        if self._waiting_seen < revision:
+            seen = asyncio.get_running_loop().create_future()
+            self._waiting_sync.append((revision, seen))
+            await seen
+
+    def _leads_follow_ups(self) -> bool:
         """Whether this coordinator's watcher is the one that pushes tasks
-        still available after :data:`PUSH_WINDOW` to the next waiting agents
-        (the fresh watcher with the least id; judged again every ten seconds)."""
-        at, leads = self._leader_seen
+        still available after :data:`PUSH_WINDOW` to the next waiting agents:
+        the fresh watcher with the least id, judged from the watch-kept view
+        of ``coordinators/`` (no read inside the board's event loop)."""
         now = self.clock()
-        if now - at >= 10.0:
-            fresh = [v.value.swarm_id for v in await self.watchers.list()
-                     if v.value.seen_at + v.value.ttl >= now]
-            leads = min([*fresh, self._watcher_id]) == self._watcher_id
-            self._leader_seen = (now, leads)
-        return leads
+        fresh = [m.swarm_id for m in (self._watchers_view or {}).values() if m.seen_at + m.ttl >= now]
+        return min([*fresh, self._watcher_id]) == self._watcher_id
 
     async def _follow_up(self, task_id: str, ready_seq: int, round_: int) -> None:
         """Push a task still available (since the same offer) to the next
@@ -1510,6 +1558,18 @@ class IFCoordinator:
         after ``ttl``. Presence says who is listening; it renews no claim."""
         return self._marked(self.presence, swarm_id, via=via, ttl=ttl)
 
+    async def touch(self, swarm_id: str, *, via: str, ttl: float = PRESENCE_TTL) -> None:
+        """Mark ``swarm_id`` present once, for ``ttl`` seconds: for a front end
+        whose agents come and go by request (MCP over HTTP), which touches the
+        mark as their requests arrive instead of holding it open."""
+        now = self.clock()
+        current = await self.presence.get(swarm_id)
+        since = (current.value.since if current is not None and current.value.via == via
+                 and current.value.seen_at + current.value.ttl >= now else now)
+        await self.presence.put(swarm_id, Presence(
+            swarm_id=swarm_id, via=via, host=socket.gethostname()[:200] or "-", pid=os.getpid(),
+            since=since, seen_at=now, ttl=ttl))
+
     @contextlib.asynccontextmanager
     async def _marked(self, store: Records[Presence], swarm_id: str, *, via: str, ttl: float,
                       capabilities: list[str] | None = None) -> AsyncIterator[Presence]:
@@ -1539,6 +1599,33 @@ class IFCoordinator:
         now = self.clock()
         return {v.value.swarm_id: v.value for v in await self.presence.list()
                 if v.value.seen_at + v.value.ttl >= now}
+
+    async def liveness(self, tasks: list[Task] | None = None) -> dict[str, Liveness]:
+        """Every registered swarm's liveness now (see
+        :mod:`infrafabric.coordinator.presence`): connected, waiting for work,
+        or holding a live claim. ``tasks`` is the board if the caller has
+        read it already."""
+        swarms, presence, waiting, board = await asyncio.gather(
+            self.list_swarms(), self.presence.list(), self.waiting.list(),
+            self.list_tasks() if tasks is None else _given(tasks))
+        return judge_liveness((s.id for s in swarms), presence=[v.value for v in presence],
+                        waiting=[v.value for v in waiting], tasks=board, now=self.clock())
+
+    async def unattended(self, tasks: list[Task] | None = None,
+                         live: Mapping[str, Liveness] | None = None) -> list[Task]:
+        """The available tasks no live swarm could take now: none that is live,
+        not stopped by the policy (breaker, budget) and covering the task by
+        the policy's threshold. Work waits there until an agent joins."""
+        board = await self.list_tasks() if tasks is None else tasks
+        if not any(t.status is TaskStatus.AVAILABLE for t in board):
+            return []
+        states = await self.liveness(board) if live is None else live
+        swarms = {s.id: s.capabilities for s in await self.list_swarms()}
+        up = [sid for sid, state in states.items() if state.live and sid in swarms]
+        stops = await asyncio.gather(*(self.policy.stopped(sid) for sid in up))
+        threshold = await self.policy.min_coverage(self.min_coverage)
+        return find_unattended(board, swarms, up, threshold=threshold,
+                          refused={sid for sid, stop in zip(up, stops, strict=True) if stop is not None})
 
     async def watched(self) -> bool:
         """Whether some coordinator runs a board watcher now (this one, or a
@@ -1627,7 +1714,7 @@ class IFCoordinator:
                 self._track(task)
                 offered = before is None or before.ready_seq != task.ready_seq
                 if task.status is TaskStatus.AVAILABLE and offered and self._waiting \
-                        and await self._leads_follow_ups():
+                        and self._leads_follow_ups():
                     self._later_follow_up(task, 1)  # whoever made it available pushed the first group
                 if task.status is TaskStatus.COMPLETED and (
                         before is None or before.status is not TaskStatus.COMPLETED):
@@ -1640,15 +1727,32 @@ class IFCoordinator:
         self._swarms = view
 
     async def _watch_waiting(self, ready: asyncio.Future[None]) -> None:
-        await self._mirror(self.waiting, ready, self._keep_waiting)
+        await self._mirror(self.waiting, ready, self._keep_waiting, self._saw_waiting)
 
     def _keep_waiting(self, view: dict[str, Presence]) -> None:
         self._waiting = view
 
+    def _keep_watchers(self, view: dict[str, Presence]) -> None:
+        self._watchers_view = view
+
+    def _saw_waiting(self, revision: int) -> None:
+        """The waiting view has every write up to ``revision``: release the barriers it passed."""
+        self._waiting_seen = max(self._waiting_seen, revision)
+        kept = []
+        for rev, seen in self._waiting_sync:
+            if rev <= revision:
+                if not seen.done():
+                    seen.set_result(None)
+            else:
+                kept.append((rev, seen))
+        self._waiting_sync = kept
+
     async def _mirror(self, store: Records[M], ready: asyncio.Future[None],
-                      keep: Callable[[dict[str, M]], None]) -> None:
+                      keep: Callable[[dict[str, M]], None],
+                      saw: Callable[[int], None] | None = None) -> None:
         """Keep a live copy of the records under ``store``'s prefix (id ->
-        record), handed to ``keep`` once read, and updated from a watch."""
+        record), handed to ``keep`` once read, and updated from a watch;
+        ``saw`` is told the revision of each event once it is applied."""
         try:
             start = await self.bus.revision() + 1
             view = {store.id_of(v.key): v.value for v in await store.list()}
@@ -1659,14 +1763,18 @@ class IFCoordinator:
             raise
         keep(view)
         ready.set_result(None)
+        if saw is not None:
+            saw(start - 1)
         async with watch:
             async for ev in watch:
                 record_id = store.id_of(ev.key)
                 if ev.kind is EventKind.DELETE or ev.value is None:
                     view.pop(record_id, None)
-                    continue
-                with contextlib.suppress(ValidationError):
-                    view[record_id] = store.model.model_validate_json(ev.value)
+                elif ev.key != SYNC_KEY:
+                    with contextlib.suppress(ValidationError):
+                        view[record_id] = store.model.model_validate_json(ev.value)
+                if saw is not None:
+                    saw(ev.revision)
 
     def _track(self, task: Task) -> None:
         """Arm a timer for the task's lease, if it has one."""
@@ -1716,6 +1824,10 @@ class IFCoordinator:
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:
             await observer(operation, params)
+
+
+async def _given(value: T) -> T:
+    return value
 
 
 async def _stop(job: asyncio.Task[Any]) -> None:

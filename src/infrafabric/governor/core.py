@@ -44,14 +44,17 @@ from infrafabric.bus.layout import (
     ESCALATIONS,
     LEDGER,
     POLICY,
+    PRESENCE,
     PROFILES,
     SWARMS,
     TASKS,
+    WAITING,
     help_subject,
 )
 from infrafabric.bus.records import Records
-from infrafabric.coordinator import ClaimPolicy, SwarmRecord, Task, coverage
+from infrafabric.coordinator import ClaimPolicy, Presence, SwarmRecord, Task, coverage
 from infrafabric.coordinator.core import make_swarm_record
+from infrafabric.coordinator.presence import liveness as judge_liveness
 from infrafabric.errors import (
     BreakerOpenError,
     BudgetExhaustedError,
@@ -128,6 +131,8 @@ class IFGovernor(ClaimPolicy):
         # the coordinator's records, which registering a swarm writes too (one step for both)
         self._swarms = Records(bus, SWARMS, SwarmRecord)
         self._tasks = Records(bus, TASKS, Task)
+        self._presence = Records(bus, PRESENCE, Presence)
+        self._waiting = Records(bus, WAITING, Presence)
         #: the fleet view (policy, profiles, budgets, breakers) being read now, shared by every
         #: caller that asks meanwhile (see :meth:`_fleet_view`)
         self._view_read: asyncio.Future[_FleetView] | None = None
@@ -559,7 +564,8 @@ class IFGovernor(ClaimPolicy):
         """The seeds' "gang up on blocker": for each capability the blocker
         needs, the best qualified swarm (not the blocked one), at most
         ``max_swarms_per_task`` of them, each within ``max_cost_per_task`` for
-        the task's estimate (1 h if none); they are sent a help request on
+        the task's estimate (1 h if none), a swarm with an agent connected or
+        waiting for work before any other; they are sent a help request on
         ``swarms/<id>/help``. When nobody qualifies, a human is asked on the
         escalation subject. ``task``: the blocked task, if the caller read it
         already (else it is read here, when the report names one). Returns the plan."""
@@ -572,7 +578,12 @@ class IFGovernor(ClaimPolicy):
         if task is not None:
             needed = needed or list(task.capabilities)
             hours = task.estimate_hours or hours
-        policy = await self.policy()
+        policy, connected, waiting = await asyncio.gather(self.policy(), self._presence.list(),
+                                                          self._waiting.list())
+        # a help request reaches only a swarm whose agent listens: the live ones are asked first
+        live = {sid for sid, state in judge_liveness(
+            (), presence=[v.value for v in connected], waiting=[v.value for v in waiting], tasks=(),
+            now=self.clock()).items() if state.live}
         helpers: list[dict[str, Any]] = []
         skipped: list[str] = []
         for cap in needed or [""]:
@@ -580,7 +591,8 @@ class IFGovernor(ClaimPolicy):
                 skipped.append(f"{cap}: max_swarms_per_task ({policy.max_swarms_per_task}) reached")
                 continue
             taken = {h["swarm_id"] for h in helpers} | {blocked_swarm_id}
-            for c in await self.explain_match([cap] if cap else []):
+            matches = await self.explain_match([cap] if cap else [])
+            for c in sorted(matches, key=lambda c: c.swarm_id not in live):  # stable: by score within each
                 if c.excluded is not None or c.swarm_id in taken:
                     continue
                 profile = await self.profile(c.swarm_id)
@@ -593,7 +605,8 @@ class IFGovernor(ClaimPolicy):
                     await self._notify("policy_violation_avoided", {
                         "swarm_id": c.swarm_id, "rule": "max_cost_per_task", "cost_micros": cost})
                     continue
-                helpers.append({"swarm_id": c.swarm_id, "capability": cap, "estimated_cost_micros": cost})
+                helpers.append({"swarm_id": c.swarm_id, "capability": cap, "estimated_cost_micros": cost,
+                                "live": c.swarm_id in live})
                 break
         plan = {"blocked_swarm_id": blocked_swarm_id, "task": task_id, "needed": needed,
                 "helpers": helpers, "skipped": skipped, "escalated": not helpers}

@@ -48,6 +48,11 @@ class FleetCollector(Collector):
         for status, n in by_status.items():
             tasks.add_metric([status.value], n)
         yield tasks
+        waits = GaugeMetricFamily("infrafabric_tasks_unattended",
+                                  "Available tasks no live qualified agent can take (only dead swarms, "
+                                  "or none, cover them)")
+        waits.add_metric([], len(v.unattended))
+        yield waits
 
         c = v.counts
         won = CounterMetricFamily("infrafabric_claims_won", "Claims recorded on the board, by swarm",
@@ -110,6 +115,9 @@ class FleetCollector(Collector):
         reputation = GaugeMetricFamily("infrafabric_swarm_reputation", "Reputation, 0..1", labels=["swarm"])
         slo = GaugeMetricFamily("infrafabric_slo_compliant", "1 if the swarm meets its SLO, else 0",
                                 labels=["swarm"])
+        live = GaugeMetricFamily("infrafabric_swarm_live",
+                                 "1 while an agent of the swarm is connected, waits for work or holds a "
+                                 "live claim, else 0", labels=["swarm"])
         for sid in sorted(v.swarms):
             s = v.swarms[sid]
             if s.budget is not None:
@@ -124,7 +132,9 @@ class FleetCollector(Collector):
                 reputation.add_metric([sid], rep)
             if s.slo_violations is not None:
                 slo.add_metric([sid], 0.0 if s.slo_violations else 1.0)
-        yield from (limit, spent, reserved, breaker, reputation, slo)
+            judged = v.live.get(sid)
+            live.add_metric([sid], 1.0 if judged is not None and judged.live else 0.0)
+        yield from (limit, spent, reserved, breaker, reputation, slo, live)
 
 
 def _le(bound: float) -> str:

@@ -34,17 +34,21 @@ from infrafabric.bus.layout import (
     BUDGETS,
     ENTRIES,
     ESCALATIONS,
+    POLICY,
+    PRESENCE,
     PROFILES,
     SWARMS,
     TASKS,
+    WAITING,
 )
 from infrafabric.bus.layout import REPUTATION as REPUTATION_PREFIX
 from infrafabric.bus.layout import SLO as SLO_PREFIX
 from infrafabric.chassis.reputation import ReputationRecord
-from infrafabric.coordinator.models import SwarmRecord, Task, TaskKind, TaskStatus
+from infrafabric.coordinator.models import Presence, SwarmRecord, Task, TaskKind, TaskStatus
+from infrafabric.coordinator.presence import Liveness, liveness, unattended
 from infrafabric.errors import InfraFabricError
 from infrafabric.fleet import Fleet, assemble
-from infrafabric.governor import Breaker, BreakerState, Budget, SwarmProfile
+from infrafabric.governor import Breaker, BreakerState, Budget, ResourcePolicy, SwarmProfile
 from infrafabric.witness import Witness
 from infrafabric.witness.entry import WitnessEntry
 from infrafabric.witness.log import decode_block
@@ -61,6 +65,12 @@ WAITING_MESSAGES_KEPT = 100
 TRAP_OPERATIONS = ("task_trapped", "task_limit_exceeded")
 #: (first, longest) pause before loading the view again after the bus went away
 RELOAD_BACKOFF = (0.5, 5.0)
+#: how often liveness is judged again: a mark goes stale, a lease lapses, with no event on the bus
+LIVENESS_EVERY = 2.0
+#: how long after a task's change liveness is judged (changes meanwhile are judged with it)
+JUDGE_DELAY = 0.1
+#: unattended tasks listed by name among what needs a human (the count is always whole)
+UNATTENDED_LISTED = 20
 #: upper bounds (seconds) of the task wait histogram: available → claimed
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, math.inf)
 
@@ -156,9 +166,17 @@ class _Swarm:
             return float(self.profile.reputation)
         return None
 
-    def as_json(self, holding: list[str]) -> dict[str, Any]:
-        caps = (self.profile.capabilities if self.profile is not None
+    def stopped(self) -> bool:
+        """Whether the governor refuses its claims now (breaker open, budget spent)."""
+        return (self.breaker is not None and self.breaker.state is BreakerState.OPEN) or (
+            self.budget is not None and self.budget.remaining_micros <= 0)
+
+    def capabilities(self) -> list[str]:
+        return (self.profile.capabilities if self.profile is not None
                 else self.record.capabilities if self.record is not None else [])
+
+    def as_json(self, holding: list[str], live: Liveness | None = None) -> dict[str, Any]:
+        caps = self.capabilities()
         b = self.budget
         k = self.breaker
         return {
@@ -173,6 +191,8 @@ class _Swarm:
             "slo": None if self.slo_violations is None else {
                 "compliant": not self.slo_violations, "violations": list(self.slo_violations)},
             "holding": holding,
+            "live": (live.as_dict() if live is not None
+                     else {"live": False, "because": [], "last_seen": None}),
         }
 
 
@@ -197,6 +217,14 @@ class FleetView:
         self.verify_result: dict[str, Any] | None = None
         self.counts = FleetCounts()
         self.connected = False
+        #: the agents connected now and those waiting for work (marks, fresh or stale), by swarm
+        self.presence: dict[str, Presence] = {}
+        self.waiting_marks: dict[str, Presence] = {}
+        self.policy = ResourcePolicy()
+        #: liveness as last judged, and the unattended tasks then (see :meth:`_judge`)
+        self.live: dict[str, Liveness] = {}
+        self.unattended: list[str] = []
+        self._judging: asyncio.TimerHandle | None = None
         self._listeners: set[Listener] = set()
         self._runner: asyncio.Task[None] | None = None
         self._verifying: asyncio.Task[dict[str, Any]] | None = None
@@ -211,6 +239,8 @@ class FleetView:
         await first
 
     async def close(self) -> None:
+        if self._judging is not None:
+            self._judging.cancel()
         for task in (self._runner, self._verifying):
             if task is not None and not task.done():
                 task.cancel()
@@ -259,7 +289,8 @@ class FleetView:
     async def _load(self) -> list[Any]:
         bus = self.bus
         start = await bus.revision() + 1
-        prefixes = (TASKS, SWARMS, PROFILES, BUDGETS, BREAKERS, REPUTATION_PREFIX, SLO_PREFIX)
+        prefixes = (TASKS, SWARMS, PROFILES, BUDGETS, BREAKERS, REPUTATION_PREFIX, SLO_PREFIX,
+                    PRESENCE, WAITING, POLICY)
         # subscribe and watch before reading, so nothing written meanwhile is missed
         streams: list[Any] = [bus.watch(p, start_revision=start) for p in (*prefixes, ENTRIES)]
         streams += [bus.subscribe(BLOCKERS), bus.subscribe(ESCALATIONS)]
@@ -270,6 +301,9 @@ class FleetView:
             self.tasks.clear()
             self.revisions.clear()
             self.swarms.clear()
+            self.presence.clear()
+            self.waiting_marks.clear()
+            self.policy = ResourcePolicy()
             self.counts = FleetCounts()
             for prefix, entries in zip(prefixes, listed, strict=True):
                 for entry in entries:
@@ -281,6 +315,7 @@ class FleetView:
                     await s.close()
             raise
         self.critical = critical_path(self.tasks.values())
+        self._judge(emit=False)
         return streams
 
     async def _load_witness(self) -> None:
@@ -291,7 +326,8 @@ class FleetView:
 
     async def _follow(self, streams: list[Any]) -> None:
         *watches, blockers, escalations = streams
-        prefixes = (TASKS, SWARMS, PROFILES, BUDGETS, BREAKERS, REPUTATION_PREFIX, SLO_PREFIX, ENTRIES)
+        prefixes = (TASKS, SWARMS, PROFILES, BUDGETS, BREAKERS, REPUTATION_PREFIX, SLO_PREFIX,
+                    PRESENCE, WAITING, POLICY, ENTRIES)
 
         async def follow_watch(prefix: str, watch: Any) -> None:
             async with watch:
@@ -308,6 +344,13 @@ class FleetView:
                 tg.create_task(follow_watch(prefix, watch))
             tg.create_task(follow_messages("blocker", blockers))
             tg.create_task(follow_messages("escalation", escalations))
+            tg.create_task(self._judge_often())
+
+    async def _judge_often(self) -> None:
+        # a dead agent's mark goes stale and a lease lapses without any write: the time does it
+        while True:
+            await asyncio.sleep(LIVENESS_EVERY)
+            self._judge(emit=True)  # also what task changes did: a burst of them costs one pass
 
     # -- applying changes --------------------------------------------------------
 
@@ -328,6 +371,9 @@ class FleetView:
             if prefix == TASKS:
                 self._apply_task(name, value, revision, initial)
                 return
+            if prefix in (PRESENCE, WAITING, POLICY):
+                self._apply_mark(prefix, name, value, initial)
+                return
             swarm_id = name.split("/", 1)[0]
             if prefix in (REPUTATION_PREFIX, SLO_PREFIX):
                 if name != f"{swarm_id}/" + ("current" if prefix == REPUTATION_PREFIX else "status"):
@@ -346,6 +392,47 @@ class FleetView:
         if not initial:
             self._emit("swarm", {"id": swarm_id, "value": self.swarm_json(swarm_id)})
             if prefix == BREAKERS:
+                self._emit("waiting", self.waiting())
+
+    def _apply_mark(self, prefix: str, name: str, value: bytes | None, initial: bool) -> None:
+        if prefix == POLICY:
+            if name == "":  # the policy's own key (the prefix is the key)
+                self.policy = ResourcePolicy() if value is None else ResourcePolicy.model_validate_json(value)
+        else:
+            marks = self.presence if prefix == PRESENCE else self.waiting_marks
+            if value is None:
+                marks.pop(name, None)
+            else:
+                marks[name] = Presence.model_validate_json(value)
+        if not initial:
+            self._judge(emit=True)
+
+    def _judge_soon(self) -> None:
+        # a claim or a task becoming available changes who is live and what is unattended; a
+        # burst of such changes is judged once, a moment later (each judgement reads the board)
+        if self._judging is None:
+            def judge() -> None:
+                self._judging = None
+                self._judge(emit=True)
+
+            self._judging = asyncio.get_running_loop().call_later(JUDGE_DELAY, judge)
+
+    def _judge(self, *, emit: bool) -> None:
+        """Judge liveness and unattended work again; tell the pages what changed."""
+        live = liveness(self.swarms, presence=self.presence.values(), waiting=self.waiting_marks.values(),
+                        tasks=self.tasks.values(), now=self.clock())
+        caps = {sid: s.capabilities() for sid, s in self.swarms.items() if s.record is not None}
+        waits = sorted(t.id for t in unattended(
+            self.tasks.values(), caps, [sid for sid, st in live.items() if st.live],
+            threshold=float(self.policy.min_capability_match),
+            refused={sid for sid, s in self.swarms.items() if s.stopped()}))
+        changed = [sid for sid in self.swarms if (sid in live) != (sid in self.live) or (
+            sid in live and live[sid].live != self.live[sid].live)]
+        before, self.live, self.unattended = self.unattended, live, waits
+        if emit:
+            for sid in changed:
+                self._emit("swarm", {"id": sid, "value": self.swarm_json(sid)})
+            if waits != before:
                 self._emit("waiting", self.waiting())
 
     def _apply_swarm(self, prefix: str, swarm: _Swarm, value: bytes | None, initial: bool) -> None:
@@ -412,6 +499,8 @@ class FleetView:
         if task is not None and (before is None or before.status is not task.status
                                  or before.owner != task.owner):
             self._task_event(before, task)
+        if task is None or before is None or before.status is not task.status or before.owner != task.owner:
+            self._judge_soon()
         if task is not None and (task.status is TaskStatus.FAILED) != (
                 before is not None and before.status is TaskStatus.FAILED):
             self._emit("waiting", self.waiting())
@@ -519,12 +608,21 @@ class FleetView:
         if held is None:
             held = {swarm_id: sorted(t.id for t in self.tasks.values()
                                      if t.status is TaskStatus.CLAIMED and t.owner == swarm_id)}
-        return swarm.as_json(sorted(held.get(swarm_id, [])))
+        return swarm.as_json(sorted(held.get(swarm_id, [])), self.live.get(swarm_id))
 
     def waiting(self) -> list[dict[str, Any]]:
-        """What needs a human: open breakers and failed tasks (from the bus),
-        then the blocker reports and escalations heard since start."""
+        """What needs a human: available work no live qualified agent can take,
+        open breakers and failed tasks (from the bus), then the blocker reports
+        and escalations heard since start."""
         items: list[dict[str, Any]] = []
+        if self.unattended:
+            named = self.unattended[:UNATTENDED_LISTED]
+            items.append({"kind": "unattended", "count": len(self.unattended), "tasks": named,
+                          "reason": f"{len(self.unattended)} available task"
+                                    f"{'s' if len(self.unattended) != 1 else ''} with no live qualified "
+                                    "agent" + (f" ({len(named)} shown)" if len(self.unattended) > len(named)
+                                               else ""),
+                          "at": self.clock()})
         for s in sorted(self.swarms.values(), key=lambda s: s.id):
             if s.breaker is not None and s.breaker.state is not BreakerState.CLOSED:
                 items.append({"kind": "breaker", "swarm": s.id, "reason": s.breaker.reason,

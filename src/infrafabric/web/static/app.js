@@ -751,10 +751,15 @@
     const id = String(s.id);
     const b = s.breaker && typeof s.breaker === "object" ? s.breaker : null;
     const bstate = b ? String(b.state || "none") : "none";
-    const card = h("div", { class: "swarm", "data-swarm": id, "data-breaker": bstate });
+    const lv = s.live && typeof s.live === "object" ? s.live : null;
+    const isLive = Boolean(lv && lv.live);
+    const liveTitle = isLive ? arr(lv.because).map(String).join("; ")
+      : `no agent connected, waiting for work or holding a claim${lv && lv.last_seen ? ` · last seen ${fmtDateTime(lv.last_seen)}` : ""}`;
+    const card = h("div", { class: "swarm", "data-swarm": id, "data-breaker": bstate, "data-live": isLive ? "true" : "false" });
 
     const head = h("div", { class: "swarm-head" },
       h("h3", { text: id }),
+      h("span", { class: "live", "data-live": isLive ? "true" : "false", title: liveTitle, text: isLive ? "live" : "dead" }),
       s.registered === false ? h("span", { class: "tag warn", title: "Not registered with the governor", text: "unregistered" }) : null,
       h("span", { class: "breaker", "data-state": bstate, title: b ? `breaker ${bstate}${b.changed_by ? ` · set by ${b.changed_by}` : ""}${b.changed_at ? ` at ${fmtDateTime(b.changed_at)}` : ""}` : "no breaker record", text: bstate === "none" ? "no breaker" : bstate.replace("_", "-") }));
     card.append(head);
@@ -831,7 +836,7 @@
   function renderWaiting() {
     const ul = $("#waiting");
     const items = S.waiting.filter((w) => w && typeof w === "object");
-    const kindOrder = { breaker: 0, failed: 1, escalation: 2, blocker: 3 };
+    const kindOrder = { unattended: 0, breaker: 1, failed: 2, escalation: 3, blocker: 4 };
     const sorted = items.slice().sort((a, b) => (kindOrder[a.kind] ?? 9) - (kindOrder[b.kind] ?? 9) || (Number(b.at) || 0) - (Number(a.at) || 0));
     ul.replaceChildren(...sorted.map((w) => {
       const kind = String(w.kind || "other");
@@ -839,7 +844,8 @@
       const subject = h("div", { class: "w-subject" },
         isFilled(w.swarm) ? h("span", { class: "w-swarm", text: String(w.swarm) }) : null,
         isFilled(w.swarm) && isFilled(w.task) ? h("span", { class: "muted", text: " · " }) : null,
-        isFilled(w.task) ? taskChip(String(w.task)) : null);
+        isFilled(w.task) ? taskChip(String(w.task)) : null,
+        kind === "unattended" ? arr(w.tasks).map((t) => taskChip(String(t))) : null);
       return h("li", { "data-kind": kind, "data-swarm": isFilled(w.swarm) ? String(w.swarm) : null, "data-task": isFilled(w.task) ? String(w.task) : null },
         h("span", { class: "kind-tag", "data-kind": kind, text: kind }),
         h("div", { class: "w-main" }, subject, h("div", { class: "w-reason", text: w.reason || "" })),
