@@ -35,6 +35,29 @@ async def test_create_only_if_absent(bus: EventBus) -> None:
     assert (entry.value, entry.revision) == (b"first", rev)
 
 
+async def test_create_many_creates_the_absent_keys_and_names_the_present(bus: EventBus) -> None:
+    await bus.put("many/k2", b"there")
+    await bus.put("many/gone", b"x")
+    assert await bus.delete("many/gone")  # a deleted key (a NATS delete marker) can be created again
+    keys = [f"many/k{i}" for i in range(bus.batch_limit + 5)] + ["many/gone"]  # more than one group
+    revisions = await bus.create_many([(k, k.encode()) for k in keys])
+    assert revisions[2] is None and all(r is not None for i, r in enumerate(revisions) if i != 2)
+    for key, rev in zip(keys, revisions, strict=True):
+        entry = await bus.get(key)
+        assert entry is not None and entry.revision == (rev if rev is not None else entry.revision)
+        assert entry.value == (b"there" if key == "many/k2" else key.encode())
+    # a group without any present key is one write, all of it
+    fresh = await bus.create_many([(f"fresh/{i}", b"v") for i in range(10)])
+    assert all(isinstance(r, int) for r in fresh)
+    assert (await bus.which_exist([f"fresh/{i}" for i in range(12)])) == {f"fresh/{i}" for i in range(10)}
+    assert await bus.which_exist(["many/gone-for-good", "many/k2"]) == {"many/k2"}
+    assert await bus.delete("many/k2")
+    assert await bus.which_exist(["many/k2", "many/k3"]) == {"many/k3"}  # a delete marker is no key
+    with pytest.raises(BadKeyError):
+        await bus.create_many([("ok", b"x"), ("bad key", b"y")])
+    assert await bus.get("ok") is None  # nothing written when a key is bad
+
+
 async def test_get_absent_is_none(bus: EventBus) -> None:
     assert await bus.get("nothing/here") is None
 

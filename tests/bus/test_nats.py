@@ -536,6 +536,21 @@ async def test_bucket_uses_direct_get(nats_server: NatsServer) -> None:
         assert info.config.allow_direct is True
 
 
+async def test_bucket_takes_atomic_batches_and_a_refused_one_writes_nothing(own_server: NatsServer) -> None:
+    async with connect(f"{own_server.url}?namespace=atomic&bucket=atomic") as bus:
+        assert isinstance(bus, NatsBus)
+        assert bus._atomic and (await bus._js.stream_info(bus._stream)).config.allow_atomic is True
+        before = (await bus._js.stream_info(bus._stream)).state.last_seq
+        revisions = await bus.create_many([(f"a/{i}", b"v") for i in range(50)])
+        assert revisions == list(range(before + 1, before + 51))  # one batch: consecutive sequences
+        await bus.put("b/3", b"there")
+        last = (await bus._js.stream_info(bus._stream)).state.last_seq
+        # the batch that meets b/3 is refused whole, then each key is created alone
+        got = await bus._create_many([(bus._ns(f"b/{i}"), b"v") for i in range(5)])
+        assert got[3] is None and all(isinstance(r, int) and r > last for i, r in enumerate(got) if i != 3)
+        assert (await bus._js.stream_info(bus._stream)).state.messages == 50 + 1 + 4
+
+
 async def test_scan_pages_are_bounded_in_bytes(nats_server: NatsServer) -> None:
     """Big values end a page early (the server's 409 MaxBytes), and the scan
     carries on with the next page instead of failing or overrunning the

@@ -45,7 +45,7 @@ import enum
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
@@ -373,6 +373,55 @@ class EventBus(ABC):
         with self._deadline("create", key):
             async with asyncio.timeout(self.timeout):
                 return await self._create(self._ns(key), data)
+
+    async def create_many(self, items: Sequence[tuple[str, Value]]) -> list[int | None]:
+        """:meth:`create` for many keys, in as few round trips as the engine
+        allows (a NATS atomic batch, an etcd transaction, up to
+        :attr:`batch_limit` keys each): for each key, in order, its new
+        revision, or ``None`` if it existed. Not atomic as a whole: a caller
+        that needs all or nothing removes what it wrote (see
+        ``IFCoordinator.create_tasks``). Each group of keys has the bus
+        deadline."""
+        physical = []
+        for key, value in items:
+            validate_key(key)
+            physical.append((self._ns(key), as_bytes(value)))
+        out: list[int | None] = []
+        for start in range(0, len(physical), self.batch_limit):
+            group = physical[start:start + self.batch_limit]
+            with self._deadline("create", items[start][0] if len(group) == 1 else f"{len(group)} keys"):
+                async with asyncio.timeout(self.timeout):
+                    out += await self._create_many(group)
+        return out
+
+    #: most keys one :meth:`create_many` or :meth:`which_exist` round trip covers
+    batch_limit = 1000
+
+    async def which_exist(self, keys: Sequence[str]) -> set[str]:
+        """The keys of ``keys`` that exist now, in as few round trips as the
+        engine allows (a NATS batch direct get per :attr:`batch_limit` keys).
+        Each group of keys has the bus deadline."""
+        for key in keys:
+            validate_key(key)
+        found: set[str] = set()
+        for start in range(0, len(keys), self.batch_limit):
+            group = list(keys[start:start + self.batch_limit])
+            with self._deadline("get", group[0] if len(group) == 1 else f"{len(group)} keys"):
+                async with asyncio.timeout(self.timeout):
+                    there = await self._which_exist([self._ns(k) for k in group])
+            found.update(k for k in group if self._ns(k) in there)
+        return found
+
+    async def _which_exist(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` (physical) exist; engines override this to ask
+        once. Here: concurrent single reads."""
+        got = await asyncio.gather(*(self._get(k) for k in keys))
+        return {k for k, e in zip(keys, got, strict=True) if e is not None}
+
+    async def _create_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | None]:
+        """Create ``items`` (physical keys); engines override this to write
+        them in one round trip. Here: concurrent single creates."""
+        return list(await asyncio.gather(*(self._create(k, v) for k, v in items)))
 
     async def update(self, key: str, value: Value, revision: int) -> int | None:
         """Compare-and-swap: write only if the key's current revision is

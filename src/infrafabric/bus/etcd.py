@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any
 
 import aetcd
@@ -506,6 +506,23 @@ class EtcdBus(EventBus):
         client = self._live_client()
         compare = client.transactions.version(self._key(key)) == 0
         return await self._txn_put("create", key, value, compare, client)
+
+    #: etcd refuses a transaction of more operations (``--max-txn-ops``, 128 by default)
+    batch_limit = 128
+
+    async def _create_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | None]:
+        client = self._live_client()
+        with self._translate("create", f"{len(items)} keys", client, write=True):
+            ok, responses = await client.transaction(
+                compare=[client.transactions.version(self._key(k)) == 0 for k, _ in items],
+                success=[client.transactions.put(self._key(k), v) for k, v in items],
+                failure=[],
+            )
+        if ok:  # one transaction: one revision for all of them
+            revision = int(responses[0].response_put.header.revision)
+            return [revision] * len(items)
+        # some key exists: learn which, one create each (the others are created)
+        return list(await asyncio.gather(*(self._create(k, v) for k, v in items)))
 
     async def _update(self, key: str, value: bytes, revision: int) -> int | None:
         client = self._live_client()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 from infrafabric.bus.base import Entry, EventBus, EventKind, Message, Subscription, Watch
@@ -136,6 +136,9 @@ class MemoryBus(EventBus):
             rev = self._store._emit(EventKind.PUT, key, value)
             self._store.data[key] = (value, rev)
         return rev
+
+    async def _create_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | None]:
+        return [await self._create(k, v) for k, v in items]
 
     async def _update(self, key: str, value: bytes, revision: int) -> int | None:
         with self._store.lock:

@@ -29,7 +29,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Sequence
 
 import nats.errors
 import nats.js.errors
@@ -355,6 +355,8 @@ class NatsBus(EventBus):
         #: tasks inside a call, and those of them cancelled because the connection dropped
         self._inflight: set[asyncio.Task[object]] = set()
         self._severed: set[asyncio.Task[object]] = set()
+        #: whether the bucket's stream takes atomic batches (nats-server 2.12+, turned on at open)
+        self._atomic = False
 
     # -- connection ------------------------------------------------------
 
@@ -414,6 +416,7 @@ class NatsBus(EventBus):
         except nats.js.errors.BucketNotFoundError:
             kv = None
         if kv is not None:
+            await self._allow_atomic()
             if direct and not kv._direct:
                 # the stream's own replica count decides, never this client's option: turning
                 # direct get on for a replicated bucket would let followers answer stale reads
@@ -431,7 +434,9 @@ class NatsBus(EventBus):
             direct=direct,
         )
         try:
-            return await self._js.create_key_value(config)
+            made = await self._js.create_key_value(config)
+            await self._allow_atomic()
+            return made
         except nats.js.errors.BadRequestError as exc:
             # a concurrent client may have created it first, with another
             # config (the server accepts an identical one as a no-op)
@@ -439,6 +444,23 @@ class NatsBus(EventBus):
                 return await self._js.key_value(self._bucket)
             except nats.js.errors.BucketNotFoundError:
                 raise exc from None
+
+    async def _allow_atomic(self) -> None:
+        """Let the bucket's stream take atomic batches (what :meth:`_create_many`
+        writes with); a server too old to know them leaves them off, and
+        creates go one by one."""
+        info = await self._js.stream_info(self._stream)
+        if info.config.allow_atomic:
+            self._atomic = True
+            return
+        info.config.allow_atomic = True
+        try:
+            await self._js.update_stream(info.config)
+        except nats.js.errors.APIError as exc:
+            log.info("nats: the bucket's stream takes no atomic batches (%s): creates go one by one",
+                     _describe(exc))
+            return
+        self._atomic = (await self._js.stream_info(self._stream)).config.allow_atomic is True
 
     async def _close(self) -> None:
         self._closing = True
@@ -628,6 +650,67 @@ class NatsBus(EventBus):
                 # kv.create looked for a delete marker after losing, and the key
                 # was purged meanwhile: still a lost race
                 return None
+
+    async def _create_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | None]:
+        """One JetStream atomic batch: each message expects its subject empty
+        (what ``kv.create`` sends), the last commits, and the stream stores
+        all of them, at consecutive sequences, or none. A refusal (a key that
+        exists, or a delete marker ``kv.create`` would write over) falls back
+        to one create each, which says which keys existed."""
+        if not self._atomic or len(items) < 2:
+            return list(await asyncio.gather(*(self._create(k, v) for k, v in items)))
+        batch = uuid.uuid4().hex
+        with self._translate("create", f"{len(items)} keys"):
+            for n, (key, value) in enumerate(items, 1):
+                headers = {"Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(n),
+                           "Nats-Expected-Last-Subject-Sequence": "0"}
+                subject = self._kv_prefix + to_tokens(key)
+                if n < len(items):
+                    await self._nc.publish(subject, value, headers=headers)
+                else:
+                    reply = await self._nc.request(subject, value, timeout=self.timeout,
+                                                   headers={**headers, "Nats-Batch-Commit": "1"})
+        answer = json.loads(reply.data or b"{}")
+        if "error" not in answer and answer.get("count") == len(items):
+            last = int(answer["seq"])
+            return list(range(last - len(items) + 1, last + 1))
+        error = answer.get("error") or {}
+        if error.get("err_code") not in (10071, 10164):  # not "wrong last sequence": say why once
+            log.warning("nats: an atomic batch was refused (%s): creating one by one",
+                        error.get("description") or answer)
+        return list(await asyncio.gather(*(self._create(k, v) for k, v in items)))
+
+    async def _which_exist(self, keys: Sequence[str]) -> set[str]:
+        """One batch direct get of the last message on each key's subject
+        (nats-server 2.11+, a bucket with direct get): a key whose last
+        message is a delete marker does not exist."""
+        if not self._kv._direct or len(keys) < 2:
+            return await super()._which_exist(keys)
+        by_subject = {self._kv_prefix + to_tokens(k): k for k in keys}
+        found: set[str] = set()
+        with self._translate("get", f"{len(keys)} keys"):
+            inbox = self._nc.new_inbox()
+            sub = await self._nc.subscribe(inbox)
+            try:
+                request = {"multi_last": list(by_subject), "batch": len(by_subject)}
+                await self._nc.publish(f"$JS.API.DIRECT.GET.{self._stream}", json.dumps(request).encode(),
+                                       reply=inbox)
+                while True:
+                    msg = await sub.next_msg(timeout=self.timeout)
+                    headers = msg.headers or {}
+                    subject = headers.get("Nats-Subject")
+                    if subject is None:  # the end of the batch (204), or nothing found (404)
+                        status = headers.get("Status")
+                        if status not in ("204", "404"):
+                            raise BusError(f"a batch get on {self.url} was refused: status {status} "
+                                           f"{headers.get('Description', '')}".rstrip())
+                        break
+                    if headers.get(KV_OP) not in (KV_DEL, KV_PURGE) and subject in by_subject:
+                        found.add(by_subject[subject])
+            finally:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+        return found
 
     async def _update(self, key: str, value: bytes, revision: int) -> int | None:
         with self._translate("update", key):

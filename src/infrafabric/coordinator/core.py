@@ -546,8 +546,9 @@ class IFCoordinator:
             raise ConfigurationError(f"task id(s) listed twice: {', '.join(twice[:8])}")
         in_batch = set(ids)
         outside = sorted({d for s in order for d in s.dependencies if d not in in_batch})
-        found, present = await asyncio.gather(self._bounded(self.tasks.read(d) for d in outside),
-                                              self._bounded(self.tasks.exists(i) for i in ids))
+        found, existing = await asyncio.gather(self._bounded(self.tasks.read(d) for d in outside),
+                                               self.bus.which_exist([self.tasks.key(i) for i in ids]))
+        present = [self.tasks.key(i) in existing for i in ids]
         missing = [d for d, t in zip(outside, found, strict=True) if t is None]
         if missing:
             needing = [s.id for s in order if set(s.dependencies) & set(missing)]
@@ -579,11 +580,15 @@ class IFCoordinator:
             tasks.append(task)
         written: dict[str, Versioned[Task]] = {}
 
-        async def write(task: Task) -> None:
-            made = await self.tasks.create(task.id, task)
-            if made is None:
-                raise TaskExistsError(f"task {task.id!r} already exists (another writer made it meanwhile)")
-            written[task.id] = made
+        async def write(group: list[Task]) -> None:
+            made = await self.tasks.create_many([(t.id, t) for t in group])
+            for task, got in zip(group, made, strict=True):
+                if got is not None:
+                    written[task.id] = got
+            taken = [t.id for t, got in zip(group, made, strict=True) if got is None]
+            if taken:
+                raise TaskExistsError(f"task(s) {', '.join(taken[:8])} already exist "
+                                      "(another writer made them meanwhile)")
 
         try:
             # dependencies on the board are linked to their new dependents, and the available tasks
@@ -591,7 +596,8 @@ class IFCoordinator:
             # and slots naming tasks that never were, or were removed again, are dead to every reader
             await asyncio.gather(*(self._link([d], dependents[d]) for d in outside))
             await self.ready.offer([t for t in tasks if t.status is TaskStatus.AVAILABLE])
-            await self._bounded_all(write(t) for t in tasks)
+            size = self.bus.batch_limit  # one round trip each (see EventBus.create_many)
+            await self._bounded_all(write(tasks[i:i + size]) for i in range(0, len(tasks), size))
         except BaseException as exc:
             removed, left = await _finish_value(asyncio.ensure_future(self._remove_created(tasks, written)))
             if isinstance(exc, InfraFabricError):
@@ -599,8 +605,11 @@ class IFCoordinator:
                     f": the {removed} task(s) written were removed" if removed else "")
                     + (f", except {', '.join(left)} (changed since)" if left else ""))
             raise
+        # the waiting agents, read once for the batch after every task is written (one that marks
+        # itself waiting later reads the index before it sleeps)
+        waiting = await self._waiting_now() if any(t.status is TaskStatus.AVAILABLE for t in tasks) else {}
         await self._bounded_all(self._settle(None, t, "task_created", self._created_params(
-            t, t.id in done_elsewhere, done_elsewhere.get(t.id))) for t in tasks)
+            t, t.id in done_elsewhere, done_elsewhere.get(t.id)), waiting) for t in tasks)
         await self._settle_new(t for t in tasks if set(t.dependencies) & set(outside))
         return tasks
 
@@ -731,7 +740,8 @@ class IFCoordinator:
         mark = self._marked(self.waiting, swarm_id, via="pushed_tasks", ttl=PRESENCE_TTL) if waiting else None
         return Feed(self.bus.subscribe(push_subject(swarm_id)), decode, mark)
 
-    async def _announce(self, task: Task, round_: int = 0) -> list[str]:
+    async def _announce(self, task: Task, round_: int = 0,
+                        waiting: Mapping[str, Presence] | None = None) -> list[str]:
         """Push an available task to ``push_fanout`` of the agents waiting for
         work: the best the policy routes it to among a sample of
         :data:`PUSH_SAMPLE` x ``push_fanout`` waiting agents that cover it,
@@ -740,8 +750,11 @@ class IFCoordinator:
         ``round_`` n > 0 (a follow-up: none of the earlier ones took it)
         ranks a sample n + 1 times as wide and pushes to the n-th next group.
         Nobody waiting: nobody is pushed (the ready index has it for the next
-        hand-out). Returns who was pushed."""
-        waiting = await self._waiting_now()
+        hand-out). ``waiting``: the waiting agents, if the caller read them
+        after the task became available (a batch reads them once). Returns
+        who was pushed."""
+        if waiting is None:
+            waiting = await self._waiting_now()
         if not waiting:
             return []
         threshold, fanout = await asyncio.gather(self._min_coverage(),
@@ -830,7 +843,7 @@ class IFCoordinator:
     # -- one lifecycle ------------------------------------------------------------
 
     async def _settle(self, before: Task | None, after: Task, operation: str | None,
-                      params: dict[str, Any]) -> None:
+                      params: dict[str, Any], waiting: Mapping[str, Presence] | None = None) -> None:
         """What follows every transition, whoever made it: observers are told,
         the policy counts a finished attempt, a task that became available is
         pushed, and a completion unblocks its dependents."""
@@ -848,7 +861,7 @@ class IFCoordinator:
             elif operation == "task_failed" and before is not None and before.owner:
                 await self.policy.on_outcome(before.owner, after, success=False)
             if after.status is TaskStatus.AVAILABLE and (previous is not TaskStatus.AVAILABLE):
-                await self._announce(after)
+                await self._announce(after, waiting=waiting)
             if after.status is TaskStatus.COMPLETED and previous is not None \
                     and previous is not TaskStatus.COMPLETED:
                 await self._unblock_dependents(after)

@@ -188,6 +188,7 @@ class ReadyIndex:
     coordinator's clock."""
 
     def __init__(self, bus: EventBus, clock: Callable[[], float]) -> None:
+        self.bus = bus
         self.directory = Records(bus, READY_DIRECTORY, Directory)
         self.lanes = Records(bus, READY_LANES, Lane)
         self.slots = Records(bus, READY_SLOTS, Slot)
@@ -225,19 +226,23 @@ class ReadyIndex:
             listed = await self.directory.mutate("", add)
             self._listed.update(listed.value.lanes if listed is not None else ())
         gate = asyncio.Semaphore(CONCURRENCY)
+        size = self.bus.batch_limit
 
-        async def write(task: Task, band: str, position: int, now: float) -> Task | None:
-            slot = Slot(task_id=task.id, seq=task.ready_seq, at=now)
+        async def write(group: list[tuple[Task, str, int]], now: float) -> list[Task]:
             async with gate:
-                made = await self.slots.create(self.slot_id(lane, band, position), slot)
-            return task if made is None else None  # closed meanwhile (we were too slow): again
+                made = await self.slots.create_many([
+                    (self.slot_id(lane, band, position), Slot(task_id=task.id, seq=task.ready_seq, at=now))
+                    for task, band, position in group])
+            # a slot that exists was closed meanwhile (we were too slow): that task again
+            return [task for (task, _, _), got in zip(group, made, strict=True) if got is None]
 
         pending = tasks
         while pending:
             placed = await self._allocate(lane, pending)
             now = self.clock()
-            lost = await asyncio.gather(*(write(t, b, p, now) for t, b, p in placed))
-            pending = [t for t in lost if t is not None]
+            lost = await asyncio.gather(*(write(placed[i:i + size], now)
+                                          for i in range(0, len(placed), size)))
+            pending = [t for group in lost for t in group]
 
     async def _allocate(self, lane: str, tasks: list[Task]) -> list[tuple[Task, str, int]]:
         placed: list[tuple[Task, str, int]] = []
