@@ -158,6 +158,7 @@ async def test_refusals_say_what_to_do_next_and_write_nothing(fleet: Fleet, bus:
     await fleet.governor.set_budget("coder", usd("1"))
     async with client_for(fleet, "coder") as c, client_for(fleet, "other") as o:
         got = await call(c, "task_next", wait_s=0)
+        await fleet.coordinator.ready.settle(10)  # the hand-out's tidying (its slot marked dead) is done
         before = await snapshot(bus)
         text = await refused(o, "task_complete", task_id="A")
         assert "does not hold the claim" in text and "task_next" in text
@@ -198,6 +199,7 @@ async def test_bad_arguments_are_errors_naming_them(fleet: Fleet, bus: EventBus,
     await fleet.governor.set_budget("coder", usd("10"))
     async with client_for(fleet, "coder") as c:
         await call(c, "task_next", wait_s=0)
+        await fleet.coordinator.ready.settle(10)  # the hand-out's tidying is done
         before = await snapshot(bus)
         text = await refused(c, tool, **args)
     assert named in text

@@ -48,15 +48,16 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from infrafabric.bus.base import Entry, EventBus
+from infrafabric.bus.base import Entry, EventBus, EventKind
 from infrafabric.bus.bounds import MAX_RECORD_BYTES
 from infrafabric.errors import BusTimeoutError, ConfigurationError, ConflictError, CorruptRecordError
 
-__all__ = ["DEFAULT_RETRY", "UNREAD", "Change", "Records", "RetryPolicy", "Versioned", "decode", "encode"]
+__all__ = ["DEFAULT_RETRY", "UNREAD", "Change", "Mirrored", "Records", "RetryPolicy", "Versioned", "decode",
+           "encode"]
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -282,3 +283,121 @@ class Records(Generic[M]):
                     raise ConflictError(f"{key}: lost {losses} compare-and-swaps in a row; giving up",
                                         hint="another process keeps changing this record; try again")
                 await asyncio.sleep(self.retry.pause(losses))
+
+
+class Mirrored(Records[M]):
+    """:class:`Records` whose reads are answered from a live copy while
+    :meth:`follow` runs: the records are listed once, then kept by a watch
+    from the revision listed at, and this process's own writes are applied
+    to the copy as they return (so it reads what it wrote at once). Records
+    another process writes arrive a moment later, through the watch: use it
+    for what may lag by that (an admission check), never for a decision
+    that must be exact — those are the compare-and-swaps, which always go to
+    the bus. Until :meth:`follow` (or once the watch fails) every read goes
+    to the bus."""
+
+    def __init__(self, bus: EventBus, prefix: str, model: type[M], *,
+                 retry: RetryPolicy = DEFAULT_RETRY) -> None:
+        super().__init__(bus, prefix, model, retry=retry)
+        self._copy: dict[str, Versioned[M]] | None = None
+        #: the newest revision applied per key (a deleted key's too): older news is dropped
+        self._seen: dict[str, int] = {}
+        self._follower: asyncio.Task[None] | None = None
+
+    async def follow(self) -> None:
+        """Start keeping the copy (idempotent); returns once it is loaded."""
+        if self._follower is not None:
+            return
+        start = await self.bus.revision() + 1
+        watch = self.bus.watch(self.prefix, start_revision=start)
+        await watch.start()
+        try:
+            listed = await super().list()
+        except BaseException:
+            await watch.close()
+            raise
+        self._seen = {}
+        self._copy = {}
+        for v in listed:
+            self._apply(v.key, v, v.revision)
+        self._follower = asyncio.create_task(self._follow(watch), name=f"if-mirror-{self.prefix}")
+
+    async def stop(self) -> None:
+        """Stop keeping the copy: reads go to the bus again."""
+        task, self._follower, self._copy = self._follower, None, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _follow(self, watch: Any) -> None:
+        try:
+            async with watch:
+                async for ev in watch:
+                    if ev.kind is EventKind.DELETE or ev.value is None:
+                        self._apply(ev.key, None, ev.revision)
+                        continue
+                    got = self._decoded(Entry(ev.key, ev.value, ev.revision))
+                    if got is not None:
+                        self._apply(ev.key, got, ev.revision)
+        except Exception as exc:  # the copy can no longer be trusted: read the bus from now on
+            log.warning("stopped mirroring %s (%s): reading the bus instead", self.prefix, exc)
+            self._copy = None
+
+    def _apply(self, key: str, value: Versioned[M] | None, revision: int) -> None:
+        if self._copy is None or revision <= self._seen.get(key, 0):
+            return
+        self._seen[key] = revision
+        if value is None:
+            self._copy.pop(key, None)
+        else:
+            self._copy[key] = value
+
+    # -- reading from the copy --------------------------------------------------------
+
+    async def get(self, record_id: str = "") -> Versioned[M] | None:
+        if self._copy is None:
+            return await super().get(record_id)
+        return self._copy.get(self.key(record_id))
+
+    async def exists(self, record_id: str = "") -> bool:
+        if self._copy is None:
+            return await super().exists(record_id)
+        return self.key(record_id) in self._copy
+
+    async def list(self) -> builtins.list[Versioned[M]]:
+        if self._copy is None:
+            return await super().list()
+        return [self._copy[k] for k in sorted(self._copy)]
+
+    # -- writing through ---------------------------------------------------------------
+
+    async def create(self, record_id: str, value: M) -> Versioned[M] | None:
+        made = await super().create(record_id, value)
+        if made is not None:
+            self._apply(made.key, made, made.revision)
+        return made
+
+    async def put(self, record_id: str, value: M) -> Versioned[M]:
+        made = await super().put(record_id, value)
+        self._apply(made.key, made, made.revision)
+        return made
+
+    async def delete(self, record_id: str, revision: int | None = None) -> bool:
+        key = self.key(record_id)
+        known = self._copy.get(key) if self._copy is not None else None
+        done = await super().delete(record_id, revision)
+        if done and known is not None:
+            # the delete's own revision comes with its watch event; until then nothing at or
+            # below the deleted record's may bring it back
+            self._apply(key, None, max(known.revision, revision or 0))
+        return done
+
+    async def mutate(self, record_id: str, change: Change[M], *,
+                     first: Versioned[M] | _Unread | None = UNREAD,
+                     replace_corrupt: bool = False, take_turns: bool = True) -> Versioned[M] | None:
+        got = await super().mutate(record_id, change, first=first, replace_corrupt=replace_corrupt,
+                                   take_turns=take_turns)
+        if got is not None:
+            self._apply(got.key, got, got.revision)
+        return got

@@ -363,7 +363,8 @@ class IFCoordinator:
             self._watchers_watcher = asyncio.create_task(
                 self._mirror(self.watchers, watchers_ready, self._keep_watchers),
                 name="if-coordinator-watchers")
-            await asyncio.gather(board_ready, swarms_ready, waiting_ready, watchers_ready)
+            await asyncio.gather(board_ready, swarms_ready, waiting_ready, watchers_ready,
+                                 self.policy.follow(), self.ready.follow())
             # say so on the bus: a one-shot hand-out that finds the index empty leaves lapsed claims
             # to this watcher's timers instead of reading the board itself
             await self._marks.enter_async_context(self._marked(
@@ -372,7 +373,10 @@ class IFCoordinator:
 
     async def close(self) -> None:
         """Stop the watcher and its timers (the bus stays open)."""
+        await self.ready.settle(self.bus.timeout)
         await self._marks.aclose()
+        if self._watcher is not None:
+            await asyncio.gather(self.policy.unfollow(), self.ready.unfollow())
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -1358,20 +1362,22 @@ class IFCoordinator:
         says why). A swarm the policy has stopped (breaker open, budget spent)
         gets :class:`~infrafabric.errors.SwarmStoppedError` at once instead:
         waiting could not help, and an agent's loop must stop, not spin."""
+        cached = self._swarms.get(swarm_id) if self._swarms is not None else None
         swarm, stopped, threshold = await asyncio.gather(
-            self.get_swarm(swarm_id), self.policy.stopped(swarm_id), self._min_coverage())
+            _given(cached) if cached is not None else self.get_swarm(swarm_id),
+            self.policy.stopped(swarm_id), self._min_coverage())
         if swarm is None:
             raise TaskNotFoundError(f"swarm {swarm_id!r} is not registered on this board",
                                     hint=f"ifctl swarm register {swarm_id} --cap DOMAIN:SKILL "
                                          "(on the same bus: `ifctl coordinator status` names it)")
         if stopped is not None:
             raise stopped
+        outcome = await self._hand_out(swarm, threshold, lease_ttl)
+        if outcome is not None or (wait is not None and wait <= 0):
+            return outcome
+        # Listen, say it waits (a task that becomes available is pushed to waiting agents), then
+        # look once more: one made available between the first look and the mark is not missed.
         async with self.pushed_tasks(swarm_id, waiting=False) as pushes:
-            outcome = await self._hand_out(swarm, threshold, lease_ttl)
-            if outcome is not None or (wait is not None and wait <= 0):
-                return outcome
-            # Say it waits (a task that becomes available is pushed to waiting agents), then look
-            # once more: one made available between the first look and the mark is not missed.
             async with self._marked(self.waiting, swarm_id, via="next_task", ttl=PRESENCE_TTL,
                                     capabilities=swarm.capabilities):
                 outcome = await self._hand_out(swarm, threshold, lease_ttl)
@@ -1434,7 +1440,7 @@ class IFCoordinator:
                         continue  # its paths are another claim's: skip it, don't race for it
                 outcome = await self._claim_whole(swarm.id, offer.task_id, lease_ttl)
                 if outcome.won:
-                    await self.ready.bury(offer)  # claimed from it: rivals need not try it
+                    self.ready.later(self.ready.bury(offer))  # claimed from it: rivals need not try it
                     return outcome
                 if outcome.lost:
                     spread = f"{swarm.id}/{len(tried)}"

@@ -37,6 +37,14 @@ class ClaimPolicy:
     #: a short name for ``--why`` ("open", "governor")
     name = "open"
 
+    async def follow(self) -> None:
+        """Called when the coordinator's watcher starts (a long-lived
+        process): a policy may keep what it reads live from here on, by
+        watches, instead of reading it for each claim."""
+
+    async def unfollow(self) -> None:
+        """Called when the coordinator's watcher stops."""
+
     async def min_coverage(self, default: float) -> float:
         """The share of a task's required capabilities a swarm must offer to
         claim it or be pushed it (``default``: the coordinator's own)."""

@@ -56,15 +56,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence, Set
+from collections.abc import Callable, Coroutine, Iterable, Sequence, Set
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from infrafabric.bus import EventBus
 from infrafabric.bus.layout import READY_DIRECTORY, READY_LANES, READY_SLOTS
-from infrafabric.bus.records import Records, Versioned, encode
+from infrafabric.bus.records import Mirrored, Records, Versioned, encode
 from infrafabric.coordinator.models import Capability, Task, TaskId, TaskKind, TaskStatus, coverage
 from infrafabric.errors import InfraFabricError
 
@@ -189,11 +189,23 @@ class ReadyIndex:
 
     def __init__(self, bus: EventBus, clock: Callable[[], float]) -> None:
         self.bus = bus
-        self.directory = Records(bus, READY_DIRECTORY, Directory)
+        #: kept by a watch in a long-lived coordinator (see follow()): a lane is listed before its
+        #: first slot is written, and a lane seen a moment late costs only that moment
+        self.directory = Mirrored(bus, READY_DIRECTORY, Directory)
         self.lanes = Records(bus, READY_LANES, Lane)
         self.slots = Records(bus, READY_SLOTS, Slot)
         self.clock = clock
         self._listed: set[str] = set()  # lanes seen in the directory (never removed from it)
+        #: tidying left out of a hand-out's way (slots marked dead, passed slots deleted)
+        self._tidying: set[asyncio.Task[None]] = set()
+
+    async def follow(self) -> None:
+        """Keep the directory of lanes live by a watch (a long-lived
+        coordinator): a hand-out then starts at the lanes."""
+        await self.directory.follow()
+
+    async def unfollow(self) -> None:
+        await self.directory.stop()
 
     @staticmethod
     def slot_id(lane: str, band: str, position: int) -> str:
@@ -344,8 +356,27 @@ class ReadyIndex:
         body = encode(read.value.model_copy(update={"bands": bands}), read.key)
         if await self.lanes.bus.update(read.key, body, read.revision) is None:
             return
-        await asyncio.gather(*(self.slots.delete(self.slot_id(lane, band, p)) for p in range(head, to)
-                               if p not in closed))
+        self.later(self._delete_slots([self.slot_id(lane, band, p) for p in range(head, to)
+                                       if p not in closed]))
+
+    async def _delete_slots(self, slot_ids: list[str]) -> None:
+        try:
+            await asyncio.gather(*(self.slots.delete(i) for i in slot_ids))
+        except InfraFabricError as exc:  # behind the head: read by nobody, only not yet tidied
+            log.debug("could not delete %d passed slots: %s", len(slot_ids), exc)
+
+    def later(self, tidy: Coroutine[Any, Any, None]) -> None:
+        """Run ``tidy`` without making the hand-out wait for it (what it does
+        only spares later readers work); :meth:`settle` awaits it."""
+        job = asyncio.ensure_future(tidy)
+        self._tidying.add(job)
+        job.add_done_callback(self._tidying.discard)
+
+    async def settle(self, within: float) -> None:
+        """Let the tidying under way finish (at most ``within`` seconds): a
+        process that ends leaves no passed slot undeleted if it can help it."""
+        if self._tidying:
+            await asyncio.wait(set(self._tidying), timeout=within)
 
     async def bury(self, offer: Offer) -> None:
         """Mark ``offer``'s slot dead: its task moved on (claimed from it,

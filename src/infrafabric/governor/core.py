@@ -51,7 +51,7 @@ from infrafabric.bus.layout import (
     WAITING,
     help_subject,
 )
-from infrafabric.bus.records import Records
+from infrafabric.bus.records import Mirrored, Records
 from infrafabric.coordinator import ClaimPolicy, Presence, SwarmRecord, Task, coverage
 from infrafabric.coordinator.core import make_swarm_record
 from infrafabric.coordinator.presence import liveness as judge_liveness
@@ -124,10 +124,12 @@ class IFGovernor(ClaimPolicy):
         self.observers = list(observers)
         self.clock = clock
         self.webhook_timeout = 5.0
-        self._profiles = Records(bus, PROFILES, SwarmProfile)
-        self._budgets = Records(bus, BUDGETS, Budget)
-        self._breakers = Records(bus, BREAKERS, Breaker)
-        self._policy = Records(bus, POLICY, ResourcePolicy)
+        # read for every claim: a long-lived coordinator's watcher has them kept by watches
+        # (see follow()); every change still goes to the bus by compare-and-swap
+        self._profiles = Mirrored(bus, PROFILES, SwarmProfile)
+        self._budgets = Mirrored(bus, BUDGETS, Budget)
+        self._breakers = Mirrored(bus, BREAKERS, Breaker)
+        self._policy = Mirrored(bus, POLICY, ResourcePolicy)
         # the coordinator's records, which registering a swarm writes too (one step for both)
         self._swarms = Records(bus, SWARMS, SwarmRecord)
         self._tasks = Records(bus, TASKS, Task)
@@ -136,6 +138,20 @@ class IFGovernor(ClaimPolicy):
         #: the fleet view (policy, profiles, budgets, breakers) being read now, shared by every
         #: caller that asks meanwhile (see :meth:`_fleet_view`)
         self._view_read: asyncio.Future[_FleetView] | None = None
+
+    async def follow(self) -> None:
+        """Keep the policy, profiles, budgets and breakers live by watches
+        (the coordinator's watcher calls this): admission and routing read no
+        record then. What another process changes is seen a moment later —
+        a breaker it trips refuses this process's claims from then on, while
+        the debit that spends a budget is a compare-and-swap on the bus."""
+        await asyncio.gather(*(r.follow() for r in self._mirrors()))
+
+    async def unfollow(self) -> None:
+        await asyncio.gather(*(r.stop() for r in self._mirrors()))
+
+    def _mirrors(self) -> tuple[Mirrored[Any], ...]:
+        return (self._profiles, self._budgets, self._breakers, self._policy)
 
     async def policy_is_set(self) -> bool:
         """Whether a policy was stored (else the defaults are in force)."""
