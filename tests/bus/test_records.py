@@ -139,3 +139,57 @@ async def test_steady_losing_gives_up_with_a_transient_conflict(bus: EventBus) -
     with pytest.raises(ConflictError) as err:
         await store.mutate("c", lambda c: Counter(n=5))
     assert err.value.transient and flaky.updates >= 1
+
+
+class _CountingGets:
+    """Counts what a store asks the bus to read."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    async def get(self, key: str) -> Any:
+        self.reads += 1
+        return await self._bus.get(key)
+
+    async def list(self, prefix: str = "") -> Any:
+        self.reads += 1
+        return await self._bus.list(prefix)
+
+
+async def test_a_mirrored_store_reads_its_copy_and_sees_every_change(bus_url: str) -> None:
+    from infrafabric.bus.records import Mirrored
+
+    async def until(_store: object, what: str, condition: Any) -> None:
+        async with asyncio.timeout(10):  # a guard against a hang, never a latency assertion
+            while not condition():  # noqa: ASYNC110 - the copy changes by a watch this test cannot await
+                await asyncio.sleep(0.01)
+
+    async with connect(bus_url) as mine, connect(bus_url) as theirs:
+        counted = _CountingGets(mine)
+        store = Mirrored(counted, "mir/", Counter)  # type: ignore[arg-type]
+        other = Records(theirs, "mir/", Counter)
+        await other.put("a", Counter(n=1))
+        await store.follow()
+        counted.reads = 0
+        assert (await store.read("a")) == Counter(n=1) and await store.exists("a")
+        assert await store.read("b") is None
+        await store.put("b", Counter(n=2))  # its own write: read back at once, from the copy
+        assert (await store.read("b")) == Counter(n=2)
+        assert counted.reads == 0
+        await other.mutate("a", lambda c: Counter(n=(c or Counter()).n + 10))  # another process's
+        await until(store, "a's change", lambda: store._copy is not None
+                    and store._copy["mir/a"].value.n == 11)
+        assert await store.delete("b")
+        assert await store.read("b") is None and [v.value.n for v in await store.list()] == [11]
+        await asyncio.sleep(0.2)  # the delete's own event arrives: nothing brings b back
+        assert await store.read("b") is None
+        assert await other.delete("a")
+        await until(store, "a's deletion", lambda: store._copy is not None and not store._copy)
+        await store.stop()  # from now on the bus answers
+        await other.put("c", Counter(n=3))
+        before = counted.reads
+        assert (await store.read("c")) == Counter(n=3) and counted.reads == before + 1

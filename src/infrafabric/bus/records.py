@@ -387,10 +387,11 @@ class Mirrored(Records[M]):
         key = self.key(record_id)
         known = self._copy.get(key) if self._copy is not None else None
         done = await super().delete(record_id, revision)
-        if done and known is not None:
+        if done and known is not None and self._copy is not None:
             # the delete's own revision comes with its watch event; until then nothing at or
             # below the deleted record's may bring it back
-            self._apply(key, None, max(known.revision, revision or 0))
+            self._copy.pop(key, None)
+            self._seen[key] = max(self._seen.get(key, 0), known.revision, revision or 0)
         return done
 
     async def mutate(self, record_id: str, change: Change[M], *,
