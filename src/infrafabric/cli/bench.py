@@ -1137,6 +1137,8 @@ def scale(backend: str | None, n: int, sizes: tuple[int, ...], agents: tuple[int
         lines.append(f"{run['tasks']:>8,} tasks  import {run['import_per_s']:>7,.0f}/s  next_task p50 "
                      f"{_fmt(nt['p50'])} ms p99 {_fmt(nt['p99'])} ms (long-lived p50 {_fmt(lived['p50'])} ms "
                      f"p99 {_fmt(lived['p99'])} ms)  bus CAS p50 {_fmt(cas['p50'])} ms")
+        if lived.get("error"):
+            lines.append(f"          long-lived failed: {escape(lived['error'])}")
     raw = result["raw"]
     if raw is not None:
         lines.append(f"raw engine: CAS p50 {_fmt(raw['cas']['p50'])} ms, "

@@ -410,8 +410,10 @@ class IFCoordinator:
         return task
 
     async def list_tasks(self) -> list[Task]:
-        """Every task, in hand-out order (critical first, then priority)."""
-        return sorted((v.value for v in await self.tasks.list()), key=sort_key)
+        """Every task, in hand-out order (critical first, then priority).
+        Streamed a page at a time (each page has the bus deadline): a board of
+        100,000 tasks is more than one listing returns in time."""
+        return sorted([v.value async for v in self.tasks.scan()], key=sort_key)
 
     async def _find(self, candidate: Callable[[Task], bool], match: Callable[[Task], bool]) -> list[Task]:
         """The tasks ``match`` picks, as they are on the bus now. With the
