@@ -269,7 +269,9 @@ def _counting(push: Callable[[str, Any], Awaitable[None]], pushed: Counter[str]
 
 async def _until_waiting(fleet: Fleet, agents: int) -> None:
     for _ in range(3000):
-        if len(await fleet.coordinator._waiting_now()) >= agents:
+        now = time.time()
+        marks = await fleet.coordinator.waiting.list()  # read, not a barrier per look
+        if sum(v.value.seen_at + v.value.ttl >= now for v in marks) >= agents:
             return
         await asyncio.sleep(0.01)
     raise BenchError(f"the {agents} agents did not all start waiting")

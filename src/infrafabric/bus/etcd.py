@@ -195,15 +195,18 @@ class _Follower:
     async def _create(self) -> None:
         client = self._watch_client = self._bus._live_client()
         generation = self._bus._watch_generation
-        try:
-            with self._bus._translate("watch", self._what, client):
-                async with asyncio.timeout(self._bus.timeout):
-                    self._watch = await client.watch_prefix(
-                        self._key_prefix, start_revision=self.next_revision
-                    )
-        except BusTimeoutError:
-            await self._bus._reset_watches(client, generation)
-            raise
+        with self._bus._translate("watch", self._what, client):
+            # No deadline of ours here: aetcd's own (the bus timeout) runs from when this
+            # creation is sent, not while it waits behind others (aetcd sends one at a time;
+            # a burst of subscriptions would otherwise time out in the queue, and each
+            # timeout would start the stream afresh under all of them).
+            try:
+                self._watch = await client.watch_prefix(
+                    self._key_prefix, start_revision=self.next_revision
+                )
+            except aetcd.exceptions.WatchTimeoutError:
+                await self._bus._reset_watches(client, generation)
+                raise
 
     async def _run(self) -> None:
         delay = _RETRY_MIN
