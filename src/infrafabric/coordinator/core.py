@@ -389,6 +389,11 @@ class IFCoordinator:
                 await t
         self._watcher = self._swarm_watcher = self._waiting_watcher = self._watchers_watcher = None
         self._swarms = self._waiting = self._watchers_view = None
+        for _, seen in self._waiting_sync:  # the view is gone: a barrier waiting on it never passes
+            if not seen.done():
+                seen.cancel()
+        if self._catching is not None:
+            self._catching.cancel()
         self._waiting_seen, self._waiting_sync, self._catching = 0, [], None
         self._background.clear()
 
@@ -816,7 +821,7 @@ class IFCoordinator:
         await asyncio.sleep(0)  # the offers of this turn of the loop join this barrier
         self._catching = None  # a later call needs a later barrier
         revision = await self.bus.put(SYNC_KEY, _SYNC_MARK)
-        if self._waiting_seen < revision:
+        if self._waiting is not None and self._waiting_seen < revision:  # (None: closed meanwhile)
             seen = asyncio.get_running_loop().create_future()
             self._waiting_sync.append((revision, seen))
             await seen
