@@ -246,6 +246,64 @@ async def test_a_slot_allocated_but_never_written_is_closed_and_its_writer_retri
     assert slot is not None and slot.task_id == "late" and not slot.dead
 
 
+def _count_swaps(bus: EventBus, prefix: str) -> Counter[str]:
+    """Count the compare-and-swaps the bus is asked for on keys under ``prefix``."""
+    swaps: Counter[str] = Counter()
+    update = bus.update
+
+    async def counted(key: str, value: Any, revision: int) -> Any:
+        if key.startswith(prefix):
+            swaps[key] += 1
+        return await update(key, value, revision)
+
+    bus.update = counted  # type: ignore[method-assign]
+    return swaps
+
+
+async def test_hand_outs_of_one_process_pass_over_each_others_tasks(bus: EventBus) -> None:
+    """An ``ifctl mcp`` server or a drain worker runs many agents on one
+    coordinator: they take distinct tasks without a single claim lost to a
+    neighbour, and without each of them reading the head of the queue."""
+    n = 30
+    coord = IFCoordinator(bus)
+    for i in range(n):
+        await coord.register_swarm(f"a{i:02d}")
+    await coord.create_tasks([{"id": f"t{i:03d}", "title": "x"} for i in range(n)])
+    counter = Reads(bus)
+    swaps = _count_swaps(bus, "tasks/")
+    got = await asyncio.gather(*(coord.next_task(f"a{i:02d}") for i in range(n)))
+    assert all(g is not None and g.won for g in got)
+    assert sorted(g.task_id for g in got if g is not None) == [f"t{i:03d}" for i in range(n)]
+    assert sum(swaps.values()) == n, swaps  # one compare-and-swap per task: none lost
+    slot_reads = [k for k in counter.keys if k.startswith(READY_SLOTS)]
+    assert len(slot_reads) <= 2 * n, Counter(slot_reads).most_common(5)  # not n per slot
+    assert counter.gets["tasks"] == n, counter.gets  # no task read by a second claimant
+
+
+async def test_a_task_claimed_elsewhere_is_passed_over_until_its_lease_lapses(bus: EventBus) -> None:
+    clock = Clock(1_000_000.0)
+    here = IFCoordinator(bus, clock=clock, lease_ttl=30)
+    there = IFCoordinator(bus, clock=clock, lease_ttl=30)  # another process on the same board
+    for swarm in ("a", "b"):
+        await here.register_swarm(swarm)
+    await here.create_tasks([{"id": "t1", "title": "x", "priority": 9}, {"id": "t2", "title": "y"},
+                             {"id": "t3", "title": "z"}])
+    assert await there.claim_task("b", "t1")  # claimed directly: its slot is not marked dead
+    counter = Reads(bus)
+    first = await here.next_task("a")
+    assert first is not None and first.task_id in {"t2", "t3"}
+    assert counter.keys.count("tasks/t1") == 1  # tried once, seen claimed
+    await here.release_task("a", first.task_id, first.claim_id)
+    counter.reset()
+    again = await here.next_task("a")
+    assert again is not None and again.task_id in {"t2", "t3"}
+    assert "tasks/t1" not in counter.keys  # known claimed until its lease lapses: not tried again
+    await here.release_task("a", again.task_id, again.claim_id)
+    clock.now += 31  # b's agent died: its claim lapsed
+    lapsed = await here.next_task("a")
+    assert lapsed is not None and lapsed.task_id == "t1"
+
+
 async def test_heads_move_past_dead_slots_and_passed_slots_are_deleted(bus: EventBus) -> None:
     coord = IFCoordinator(bus)
     await coord.register_swarm("a")

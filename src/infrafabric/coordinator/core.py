@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -340,6 +341,9 @@ class IFCoordinator:
         self._waiting_sync: list[tuple[int, asyncio.Future[None]]] = []
         self._catching: asyncio.Future[None] | None = None
         self._board: dict[str, Task] = {}
+        #: task id → done when this process's claim attempt on it ends: another hand-out of this
+        #: process passes over it instead of racing its own neighbour for it (cf. SKIP LOCKED)
+        self._trying: dict[str, asyncio.Future[None]] = {}
         #: live swarm registry while the watcher runs (None otherwise)
         self._swarms: dict[str, SwarmRecord] | None = None
         self._swarm_watcher: asyncio.Task[None] | None = None
@@ -1408,8 +1412,9 @@ class IFCoordinator:
                 return None
             # The deadline bounds the wait for a push, never a claim in flight: a claim cut
             # off after its compare-and-swap landed would be held by nobody until it lapsed.
-            won = await self._claim_whole(swarm.id, pushed.id, lease_ttl)
-            if won.won:
+            won = None if pushed.id in self._trying else await self._claim_here(
+                swarm.id, pushed.id, lease_ttl)  # (one a neighbour tries now: look in the index)
+            if won is not None and won.won:
                 return won
             again = await self._hand_out(swarm, threshold, lease_ttl)
             if again is not None:
@@ -1430,24 +1435,35 @@ class IFCoordinator:
         into the window (by its id), so many agents at once spread out
         instead of all racing for the next task."""
         tried: set[tuple[str, str, int]] = set()
+        #: slots another hand-out of this process is trying now: looked at again once it is done
+        busy: dict[tuple[str, str, int], asyncio.Future[None]] = {}
         held: list[Any] | None = None  # the path leases held now, read once if a task needs them
         spread = ""
         while True:
-            offers = await self.ready.candidates(swarm.capabilities, threshold, spread=spread, skip=tried)
+            offers = await self.ready.candidates(swarm.capabilities, threshold, spread=spread,
+                                                 skip=tried | busy.keys())
             if not offers:
+                if busy:  # all this swarm may take is being tried here: see how those attempts end
+                    await asyncio.wait(set(busy.values()))
+                    busy.clear()
+                    continue
                 if await self.watched():
                     return None
                 return await self._hand_out_by_reading(swarm, threshold, lease_ttl)
             for offer in offers:
-                tried.add((offer.lane, offer.band, offer.position))
+                where = (offer.lane, offer.band, offer.position)
+                if offer.task_id in self._trying:
+                    busy[where] = self._trying[offer.task_id]
+                    continue
+                tried.add(where)
                 seen = self._board.get(offer.task_id) if self._watcher is not None else None
                 if seen is not None and needs_lease(seen):
                     held = await self.leases.held(self.live_board()) if held is None else held
                     if self.leases.conflict(seen, held) is not None:
                         continue  # its paths are another claim's: skip it, don't race for it
-                outcome = await self._claim_whole(swarm.id, offer.task_id, lease_ttl)
+                outcome = await self._claim_here(swarm.id, offer.task_id, lease_ttl)
                 if outcome.won:
-                    self.ready.later(self.ready.bury(offer))  # claimed from it: rivals need not try it
+                    self.ready.bury_later(offer)  # claimed from it: rivals need not try it
                     return outcome
                 if outcome.lost:
                     spread = f"{swarm.id}/{len(tried)}"
@@ -1509,9 +1525,26 @@ class IFCoordinator:
 
             await self.tasks.mutate(offer.task_id, void)  # its transition can no longer land
             live = False
-        if live is False and not (task is not None and task.status is TaskStatus.CLAIMED
-                                  and self.clock() - task.updated_at < BURY_AFTER):
-            await self.ready.bury(offer)  # (a fresh claim's winner marks it itself)
+        if live is not False:
+            return
+        if task is not None and task.status is TaskStatus.CLAIMED and task.ready_seq == offer.slot.seq:
+            # claimed from this slot: live again only if that claim lapses (its lease says when)
+            self.ready.not_live(offer, task.lease_until if task.lease_until is not None else math.inf)
+            if self.clock() - task.updated_at < BURY_AFTER:
+                return  # (a fresh claim's winner marks it itself)
+        await self.ready.bury(offer)
+
+    async def _claim_here(self, swarm_id: str, task_id: str, lease_ttl: float | None) -> ClaimOutcome:
+        """:meth:`_claim_whole`, known to this process's other hand-outs while
+        it is tried (they pass over the task meanwhile)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._trying[task_id] = done
+        try:
+            return await self._claim_whole(swarm_id, task_id, lease_ttl)
+        finally:
+            if self._trying.get(task_id) is done:
+                del self._trying[task_id]
+            done.set_result(None)
 
     async def _claim_whole(self, swarm_id: str, task_id: str, lease_ttl: float | None) -> ClaimOutcome:
         """:meth:`try_claim`, finished even if the caller is cancelled meanwhile;

@@ -49,6 +49,16 @@ behind the head are deleted by whoever moved it. Hand-out order is kept
 between bands exactly and within a band's window loosely: agents start at
 different places in the window (``spread``) so a thousand of them do not all
 race for the same task.
+
+Hand-outs of one process (an ``ifctl mcp`` server's agents, a drain worker's)
+share what they learn instead of racing each other, as ``SKIP LOCKED`` lets
+database workers do: a slot once read is not read again (it is written once;
+whether it is live is decided by its task, which the claim attempt reads); a
+slot found claimed is passed over until that claim's lease could lapse; a
+task a neighbour is trying is passed over while it does (the coordinator
+keeps those); reads of a lane asked for while one is in flight share the next
+one; one head move per band is in flight at a time. None of it is trusted for
+a claim: the compare-and-swap on the task still decides.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Coroutine, Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -198,6 +209,18 @@ class ReadyIndex:
         self._listed: set[str] = set()  # lanes seen in the directory (never removed from it)
         #: tidying left out of a hand-out's way (slots marked dead, passed slots deleted)
         self._tidying: set[asyncio.Task[None]] = set()
+        #: what this process learnt of slots, so many hand-outs of one process do not re-read (and
+        #: re-try) the same head: (lane, band) → position → the slot as read (written once; only its
+        #: task says whether it is live now) and until when it is not live (inf: dead for good; a
+        #: claim's lease expiry: it is live again if that claim lapses)
+        self._known: dict[tuple[str, str], dict[int, tuple[Slot, float]]] = {}
+        #: lane reads in flight, and the next one, shared by this process's hand-outs (see _read_lane)
+        self._lane_reading: dict[str, asyncio.Future[Versioned[Lane] | None]] = {}
+        self._lane_next: dict[str, asyncio.Future[Versioned[Lane] | None]] = {}
+        #: (lane, band) whose head a hand-out of this process is moving now: one at a time
+        self._moving: set[tuple[str, str]] = set()
+        #: slot reads in flight, shared by this process's hand-outs (see _read_slot)
+        self._reading: dict[str, asyncio.Future[Slot | None]] = {}
 
     async def follow(self) -> None:
         """Keep the directory of lanes live by a watch (a long-lived
@@ -287,7 +310,8 @@ class ReadyIndex:
         directory = await self.directory.read()
         usable = [lane for lane, caps in (directory.lanes if directory is not None else {}).items()
                   if coverage(caps, list(capabilities)) >= threshold]
-        lanes = [v for v in await asyncio.gather(*(self.lanes.get(lane) for lane in usable)) if v is not None]
+        read = await asyncio.gather(*(self._read_lane(lane) for lane in usable))
+        lanes = [v for v in read if v is not None]
         bands: dict[str, list[tuple[Versioned[Lane], Band]]] = {}
         for lane in lanes:
             for band, queue in lane.value.bands.items():
@@ -310,6 +334,10 @@ class ReadyIndex:
         first window is ``width`` slots, the others :data:`WINDOW`."""
         lane = self.lanes.id_of(seen.key)
         position = queue.head
+        known = self._known.setdefault((lane, band), {})
+        for passed in [p for p in known if p < queue.head]:  # behind the head: never read again
+            del known[passed]
+        now = self.clock()
         leading_dead = 0  # dead slots from the head on, before the first one that is not
         closed: set[int] = set()  # tombstones of slots never written: never deleted (see the module docs)
         found: list[Offer] = []
@@ -318,18 +346,17 @@ class ReadyIndex:
                 break
             end = min(position + width, queue.tail)
             width = WINDOW
-            read = await asyncio.gather(*(self.slots.get(self.slot_id(lane, band, p))
-                                          for p in range(position, end)))
-            for p, got in zip(range(position, end), read, strict=True):
-                slot = got.value if got is not None else None
-                if slot is None and self.clock() - queue.at > GRACE:
-                    slot = await self._close(lane, band, p)  # allocated, never written
-                dead = slot is not None and (slot.dead or slot.task_id is None)
-                if slot is not None and slot.task_id is None:
+            await asyncio.gather(*(self._look(lane, band, p, queue, known, skip)
+                                   for p in range(position, end)))
+            for p in range(position, end):
+                if p not in known:
+                    continue
+                slot, until = known[p]
+                if slot.task_id is None:
                     closed.add(p)
-                if dead and leading_dead == p - queue.head:
+                if until == math.inf and leading_dead == p - queue.head:
                     leading_dead += 1
-                if slot is not None and not dead and (lane, band, p) not in skip:
+                if until <= now and (lane, band, p) not in skip:
                     found.append(Offer(lane, band, p, slot))
             position = end
             if found:
@@ -337,6 +364,78 @@ class ReadyIndex:
         if leading_dead >= MOVE_AT or (leading_dead and not found):
             await self._move_head(seen, band, queue.head + leading_dead, closed)
         return found
+
+    async def _look(self, lane: str, band: str, position: int, queue: Band,
+                    known: dict[int, tuple[Slot, float]], skip: Set[tuple[str, str, int]]) -> None:
+        """Read one slot into ``known``, unless known already (what a
+        neighbour read a moment ago counts: a slot is written once) or being
+        tried (in ``skip``); close it if allocated but never written."""
+        if position in known or (lane, band, position) in skip:
+            return
+        slot = await self._read_slot(self.slot_id(lane, band, position))
+        if slot is None and self.clock() - queue.at > GRACE:
+            slot = await self._close(lane, band, position)  # allocated, never written
+        if slot is not None and position not in known:
+            known[position] = (slot, math.inf if slot.dead or slot.task_id is None else 0.0)
+
+    async def _read_lane(self, lane: str) -> Versioned[Lane] | None:
+        """Read a lane, sharing the read with this process's other hand-outs
+        that ask meanwhile: a read already in flight may be older than the
+        ask (a task offered since would be missed), so those who ask while one
+        is in flight share the next one, sent once it is back."""
+        batch = self._lane_next.get(lane)
+        if batch is None:
+            batch = self._lane_next[lane] = asyncio.get_running_loop().create_future()
+            self.later(self._lane_batch(lane, batch))
+        await asyncio.wait([batch])
+        return batch.result()
+
+    async def _lane_batch(self, lane: str, batch: asyncio.Future[Versioned[Lane] | None]) -> None:
+        before = self._lane_reading.get(lane)
+        if before is not None:
+            await asyncio.wait([before])
+        if self._lane_next.get(lane) is batch:  # who asks from now on waits for the next one
+            del self._lane_next[lane]
+        self._lane_reading[lane] = batch
+        try:
+            batch.set_result(await self.lanes.get(lane))
+        except BaseException as exc:
+            batch.set_exception(exc)
+            batch.exception()  # retrieved: the askers raise it themselves
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            if self._lane_reading.get(lane) is batch:
+                del self._lane_reading[lane]
+
+    async def _read_slot(self, slot_id: str) -> Slot | None:
+        """Read a slot, sharing a read of it already in flight in this process
+        when that finds it (a slot is written once: what any read finds is
+        what a fresh one would, but for being marked dead since, which the
+        claim attempt sees on the task). A shared read that finds nothing is
+        not trusted (the slot may have been written since it was sent): this
+        caller reads again."""
+        shared = self._reading.get(slot_id)
+        if shared is not None:
+            await asyncio.wait([shared])  # (its failure or cancellation is its reader's, not ours)
+            if not shared.cancelled() and shared.exception() is None and shared.result() is not None:
+                return shared.result()
+        mine: asyncio.Future[Slot | None] = asyncio.get_running_loop().create_future()
+        self._reading[slot_id] = mine
+        try:
+            got = await self.slots.get(slot_id)
+            mine.set_result(got.value if got is not None else None)
+        except asyncio.CancelledError:
+            mine.cancel()
+            raise
+        except BaseException as exc:
+            mine.set_exception(exc)
+            mine.exception()  # retrieved: a joiner may never look
+            raise
+        finally:
+            if self._reading.get(slot_id) is mine:
+                del self._reading[slot_id]
+        return mine.result()
 
     async def _close(self, lane: str, band: str, position: int) -> Slot | None:
         """Close an allocated slot its writer never wrote (a tombstone, created
@@ -351,11 +450,17 @@ class ReadyIndex:
         and the next hand-out moves it), then delete the slots passed, except
         the ``closed`` ones (tombstones of slots never written)."""
         lane, queue = self.lanes.id_of(read.key), read.value.bands[band]
+        if (lane, band) in self._moving:
+            return  # another hand-out of this process is at it: one compare-and-swap is enough
         head = queue.head
         bands = {**read.value.bands, band: queue.model_copy(update={"head": to})}
         body = encode(read.value.model_copy(update={"bands": bands}), read.key)
-        if await self.lanes.bus.update(read.key, body, read.revision) is None:
-            return
+        self._moving.add((lane, band))
+        try:
+            if await self.lanes.bus.update(read.key, body, read.revision) is None:
+                return
+        finally:
+            self._moving.discard((lane, band))
         self.later(self._delete_slots([self.slot_id(lane, band, p) for p in range(head, to)
                                        if p not in closed]))
 
@@ -378,9 +483,25 @@ class ReadyIndex:
         if self._tidying:
             await asyncio.wait(set(self._tidying), timeout=within)
 
+    def not_live(self, offer: Offer, until: float = math.inf) -> None:
+        """Note that ``offer``'s slot is not live until ``until`` (by default
+        for good): this process's hand-outs pass over it meanwhile without
+        reading it. Only a claim attempt's view of the task says so; the
+        claim's lease expiry is when a lapse could make it live again."""
+        known = self._known.setdefault((offer.lane, offer.band), {})
+        was = known.get(offer.position, (offer.slot, 0.0))[1]
+        known[offer.position] = (offer.slot, max(was, until))
+
+    def bury_later(self, offer: Offer) -> None:
+        """:meth:`bury` without waiting for the write (this process's other
+        hand-outs pass over the slot at once)."""
+        self.not_live(offer)
+        self.later(self.bury(offer))
+
     async def bury(self, offer: Offer) -> None:
         """Mark ``offer``'s slot dead: its task moved on (claimed from it,
         completed, failed, deleted, or offered again since)."""
+        self.not_live(offer)
         try:
             await self.slots.put(self.slot_id(offer.lane, offer.band, offer.position),
                                  offer.slot.model_copy(update={"dead": True}))
