@@ -52,6 +52,7 @@ async def test_nothing_unreadable_is_written(fleet: Fleet, bus: EventBus) -> Non
     await gov.register_swarm(SwarmProfile(id="s", capabilities=[]), budget_micros=usd("10"))
     await coord.create_task({"id": "T", "title": "t"})
     claim = await coord.try_claim("s", "T")
+    await fleet.witness.settle(10)  # the claim's entry follows it
     before = await snapshot(bus)
     cases = [
         lambda: coord.create_task({"id": "U", "title": "\x1b]0;pwned\x07"}),

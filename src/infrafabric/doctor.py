@@ -10,13 +10,22 @@ that does not decode as its model; :func:`quarantine` moves each one to
 ``quarantine/<its key>`` (its bytes kept for inspection) and deletes the
 original under a compare-and-swap on the revision examined, so a record
 repaired meanwhile is left alone. Each move is witnessed.
+
+It also finds claims without their witness entry. A claim's ``task_claimed``
+entry is written after the claim is acknowledged (off its critical path; see
+:data:`infrafabric.fleet.WITNESSED_LATER`), so a process that dies in between
+leaves a claim recorded only in its task's history, under its claim id.
+:func:`unwitnessed_claims` lists those; :func:`witness_claims` writes their
+entries (marked ``recovered``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -39,11 +48,17 @@ from infrafabric.bus.layout import (
     TASKS,
     WORKSPACE_LEASES,
 )
-from infrafabric.bus.records import decode
+from infrafabric.bus.records import Records, decode
+from infrafabric.coordinator.models import Task, TaskStatus
 from infrafabric.errors import CorruptRecordError
 from infrafabric.witness import Witness
 
-__all__ = ["Finding", "RecordKind", "catalog", "examine", "quarantine"]
+__all__ = ["UNWITNESSED_GRACE", "Finding", "RecordKind", "Unwitnessed", "catalog", "examine", "quarantine",
+           "unwitnessed_claims", "witness_claims"]
+
+#: seconds after a claim before its missing witness entry counts as lost (a live process writes it
+#: within milliseconds; one written meanwhile must not be written twice)
+UNWITNESSED_GRACE = 60.0
 
 
 @dataclass(frozen=True)
@@ -162,3 +177,49 @@ async def quarantine(bus: EventBus, findings: list[Finding], *, witness: Witness
                                   "kept_at": f"{QUARANTINE}{f.key}" if f.size <= MAX_RECORD_BYTES else None},
                                  actor=by, severity="warning")
     return moved
+
+
+@dataclass(frozen=True)
+class Unwitnessed:
+    """A claim in its task's history with no ``task_claimed`` witness entry."""
+
+    task_id: str
+    swarm_id: str | None
+    claim_id: str
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "swarm_id": self.swarm_id, "claim_id": self.claim_id,
+                "claimed_at": self.at}
+
+
+async def unwitnessed_claims(bus: EventBus, witness: Witness, *, now: float | None = None,
+                             grace: float = UNWITNESSED_GRACE) -> list[Unwitnessed]:
+    """Claims in tasks' histories (those tagged with their claim id) made
+    more than ``grace`` seconds before ``now`` that have no ``task_claimed``
+    entry in the chain. Reads the whole chain and every task (a check, not a
+    hand-out); a history keeps a task's last transitions only, so a claim
+    followed by many more before this runs is not found."""
+    witnessed: set[str] = set()
+    async for entry in witness.entries():
+        claim_id = entry.params.get("claim_id") if entry.operation == "task_claimed" else None
+        if isinstance(claim_id, str):
+            witnessed.add(claim_id)
+    before = (time.time() if now is None else now) - grace
+    found = []
+    async for record in Records(bus, TASKS, Task).scan():
+        task = record.value
+        found += [Unwitnessed(task.id, step.by, step.op, step.at) for step in task.history
+                  if step.to is TaskStatus.CLAIMED and step.op is not None and step.reason == "claimed"
+                  and step.op not in witnessed and step.at < before]
+    return found
+
+
+async def witness_claims(witness: Witness, claims: list[Unwitnessed], *, by: str) -> int:
+    """Write the missing ``task_claimed`` entry of each claim (``recovered``:
+    written from its task's history by ``by``); returns how many."""
+    for claim in claims:
+        await witness.append("IF.coordinator", "task_claimed",
+                             {**claim.as_dict(), "recovered": True, "recovered_by": by},
+                             actor=claim.swarm_id, severity="notice")
+    return len(claims)

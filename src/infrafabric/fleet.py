@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from infrafabric.chassis import IFChassis
     from infrafabric.chassis.sandbox import Sandbox
 
-__all__ = ["SEVERITY", "Fleet", "assemble", "open_fleet"]
+__all__ = ["SEVERITY", "WITNESSED_LATER", "Fleet", "assemble", "open_fleet"]
 
 #: the audit severity of each operation, whichever component and front end reports it
 SEVERITY: dict[str, str] = {
@@ -75,6 +75,14 @@ SEVERITY: dict[str, str] = {
     "swarm_load_refused": "warning",
     "task_limit_exceeded": "warning",
 }
+
+#: operations whose witness entry is written after the operation is acknowledged, not before: a
+#: claim's own record (its task's history, tagged with the claim id) holds what the entry says, so a
+#: process that dies in between leaves it recoverable (``ifctl doctor --repair``), and the chain's
+#: write is off the claim's critical path
+WITNESSED_LATER = frozenset({"task_claimed"})
+#: seconds a closing fleet waits for the witness entries still queued
+SETTLE_WITHIN = 30.0
 
 _DEFAULT = object()
 
@@ -113,10 +121,14 @@ class Fleet:
         return await self.governor.ensure_profile(swarm_id, capabilities)
 
     async def close(self) -> None:
-        """Stop the coordinator's watcher and the chassis (the bus stays open)."""
-        await self.coordinator.close()
-        if self._chassis is not None:
-            await self._chassis.close()
+        """Stop the coordinator's watcher and the chassis, and let the witness
+        entries still queued be written (the bus stays open)."""
+        try:
+            await self.coordinator.close()
+            if self._chassis is not None:
+                await self._chassis.close()
+        finally:
+            await self.witness.settle(SETTLE_WITHIN)
 
 
 def assemble(bus: EventBus, *, home: str | os.PathLike[str] | None = None, actor: str | None = None,
@@ -138,7 +150,8 @@ def assemble(bus: EventBus, *, home: str | os.PathLike[str] | None = None, actor
     witness = Witness(bus, trace_id=trace_id, actor=actor, signer=signer)
     governor = IFGovernor(bus, observers=[witness.observer("IF.governor", severities=SEVERITY)], clock=clock)
     coordinator = coordinator_factory(bus, policy=governor, lease_ttl=lease_ttl, max_attempts=max_attempts,
-                                      observers=[witness.observer("IF.coordinator", severities=SEVERITY)],
+                                      observers=[witness.observer("IF.coordinator", severities=SEVERITY,
+                                                                  later=WITNESSED_LATER)],
                                       clock=clock)
     return Fleet(bus, witness=witness, governor=governor, coordinator=coordinator, clock=clock,
                  sandbox=sandbox)

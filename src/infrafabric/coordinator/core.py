@@ -1069,9 +1069,11 @@ class IFCoordinator:
                 seq = lease.seq
             else:
                 seq = task.claim_seq
+            # the claim id tags the transition: the task_claimed witness entry, written after the claim
+            # is acknowledged, is recoverable from it (infrafabric.doctor.unwitnessed_claims)
             return self._transition(task, TaskStatus.CLAIMED, now, by=swarm_id, reason="claimed",
-                                    owner=swarm_id, claim_id=claim_id, lease_until=now + ttl, lease_ttl=ttl,
-                                    claim_seq=seq + 1)
+                                    op=claim_id, owner=swarm_id, claim_id=claim_id, lease_until=now + ttl,
+                                    lease_ttl=ttl, claim_seq=seq + 1)
 
         try:
             # no turn-taking with this process's other claimers: a loser must hear False at once
@@ -1101,9 +1103,9 @@ class IFCoordinator:
         return task.lease_until is not None and (now or self.clock()) >= task.lease_until
 
     def _transition(self, task: Task, status: TaskStatus, now: float, *, by: str | None,
-                    reason: str, **changes: Any) -> Task:
+                    reason: str, op: str | None = None, **changes: Any) -> Task:
         try:
-            step = Transition(at=now, to=status, by=by, reason=reason)
+            step = Transition(at=now, to=status, by=by, reason=reason, op=op)
         except ValidationError as exc:  # a reason built from what a caller passed (an error text)
             raise ConfigurationError(f"task {task.id}: " + "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])) from exc

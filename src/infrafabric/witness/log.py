@@ -151,6 +151,7 @@ class Witness:
         self._head: tuple[int, str] | None = None
         self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._later: set[asyncio.Task[None]] = set()  # appends not waited for (see append_later)
 
     @property
     def origin(self) -> str:
@@ -166,6 +167,44 @@ class Witness:
         Appends made concurrently through one object are written together
         (group commit): each block costs one create however many entries it
         holds, so throughput grows with the number of appends in flight."""
+        pending = self._enqueue(component, operation, params, actor=actor, trace_id=trace_id,
+                                severity=severity)
+        entry = await asyncio.shield(pending)  # a cancelled caller's entry is still written
+        await self._checkpoint_at(entry)
+        return entry
+
+    def append_later(self, component: str, operation: str, params: dict[str, Any] | None = None, *,
+                     actor: str | None = None, trace_id: str | None = None, severity: str = "info") -> None:
+        """Queue one entry and return at once: it is written with the next
+        block, in order with this object's other appends, and :meth:`settle`
+        waits for it. For an operation whose own record on the bus already
+        says what the entry would (a claim: its task's history holds the
+        transition under the claim id), so that acknowledging it need not wait
+        for the chain: if this process ends before the write, the entry is
+        recoverable from that record (``ifctl doctor`` finds such claims and
+        ``--repair`` writes their entries). A failed write is logged."""
+        pending = self._enqueue(component, operation, params, actor=actor, trace_id=trace_id,
+                                severity=severity)
+        job = asyncio.ensure_future(self._land(pending, operation, params))
+        self._later.add(job)
+        job.add_done_callback(self._later.discard)
+
+    async def _land(self, pending: asyncio.Future[WitnessEntry], operation: str,
+                    params: dict[str, Any] | None) -> None:
+        try:
+            await self._checkpoint_at(await pending)
+        except Exception as exc:  # the operation stands; its record says what the entry would have
+            log.warning("witness entry %s %s was not written (%s): `ifctl doctor --repair` writes it "
+                        "from the record", operation, json.dumps(params, default=str)[:200], exc)
+
+    async def settle(self, within: float | None = None) -> None:
+        """Wait (at most ``within`` seconds) for the entries queued by
+        :meth:`append_later` to be written."""
+        if self._later:
+            await asyncio.wait(set(self._later), timeout=within)
+
+    def _enqueue(self, component: str, operation: str, params: dict[str, Any] | None, *,
+                 actor: str | None, trace_id: str | None, severity: str) -> asyncio.Future[WitnessEntry]:
         if severity not in SEVERITIES:
             raise ConfigurationError(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
         pending = _Pending(dict(component=component, operation=operation, params=params,
@@ -175,11 +214,12 @@ class Witness:
         self._queue.append(pending)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="if-witness-flush")
-        entry = await asyncio.shield(pending.future)  # a cancelled caller's entry is still written
+        return pending.future
+
+    async def _checkpoint_at(self, entry: WitnessEntry) -> None:
         if (self.signer is not None and self.checkpoint_every
                 and entry.seq % self.checkpoint_every == 0):
             await self.checkpoint()
-        return entry
 
     async def log_operation(self, component: str, operation: str, params: dict[str, Any] | None = None,
                             **kwargs: Any) -> WitnessEntry:
@@ -297,17 +337,23 @@ class Witness:
 
         await self._hint.mutate("", change, replace_corrupt=True)
 
-    def observer(self, component: str, *, severities: dict[str, str] | None = None
-                 ) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    def observer(self, component: str, *, severities: dict[str, str] | None = None,
+                 later: frozenset[str] = frozenset()) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
         """An observer for the coordinator (and other components): every
         operation it reports becomes an entry. The entry's actor is the swarm
         that acted (``swarm_id``), else who did it (``by``: an operator), else
-        this witness's own actor (the process that noticed, e.g. a lapsed lease)."""
+        this witness's own actor (the process that noticed, e.g. a lapsed lease).
+        Operations in ``later`` are not waited for (:meth:`append_later`):
+        only those whose own record holds what the entry says."""
         levels = severities or {}
 
         async def observe(operation: str, params: dict[str, Any]) -> None:
             actor = next((v for v in (params.get("swarm_id"), params.get("by")) if isinstance(v, str) and v),
                          None)
+            if operation in later:
+                self.append_later(component, operation, params, actor=actor,
+                                  severity=levels.get(operation, "info"))
+                return
             await self.append(component, operation, params, actor=actor,
                               severity=levels.get(operation, "info"))
 
