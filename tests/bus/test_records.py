@@ -193,3 +193,29 @@ async def test_a_mirrored_store_reads_its_copy_and_sees_every_change(bus_url: st
         await other.put("c", Counter(n=3))
         before = counted.reads
         assert (await store.read("c")) == Counter(n=3) and counted.reads == before + 1
+
+
+async def test_one_look_reads_each_record_once_per_operation(bus_url: str) -> None:
+    """Within ``one_look`` (one hand-out), a Mirrored record not kept by a
+    watch is read from the bus once, reads asked at once share a request,
+    a write through it forgets it, and outside the block every read goes to
+    the bus again."""
+    from infrafabric.bus.records import Mirrored, one_look
+
+    async with connect(bus_url) as mine, connect(bus_url) as theirs:
+        counted = _CountingGets(mine)
+        store = Mirrored(counted, "look/", Counter)  # type: ignore[arg-type]
+        other = Records(theirs, "look/", Counter)
+        await other.put("a", Counter(n=1))
+        counted.reads = 0
+        with one_look():
+            got = await asyncio.gather(store.read("a"), store.read("a"), store.read("a"))
+            assert got == [Counter(n=1)] * 3 and counted.reads == 1
+            await other.put("a", Counter(n=2))  # another process's write: this look keeps what it read
+            assert await store.read("a") == Counter(n=1) and counted.reads == 1
+            with one_look():  # nested: the same look
+                assert await store.read("a") == Counter(n=1) and counted.reads == 1
+            await store.put("a", Counter(n=3))  # its own write: forgotten, read again
+            assert await store.read("a") == Counter(n=3) and counted.reads == 2
+        assert await store.read("a") == Counter(n=3) and counted.reads == 3  # outside: the bus
+        assert await store.read("a") == Counter(n=3) and counted.reads == 4

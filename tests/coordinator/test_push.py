@@ -178,3 +178,20 @@ async def test_a_frozen_waiting_view_falls_back_to_reading_the_marks(bus_url: st
             await watching._waiting_watcher
         async with watching._marked(watching.waiting, "late", via="next_task", ttl=30):
             assert "late" in await watching._waiting_now()
+
+
+async def test_the_look_before_waiting_reads_lanes_a_lagging_copy_lacks(bus: EventBus, bus_url: str) -> None:
+    """A long-lived coordinator keeps the ready index's lanes by a watch and
+    its first look reads them from that copy, which may be a moment behind.
+    The look an agent makes after it says it waits reads them from the bus:
+    an offer made before the mark, and so pushed to nobody, is still found."""
+    async with connect(bus_url) as other_bus, IFCoordinator(bus) as watching:
+        await watching.register_swarm("a")
+        follower = watching.ready.lanes._follower
+        assert follower is not None and watching.ready.lanes.following
+        follower.cancel()  # its watch stops; the copy stays, behind from now on
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await IFCoordinator(other_bus).create_task({"id": "T", "title": "x"})  # nobody waits: no push
+        got = await asyncio.wait_for(watching.next_task("a", wait=GUARD), GUARD + 5)
+        assert got is not None and got.task_id == "T"

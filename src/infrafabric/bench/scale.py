@@ -125,7 +125,7 @@ async def _board_run(url: str, size: int, n: int, progress: Progress | None) -> 
             if progress is not None:
                 progress(phase, 1, 3)
             calls = min(n, size * 4 // 5 // 2)  # the available ones, half for each way
-            hands, cas = await _hand_outs(bus, fleet, calls, size)
+            hands, cas = await _hand_outs(bus, None, calls, size)  # each call a fresh CLI process's fleet
             lived: dict[str, Any]
             try:
                 await fleet.coordinator.start()  # now as a long-lived server's coordinator
@@ -143,13 +143,20 @@ async def _board_run(url: str, size: int, n: int, progress: Progress | None) -> 
             "bus_cas": summarize(cas)}
 
 
-async def _hand_outs(bus: EventBus, fleet: Fleet, calls: int, size: int) -> tuple[list[int], list[int]]:
+async def _hand_outs(bus: EventBus, fleet: Fleet | None, calls: int, size: int
+                     ) -> tuple[list[int], list[int]]:
+    """``calls`` hand-outs through ``fleet`` (long-lived), or each through a
+    fleet of its own (None: one-shot, as ``ifctl task next`` assembles one
+    per process, nothing learnt by the call before), each beside a bus CAS."""
     hands, cas = [], []
     await bus.put("bench/cas", b"x" * 200)
     for _ in range(calls):
+        own = assemble(bus, signer=None, actor="bench") if fleet is None else fleet
         started_ns = time.perf_counter_ns()
-        outcome = await fleet.coordinator.next_task(SWARM)
+        outcome = await own.coordinator.next_task(SWARM)
         hands.append(time.perf_counter_ns() - started_ns)
+        if fleet is None:
+            await own.close()  # (its witness entry lands here, as a CLI process's does before it exits)
         if outcome is None:
             raise BenchError(f"next_task found nothing on a board of {size}")
         entry = await bus.get("bench/cas")

@@ -42,11 +42,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import contextvars
 import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -57,7 +58,7 @@ from infrafabric.bus.bounds import MAX_RECORD_BYTES
 from infrafabric.errors import BusTimeoutError, ConfigurationError, ConflictError, CorruptRecordError
 
 __all__ = ["DEFAULT_RETRY", "UNREAD", "Change", "Mirrored", "Records", "RetryPolicy", "Versioned", "decode",
-           "encode"]
+           "encode", "one_look"]
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -285,6 +286,32 @@ class Records(Generic[M]):
                 await asyncio.sleep(self.retry.pause(losses))
 
 
+#: the reads of unfollowed Mirrored records shared within one operation (see one_look)
+_LOOK: contextvars.ContextVar[dict[str, asyncio.Future[Any]] | None] = contextvars.ContextVar(
+    "infrafabric_one_look", default=None)
+
+
+@contextlib.contextmanager
+def one_look() -> Iterator[None]:
+    """Within this block (one short operation: a hand-out, a claim), each
+    :class:`Mirrored` record not kept by a watch is read from the bus at
+    most once: a second read of it (an admission check after a stop check,
+    the same swarm's record twice) gets what the first one got, and reads
+    asked for at once share one request. As a watched copy may lag by a
+    moment, so may this, by the block's length: use it where such a copy
+    would do, never for what must be exact (the compare-and-swaps). A write
+    through the record forgets what was read of it. Nested, it is the
+    enclosing block's."""
+    if _LOOK.get() is not None:
+        yield
+        return
+    token = _LOOK.set({})
+    try:
+        yield
+    finally:
+        _LOOK.reset(token)
+
+
 class Mirrored(Records[M]):
     """:class:`Records` whose reads are answered from a live copy while
     :meth:`follow` runs: the records are listed once, then kept by a watch
@@ -356,9 +383,49 @@ class Mirrored(Records[M]):
     # -- reading from the copy --------------------------------------------------------
 
     async def get(self, record_id: str = "") -> Versioned[M] | None:
-        if self._copy is None:
+        if self._copy is not None:
+            return self._copy.get(self.key(record_id))
+        look = _LOOK.get()
+        if look is None:
             return await super().get(record_id)
-        return self._copy.get(self.key(record_id))
+        key = self.key(record_id)
+        shared = look.get(key)
+        if shared is not None:
+            await asyncio.wait([shared])
+            if not shared.cancelled():
+                got: Versioned[M] | None = shared.result()  # (its failure is this operation's too)
+                return got
+        mine: asyncio.Future[Versioned[M] | None] = asyncio.get_running_loop().create_future()
+        look[key] = mine
+        try:
+            got = await super().get(record_id)
+        except asyncio.CancelledError:
+            mine.cancel()
+            raise
+        except BaseException as exc:
+            mine.set_exception(exc)
+            mine.exception()  # retrieved: a sharer may never ask
+            raise
+        mine.set_result(got)
+        return got
+
+    @property
+    def following(self) -> bool:
+        """Whether reads are answered from the watched copy now."""
+        return self._copy is not None
+
+    async def get_exact(self, record_id: str = "") -> Versioned[M] | None:
+        """The record as the bus has it now (neither the copy nor a look)."""
+        return await Records.get(self, record_id)
+
+    async def list_exact(self) -> builtins.list[Versioned[M]]:
+        """Every record as the bus has it now (neither the copy nor a look)."""
+        return await Records.list(self)
+
+    def _forget(self, key: str) -> None:
+        look = _LOOK.get()
+        if look is not None:
+            look.pop(key, None)
 
     async def exists(self, record_id: str = "") -> bool:
         if self._copy is None:
@@ -373,18 +440,21 @@ class Mirrored(Records[M]):
     # -- writing through ---------------------------------------------------------------
 
     async def create(self, record_id: str, value: M) -> Versioned[M] | None:
+        self._forget(self.key(record_id))
         made = await super().create(record_id, value)
         if made is not None:
             self._apply(made.key, made, made.revision)
         return made
 
     async def put(self, record_id: str, value: M) -> Versioned[M]:
+        self._forget(self.key(record_id))
         made = await super().put(record_id, value)
         self._apply(made.key, made, made.revision)
         return made
 
     async def delete(self, record_id: str, revision: int | None = None) -> bool:
         key = self.key(record_id)
+        self._forget(key)
         known = self._copy.get(key) if self._copy is not None else None
         done = await super().delete(record_id, revision)
         if done and known is not None and self._copy is not None:
@@ -397,8 +467,10 @@ class Mirrored(Records[M]):
     async def mutate(self, record_id: str, change: Change[M], *,
                      first: Versioned[M] | _Unread | None = UNREAD,
                      replace_corrupt: bool = False, take_turns: bool = True) -> Versioned[M] | None:
+        self._forget(self.key(record_id))
         got = await super().mutate(record_id, change, first=first, replace_corrupt=replace_corrupt,
                                    take_turns=take_turns)
+        self._forget(self.key(record_id))  # (its reads meanwhile saw what it was changing)
         if got is not None:
             self._apply(got.key, got, got.revision)
         return got

@@ -53,7 +53,7 @@ from infrafabric import metrics
 from infrafabric.bus import EventBus, EventKind, Message, Subscription, Watch, WatchEvent
 from infrafabric.bus.bounds import check_text
 from infrafabric.bus.layout import BLOCKERS, PRESENCE, SWARMS, TASKS, WAITING, WATCHERS, push_subject
-from infrafabric.bus.records import Records, Versioned, encode
+from infrafabric.bus.records import Mirrored, Records, Versioned, encode, one_look
 from infrafabric.coordinator.leases import Conflict, PathLeases, needs_lease
 from infrafabric.coordinator.models import (
     Presence,
@@ -314,7 +314,7 @@ class IFCoordinator:
         self.clock = clock
         self.last_claim: ClaimOutcome | None = None
         self.tasks = Records(bus, TASKS, Task)
-        self.swarms = Records(bus, SWARMS, SwarmRecord)
+        self.swarms = Mirrored(bus, SWARMS, SwarmRecord)  # (read once per hand-out: one_look)
         self.presence = Records(bus, PRESENCE, Presence)
         #: the coordinators running a board watcher now (their timers hand lapsed claims back)
         self.watchers = Records(bus, WATCHERS, Presence)
@@ -945,7 +945,8 @@ class IFCoordinator:
         if lease_ttl is not None:
             _check_lease(lease_ttl, "lease_ttl")
         started = time.perf_counter()
-        outcome = await self._try_claim(swarm_id, task_id, lease_ttl or self.lease_ttl, dry_run)
+        with one_look():  # the swarm's record and the governor's read once for the attempt
+            outcome = await self._try_claim(swarm_id, task_id, lease_ttl or self.lease_ttl, dry_run)
         self.last_claim = outcome
         if dry_run:
             return outcome
@@ -1376,16 +1377,18 @@ class IFCoordinator:
         gets :class:`~infrafabric.errors.SwarmStoppedError` at once instead:
         waiting could not help, and an agent's loop must stop, not spin."""
         cached = self._swarms.get(swarm_id) if self._swarms is not None else None
-        swarm, stopped, threshold = await asyncio.gather(
-            _given(cached) if cached is not None else self.get_swarm(swarm_id),
-            self.policy.stopped(swarm_id), self._min_coverage())
-        if swarm is None:
-            raise TaskNotFoundError(f"swarm {swarm_id!r} is not registered on this board",
-                                    hint=f"ifctl swarm register {swarm_id} --cap DOMAIN:SKILL "
-                                         "(on the same bus: `ifctl coordinator status` names it)")
-        if stopped is not None:
-            raise stopped
-        outcome = await self._hand_out(swarm, threshold, lease_ttl)
+        with one_look():  # each governor record, the swarm's and the lane directory read once, at once
+            swarm, stopped, threshold, _, _ = await asyncio.gather(
+                _given(cached) if cached is not None else self.get_swarm(swarm_id),
+                self.policy.stopped(swarm_id), self._min_coverage(), self.ready.directory.read(),
+                self.policy.prepare(swarm_id))
+            if swarm is None:
+                raise TaskNotFoundError(f"swarm {swarm_id!r} is not registered on this board",
+                                        hint=f"ifctl swarm register {swarm_id} --cap DOMAIN:SKILL "
+                                             "(on the same bus: `ifctl coordinator status` names it)")
+            if stopped is not None:
+                raise stopped
+            outcome = await self._hand_out(swarm, threshold, lease_ttl)
         if outcome is not None or (wait is not None and wait <= 0):
             return outcome
         # Listen, say it waits (a task that becomes available is pushed to waiting agents), then
@@ -1393,7 +1396,8 @@ class IFCoordinator:
         async with self.pushed_tasks(swarm_id, waiting=False) as pushes:
             async with self._marked(self.waiting, swarm_id, via="next_task", ttl=PRESENCE_TTL,
                                     capabilities=swarm.capabilities):
-                outcome = await self._hand_out(swarm, threshold, lease_ttl)
+                with one_look():
+                    outcome = await self._hand_out(swarm, threshold, lease_ttl, fresh=True)
                 return outcome if outcome is not None else await self._wait_for_push(
                     swarm, threshold, pushes, wait, lease_ttl)
 
@@ -1414,16 +1418,17 @@ class IFCoordinator:
                 return None
             # The deadline bounds the wait for a push, never a claim in flight: a claim cut
             # off after its compare-and-swap landed would be held by nobody until it lapsed.
-            won = None if pushed.id in self._trying else await self._claim_here(
-                swarm.id, pushed.id, lease_ttl)  # (one a neighbour tries now: look in the index)
-            if won is not None and won.won:
-                return won
-            again = await self._hand_out(swarm, threshold, lease_ttl)
+            with one_look():
+                won = None if pushed.id in self._trying else await self._claim_here(
+                    swarm.id, pushed.id, lease_ttl)  # (one a neighbour tries now: look in the index)
+                if won is not None and won.won:
+                    return won
+                again = await self._hand_out(swarm, threshold, lease_ttl)
             if again is not None:
                 return again
 
-    async def _hand_out(self, swarm: SwarmRecord, threshold: float, lease_ttl: float | None
-                        ) -> ClaimOutcome | None:
+    async def _hand_out(self, swarm: SwarmRecord, threshold: float, lease_ttl: float | None, *,
+                        fresh: bool = False) -> ClaimOutcome | None:
         """Claim the best task the ready index offers ``swarm`` now, or None.
         Reads the index's lanes and windows (never the board); each slot tried
         is judged by what its claim attempt saw (see coordinator.ready): one
@@ -1431,6 +1436,10 @@ class IFCoordinator:
         :data:`~infrafabric.coordinator.ready.GRACE` seconds is voided, and
         one still available but not for this swarm (coverage, policy, paths
         held by another claim) is skipped for the rest of this call.
+
+        ``fresh``: read the lanes from the bus even where a watch keeps them
+        (the look before an agent waits for pushes must not miss an offer made
+        a moment ago).
 
         The first try is at the head of the best band, in hand-out order;
         once a rival took a task from under it, this swarm starts further
@@ -1443,7 +1452,7 @@ class IFCoordinator:
         spread = ""
         while True:
             offers = await self.ready.candidates(swarm.capabilities, threshold, spread=spread,
-                                                 skip=tried | busy.keys())
+                                                 skip=tried | busy.keys(), fresh=fresh)
             if not offers:
                 if busy:  # all this swarm may take is being tried here: see how those attempts end
                     await asyncio.wait(set(busy.values()))

@@ -55,6 +55,12 @@ class ClaimPolicy:
         at once (``default``: the coordinator's own)."""
         return default
 
+    async def prepare(self, swarm_id: str) -> None:
+        """Called as a hand-out for ``swarm_id`` starts, at the same time as
+        :meth:`stopped`, inside one :func:`~infrafabric.bus.records.one_look`:
+        a policy may read here, all at once, what :meth:`admit` will need, so
+        the claim does not wait for those reads one after the other."""
+
     async def stopped(self, swarm_id: str) -> SwarmStoppedError | None:
         """Why the swarm may claim nothing at all now (breaker open, budget
         spent), or None. The hand-out raises it instead of waiting for work

@@ -87,16 +87,16 @@ log = logging.getLogger(__name__)
 #: slots a hand-out reads at the head of a band at once, once it is spreading out
 WINDOW = 16
 #: slots it reads first, at the head (the head is usually live: claims mark theirs dead)
-FIRST_WINDOW = 6
+FIRST_WINDOW = 3
 #: windows a hand-out reads per band before giving up on it for this call (a
 #: pathological run of dead slots is skipped by the head moving, not read forever)
 MAX_WINDOWS = 32
 #: seconds after which an offer whose task never caught up is voided, and an
 #: allocated slot never written is closed
 GRACE = 30.0
-#: the head of a band is moved when at least this many dead slots lead it
-#: (fewer are cheap to skip; moving is a write on a record every creator writes)
-MOVE_AT = 4
+#: the head of a band is moved when at least this many dead slots lead it (fewer are
+#: cheap to skip; moving is a write on a record every creator writes, made after the hand-out)
+MOVE_AT = 2
 #: slot writes an offer keeps in flight at once
 CONCURRENCY = 256
 #: the longest lane id made from capability names; longer sets are hashed
@@ -203,7 +203,10 @@ class ReadyIndex:
         #: kept by a watch in a long-lived coordinator (see follow()): a lane is listed before its
         #: first slot is written, and a lane seen a moment late costs only that moment
         self.directory = Mirrored(bus, READY_DIRECTORY, Directory)
-        self.lanes = Records(bus, READY_LANES, Lane)
+        #: kept by a watch too in a long-lived coordinator: its first look reads no lane from the bus
+        #: (a lane a moment behind misses only an offer made that moment; the look that must not miss
+        #: one, before an agent waits for pushes, reads them from the bus: ``fresh``)
+        self.lanes = Mirrored(bus, READY_LANES, Lane)
         self.slots = Records(bus, READY_SLOTS, Slot)
         self.clock = clock
         self._listed: set[str] = set()  # lanes seen in the directory (never removed from it)
@@ -223,11 +226,14 @@ class ReadyIndex:
         self._reading: dict[str, asyncio.Future[Slot | None]] = {}
 
     async def follow(self) -> None:
-        """Keep the directory of lanes live by a watch (a long-lived
-        coordinator): a hand-out then starts at the lanes."""
+        """Keep the directory and the lanes live by watches (a long-lived
+        coordinator): a hand-out then starts at the slots; and read slots
+        ahead of the hand-outs, after them."""
         await self.directory.follow()
+        await self.lanes.follow()
 
     async def unfollow(self) -> None:
+        await self.lanes.stop()
         await self.directory.stop()
 
     @staticmethod
@@ -299,18 +305,18 @@ class ReadyIndex:
 
     # -- handing out -----------------------------------------------------------------
 
-    async def candidates(self, capabilities: Sequence[str], threshold: float, *,
-                         spread: str = "", skip: Set[tuple[str, str, int]] = frozenset()) -> list[Offer]:
+    async def candidates(self, capabilities: Sequence[str], threshold: float, *, spread: str = "",
+                         skip: Set[tuple[str, str, int]] = frozenset(), fresh: bool = False) -> list[Offer]:
         """The live-looking slots at the head of the best band ``capabilities``
         can take (coverage at least ``threshold``), in the order to try them:
         starting at a place ``spread`` picks; slots in ``skip`` (lane, band,
         position) are passed over. Empty when no band it can take has one.
-        Reads the lanes and a bounded number of slots; moves heads past dead
-        slots on the way."""
+        Reads the lanes (from the watched copy if kept, unless ``fresh``) and
+        a bounded number of slots; moves heads past dead slots on the way."""
         directory = await self.directory.read()
         usable = [lane for lane, caps in (directory.lanes if directory is not None else {}).items()
                   if coverage(caps, list(capabilities)) >= threshold]
-        read = await asyncio.gather(*(self._read_lane(lane) for lane in usable))
+        read = await asyncio.gather(*(self._read_lane(lane, fresh) for lane in usable))
         lanes = [v for v in read if v is not None]
         bands: dict[str, list[tuple[Versioned[Lane], Band]]] = {}
         for lane in lanes:
@@ -331,7 +337,8 @@ class ReadyIndex:
                        width: int) -> list[Offer]:
         """The live-looking slots of one band's queue, a window at a time from
         its head until some are found (or :data:`MAX_WINDOWS` were read); the
-        first window is ``width`` slots, the others :data:`WINDOW`."""
+        first window is ``width`` slots, each next one twice the last, up to
+        :data:`WINDOW`."""
         lane = self.lanes.id_of(seen.key)
         position = queue.head
         known = self._known.setdefault((lane, band), {})
@@ -345,7 +352,7 @@ class ReadyIndex:
             if position >= queue.tail:
                 break
             end = min(position + width, queue.tail)
-            width = WINDOW
+            width = min(WINDOW, width * 2)  # (dead slots ahead: read further, a bigger window each time)
             await asyncio.gather(*(self._look(lane, band, p, queue, known, skip)
                                    for p in range(position, end)))
             for p in range(position, end):
@@ -362,8 +369,20 @@ class ReadyIndex:
             if found:
                 break
         if leading_dead >= MOVE_AT or (leading_dead and not found):
-            await self._move_head(seen, band, queue.head + leading_dead, closed)
+            # tidying: the next hand-out reads less for it, this one need not wait for it
+            self.later(self._move_head(seen, band, queue.head + leading_dead, closed))
+        if self.lanes.following and len(found) < 2 and position < queue.tail:
+            # a long-lived process's next hand-out finds the slots after these read already
+            ahead = range(position, min(position + FIRST_WINDOW, queue.tail))
+            self.later(self._read_ahead(lane, band, ahead, queue, known))
         return found
+
+    async def _read_ahead(self, lane: str, band: str, positions: range, queue: Band,
+                          known: dict[int, tuple[Slot, float]]) -> None:
+        try:
+            await asyncio.gather(*(self._look(lane, band, p, queue, known, frozenset()) for p in positions))
+        except InfraFabricError as exc:  # only a read ahead: the hand-out that needs them reads them
+            log.debug("could not read ahead in %s/%s: %s", lane, band, exc)
 
     async def _look(self, lane: str, band: str, position: int, queue: Band,
                     known: dict[int, tuple[Slot, float]], skip: Set[tuple[str, str, int]]) -> None:
@@ -378,11 +397,14 @@ class ReadyIndex:
         if slot is not None and position not in known:
             known[position] = (slot, math.inf if slot.dead or slot.task_id is None else 0.0)
 
-    async def _read_lane(self, lane: str) -> Versioned[Lane] | None:
-        """Read a lane, sharing the read with this process's other hand-outs
-        that ask meanwhile: a read already in flight may be older than the
-        ask (a task offered since would be missed), so those who ask while one
-        is in flight share the next one, sent once it is back."""
+    async def _read_lane(self, lane: str, fresh: bool) -> Versioned[Lane] | None:
+        """A lane from the watched copy if kept (and not ``fresh``); else read,
+        sharing the read with this process's other hand-outs that ask
+        meanwhile: a read already in flight may be older than the ask (a task
+        offered since would be missed), so those who ask while one is in
+        flight share the next one, sent once it is back."""
+        if self.lanes.following and not fresh:
+            return await self.lanes.get(lane)
         batch = self._lane_next.get(lane)
         if batch is None:
             batch = self._lane_next[lane] = asyncio.get_running_loop().create_future()
@@ -398,7 +420,7 @@ class ReadyIndex:
             del self._lane_next[lane]
         self._lane_reading[lane] = batch
         try:
-            batch.set_result(await self.lanes.get(lane))
+            batch.set_result(await self.lanes.get_exact(lane))
         except BaseException as exc:
             batch.set_exception(exc)
             batch.exception()  # retrieved: the askers raise it themselves
@@ -459,6 +481,9 @@ class ReadyIndex:
         try:
             if await self.lanes.bus.update(read.key, body, read.revision) is None:
                 return
+        except InfraFabricError as exc:  # tidying: the next hand-out tries again
+            log.debug("could not move the head of %s/%s: %s", lane, band, exc)
+            return
         finally:
             self._moving.discard((lane, band))
         self.later(self._delete_slots([self.slot_id(lane, band, p) for p in range(head, to)
@@ -517,7 +542,7 @@ class ReadyIndex:
         hand-out."""
         live: set[tuple[str, int]] = set()
         directory = await self.directory.read() or Directory()
-        lanes = {self.lanes.id_of(v.key): v.value for v in await self.lanes.list()
+        lanes = {self.lanes.id_of(v.key): v.value for v in await self.lanes.list_exact()
                  if self.lanes.id_of(v.key) in directory.lanes}  # a lane not listed is not read
         for v in await self.slots.list():
             lane, band, position = self.slots.id_of(v.key).rsplit("/", 2)

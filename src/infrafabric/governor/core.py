@@ -646,6 +646,12 @@ class IFGovernor(ClaimPolicy):
         """The policy's ``push_fanout``."""
         return (await self.policy()).push_fanout
 
+    async def prepare(self, swarm_id: str) -> None:
+        """What :meth:`admit` reads, read at once as a hand-out starts (within
+        its one look, each is read once)."""
+        await asyncio.gather(self.profile(swarm_id), self.breaker(swarm_id), self.usable_budget(swarm_id),
+                             self.policy())
+
     async def stopped(self, swarm_id: str) -> SwarmStoppedError | None:
         """Breaker open or budget spent: the swarm may claim nothing until a human acts."""
         breaker, budget = await asyncio.gather(self.breaker(swarm_id), self.usable_budget(swarm_id))
