@@ -40,5 +40,6 @@ def test_bench_scale_reports_every_size_and_target(nats_server: NatsServer) -> N
     drain = result["drain"]
     assert drain["processes"] == 2 and drain["distinct"] == 30 and drain["duplicates"] == 0
     assert drain["left_undone"] == 0 and drain["agent_errors"] == 0
-    assert {t["id"] for t in result["targets"]} == {"flat", "vs-cas", "p99", "import", "wakeup", "duplicates"}
+    assert {t["id"] for t in result["targets"]} == {"flat", "vs-cas", "p99", "vs-cas-served", "p99-served",
+                                                    "import", "wakeup", "duplicates"}
     assert all(t["pass"] in (True, False) for t in result["targets"])

@@ -42,6 +42,7 @@ from infrafabric.bus.layout import (
     READY_DIRECTORY,
     READY_LANES,
     READY_SLOTS,
+    READY_WHOLE,
     REPUTATION,
     SLO,
     SWARMS,
@@ -56,6 +57,8 @@ from infrafabric.witness import Witness
 __all__ = ["UNWITNESSED_GRACE", "Finding", "RecordKind", "Unwitnessed", "catalog", "examine", "quarantine",
            "unwitnessed_claims", "witness_claims"]
 
+#: the ready index's keys: moving one aside may leave an available task unnamed
+READY_PREFIX = "ready/"
 #: seconds after a claim before its missing witness entry counts as lost (a live process writes it
 #: within milliseconds; one written meanwhile must not be written twice)
 UNWITNESSED_GRACE = 60.0
@@ -110,7 +113,7 @@ def catalog() -> list[RecordKind]:
     from infrafabric.chassis.reputation import ReputationRecord
     from infrafabric.chassis.slo import Sample, _Status
     from infrafabric.coordinator.models import PathLeaseTable, SwarmRecord, Task
-    from infrafabric.coordinator.ready import Directory, Lane, Slot
+    from infrafabric.coordinator.ready import Directory, Lane, Slot, Whole
     from infrafabric.governor.models import Breaker, Budget, LedgerEntry, ResourcePolicy, SwarmProfile
 
     return [
@@ -120,6 +123,7 @@ def catalog() -> list[RecordKind]:
         RecordKind(READY_DIRECTORY, Directory, _single, "ready-index directory"),
         RecordKind(READY_LANES, Lane, _flat, "ready-index lane"),
         RecordKind(READY_SLOTS, Slot, lambda rest: rest.count("/") == 2, "ready-index slot"),
+        RecordKind(READY_WHOLE, Whole, _single, "ready-index completeness mark"),
         RecordKind(PROFILES, SwarmProfile, _flat, "swarm profile"),
         RecordKind(BUDGETS, Budget, _flat, "budget"),
         RecordKind(BREAKERS, Breaker, _flat, "circuit breaker"),
@@ -172,6 +176,8 @@ async def quarantine(bus: EventBus, findings: list[Finding], *, witness: Witness
             await bus.put(f"{QUARANTINE}{f.key}", entry.value)
         if await bus.delete(f.key, f.revision):
             moved.append(f)
+            if f.key.startswith(READY_PREFIX):  # the index may now lack a task: the next watcher re-indexes
+                await bus.delete(READY_WHOLE)
             await witness.append("IF.doctor", "record_quarantined",
                                  {**f.as_dict(), "by": by,
                                   "kept_at": f"{QUARANTINE}{f.key}" if f.size <= MAX_RECORD_BYTES else None},

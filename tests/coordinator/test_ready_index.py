@@ -340,6 +340,50 @@ async def test_a_watcher_reindexes_tasks_made_available_before_the_index(bus: Ev
         assert got is not None and got.task_id == "old"
 
 
+async def _until_whole(coord: IFCoordinator) -> None:
+    for _ in range(500):  # (a guard against a hang, never a latency assertion)
+        if await coord.ready.whole.read() is not None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the first watcher never marked the index whole")
+
+
+async def test_a_watcher_that_finds_the_index_whole_reads_no_slot_listing(bus: EventBus) -> None:
+    coord = IFCoordinator(bus)
+    await coord.register_swarm("a")
+    await coord.create_tasks([{"id": f"t{i}", "title": "x"} for i in range(20)])
+    async with IFCoordinator(bus) as first:
+        await _until_whole(first)
+    counter = Reads(bus)
+    async with IFCoordinator(bus) as second:
+        await second.ready.settle(5)
+        await asyncio.sleep(0.1)  # what it spawned at start has run
+        got = await second.next_task("a")
+        assert got is not None
+    assert not [p for p in counter.lists if p.startswith(READY_SLOTS)], counter.lists
+
+
+async def test_moving_an_index_record_aside_makes_the_next_watcher_reindex(bus: EventBus) -> None:
+    from infrafabric.doctor import examine, quarantine
+    from infrafabric.witness import Witness
+
+    coord = IFCoordinator(bus)
+    await coord.register_swarm("a")
+    await coord.create_task({"id": "t", "title": "x"})
+    async with IFCoordinator(bus) as first:
+        await _until_whole(first)
+    [slot] = await coord.ready.slots.list()
+    await bus.put(slot.key, b"{not a slot")  # unreadable: the doctor moves it aside
+    findings, _ = await examine(bus)
+    assert [f.key for f in findings] == [slot.key]
+    assert await quarantine(bus, findings, witness=Witness(bus), by="ops") == findings
+    assert await coord.ready.whole.read() is None  # the index may lack a task now
+    async with IFCoordinator(bus) as watcher:
+        await _until_whole(watcher)
+        got = await watcher.next_task("a")
+        assert got is not None and got.task_id == "t"  # offered again by the re-index
+
+
 async def test_without_any_watcher_a_lapsed_claim_is_still_handed_out(bus: EventBus) -> None:
     clock = Clock(1_000_000.0)
     coord = IFCoordinator(bus, clock=clock, lease_ttl=5)

@@ -35,6 +35,7 @@ subject ``orchestrator/escalations``    breaker trips and other calls for a huma
 ``ready/directory``                     the ready index: every lane
 ``ready/lanes/<lane>``                  the ready index (:mod:`infrafabric.coordinator.ready`): a lane
 ``ready/slots/<lane>/<band>/<n>``       the ready index: a task that became available
+``ready/whole``                         the ready index: names every available task (since when)
 ``quarantine/<key>``                    a record ``ifctl doctor --repair`` moved aside
 ``agents/tokens/<sha256>``              an ``ifctl mcp --http`` agent token's record (never the token)
 ``agents/token-names/<name>``           which token digest a name is taken by
@@ -64,6 +65,7 @@ __all__ = [
     "READY_DIRECTORY",
     "READY_LANES",
     "READY_SLOTS",
+    "READY_WHOLE",
     "REPUTATION",
     "SLO",
     "SWARMS",
@@ -91,6 +93,7 @@ WORKSPACE_LEASES = "workspace/leases"
 READY_DIRECTORY = "ready/directory"
 READY_LANES = "ready/lanes/"
 READY_SLOTS = "ready/slots/"
+READY_WHOLE = "ready/whole"
 
 # -- governor ------------------------------------------------------------------------
 PROFILES = "gov/profiles/"

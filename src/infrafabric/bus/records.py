@@ -339,7 +339,11 @@ class Mirrored(Records[M]):
         watch = self.bus.watch(self.prefix, start_revision=start)
         await watch.start()
         try:
-            listed = await super().list()
+            if self.prefix.endswith("/"):
+                listed = await super().list()
+            else:  # one record (a policy, a directory): a read, not a listing of a busy stream
+                one = await super().get()
+                listed = [one] if one is not None else []
         except BaseException:
             await watch.close()
             raise

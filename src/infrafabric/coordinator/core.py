@@ -71,7 +71,7 @@ from infrafabric.coordinator.policy import ClaimPolicy
 from infrafabric.coordinator.presence import Liveness
 from infrafabric.coordinator.presence import liveness as judge_liveness
 from infrafabric.coordinator.presence import unattended as find_unattended
-from infrafabric.coordinator.ready import GRACE, Offer, ReadyIndex, is_live
+from infrafabric.coordinator.ready import GRACE, Offer, ReadyIndex, Whole, is_live
 from infrafabric.errors import (
     BreakerOpenError,
     ConfigurationError,
@@ -1521,6 +1521,15 @@ class IFCoordinator:
             log.info("re-indexed %d available task(s) the ready index did not name", sum(done))
         return [t for t, yes in zip(missing, done, strict=True) if yes]
 
+    async def _reindex_once(self, board: Iterable[Task]) -> None:
+        """:meth:`reindex` unless one has already found the index whole (its
+        ``ready/whole`` record): reading every slot of a 100,000-task board
+        each time a server starts would cost that server's first hand-outs."""
+        if await self.ready.whole.read() is not None:
+            return
+        await self.reindex(board)
+        await self.ready.whole.put("", Whole(at=self.clock()))
+
     async def _judge(self, offer: Offer, task: Task | None, *, known: bool) -> None:
         """Mark ``offer``'s slot dead if ``task`` (as a claim attempt saw it;
         ``known`` False if it saw nothing) has moved on from it; void it first
@@ -1766,7 +1775,7 @@ class IFCoordinator:
             self._track(task)
         for task in snapshot:  # finish what a crashed completer left undone (or one before dependents)
             self._unblock_if_ready(task.id)
-        self._spawn(lambda _: self.reindex(snapshot), "")  # tasks available before the index existed
+        self._spawn(lambda _: self._reindex_once(snapshot), "")  # tasks available before the index existed
         ready.set_result(None)
         async with watch:
             async for ev in watch:

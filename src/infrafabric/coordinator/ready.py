@@ -74,12 +74,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from infrafabric.bus import EventBus
-from infrafabric.bus.layout import READY_DIRECTORY, READY_LANES, READY_SLOTS
+from infrafabric.bus.layout import READY_DIRECTORY, READY_LANES, READY_SLOTS, READY_WHOLE
 from infrafabric.bus.records import Mirrored, Records, Versioned, encode
 from infrafabric.coordinator.models import Capability, Task, TaskId, TaskKind, TaskStatus, coverage
 from infrafabric.errors import InfraFabricError
 
-__all__ = ["GRACE", "WINDOW", "Band", "Directory", "Lane", "Offer", "ReadyIndex", "Slot", "band_of",
+__all__ = ["GRACE", "WINDOW", "Band", "Directory", "Lane", "Offer", "ReadyIndex", "Slot", "Whole", "band_of",
            "lane_of"]
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,18 @@ class Slot(BaseModel):
     dead: bool = False
 
 
+class Whole(BaseModel):
+    """``ready/whole``: a re-index found every available task named by a live
+    slot (or offered it) at ``at``. Every path that makes a task available
+    offers it first, so that stays true; a watcher that finds this record
+    need not read every slot again when it starts. Removed by whatever
+    could break it (``ifctl doctor --repair`` moving an index record aside)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: float = Field(allow_inf_nan=False)
+
+
 @dataclass(frozen=True)
 class Offer:
     """A live slot a hand-out found: try to claim ``task_id``."""
@@ -208,6 +220,7 @@ class ReadyIndex:
         #: one, before an agent waits for pushes, reads them from the bus: ``fresh``)
         self.lanes = Mirrored(bus, READY_LANES, Lane)
         self.slots = Records(bus, READY_SLOTS, Slot)
+        self.whole = Records(bus, READY_WHOLE, Whole)
         self.clock = clock
         self._listed: set[str] = set()  # lanes seen in the directory (never removed from it)
         #: tidying left out of a hand-out's way (slots marked dead, passed slots deleted)
