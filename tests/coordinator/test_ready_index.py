@@ -33,7 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from infrafabric.bus import EventBus, connect, from_url
 from infrafabric.bus.layout import READY_SLOTS, TASKS
-from infrafabric.coordinator import IFCoordinator, TaskStatus
+from infrafabric.coordinator import IFCoordinator, Task, TaskStatus
 from infrafabric.coordinator.ready import GRACE, WINDOW, Lane, Slot, band_of, lane_of
 from infrafabric.errors import NotOwnerError
 from infrafabric.fleet import assemble
@@ -330,6 +330,7 @@ async def test_a_watcher_reindexes_tasks_made_available_before_the_index(bus: Ev
     await coord.create_task({"id": "old", "title": "x"})
     for v in await coord.ready.slots.list():  # as a board from before the index would be
         await coord.ready.slots.delete(coord.ready.slots.id_of(v.key))
+    assert await coord.ready.whole.delete("")  # (nor would it say the index is whole)
     assert [t.id for t in await coord.ready.unindexed(await coord.list_tasks())] == ["old"]
     async with IFCoordinator(bus) as watcher:
         for _ in range(200):
@@ -382,6 +383,23 @@ async def test_moving_an_index_record_aside_makes_the_next_watcher_reindex(bus: 
         await _until_whole(watcher)
         got = await watcher.next_task("a")
         assert got is not None and got.task_id == "t"  # offered again by the re-index
+
+
+async def test_an_index_founded_on_an_empty_board_is_whole_and_one_on_older_tasks_is_not(
+        bus: EventBus, bus_url: str) -> None:
+    coord = IFCoordinator(bus)
+    await coord.create_task({"id": "t", "title": "x"})
+    assert await coord.ready.whole.read() is not None  # no watcher need check it
+    async with connect(bus_url.replace("namespace=", "namespace=older")) as other:
+        older = IFCoordinator(other)
+        await older.register_swarm("a")
+        await older.tasks.put("old", Task(id="old", title="from before the index"))  # as an old version wrote
+        await older.create_task({"id": "new", "title": "x"})
+        assert await older.ready.whole.read() is None
+        async with IFCoordinator(other) as watcher:
+            await _until_whole(watcher)  # after it re-indexed the older task
+            got = [await watcher.next_task("a"), await watcher.next_task("a")]
+        assert sorted(g.task_id for g in got if g is not None) == ["new", "old"]
 
 
 async def test_without_any_watcher_a_lapsed_claim_is_still_handed_out(bus: EventBus) -> None:

@@ -64,6 +64,7 @@ a claim: the compare-and-swap on the task still decides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -74,7 +75,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from infrafabric.bus import EventBus
-from infrafabric.bus.layout import READY_DIRECTORY, READY_LANES, READY_SLOTS, READY_WHOLE
+from infrafabric.bus.layout import READY_DIRECTORY, READY_LANES, READY_SLOTS, READY_WHOLE, TASKS
 from infrafabric.bus.records import Mirrored, Records, Versioned, encode
 from infrafabric.coordinator.models import Capability, Task, TaskId, TaskKind, TaskStatus, coverage
 from infrafabric.errors import InfraFabricError
@@ -271,7 +272,11 @@ class ReadyIndex:
         if lane not in self._listed:  # listed before it is first written: readers find lanes there
             capabilities = sorted(set(tasks[0].capabilities))
 
+            founding = False
+
             def add(current: Directory | None) -> Directory | None:
+                nonlocal founding
+                founding = current is None
                 current = current or Directory()
                 if lane in current.lanes:
                     return None
@@ -279,6 +284,8 @@ class ReadyIndex:
 
             listed = await self.directory.mutate("", add)
             self._listed.update(listed.value.lanes if listed is not None else ())
+            if founding and listed is not None:
+                await self._found_whole()
         gate = asyncio.Semaphore(CONCURRENCY)
         size = self.bus.batch_limit
 
@@ -297,6 +304,17 @@ class ReadyIndex:
             lost = await asyncio.gather(*(write(placed[i:i + size], now)
                                           for i in range(0, len(placed), size)))
             pending = [t for group in lost for t in group]
+
+    async def _found_whole(self) -> None:
+        """This process made the index (its directory). Any task already on the
+        board then predates it (whoever makes a task available offers it
+        first, and so would have made the directory): with none, the index
+        names every available task from the start, and no watcher need read
+        every slot to check (see :class:`Whole`)."""
+        async with contextlib.aclosing(self.bus.scan(TASKS, batch=1)) as board:
+            async for _ in board:
+                return  # tasks from before the index: the first watcher re-indexes them
+        await self.whole.create("", Whole(at=self.clock()))
 
     async def _allocate(self, lane: str, tasks: list[Task]) -> list[tuple[Task, str, int]]:
         placed: list[tuple[Task, str, int]] = []
