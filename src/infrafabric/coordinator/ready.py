@@ -207,6 +207,12 @@ def is_live(slot: Slot, task: Task | None, lapsed: Callable[[Task], bool]) -> bo
     return task.status is TaskStatus.AVAILABLE or (task.status is TaskStatus.CLAIMED and lapsed(task))
 
 
+def _cancelling() -> bool:
+    """Whether the running task has been asked to stop."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class ReadyIndex:
     """The ready index of one board (see the module docs). ``clock`` is the
     coordinator's clock."""
@@ -384,8 +390,9 @@ class ReadyIndex:
                 break
             end = min(position + width, queue.tail)
             width = min(WINDOW, width * 2)  # (dead slots ahead: read further, a bigger window each time)
-            await asyncio.gather(*(self._look(lane, band, p, queue, known, skip)
-                                   for p in range(position, end)))
+            wanted = [p for p in range(position, end) if p not in known and (lane, band, p) not in skip]
+            if wanted:  # (a window known already, or all being tried, costs no task per slot)
+                await asyncio.gather(*(self._look(lane, band, p, queue, known, skip) for p in wanted))
             for p in range(position, end):
                 if p not in known:
                     continue
@@ -470,25 +477,37 @@ class ReadyIndex:
         caller reads again."""
         shared = self._reading.get(slot_id)
         if shared is not None:
-            await asyncio.wait([shared])  # (its failure or cancellation is its reader's, not ours)
-            if not shared.cancelled() and shared.exception() is None and shared.result() is not None:
-                return shared.result()
+            try:  # (awaited bare: a wrapper per joiner costs more than the read; see below)
+                slot = await shared
+            except asyncio.CancelledError:
+                if shared.cancelled() and not _cancelling():
+                    slot = None  # the reader (or a joiner) was cancelled, not this caller
+                else:
+                    raise
+            except Exception:  # the reader's failure is the reader's: read again
+                slot = None
+            if slot is not None:
+                return slot
         mine: asyncio.Future[Slot | None] = asyncio.get_running_loop().create_future()
         self._reading[slot_id] = mine
         try:
             got = await self.slots.get(slot_id)
-            mine.set_result(got.value if got is not None else None)
+            value = got.value if got is not None else None
         except asyncio.CancelledError:
-            mine.cancel()
+            if not mine.done():
+                mine.cancel()
             raise
         except BaseException as exc:
-            mine.set_exception(exc)
-            mine.exception()  # retrieved: a joiner may never look
+            if not mine.done():  # (a joiner cancelled while it waited cancels the future itself)
+                mine.set_exception(exc)
+                mine.exception()  # retrieved: a joiner may never look
             raise
         finally:
             if self._reading.get(slot_id) is mine:
                 del self._reading[slot_id]
-        return mine.result()
+        if not mine.done():
+            mine.set_result(value)
+        return value
 
     async def _close(self, lane: str, band: str, position: int) -> Slot | None:
         """Close an allocated slot its writer never wrote (a tombstone, created
