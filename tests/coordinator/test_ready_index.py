@@ -246,6 +246,33 @@ async def test_a_slot_allocated_but_never_written_is_closed_and_its_writer_retri
     assert slot is not None and slot.task_id == "late" and not slot.dead
 
 
+async def test_slots_claimed_elsewhere_do_not_pile_up_in_front_of_a_process(bus: EventBus) -> None:
+    """A process passes over a slot whose task another process claimed; it
+    reads it again a moment later (its winner marks it dead), so the head
+    can move past it. Else slots claimed by other processes would pile up
+    in front of this one's hand-outs until they found nothing at all."""
+    clock = Clock(1_000_000.0)
+    here = IFCoordinator(bus, clock=clock, lease_ttl=30)
+    there = IFCoordinator(bus, clock=clock, lease_ttl=30)
+    for swarm in ("a", "b"):
+        await here.register_swarm(swarm)
+    await here.create_tasks([{"id": f"t{i}", "title": "x"} for i in range(6)])
+    for i in range(3):  # claimed directly (``ifctl task claim``): nobody marks their slots dead
+        assert await there.claim_task("b", f"t{i}")
+    first = await here.next_task("a")
+    assert first is not None and first.task_id not in {"t0", "t1", "t2"}
+    await here.ready.settle(5)
+    lane = lane_of([])
+    head = (await here.ready.lanes.get_exact(lane)).value.bands["c0"].head  # type: ignore[union-attr]
+    assert head == 0  # the claimed ones lead it, passed over
+    clock.now += 3  # (more than REREAD_AFTER; far less than their leases)
+    second = await here.next_task("a")
+    assert second is not None and second.task_id not in {"t0", "t1", "t2"}
+    await here.ready.settle(5)
+    moved = (await here.ready.lanes.get_exact(lane)).value.bands["c0"].head  # type: ignore[union-attr]
+    assert moved >= 3, moved  # read again, found claimed a while ago, marked dead, passed
+
+
 def _count_swaps(bus: EventBus, prefix: str) -> Counter[str]:
     """Count the compare-and-swaps the bus is asked for on keys under ``prefix``."""
     swaps: Counter[str] = Counter()

@@ -98,6 +98,8 @@ GRACE = 30.0
 #: the head of a band is moved when at least this many dead slots lead it (fewer are
 #: cheap to skip; moving is a write on a record every creator writes, made after the hand-out)
 MOVE_AT = 2
+#: seconds after which a slot passed over because its task was claimed is read again
+REREAD_AFTER = 2.0
 #: slot writes an offer keeps in flight at once
 CONCURRENCY = 256
 #: the longest lane id made from capability names; longer sets are hashed
@@ -390,6 +392,9 @@ class ReadyIndex:
                 break
             end = min(position + width, queue.tail)
             width = min(WINDOW, width * 2)  # (dead slots ahead: read further, a bigger window each time)
+            for p in range(position, end):
+                if 0.0 < known.get(p, (None, 0.0))[1] <= now:
+                    del known[p]  # passed over for a claim a while ago: read again (see not_live)
             wanted = [p for p in range(position, end) if p not in known and (lane, band, p) not in skip]
             if wanted:  # (a window known already, or all being tried, costs no task per slot)
                 await asyncio.gather(*(self._look(lane, band, p, queue, known, skip) for p in wanted))
@@ -562,7 +567,14 @@ class ReadyIndex:
         """Note that ``offer``'s slot is not live until ``until`` (by default
         for good): this process's hand-outs pass over it meanwhile without
         reading it. Only a claim attempt's view of the task says so; the
-        claim's lease expiry is when a lapse could make it live again."""
+        claim's lease expiry is when a lapse could make it live again. A slot
+        passed over for a claim is read again after :data:`REREAD_AFTER`
+        seconds at most: its winner will have marked it dead, and the head can
+        move past it (else slots claimed by other processes would pile up in
+        front of this one's hand-outs until they found nothing within
+        :data:`MAX_WINDOWS`)."""
+        if until != math.inf:  # claimed: its winner marks it dead in a moment; read it again then
+            until = min(until, self.clock() + REREAD_AFTER)
         known = self._known.setdefault((offer.lane, offer.band), {})
         was = known.get(offer.position, (offer.slot, 0.0))[1]
         known[offer.position] = (offer.slot, max(was, until))
