@@ -360,9 +360,10 @@ async def run_fault(
     signal_name = "SIGKILL" if fault == "kill" else "SIGSTOP"
     try:
         async with asyncio.timeout(GUARD):
-            start = await bus.revision() + 1
-            watch = bus.watch("w/")
-            await watch.start()
+            # Setting up is not under test: a freshly (re)started cluster may
+            # still be electing, so the first reads and the watch are retried.
+            start = await eventually(bus.revision) + 1
+            watch = await eventually(functools.partial(open_watch, bus, "w/", start))
             collector = Collector(watch)
             async with bus.subscribe("chan") as sub:
                 writer = Writer(bus)
@@ -457,8 +458,10 @@ async def test_paused_follower_does_not_stop_writes(healthy: LocalCluster[Any], 
                 time.monotonic() - paused_at, leader, node, during,
             )
             assert writer.errors == []
+            # The resumed node may call an election when it wakes (its timers
+            # fired while it was stopped): reads after that are retried.
             for key, (value, revision) in writer.acked.items():
-                entry = await bus.get(key)
+                entry = await eventually(functools.partial(bus.get, key))
                 assert entry is not None and (entry.value, entry.revision) == (value, revision)
             await node_caught_up(healthy, paused, namespace, writer)
     finally:
