@@ -54,6 +54,34 @@ async def test_two_swarms_one_task_exactly_one_wins(bus_url: str) -> None:
         assert await c1.get_task_owner("task-1") == winner
 
 
+async def test_a_lagging_watched_copy_never_wins_a_claim(bus: EventBus) -> None:
+    """A long-lived coordinator swaps on its watcher's copy of an available
+    task without reading it first. A copy behind the bus loses the swap and
+    the claim decides on the task as it is: one claimed elsewhere is refused
+    (never claimed twice), one still available at a newer revision is won."""
+    other = IFCoordinator(bus)
+    for name in ("a", "b"):
+        await other.register_swarm(name)
+    await other.create_tasks([{"id": "T1", "title": "x"}, {"id": "T2", "title": "y"}])
+    async with IFCoordinator(bus) as lived:
+        assert lived._claimable_copy("T1") is not None and lived._claimable_copy("T2") is not None
+        assert lived._watcher is not None
+        lived._watcher.cancel()  # its copy stops here: behind the bus from now on
+        with pytest.raises(asyncio.CancelledError):
+            await lived._watcher
+        assert (await other.try_claim("a", "T1")).won
+        held = await other.try_claim("a", "T2")
+        await other.release_task("a", "T2", held.claim_id)  # available again, at a newer revision
+
+        refused = await lived.try_claim("b", "T1")
+        assert not refused.won and refused.lost and "claimed by a" in refused.reason
+        assert "compare-and-swap lost; re-reading" in refused.checks
+        assert (await other.get_task("T1")).owner == "a"
+        won = await lived.try_claim("b", "T2")
+        assert won.won and "compare-and-swap lost; re-reading" in won.checks
+        assert (await other.get_task("T2")).owner == "b"
+
+
 async def test_dependencies_derive_status_and_completion_unblocks(coord: IFCoordinator) -> None:
     await coord.register_swarm("s")
     await coord.create_tasks([

@@ -341,6 +341,8 @@ class IFCoordinator:
         self._waiting_sync: list[tuple[int, asyncio.Future[None]]] = []
         self._catching: asyncio.Future[None] | None = None
         self._board: dict[str, Task] = {}
+        #: task id → the revision that wrote the watcher's copy of it (its compare-and-swap base)
+        self._revisions: dict[str, int] = {}
         #: task id → done when this process's claim attempt on it ends: another hand-out of this
         #: process passes over it instead of racing its own neighbour for it (cf. SKIP LOCKED)
         self._trying: dict[str, asyncio.Future[None]] = {}
@@ -968,12 +970,14 @@ class IFCoordinator:
             return ClaimOutcome(False, task_id, swarm_id, reason, checks, task, lost=lost, gone=gone)
 
         cached = self._swarms.get(swarm_id) if self._swarms is not None else None
+        watched = None if dry_run else self._claimable_copy(task_id)
+        read_task = _given(watched) if watched is not None else self.tasks.get(task_id)
         if cached is not None:  # the watcher keeps the registry live: one read fewer
-            first, threshold = await asyncio.gather(self.tasks.get(task_id), self._min_coverage())
+            first, threshold = await asyncio.gather(read_task, self._min_coverage())
             swarm: SwarmRecord | None = cached
         else:
             first, swarm, threshold = await asyncio.gather(
-                self.tasks.get(task_id), self.swarms.read(swarm_id), self._min_coverage())
+                read_task, self.swarms.read(swarm_id), self._min_coverage())
             if swarm is None:
                 return refuse(f"swarm {swarm_id!r} is not registered (ifctl swarm register)")
         assert swarm is not None
@@ -1090,6 +1094,21 @@ class IFCoordinator:
         claimed = written.value
         checks.append(f"compare-and-swap won (revision {written.revision}); lease {ttl:g} s")
         return ClaimOutcome(True, task_id, swarm_id, "claimed", checks, claimed, claimed.claim_id)
+
+    def _claimable_copy(self, task_id: str) -> Versioned[Task] | None:
+        """The watcher's copy of ``task_id`` with its revision, if it shows the
+        task available and needing no path lease: a claim may compare-and-swap
+        on it without reading the task first. The copy may lag; then the swap
+        loses and the claim reads the task and decides on what it finds, as
+        after any lost race. (Anything else is read from the bus: a refusal
+        must rest on the task as it is, and a path lease on its claim count.)"""
+        if self._watcher is None:
+            return None
+        task, revision = self._board.get(task_id), self._revisions.get(task_id)
+        if task is None or revision is None or task.status is not TaskStatus.AVAILABLE \
+                or needs_lease(task):
+            return None
+        return Versioned(self.tasks.key(task_id), task, revision)
 
     def live_board(self) -> dict[str, Task] | None:
         """The watcher's copy of the board (task id → task), if it runs; else
@@ -1764,13 +1783,16 @@ class IFCoordinator:
     async def _watch_board(self, ready: asyncio.Future[None]) -> None:
         try:
             start = await self.bus.revision() + 1
-            snapshot = await self.list_tasks()
+            versioned = [v async for v in self.tasks.scan()]
+            snapshot = sorted((v.value for v in versioned), key=sort_key)
             watch = self.bus.watch(TASKS, start_revision=start)
             await watch.start()
         except BaseException as exc:
             ready.set_exception(exc)
             raise
         self._board = {t.id: t for t in snapshot}
+        self._revisions = {v.value.id: v.revision for v in versioned}
+        del versioned
         for task in snapshot:
             self._track(task)
         for task in snapshot:  # finish what a crashed completer left undone (or one before dependents)
@@ -1782,14 +1804,17 @@ class IFCoordinator:
                 task_id = ev.key.removeprefix(TASKS)
                 if ev.kind is EventKind.DELETE or ev.value is None:
                     self._board.pop(task_id, None)
+                    self._revisions.pop(task_id, None)
                     self._cancel_timer(task_id)
                     continue
                 try:
                     task = Task.model_validate_json(ev.value)
                 except ValidationError:
+                    self._revisions.pop(task_id, None)  # (a stale copy must not be swapped on)
                     continue
                 before = self._board.get(task.id)
                 self._board[task.id] = task
+                self._revisions[task.id] = ev.revision
                 self._track(task)
                 offered = before is None or before.ready_seq != task.ready_seq
                 if task.status is TaskStatus.AVAILABLE and offered and self._waiting \
