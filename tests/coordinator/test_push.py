@@ -18,8 +18,8 @@ from collections import Counter
 from infrafabric.bus import EventBus, connect
 from infrafabric.bus.layout import push_subject
 from infrafabric.coordinator import IFCoordinator
-from infrafabric.coordinator.core import PUSH_WINDOW, ClaimOutcome, Feed
-from infrafabric.coordinator.models import Task
+from infrafabric.coordinator.core import PRESENCE_TTL, PUSH_WINDOW, ClaimOutcome, Feed
+from infrafabric.coordinator.models import Presence, Task
 from infrafabric.fleet import assemble
 from infrafabric.governor.models import ResourcePolicy
 
@@ -68,6 +68,38 @@ async def test_nobody_waiting_means_nobody_is_pushed(bus: EventBus) -> None:
             pass
     got = await coord.next_task("idle")  # the ready index has it
     assert got is not None and got.task_id == "T"
+
+
+def _waiting_mark(coord: IFCoordinator, swarm_id: str, capabilities: list[str], *,
+                  age: float = 0.0) -> Presence:
+    """A waiting mark as an agent in another process writes it, ``age`` seconds old."""
+    now = coord.clock() - age
+    return Presence(swarm_id=swarm_id, via="next_task", host="elsewhere", pid=1, since=now, seen_at=now,
+                    ttl=PRESENCE_TTL, capabilities=capabilities)
+
+
+async def test_whom_to_push_costs_a_page_of_marks_not_every_waiting_agent(bus: EventBus) -> None:
+    """A process with no watcher reads waiting marks only until it has found
+    a few pages' worth that cover the task: the same with 10 waiting or 1,000.
+    One that can take the task is found past any number that cannot, and the
+    marks of agents long dead are deleted on the way (a fresh one is kept)."""
+    coord = IFCoordinator(bus, push_fanout=1)
+    for i in range(120):  # waiting, but for other work than the task below
+        await coord.waiting.put(f"py{i:03d}", _waiting_mark(coord, f"py{i:03d}", ["code:python"]))
+    await coord.waiting.put("gone", _waiting_mark(coord, "gone", ["code:rust"], age=PRESENCE_TTL + 120))
+    await coord.waiting.put("late", _waiting_mark(coord, "late", ["code:rust"], age=PRESENCE_TTL + 5))
+    await coord.waiting.put("rs", _waiting_mark(coord, "rs", ["code:rust"]))
+    for name in ("gone", "late", "rs"):
+        await coord.register_swarm(name, ["code:rust"])
+    async with bus.subscribe(push_subject("rs")) as pushed:
+        await coord.create_task({"id": "R", "title": "x", "capabilities": ["code:rust"]})
+        assert (await pushed.get(GUARD)).data  # past 120 marks that do not cover it
+    assert await coord.waiting.get("gone") is None  # dead for long: deleted by the look
+    assert await coord.waiting.get("late") is not None  # (stale a moment: its agent may be back)
+
+    task = (await coord.get_task("R")).model_copy(update={"capabilities": ["code:python"]})
+    found = await coord._waiting_covering(task, 1.0, 8)
+    assert len(found) == 8 and all(m.capabilities == ["code:python"] for m in found.values())
 
 
 async def test_the_governor_policy_sets_the_fan_out(bus: EventBus) -> None:

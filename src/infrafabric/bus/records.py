@@ -47,7 +47,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -184,9 +184,11 @@ class Records(Generic[M]):
         """Every record under the prefix, by id."""
         return {self.id_of(v.key): v.value for v in await self.list()}
 
-    async def scan(self) -> AsyncIterator[Versioned[M]]:
-        """Every record under the prefix, streamed in key order (for large prefixes)."""
-        async for e in self.bus.scan(self.prefix):
+    async def scan(self, *, batch: int = 1000) -> AsyncGenerator[Versioned[M], None]:
+        """Every record under the prefix, streamed ``batch`` at a time (for
+        large prefixes; in the bus's scan order, see :meth:`EventBus.scan`).
+        A caller that stops early reads only the pages it took."""
+        async for e in self.bus.scan(self.prefix, batch=batch):
             got = self._decoded(e)
             if got is not None:
                 yield got

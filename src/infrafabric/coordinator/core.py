@@ -117,8 +117,15 @@ PUSH_WINDOW = 1.0
 #: seconds after a claim that its slot is marked dead by a loser too (its winner does it at once,
 #: unless it died first): losers of a fresh race leave it, so a herd does not all write it
 BURY_AFTER = 2.0
-#: a push is routed among this many times ``push_fanout`` waiting agents (the policy ranks them)
-PUSH_SAMPLE = 4
+#: a push is routed among this many times ``push_fanout`` waiting agents (the policy ranks them;
+#: each costs a read of its records per push)
+PUSH_SAMPLE = 2
+#: a process with no watcher that pushes a task reads waiting marks only until it has found this
+#: many times the sample that cover the task (a page of marks, not all a thousand agents' marks)
+WAITING_LOOK = 4
+#: seconds past its expiry after which a waiting mark read while looking for whom to push is
+#: deleted (its agent died without removing it; it would only lengthen every later look)
+STALE_MARK = 60.0
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -770,22 +777,26 @@ class IFCoordinator:
         hand-out). ``waiting``: the waiting agents, if the caller read them
         after the task became available (a batch reads them once). Returns
         who was pushed."""
-        if waiting is None:
-            waiting = await self._waiting_now()
-        if not waiting:
-            return []
-        threshold, fanout = await asyncio.gather(self._min_coverage(),
-                                                 self.policy.push_fanout(self.push_fanout))
-        covering = sorted(m.swarm_id for m in waiting.values() if m.capabilities is None
-                          or coverage(task.capabilities, m.capabilities) >= threshold)
-        if not covering:
-            return []
-        turn = int(hashlib.sha256(task.id.encode()).hexdigest()[:8], 16) % len(covering)
-        order = covering[turn:] + covering[:turn]
-        sample = order[:PUSH_SAMPLE * fanout * (round_ + 1)]  # each round ranks a wider sample
-        known = self._swarms or {}
-        records = await asyncio.gather(*(self._registered(swarm_id, known) for swarm_id in sample))
-        ranked = await self.policy.route(task, [r for r in records if r is not None], threshold)
+        with one_look():  # the policy once, and each candidate's records in one round of reads
+            threshold, fanout = await asyncio.gather(self._min_coverage(),
+                                                     self.policy.push_fanout(self.push_fanout))
+            if waiting is None:
+                waiting = await self._waiting_now(
+                    covering=(task, threshold, WAITING_LOOK * PUSH_SAMPLE * fanout * (round_ + 1)))
+            if not waiting:
+                return []
+            covering = sorted(m.swarm_id for m in waiting.values() if m.capabilities is None
+                              or coverage(task.capabilities, m.capabilities) >= threshold)
+            if not covering:
+                return []
+            turn = int(hashlib.sha256(task.id.encode()).hexdigest()[:8], 16) % len(covering)
+            order = covering[turn:] + covering[:turn]
+            sample = order[:PUSH_SAMPLE * fanout * (round_ + 1)]  # each round ranks a wider sample
+            known = self._swarms or {}
+            records, _ = await asyncio.gather(
+                asyncio.gather(*(self._registered(swarm_id, known) for swarm_id in sample)),
+                asyncio.gather(*(self.policy.prepare(swarm_id) for swarm_id in sample)))
+            ranked = await self.policy.route(task, [r for r in records if r is not None], threshold)
         chosen = ranked[round_ * fanout:(round_ + 1) * fanout]
         await asyncio.gather(*(self.push_task_to_swarm(swarm_id, task) for swarm_id in chosen))
         return chosen
@@ -793,10 +804,14 @@ class IFCoordinator:
     async def _registered(self, swarm_id: str, known: Mapping[str, SwarmRecord]) -> SwarmRecord | None:
         return known.get(swarm_id) or await self.swarms.read(swarm_id)
 
-    async def _waiting_now(self) -> dict[str, Presence]:
+    async def _waiting_now(self, covering: tuple[Task, float, int] | None = None) -> dict[str, Presence]:
         """The agents waiting in ``next_task`` now (fresh marks), by swarm:
         the watcher's live view once it has caught up with every mark written
-        before this call (see :meth:`_catch_up`), else one listing."""
+        before this call (see :meth:`_catch_up`), else one listing.
+
+        ``covering`` (a task, the coverage threshold, how many): without a
+        watcher, read marks only until that many waiting agents that cover
+        the task are found (see :meth:`_waiting_covering`)."""
         marks = None
         if self._waiting is not None:
             try:
@@ -805,10 +820,41 @@ class IFCoordinator:
                 marks = list(self._waiting.values()) if self._waiting is not None else None
             except (TimeoutError, InfraFabricError) as exc:
                 log.debug("the waiting view did not catch up (%s): reading the marks", exc)
+        if marks is None and covering is not None:
+            return await self._waiting_covering(*covering)
         if marks is None:  # no watcher, or its watch is behind (an outage): read them
             marks = [v.value for v in await self.waiting.list()]
         now = self.clock()
         return {m.swarm_id: m for m in marks if m.seen_at + m.ttl >= now and m.swarm_id != SYNC_ID}
+
+    async def _waiting_covering(self, task: Task, threshold: float, want: int) -> dict[str, Presence]:
+        """Fresh waiting marks of agents that cover ``task``, read a page at a
+        time until ``want`` are found: whom to push to costs the same with ten
+        agents waiting or a thousand. (On NATS the marks come in the order
+        they were last written, those waiting longest first; on etcd by id.)
+        Marks long expired on the way are deleted (once per agent that died
+        waiting: every later look would read them again)."""
+        now = self.clock()
+        found: dict[str, Presence] = {}
+        dead: list[Versioned[Presence]] = []
+        async with contextlib.aclosing(self.waiting.scan(batch=want)) as marks:
+            async for seen in marks:
+                mark = seen.value
+                if mark.swarm_id == SYNC_ID:
+                    continue
+                if mark.seen_at + mark.ttl < now:
+                    if now - mark.seen_at - mark.ttl > STALE_MARK:
+                        dead.append(seen)
+                    continue
+                if mark.capabilities is None or coverage(task.capabilities, mark.capabilities) >= threshold:
+                    found[mark.swarm_id] = mark
+                    if len(found) >= want:
+                        break
+        if dead:  # each only if not rewritten since (an agent of that swarm waits again)
+            with contextlib.suppress(InfraFabricError):  # tidying: the next look tries again
+                await self._bounded(self.waiting.delete(self.waiting.id_of(v.key), v.revision)
+                                    for v in dead)
+        return found
 
     def _catch_up(self) -> asyncio.Future[None]:
         """Wait until the waiting view holds every mark written before this
