@@ -156,6 +156,26 @@ async def test_concurrent_writers_never_fork_the_chain(bus_url: str) -> None:
             await b.close()
 
 
+async def test_a_new_writer_finds_the_head_however_far_past_the_hint(bus: EventBus) -> None:
+    """A writer starting from the head hint (refreshed every HINT_EVERY
+    entries) reads the positions ahead a widening window at a time: however
+    many entries and blocks of several lie past the hint, and wherever the
+    end falls in a window, it appends right after the last one."""
+    first = Witness(bus)
+    total = 0
+    for extra in (1, 2, 3, 5, 14, 30, 63, 64, 97):
+        singles = extra // 2
+        await fill(first, singles, start=total)  # (first loses its place to the late writer: it walks too)
+        await asyncio.gather(*(first.append("IF.test", "burst", {"i": total + singles + i})
+                               for i in range(extra - singles)))  # group-committed: blocks of several
+        total += extra
+        entry = await Witness(bus).append("IF.test", "late", {"i": -1})
+        total += 1
+        assert entry.seq == total, extra
+    report = await Witness(bus).verify()
+    assert report.ok and report.entries == total
+
+
 async def test_unknown_outcome_does_not_duplicate(bus: EventBus, monkeypatch: pytest.MonkeyPatch) -> None:
     w = Witness(bus)
     await fill(w, 3)

@@ -44,6 +44,8 @@ RETRY_READS = 20
 log = logging.getLogger(__name__)
 MAX_BLOCK = 256
 HINT_EVERY = 64
+#: the widest window of positions a writer catching up with the chain reads at once
+WALK_WINDOW = 32
 LOSER_BACKOFF = 0.002  # seconds: the upper bound of a losing writer's random pause
 
 
@@ -280,10 +282,23 @@ class Witness:
         return entries
 
     async def _walk(self, seq: int, prev: str) -> tuple[int, str]:
-        """From a known entry, follow the stored blocks to the chain's end."""
-        while (nxt := await self._read_back(seq + 1)) is not None:
-            seq, prev = nxt[-1].seq, nxt[-1].hash
-        return seq, prev
+        """From a known entry, follow the stored blocks to the chain's end.
+        The positions ahead are read a window at a time, each twice as wide
+        as the last (up to :data:`WALK_WINDOW`): a loser of a race is a block
+        or two behind, but a new process starting from the head hint may be
+        up to :data:`HINT_EVERY` behind, which one read at a time made a
+        one-shot command's first entry cost tens of round trips."""
+        width = 2
+        while True:
+            start = seq + 1
+            window = await asyncio.gather(*(self._read_back(start + i) for i in range(width)))
+            # a block's key is its first entry's seq: the next block starts after this one's last
+            while start <= seq + 1 < start + width:
+                nxt = window[seq + 1 - start]
+                if nxt is None:
+                    return seq, prev
+                seq, prev = nxt[-1].seq, nxt[-1].hash
+            width = min(width * 2, WALK_WINDOW)
 
     async def _read_back(self, seq: int) -> list[WitnessEntry] | None:
         for attempt in range(RETRY_READS):
