@@ -31,15 +31,18 @@ def test_bench_scale_reports_every_size_and_target(nats_server: NatsServer) -> N
     assert [r["tasks"] for r in result["runs"]] == [20, 60]
     for run in result["runs"]:
         assert run["import_per_s"] > 0 and run["next_task"]["count"] == 5 and run["bus_cas"]["count"] == 5
-        assert run["next_task_long_lived"]["count"] == 5
+        assert run["next_task_long_lived"]["count"] == 5 and run["raw_cas"]["count"] == 5
         assert 0 < run["next_task"]["p50"] <= run["next_task"]["p99"]
     assert result["raw"]["cas"]["count"] >= 5 and result["raw"]["creates_per_s"] > 0
     assert [w["agents"] for w in result["wakeups"]] == [2, 5]
     for w in result["wakeups"]:
         assert w["create_to_claim"]["count"] == 2 and 1 <= w["pushes_per_task"]["max"] <= 3
+        assert w["first_create_to_claim_ms"] > 0  # the board's first task, timed apart
     drain = result["drain"]
     assert drain["processes"] == 2 and drain["distinct"] == 30 and drain["duplicates"] == 0
     assert drain["left_undone"] == 0 and drain["agent_errors"] == 0
     assert {t["id"] for t in result["targets"]} == {"flat", "vs-cas", "p99", "vs-cas-served", "p99-served",
                                                     "import", "wakeup", "duplicates"}
     assert all(t["pass"] in (True, False) for t in result["targets"])
+    vs_raw = next(t for t in result["targets"] if t["id"] == "vs-cas-served")
+    assert "raw CAS" in vs_raw["target"]  # the floor: the engine's own client

@@ -62,9 +62,11 @@ async def test_a_lagging_watched_copy_never_wins_a_claim(bus: EventBus) -> None:
     other = IFCoordinator(bus)
     for name in ("a", "b"):
         await other.register_swarm(name)
-    await other.create_tasks([{"id": "T1", "title": "x"}, {"id": "T2", "title": "y"}])
+    await other.create_tasks([{"id": f"T{i}", "title": "x"} for i in (1, 2, 3)])
     async with IFCoordinator(bus) as lived:
         assert lived._claimable_copy("T1") is not None and lived._claimable_copy("T2") is not None
+        current = await lived.try_claim("b", "T3")  # an up-to-date copy: its revision is the task's
+        assert current.won and "compare-and-swap lost; re-reading" not in current.checks
         assert lived._watcher is not None
         lived._watcher.cancel()  # its copy stops here: behind the bus from now on
         with pytest.raises(asyncio.CancelledError):

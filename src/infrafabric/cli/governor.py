@@ -15,6 +15,7 @@ from rich.table import Table
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
 from infrafabric.cli.common import Check, current_user, falsify_report, who, with_fleet
 from infrafabric.coordinator.models import CAPABILITY_PATTERN, TASK_ID_PATTERN
+from infrafabric.coordinator.presence import Liveness
 from infrafabric.errors import ConfigurationError, TaskNotFoundError
 from infrafabric.fleet import Fleet
 from infrafabric.governor import (
@@ -267,9 +268,7 @@ def governor_status(swarm_id: str | None) -> Outcome:
         waits = [] if swarm_id else await fleet.coordinator.unattended(board, live)
         now = fleet.coordinator.clock()
         for st in states:
-            state = live.get(st["id"])
-            st["live"] = (state.as_dict() if state is not None
-                          else {"live": False, "because": [], "last_seen": None})
+            st["live"] = Liveness.of(live.get(st["id"]))
         if not s.json and len(states) > 1:
             table = Table(title=f"{len(states)} swarms")
             for col in ("swarm", "live", "capabilities", "$/h", "rep", "model", "budget left", "breaker"):

@@ -43,6 +43,12 @@ class Liveness:
     def as_dict(self) -> dict[str, object]:
         return {"live": self.live, "because": list(self.because), "last_seen": self.last_seen}
 
+    @staticmethod
+    def of(state: Liveness | None) -> dict[str, object]:
+        """:meth:`as_dict` of ``state``; None (a swarm no mark or claim names)
+        is dead, never seen."""
+        return state.as_dict() if state is not None else {"live": False, "because": [], "last_seen": None}
+
 
 def _fresh(mark: Presence, now: float) -> bool:
     return mark.seen_at + mark.ttl >= now

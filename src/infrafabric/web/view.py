@@ -191,8 +191,7 @@ class _Swarm:
             "slo": None if self.slo_violations is None else {
                 "compliant": not self.slo_violations, "violations": list(self.slo_violations)},
             "holding": holding,
-            "live": (live.as_dict() if live is not None
-                     else {"live": False, "because": [], "last_seen": None}),
+            "live": Liveness.of(live),
         }
 
 
