@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from infrafabric.bus import EventBus, connect, from_url
-from infrafabric.bus.layout import READY_SLOTS, TASKS
+from infrafabric.bus.layout import READY_SLOTS, TASKS, WAITING
 from infrafabric.coordinator import IFCoordinator, Task, TaskStatus
 from infrafabric.coordinator.ready import GRACE, WINDOW, Lane, Slot, band_of, lane_of
 from infrafabric.errors import NotOwnerError
@@ -106,6 +106,19 @@ async def test_a_governed_hand_out_reads_the_same_records_at_any_board_size(bus_
             finally:
                 await fleet.close()
     assert reads[600] <= reads[100] + 2, reads
+
+
+async def test_an_import_with_nobody_waiting_reads_nothing_per_task_to_push(bus: EventBus) -> None:
+    """A governed import reads who waits once for the whole batch; with nobody
+    waiting, no task of it reads the policy or anyone's records to push."""
+    fleet = assemble(bus, actor="importer", signer=None)
+    try:
+        counter = Reads(bus)
+        await fleet.coordinator.create_tasks([{"id": f"i{i:03d}", "title": "x"} for i in range(60)])
+        assert counter.gets["gov"] <= 2 and counter.gets["swarms"] == 0, counter.gets
+        assert counter.lists.count(WAITING) == 1, counter.lists
+    finally:
+        await fleet.close()
 
 
 async def test_blocked_tasks_cost_no_claim_attempt(bus: EventBus) -> None:

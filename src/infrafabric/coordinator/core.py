@@ -777,6 +777,8 @@ class IFCoordinator:
         hand-out). ``waiting``: the waiting agents, if the caller read them
         after the task became available (a batch reads them once). Returns
         who was pushed."""
+        if waiting is not None and not waiting:  # (an import's burst, with nobody waiting: no read)
+            return []
         with one_look():  # the policy once, and each candidate's records in one round of reads
             threshold, fanout = await asyncio.gather(self._min_coverage(),
                                                      self.policy.push_fanout(self.push_fanout))
