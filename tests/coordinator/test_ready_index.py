@@ -259,6 +259,37 @@ async def test_a_slot_allocated_but_never_written_is_closed_and_its_writer_retri
     assert slot is not None and slot.task_id == "late" and not slot.dead
 
 
+async def test_a_process_behind_a_moved_head_writes_no_tombstone_where_slots_were_deleted(
+        bus: EventBus) -> None:
+    """A process whose copy of a lane is behind reads slots another process's
+    head move has deleted: passed, not unwritten. It writes nothing there (a
+    tombstone is never deleted; under load a thousand agents wrote them and
+    timed out) and hands out the live task after them."""
+    clock = Clock(1_000_000.0)
+    other = IFCoordinator(bus, clock=clock)
+    await other.register_swarm("a")
+    await other.create_tasks([{"id": f"p{i}", "title": "x"} for i in range(4)])
+    async with IFCoordinator(bus, clock=clock) as behind:
+        follower = behind.ready.lanes._follower
+        assert follower is not None
+        follower.cancel()  # its copy of the lane stops here, head 0
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        for _ in range(3):  # another process hands out the first three; its head moves past them
+            got = await other.next_task("a")
+            assert got is not None
+            await other.complete_task("a", got.task_id, None, got.claim_id)
+        await other.close()  # lets the head move and the deletions finish
+        lane, band = lane_of([]), band_of(await other.get_task("p0"))
+        moved = await other.ready.lanes.get_exact(lane)
+        assert moved is not None and moved.value.bands[band].head >= 2
+        clock.now += GRACE + 1  # (a slot missing for longer than this looks never written)
+        got = await behind.next_task("a")
+        assert got is not None and got.task_id == "p3"
+        for position in range(moved.value.bands[band].head):
+            assert await behind.ready.slots.get(behind.ready.slot_id(lane, band, position)) is None
+
+
 async def test_slots_claimed_elsewhere_do_not_pile_up_in_front_of_a_process(bus: EventBus) -> None:
     """A process passes over a slot whose task another process claimed; it
     reads it again a moment later (its winner marks it dead), so the head

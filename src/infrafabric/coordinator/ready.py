@@ -78,7 +78,7 @@ from infrafabric.bus import EventBus
 from infrafabric.bus.layout import READY_DIRECTORY, READY_LANES, READY_SLOTS, READY_WHOLE, TASKS
 from infrafabric.bus.records import Mirrored, Records, Versioned, encode
 from infrafabric.coordinator.models import Capability, Task, TaskId, TaskKind, TaskStatus, coverage
-from infrafabric.errors import InfraFabricError
+from infrafabric.errors import InfraFabricError, is_transient
 
 __all__ = ["GRACE", "WINDOW", "Band", "Directory", "Lane", "Offer", "ReadyIndex", "Slot", "Whole", "band_of",
            "lane_of"]
@@ -436,7 +436,15 @@ class ReadyIndex:
             return
         slot = await self._read_slot(self.slot_id(lane, band, position))
         if slot is None and self.clock() - queue.at > GRACE:
-            slot = await self._close(lane, band, position)  # allocated, never written
+            try:
+                slot = await self._close(lane, band, position)  # allocated, never written?
+            except InfraFabricError as exc:
+                if not is_transient(exc):
+                    raise
+                # tidying the hand-out can do without this time: the slot stays unknown and is
+                # read again by the next hand-out (an agent's next_task must not fail for it)
+                log.debug("could not close %s/%s/%s: %s", lane, band, position, exc)
+                return
         if slot is not None and position not in known:
             known[position] = (slot, math.inf if slot.dead or slot.task_id is None else 0.0)
 
@@ -516,7 +524,14 @@ class ReadyIndex:
 
     async def _close(self, lane: str, band: str, position: int) -> Slot | None:
         """Close an allocated slot its writer never wrote (a tombstone, created
-        only if still absent); what is there if the writer got there first."""
+        only if still absent); what is there if the writer got there first.
+        A slot missing because a head moved past it (whoever moved it deleted
+        it; this process's copy of the lane was behind) is dead, not
+        unwritten: nothing is written there (a tombstone is never deleted)."""
+        now = await self.lanes.get_exact(lane)
+        queue = now.value.bands.get(band) if now is not None else None
+        if queue is not None and position < queue.head:
+            return Slot(at=self.clock(), dead=True)  # known here only: passed, and deleted
         tomb = Slot(at=self.clock(), dead=True)
         made = await self.slots.create(self.slot_id(lane, band, position), tomb)
         return tomb if made is not None else await self.slots.read(self.slot_id(lane, band, position))
