@@ -62,7 +62,9 @@ async def test_a_lagging_watched_copy_never_wins_a_claim(bus: EventBus) -> None:
     other = IFCoordinator(bus)
     for name in ("a", "b"):
         await other.register_swarm(name)
-    await other.create_tasks([{"id": f"T{i}", "title": "x"} for i in (1, 2, 3)])
+    await other.register_swarm("py", ["code:python"])
+    await other.create_tasks([{"id": f"T{i}", "title": "x"} for i in (1, 2, 3)]
+                             + [{"id": "T4", "title": "py", "capabilities": ["code:python"]}])
     async with IFCoordinator(bus) as lived:
         assert lived._claimable_copy("T1") is not None and lived._claimable_copy("T2") is not None
         current = await lived.try_claim("b", "T3")  # an up-to-date copy: its revision is the task's
@@ -82,6 +84,11 @@ async def test_a_lagging_watched_copy_never_wins_a_claim(bus: EventBus) -> None:
         won = await lived.try_claim("b", "T2")
         assert won.won and "compare-and-swap lost; re-reading" in won.checks
         assert (await other.get_task("T2")).owner == "b"
+        # a refusal is never decided on the copy alone: "b" lacks the capability, but the task
+        # as it is says why first (claimed), as a claim that read it would
+        assert (await other.try_claim("py", "T4")).won
+        late = await lived.try_claim("b", "T4")
+        assert not late.won and late.lost and "claimed by py" in late.reason, late.reason
 
 
 async def test_dependencies_derive_status_and_completion_unblocks(coord: IFCoordinator) -> None:

@@ -1128,9 +1128,19 @@ class IFCoordinator:
                                     op=claim_id, owner=swarm_id, claim_id=claim_id, lease_until=now + ttl,
                                     lease_ttl=ttl, claim_seq=seq + 1)
 
+        before = len(checks)
         try:
-            # no turn-taking with this process's other claimers: a loser must hear False at once
-            written = await self.tasks.mutate(task_id, claim, first=first, take_turns=False)
+            try:
+                # no turn-taking with this process's other claimers: a loser must hear False at once
+                written = await self.tasks.mutate(task_id, claim, first=first, take_turns=False)
+            except _Refused:
+                if watched is None or reads != 1 or lease is not None:
+                    raise
+                # refused on the watcher's copy alone: a refusal rests on the task as it is (the
+                # copy may be behind a claim, and say "coverage" where the task says "claimed")
+                del checks[before:]
+                refusal, reads = None, 0
+                written = await self.tasks.mutate(task_id, claim, take_turns=False)
         except _Refused:
             assert refusal is not None
             if lease is not None:
@@ -1149,7 +1159,8 @@ class IFCoordinator:
         on it without reading the task first. The copy may lag; then the swap
         loses and the claim reads the task and decides on what it finds, as
         after any lost race. (Anything else is read from the bus: a refusal
-        must rest on the task as it is, and a path lease on its claim count.)"""
+        must rest on the task as it is, and a path lease on its claim count: a claim
+        the copy would refuse is decided again on the task as read.)"""
         if self._watcher is None:
             return None
         task, revision = self._board.get(task_id), self._revisions.get(task_id)
