@@ -787,8 +787,7 @@ class IFCoordinator:
                     covering=(task, threshold, WAITING_LOOK * PUSH_SAMPLE * fanout * (round_ + 1)))
             if not waiting:
                 return []
-            covering = sorted(m.swarm_id for m in waiting.values() if m.capabilities is None
-                              or coverage(task.capabilities, m.capabilities) >= threshold)
+            covering = sorted(m.swarm_id for m in waiting.values() if _covers(m, task, threshold))
             if not covering:
                 return []
             turn = int(hashlib.sha256(task.id.encode()).hexdigest()[:8], 16) % len(covering)
@@ -848,7 +847,7 @@ class IFCoordinator:
                     if now - mark.seen_at - mark.ttl > STALE_MARK:
                         dead.append(seen)
                     continue
-                if mark.capabilities is None or coverage(task.capabilities, mark.capabilities) >= threshold:
+                if _covers(mark, task, threshold):
                     found[mark.swarm_id] = mark
                     if len(found) >= want:
                         break
@@ -1851,7 +1850,6 @@ class IFCoordinator:
             raise
         self._board = {t.id: t for t in snapshot}
         self._revisions = {v.value.id: v.revision for v in versioned}
-        del versioned
         for task in snapshot:
             self._track(task)
         for task in snapshot:  # finish what a crashed completer left undone (or one before dependents)
@@ -2015,6 +2013,13 @@ async def _finish(job: asyncio.Future[Any]) -> None:
             await asyncio.shield(job)
     if not job.cancelled():
         job.exception()  # retrieved: a failure here is reported by the caller's own error
+
+
+def _covers(mark: Presence, task: Task, threshold: float) -> bool:
+    """Whether the agent waiting under ``mark`` could take ``task`` (a mark
+    without capabilities, an open ``pushed_tasks`` feed's, is let through:
+    routing then judges the swarm's record)."""
+    return mark.capabilities is None or coverage(task.capabilities, mark.capabilities) >= threshold
 
 
 def _check_lease(seconds: float, what: str) -> None:

@@ -528,11 +528,11 @@ class ReadyIndex:
         A slot missing because a head moved past it (whoever moved it deleted
         it; this process's copy of the lane was behind) is dead, not
         unwritten: nothing is written there (a tombstone is never deleted)."""
-        now = await self.lanes.get_exact(lane)
-        queue = now.value.bands.get(band) if now is not None else None
-        if queue is not None and position < queue.head:
-            return Slot(at=self.clock(), dead=True)  # known here only: passed, and deleted
         tomb = Slot(at=self.clock(), dead=True)
+        current = await self.lanes.get_exact(lane)
+        queue = current.value.bands.get(band) if current is not None else None
+        if queue is not None and position < queue.head:
+            return tomb  # (kept in this process only: the position is passed, and deleted)
         made = await self.slots.create(self.slot_id(lane, band, position), tomb)
         return tomb if made is not None else await self.slots.read(self.slot_id(lane, band, position))
 
