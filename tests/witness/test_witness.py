@@ -34,6 +34,15 @@ async def test_append_builds_one_verifiable_chain(bus: EventBus) -> None:
     assert (await Witness(bus).verify()).entries == 35
 
 
+async def test_a_long_lived_witness_keeps_only_its_last_entries_in_memory(bus: EventBus) -> None:
+    """A server appends for hours: its ``written`` list must not grow without end."""
+    kept = Witness(bus, keep_written=4)
+    entries = await fill(kept, 10)
+    assert list(kept.written) == entries[-4:]
+    everything = Witness(bus, keep_written=None)  # (what a one-shot command asks for, for --trace)
+    assert list(everything.written) == [] and await fill(everything, 6, 10) == list(everything.written)
+
+
 async def test_hash_is_sha256_of_the_documented_canonical_encoding(bus: EventBus) -> None:
     e = await Witness(bus).append("IF.test", "op", {"b": 1.5, "a": "é"})
     stored = await bus.get(entry_key(1))

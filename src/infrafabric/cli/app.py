@@ -19,7 +19,7 @@ import re
 import sys
 import traceback
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -62,7 +62,7 @@ class Settings:
     falsify: bool = False
     trace_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     #: witness entries this command wrote (shown by --trace)
-    written: list[Any] = field(default_factory=list)
+    written: Sequence[Any] = field(default_factory=list)
     console: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True))
 

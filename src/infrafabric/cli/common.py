@@ -7,6 +7,7 @@ import getpass
 import os
 import re
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,6 +61,7 @@ def with_fleet(fn: Callable[[Fleet], Awaitable[T]], *, watch: bool = False,
         async with connect(url) as bus:
             fleet = assemble(bus, home=s.home, actor="cli", trace_id=s.trace_id,
                              lease_ttl=lease_ttl or DEFAULT_LEASE_TTL, sandbox=sandbox)
+            fleet.witness.written = deque()  # one command: keep every entry it writes, for --trace
             s.written = fleet.witness.written
             try:
                 if watch:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -53,7 +54,8 @@ from infrafabric import metrics
 from infrafabric.bus import EventBus, EventKind, Message, Subscription, Watch, WatchEvent
 from infrafabric.bus.bounds import check_text
 from infrafabric.bus.layout import BLOCKERS, PRESENCE, SWARMS, TASKS, WAITING, WATCHERS, push_subject
-from infrafabric.bus.records import Mirrored, Records, Versioned, encode, one_look
+from infrafabric.bus.records import Mirrored, Records, Versioned, decode, encode, one_look
+from infrafabric.coordinator.copy import BoardCopy
 from infrafabric.coordinator.leases import Conflict, PathLeases, needs_lease
 from infrafabric.coordinator.models import (
     Presence,
@@ -75,6 +77,7 @@ from infrafabric.coordinator.ready import GRACE, Offer, ReadyIndex, Whole, is_li
 from infrafabric.errors import (
     BreakerOpenError,
     ConfigurationError,
+    CorruptRecordError,
     InfraFabricError,
     InvalidStateError,
     NotOwnerError,
@@ -347,9 +350,9 @@ class IFCoordinator:
         self._waiting_seen = 0
         self._waiting_sync: list[tuple[int, asyncio.Future[None]]] = []
         self._catching: asyncio.Future[None] | None = None
-        self._board: dict[str, Task] = {}
-        #: task id → the revision that wrote the watcher's copy of it (its compare-and-swap base)
-        self._revisions: dict[str, int] = {}
+        #: the watcher's copy of the board, each task with the revision that wrote it (its
+        #: compare-and-swap base)
+        self._board = BoardCopy()
         #: task id → done when this process's claim attempt on it ends: another hand-out of this
         #: process passes over it instead of racing its own neighbour for it (cf. SKIP LOCKED)
         self._trying: dict[str, asyncio.Future[None]] = {}
@@ -433,17 +436,18 @@ class IFCoordinator:
         100,000 tasks is more than one listing returns in time."""
         return sorted([v.value async for v in self.tasks.scan()], key=sort_key)
 
-    async def _find(self, candidate: Callable[[Task], bool], match: Callable[[Task], bool]) -> list[Task]:
+    async def _find(self, candidates: Callable[[BoardCopy], Iterable[str]],
+                    match: Callable[[Task], bool]) -> list[Task]:
         """The tasks ``match`` picks, as they are on the bus now. With the
-        watcher running, its live board narrows them to the ``candidate`` ones
-        without listing, and each is read back (the watcher may lag a change
-        just made, so ``candidate`` must not depend on what can lag); without
-        it, one listing."""
+        watcher running, ``candidates`` narrows them to a few ids from its copy
+        of the board without listing, and each is read back (the watcher may
+        lag a change just made, so ``candidates`` must not depend on what can
+        lag); without it, one listing."""
         if self._watcher is None:
             return [t for t in await self.list_tasks() if match(t)]
         found = []
-        for seen in [t for t in self._board.values() if candidate(t)]:
-            task = await self.tasks.read(seen.id)
+        for task_id in list(candidates(self._board)):
+            task = await self.tasks.read(task_id)
             if task is not None and match(task):
                 found.append(task)
         return sorted(found, key=sort_key)
@@ -451,13 +455,17 @@ class IFCoordinator:
     async def held_by(self, swarm_id: str) -> list[Task]:
         """The tasks ``swarm_id`` holds a claim on now (a lapsed lease still
         counts until someone else claims the task)."""
-        return await self._find(lambda t: t.owner == swarm_id,
+        return await self._find(lambda copy: [t.id for t in copy.owned_by(swarm_id)],
                                 lambda t: t.status is TaskStatus.CLAIMED and t.owner == swarm_id)
 
     async def unblocked_by(self, task_id: str) -> list[Task]:
         """The dependents of ``task_id`` that are available now (after it
         completed: those it unblocked, unless claimed since)."""
-        return await self._find(lambda t: task_id in t.dependencies,
+        def dependents(copy: BoardCopy) -> list[str]:  # (linked before each dependent is created)
+            done = copy.get(task_id)
+            return [] if done is None else done.dependents
+
+        return await self._find(dependents,
                                 lambda t: task_id in t.dependencies and t.status is TaskStatus.AVAILABLE)
 
     async def get_task_owner(self, task_id: str) -> str | None:
@@ -1162,13 +1170,13 @@ class IFCoordinator:
         the copy would refuse is decided again on the task as read.)"""
         if self._watcher is None:
             return None
-        task, revision = self._board.get(task_id), self._revisions.get(task_id)
-        if task is None or revision is None or task.status is not TaskStatus.AVAILABLE \
-                or needs_lease(task):
+        row = self._board.row(task_id)
+        if row is None or not row.revision or row.status != TaskStatus.AVAILABLE.value or row.leased:
             return None
-        return Versioned(self.tasks.key(task_id), task, revision)
+        task = self._board.get(task_id)
+        return None if task is None else Versioned(self.tasks.key(task_id), task, row.revision)
 
-    def live_board(self) -> dict[str, Task] | None:
+    def live_board(self) -> BoardCopy | None:
         """The watcher's copy of the board (task id → task), if it runs; else
         None (read what is needed). A moment behind the bus: decide nothing
         that must be exact from it."""
@@ -1410,8 +1418,8 @@ class IFCoordinator:
     async def _announce_freed(self, ended: Task) -> None:
         """Push again the available tasks that ``ended``'s claim kept from being
         taken (their paths overlapped its): a waiting agent skipped them."""
-        board = self._board.values() if self._watcher is not None else await self.list_tasks()
-        for task in list(board):
+        board = self._board.leased_available() if self._watcher is not None else await self.list_tasks()
+        for task in board:
             if task.status is TaskStatus.AVAILABLE and task.id != ended.id and needs_lease(task) \
                     and self.leases.tasks_clash(task, ended):
                 await self._announce(task)
@@ -1597,6 +1605,9 @@ class IFCoordinator:
         if missing:
             log.info("re-indexed %d available task(s) the ready index did not name", sum(done))
         return [t for t, yes in zip(missing, done, strict=True) if yes]
+
+    async def _later_reindex(self, board: list[Task], _: str) -> None:
+        await self._reindex_once(board)
 
     async def _reindex_once(self, board: Iterable[Task]) -> None:
         """:meth:`reindex` unless one has already found the index whole (its
@@ -1841,44 +1852,52 @@ class IFCoordinator:
     async def _watch_board(self, ready: asyncio.Future[None]) -> None:
         try:
             start = await self.bus.revision() + 1
-            versioned = [v async for v in self.tasks.scan()]
-            snapshot = sorted((v.value for v in versioned), key=sort_key)
+            board = BoardCopy()
+            snapshot = []
+            async for entry in self.bus.scan(TASKS):
+                try:
+                    task = decode(Task, entry)
+                except CorruptRecordError as exc:
+                    log.warning("skipped %s (`ifctl doctor` repairs it)", exc.message)
+                    continue
+                board.put(task, entry.value, entry.revision)
+                snapshot.append(task)
+            snapshot.sort(key=sort_key)
             watch = self.bus.watch(TASKS, start_revision=start)
             await watch.start()
         except BaseException as exc:
             ready.set_exception(exc)
             raise
-        self._board = {t.id: t for t in snapshot}
-        self._revisions = {v.value.id: v.revision for v in versioned}
+        self._board = board
         for task in snapshot:
             self._track(task)
         for task in snapshot:  # finish what a crashed completer left undone (or one before dependents)
             self._unblock_if_ready(task.id)
-        self._spawn(lambda _: self._reindex_once(snapshot), "")  # tasks available before the index existed
+        available = [t for t in snapshot if t.status is TaskStatus.AVAILABLE]
+        self._spawn(functools.partial(self._later_reindex, available), "")  # made before the index existed
+        # this frame lives as long as the watch: the decoded tasks must not (see coordinator.copy)
+        snapshot = available = []
         ready.set_result(None)
         async with watch:
             async for ev in watch:
                 task_id = ev.key.removeprefix(TASKS)
                 if ev.kind is EventKind.DELETE or ev.value is None:
-                    self._board.pop(task_id, None)
-                    self._revisions.pop(task_id, None)
+                    self._board.remove(task_id)
                     self._cancel_timer(task_id)
                     continue
                 try:
                     task = Task.model_validate_json(ev.value)
                 except ValidationError:
-                    self._revisions.pop(task_id, None)  # (a stale copy must not be swapped on)
+                    self._board.unsure(task_id)  # (a stale copy must not be swapped on)
                     continue
-                before = self._board.get(task.id)
-                self._board[task.id] = task
-                self._revisions[task.id] = ev.revision
+                before = self._board.put(task, ev.value, ev.revision)
                 self._track(task)
                 offered = before is None or before.ready_seq != task.ready_seq
                 if task.status is TaskStatus.AVAILABLE and offered and self._waiting \
                         and self._leads_follow_ups():
                     self._later_follow_up(task, 1)  # whoever made it available pushed the first group
                 if task.status is TaskStatus.COMPLETED and (
-                        before is None or before.status is not TaskStatus.COMPLETED):
+                        before is None or before.status != TaskStatus.COMPLETED.value):
                     self._after_completion(task)
 
     async def _watch_swarms(self, ready: asyncio.Future[None]) -> None:
@@ -1951,10 +1970,10 @@ class IFCoordinator:
             self._unblock_if_ready(dep_id)
 
     def _unblock_if_ready(self, task_id: str) -> None:
+        if self._board.status(task_id) is not TaskStatus.BLOCKED:
+            return
         dep = self._board.get(task_id)
-        if dep is not None and dep.status is TaskStatus.BLOCKED and all(
-                (d := self._board.get(x)) is not None and d.status is TaskStatus.COMPLETED
-                for x in dep.dependencies):
+        if dep is not None and all(self._board.status(x) is TaskStatus.COMPLETED for x in dep.dependencies):
             self._spawn(self._make_available, dep.id)
 
     def _cancel_timer(self, task_id: str) -> None:

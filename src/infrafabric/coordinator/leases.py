@@ -48,7 +48,7 @@ the guards) count an entry as held only when its claim is.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from infrafabric.bus import EventBus
@@ -288,7 +288,7 @@ class PathLeases:
 
     # -- readers ------------------------------------------------------------------------
 
-    async def held(self, board: dict[str, Task] | None = None) -> list[tuple[PathLease, Task]]:
+    async def held(self, board: Mapping[str, Task] | None = None) -> list[tuple[PathLease, Task]]:
         """The leases that hold now, with their tasks. ``board`` (the
         coordinator's live board) saves reading the tasks; without it each
         lease's task is read."""

@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,16 +140,19 @@ class Witness:
     to one chain. ``trace_id`` and ``actor`` are defaults for entries this
     object writes; ``signer`` (optional) signs a checkpoint every
     ``checkpoint_every`` entries it appends. ``written`` lists this object's
-    own entries (what ``--trace`` prints)."""
+    own entries (what ``--trace`` prints), the last ``keep_written`` of them
+    (None: all, for a one-shot command; a server's witness must not grow
+    without end, nor give the garbage collector every entry to walk)."""
 
     def __init__(self, bus: EventBus, *, trace_id: str | None = None, actor: str | None = None,
-                 signer: Signer | None = None, checkpoint_every: int | None = 1000) -> None:
+                 signer: Signer | None = None, checkpoint_every: int | None = 1000,
+                 keep_written: int | None = 1000) -> None:
         self.bus = bus
         self.trace_id = trace_id
         self.actor = actor
         self.signer = signer
         self.checkpoint_every = checkpoint_every
-        self.written: list[WitnessEntry] = []
+        self.written: deque[WitnessEntry] = deque(maxlen=keep_written)
         self._hint = Records(bus, HEAD, _Hint)
         self._head: tuple[int, str] | None = None
         self._queue: list[_Pending] = []

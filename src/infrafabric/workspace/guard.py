@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infrafabric.coordinator import IFCoordinator, Task, TaskStatus
+from infrafabric.coordinator.copy import BoardCopy
 from infrafabric.coordinator.leases import PathLeases
 from infrafabric.coordinator.models import PathLease, default_branch, is_task_id
 from infrafabric.errors import ConfigurationError
@@ -67,13 +68,14 @@ def _relative(top: Path, cwd: Path, path: str) -> str | None:
     return None if text in ("", ".") or text.startswith(".git/") or text == ".git" else text
 
 
-async def _branch_tasks(coord: IFCoordinator, branches: Sequence[str], board: dict[str, Task] | None,
+async def _branch_tasks(coord: IFCoordinator, branches: Sequence[str], board: BoardCopy | None,
                         held: list[tuple[PathLease, Task]]) -> dict[str, Task]:
     """The tasks whose work branch may be one of ``branches``, without listing
-    the board: explicit branches of claimed tasks are in the path-lease table
-    (``held``); a default ``if/<task-id>`` branch names its task."""
+    the board: those a running watcher's copy shows claimed; else explicit
+    branches of claimed tasks are in the path-lease table (``held``) and a
+    default ``if/<task-id>`` branch names its task."""
     if board is not None:
-        return board
+        return board.claimed()
     found = {t.id: t for _, t in held}
     for branch in branches:
         candidate = branch.removeprefix(DEFAULT_PREFIX)
