@@ -58,6 +58,15 @@ async def test_create_many_creates_the_absent_keys_and_names_the_present(bus: Ev
     assert await bus.get("ok") is None  # nothing written when a key is bad
 
 
+async def test_which_exist_across_several_groups(bus: EventBus) -> None:
+    """More keys than one round trip covers: the groups (read concurrently) each answer for theirs."""
+    count = bus.batch_limit + 7
+    made = await bus.create_many([(f"wide/{i}", b"v") for i in range(0, count, 2)])
+    assert all(isinstance(r, int) for r in made)
+    asked = [f"wide/{i}" for i in range(count)] + ["elsewhere/0"]
+    assert await bus.which_exist(asked) == {f"wide/{i}" for i in range(0, count, 2)}
+
+
 async def test_get_absent_is_none(bus: EventBus) -> None:
     assert await bus.get("nothing/here") is None
 

@@ -387,11 +387,10 @@ class EventBus(ABC):
             validate_key(key)
             physical.append((self._ns(key), as_bytes(value)))
         out: list[int | None] = []
-        if self._groups is None:
-            self._groups = asyncio.Semaphore(self.groups_in_flight)
+        turns = self._turns()
         for start in range(0, len(physical), self.batch_limit):
             group = physical[start:start + self.batch_limit]
-            async with self._groups:  # a turn first: the deadline is the write's, not the queue's
+            async with turns:  # a turn first: the deadline is the write's, not the queue's
                 with self._deadline("create", items[start][0] if len(group) == 1 else f"{len(group)} keys"):
                     async with asyncio.timeout(self.timeout):
                         out += await self._create_many(group)
@@ -404,6 +403,12 @@ class EventBus(ABC):
     groups_in_flight = 8
     _groups: asyncio.Semaphore | None = None
 
+    def _turns(self) -> asyncio.Semaphore:
+        """The turns groups of one client take (made in the loop that first asks)."""
+        if self._groups is None:
+            self._groups = asyncio.Semaphore(self.groups_in_flight)
+        return self._groups
+
     async def which_exist(self, keys: Sequence[str]) -> set[str]:
         """The keys of ``keys`` that exist now, in as few round trips as the
         engine allows (a NATS batch direct get per :attr:`batch_limit` keys).
@@ -411,12 +416,17 @@ class EventBus(ABC):
         for key in keys:
             validate_key(key)
         found: set[str] = set()
-        for start in range(0, len(keys), self.batch_limit):
-            group = list(keys[start:start + self.batch_limit])
-            with self._deadline("get", group[0] if len(group) == 1 else f"{len(group)} keys"):
-                async with asyncio.timeout(self.timeout):
-                    there = await self._which_exist([self._ns(k) for k in group])
+        turns = self._turns()
+
+        async def look(group: list[str]) -> None:
+            async with turns:
+                with self._deadline("get", group[0] if len(group) == 1 else f"{len(group)} keys"):
+                    async with asyncio.timeout(self.timeout):
+                        there = await self._which_exist([self._ns(k) for k in group])
             found.update(k for k in group if self._ns(k) in there)
+
+        await asyncio.gather(*(look(list(keys[start:start + self.batch_limit]))
+                               for start in range(0, len(keys), self.batch_limit)))
         return found
 
     async def _which_exist(self, keys: Sequence[str]) -> set[str]:

@@ -527,6 +527,14 @@ class EtcdBus(EventBus):
         # some key exists: learn which, one create each (the others are created)
         return list(await asyncio.gather(*(self._create(k, v) for k, v in items)))
 
+    async def _which_exist(self, keys: Sequence[str]) -> set[str]:
+        client = self._live_client()
+        # one read-only transaction of a range per key: one round trip, one revision for all
+        with self._translate("get", f"{len(keys)} keys", client):
+            _ok, responses = await client.transaction(
+                compare=[], success=[client.transactions.get(self._key(k)) for k in keys], failure=[])
+        return {k for k, found in zip(keys, responses, strict=True) if found}
+
     async def _update(self, key: str, value: bytes, revision: int) -> int | None:
         client = self._live_client()
         # An absent key has mod_revision 0, so this never matches a deleted key.
