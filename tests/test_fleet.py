@@ -476,3 +476,24 @@ async def test_a_losing_claimer_is_not_queued_behind_a_slow_winner(bus: EventBus
     policy.go.set()
     late = await asyncio.wait_for(slow, GUARD)
     assert not late.won and late.lost and "claimed by fast" in late.reason
+
+
+def test_a_server_process_fits_the_garbage_collector_once_started() -> None:
+    """``tune_gc`` (what ``ifctl mcp`` and the dashboard call once serving):
+    what exists is frozen out of the collector's walks, young collections are
+    rarer, and garbage made before is collected, not frozen. In a process of
+    its own: freezing this test process would keep what the other tests drop."""
+    probe = (
+        "import gc, json\n"
+        "from infrafabric.serving import YOUNG_THRESHOLD, tune_gc\n"
+        "class Cycle: pass\n"
+        "a, b = Cycle(), Cycle(); a.other, b.other = b, a\n"
+        "import weakref; gone = weakref.ref(a); del a, b\n"
+        "before = gc.get_threshold()\n"
+        "tune_gc()\n"
+        "print(json.dumps({'before': before, 'after': gc.get_threshold(), 'frozen': gc.get_freeze_count(),"
+        " 'young': YOUNG_THRESHOLD, 'cycle_freed': gone() is None}))\n")
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    got = json.loads(out)
+    assert got["after"] == [got["young"], *got["before"][1:]] and got["after"] != got["before"]
+    assert got["frozen"] > 1000 and got["cycle_freed"]

@@ -1,13 +1,18 @@
-"""What the HTTP front ends (the dashboard, the agent server) share: binding a
-listening socket with a clear error, and which names are loopback."""
+"""What the long-lived front ends (the dashboard, the agent servers) share:
+binding a listening socket with a clear error, which names are loopback, and
+fitting the garbage collector to a server."""
 
 from __future__ import annotations
 
+import gc
 import socket
 
 from infrafabric.errors import ConfigurationError
 
-__all__ = ["LOOPBACK_HOSTS", "bind"]
+__all__ = ["LOOPBACK_HOSTS", "YOUNG_THRESHOLD", "bind", "tune_gc"]
+
+#: allocations of container objects between two young collections in a server (CPython: 700)
+YOUNG_THRESHOLD = 10_000
 
 #: the names a loopback-only server answers to
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -33,3 +38,26 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+def tune_gc() -> None:
+    """Fit CPython's cyclic garbage collector to a long-lived server; call it
+    once the server has started (idempotent).
+
+    Why: a server with many agents waiting holds a few hundred objects per
+    agent, and much of what a request allocates lives across an await or
+    two. With the default thresholds those objects survive the young
+    collections (every 700 allocations) into the old generation, which then
+    fills and is walked whole: an agent server with 1,000 agents waiting
+    (``ifctl bench scale``'s wake-up run) paused 28 times in 20 s, 14 to 134 ms
+    each, whichever hand-out was running. So: what exists once the server has
+    started (modules, model classes, the fleet: it lives as long as the
+    process) is moved out of every walk (:func:`gc.freeze`, after a
+    collection so that no garbage is frozen), and the young generation is
+    collected every :data:`YOUNG_THRESHOLD` allocations, so that objects in
+    flight die young. That run then made one full collection. Memory is
+    unchanged: reference counting frees what is not in a cycle, as before."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, old)

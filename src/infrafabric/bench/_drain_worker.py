@@ -23,6 +23,7 @@ from typing import Any
 from infrafabric.bench._common import run_worker, stdin_signal
 from infrafabric.bus import connect
 from infrafabric.fleet import assemble
+from infrafabric.serving import tune_gc
 
 __all__ = ["main"]
 
@@ -32,6 +33,7 @@ async def _run(spec: dict[str, Any]) -> None:
         fleet = assemble(bus, actor="bench-drain", signer=None)
         try:
             await fleet.coordinator.start()
+            tune_gc()  # this process stands for an agent server: it runs as `ifctl mcp` does
             go = stdin_signal(asyncio.get_running_loop())
             print("ready", flush=True)
             await go

@@ -46,6 +46,7 @@ duplicate completions in the drain.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import statistics
 import time
@@ -70,6 +71,7 @@ from infrafabric.bus import EventBus, connect, parse_url
 from infrafabric.coordinator import TaskStatus
 from infrafabric.errors import InfraFabricError
 from infrafabric.fleet import Fleet, assemble
+from infrafabric.serving import tune_gc
 
 __all__ = ["IMPORT_TARGET", "bench_scale"]
 
@@ -90,8 +92,11 @@ async def bench_scale(url: str, *, sizes: tuple[int, ...] = (100, 1000, 10000), 
                       agents: tuple[int, ...] = (10, 100, 1000), rounds: int = 20,
                       drain_agents: int = 1000, drain_tasks: int = 20000, processes: int = 4,
                       progress: Progress | None = None) -> dict[str, Any]:
-    """Every figure of the module docs, in one run on the server of ``url``."""
+    """Every figure of the module docs, in one run on the server of ``url``.
+    This process runs the long-lived side as ``ifctl mcp`` does, with the
+    garbage collector fitted to a server (:func:`infrafabric.serving.tune_gc`)."""
     t0 = time.time()
+    tune_gc()
     runs = [await _board_run(url, size, n, progress) for size in sizes]
     raw = await _raw_rates(url, n, progress)
     wakeups = [await _wakeup_run(url, count, rounds, progress) for count in agents]
@@ -127,8 +132,9 @@ async def bench_scale(url: str, *, sizes: tuple[int, ...] = (100, 1000, 10000), 
                    None if drain is None else drain["duplicates"], applies=drain is not None),
     ]
     return {"benchmark": "scale", "started_at": started_at(t0), "duration_s": round(time.time() - t0, 1),
-            "machine": machine_info(), "n": n, "runs": runs, "raw": raw, "wakeups": wakeups,
-            "drain": drain, "targets": targets}
+            "machine": machine_info(),
+            "gc": {"threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()},
+            "n": n, "runs": runs, "raw": raw, "wakeups": wakeups, "drain": drain, "targets": targets}
 
 
 async def _board_run(url: str, size: int, n: int, progress: Progress | None) -> dict[str, Any]:

@@ -136,7 +136,7 @@ def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_t
     logging.getLogger("infrafabric").setLevel(logging.INFO)
     if http:
         from infrafabric.agent.http import serve_http
-        from infrafabric.serving import LOOPBACK_HOSTS
+        from infrafabric.serving import LOOPBACK_HOSTS, tune_gc
 
         if swarm_id or caps:
             raise ConfigurationError("--http serves many agents: each acts as the swarm its token is bound "
@@ -150,6 +150,7 @@ def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_t
                      "network is trusted")
 
         def ready(url: str) -> None:
+            tune_gc()  # this process is the server now
             click.echo(f"ifctl mcp: serving agents at {url} (bearer tokens: ifctl mcp token issue SWARM)",
                        err=True)
 
@@ -159,7 +160,9 @@ def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_t
         return
     swarm, capabilities = identity(swarm_id, caps)
     from infrafabric.agent.stdio import serve_stdio
+    from infrafabric.serving import tune_gc
 
+    tune_gc()  # this process is the server (its modules are loaded: they are frozen with the rest)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_stdio(s.bus, home=s.home, swarm_id=swarm, capabilities=capabilities,
                                 lease_ttl=lease_ttl))

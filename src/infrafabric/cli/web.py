@@ -17,7 +17,7 @@ from infrafabric.bus.bounds import read_limited
 from infrafabric.cli.app import Outcome, contract, run_async, settings
 from infrafabric.cli.common import Check, bus_check, falsify_report
 from infrafabric.errors import ConfigurationError, InfraFabricError
-from infrafabric.serving import bind
+from infrafabric.serving import bind, tune_gc
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -182,6 +182,7 @@ def web(host: str, port: int, token_file: Path | None, allow_hosts: tuple[str, .
     info: dict[str, Any] = {}
 
     def ready(base: str) -> None:
+        tune_gc()  # this process is the dashboard's server now
         info["url"] = base
         if s.json:
             return
