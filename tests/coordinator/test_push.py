@@ -14,12 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from typing import Any
+
+import pytest
 
 from infrafabric.bus import EventBus, connect
 from infrafabric.bus.layout import push_subject
 from infrafabric.coordinator import IFCoordinator
 from infrafabric.coordinator.core import PRESENCE_TTL, PUSH_WINDOW, ClaimOutcome, Feed
 from infrafabric.coordinator.models import Presence, Task
+from infrafabric.errors import BusTimeoutError
 from infrafabric.fleet import assemble
 from infrafabric.governor.models import ResourcePolicy
 
@@ -153,6 +157,38 @@ async def test_next_task_is_marked_waiting_only_while_it_waits(bus: EventBus) ->
     assert await coord._waiting_now() == {}
     assert await coord.next_task("agent") is None  # not waiting: no mark written
     assert await coord.waiting.list() == []
+
+
+async def test_a_push_feed_that_fails_to_open_is_opened_again_within_the_wait(bus: EventBus) -> None:
+    """Opening the push subscription timed out (an etcd watch among 1,000
+    opening at once): the agent asked to wait, nothing is claimed yet, so the
+    wait goes on and the task made available next still reaches it."""
+    coord = IFCoordinator(bus)
+    await coord.register_swarm("agent")
+    real, refused = bus.subscribe, []
+
+    def flaky(subject: str) -> Any:
+        stream = real(subject)
+        if not refused:
+            refused.append(subject)
+
+            async def timed_out() -> None:
+                raise BusTimeoutError(f"subscribe {subject}: no answer within 5 s")
+            stream.start = timed_out  # type: ignore[method-assign]
+        return stream
+
+    bus.subscribe = flaky  # type: ignore[method-assign]
+    waiter = asyncio.ensure_future(coord.next_task("agent", wait=GUARD))
+    for _ in range(500):
+        if "agent" in await coord._waiting_now():
+            break
+        await asyncio.sleep(0.02)
+    await IFCoordinator(bus).create_task({"id": "T", "title": "x"})
+    got = await asyncio.wait_for(waiter, GUARD)
+    assert refused == [push_subject("agent")] and got is not None and got.task_id == "T"
+    refused.clear()
+    with pytest.raises(BusTimeoutError):  # no time left in the wait: the failure is the caller's
+        await coord.next_task("agent", wait=0.01)
 
 
 async def test_a_pushed_task_a_rival_took_sends_the_agent_back_to_the_index(bus: EventBus) -> None:

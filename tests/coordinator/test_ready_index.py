@@ -40,6 +40,7 @@ from infrafabric.fleet import assemble
 from support import Clock
 
 WORKER = str(Path(__file__).with_name("ready_worker.py"))
+GUARD = 10.0  # fails a test that hangs; never a latency assertion
 
 
 class Reads:
@@ -119,6 +120,35 @@ async def test_an_import_with_nobody_waiting_reads_nothing_per_task_to_push(bus:
         assert counter.lists.count(WAITING) == 1, counter.lists
     finally:
         await fleet.close()
+
+
+async def test_a_hand_out_sends_its_tidying_after_its_claim(bus: EventBus) -> None:
+    """Moving a lane's head past dead slots (and deleting them) is sent once the
+    hand-out's compare-and-swap is back, not before: an engine commits writes
+    in turn, and the claim would wait for them."""
+    await _filled(bus, 6)
+    first = IFCoordinator(bus)
+    for _ in range(2):  # two slots at the head, claimed from and marked dead
+        assert await first.next_task("worker") is not None
+    await first.ready.settle(GUARD)
+    writes: list[tuple[str, str]] = []
+    for name in ("update", "put", "delete", "create"):
+        def recording(call: Callable[..., Awaitable[Any]], name: str = name) -> Callable[..., Awaitable[Any]]:
+            async def recorded(key: str, *args: Any, **kw: Any) -> Any:
+                writes.append(("sent", key))
+                try:
+                    return await call(key, *args, **kw)
+                finally:
+                    writes.append(("back", key))
+            return recorded
+        setattr(bus, name, recording(getattr(bus, name)))
+    later = IFCoordinator(bus)  # knows nothing: reads the two dead slots, and moves the head past them
+    got = await later.next_task("worker")
+    assert got is not None and got.task_id == "t00002"
+    await later.ready.settle(GUARD)
+    claim = writes.index(("back", f"{TASKS}t00002"))
+    tidying = [i for i, (what, key) in enumerate(writes) if what == "sent" and key.startswith("ready/")]
+    assert tidying and min(tidying) > claim, writes
 
 
 async def test_blocked_tasks_cost_no_claim_attempt(bus: EventBus) -> None:

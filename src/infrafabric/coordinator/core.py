@@ -1478,13 +1478,40 @@ class IFCoordinator:
             return outcome
         # Listen, say it waits (a task that becomes available is pushed to waiting agents), then
         # look once more: one made available between the first look and the mark is not missed.
-        async with self.pushed_tasks(swarm_id, waiting=False) as pushes:
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        async with self._listening(swarm_id, deadline) as pushes:
             async with self._marked(self.waiting, swarm_id, via="next_task", ttl=PRESENCE_TTL,
                                     capabilities=swarm.capabilities):
                 with one_look():
                     outcome = await self._hand_out(swarm, threshold, lease_ttl, fresh=True)
                 return outcome if outcome is not None else await self._wait_for_push(
-                    swarm, threshold, pushes, wait, lease_ttl)
+                    swarm, threshold, pushes, None if deadline is None else deadline - loop.time(),
+                    lease_ttl)
+
+    @contextlib.asynccontextmanager
+    async def _listening(self, swarm_id: str, deadline: float | None) -> AsyncIterator[Feed[Task]]:
+        """The swarm's push feed, established. A transient failure to open it
+        (an etcd watch that timed out among a thousand others opening) is
+        tried again, backing off, until the wait's ``deadline`` (loop time):
+        waiting is what the agent asked for, and nothing was claimed yet."""
+        loop = asyncio.get_running_loop()
+        delay = 0.05
+        while True:
+            feed = self.pushed_tasks(swarm_id, waiting=False)
+            try:
+                await feed.__aenter__()
+                break
+            except InfraFabricError as exc:
+                if not is_transient(exc) or (deadline is not None and loop.time() + delay >= deadline):
+                    raise
+                log.info("could not listen for pushes to %s (%s); trying again", swarm_id, exc.message)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        try:
+            yield feed
+        finally:
+            await feed.__aexit__(None, None, None)
 
     async def _wait_for_push(self, swarm: SwarmRecord, threshold: float, pushes: Feed[Task],
                              wait: float | None, lease_ttl: float | None) -> ClaimOutcome | None:
@@ -1530,6 +1557,11 @@ class IFCoordinator:
         once a rival took a task from under it, this swarm starts further
         into the window (by its id), so many agents at once spread out
         instead of all racing for the next task."""
+        with self.ready.holding():  # its claim's compare-and-swap is not queued behind tidying
+            return await self._hand_out_held(swarm, threshold, lease_ttl, fresh=fresh)
+
+    async def _hand_out_held(self, swarm: SwarmRecord, threshold: float, lease_ttl: float | None, *,
+                             fresh: bool) -> ClaimOutcome | None:
         tried: set[tuple[str, str, int]] = set()
         #: slots another hand-out of this process is trying now: looked at again once it is done
         busy: dict[tuple[str, str, int], asyncio.Future[None]] = {}

@@ -68,7 +68,8 @@ import contextlib
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Coroutine, Iterable, Sequence, Set
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence, Set
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -105,6 +106,19 @@ CONCURRENCY = 256
 #: the longest lane id made from capability names; longer sets are hashed
 MAX_LANE_ID = 200
 ANY_LANE = "_any"
+
+
+@dataclass
+class _Held:
+    """The tidying a hand-out holds back (see ReadyIndex.holding)."""
+
+    jobs: list[Coroutine[Any, Any, None]]
+    #: False once the hand-out ended: a task it started that asks later (a shielded claim
+    #: attempt outliving a cancelled hand-out) has its tidying started at once
+    open: bool = True
+
+
+_HELD: ContextVar[_Held | None] = ContextVar("if_ready_held", default=None)
 
 
 class Band(BaseModel):
@@ -459,7 +473,7 @@ class ReadyIndex:
         batch = self._lane_next.get(lane)
         if batch is None:
             batch = self._lane_next[lane] = asyncio.get_running_loop().create_future()
-            self.later(self._lane_batch(lane, batch))
+            self._start(self._lane_batch(lane, batch))  # (awaited just below: never held back)
         await asyncio.wait([batch])
         return batch.result()
 
@@ -567,10 +581,35 @@ class ReadyIndex:
 
     def later(self, tidy: Coroutine[Any, Any, None]) -> None:
         """Run ``tidy`` without making the hand-out wait for it (what it does
-        only spares later readers work); :meth:`settle` awaits it."""
-        job = asyncio.ensure_future(tidy)
-        self._tidying.add(job)
-        job.add_done_callback(self._tidying.discard)
+        only spares later readers work); :meth:`settle` awaits it. Inside
+        :meth:`holding`, it starts when the block ends."""
+        held = _HELD.get()
+        if held is not None and held.open:
+            held.jobs.append(tidy)
+        else:
+            self._start(tidy)
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold back the tidying asked for in this block (in this task) until
+        it ends: a hand-out's claim goes first. An engine commits writes in
+        turn, so a head move or a slot deletion sent just before the claim's
+        compare-and-swap made the claim wait for it (a served hand-out on
+        etcd took 2.1 ms for its swap against 1.2 ms for the engine's)."""
+        held = _Held([])
+        token = _HELD.set(held)
+        try:
+            yield
+        finally:
+            _HELD.reset(token)
+            held.open = False
+            for tidy in held.jobs:
+                self._start(tidy)
+
+    def _start(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(job)
+        self._tidying.add(task)
+        task.add_done_callback(self._tidying.discard)
 
     async def settle(self, within: float) -> None:
         """Let the tidying under way finish (at most ``within`` seconds): a
