@@ -23,7 +23,7 @@ def test_the_copy_answers_from_bytes_and_indexes_what_scans_need() -> None:
         _kept(copy, task, rev)
     assert copy["T1"] == plain and copy.get("T9") is None and len(copy) == 3 and "T2" in copy
     assert copy.revision("T2") == 2 and copy.status("T3") is TaskStatus.CLAIMED
-    assert copy.claimed() == {"T3": held} and [t.id for t in copy.owned_by("a")] == ["T3"]
+    assert copy.claimed() == {"T3": held} and [t.id for t in copy.claimed_by("a")] == ["T3"]
     assert [t.id for t in copy.leased_available()] == ["T2"]
 
     before = copy.put(leased.model_copy(update={"status": TaskStatus.CLAIMED, "owner": "b"}),
@@ -31,10 +31,13 @@ def test_the_copy_answers_from_bytes_and_indexes_what_scans_need() -> None:
     assert before is not None and before.status == "available" and before.revision == 2
     assert copy.leased_available() == [] and set(copy.claimed()) == {"T2", "T3"}
 
+    _kept(copy, Task(id="T4", title="w", status=TaskStatus.COMPLETED, owner="a"), 8)
+    assert [t.id for t in copy.claimed_by("a")] == ["T3"]  # (one it completed is never read back)
+
     copy.unsure("T1")  # a later write did not decode: keep the copy, but never swap on it
     assert copy.revision("T1") is None and copy["T1"] == plain
     copy.remove("T3")
-    assert "T3" not in copy and set(copy.claimed()) == {"T2"} and copy.owned_by("a") == []
+    assert "T3" not in copy and set(copy.claimed()) == {"T2"} and copy.claimed_by("a") == []
 
 
 def test_a_large_copy_adds_no_objects_for_the_garbage_collector_to_walk() -> None:

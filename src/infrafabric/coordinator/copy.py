@@ -47,7 +47,7 @@ class BoardCopy(Mapping[str, Task]):
     """Task id → task, as last seen on the watch. Reading one task decodes it
     (claimed ones are kept decoded); iterating :meth:`values` decodes them
     all, so the scans a coordinator makes use :meth:`claimed`,
-    :meth:`owned_by` and :meth:`leased_available`, which decode only what
+    :meth:`claimed_by` and :meth:`leased_available`, which decode only what
     they return."""
 
     def __init__(self) -> None:
@@ -126,9 +126,11 @@ class BoardCopy(Mapping[str, Task]):
         """The tasks the copy shows claimed (a lapsed lease still shows), by id."""
         return dict(self._claimed)
 
-    def owned_by(self, swarm_id: str) -> list[Task]:
-        """The tasks whose copy names ``swarm_id`` as owner, in any status."""
-        return [self[i] for i, row in list(self._rows.items()) if row[3] == swarm_id and i in self._rows]
+    def claimed_by(self, swarm_id: str) -> list[Task]:
+        """The tasks the copy shows claimed by ``swarm_id`` (not those it
+        completed: a completed task keeps its owner, and an agent that has
+        done thousands must not have them all read back)."""
+        return [t for t in list(self._claimed.values()) if t.owner == swarm_id]
 
     def leased_available(self) -> list[Task]:
         """The available tasks whose claim would take a path lease."""

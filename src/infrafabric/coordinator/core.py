@@ -455,7 +455,7 @@ class IFCoordinator:
     async def held_by(self, swarm_id: str) -> list[Task]:
         """The tasks ``swarm_id`` holds a claim on now (a lapsed lease still
         counts until someone else claims the task)."""
-        return await self._find(lambda copy: [t.id for t in copy.owned_by(swarm_id)],
+        return await self._find(lambda copy: [t.id for t in copy.claimed_by(swarm_id)],
                                 lambda t: t.status is TaskStatus.CLAIMED and t.owner == swarm_id)
 
     async def unblocked_by(self, task_id: str) -> list[Task]:
