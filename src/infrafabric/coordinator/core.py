@@ -1481,6 +1481,9 @@ class IFCoordinator:
         loop = asyncio.get_running_loop()
         deadline = None if wait is None else loop.time() + wait
         async with self._listening(swarm_id, deadline) as pushes:
+            if pushes is None:  # the wait ran out while the feed would not open: one last look
+                with one_look():
+                    return await self._hand_out(swarm, threshold, lease_ttl, fresh=True)
             async with self._marked(self.waiting, swarm_id, via="next_task", ttl=PRESENCE_TTL,
                                     capabilities=swarm.capabilities):
                 with one_look():
@@ -1490,11 +1493,13 @@ class IFCoordinator:
                     lease_ttl)
 
     @contextlib.asynccontextmanager
-    async def _listening(self, swarm_id: str, deadline: float | None) -> AsyncIterator[Feed[Task]]:
+    async def _listening(self, swarm_id: str, deadline: float | None) -> AsyncIterator[Feed[Task] | None]:
         """The swarm's push feed, established. A transient failure to open it
         (an etcd watch that timed out among a thousand others opening) is
         tried again, backing off, until the wait's ``deadline`` (loop time):
-        waiting is what the agent asked for, and nothing was claimed yet."""
+        waiting is what the agent asked for, and nothing was claimed yet.
+        None if the wait ran out meanwhile (the caller looks once more: what
+        became available meanwhile is in the index, pushed or not)."""
         loop = asyncio.get_running_loop()
         delay = 0.05
         while True:
@@ -1503,9 +1508,12 @@ class IFCoordinator:
                 await feed.__aenter__()
                 break
             except InfraFabricError as exc:
-                if not is_transient(exc) or (deadline is not None and loop.time() + delay >= deadline):
+                if not is_transient(exc):
                     raise
                 log.info("could not listen for pushes to %s (%s); trying again", swarm_id, exc.message)
+                if deadline is not None and loop.time() + delay >= deadline:
+                    yield None
+                    return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
         try:
