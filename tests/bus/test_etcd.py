@@ -198,6 +198,41 @@ async def test_subscription_is_exact_not_a_prefix(etcd_server: EtcdServer, names
         assert (await child.get(10)).data == b"for child"
 
 
+async def test_a_subjects_next_subscription_takes_over_the_last_ones_watch(
+        etcd_server: EtcdServer, namespace: str) -> None:
+    """A closed subscription's watch lingers and the subject's next one takes
+    it over (no watch created: an agent waits for pushes again and again).
+    It hears nothing published while nobody listened, and everything after."""
+    async with connect(f"{etcd_server.url}?namespace={namespace}") as bus:
+        assert isinstance(bus, EtcdBus)
+        async with bus.subscribe("s") as first:
+            await bus.publish("s", "one")
+            assert (await first.get(10)).data == b"one"
+            follower = first._follower  # type: ignore[attr-defined]
+        assert list(bus._lingering) == [bus._pubsub_prefix(bus._ns("s"))]
+        await bus.publish("s", "while nobody listened")
+        created = 0
+        watch_prefix = bus._live_client().watch_prefix
+
+        async def counted(*args: Any, **kw: Any) -> Any:
+            nonlocal created
+            created += 1
+            return await watch_prefix(*args, **kw)
+
+        bus._client.watch_prefix = counted  # type: ignore[union-attr]
+        async with bus.subscribe("s") as second:
+            assert second._follower is follower and bus._lingering == {}  # type: ignore[attr-defined]
+            await bus.publish("s", "two")
+            assert (await second.get(10)).data == b"two"
+            with pytest.raises(TimeoutError):
+                await second.get(0.3)
+            async with bus.subscribe("s") as third:  # a second one open at once: a watch of its own
+                await bus.publish("s", "three")
+                assert (await third.get(10)).data == b"three" and (await second.get(10)).data == b"three"
+        assert created == 1 and len(bus._lingering) == 1  # (the other one closed at once)
+    assert bus._lingering == {}  # closing the bus closes what lingers
+
+
 # -- watches --------------------------------------------------------------------
 
 

@@ -9,7 +9,9 @@ Layout in etcd:
   ``/infrafabric/_pubsub/NS/S/#<unique id>`` attached to a short-lived lease
   (``?pubsub_ttl=`` seconds, default 30) that the bus grants lazily and reuses
   for half its TTL; a subscription is a watch of that prefix from the revision
-  current when it opened.
+  current when it opened. A closed subscription's watch lingers for
+  :data:`LINGER` seconds, and the subject's next subscription in the process
+  takes it over rather than creating another.
 
 Writes are single transactions (create compares ``version == 0``, update and
 guarded delete compare ``mod_revision``). The client talks to the first host of
@@ -55,6 +57,9 @@ PUBSUB_ROOT = ROOT + b"_pubsub/"
 # to learn the store revision, and a range at a revision on it checks compaction.
 _NOWHERE = ROOT + b"\x00"
 _NOWHERE_END = _NOWHERE + b"\x00"
+
+#: seconds a closed subscription's watch waits for the subject's next subscription to take it
+LINGER = 10.0
 
 _GRPC_OPTIONS = {
     # gRPC's default reconnect backoff grows to 120 s; a bus should notice a
@@ -166,12 +171,17 @@ class _Follower:
         self._bus = bus
         self._key_prefix = key_prefix
         self._what = what
-        self._on_event = on_event
-        self._on_error = on_error
+        #: where events and the final error go (a lingering subscription's watch changes hands)
+        self.on_event = on_event
+        self.on_error = on_error
         self.next_revision = 1
         self._watch: Any = None
         self._watch_client: Any = None
         self._task: asyncio.Task[None] | None = None
+
+    def following(self) -> bool:
+        """Whether it still follows its watch (not closed, not failed for good)."""
+        return self._task is not None and not self._task.done()
 
     async def start(self, revision: int) -> None:
         """Establish the watch now (errors raise here), then follow it."""
@@ -218,18 +228,18 @@ class _Follower:
                 with self._bus._translate("watch", self._what, self._watch_client):
                     async for event in self._watch:
                         self.next_revision = int(event.kv.mod_revision) + 1
-                        self._on_event(event)
+                        self.on_event(event)
                 # A normal end means the client was closed under the watch
                 # (moved to another host): follow on the current client.
             except (BusUnavailableError, BusTimeoutError) as exc:
                 if self._bus._client is None:  # the bus was closed under us
                     self._watch = None
-                    self._on_error(exc)
+                    self.on_error(exc)
                     return
             except BusError as exc:
                 if isinstance(exc, CompactedError) or self._watch_client is self._bus._client:
                     self._watch = None
-                    self._on_error(exc)
+                    self.on_error(exc)
                     return
                 # any other failure of a client that was replaced meanwhile: retry
             self._watch = None
@@ -269,15 +279,21 @@ class _EtcdWatch(Watch):
 
 
 class _EtcdSubscription(Subscription):
-    """A :class:`Subscription` over a watch of the subject's message keys."""
+    """A :class:`Subscription` over a watch of the subject's message keys.
+
+    Closed, its watch lingers on the bus for :data:`LINGER` seconds, dropping
+    what it receives, and the subject's next subscription takes it over
+    instead of creating one: an agent that waits for pushes again and again
+    would otherwise create a watch each time, and aetcd creates them one at a
+    time on a shared stream (a thousand agents' creations queued past their
+    deadline, and each timeout restarts the stream under all of them)."""
 
     def __init__(self, bus: EtcdBus, subject: str) -> None:
         super().__init__(bus, subject)
         self._etcd = bus
         self._last = 0
-        self._follower = _Follower(
-            bus, bus._pubsub_prefix(bus._ns(subject)), bus._ns(subject), self._on_event, self._fail
-        )
+        self._prefix = bus._pubsub_prefix(bus._ns(subject))
+        self._follower = _Follower(bus, self._prefix, bus._ns(subject), self._on_event, self._fail)
 
     def _on_event(self, event: Any) -> None:
         revision = int(event.kv.mod_revision)
@@ -288,11 +304,43 @@ class _EtcdSubscription(Subscription):
         self._feed(Message(self.subject, bytes(event.kv.value)))
 
     async def _open(self) -> None:
+        kept = self._etcd._lingering.pop(self._prefix, None)
+        if kept is not None:
+            follower, timer = kept
+            timer.cancel()
+            if follower.following():
+                # live and in revision order: what it delivers from now on is kept, and of it
+                # what has a revision past the one read now (as a new watch would start there)
+                arrived: list[Any] = []
+                follower.on_event, follower.on_error = arrived.append, self._fail
+                self._follower = follower
+                try:
+                    self._last = await self._etcd._current_revision()
+                except BaseException:
+                    await follower.close()  # (not started: nobody else would close it)
+                    raise
+                follower.on_event = self._on_event
+                for event in arrived:
+                    self._on_event(event)
+                return
+            await follower.close()
         self._last = await self._etcd._current_revision()
         await self._follower.start(self._last + 1)
 
     async def _close(self) -> None:
-        await self._follower.close()
+        follower = self._follower
+        if not follower.following() or self._etcd._client is None or self._prefix in self._etcd._lingering:
+            await follower.close()
+            return
+        follower.on_event = _drop
+        follower.on_error = lambda _exc: self._etcd._forget_lingering(self._prefix, follower)
+        timer = asyncio.get_running_loop().call_later(
+            LINGER, self._etcd._forget_lingering, self._prefix, follower)
+        self._etcd._lingering[self._prefix] = (follower, timer)
+
+
+def _drop(_event: Any) -> None:
+    """What a lingering subscription watch does with a message: nobody listens."""
 
 
 class EtcdBus(EventBus):
@@ -314,6 +362,8 @@ class EtcdBus(EventBus):
         self._lease_id: int | None = None
         self._lease_renew_at = 0.0
         self._closing: set[asyncio.Task[None]] = set()
+        #: closed subscriptions' watches, by message prefix, until taken over or LINGER passes
+        self._lingering: dict[bytes, tuple[_Follower, asyncio.TimerHandle]] = {}
 
     # -- connection ------------------------------------------------------
 
@@ -383,6 +433,10 @@ class EtcdBus(EventBus):
                 await client.close()
 
     async def _close(self) -> None:
+        lingering, self._lingering = self._lingering, {}
+        for follower, timer in lingering.values():
+            timer.cancel()
+            await follower.close()
         client, self._client = self._client, None
         self._lease_id = None
         if client is not None:
@@ -682,6 +736,15 @@ class EtcdBus(EventBus):
 
     def _subscribe(self, subject: str) -> Subscription:
         return _EtcdSubscription(self, subject)
+
+    def _forget_lingering(self, prefix: bytes, follower: _Follower) -> None:
+        """Close a lingering subscription watch (its time is up, or it failed)."""
+        if self._lingering.get(prefix, (None,))[0] is follower:
+            _, timer = self._lingering.pop(prefix)
+            timer.cancel()
+        task = asyncio.ensure_future(follower.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     # -- health ----------------------------------------------------------
 
