@@ -16,8 +16,8 @@ import contextlib
 from collections import Counter
 from typing import Any
 
-from infrafabric.bus import EventBus, connect
-from infrafabric.bus.layout import push_subject
+from infrafabric.bus import EventBus, EventKind, connect
+from infrafabric.bus.layout import WAITING, push_subject
 from infrafabric.coordinator import IFCoordinator
 from infrafabric.coordinator.core import PRESENCE_TTL, PUSH_WINDOW, ClaimOutcome, Feed
 from infrafabric.coordinator.models import Presence, Task
@@ -26,6 +26,17 @@ from infrafabric.fleet import assemble
 from infrafabric.governor.models import ResourcePolicy
 
 GUARD = 10.0
+
+
+async def _until_waiting(bus: EventBus, swarm_id: str) -> None:
+    """Until ``swarm_id``'s waiting mark is on the bus: watched, not polled."""
+    key = WAITING + swarm_id
+    async with asyncio.timeout(GUARD), bus.watch(WAITING, start_revision=await bus.revision() + 1) as marks:
+        if await bus.get(key) is not None:  # (written before the watch began)
+            return
+        async for ev in marks:
+            if ev.key == key and ev.kind is EventKind.PUT:
+                return
 
 
 async def _drain(feeds: dict[str, Feed[Task]], seconds: float) -> Counter[str]:
@@ -144,10 +155,7 @@ async def test_next_task_is_marked_waiting_only_while_it_waits(bus: EventBus) ->
     coord = IFCoordinator(bus)
     await coord.register_swarm("agent")
     waiter = asyncio.ensure_future(coord.next_task("agent", wait=GUARD))
-    for _ in range(200):
-        if "agent" in await coord._waiting_now():
-            break
-        await asyncio.sleep(0.02)
+    await _until_waiting(bus, "agent")
     assert "agent" in await coord._waiting_now()
     await IFCoordinator(bus).create_task({"id": "T", "title": "x"})
     got = await asyncio.wait_for(waiter, GUARD)
@@ -177,10 +185,7 @@ async def test_a_push_feed_that_fails_to_open_is_opened_again_within_the_wait(bu
 
     bus.subscribe = flaky  # type: ignore[method-assign]
     waiter = asyncio.ensure_future(coord.next_task("agent", wait=GUARD))
-    for _ in range(500):
-        if "agent" in await coord._waiting_now():
-            break
-        await asyncio.sleep(0.02)
+    await _until_waiting(bus, "agent")
     await IFCoordinator(bus).create_task({"id": "T", "title": "x"})
     got = await asyncio.wait_for(waiter, GUARD)
     assert refused == [push_subject("agent")] and got is not None and got.task_id == "T"
@@ -210,10 +215,7 @@ async def test_a_pushed_task_a_rival_took_sends_the_agent_back_to_the_index(bus:
 
     coord._claim_whole = rival_first  # type: ignore[method-assign]
     waiter = asyncio.ensure_future(coord.next_task("slow", wait=GUARD))
-    for _ in range(200):
-        if "slow" in await coord._waiting_now():
-            break
-        await asyncio.sleep(0.02)
+    await _until_waiting(bus, "slow")
     maker = IFCoordinator(bus, push_fanout=1)
     deliver = maker.push_task_to_swarm
 

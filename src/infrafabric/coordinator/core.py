@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -43,7 +42,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -270,6 +269,14 @@ class Feed(Generic[T]):
 
     async def close(self) -> None:
         await self._stream.close()
+
+
+def _backoff(first: float = 0.1, most: float = 2.0) -> Iterator[float]:
+    """The pauses before each retry of a transient failure: doubling from ``first`` to ``most``."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, most)
 
 
 def sort_key(task: Task) -> tuple[int, int, float, str]:
@@ -1501,8 +1508,7 @@ class IFCoordinator:
         None if the wait ran out meanwhile (the caller looks once more: what
         became available meanwhile is in the index, pushed or not)."""
         loop = asyncio.get_running_loop()
-        delay = 0.05
-        while True:
+        for delay in _backoff(0.05):
             feed = self.pushed_tasks(swarm_id, waiting=False)
             try:
                 await feed.__aenter__()
@@ -1515,7 +1521,6 @@ class IFCoordinator:
                     yield None
                     return
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
         try:
             yield feed
         finally:
@@ -1645,9 +1650,6 @@ class IFCoordinator:
         if missing:
             log.info("re-indexed %d available task(s) the ready index did not name", sum(done))
         return [t for t, yes in zip(missing, done, strict=True) if yes]
-
-    async def _later_reindex(self, board: list[Task], _: str) -> None:
-        await self._reindex_once(board)
 
     async def _reindex_once(self, board: Iterable[Task]) -> None:
         """:meth:`reindex` unless one has already found the index whole (its
@@ -1914,9 +1916,13 @@ class IFCoordinator:
         for task in snapshot:  # finish what a crashed completer left undone (or one before dependents)
             self._unblock_if_ready(task.id)
         available = [t for t in snapshot if t.status is TaskStatus.AVAILABLE]
-        self._spawn(functools.partial(self._later_reindex, available), "")  # made before the index existed
+
+        def reindex(_: str, tasks: list[Task] = available) -> Awaitable[None]:
+            return self._reindex_once(tasks)
+
+        self._spawn(reindex, "")  # the tasks made available before the index existed
         # this frame lives as long as the watch: the decoded tasks must not (see coordinator.copy)
-        snapshot = available = []
+        del snapshot, available, reindex
         ready.set_result(None)
         async with watch:
             async for ev in watch:
@@ -2025,8 +2031,7 @@ class IFCoordinator:
         """Run a watcher action, retrying through bus outages: a lease that
         lapses while the bus is down must still be handed out afterwards."""
         async def guarded() -> None:
-            delay = 0.1
-            while True:
+            for delay in _backoff():
                 try:
                     await fn(task_id)
                     return
@@ -2035,7 +2040,6 @@ class IFCoordinator:
                         return  # refused (the task is gone or moved on): nothing to retry
                     log.debug("retrying %s after %s", fn, exc)
                     await asyncio.sleep(delay)  # backoff while the bus is unreachable
-                    delay = min(delay * 2, 2.0)
 
         task = asyncio.ensure_future(guarded())
         self._background.add(task)
