@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "workspace": {"coordinator", "bus", "errors", "statedir"},
     "statedir": set(),
     "serving": {"errors"},
+    "pki": {"errors"},
     "fleet": {"governor", "chassis", "witness", "coordinator", "bus", "errors"},
     "doctor": {"governor", "chassis", "witness", "coordinator", "bus", "errors"},
 }

@@ -39,6 +39,7 @@ __all__ = [
     "BoardError",
     "BreakerOpenError",
     "BudgetExhaustedError",
+    "BusAccessError",
     "BusError",
     "BusTimeoutError",
     "BusUnavailableError",
@@ -156,6 +157,17 @@ class BusUnavailableError(BusError):
 
     exit_code = 3
     transient = True
+
+
+class BusAccessError(BusError):
+    """The engine refused this client, or this client refused the engine:
+    TLS (a certificate not trusted, expired or missing, TLS required or not
+    offered) or authentication (credentials missing or wrong). Nothing was
+    applied. Exit 3, like any bus that cannot be used, but not transient:
+    the same call fails the same way until the configuration changes, and
+    the message says which part to change."""
+
+    exit_code = 3
 
 
 class BusTimeoutError(BusError):

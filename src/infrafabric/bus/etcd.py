@@ -32,14 +32,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any
 
+# gRPC's C core logs TLS failures to stderr; the bus's errors say what they mean
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 import aetcd
+import aetcd.exceptions
+import aetcd.watcher
+import grpc
 
 from infrafabric.bus.base import Entry, EventBus, EventKind, Message, Subscription, Watch
+from infrafabric.bus.security import Security, access_failure
 from infrafabric.bus.url import BusURL
 from infrafabric.errors import (
     BusError,
@@ -99,6 +107,66 @@ _CLIENT_ERRORS: tuple[type[BaseException], ...] = (
     aetcd.rpc.RpcError,
     aetcd.rpc.BaseError,
 )
+
+
+class _Client(aetcd.Client):  # type: ignore[misc]
+    """aetcd's client, over TLS when given ``credentials``, and able to log in
+    again when etcd forgets its auth token.
+
+    aetcd 1.0 opens only plain channels, so :meth:`connect` is aetcd's own with
+    a secure channel; everything else is aetcd's. etcd's simple auth tokens
+    lapse after ``--auth-token-ttl`` (5 min) without use: a call then fails
+    with "invalid auth token", and :meth:`log_in` gets a new one for the
+    calls and watches that follow."""
+
+    def __init__(self, *args: Any, credentials: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._credentials is None:
+            return await super().connect()  # type: ignore[no-any-return]
+        if self._connected.is_set():
+            return None
+        if self._is_connecting:  # type: ignore[has-type]
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return None
+        rpc = aetcd.rpc
+        try:
+            self._is_connecting = True
+            self.channel = rpc.secure_channel(f"{self._host}:{self._port}", self._credentials,
+                                              options=self._options.items())
+            try:
+                await self._authenticate()
+            except rpc.AioRpcError as exc:
+                aetcd.exceptions._handle_exception(exc)
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout,
+                                                  metadata=self.metadata)  # type: ignore[has-type]
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+        return None
+
+    async def _authenticate(self) -> None:
+        if self._username is None or self._password is None:
+            return
+        self.auth_stub = aetcd.rpc.AuthStub(self.channel)
+        request = aetcd.rpc.AuthenticateRequest(name=self._username, password=self._password)
+        resp = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+        self.metadata = (("token", resp.token),)
+        if self._watcher is not None:
+            self._watcher._metadata = self.metadata
+
+    async def log_in(self) -> None:
+        """Get a new auth token (the old one lapsed); calls made after use it."""
+        try:
+            await self._authenticate()
+        except aetcd.rpc.AioRpcError as exc:
+            aetcd.exceptions._handle_exception(exc)
 
 
 def _rpc_status(exc: BaseException) -> tuple[Any, str]:
@@ -357,6 +425,13 @@ class EtcdBus(EventBus):
         #: calls in a row on the current client that missed their deadline
         self._timeouts = 0
         self._pubsub_ttl = url.int_option("pubsub_ttl", 30)
+        self.security = Security.from_options("etcd", url.options)
+        self._credentials = None
+        if self.security.tls:
+            self._credentials = grpc.ssl_channel_credentials(
+                root_certificates=self.security.pem("ca"), private_key=self.security.pem("key"),
+                certificate_chain=self.security.pem("cert"))
+        self._logging_in: asyncio.Task[None] | None = None
         self._connect_timeout = url.float_option("connect_timeout", self.timeout)
         self._lease_lock = asyncio.Lock()
         self._lease_id: int | None = None
@@ -369,7 +444,8 @@ class EtcdBus(EventBus):
 
     def _new_client(self, index: int) -> Any:
         host, port = self.url.hosts[index]
-        return aetcd.Client(host, port, timeout=self.timeout, options=_GRPC_OPTIONS)
+        return _Client(host, port, username=self.security.user, password=self.security.password,
+                       timeout=self.timeout, options=_GRPC_OPTIONS, credentials=self._credentials)
 
     def _hosts_text(self) -> str:
         return ", ".join(f"{h}:{p}" for h, p in self.url.hosts)
@@ -396,6 +472,9 @@ class EtcdBus(EventBus):
             if isinstance(failure, TimeoutError)
             else _rpc_status(failure)[1]
         )
+        refused = access_failure(str(self.url), self.security, reason)
+        if refused is not None:
+            raise refused from failure
         raise BusUnavailableError(
             f"cannot connect to {self.url}: {reason}", hint=self._hint()
         ) from failure
@@ -500,6 +579,17 @@ class EtcdBus(EventBus):
                 f"{where} on {self.url} got no answer in time; the outcome is unknown",
                 hint="read the state back before retrying a write",
             )
+        if "invalid auth token" in details and isinstance(client, _Client) and self.security.user:
+            # etcd forgot the token (unused for --auth-token-ttl): log in again for the next call;
+            # this one was refused, so nothing was applied
+            if self._logging_in is None or self._logging_in.done():
+                self._logging_in = asyncio.get_running_loop().create_task(client.log_in())
+            return BusUnavailableError(f"{where}: etcd at {self.url} no longer knows this client's auth "
+                                       "token; logging in again", hint="retry: nothing was applied")
+        refused = access_failure(str(self.url), self.security, details)
+        if refused is not None and code in (codes.UNAUTHENTICATED, codes.PERMISSION_DENIED,
+                                            codes.INVALID_ARGUMENT, codes.FAILED_PRECONDITION):
+            return refused
         if isinstance(exc, aetcd.RevisionCompactedError) or (
             code == codes.OUT_OF_RANGE and "compacted" in details
         ):

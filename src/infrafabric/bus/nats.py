@@ -29,7 +29,8 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -42,9 +43,11 @@ from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
 from infrafabric.bus.base import Entry, EventBus, EventKind, Message, Subscription, Watch
 from infrafabric.bus.keys import decode_segment, from_tokens, prefix_filter, to_tokens
+from infrafabric.bus.security import Security, access_failure
 from infrafabric.bus.url import BusURL
 from infrafabric.errors import (
     BadKeyError,
+    BusAccessError,
     BusError,
     BusTimeoutError,
     BusUnavailableError,
@@ -143,6 +146,38 @@ def _is_wrong_last(exc: BaseException) -> bool:
     if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
         return True
     return isinstance(exc, nats.js.errors.APIError) and exc.err_code in (10071, 10164)
+
+
+def _auth_options(security: Security, before_secret: Callable[[], None]) -> dict[str, Any]:
+    """nats-py's ``connect`` arguments for ``security``; a password or token
+    is handed over only once ``before_secret()`` returns."""
+    options: dict[str, Any] = {}
+    context = security.ssl_context()
+    if context is not None:
+        options["tls"] = context
+
+    def released(secret: str) -> Callable[[], str]:
+        def give() -> str:
+            before_secret()
+            return secret
+        return give
+
+    if security.user and security.password:
+        options.update(user=security.user, password=released(security.password))
+    elif security.token:
+        options["token"] = released(security.token)
+    elif security.nkey or security.creds:
+        try:
+            import nkeys  # noqa: F401 - nats-py imports it when it signs
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"{security.origin['nkey' if security.nkey else 'creds']}: NKEY and .creds "
+                "authentication needs the nkeys package", hint="pip install 'infrafabric[nkeys]'") from exc
+        if security.nkey:
+            options["nkeys_seed"] = str(security.nkey)
+        else:
+            options["user_credentials"] = str(security.creds)
+    return options
 
 
 def _describe(exc: BaseException) -> str:
@@ -345,6 +380,8 @@ class NatsBus(EventBus):
             )
         self._replicas = url.int_option("replicas", 1)
         self._connect_timeout = url.float_option("connect_timeout", 2.0)
+        self.security = Security.from_options("nats", url.options)
+        _auth_options(self.security, lambda: None)  # an NKEY without the nkeys package fails now
         self._stream = f"KV_{self._bucket}"
         self._kv_prefix = f"$KV.{self._bucket}."
         self._watches: set[_NatsWatch] = set()
@@ -366,24 +403,44 @@ class NatsBus(EventBus):
         ]
         self._nc = Client()
         self._closing = False
+        self._last_error = None
+        # nats-py never gives up on a failed TLS handshake: closing the broken stream waits
+        # forever (asyncio's wait_closed). So the whole connect is bounded here.
+        bound = (self._connect_timeout + RECONNECT_WAIT) * INITIAL_ATTEMPTS * len(servers) + 1.0
         try:
             with self._translate("connect", check=False):
-                # A bounded number of attempts, so a missing server fails fast
-                # instead of being retried forever (nats-py's default).
-                await self._nc.connect(
-                    servers=servers,
-                    name="infrafabric",
-                    allow_reconnect=True,
-                    max_reconnect_attempts=INITIAL_ATTEMPTS - 1,
-                    reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
-                    ping_interval=PING_INTERVAL,
-                    max_outstanding_pings=MAX_OUTSTANDING_PINGS,
-                    connect_timeout=self._connect_timeout,  # type: ignore[arg-type]
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    closed_cb=self._on_closed,
-                )
+                try:
+                    async with asyncio.timeout(bound):
+                        # A bounded number of attempts, so a missing server fails fast
+                        # instead of being retried forever (nats-py's default).
+                        await self._nc.connect(
+                            servers=servers,
+                            name="infrafabric",
+                            allow_reconnect=True,
+                            max_reconnect_attempts=INITIAL_ATTEMPTS - 1,
+                            reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
+                            ping_interval=PING_INTERVAL,
+                            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+                            connect_timeout=self._connect_timeout,  # type: ignore[arg-type]
+                            error_cb=self._on_error,
+                            disconnected_cb=self._on_disconnected,
+                            reconnected_cb=self._on_reconnected,
+                            closed_cb=self._on_closed,
+                            **_auth_options(self.security, self._before_secret),
+                        )
+                except Exception as exc:
+                    cause = self._last_error or exc
+                    refused = access_failure(str(self.url), self.security, cause, self._nc._server_info)
+                    if refused is not None:
+                        raise refused from exc
+                    if isinstance(exc, TimeoutError) and self._last_error is not None:
+                        raise BusUnavailableError(
+                            f"cannot connect to the bus at {self.url}: {_describe(self._last_error)}",
+                            hint=CONNECT_HINT) from exc
+                    raise
+            refused = access_failure(str(self.url), self.security, "", self._nc._server_info)
+            if refused is not None:  # connected in clear text though TLS was asked for
+                raise refused
             # Once connected, never give up reconnecting (-1 means forever; nats-py
             # reads this option on every reconnect attempt).
             self._nc.options["max_reconnect_attempts"] = -1
@@ -394,8 +451,21 @@ class NatsBus(EventBus):
         except BaseException:
             self._closing = True
             with contextlib.suppress(Exception):
-                await self._nc.close()
+                async with asyncio.timeout(1.0):
+                    await self._nc.close()
             raise
+
+    def _before_secret(self) -> None:
+        """Called by nats-py just before it sends a password or token: never in
+        clear text when TLS was asked for (nats-py follows the server's word on TLS,
+        so a server, or someone in between, that does not offer it would get the
+        secret)."""
+        if self.security.tls and not self._nc._server_info.get("tls_required"):
+            raise BusAccessError(
+                f"the server at {self.url} does not offer TLS, and this client asks for it: the "
+                "credentials were not sent",
+                hint="configure TLS on the server (tls { cert_file, key_file }), or check that "
+                     "the URL names the right server")
 
     async def _bucket_kv(self) -> KeyValue:
         kv = await self._open_bucket()

@@ -296,10 +296,13 @@ class NatsServer(LocalServer):
         *,
         sync_always: bool = True,
         monitor_port: int | None = None,
+        extra_config: str = "",
     ) -> None:
         super().__init__(data_dir, port)
         self.sync_always = sync_always
         self.monitor_port = monitor_port or free_port()
+        #: appended to the configuration file (``tls {...}``, ``authorization {...}``)
+        self.extra_config = extra_config
 
     @property
     def url(self) -> str:
@@ -322,6 +325,7 @@ class NatsServer(LocalServer):
             f"http: {self.host}:{self.monitor_port}\n"
             f"server_name: {self.server_name}\n"
             f"jetstream {{\n    store_dir: {json.dumps(str(store))}{sync}\n}}\n"
+            + self.extra_config
         )
 
     def _command(self) -> list[str]:
@@ -348,9 +352,19 @@ class EtcdServer(LocalServer):
         port: int | None = None,
         *,
         peer_port: int | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
+        client_cert_auth: bool = False,
     ) -> None:
         super().__init__(data_dir, port)
         self.peer_port = peer_port or free_port()
+        #: (CA, certificate, key) to serve clients with TLS; ``client_cert_auth``: clients must
+        #: present a certificate that CA signed
+        self.tls = tls
+        self.client_cert_auth = client_cert_auth
+        #: plain-HTTP /health (and /metrics), which answers whatever the client side requires
+        self.metrics_port = free_port()
+        #: more command-line flags (``--auth-token-ttl 1``)
+        self.extra_args: list[str] = []
 
     @property
     def url(self) -> str:
@@ -369,11 +383,17 @@ class EtcdServer(LocalServer):
         return f"{self.member_name}={self.peer_url}"
 
     def _command(self) -> list[str]:
-        client = f"http://{self.host}:{self.port}"
+        client = f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
         peer = self.peer_url
         member = self.member_name
+        tls: list[str] = []
+        if self.tls:
+            ca, cert, key = self.tls
+            tls = ["--cert-file", str(cert), "--key-file", str(key)]
+            if self.client_cert_auth:  # (a trusted CA file alone makes etcd require client certificates)
+                tls += ["--trusted-ca-file", str(ca), "--client-cert-auth"]
         return [
-            find_etcd(),
+            find_etcd(), *tls,
             "--name", member,
             "--data-dir", str(self.data_dir / "data"),
             "--listen-client-urls", client,
@@ -383,11 +403,13 @@ class EtcdServer(LocalServer):
             "--initial-cluster", self._initial_cluster(),
             "--initial-cluster-state", "new",
             "--log-level", "warn",
+            "--listen-metrics-urls", f"http://{self.host}:{self.metrics_port}",
+            *self.extra_args,
         ]
 
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.host}:{self.port}/health", timeout=0.5) as r:
+            with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/health", timeout=0.5) as r:
                 return bool(json.loads(r.read()).get("health") == "true")
         except (OSError, ValueError):
             return False

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
+from infrafabric.bus.security import NATS_ONLY
+from infrafabric.bus.security import OPTIONS as SECURITY_OPTIONS
 from infrafabric.errors import ConfigurationError
 
 __all__ = ["COMMON_OPTIONS", "DEFAULT_PORTS", "SCHEMES", "BusURL", "parse_url", "redact_url", "with_options"]
@@ -18,8 +20,8 @@ DEFAULT_PORTS = {"nats": 4222, "etcd": 2379}
 COMMON_OPTIONS = frozenset({"timeout", "namespace"})
 BACKEND_OPTIONS: dict[str, frozenset[str]] = {
     "memory": frozenset(),
-    "nats": frozenset({"bucket", "replicas", "history", "connect_timeout"}),
-    "etcd": frozenset({"connect_timeout", "pubsub_ttl"}),
+    "nats": frozenset({"bucket", "replicas", "history", "connect_timeout"}) | SECURITY_OPTIONS,
+    "etcd": frozenset({"connect_timeout", "pubsub_ttl"}) | (SECURITY_OPTIONS - NATS_ONLY),
 }
 _HOST_RE = re.compile(r"[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]")
 _NAME_RE = re.compile(r"[A-Za-z0-9_\-]+")
@@ -162,8 +164,9 @@ def parse_url(raw: str) -> BusURL:
 def _parse_hosts(scheme: str, netloc: str, shown: str) -> tuple[tuple[str, int], ...]:
     if "@" in netloc:
         raise ConfigurationError(f"credentials in bus URL {shown!r} are not supported",
-                                 hint="the password was not printed; credentials go in the environment, "
-                                      "not the URL")
+                                 hint="the password was not printed; a URL is printed and logged, so secrets "
+                                      "go in the environment or a file: user=NAME in the URL (or "
+                                      "IF_BUS_USER) with IF_BUS_PASSWORD or password_file=PATH")
     if not netloc:
         raise ConfigurationError(
             f"bus URL {shown!r} names no host", hint=f"e.g. {scheme}://127.0.0.1:{DEFAULT_PORTS[scheme]}"
