@@ -105,6 +105,8 @@ SAMPLES: dict[str, str] = {
     "chassis run": "{hello_wat} --arg x",
     "chassis setup": "--runtime js",
     "chassis slo": "coder --p99-ms 800 --success-rate 0.4",  # would clear the recorded violation
+    "coordinator add-agent": "laptop --swarm alpha --cap docs:markdown --out {work}/laptop.env",
+    "coordinator revoke-agent": "alpha-laptop",
     "coordinator start": "",
     "coordinator status": "",
     "coordinator stop": "",

@@ -5,11 +5,13 @@ fitting the garbage collector to a server."""
 from __future__ import annotations
 
 import gc
+import os
 import socket
+import ssl
 
 from infrafabric.errors import ConfigurationError
 
-__all__ = ["LOOPBACK_HOSTS", "YOUNG_THRESHOLD", "bind", "tune_gc"]
+__all__ = ["LOOPBACK_HOSTS", "YOUNG_THRESHOLD", "bind", "check_exposure", "server_tls", "tune_gc"]
 
 #: allocations of container objects between two young collections in a server (CPython: 700)
 YOUNG_THRESHOLD = 10_000
@@ -61,3 +63,38 @@ def tune_gc() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+
+PathArg = str | os.PathLike[str] | None
+
+
+def server_tls(cert: PathArg, key: PathArg) -> tuple[str, str] | None:
+    """``(certificate, key)`` files to serve HTTPS with, checked now (exit 2
+    naming the option when one is missing or they do not load together);
+    None when neither is given."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigurationError("--tls-cert and --tls-key go together: the certificate and its private key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(os.fspath(cert), os.fspath(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"--tls-cert {cert} --tls-key {key}: cannot serve with them: "
+                                 f"{getattr(exc, 'strerror', None) or exc}",
+                                 hint="a PEM certificate (chain) and the PEM private key that matches it",
+                                 ) from exc
+    return os.fspath(cert), os.fspath(key)
+
+
+def check_exposure(host: str, *, tls: bool, allow_plain_http: bool, what: str) -> None:
+    """Refuse (exit 2) to serve ``what`` beyond loopback in clear text, where
+    its tokens would cross the network readable by anyone on the path, unless
+    the operator says so with ``--allow-plain-http``."""
+    if host in LOOPBACK_HOSTS or tls or allow_plain_http:
+        return
+    raise ConfigurationError(
+        f"--host {host}: {what} would listen beyond loopback without TLS, where its tokens cross the "
+        "network in clear text",
+        hint="give --tls-cert FILE --tls-key FILE, keep the default 127.0.0.1 behind a TLS proxy, or pass "
+             "--allow-plain-http if every machine on the network is trusted")

@@ -260,3 +260,32 @@ async def test_the_guard_refuses_rebinding_cross_origin_and_malformed_requests(m
         big = await http.post("/api/tasks/T/reopen", content=b" " * 70_000 + b"{}",
                               headers={**good, "Content-Type": "application/json"})
         assert big.status_code == 413
+
+
+async def test_a_token_in_the_query_string_is_refused(memory_bus: EventBus) -> None:
+    async with serve(memory_bus, port=0, token=TOKEN) as served, \
+            httpx.AsyncClient(base_url=served.url, timeout=10) as http:
+        for query in (f"token={TOKEN}", f"a=1&access_token={TOKEN}", f"AUTH={TOKEN}"):
+            refused = await http.get(f"/api/state?{query}")
+            assert refused.status_code == 400 and "Authorization header" in refused.json()["error"]
+            posted = await http.post(f"/api/witness/verify?{query}", json={})
+            assert posted.status_code == 400  # not even with the token: a URL is logged and shared
+        assert (await http.get("/api/state?tokenish=1")).status_code == 200  # a name that only starts alike
+
+
+async def test_the_dashboard_serves_https_with_a_certificate(memory_bus: EventBus, tmp_path: Any) -> None:
+    import ssl
+
+    from infrafabric.pki import ensure_server_files
+    from infrafabric.serving import server_tls
+
+    ca, cert, key = ensure_server_files(tmp_path, ("127.0.0.1",))
+    tls = server_tls(cert, key)
+    async with serve(memory_bus, port=0, token=TOKEN, tls=tls) as served:
+        assert served.url.startswith("https://")
+        async with httpx.AsyncClient(base_url=served.url, timeout=10,
+                                     verify=ssl.create_default_context(cafile=str(ca))) as http:
+            assert (await http.get("/healthz")).status_code == 200
+        async with httpx.AsyncClient(base_url=served.url, timeout=10) as http:  # the system CAs: refused
+            with pytest.raises(httpx.ConnectError):
+                await http.get("/healthz")

@@ -58,3 +58,21 @@ def test_bad_host_and_port_exit_2(tmp_path: Path) -> None:
     assert code == 2 and "--port" in said
     code, said = _run(["--port", "0", "--host", "no-such-host.invalid"], tmp_path)
     assert code == 2 and "--host no-such-host.invalid" in said, said
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--host", "0.0.0.0"], "without TLS"),
+    (["--host", "0.0.0.0", "--tls-cert", "/nonexistent.pem"], "go together"),
+    (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], "cannot serve with them"),
+])
+def test_the_dashboard_binds_beyond_loopback_only_with_tls_or_a_flag(args: list[str], says: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "infrafabric.cli", "--bus", "memory://", "web", *args,
+                           "--mode", "falsify"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+    allowed = subprocess.run([sys.executable, "-m", "infrafabric.cli", "--bus", "memory://", "web", "--host",
+                              "0.0.0.0", "--allow-plain-http", "--port", "0", "--mode", "falsify", "--json"],
+                             capture_output=True, text=True, timeout=60)
+    assert allowed.returncode == 0, allowed.stderr

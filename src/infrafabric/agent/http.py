@@ -83,18 +83,20 @@ def sessions_by_token(fleet: Fleet, lease_ttl: float) -> Callable[[], Any]:
 
 async def serve_http(url: str | None, *, home: str | os.PathLike[str] | None, host: str = "127.0.0.1",
                      port: int = DEFAULT_HTTP_PORT, lease_ttl: float = DEFAULT_AGENT_LEASE,
-                     allow_hosts: tuple[str, ...] = (),
+                     allow_hosts: tuple[str, ...] = (), tls: tuple[str, str] | None = None,
                      on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve the tools over streamable HTTP at ``http://HOST:PORT/mcp`` until
-    cancelled. It answers to loopback names (when listening there), ``host``
-    and ``allow_hosts`` (a proxy's name, this machine's), nothing else."""
+    """Serve the tools over streamable HTTP at ``http://HOST:PORT/mcp`` (or
+    ``https://`` with ``tls``: certificate and key files) until cancelled.
+    It answers to loopback names (when listening there), ``host`` and
+    ``allow_hosts`` (a proxy's name, this machine's), nothing else."""
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
 
     sock = bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    base = f"http://{shown}:{bound}"
+    scheme = "https" if tls else "http"
+    base = f"{scheme}://{shown}:{bound}"
     try:
         async with open_fleet(url, home=home, actor="mcp-http", lease_ttl=lease_ttl) as fleet:
             server = build_server(sessions_by_token(fleet, lease_ttl),
@@ -104,10 +106,11 @@ async def serve_http(url: str | None, *, home: str | os.PathLike[str] | None, ho
                      *(("127.0.0.1", "localhost", "[::1]") if host in LOOPBACK_HOSTS or wildcard else ())}
             security = TransportSecuritySettings(
                 allowed_hosts=[f"{n}:{bound}" for n in names] + [f"{n}:*" for n in names],
-                allowed_origins=[f"http://{n}:{bound}" for n in names])
+                allowed_origins=[f"{scheme}://{n}:{bound}" for n in names])
             app = server.streamable_http_app(host=host, transport_security=security)
             config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False,
-                                    timeout_graceful_shutdown=1)
+                                    timeout_graceful_shutdown=1, ssl_certfile=tls[0] if tls else None,
+                                    ssl_keyfile=tls[1] if tls else None)
             web = uvicorn.Server(config)
             task = asyncio.create_task(web.serve(sockets=[sock]))
             try:

@@ -124,6 +124,12 @@ def parse_url(raw: str) -> BusURL:
     except ValueError as exc:
         raise ConfigurationError(f"malformed bus URL {shown!r}: {exc}") from exc
     scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        raise ConfigurationError(
+            f"{shown} is an agent gateway, not a bus: this command needs the fleet's bus, which only the "
+            "coordinator's machine (and operators with bus credentials) reach",
+            hint="through the gateway: ifctl task next|heartbeat|complete|fail|release and ifctl mcp; run "
+                 "other commands on the coordinator's machine")
     if scheme not in SCHEMES:
         raise ConfigurationError(
             f"unknown bus URL scheme {parts.scheme!r} in {shown!r}",

@@ -24,7 +24,16 @@ from infrafabric.cli.app import (
     settings,
     terminal_safe,
 )
-from infrafabric.cli.common import ID, READ_ONLY, Check, bus_check, falsify_report, who, with_fleet
+from infrafabric.cli.common import (
+    ID,
+    READ_ONLY,
+    Check,
+    bus_check,
+    falsify_report,
+    via_gateway,
+    who,
+    with_fleet,
+)
 from infrafabric.coordinator import DEFAULT_LEASE_TTL, ClaimOutcome, IFCoordinator, Task, TaskStatus
 from infrafabric.errors import ConfigurationError, SwarmStoppedError, TaskNotFoundError
 from infrafabric.fleet import Fleet
@@ -120,7 +129,8 @@ def usd_to_micros(text: str | None) -> int | None:
 
 # -- task -----------------------------------------------------------------------------
 
-swarm_option = click.option("--swarm", "swarm_id", required=True, type=ID, help="The acting swarm.")
+swarm_option = click.option("--swarm", "swarm_id", required=True, type=ID, envvar="IF_SWARM_ID",
+                            help="The acting swarm [env: IF_SWARM_ID].")
 claim_option = click.option("--claim", "claim_id", metavar="TOKEN",
                             help="The claim token `task claim|next` printed (fencing: refused if the "
                                  "task was claimed again since). Always pass it.")
@@ -324,6 +334,11 @@ def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None, lease_ttl:
 
     Example: ifctl task heartbeat P0.1.1 --swarm session-7 --claim b87ef3abb34144a3
     """
+    remote = via_gateway("task_heartbeat", {"task_id": task_id, "claim_id": claim_id}, swarm_id,
+                         lambda d: [f"lease on {task_id} renewed for {d['lease_s']} s"])
+    if remote is not None:
+        return remote
+
     async def act(coord: IFCoordinator) -> Outcome:
         until = await coord.heartbeat(swarm_id, task_id, claim_id, lease_ttl=lease_ttl)
         left = until - time.time()
@@ -347,6 +362,11 @@ def task_release(task_id: str, swarm_id: str, claim_id: str | None, reason: str)
 
     Example: ifctl task release P0.1.1 --swarm session-7 --claim b87ef3abb34144a3 --reason "needs GPU"
     """
+    remote = via_gateway("task_release", {"task_id": task_id, "reason": reason, "claim_id": claim_id},
+                         swarm_id, lambda d: [f"released {task_id}"])
+    if remote is not None:
+        return remote
+
     async def act(coord: IFCoordinator) -> Outcome:
         t = await coord.release_task(swarm_id, task_id, claim_id, reason)
         return Outcome(data=task_row(t, time.time()), lines=[f"released {task_id}"],
@@ -367,6 +387,12 @@ def task_complete(task_id: str, swarm_id: str, claim_id: str | None, result: str
 
     Example: ifctl task complete P0.1.1 --swarm session-7 --claim b87ef3abb34144a3 --result '{"pr": 12}'
     """
+    remote = via_gateway("task_complete", {"task_id": task_id, "result": parse_result(result),
+                                           "claim_id": claim_id},
+                         swarm_id, lambda d: [f"completed {task_id}"])
+    if remote is not None:
+        return remote
+
     async def act(coord: IFCoordinator) -> Outcome:
         held = await coord.tasks.read(task_id)
         head = None if held is None else finished_head(held)  # its worktree's commit, when it has one here
@@ -395,6 +421,11 @@ def task_fail(task_id: str, swarm_id: str, claim_id: str | None, error: str) -> 
 
     Example: ifctl task fail P0.1.1 --swarm session-7 --claim b87ef3abb34144a3 --error "tests red"
     """
+    remote = via_gateway("task_fail", {"task_id": task_id, "error": error, "claim_id": claim_id}, swarm_id,
+                         lambda d: [f"{task_id}: attempt {d.get('attempts')} failed; now {d.get('status')}"])
+    if remote is not None:
+        return remote
+
     async def act(coord: IFCoordinator) -> Outcome:
         t = await coord.fail_task(swarm_id, task_id, error, claim_id)
         retry = (f"{t.max_attempts - t.attempts} attempts left: available again"
@@ -467,6 +498,16 @@ def task_next(swarm_id: str, lease_ttl: float, wait: float, worktree: Path | Non
     s = settings()
     if worktree is not None:
         check_root(worktree)  # bad input is refused before anything is claimed
+    remote = via_gateway(
+        "task_next", {"wait_s": wait, "lease_s": lease_ttl if lease_ttl != DEFAULT_LEASE_TTL else None,
+                      "workspace": str(worktree.absolute()) if worktree else None}, swarm_id,
+        lambda d: ([f"claimed {d['task']['id']}: {escape(d['task']['title'])}",
+                    f"claim token {d.get('claim_id')}, lease {d.get('lease_s')} s"] if d.get("task")
+                   else [f"no task for {swarm_id}: "
+                         f"{escape(str(d.get('stopped') or d.get('summary') or ''))}"]),
+        lambda d: 0 if d.get("task") else EXIT_STOPPED if d.get("stopped") else EXIT_REFUSED)
+    if remote is not None:
+        return remote
 
     async def go(coord: IFCoordinator) -> Outcome:
         if s.falsify:

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.markup import escape
@@ -163,3 +163,31 @@ def who(by: str | None) -> str:
         raise ConfigurationError("--by NAME is required (it is empty, or the current user is unknown): "
                                  "a manual change must say who made it")
     return name
+
+
+def via_gateway(tool: str, arguments: dict[str, Any], swarm_id: str,
+                lines: Callable[[Any], list[str]], exit_code: Callable[[Any], int] = lambda _: 0,
+                ) -> Outcome | None:
+    """On an agent machine, whose IF_BUS_URL is an agent gateway, the command
+    as the gateway's ``tool``: it acts as the swarm the agent's token is
+    bound to, so a ``swarm_id`` other than the machine's (``IF_SWARM_ID``)
+    is bad input. None on a machine with a bus."""
+    from infrafabric.agent.remote import Remote, is_gateway
+
+    s = settings()
+    if not is_gateway(s.bus):
+        return None
+    assert s.bus is not None
+    remote = Remote.from_env(s.bus)
+    own = os.environ.get("IF_SWARM_ID")
+    if own and swarm_id != own:
+        raise ConfigurationError(f"--swarm {swarm_id}: this machine's agent token acts as {own}, and only as "
+                                 "it", hint=f"drop --swarm (IF_SWARM_ID={own} is used), or ask the operator "
+                                            "for an agent of that swarm")
+    why = [f"through the agent gateway {remote.url}: it acts as the swarm this machine's token is bound to "
+           f"({own or 'see the answer'}), and no other"]
+    if s.falsify:
+        return falsify_report([Check("agent gateway", True, f"would call {tool} at {remote.url}")],
+                              summary="changes nothing")
+    data = run_async(remote.call(tool, arguments))
+    return Outcome(data=data, lines=lines(data), why=why, exit_code=exit_code(data))

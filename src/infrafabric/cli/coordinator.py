@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from infrafabric.agent.gateway import Gateway, advertised_names, parse_listen
 from infrafabric.bus import from_url, parse_url
 from infrafabric.bus.base import Health
 from infrafabric.bus.embedded import Embedded
@@ -20,8 +22,13 @@ from infrafabric.cli.app import (
     run_async,
     settings,
 )
-from infrafabric.cli.common import READ_ONLY, Check, falsify_report
-from infrafabric.errors import InfraFabricError
+from infrafabric.cli.common import ID, READ_ONLY, Check, bus_check, falsify_report, who, with_fleet
+from infrafabric.cli.mcp import check_caps
+from infrafabric.errors import BusUnavailableError, ConfigurationError, InfraFabricError
+from infrafabric.serving import server_tls
+
+if TYPE_CHECKING:
+    from infrafabric.fleet import Fleet
 
 
 @click.group()
@@ -70,8 +77,20 @@ def _falsify_start(embedded: Embedded) -> Outcome:
 
 
 @coordinator.command()
+@click.option("--listen", metavar="HOST:PORT",
+              help="Also serve agents on other machines here: the agent gateway over TLS, tokens required "
+                   "(issue them with add-agent). e.g. 0.0.0.0:8766.")
+@click.option("--advertise", "advertise", multiple=True, metavar="NAME",
+              help="--listen: a name or address agents reach this machine by (repeatable; the first goes "
+                   "in their URL) [default: the --listen address; for 0.0.0.0, this machine's name and "
+                   "address].")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="--listen: serve with this PEM certificate instead of one from the state directory's CA.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="--listen: the certificate's PEM private key.")
 @contract
-def start() -> Outcome:
+def start(listen: str | None, advertise: tuple[str, ...], tls_cert: Path | None,
+          tls_key: Path | None) -> Outcome:
     """Start the embedded coordinator detached; say so if it already runs.
 
     Its data lives in <state dir>/nats (JetStream, fsync on every write); its
@@ -79,10 +98,24 @@ def start() -> Outcome:
     --home, else IF_HOME, else one per git repository (shared by its
     worktrees), else ${XDG_STATE_HOME:-~/.local/state}/infrafabric.
 
-    Example: ifctl coordinator start --json
+    With --listen HOST:PORT it also serves agents on other machines, safely by
+    default: the agent gateway (ifctl mcp --http) over TLS, with a CA and
+    server certificate made under <state dir>/tls unless --tls-cert/--tls-key
+    are given, and no anonymous access: each agent needs a token bound to its
+    swarm (ifctl coordinator add-agent). The bus itself stays on loopback:
+    agent machines never hold bus credentials.
+
+    \b
+    Examples:
+      ifctl coordinator start --json
+      ifctl coordinator start --listen 0.0.0.0:8766 --advertise build-1.example
     """
     s = settings()
     embedded = Embedded(s.home)
+    listening = parse_listen(listen) if listen else None
+    tls = server_tls(tls_cert, tls_key)
+    if listening is None and (advertise or tls):
+        raise ConfigurationError("--advertise, --tls-cert and --tls-key go with --listen HOST:PORT")
     if s.falsify:
         return _falsify_start(embedded)
     origin = s.home_origin()
@@ -98,11 +131,23 @@ def start() -> Outcome:
         note = f"{s.bus_origin()} is set ({s.bus}): commands use that bus, not this server"
         lines.append(f"note: {note}")
         why.append(note)
-    return Outcome(
-        data={"started": started, "running": True, "pid": info.pid, "url": info.url,
-              "home": str(embedded.home), "home_origin": origin, "data_dir": info.data_dir},
-        lines=lines, why=why,
-    )
+    data: dict[str, object] = {"started": started, "running": True, "pid": info.pid, "url": info.url,
+                               "home": str(embedded.home), "home_origin": origin, "data_dir": info.data_dir,
+                               "gateway": None}
+    if listening is not None:
+        gateway = Gateway(embedded.home)
+        names = advertised_names(listening[0], advertise)
+        g, g_started = gateway.start(*listening, names=names, bus=s.bus, tls=tls)
+        data["gateway"] = {"started": g_started, "pid": g.pid, "url": g.url, "listen": f"{g.host}:{g.port}",
+                           "ca": g.ca, "names": g.names}
+        verb = "started" if g_started else "already running"
+        lines.append(f"agent gateway {verb}: {g.url} "
+                     f"(listening on {g.host}:{g.port}, TLS, tokens required; pid {g.pid})")
+        lines.append("next: ifctl coordinator add-agent NAME --swarm ID --out NAME.env  "
+                     "(one per agent machine)")
+        why += [f"the gateway serves HTTPS with {g.cert}" + (f", signed by the CA {g.ca}" if g.ca else ""),
+                "agents authenticate with a bearer token bound to one swarm; the bus stays on loopback"]
+    return Outcome(data=data, lines=lines, why=why)
 
 
 @coordinator.command()
@@ -205,6 +250,7 @@ def stop() -> Outcome:
         info = embedded.info()
         return falsify_report([Check("server", True, f"running: would stop pid {info.pid}" if info
                                      else "none running: nothing to stop (not an error)")])
+    gateway = Gateway(embedded.home).stop()
     info = embedded.stop()
     why = [f"state directory {embedded.home}, from {s.home_origin()}",
            f"only the nats-server recorded in {embedded.home / 'coordinator.json'} is stopped, and only "
@@ -213,7 +259,132 @@ def stop() -> Outcome:
         return Outcome(data={"stopped": False, "home": str(embedded.home)},
                        lines=[f"coordinator not running (state directory {embedded.home})"],
                        why=[*why, "no live server is recorded"])
-    return Outcome(data={"stopped": True, "pid": info.pid, "url": info.url},
-                   lines=[f"coordinator stopped (pid {info.pid}); data kept in {Path(info.data_dir)}"],
+    return Outcome(data={"stopped": True, "pid": info.pid, "url": info.url,
+                         "gateway_stopped": gateway is not None},
+                   lines=[f"coordinator stopped (pid {info.pid}); data kept in {Path(info.data_dir)}"]
+                   + ([f"agent gateway stopped (pid {gateway.pid})"] if gateway else []),
                    why=[*why, "its JetStream data stays in the state directory; ifctl coordinator start "
                               "resumes with it"])
+
+
+@coordinator.command("add-agent")
+@click.argument("name", type=ID)
+@click.option("--swarm", "swarm_id", type=ID, required=True, metavar="ID", help="The swarm it acts as.")
+@click.option("--cap", "caps", multiple=True, metavar="CAP",
+              help="A capability the swarm offers (repeatable); registers or updates the swarm with them. "
+                   "Without any, the swarm must be registered already.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The env file to write [default: ./NAME.env]; the CA and the token go beside it.")
+@click.option("--agent-dir", metavar="DIR",
+              help="Where the files will be on the agent machine, for the paths in the env file "
+                   "[default: the --out file's directory, absolute].")
+@click.option("--by", metavar="NAME", help="Who adds it [default: $USER].")
+@contract
+def add_agent(name: str, swarm_id: str, caps: tuple[str, ...], out: Path | None, agent_dir: str | None,
+              by: str | None) -> Outcome:
+    """Let one agent machine join through the agent gateway, as SWARM.
+
+    Writes three files: NAME.env (IF_BUS_URL = the gateway, and the paths of
+    the other two), NAME-ca.pem (the CA that signed the gateway's certificate)
+    and NAME.token (its bearer token, bound to --swarm; 0600). Copy them to
+    the agent machine; with NAME.env sourced, `ifctl task next|heartbeat|
+    complete|fail|release` and `ifctl mcp` there act as that swarm, and as no
+    other. The token is kept only hashed on the bus; `ifctl coordinator
+    revoke-agent NAME` ends it. Needs `ifctl coordinator start --listen`.
+
+    \b
+    Example:
+      ifctl coordinator add-agent laptop-7 --swarm session-7 --cap code:python --out agents/laptop-7.env
+      scp agents/laptop-7* laptop-7:~/infrafabric/    # then, there: . ~/infrafabric/laptop-7.env
+    """
+    from infrafabric.agent.tokens import AgentTokens
+    from infrafabric.pki import write_private
+
+    s = settings()
+    check_caps(caps)
+    actor = who(by)
+    gateway = Gateway(Embedded(s.home).home).info()
+    if gateway is None and not s.falsify:
+        raise BusUnavailableError("the agent gateway is not running in this state directory",
+                                  hint="ifctl coordinator start --listen HOST:PORT (then add agents)")
+    env_path = (out or Path(f"{name}.env")).absolute()
+    where = Path(agent_dir) if agent_dir else env_path.parent
+    ca_path, token_path = env_path.parent / f"{name}-ca.pem", env_path.parent / f"{name}.token"
+    ca_pem = Path(gateway.ca).read_bytes() if gateway is not None and gateway.ca else None
+    for path in (env_path, ca_path, token_path):
+        if path.exists():
+            raise ConfigurationError(f"{path} exists already: nothing was written",
+                                     hint="pick another --out, or remove it first")
+
+    async def go(fleet: Fleet) -> Outcome:
+        tokens = AgentTokens(fleet)
+        if s.falsify:
+            known = await fleet.coordinator.get_swarm(swarm_id) is not None
+            taken = await tokens.names.exists(name)
+            return falsify_report([
+                await bus_check(fleet.bus),
+                Check("agent gateway running", gateway is not None, gateway.url if gateway else
+                      "not running: ifctl coordinator start --listen HOST:PORT"),
+                Check(f"swarm {swarm_id}", known or bool(caps), "registered" if known else
+                      "would be registered with --cap" if caps else "not registered (give --cap)"),
+                Check(f"name {name}", not taken, "in use" if taken else "free")],
+                summary=f"would write {env_path}, {ca_path} and {token_path}")
+        assert gateway is not None
+        if caps:
+            await fleet.register_swarm(swarm_id, caps)
+        secret, record = await tokens.issue(swarm_id, name=name, by=actor)
+        ca = ca_pem
+        env = [f"# InfraFabric: agent {name} acts as swarm {swarm_id} through the gateway at {gateway.url}.",
+               f"# Put {env_path.name}, {token_path.name}" + (f" and {ca_path.name}" if ca else "")
+               + f" in {where} on the agent machine, then: . {where / env_path.name}",
+               f"export IF_BUS_URL={gateway.url}",
+               f"export IF_AGENT_TOKEN_FILE={where / token_path.name}",
+               *([f"export IF_BUS_TLS_CA={where / ca_path.name}"] if ca else []),
+               f"export IF_SWARM_ID={swarm_id}"]
+        env_path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(token_path, secret.encode() + b"\n")
+        if ca:
+            write_private(ca_path, ca)
+        write_private(env_path, ("\n".join(env) + "\n").encode())
+        return Outcome(data={"name": record.name, "swarm_id": swarm_id, "gateway": gateway.url,
+                             "env_file": str(env_path), "token_file": str(token_path),
+                             "ca_file": str(ca_path) if ca else None},
+                       lines=[f"agent {name} acts as {swarm_id} through {gateway.url}",
+                              f"wrote {env_path}, {token_path}" + (f", {ca_path}" if ca else ""),
+                              f"on the agent machine, with the files in {where}: "
+                              f". {where / env_path.name} && ifctl task next --wait 30"],
+                       why=["the token is bound to one swarm; the gateway acts as that swarm and no tool "
+                            "takes a swarm id",
+                            "only the token's hash is on the bus; the token file is 0600"])
+
+    return with_fleet(go)
+
+
+@coordinator.command("revoke-agent")
+@click.argument("name", type=ID)
+@click.option("--by", metavar="NAME", help="Who revokes it [default: $USER].")
+@contract
+def revoke_agent(name: str, by: str | None) -> Outcome:
+    """End an agent added with add-agent: its token is refused from the next request on (witnessed).
+
+    Example: ifctl coordinator revoke-agent laptop-7
+    """
+    from infrafabric.agent.tokens import AgentTokens
+
+    s = settings()
+    actor = who(by)
+
+    async def go(fleet: Fleet) -> Outcome:
+        tokens = AgentTokens(fleet)
+        if s.falsify:
+            found = await tokens.names.exists(name)
+            return falsify_report([await bus_check(fleet.bus),
+                                   Check(f"agent {name}", found, "exists" if found else "no such agent")],
+                                  summary=f"would revoke {name}")
+        record, now = await tokens.revoke(name, by=actor)
+        return Outcome(data={"name": name, "swarm_id": record.swarm_id, "revoked": True, "already": not now},
+                       lines=[f"revoked agent {name} (it acted as {record.swarm_id}): refused from its next "
+                              "request" if now else f"{name} was revoked already (it acted as "
+                                                    f"{record.swarm_id})"])
+
+    return with_fleet(go)

@@ -96,12 +96,17 @@ def ifctl_command() -> str:
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               help="--http: a name agents reach it by (a proxy's, this machine's) besides --host and "
                    "loopback (repeatable); requests for any other Host are refused (DNS rebinding).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="--http: serve HTTPS with this PEM certificate (chain); with --tls-key.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="--http: the certificate's PEM private key.")
 @click.option("--allow-plain-http", is_flag=True,
               help="--http: allow a --host beyond loopback without TLS, where tokens cross the network in "
-                   "clear text (put a TLS proxy in front instead).")
+                   "clear text (give --tls-cert/--tls-key, or put a TLS proxy in front, instead).")
 @click.pass_context
 def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_ttl: float, http: bool,
-        host: str, port: int, allow_hosts: tuple[str, ...], allow_plain_http: bool) -> None:
+        host: str, port: int, allow_hosts: tuple[str, ...], tls_cert: Path | None, tls_key: Path | None,
+        allow_plain_http: bool) -> None:
     """Serve the fleet to one agent session over MCP (stdio), or to remote agents (--http).
 
     The agent's client starts it (`ifctl mcp config` prints the line that
@@ -115,6 +120,9 @@ def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_t
 
     stdout carries the protocol; messages go to stderr. Uses IF_BUS_URL if
     set; otherwise this project's embedded coordinator (started if needed).
+    On an agent machine whose IF_BUS_URL is an agent gateway (https://, from
+    `ifctl coordinator add-agent`), it serves the gateway's tools instead,
+    acting as the swarm the agent's token is bound to.
 
     With --http it serves remote agents instead: one server, each request
     acting as the swarm its bearer token is bound to (tokens are issued and
@@ -134,20 +142,31 @@ def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_t
     s = settings()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="ifctl mcp: %(message)s")
     logging.getLogger("infrafabric").setLevel(logging.INFO)
+    from infrafabric.agent.remote import Remote, is_gateway
+
+    if is_gateway(s.bus) and not http:
+        # an agent machine: the gateway's tools, as the swarm its token is bound to
+        from infrafabric.agent.remote import serve_proxy
+
+        assert s.bus is not None
+        remote = Remote.from_env(s.bus)
+        if caps:
+            logging.getLogger("infrafabric").warning(
+                "--cap is ignored through the gateway: the operator set this swarm's capabilities")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_proxy(remote))
+        return
     if http:
         from infrafabric.agent.http import serve_http
-        from infrafabric.serving import LOOPBACK_HOSTS, tune_gc
+        from infrafabric.serving import check_exposure, server_tls, tune_gc
 
         if swarm_id or caps:
             raise ConfigurationError("--http serves many agents: each acts as the swarm its token is bound "
                                      "to, so --swarm and --cap do not apply",
                                      hint="ifctl mcp token issue SWARM (then the agent sends it as a bearer "
                                           "token)")
-        if host not in LOOPBACK_HOSTS and not allow_plain_http:
-            raise ConfigurationError(
-                f"--host {host}: beyond loopback, agent tokens would cross the network in clear text",
-                hint="keep the default 127.0.0.1 behind a TLS proxy, or pass --allow-plain-http if the "
-                     "network is trusted")
+        tls = server_tls(tls_cert, tls_key)
+        check_exposure(host, tls=tls is not None, allow_plain_http=allow_plain_http, what="the agent gateway")
 
         def ready(url: str) -> None:
             tune_gc()  # this process is the server now
@@ -156,7 +175,7 @@ def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_t
 
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve_http(s.bus, home=s.home, host=host, port=port, lease_ttl=lease_ttl,
-                                   allow_hosts=allow_hosts, on_ready=ready))
+                                   allow_hosts=allow_hosts, tls=tls, on_ready=ready))
         return
     swarm, capabilities = identity(swarm_id, caps)
     from infrafabric.agent.stdio import serve_stdio

@@ -17,7 +17,7 @@ from infrafabric.bus.bounds import read_limited
 from infrafabric.cli.app import Outcome, contract, run_async, settings
 from infrafabric.cli.common import Check, bus_check, falsify_report
 from infrafabric.errors import ConfigurationError, InfraFabricError
-from infrafabric.serving import bind, tune_gc
+from infrafabric.serving import bind, check_exposure, server_tls, tune_gc
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -72,11 +72,13 @@ class Served:
 @contextlib.asynccontextmanager
 async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
                 on_ready: Callable[[str], None] | None = None,
-                home: str | None = None, allow_hosts: tuple[str, ...] = ()) -> AsyncIterator[Served]:
+                home: str | None = None, allow_hosts: tuple[str, ...] = (),
+                tls: tuple[str, str] | None = None) -> AsyncIterator[Served]:
     """Serve the dashboard for ``bus`` in this event loop while the block runs
     (``on_ready`` is told its base URL once it answers; ``home``: the state
     directory whose witness key signs what its actions write; ``allow_hosts``:
-    the names it answers to besides loopback and the address it listens on)."""
+    the names it answers to besides loopback and the address it listens on;
+    ``tls``: certificate and key files, to serve HTTPS)."""
     import uvicorn
 
     from infrafabric.web import create_app
@@ -84,11 +86,12 @@ async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_P
     sock = bind(host, port)
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{bound_port}/"
+    url = f"{'https' if tls else 'http'}://{shown}:{bound_port}/"
     listening = () if host in ("0.0.0.0", "::", "") else (host,)  # a wildcard is no name to be reached by
     app = create_app(bus=bus, token=token, home=home, allowed_hosts=(*listening, *allow_hosts))
-    config = uvicorn.Config(app, log_level="warning", lifespan="on",
-                            access_log=False, timeout_graceful_shutdown=1)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False,
+                            timeout_graceful_shutdown=1, ssl_certfile=tls[0] if tls else None,
+                            ssl_keyfile=tls[1] if tls else None)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -112,7 +115,8 @@ async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_P
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (the dashboard has no TLS: keep it on loopback or behind a proxy).")
+              help="Address to listen on. Beyond loopback it needs --tls-cert/--tls-key (or a TLS proxy in "
+                   "front and --allow-plain-http).")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="Port to listen on; 0 picks a free one.")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -121,8 +125,16 @@ async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_P
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               help="A name the dashboard may be reached by (a proxy's, this machine's) besides loopback and "
                    "--host (repeatable); requests for any other Host are refused (DNS rebinding).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Serve HTTPS with this PEM certificate (chain); with --tls-key.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The certificate's PEM private key.")
+@click.option("--allow-plain-http", is_flag=True,
+              help="Allow a --host beyond loopback without TLS: the operator token and the fleet's state "
+                   "then cross the network in clear text, readable and replayable by anyone on the path.")
 @contract
-def web(host: str, port: int, token_file: Path | None, allow_hosts: tuple[str, ...]) -> Outcome:
+def web(host: str, port: int, token_file: Path | None, allow_hosts: tuple[str, ...], tls_cert: Path | None,
+        tls_key: Path | None, allow_plain_http: bool) -> Outcome:
     """Serve the live dashboard and Prometheus /metrics for the bus.
 
     The page shows the task board as a dependency graph and a table (owner,
@@ -138,8 +150,11 @@ def web(host: str, port: int, token_file: Path | None, allow_hosts: tuple[str, .
     allowed to whoever presents the token and types the id to confirm, and is
     witnessed; verifying the chain (costly) needs the token too. It answers
     only to loopback names, --host and --allow-host (a page elsewhere cannot
-    reach it through DNS rebinding), refuses cross-origin POSTs, and sends a
-    Content-Security-Policy that allows only its own assets.
+    reach it through DNS rebinding), refuses cross-origin POSTs and any
+    token in a URL's query string (tokens go in the Authorization header),
+    and sends a Content-Security-Policy that allows only its own assets.
+    Beyond loopback it serves HTTPS (--tls-cert/--tls-key) unless
+    --allow-plain-http says the network is trusted.
 
     Runs until interrupted (Ctrl-C). Uses IF_BUS_URL if set; otherwise the
     embedded local coordinator.
@@ -148,10 +163,12 @@ def web(host: str, port: int, token_file: Path | None, allow_hosts: tuple[str, .
     Examples:
       ifctl web
       ifctl web --port 9000 --token-file ~/.config/infrafabric/web-token
-      IF_BUS_URL=nats://10.0.0.5:4222 ifctl web --host 0.0.0.0 --allow-host ops.example
+      ifctl web --host 0.0.0.0 --allow-host ops.example --tls-cert ops.pem --tls-key ops.key
     """
     s = settings()
     token = read_token(token_file)
+    tls = server_tls(tls_cert, tls_key)
+    check_exposure(host, tls=tls is not None, allow_plain_http=allow_plain_http, what="the dashboard")
     if s.falsify:
         checks: list[Check] = []
         try:
@@ -193,7 +210,7 @@ def web(host: str, port: int, token_file: Path | None, allow_hosts: tuple[str, .
     async def main() -> None:
         async with connect(url) as bus, serve(bus, host=host, port=port, token=token,
                                               on_ready=ready, home=s.home,
-                                              allow_hosts=allow_hosts) as served:
+                                              allow_hosts=allow_hosts, tls=tls) as served:
             await served.done  # until Ctrl-C
 
     with contextlib.suppress(KeyboardInterrupt):

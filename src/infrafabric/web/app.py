@@ -91,9 +91,14 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host_header = headers.get("host", "")
         refusal: tuple[int, str] | None = None
+        query = scope.get("query_string", b"").decode("latin-1").lower()
         if _host_of(host_header) not in self.allowed:
             refusal = (400, f"host {host_header[:100]!r} is not served here (a guard against DNS rebinding); "
                             "start it with ifctl web --allow-host NAME to serve that name")
+        elif any(f"{name}=" in f"&{query}" for name in _TOKEN_PARAMS):
+            # a token in a URL lands in logs, history and Referer headers: never accepted there
+            refusal = (400, "a token in the query string is refused: send it in the Authorization header "
+                            "(Authorization: Bearer <token>)")
         elif scope["method"] == "POST":
             origin = headers.get("origin")
             kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -117,6 +122,10 @@ class Guard:
             await _error(*refusal)(scope, receive, secured)
             return
         await self.app(scope, receive, secured)
+
+
+#: query parameters that would carry a credential
+_TOKEN_PARAMS = ("&token", "&access_token", "&auth", "&bearer", "&api_key", "&key", "&password")
 
 
 async def _json_body(request: Request) -> Any:

@@ -1,0 +1,205 @@
+"""An agent machine's way to the fleet: the agent gateway, as the swarm its token is bound to.
+
+A machine set up with ``ifctl coordinator add-agent`` holds no bus
+credentials. Its ``IF_BUS_URL`` is the gateway (``https://HOST:PORT/mcp``),
+``IF_BUS_TLS_CA`` the CA that signed the gateway's certificate, and
+``IF_AGENT_TOKEN_FILE`` (or ``IF_AGENT_TOKEN``) its bearer token. Through
+:class:`Remote`, ``ifctl task next|heartbeat|complete|fail|release`` and
+``ifctl mcp`` call the gateway's tools, which act as the token's swarm and
+no other: no tool takes a swarm id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from infrafabric.bus.security import Security, access_failure
+from infrafabric.errors import (
+    BusAccessError,
+    BusUnavailableError,
+    ConfigurationError,
+    InfraFabricError,
+    RefusedError,
+)
+from infrafabric.serving import LOOPBACK_HOSTS
+
+__all__ = ["TOKEN_ENV", "TOKEN_FILE_ENV", "Remote", "is_gateway"]
+
+TOKEN_ENV = "IF_AGENT_TOKEN"
+TOKEN_FILE_ENV = "IF_AGENT_TOKEN_FILE"
+CA_ENV = "IF_BUS_TLS_CA"
+
+
+def is_gateway(url: str | None) -> bool:
+    """Whether ``url`` names an agent gateway rather than a bus."""
+    return bool(url) and str(url).lower().startswith(("https://", "http://"))
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The gateway at ``url``, reached with ``token`` over TLS checked against ``ca``."""
+
+    url: str
+    token: str = field(repr=False)
+    ca: Path | None = None
+
+    @classmethod
+    def from_env(cls, url: str, env: dict[str, str] | None = None) -> Remote:
+        """The gateway ``url`` with the token and CA the environment names;
+        :class:`ConfigurationError` (exit 2) naming what is missing or wrong."""
+        env = dict(os.environ) if env is None else env
+        parts = urlsplit(url)
+        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+            raise ConfigurationError(f"{url}: an agent token would cross the network in clear text",
+                                     hint="use the https:// URL the operator's add-agent wrote")
+        token = env.get(TOKEN_ENV, "").strip()
+        origin = f"${TOKEN_ENV}"
+        if not token and env.get(TOKEN_FILE_ENV):
+            origin = f"${TOKEN_FILE_ENV}={env[TOKEN_FILE_ENV]}"
+            try:
+                token = Path(env[TOKEN_FILE_ENV]).expanduser().read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                raise ConfigurationError(f"{origin}: cannot read it ({reason})") from exc
+        if not token:
+            raise ConfigurationError(f"IF_BUS_URL={url} is an agent gateway, and no agent token is given",
+                                     hint=f"set {TOKEN_FILE_ENV} (or {TOKEN_ENV}): source the env file "
+                                          "`ifctl coordinator add-agent` wrote")
+        ca = None
+        if env.get(CA_ENV):
+            security = Security.from_options("nats", {}, {CA_ENV: env[CA_ENV]})
+            ca = security.ca
+        return cls(url.rstrip("/") if parts.path not in ("", "/") else url.rstrip("/") + "/mcp", token, ca)
+
+    def _context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[Any]:
+        """An initialized MCP client session with the gateway."""
+        import httpx2
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+
+        refusals: list[int] = []  # the SDK reports an HTTP refusal without its status: kept here
+
+        async def note(response: Any) -> None:
+            if response.status_code >= 400:
+                refusals.append(response.status_code)
+
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {self.token}"}, timeout=120,
+                                  verify=self._context() if self.url.startswith("https") else False,
+                                  event_hooks={"response": [note]})
+        try:
+            async with http, Client(streamable_http_client(self.url, http_client=http)) as session:
+                yield session
+        except InfraFabricError:
+            raise
+        except Exception as exc:  # what the SDK and httpx raise, said in our words
+            ours = [leaf for leaf in _leaves(exc) if isinstance(leaf, InfraFabricError)]
+            if ours:  # raised in the block, wrapped by the SDK's task group on its way out
+                raise ours[0] from None
+            raise self._failure(exc, refusals) from exc
+
+    def _failure(self, exc: BaseException, refusals: list[int]) -> InfraFabricError:
+        """What a failure to reach the gateway means, naming the cause."""
+        leaves = list(_leaves(exc))
+        for leaf in [*(_Status(code) for code in refusals), *leaves]:
+            status = getattr(getattr(leaf, "response", None), "status_code", None)
+            if status == 401:
+                return BusAccessError(f"the gateway at {self.url} refused this agent's token (revoked, or "
+                                      "not one it issued)",
+                                      hint="ask the operator for a new one (ifctl coordinator add-agent)")
+            if status is not None:
+                return BusUnavailableError(f"the gateway at {self.url} answered HTTP {status}",
+                                           hint="403/421: it does not serve the name in IF_BUS_URL; ask its "
+                                                "operator for the URL add-agent wrote" if status in (403, 421)
+                                           else None)
+            refused = access_failure(self.url, Security(tls=True, ca=self.ca, origin={"tls_ca": CA_ENV}),
+                                     leaf)
+            if refused is not None:
+                return refused
+        shown = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves) or str(exc)
+        return BusUnavailableError(f"cannot reach the gateway at {self.url}: {shown}",
+                                   hint="is `ifctl coordinator start --listen` running there, and is the "
+                                        "address reachable from this machine?")
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> Any:
+        """Call ``tool`` once; its JSON answer, or :class:`RefusedError` with its text."""
+        async with self.client() as session:
+            return await call_in(session, tool, arguments)
+
+
+async def call_in(session: Any, tool: str, arguments: dict[str, Any]) -> Any:
+    """Call ``tool`` in an open client ``session``; refusals become :class:`RefusedError`."""
+    result = await session.call_tool(tool, {k: v for k, v in arguments.items() if v is not None})
+    text = "".join(getattr(c, "text", "") for c in result.content)
+    if result.is_error:
+        text = re.sub(r"^Error executing tool \S+: ", "", text)
+        raise RefusedError(text or f"{tool} was refused")
+    return json.loads(text) if text else None
+
+
+class _Status(Exception):
+    """An HTTP refusal seen on the way (the SDK drops its status)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"HTTP {code}")
+        self.response = type("Response", (), {"status_code": code})()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The innermost exceptions of ``exc`` (task groups wrap them in groups and chains)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    found = [exc]
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(found) < 10:
+        found.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return found
+
+
+async def serve_proxy(remote: Remote) -> None:
+    """``ifctl mcp`` on an agent machine: the gateway's tools and resources on
+    stdin/stdout, for an agent client that starts its MCP servers as
+    commands. Every request goes to the gateway unchanged and acts as the
+    token's swarm; the gateway's answers, refusals included, come back as
+    they are. The session with the gateway is opened first, so a refused
+    token or an untrusted certificate fails before the client is served."""
+    from mcp.server.lowlevel import Server
+    from mcp.server.stdio import stdio_server
+
+    from infrafabric.agent.session import PROTOCOL
+
+    async with remote.client() as upstream:
+        async def list_tools(_ctx: Any, params: Any) -> Any:
+            return await upstream.list_tools(cursor=getattr(params, "cursor", None))
+
+        async def call_tool(_ctx: Any, params: Any) -> Any:
+            return await upstream.call_tool(params.name, params.arguments)
+
+        async def list_resources(_ctx: Any, params: Any) -> Any:
+            return await upstream.list_resources(cursor=getattr(params, "cursor", None))
+
+        async def list_templates(_ctx: Any, params: Any) -> Any:
+            return await upstream.list_resource_templates(cursor=getattr(params, "cursor", None))
+
+        async def read_resource(_ctx: Any, params: Any) -> Any:
+            return await upstream.read_resource(str(params.uri))
+
+        server: Any = Server("infrafabric", instructions=PROTOCOL, title="InfraFabric fleet (via gateway)",
+                             on_list_tools=list_tools, on_call_tool=call_tool,
+                             on_list_resources=list_resources, on_list_resource_templates=list_templates,
+                             on_read_resource=read_resource)
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
