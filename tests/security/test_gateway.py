@@ -209,3 +209,27 @@ def test_bad_listen_and_add_agent_input(fleet: Fleet, tmp_path: Path) -> None:
     assert "exists already" in run(fleet.server, "coordinator", "add-agent", "y", "--swarm", "swarm-a",
                                    "--out", str(out), code=2).stderr
     assert out.read_text() == "keep"
+
+
+def hook(env: dict[str, str], event: str) -> subprocess.CompletedProcess[str]:
+    payloads = json.loads((Path(__file__).parents[1] / "agent" / "payloads" / "claude.json").read_text())
+    return subprocess.run([IFCTL, "hook", "claude", event], input=json.dumps(payloads[event]), env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_the_hooks_of_an_agent_machine_go_through_the_gateway(fleet: Fleet) -> None:
+    dave = fleet.agent("dave", "swarm-d")
+    async with Client(StdioServerParameters(command=IFCTL, args=["mcp"], env=dave)) as c:
+        result = await c.call_tool("task_next", {"wait_s": 5})
+        held = json.loads(result.content[0].text)["task"]["id"]  # type: ignore[union-attr]
+        before = task(fleet, held)["lease_until"]
+        # through the proxy's control socket
+        renewed = hook(dave, "post-tool-use")
+        assert renewed.returncode == 0, renewed.stderr
+        assert task(fleet, held)["lease_until"] > before  # real activity renewed the lease
+        stop = hook(dave, "stop")
+        assert stop.returncode == 0 and json.loads(stop.stdout)["decision"] == "block", stop.stderr
+        assert f"You still hold {held}" in json.loads(stop.stdout)["reason"]
+    # with no ifctl mcp running, the hook asks the gateway itself
+    stop = hook(dave, "stop")
+    assert stop.returncode == 0 and json.loads(stop.stdout)["decision"] == "block", stop.stderr

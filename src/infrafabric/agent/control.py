@@ -30,13 +30,13 @@ from infrafabric.statedir import state_dir
 
 TYPE_CHECKING = False  # the client side is on the hooks' path: typing alone costs ~15 ms
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from typing import Any
 
     from infrafabric.agent.hooks import Answer
     from infrafabric.agent.session import AgentSession
 
-__all__ = ["Refused", "Unreachable", "ask", "guard", "serve", "socket_path"]
+__all__ = ["Refused", "Unreachable", "ask", "guard", "serve", "serve_answers", "socket_path"]
 
 #: a hook waits this long for the server's answer (a stop may claim a task: one compare-and-swap)
 ANSWER_TIMEOUT = 5.0
@@ -146,6 +146,9 @@ def _direct(swarm_id: str | None, message: dict[str, Any],
     from infrafabric.fleet import open_fleet
 
     async def go() -> dict[str, Any]:
+        url = os.environ.get("IF_BUS_URL")
+        if swarm_id is not None and url and url.lower().startswith(("https://", "http://")):
+            return await _through_gateway(url, message)
         async with open_fleet(home=home, watch=False, actor=swarm_id or "guard", autostart=False) as fleet:
             if swarm_id is None:
                 return await answer_guard(fleet, None, message)
@@ -161,14 +164,30 @@ def _direct(swarm_id: str | None, message: dict[str, Any],
         raise Unreachable(f"{type(exc).__name__}: {exc}") from exc
 
 
-@contextlib.asynccontextmanager
-async def serve(session: AgentSession, home: str | os.PathLike[str] | None = None) -> AsyncIterator[Path]:
+def serve(session: AgentSession, home: str | os.PathLike[str] | None = None,
+          ) -> contextlib.AbstractAsyncContextManager[Path]:
     """Answer hooks for ``session`` on its socket while the block runs. The
     newest server of a swarm answers: it replaces an older one's socket, and
     a server removes only its own socket when it ends."""
+    return serve_answers(session.swarm_id, session.answer, home)
+
+
+async def _through_gateway(url: str, message: dict[str, Any]) -> dict[str, Any]:
+    """A hook's request on an agent machine, answered by the gateway (as the token's swarm)."""
+    from infrafabric.agent.remote import Remote, hook_arguments
+
+    return dict(await Remote.from_env(url).call("session_hook", hook_arguments(message)) or {})
+
+
+@contextlib.asynccontextmanager
+async def serve_answers(swarm_id: str, answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+                        home: str | os.PathLike[str] | None = None) -> AsyncIterator[Path]:
+    """Answer hooks for ``swarm_id`` with ``answer(request)`` on its socket
+    while the block runs (:func:`serve`; an agent machine's ``ifctl mcp``
+    answers through the gateway)."""
     import asyncio
 
-    path = socket_path(session.swarm_id, home)
+    path = socket_path(swarm_id, home)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path.parent, 0o700)
     # Bound under a name of its own, then renamed over the swarm's: a hook
@@ -191,7 +210,7 @@ async def serve(session: AgentSession, home: str | os.PathLike[str] | None = Non
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await reader.readline()
-            reply = await _answer(session, line)
+            reply = await _answer(answer, line)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -210,7 +229,8 @@ async def serve(session: AgentSession, home: str | os.PathLike[str] | None = Non
         await server.wait_closed()
 
 
-async def _answer(session: AgentSession, line: bytes) -> dict[str, Any]:
+async def _answer(answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+                  line: bytes) -> dict[str, Any]:
     from infrafabric.errors import InfraFabricError
 
     try:
@@ -221,7 +241,7 @@ async def _answer(session: AgentSession, line: bytes) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as exc:
         return {"ok": False, "error": f"bad request: {exc}"}
     try:
-        return {"ok": True, **await session.answer(request)}
+        return {"ok": True, **await answer(request)}
     except InfraFabricError as exc:
         if not exc.transient:  # a request the session refuses as malformed
             return {"ok": False, "error": exc.message}

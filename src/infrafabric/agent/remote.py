@@ -157,6 +157,15 @@ class _Status(Exception):
         self.response = type("Response", (), {"status_code": code})()
 
 
+def hook_arguments(request: dict[str, Any]) -> dict[str, Any]:
+    """The ``session_hook`` tool's arguments for a control-socket ``request``
+    (a lifecycle hook's; guards are not answered through a gateway)."""
+    op = request.get("op")
+    if op not in ("start", "activity", "stop"):
+        raise ConfigurationError(f"op {str(op)[:20]!r} is not answered through a gateway")
+    return {"op": op, "repeat": bool(request.get("repeat"))}
+
+
 def _leaves(exc: BaseException) -> list[BaseException]:
     """The innermost exceptions of ``exc`` (task groups wrap them in groups and chains)."""
     if isinstance(exc, BaseExceptionGroup):
@@ -175,13 +184,22 @@ async def serve_proxy(remote: Remote) -> None:
     commands. Every request goes to the gateway unchanged and acts as the
     token's swarm; the gateway's answers, refusals included, come back as
     they are. The session with the gateway is opened first, so a refused
-    token or an untrusted certificate fails before the client is served."""
+    token or an untrusted certificate fails before the client is served.
+    The lifecycle hooks (``ifctl hook``) are answered on the swarm's control
+    socket, through the gateway's ``session_hook`` tool."""
     from mcp.server.lowlevel import Server
     from mcp.server.stdio import stdio_server
 
+    from infrafabric.agent.control import serve_answers
     from infrafabric.agent.session import PROTOCOL
 
     async with remote.client() as upstream:
+        # the token decides who acts; the hooks' socket is named after that swarm
+        swarm_id = str((await call_in(upstream, "budget_status", {}))["swarm_id"])
+
+        async def hook(request: dict[str, Any]) -> dict[str, Any]:
+            return dict(await call_in(upstream, "session_hook", hook_arguments(request)) or {})
+
         async def list_tools(_ctx: Any, params: Any) -> Any:
             return await upstream.list_tools(cursor=getattr(params, "cursor", None))
 
@@ -201,5 +219,5 @@ async def serve_proxy(remote: Remote) -> None:
                              on_list_tools=list_tools, on_call_tool=call_tool,
                              on_list_resources=list_resources, on_list_resource_templates=list_templates,
                              on_read_resource=read_resource)
-        async with stdio_server() as (read, write):
+        async with serve_answers(swarm_id, hook), stdio_server() as (read, write):
             await server.run(read, write, server.create_initialization_options())

@@ -18,7 +18,7 @@ import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, ParamSpec
+from typing import Annotated, Any, Literal, ParamSpec
 
 from pydantic import Field
 
@@ -195,6 +195,16 @@ def build_server(session_for: SessionFor, *, name: str = "infrafabric", token_ve
         """Your budget (limit, spent, remaining) and breaker; if you are stopped, why and what
         resumes you."""
         return await (await session_for()).budget()
+
+    @tool(title="Answer a lifecycle hook")
+    async def session_hook(
+        op: Annotated[Literal["start", "activity", "stop"], Field(description=(
+            "start: the protocol and what you hold; activity: renew your claims; stop: may you stop?"))],
+        repeat: Annotated[bool, Field(description="The client asks again after a refused stop.")] = False,
+    ) -> Any:
+        """Used by `ifctl hook` on a machine that reaches the fleet through a gateway (the hooks
+        your client runs); you need not call it yourself."""
+        return await (await session_for()).on_hook(op, repeat=repeat)
 
     @tool(title="Record a cost")
     async def cost_track(
