@@ -10,6 +10,7 @@ import asyncio
 import datetime
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from infrafabric import pki
 from infrafabric.bus.servers import EtcdServer, NatsServer
@@ -99,3 +100,63 @@ async def enable_etcd_auth(server: EtcdServer, p: Pki | None) -> None:
 
 def run(coro: object) -> None:
     asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(claims: dict[str, Any], signer: Any) -> str:
+    """A NATS JWT (``ed25519-nkey``) of ``claims``, issued and signed by the NKEY ``signer``."""
+    import base64
+    import hashlib
+    import json
+    import time
+
+    body = {**claims, "iat": int(time.time()), "iss": signer.public_key.decode()}
+    body["jti"] = base64.b32encode(hashlib.sha256(json.dumps(body).encode()).digest()).decode().rstrip("=")
+    signed = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode()) + "." + _b64(
+        json.dumps(body).encode())
+    return signed + "." + _b64(signer.sign(signed.encode()))
+
+
+def _keypair(prefix: int) -> tuple[Any, bytes]:
+    import nacl.signing
+    import nkeys
+
+    seed = nkeys.encode_seed(bytes(nacl.signing.SigningKey.generate()), prefix)
+    return nkeys.from_seed(seed), seed
+
+
+def nats_operator(directory: Path) -> tuple[NatsServer, Path]:
+    """nats-server in operator (JWT) mode, one account with JetStream, and a
+    ``.creds`` file for one of its users: what ``nsc`` would make."""
+    import nkeys
+
+    operator, _ = _keypair(nkeys.PREFIX_BYTE_OPERATOR)
+    account, _ = _keypair(nkeys.PREFIX_BYTE_ACCOUNT)
+    system, _ = _keypair(nkeys.PREFIX_BYTE_ACCOUNT)  # JetStream needs a system account
+    user, user_seed = _keypair(nkeys.PREFIX_BYTE_USER)
+    pub = {k: k.public_key.decode() for k in (operator, account, system, user)}
+    op_jwt = _jwt({"sub": pub[operator], "name": "fleet-operator",
+                   "nats": {"type": "operator", "version": 2, "system_account": pub[system]}}, operator)
+    sys_jwt = _jwt({"sub": pub[system], "name": "SYS", "nats": {"type": "account", "version": 2}}, operator)
+    unlimited = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True,
+                 "conn": -1, "leaf": -1, "mem_storage": -1, "disk_storage": -1, "streams": -1,
+                 "consumer": -1}
+    acc_jwt = _jwt({"sub": pub[account], "name": "fleet",
+                    "nats": {"type": "account", "version": 2, "limits": unlimited}}, operator)
+    user_jwt = _jwt({"sub": pub[user], "name": "alice",
+                     "nats": {"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1,
+                              "payload": -1}}, account)
+    creds = directory / "alice.creds"
+    creds.write_text(f"-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n"
+                     f"-----BEGIN USER NKEY SEED-----\n{user_seed.decode()}\n"
+                     "------END USER NKEY SEED------\n")
+    server = NatsServer(extra_config=(f"operator: {op_jwt}\nsystem_account: {pub[system]}\n"
+                                      "resolver: MEMORY\n"
+                                      f"resolver_preload: {{\n  {pub[account]}: {acc_jwt}\n"
+                                      f"  {pub[system]}: {sys_jwt}\n}}\n"))
+    return server, creds

@@ -294,3 +294,14 @@ def test_the_cli_says_why_the_engine_refused_it_and_prints_no_secret(users_nats:
     assert done.returncode == 0, done.stderr
     json.loads(done.stdout)
     assert NATS_PASSWORD not in done.stdout + done.stderr
+
+
+async def test_nats_creds_file_in_operator_mode(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    from secure import nats_operator
+
+    server, creds = nats_operator(tmp_path)
+    with server:
+        assert "requires authentication" in (await refusal(server.url)).message
+        await round_trip(f"{server.url}?creds={creds}")
+        clean_env.setenv("IF_BUS_CREDS", str(creds))
+        await round_trip(server.url)

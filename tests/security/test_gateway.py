@@ -101,6 +101,9 @@ def test_the_gateway_serves_tls_and_refuses_a_client_without_credentials(fleet: 
                                                                          alice: dict[str, str]) -> None:
     url = fleet.gateway["url"]
     assert url.startswith("https://127.0.0.1:") and fleet.gateway["ca"]
+    status = as_json(fleet.server, "coordinator", "status")
+    assert status["gateway"]["url"] == url
+    assert status["url"].startswith("nats://127.0.0.1:")  # the bus itself stays on loopback
     context = ssl.create_default_context(cafile=fleet.gateway["ca"])
     headers = {"Accept": "application/json, text/event-stream"}
     with httpx2.Client(verify=context, timeout=30) as http:

@@ -161,6 +161,7 @@ def status() -> Outcome:
     Example: ifctl coordinator status --json
     """
     s = settings()
+    gateway = None
     embedded = Embedded(s.home)
     info = None
     if s.falsify:
@@ -192,11 +193,17 @@ def status() -> Outcome:
     if info is not None:
         data.update(pid=info.pid, home=str(embedded.home), home_origin=s.home_origin(),
                     uptime_s=round(time.time() - info.started_at, 1))
+        gateway = Gateway(embedded.home).info()
+        data["gateway"] = None if gateway is None else {"pid": gateway.pid, "url": gateway.url,
+                                                        "listen": f"{gateway.host}:{gateway.port}",
+                                                        "ca": gateway.ca}
     state = "healthy" if health.ok else "UNHEALTHY"
     lines = [f"bus {url}: {state}" + (f" ({health.latency_ms} ms)" if health.ok else ""),
              f"  {health.detail}", f"  from {origin}"]
     if info is not None:
         lines.append(f"  embedded server pid {info.pid}, state directory {embedded.home}")
+        if gateway is not None:
+            lines.append(f"  agent gateway {gateway.url} (TLS, tokens required)")
     return Outcome(data=data, lines=lines,
                    why=[*why, f"health check: one round trip to the engine, bounded by 1 s: {health.detail}"],
                    exit_code=0 if health.ok else EXIT_UNREACHABLE)
