@@ -336,4 +336,9 @@ def access_failure(where: str, security: Security, cause: BaseException | str,
                                   f"(it closed the connection: {text})",
                                   hint="user=NAME in the URL (or IF_BUS_USER) with IF_BUS_PASSWORD; or for "
                                        "NATS a token (IF_BUS_TOKEN), nkey=PATH or creds=PATH")
+        if server.get("auth_required"):
+            # it hung up as soon as the credentials arrived, before its "Authorization Violation" was read
+            return BusAccessError(f"{where} refused this client's credentials ({security.describe()}): it "
+                                  f"closed the connection once they were sent ({text})",
+                                  hint="check them with the server's operator; a revoked user is refused too")
     return None
