@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,15 +107,21 @@ def issue(ca: Issued, common_name: str, *, hosts: tuple[str, ...] = (), client: 
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``, readable by its owner only, atomically."""
+    """Write ``data`` to ``path``, readable by its owner only, atomically. The
+    temporary file is new (``O_EXCL``, a random name, no symlink followed),
+    so a file or link planted beside it in a shared directory changes nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
+        os.fchmod(fd, 0o600)  # whatever the umask
         os.write(fd, data)
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     os.replace(tmp, path)
 
 

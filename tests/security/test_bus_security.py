@@ -179,9 +179,13 @@ async def test_nats_token(token_nats: NatsServer, clean_env: pytest.MonkeyPatch,
 
 
 async def test_a_client_that_asks_for_tls_sends_nothing_to_a_server_without_it(
-        users_nats: NatsServer, certs: Pki, clean_env: pytest.MonkeyPatch) -> None:
+        users_nats: NatsServer, certs: Pki, nkey_seed: tuple[Path, str],
+        clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("IF_BUS_PASSWORD", NATS_PASSWORD)
     error = await refusal(f"{users_nats.url}?user=alice&tls_ca={certs.path('ca.pem')}")
+    assert "does not offer TLS" in error.message
+    clean_env.delenv("IF_BUS_PASSWORD")  # nor an NKEY's signature, which a man in the middle could replay
+    error = await refusal(f"{users_nats.url}?nkey={nkey_seed[0]}&tls_ca={certs.path('ca.pem')}")
     assert "does not offer TLS" in error.message
 
 
@@ -254,6 +258,8 @@ async def test_etcd_client_certificates(cert_etcd: EtcdServer, certs: Pki, cert:
     ("etcd://127.0.0.1:2379", {"IF_BUS_NKEY": "/x"}, "NATS only"),
     ("etcd://127.0.0.1:2379", {"IF_BUS_TOKEN": "y"}, "takes no token"),
     ("nats://alice:wrong-password-123@127.0.0.1:4222", {}, "credentials in bus URL"),
+    ("nats://127.0.0.1:4222?password=wrong-password-123", {}, "unknown option 'password' in bus URL "
+     "'nats://127.0.0.1:4222?password=***'"),
 ])
 def test_bad_security_settings_are_configuration_errors(url: str, env: dict[str, str], named: str,
                                                         certs: Pki, clean_env: pytest.MonkeyPatch) -> None:

@@ -188,6 +188,15 @@ async def test_an_agents_credentials_act_only_as_its_own_swarm(fleet: Fleet, ali
     assert budgets["swarm-a"]["budget"]["spent_micros"] == 250_000
 
 
+def test_exit_codes_through_the_gateway_are_those_of_the_bus(fleet: Fleet) -> None:
+    erin = fleet.agent("erin", "swarm-e")
+    assert "--worktree is not available through the agent gateway" in run(
+        erin, "task", "next", "--worktree", str(fleet.root), code=2).stderr
+    run(fleet.server, "governor", "trip", "swarm-e", "--reason", "looping", "--by", "ops")
+    stopped = run(erin, "task", "next", code=4)  # stopped by its governor: waiting will not help
+    assert "looping" in stopped.stdout + stopped.stderr
+
+
 async def test_a_revoked_agent_is_refused(fleet: Fleet) -> None:
     carol = fleet.agent("carol", "swarm-c")
     as_json(carol, "task", "next", "--wait", "5")
@@ -200,7 +209,8 @@ async def test_a_revoked_agent_is_refused(fleet: Fleet) -> None:
 
 def test_bad_listen_and_add_agent_input(fleet: Fleet, tmp_path: Path) -> None:
     env = base_env(tmp_path / "elsewhere")
-    assert "expected HOST:PORT" in run(env, "coordinator", "start", "--listen", "nowhere", code=2).stderr
+    for bad in ("nowhere", "::1:8766", "0.0.0.0:99999"):
+        assert "expected HOST:PORT" in run(env, "coordinator", "start", "--listen", bad, code=2).stderr
     assert "go with --listen" in run(env, "coordinator", "start", "--advertise", "x", code=2).stderr
     # add-agent without a gateway in that state directory: exit 3, nothing written
     out = tmp_path / "x.env"
@@ -233,6 +243,48 @@ async def test_the_hooks_of_an_agent_machine_go_through_the_gateway(fleet: Fleet
         stop = hook(dave, "stop")
         assert stop.returncode == 0 and json.loads(stop.stdout)["decision"] == "block", stop.stderr
         assert f"You still hold {held}" in json.loads(stop.stdout)["reason"]
+        assert edit_allowed(dave, fleet.root)
     # with no ifctl mcp running, the hook asks the gateway itself
     stop = hook(dave, "stop")
     assert stop.returncode == 0 and json.loads(stop.stdout)["decision"] == "block", stop.stderr
+    assert edit_allowed(dave, fleet.root)
+
+
+def edit_allowed(env: dict[str, str], root: Path) -> bool:
+    """The edit guard on an agent machine lets an edit through (it fails open: path leases
+    are not checked through the gateway), rather than blocking every edit."""
+    repo = root / "agent-repo"
+    if not repo.exists():
+        repo.mkdir()
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    payload = {"session_id": "s", "transcript_path": None, "cwd": str(repo), "hook_event_name": "PreToolUse",
+               "tool_name": "Edit", "tool_input": {"file_path": str(repo / "a.py"), "old_string": "a",
+                                                   "new_string": "b"}}
+    done = subprocess.run([IFCTL, "guard", "tool", "--agent", "claude"], input=json.dumps(payload), env=env,
+                          cwd=repo, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return not done.stdout.strip() or "deny" not in done.stdout
+
+
+def test_agents_racing_through_the_gateway_never_share_a_task(fleet: Fleet) -> None:
+    from support import start_together
+
+    for i in range(4):
+        run(fleet.server, "task", "create", f"R{i}", "--title", f"race {i}", "--cap", "code:python")
+    racers = [fleet.agent(f"racer-{i}", f"swarm-r{i}") for i in range(4)]
+    racer = str(Path(__file__).with_name("gateway_racer.py"))
+    # two processes per agent: two sessions of one swarm race too
+    commands = [["env", "-i", *(f"{k}={v}" for k, v in env.items()), sys.executable, racer]
+                for env in racers for _ in range(2)]
+    answers: list[tuple[str, dict[str, Any]]] = []
+    for env, proc in zip([e for e in racers for _ in range(2)], start_together(commands), strict=True):
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err
+        answers.append((env["IF_SWARM_ID"], json.loads(out.splitlines()[-1])))
+    won: dict[str, str] = {}
+    for swarm, answer in answers:
+        assert answer["task"] is not None, answer  # more free tasks than swarms: each swarm gets one
+        task_id = answer["task"]["id"]
+        assert won.setdefault(task_id, swarm) == swarm, f"{task_id} handed to {won[task_id]} and {swarm}"
+        assert task(fleet, task_id)["owner"] == swarm
+    assert len(won) == len(racers)  # one task per swarm: its second session got the same one

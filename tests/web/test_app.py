@@ -265,7 +265,7 @@ async def test_the_guard_refuses_rebinding_cross_origin_and_malformed_requests(m
 async def test_a_token_in_the_query_string_is_refused(memory_bus: EventBus) -> None:
     async with serve(memory_bus, port=0, token=TOKEN) as served, \
             httpx.AsyncClient(base_url=served.url, timeout=10) as http:
-        for query in (f"token={TOKEN}", f"a=1&access_token={TOKEN}", f"AUTH={TOKEN}"):
+        for query in (f"token={TOKEN}", f"a=1&access_token={TOKEN}", f"AUTH={TOKEN}", f"%74oken={TOKEN}"):
             refused = await http.get(f"/api/state?{query}")
             assert refused.status_code == 400 and "Authorization header" in refused.json()["error"]
             posted = await http.post(f"/api/witness/verify?{query}", json={})

@@ -147,7 +147,7 @@ def _direct(swarm_id: str | None, message: dict[str, Any],
 
     async def go() -> dict[str, Any]:
         url = os.environ.get("IF_BUS_URL")
-        if swarm_id is not None and url and url.lower().startswith(("https://", "http://")):
+        if url and url.lower().startswith(("https://", "http://")):
             return await _through_gateway(url, message)
         async with open_fleet(home=home, watch=False, actor=swarm_id or "guard", autostart=False) as fleet:
             if swarm_id is None:
@@ -174,9 +174,9 @@ def serve(session: AgentSession, home: str | os.PathLike[str] | None = None,
 
 async def _through_gateway(url: str, message: dict[str, Any]) -> dict[str, Any]:
     """A hook's request on an agent machine, answered by the gateway (as the token's swarm)."""
-    from infrafabric.agent.remote import Remote, hook_arguments
+    from infrafabric.agent.remote import Remote, answer_request
 
-    return dict(await Remote.from_env(url).call("session_hook", hook_arguments(message)) or {})
+    return await answer_request(lambda tool, args: Remote.from_env(url).call(tool, args), message)
 
 
 @contextlib.asynccontextmanager

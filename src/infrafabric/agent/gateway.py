@@ -53,8 +53,10 @@ def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``0.0.0.0:8766``, ``10.0.0.5:8766``, ``[::]:8766``) → (host, port);
     exit 2 if malformed."""
     host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536 or (
+            ":" in host and not bracketed):  # an IPv6 address goes in brackets: [::]:8766
         raise ConfigurationError(f"--listen {text!r}: expected HOST:PORT, e.g. 0.0.0.0:8766 or 10.0.0.5:8766")
     return host, int(port)
 
@@ -66,11 +68,14 @@ def advertised_names(host: str, given: tuple[str, ...]) -> list[str]:
         return list(dict.fromkeys(given))
     if host not in ("0.0.0.0", "::", ""):
         return [host]
-    names = [socket.getfqdn(), socket.gethostname()]
+    names: list[str] = []
     with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing address
         names.append(probe.getsockname()[0])
-    return [n for n in dict.fromkeys(names) if n and n not in LOOPBACK_HOSTS] or ["127.0.0.1"]
+    # the address first (agents may not resolve this machine's name); the names stay in the certificate
+    names += [socket.getfqdn(), socket.gethostname()]
+    return [n for n in dict.fromkeys(names)
+            if n and n not in LOOPBACK_HOSTS and not n.startswith("localhost")] or ["127.0.0.1"]
 
 
 class Gateway:
@@ -128,7 +133,12 @@ class Gateway:
                 offset = log.tell()
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True, close_fds=True)
-            bound = self._wait_ready(proc, offset)
+            try:
+                bound = self._wait_ready(proc, offset)
+            except BaseException:  # never leave a detached gateway serving unrecorded
+                proc.kill()
+                proc.wait(10)
+                raise
             shown = f"[{names[0]}]" if ":" in names[0] else names[0]
             info = GatewayInfo(pid=proc.pid, host=host, port=bound, url=f"https://{shown}:{bound}/mcp",
                                names=names, ca=ca, cert=tls[0], key=tls[1], started_at=time.time())
@@ -149,7 +159,6 @@ class Gateway:
                 raise ServerError(f"the agent gateway exited with code {proc.returncode} during start-up",
                                   hint=f"see {self.log}:\n{tail}")
             time.sleep(0.05)
-        proc.kill()
         raise ServerError(f"the agent gateway did not start within {START_TIMEOUT:g} s",
                           hint=f"see {self.log}")
 

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from infrafabric.errors import (
     ConfigurationError,
     InfraFabricError,
     RefusedError,
+    SwarmStoppedError,
 )
 from infrafabric.serving import LOOPBACK_HOSTS
 
@@ -134,9 +135,15 @@ class Remote:
                                         "address reachable from this machine?")
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> Any:
-        """Call ``tool`` once; its JSON answer, or :class:`RefusedError` with its text."""
+        """Call ``tool`` once; its JSON answer. A refusal is raised as the error
+        it stands for, so a command's exit code is the same as with the bus:
+        the fleet's bus away (3), a bad argument (2), the swarm stopped by its
+        governor (4), any other refusal (1)."""
         async with self.client() as session:
-            return await call_in(session, tool, arguments)
+            try:
+                return await call_in(session, tool, arguments)
+            except RefusedError as exc:
+                raise await _classified(session, exc) from None
 
 
 async def call_in(session: Any, tool: str, arguments: dict[str, Any]) -> Any:
@@ -157,13 +164,39 @@ class _Status(Exception):
         self.response = type("Response", (), {"status_code": code})()
 
 
-def hook_arguments(request: dict[str, Any]) -> dict[str, Any]:
-    """The ``session_hook`` tool's arguments for a control-socket ``request``
-    (a lifecycle hook's; guards are not answered through a gateway)."""
+#: what a guard answers on an agent machine (it lets the edit through: a hook fails open)
+GUARD_NOTE = ("path leases are not checked for edits on a machine that reaches the fleet through the agent "
+              "gateway; claims still lease their paths on the board")
+
+
+async def answer_request(call: Callable[[str, dict[str, Any]], Awaitable[Any]],
+                         request: dict[str, Any]) -> dict[str, Any]:
+    """A control-socket ``request`` (a lifecycle hook's, or a guard's) answered
+    through the gateway with ``call(tool, arguments)``."""
     op = request.get("op")
+    if op == "guard":
+        return {"refusals": [], "notes": [GUARD_NOTE]}
     if op not in ("start", "activity", "stop"):
-        raise ConfigurationError(f"op {str(op)[:20]!r} is not answered through a gateway")
-    return {"op": op, "repeat": bool(request.get("repeat"))}
+        raise ConfigurationError(f"op {str(op)[:20]!r} is not start, activity, stop or guard")
+    return dict(await call("session_hook", {"op": op, "repeat": bool(request.get("repeat"))}) or {})
+
+
+async def _classified(session: Any, refused: RefusedError) -> InfraFabricError:
+    """What a tool's refusal stands for. A tool error carries only its text:
+    the gateway's own words for a bus that did not answer and the SDK's for a
+    bad argument tell those apart; a stopped swarm is asked of budget_status."""
+    text = refused.message
+    if text.startswith("the fleet's bus did not answer"):
+        return BusUnavailableError(text, hint="retry in a few seconds")
+    if "validation error" in text.lower():
+        return ConfigurationError(text)
+    try:
+        budget = await call_in(session, "budget_status", {})
+    except InfraFabricError:
+        return refused
+    if isinstance(budget, dict) and budget.get("stopped"):
+        return SwarmStoppedError(text, swarm_id=str(budget.get("swarm_id")), hint=str(budget["stopped"]))
+    return refused
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -198,7 +231,7 @@ async def serve_proxy(remote: Remote) -> None:
         swarm_id = str((await call_in(upstream, "budget_status", {}))["swarm_id"])
 
         async def hook(request: dict[str, Any]) -> dict[str, Any]:
-            return dict(await call_in(upstream, "session_hook", hook_arguments(request)) or {})
+            return await answer_request(lambda tool, args: call_in(upstream, tool, args), request)
 
         async def list_tools(_ctx: Any, params: Any) -> Any:
             return await upstream.list_tools(cursor=getattr(params, "cursor", None))

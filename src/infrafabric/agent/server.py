@@ -114,6 +114,11 @@ def build_server(session_for: SessionFor, *, name: str = "infrafabric", token_ve
         tasks it depends on. If you already hold a task you get that one back. If there is nothing
         for you, `task` is null and `reason`/`details` say why (claimed by whom, blocked by what);
         call again to keep waiting. A swarm stopped by its budget or breaker gets an error."""
+        if workspace is not None and token_verifier is not None:
+            # over HTTP the worktree would be made on the gateway's machine, at a path the agent chose
+            raise ToolError("workspace is not available through the agent gateway: a worktree would be "
+                            "made on the coordinator's machine, not yours. Call task_next without it and "
+                            "check the task's branch out in your own checkout.")
         return await (await session_for()).next(wait_s, lease_s, workspace)
 
     @tool(title="Renew your claim", idempotent=True)

@@ -29,7 +29,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any
 
 import nats.errors
@@ -47,7 +47,6 @@ from infrafabric.bus.security import Security, access_failure
 from infrafabric.bus.url import BusURL
 from infrafabric.errors import (
     BadKeyError,
-    BusAccessError,
     BusError,
     BusTimeoutError,
     BusUnavailableError,
@@ -148,24 +147,39 @@ def _is_wrong_last(exc: BaseException) -> bool:
     return isinstance(exc, nats.js.errors.APIError) and exc.err_code in (10071, 10164)
 
 
-def _auth_options(security: Security, before_secret: Callable[[], None]) -> dict[str, Any]:
-    """nats-py's ``connect`` arguments for ``security``; a password or token
-    is handed over only once ``before_secret()`` returns."""
+class TlsNotOffered(nats.errors.Error):
+    """The server did not announce TLS, and this client asks for it."""
+
+
+class _GuardedClient(Client):
+    """nats-py's client, never sending its CONNECT (credentials, an NKEY's
+    signature, a JWT) in clear text when TLS was asked for. nats-py follows
+    the server's INFO on TLS, on the first connect and on every reconnect, so
+    a server that does not announce it, or someone in between, would get
+    them. The refusal is a nats-py error, so its reconnect loop goes on
+    trying (other servers of the URL) instead of ending."""
+
+    def __init__(self, tls_required: bool) -> None:
+        super().__init__()
+        self._if_tls_required = tls_required
+
+    def _connect_command(self) -> bytes:
+        if self._if_tls_required and not self._server_info.get("tls_required"):
+            raise TlsNotOffered("the server does not offer TLS: this client's CONNECT was not sent")
+        return super()._connect_command()
+
+
+def _auth_options(security: Security) -> dict[str, Any]:
+    """nats-py's ``connect`` arguments for ``security`` (checked now: an NKEY
+    or ``.creds`` file needs the ``nkeys`` package)."""
     options: dict[str, Any] = {}
     context = security.ssl_context()
     if context is not None:
         options["tls"] = context
-
-    def released(secret: str) -> Callable[[], str]:
-        def give() -> str:
-            before_secret()
-            return secret
-        return give
-
     if security.user and security.password:
-        options.update(user=security.user, password=released(security.password))
+        options.update(user=security.user, password=security.password)
     elif security.token:
-        options["token"] = released(security.token)
+        options["token"] = security.token
     elif security.nkey or security.creds:
         try:
             import nkeys  # noqa: F401 - nats-py imports it when it signs
@@ -381,7 +395,7 @@ class NatsBus(EventBus):
         self._replicas = url.int_option("replicas", 1)
         self._connect_timeout = url.float_option("connect_timeout", 2.0)
         self.security = Security.from_options("nats", url.options)
-        _auth_options(self.security, lambda: None)  # an NKEY without the nkeys package fails now
+        self._auth = _auth_options(self.security)  # an NKEY without the nkeys package fails now
         self._stream = f"KV_{self._bucket}"
         self._kv_prefix = f"$KV.{self._bucket}."
         self._watches: set[_NatsWatch] = set()
@@ -401,7 +415,7 @@ class NatsBus(EventBus):
         servers = [
             f"nats://[{h}]:{p}" if ":" in h else f"nats://{h}:{p}" for h, p in self.url.hosts
         ]
-        self._nc = Client()
+        self._nc = _GuardedClient(self.security.tls)
         self._closing = False
         self._last_error = None
         # nats-py never gives up on a failed TLS handshake: closing the broken stream waits
@@ -426,7 +440,7 @@ class NatsBus(EventBus):
                             disconnected_cb=self._on_disconnected,
                             reconnected_cb=self._on_reconnected,
                             closed_cb=self._on_closed,
-                            **_auth_options(self.security, self._before_secret),
+                            **self._auth,
                         )
                 except Exception as exc:
                     cause = self._last_error or exc
@@ -454,18 +468,6 @@ class NatsBus(EventBus):
                 async with asyncio.timeout(1.0):
                     await self._nc.close()
             raise
-
-    def _before_secret(self) -> None:
-        """Called by nats-py just before it sends a password or token: never in
-        clear text when TLS was asked for (nats-py follows the server's word on TLS,
-        so a server, or someone in between, that does not offer it would get the
-        secret)."""
-        if self.security.tls and not self._nc._server_info.get("tls_required"):
-            raise BusAccessError(
-                f"the server at {self.url} does not offer TLS, and this client asks for it: the "
-                "credentials were not sent",
-                hint="configure TLS on the server (tls { cert_file, key_file }), or check that "
-                     "the URL names the right server")
 
     async def _bucket_kv(self) -> KeyValue:
         kv = await self._open_bucket()

@@ -83,9 +83,20 @@ class BusURL:
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:?#]*)(?::[^/@?#]*)?@")
 
 
+#: query options whose value is a secret, were someone to put one in a URL (``*_file`` names a path)
+_SECRET_OPTION = re.compile(r"(?i)(?P<name>[^&?=]*(?:pass|token|secret|auth|apikey|api_key|credential)"
+                            r"[^&=]*)=(?P<value>[^&#]*)")
+
+
 def redact_url(raw: str) -> str:
-    """``raw`` with any password in it replaced by ``***``, for messages."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", raw)
+    """``raw`` with any password in it, and the value of any option named like
+    a secret, replaced by ``***``, for messages."""
+    shown = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", raw)
+    scheme, sep, rest = shown.partition("?")
+    if not sep:
+        return shown
+    return scheme + sep + _SECRET_OPTION.sub(
+        lambda m: m[0] if m["name"].lower().endswith("_file") else f"{m['name']}=***", rest)
 
 
 def with_options(raw: str, **options: str) -> str:

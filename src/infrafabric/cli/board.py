@@ -496,11 +496,18 @@ def task_next(swarm_id: str, lease_ttl: float, wait: float, worktree: Path | Non
     Example: ifctl task next --swarm session-1 --wait 30 --worktree ../wt --json
     """
     s = settings()
+    from infrafabric.agent.remote import is_gateway
+
+    if worktree is not None and is_gateway(s.bus):
+        raise ConfigurationError("--worktree is not available through the agent gateway: the worktree "
+                                 "would be made on the coordinator's machine",
+                                 hint="drop --worktree; check the task's branch (if/<task-id>) out here "
+                                      "yourself")
     if worktree is not None:
         check_root(worktree)  # bad input is refused before anything is claimed
     remote = via_gateway(
         "task_next", {"wait_s": wait, "lease_s": lease_ttl if lease_ttl != DEFAULT_LEASE_TTL else None,
-                      "workspace": str(worktree.absolute()) if worktree else None}, swarm_id,
+                      "workspace": None}, swarm_id,
         lambda d: ([f"claimed {d['task']['id']}: {escape(d['task']['title'])}",
                     f"claim token {d.get('claim_id')}, lease {d.get('lease_s')} s"] if d.get("task")
                    else [f"no task for {swarm_id}: "

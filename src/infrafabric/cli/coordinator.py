@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -143,6 +144,9 @@ def start(listen: str | None, advertise: tuple[str, ...], tls_cert: Path | None,
         verb = "started" if g_started else "already running"
         lines.append(f"agent gateway {verb}: {g.url} "
                      f"(listening on {g.host}:{g.port}, TLS, tokens required; pid {g.pid})")
+        if not g_started and (g.host, g.port) != listening and listening[1] != 0:
+            lines.append(f"note: it listens on {g.host}:{g.port}, not {listen}: `ifctl coordinator stop`, "
+                         "then start again, to change it")
         lines.append("next: ifctl coordinator add-agent NAME --swarm ID --out NAME.env  "
                      "(one per agent machine)")
         why += [f"the gateway serves HTTPS with {g.cert}" + (f", signed by the CA {g.ca}" if g.ca else ""),
@@ -337,22 +341,30 @@ def add_agent(name: str, swarm_id: str, caps: tuple[str, ...], out: Path | None,
                 Check(f"name {name}", not taken, "in use" if taken else "free")],
                 summary=f"would write {env_path}, {ca_path} and {token_path}")
         assert gateway is not None
+        env_path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(env_path.parent, os.W_OK):
+            raise ConfigurationError(f"--out {env_path}: cannot write in {env_path.parent}")
         if caps:
             await fleet.register_swarm(swarm_id, caps)
         secret, record = await tokens.issue(swarm_id, name=name, by=actor)
         ca = ca_pem
+        q = shlex.quote
         env = [f"# InfraFabric: agent {name} acts as swarm {swarm_id} through the gateway at {gateway.url}.",
                f"# Put {env_path.name}, {token_path.name}" + (f" and {ca_path.name}" if ca else "")
                + f" in {where} on the agent machine, then: . {where / env_path.name}",
-               f"export IF_BUS_URL={gateway.url}",
-               f"export IF_AGENT_TOKEN_FILE={where / token_path.name}",
-               *([f"export IF_BUS_TLS_CA={where / ca_path.name}"] if ca else []),
-               f"export IF_SWARM_ID={swarm_id}"]
-        env_path.parent.mkdir(parents=True, exist_ok=True)
-        write_private(token_path, secret.encode() + b"\n")
-        if ca:
-            write_private(ca_path, ca)
-        write_private(env_path, ("\n".join(env) + "\n").encode())
+               f"export IF_BUS_URL={q(gateway.url)}",
+               f"export IF_AGENT_TOKEN_FILE={q(str(where / token_path.name))}",
+               *([f"export IF_BUS_TLS_CA={q(str(where / ca_path.name))}"] if ca else []),
+               f"export IF_SWARM_ID={q(swarm_id)}"]
+        try:
+            write_private(token_path, secret.encode() + b"\n")
+            if ca:
+                write_private(ca_path, ca)
+            write_private(env_path, ("\n".join(env) + "\n").encode())
+        except OSError as exc:  # no live token without its files: revoke it, then say why
+            await tokens.revoke(name, by=actor)
+            raise ConfigurationError(f"--out {env_path}: cannot write the agent's files ({exc.strerror}); "
+                                     f"the token issued for {name} was revoked") from exc
         return Outcome(data={"name": record.name, "swarm_id": swarm_id, "gateway": gateway.url,
                              "env_file": str(env_path), "token_file": str(token_path),
                              "ca_file": str(ca_path) if ca else None},

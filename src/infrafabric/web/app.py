@@ -27,6 +27,7 @@ import re
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from prometheus_client import CollectorRegistry
 from sse_starlette import EventSourceResponse
@@ -91,11 +92,12 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host_header = headers.get("host", "")
         refusal: tuple[int, str] | None = None
-        query = scope.get("query_string", b"").decode("latin-1").lower()
+        query = {name.lower() for name, _ in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                                         keep_blank_values=True)}
         if _host_of(host_header) not in self.allowed:
             refusal = (400, f"host {host_header[:100]!r} is not served here (a guard against DNS rebinding); "
                             "start it with ifctl web --allow-host NAME to serve that name")
-        elif any(f"{name}=" in f"&{query}" for name in _TOKEN_PARAMS):
+        elif query & _TOKEN_PARAMS:
             # a token in a URL lands in logs, history and Referer headers: never accepted there
             refusal = (400, "a token in the query string is refused: send it in the Authorization header "
                             "(Authorization: Bearer <token>)")
@@ -125,7 +127,7 @@ class Guard:
 
 
 #: query parameters that would carry a credential
-_TOKEN_PARAMS = ("&token", "&access_token", "&auth", "&bearer", "&api_key", "&key", "&password")
+_TOKEN_PARAMS = frozenset({"token", "access_token", "auth", "bearer", "api_key", "key", "password"})
 
 
 async def _json_body(request: Request) -> Any:
