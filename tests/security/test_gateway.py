@@ -288,3 +288,21 @@ def test_agents_racing_through_the_gateway_never_share_a_task(fleet: Fleet) -> N
         assert won.setdefault(task_id, swarm) == swarm, f"{task_id} handed to {won[task_id]} and {swarm}"
         assert task(fleet, task_id)["owner"] == swarm
     assert len(won) == len(racers)  # one task per swarm: its second session got the same one
+
+
+def test_an_agent_machine_registers_its_client_and_hooks(fleet: Fleet) -> None:
+    frank = fleet.agent("frank", "swarm-f")
+    reg = as_json(frank, "mcp", "config", "--agent", "cursor")
+    server = json.loads(reg["content"])["mcpServers"]["infrafabric"]
+    assert server["args"] == ["mcp"] and server["env"]["IF_BUS_URL"] == frank["IF_BUS_URL"]
+    assert server["env"]["IF_AGENT_TOKEN_FILE"] == frank["IF_AGENT_TOKEN_FILE"]
+    assert server["env"]["IF_BUS_TLS_CA"] == frank["IF_BUS_TLS_CA"]
+    token = Path(frank["IF_AGENT_TOKEN_FILE"]).read_text().strip()
+    assert token not in json.dumps(reg)  # the file is named, never its secret
+    repo = fleet.root / "frank-repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    done = subprocess.run([IFCTL, "hooks", "install", "--agent", "claude", "--json"], env=frank, cwd=repo,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    hooks = json.loads((repo / ".claude" / "settings.json").read_text())["hooks"]
+    assert frank["IF_BUS_URL"] in json.dumps(hooks)

@@ -215,7 +215,20 @@ def mcp_config(agent: str, swarm_id: str | None, caps: tuple[str, ...], name: st
     args = ["mcp"] + (["--swarm", swarm_id] if swarm_id else []) + [a for c in caps for a in ("--cap", c)]
     env: dict[str, str] = {}
     notes: list[str] = []
-    if s.bus:
+    from infrafabric.agent.remote import Remote, is_gateway
+
+    if is_gateway(s.bus):
+        # an agent machine: the server proxies the gateway; the token's file is named, never its value
+        assert s.bus is not None
+        Remote.from_env(s.bus)
+        env["IF_BUS_URL"] = s.bus
+        for var in ("IF_AGENT_TOKEN_FILE", "IF_BUS_TLS_CA", SWARM_ENV):
+            if os.environ.get(var):
+                env[var] = str(Path(os.environ[var]).absolute()) if var != SWARM_ENV else os.environ[var]
+        if "IF_AGENT_TOKEN_FILE" not in env:
+            notes.append("the token is not written here: give the client IF_AGENT_TOKEN_FILE "
+                         "(or IF_AGENT_TOKEN)")
+    elif s.bus:
         parse_url(s.bus)  # a URL with credentials in it is refused here, never written
         env["IF_BUS_URL"] = s.bus
     else:
@@ -297,8 +310,11 @@ def hooks_install(agent: str, project: bool, swarm_id: str | None) -> Outcome:
     # a hook finds the project's board from the agent's working directory; a board named by
     # --home/IF_HOME or --bus/IF_BUS_URL here is written into the hook instead
     where = {"--home": str(Path(s.home).absolute())} if s.home else {}
+    from infrafabric.agent.remote import is_gateway
+
     if s.bus:
-        parse_url(s.bus)
+        if not is_gateway(s.bus):  # a gateway's hooks ask the agent's `ifctl mcp`, or the gateway
+            parse_url(s.bus)
         where["--bus"] = s.bus
     if s.falsify:
         try:
