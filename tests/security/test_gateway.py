@@ -306,3 +306,25 @@ def test_an_agent_machine_registers_its_client_and_hooks(fleet: Fleet) -> None:
     assert done.returncode == 0, done.stderr
     hooks = json.loads((repo / ".claude" / "settings.json").read_text())["hooks"]
     assert frank["IF_BUS_URL"] in json.dumps(hooks)
+
+
+async def test_an_agents_mcp_server_outlives_a_gateway_restart(tmp_path: Path) -> None:
+    from infrafabric.agent.gateway import Gateway
+
+    own = Fleet(tmp_path)
+    try:
+        gina = own.agent("gina", "swarm-g")
+        async with Client(StdioServerParameters(command=IFCTL, args=["mcp"], env=gina)) as c:
+            assert not (await c.call_tool("budget_status", {})).is_error
+            home = Path(own.server["IF_HOME"])
+            port = Gateway(home).info().port  # type: ignore[union-attr]
+            Gateway(home).stop()  # an upgrade, a reboot: the gateway goes, then comes back on its port
+            during = await c.call_tool("budget_status", {})
+            assert during.is_error and "gateway" in during.content[0].text  # type: ignore[union-attr]
+            run(own.server, "coordinator", "start", "--listen", f"127.0.0.1:{port}",
+                "--advertise", "127.0.0.1")
+            after = await c.call_tool("budget_status", {})
+            assert not after.is_error, after.content
+            assert json.loads(after.content[0].text)["swarm_id"] == "swarm-g"  # type: ignore[union-attr]
+    finally:
+        run(own.server, "coordinator", "stop", code=None)

@@ -112,9 +112,12 @@ class Gateway:
         ours = b"--http" in cmdline and str(self.home).encode() in cmdline
         return info if ours else None
 
-    def start(self, host: str, port: int, *, names: list[str], bus: str | None,
+    def start(self, host: str, port: int, *, names: list[str], bus: str, embedded: bool,
               tls: tuple[str, str] | None) -> tuple[GatewayInfo, bool]:
         """Start the gateway on ``host:port`` unless it runs; (info, started_now).
+        ``bus``: the URL it serves (named, never inherited from the environment);
+        ``embedded``: it is the state directory's own server, which takes no TLS
+        or credentials, so none from this environment is handed down.
         ``tls``: certificate and key to serve with, else made under ``tls/``."""
         with self._locked():
             info = self.info()
@@ -126,13 +129,15 @@ class Gateway:
                     self.tls_dir, tuple(dict.fromkeys([*names, "127.0.0.1", "localhost"])))
                 ca, tls = str(ca_path), (str(cert_path), str(key_path))
             cmd = [sys.executable, "-m", "infrafabric.cli", "--home", str(self.home),
-                   *(["--bus", bus] if bus else []), "mcp", "--http", "--host", host, "--port", str(port),
+                   "--bus", bus, "mcp", "--http", "--host", host, "--port", str(port),
                    "--tls-cert", tls[0], "--tls-key", tls[1],
                    *[arg for n in names for arg in ("--allow-host", n)]]
             with open(self.log, "ab") as log:
                 offset = log.tell()
+                env = {k: v for k, v in os.environ.items()
+                       if not (embedded and k.startswith(("IF_BUS_", "IF_AGENT_TOKEN")))}
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, close_fds=True)
+                                        start_new_session=True, close_fds=True, env=env)
             try:
                 bound = self._wait_ready(proc, offset)
             except BaseException:  # never leave a detached gateway serving unrecorded

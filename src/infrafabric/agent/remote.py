@@ -11,8 +11,10 @@ no other: no tool takes a swarm id.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import ssl
@@ -25,6 +27,7 @@ from urllib.parse import urlsplit
 from infrafabric.bus.security import Security, access_failure
 from infrafabric.errors import (
     BusAccessError,
+    BusTimeoutError,
     BusUnavailableError,
     ConfigurationError,
     InfraFabricError,
@@ -33,7 +36,9 @@ from infrafabric.errors import (
 )
 from infrafabric.serving import LOOPBACK_HOSTS
 
-__all__ = ["TOKEN_ENV", "TOKEN_FILE_ENV", "Remote", "is_gateway"]
+__all__ = ["TOKEN_ENV", "TOKEN_FILE_ENV", "Remote", "Upstream", "is_gateway", "serve_proxy"]
+
+log = logging.getLogger("infrafabric.agent")
 
 TOKEN_ENV = "IF_AGENT_TOKEN"
 TOKEN_FILE_ENV = "IF_AGENT_TOKEN_FILE"
@@ -211,6 +216,101 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return found
 
 
+#: how long a request waits for the gateway to come back before it is refused
+RECONNECT_WAIT = 30.0
+#: the longest a call may take (task_next waits up to MAX_WAIT for work), before it is given up
+CALL_LIMIT = 180.0
+
+
+class Upstream:
+    """The proxy's session with the gateway, kept by a task of its own and
+    opened again whenever it breaks: a gateway restarted (an upgrade, a
+    reboot) costs the agent the calls in flight at that moment, not its tools.
+
+    A call waits (at most :data:`RECONNECT_WAIT`) for a live session. A call
+    whose session breaks under it is not repeated, since it may have been
+    applied (a debit, a completion): its caller is told the outcome is
+    unknown. The session is opened again behind it."""
+
+    def __init__(self, remote: Remote) -> None:
+        self.remote = remote
+        self.session: Any = None
+        self._ready = asyncio.Event()
+        self._broken = asyncio.Event()
+        self._failure: InfraFabricError | None = None
+        self._keeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the first session; a refused token or an untrusted certificate raises here."""
+        self._keeper = asyncio.create_task(self._keep())
+        await self._wait_ready()
+
+    async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._keeper
+
+    async def _keep(self) -> None:
+        delay, down = 0.1, False
+        while True:
+            try:
+                async with self.remote.client() as session:
+                    self.session, self._failure, delay = session, None, 0.1
+                    if down:
+                        log.warning("the gateway at %s answers again", self.remote.url)
+                        down = False
+                    self._ready.set()
+                    await self._broken.wait()
+            except Exception as exc:  # ours, or the SDK's task group ended with the connection
+                if isinstance(exc, InfraFabricError):
+                    self._failure = exc
+                # said once per outage; the attempts go on quietly
+                (log.debug if down else log.warning)("the session with the gateway ended (%s); opening "
+                                                     "another", getattr(exc, "message", exc))
+                down = True
+            finally:
+                self._ready.clear()
+                self._broken.clear()
+                self.session = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _wait_ready(self) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECONNECT_WAIT
+        while not self._ready.is_set():
+            if self._keeper is not None and self._keeper.done():
+                self._keeper.result()
+            if isinstance(self._failure, BusAccessError):
+                raise self._failure  # a refused token or certificate does not come back by waiting
+            if loop.time() >= deadline:
+                raise self._failure or BusUnavailableError(
+                    f"the gateway at {self.remote.url} did not answer within {RECONNECT_WAIT:g} s")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await self._ready.wait()
+        return self.session
+
+    async def run(self, act: Callable[[Any], Awaitable[Any]], *, repeatable: bool) -> Any:
+        """``act(session)`` on a live session. ``repeatable`` (a read): done
+        again once on a new session if the first broke under it."""
+        for attempt in (1, 2):
+            session = await self._wait_ready()
+            try:
+                async with asyncio.timeout(CALL_LIMIT):
+                    return await act(session)
+            except Exception as exc:
+                if self.session is session:
+                    self._broken.set()
+                if repeatable and attempt == 1:
+                    continue
+                raise BusTimeoutError(f"the connection to the gateway at {self.remote.url} was lost during "
+                                      "the call; its outcome is unknown",
+                                      hint="check (board_status, task_next) before repeating it") from exc
+        raise AssertionError("unreachable")
+
+
 async def serve_proxy(remote: Remote) -> None:
     """``ifctl mcp`` on an agent machine: the gateway's tools and resources on
     stdin/stdout, for an agent client that starts its MCP servers as
@@ -226,27 +326,43 @@ async def serve_proxy(remote: Remote) -> None:
     from infrafabric.agent.control import serve_answers
     from infrafabric.agent.session import PROTOCOL
 
-    async with remote.client() as upstream:
+    upstream = Upstream(remote)
+    await upstream.start()
+    try:
         # the token decides who acts; the hooks' socket is named after that swarm
-        swarm_id = str((await call_in(upstream, "budget_status", {}))["swarm_id"])
+        budget = await upstream.run(lambda c: call_in(c, "budget_status", {}), repeatable=True)
+        swarm_id = str(budget["swarm_id"])
+
+        def through(tool: str, args: dict[str, Any]) -> Awaitable[Any]:
+            return upstream.run(lambda c: call_in(c, tool, args), repeatable=tool in _READS)
 
         async def hook(request: dict[str, Any]) -> dict[str, Any]:
-            return await answer_request(lambda tool, args: call_in(upstream, tool, args), request)
+            return await answer_request(through, request)
 
         async def list_tools(_ctx: Any, params: Any) -> Any:
-            return await upstream.list_tools(cursor=getattr(params, "cursor", None))
+            return await upstream.run(lambda c: c.list_tools(cursor=getattr(params, "cursor", None)),
+                                      repeatable=True)
 
         async def call_tool(_ctx: Any, params: Any) -> Any:
-            return await upstream.call_tool(params.name, params.arguments)
+            from mcp.types import CallToolResult, TextContent
+
+            try:
+                return await upstream.run(lambda c: c.call_tool(params.name, params.arguments),
+                                          repeatable=params.name in _READS)
+            except InfraFabricError as exc:  # the agent reads it as any refusal, with what to do
+                return CallToolResult(content=[TextContent(type="text", text=f"{exc.message} Next: {exc.hint}"
+                                                           if exc.hint else exc.message)], is_error=True)
 
         async def list_resources(_ctx: Any, params: Any) -> Any:
-            return await upstream.list_resources(cursor=getattr(params, "cursor", None))
+            return await upstream.run(lambda c: c.list_resources(cursor=getattr(params, "cursor", None)),
+                                      repeatable=True)
 
         async def list_templates(_ctx: Any, params: Any) -> Any:
-            return await upstream.list_resource_templates(cursor=getattr(params, "cursor", None))
+            return await upstream.run(
+                lambda c: c.list_resource_templates(cursor=getattr(params, "cursor", None)), repeatable=True)
 
         async def read_resource(_ctx: Any, params: Any) -> Any:
-            return await upstream.read_resource(str(params.uri))
+            return await upstream.run(lambda c: c.read_resource(str(params.uri)), repeatable=True)
 
         server: Any = Server("infrafabric", instructions=PROTOCOL, title="InfraFabric fleet (via gateway)",
                              on_list_tools=list_tools, on_call_tool=call_tool,
@@ -254,3 +370,9 @@ async def serve_proxy(remote: Remote) -> None:
                              on_read_resource=read_resource)
         async with serve_answers(swarm_id, hook), stdio_server() as (read, write):
             await server.run(read, write, server.create_initialization_options())
+    finally:
+        await upstream.close()
+
+
+#: tools that change nothing, repeated once on a new session if the gateway went away under them
+_READS = frozenset({"board_status", "budget_status"})

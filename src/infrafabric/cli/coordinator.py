@@ -138,7 +138,9 @@ def start(listen: str | None, advertise: tuple[str, ...], tls_cert: Path | None,
     if listening is not None:
         gateway = Gateway(embedded.home)
         names = advertised_names(listening[0], advertise)
-        g, g_started = gateway.start(*listening, names=names, bus=s.bus, tls=tls)
+        # the bus is named, never inherited: this shell may hold another IF_BUS_URL
+        g, g_started = gateway.start(*listening, names=names, bus=s.bus or info.url, embedded=not s.bus,
+                                     tls=tls)
         data["gateway"] = {"started": g_started, "pid": g.pid, "url": g.url, "listen": f"{g.host}:{g.port}",
                            "ca": g.ca, "names": g.names}
         verb = "started" if g_started else "already running"

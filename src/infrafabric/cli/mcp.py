@@ -141,7 +141,10 @@ def mcp(ctx: click.Context, swarm_id: str | None, caps: tuple[str, ...], lease_t
     require_mcp()
     s = settings()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="ifctl mcp: %(message)s")
-    logging.getLogger("infrafabric").setLevel(logging.INFO)
+    library = logging.getLogger("infrafabric")
+    library.setLevel(logging.INFO)
+    for handler in [h for h in library.handlers if getattr(h, "_ifctl", False)]:
+        library.removeHandler(handler)  # a server's messages go out once, as "ifctl mcp: ..."
     from infrafabric.agent.remote import Remote, is_gateway
 
     if is_gateway(s.bus) and not http:
