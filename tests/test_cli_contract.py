@@ -88,6 +88,7 @@ SAMPLES: dict[str, str] = {
     "bench bus": "--n 100",
     "bench chassis": "--no-python",
     "bench coordinator": "--n 100",
+    "bench gateway": "--n 3 --agents 1",
     "bench hooks": "--n 3 --tasks 5",
     "bench scale": "--quick --n 3 --tasks 10",
     "bench waste": "--tasks 20",

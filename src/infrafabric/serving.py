@@ -27,8 +27,11 @@ def bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ConfigurationError(f"--host {host}: cannot resolve it: {exc.strerror}") from exc
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    # the protocol from getaddrinfo (IPPROTO_TCP), not 0: asyncio turns Nagle's algorithm off
+    # (TCP_NODELAY) only on connections of a socket that says it is TCP. With 0, every answer
+    # written in two parts waited for the client's delayed ACK: 40 ms per request
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
