@@ -17,6 +17,7 @@ from infrafabric.bus import EventBus, connect
 from infrafabric.bus.cluster import EtcdCluster, LocalCluster, NatsCluster
 from infrafabric.bus.embedded import Embedded
 from infrafabric.bus.servers import EtcdServer, LocalServer, NatsServer
+from infrafabric.bus.url import with_options
 
 BACKENDS = ("memory", "nats", "etcd")
 
@@ -58,7 +59,9 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster[Any]]:
 
 
 async def _touch(url: str) -> None:
-    async with connect(url) as bus:
+    # a cluster just formed may still be electing its JetStream meta leader: creating the
+    # bucket then takes more than the default 5 s deadline on a loaded machine
+    async with connect(with_options(url, timeout="30")) as bus:
         await bus.revision()
 
 
