@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from infrafabric.agent.hooks import Answer
     from infrafabric.agent.session import AgentSession
 
-__all__ = ["Refused", "Unreachable", "ask", "guard", "serve", "serve_answers", "socket_path"]
+__all__ = ["Refused", "Unreachable", "ask", "guard", "is_gateway", "serve", "serve_answers", "socket_path"]
 
 #: a hook waits this long for the server's answer (a stop may claim a task: one compare-and-swap)
 ANSWER_TIMEOUT = 5.0
@@ -78,6 +78,12 @@ def guard(swarm_id: str | None, cwd: str, paths: list[str], branches: list[str],
     if swarm_id is None:
         return _direct(None, message, home)
     return _request(swarm_id, message, home)
+
+
+def is_gateway(url: str | None) -> bool:
+    """Whether ``url`` names an agent gateway rather than a bus (here, on the
+    hooks' path, because this module imports nothing it does not need)."""
+    return bool(url) and str(url).lower().startswith(("https://", "http://"))
 
 
 def _request(swarm_id: str, message: dict[str, Any], home: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -146,8 +152,8 @@ def _direct(swarm_id: str | None, message: dict[str, Any],
     from infrafabric.fleet import open_fleet
 
     async def go() -> dict[str, Any]:
-        url = os.environ.get("IF_BUS_URL")
-        if url and url.lower().startswith(("https://", "http://")):
+        url = os.environ.get("IF_BUS_URL", "")
+        if is_gateway(url):
             return await _through_gateway(url, message)
         async with open_fleet(home=home, watch=False, actor=swarm_id or "guard", autostart=False) as fleet:
             if swarm_id is None:

@@ -12,7 +12,6 @@ unless given; its pid and URL in ``<state dir>/gateway.json``; its log in
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -20,10 +19,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from infrafabric.bus.embedded import Embedded
 from infrafabric.bus.servers import pid_alive
 from infrafabric.errors import ConfigurationError, ServerError
 from infrafabric.pki import ensure_server_files
@@ -87,16 +86,6 @@ class Gateway:
         self.log = home / "gateway.log"
         self.tls_dir = home / "tls"
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.home / "gateway.lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
     def info(self) -> GatewayInfo | None:
         """The recorded gateway if its process is alive and is ours, else None."""
         try:
@@ -119,7 +108,7 @@ class Gateway:
         ``embedded``: it is the state directory's own server, which takes no TLS
         or credentials, so none from this environment is handed down.
         ``tls``: certificate and key to serve with, else made under ``tls/``."""
-        with self._locked():
+        with Embedded(self.home).locked():
             info = self.info()
             if info is not None:
                 return info, False
@@ -169,7 +158,7 @@ class Gateway:
 
     def stop(self, timeout: float = 10.0) -> GatewayInfo | None:
         """Stop the recorded gateway (only it); what was stopped, or None."""
-        with self._locked():
+        with Embedded(self.home).locked():
             info = self.info()
             if info is None:
                 return None

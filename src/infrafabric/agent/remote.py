@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from infrafabric.agent.control import is_gateway
 from infrafabric.bus.security import Security, access_failure
 from infrafabric.errors import (
     BusAccessError,
@@ -43,11 +44,6 @@ log = logging.getLogger("infrafabric.agent")
 TOKEN_ENV = "IF_AGENT_TOKEN"
 TOKEN_FILE_ENV = "IF_AGENT_TOKEN_FILE"
 CA_ENV = "IF_BUS_TLS_CA"
-
-
-def is_gateway(url: str | None) -> bool:
-    """Whether ``url`` names an agent gateway rather than a bus."""
-    return bool(url) and str(url).lower().startswith(("https://", "http://"))
 
 
 @dataclass(frozen=True)
@@ -118,20 +114,20 @@ class Remote:
 
     def _failure(self, exc: BaseException, refusals: list[int]) -> InfraFabricError:
         """What a failure to reach the gateway means, naming the cause."""
-        leaves = list(_leaves(exc))
-        for leaf in [*(_Status(code) for code in refusals), *leaves]:
-            status = getattr(getattr(leaf, "response", None), "status_code", None)
-            if status == 401:
-                return BusAccessError(f"the gateway at {self.url} refused this agent's token (revoked, or "
-                                      "not one it issued)",
-                                      hint="ask the operator for a new one (ifctl coordinator add-agent)")
-            if status is not None:
-                return BusUnavailableError(f"the gateway at {self.url} answered HTTP {status}",
-                                           hint="403/421: it does not serve the name in IF_BUS_URL; ask its "
-                                                "operator for the URL add-agent wrote" if status in (403, 421)
-                                           else None)
-            refused = access_failure(self.url, Security(tls=True, ca=self.ca, origin={"tls_ca": CA_ENV}),
-                                     leaf)
+        if 401 in refusals:
+            return BusAccessError(f"the gateway at {self.url} refused this agent's token (revoked, or not "
+                                  "one it issued)", hint="ask the operator for a new one (ifctl coordinator "
+                                                         "add-agent)")
+        if refusals:
+            status = refusals[-1]
+            return BusUnavailableError(f"the gateway at {self.url} answered HTTP {status}",
+                                       hint="403/421: it does not serve the name in IF_BUS_URL; ask its "
+                                            "operator for the URL add-agent wrote" if status in (403, 421)
+                                       else None)
+        leaves = _leaves(exc)
+        security = Security(tls=True, ca=self.ca, origin={"tls_ca": CA_ENV})
+        for leaf in leaves:
+            refused = access_failure(self.url, security, leaf)
             if refused is not None:
                 return refused
         shown = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves) or str(exc)
@@ -159,14 +155,6 @@ async def call_in(session: Any, tool: str, arguments: dict[str, Any]) -> Any:
         text = re.sub(r"^Error executing tool \S+: ", "", text)
         raise RefusedError(text or f"{tool} was refused")
     return json.loads(text) if text else None
-
-
-class _Status(Exception):
-    """An HTTP refusal seen on the way (the SDK drops its status)."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(f"HTTP {code}")
-        self.response = type("Response", (), {"status_code": code})()
 
 
 #: what a guard answers on an agent machine (it lets the edit through: a hook fails open)
@@ -262,6 +250,8 @@ class Upstream:
                         down = False
                     self._ready.set()
                     await self._broken.wait()
+            except BusAccessError:
+                raise  # a refused token or certificate does not come back by trying again: calls get it
             except Exception as exc:  # ours, or the SDK's task group ended with the connection
                 if isinstance(exc, InfraFabricError):
                     self._failure = exc
@@ -277,19 +267,21 @@ class Upstream:
             delay = min(delay * 2, 5.0)
 
     async def _wait_ready(self) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RECONNECT_WAIT
-        while not self._ready.is_set():
-            if self._keeper is not None and self._keeper.done():
-                self._keeper.result()
-            if isinstance(self._failure, BusAccessError):
-                raise self._failure  # a refused token or certificate does not come back by waiting
-            if loop.time() >= deadline:
+        """The live session: at once, or once the keeper opens one, or the
+        keeper's refusal; at most :data:`RECONNECT_WAIT` seconds."""
+        assert self._keeper is not None
+        if not self._ready.is_set():
+            ready = asyncio.ensure_future(self._ready.wait())
+            try:
+                await asyncio.wait({ready, self._keeper}, timeout=RECONNECT_WAIT,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+            if self._keeper.done():
+                self._keeper.result()  # raises what ended it
+            if not self._ready.is_set():
                 raise self._failure or BusUnavailableError(
                     f"the gateway at {self.remote.url} did not answer within {RECONNECT_WAIT:g} s")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.2):
-                    await self._ready.wait()
         return self.session
 
     async def run(self, act: Callable[[Any], Awaitable[Any]], *, repeatable: bool) -> Any:

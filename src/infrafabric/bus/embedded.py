@@ -47,7 +47,9 @@ class Embedded:
         self.data_dir = self.home / "nats"
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
+        """Hold the state directory's lock: starts and stops of its servers (the
+        embedded bus, the agent gateway) run one at a time. Not reentrant."""
         try:
             self.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the witness signing key
             fh = open(self.home / "coordinator.lock", "a+")  # noqa: SIM115 - closed below
@@ -85,7 +87,7 @@ class Embedded:
 
     def start(self) -> tuple[EmbeddedInfo, bool]:
         """Start the server unless it runs. Returns (info, started_now)."""
-        with self._locked():
+        with self.locked():
             info = self.info()
             if info is not None:
                 return info, False
@@ -134,7 +136,7 @@ class Embedded:
 
     def stop(self, timeout: float = 10.0) -> EmbeddedInfo | None:
         """Stop the recorded server (only it). Returns what was stopped, or None."""
-        with self._locked():
+        with self.locked():
             info = self.info()
             if info is None:
                 return None

@@ -452,9 +452,6 @@ class NatsBus(EventBus):
                             f"cannot connect to the bus at {self.url}: {_describe(self._last_error)}",
                             hint=CONNECT_HINT) from exc
                     raise
-            refused = access_failure(str(self.url), self.security, "", self._nc._server_info)
-            if refused is not None:  # connected in clear text though TLS was asked for
-                raise refused
             # Once connected, never give up reconnecting (-1 means forever; nats-py
             # reads this option on every reconnect attempt).
             self._nc.options["max_reconnect_attempts"] = -1

@@ -496,7 +496,7 @@ def task_next(swarm_id: str, lease_ttl: float, wait: float, worktree: Path | Non
     Example: ifctl task next --swarm session-1 --wait 30 --worktree ../wt --json
     """
     s = settings()
-    from infrafabric.agent.remote import is_gateway
+    from infrafabric.agent.control import is_gateway
 
     if worktree is not None and is_gateway(s.bus):
         raise ConfigurationError("--worktree is not available through the agent gateway: the worktree "

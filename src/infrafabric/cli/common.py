@@ -172,11 +172,13 @@ def via_gateway(tool: str, arguments: dict[str, Any], swarm_id: str,
     as the gateway's ``tool``: it acts as the swarm the agent's token is
     bound to, so a ``swarm_id`` other than the machine's (``IF_SWARM_ID``)
     is bad input. None on a machine with a bus."""
-    from infrafabric.agent.remote import Remote, is_gateway
+    from infrafabric.agent.control import is_gateway  # light: the gateway's client is loaded only for one
 
     s = settings()
     if not is_gateway(s.bus):
         return None
+    from infrafabric.agent.remote import Remote
+
     assert s.bus is not None
     remote = Remote.from_env(s.bus)
     own = os.environ.get("IF_SWARM_ID")
@@ -191,3 +193,22 @@ def via_gateway(tool: str, arguments: dict[str, Any], swarm_id: str,
                               summary="changes nothing")
     data = run_async(remote.call(tool, arguments))
     return Outcome(data=data, lines=lines(data), why=why, exit_code=exit_code(data))
+
+
+def tls_options(applies: str = "", cert_help: str = "serve HTTPS with this PEM certificate (chain); with "
+                "--tls-key.") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--tls-cert FILE`` and ``--tls-key FILE`` (checked by
+    :func:`infrafabric.serving.server_tls`), for a command that serves HTTPS;
+    ``applies``: the option they go with (``"--http: "``)."""
+    from pathlib import Path
+
+    def say(text: str) -> str:
+        return applies + text if applies else text[:1].upper() + text[1:]
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                          help=say("the certificate's PEM private key."))(fn)
+        return click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                            help=say(cert_help))(fn)
+
+    return decorate

@@ -23,8 +23,17 @@ from infrafabric.cli.app import (
     run_async,
     settings,
 )
-from infrafabric.cli.common import ID, READ_ONLY, Check, bus_check, falsify_report, who, with_fleet
-from infrafabric.cli.mcp import check_caps
+from infrafabric.cli.common import (
+    ID,
+    READ_ONLY,
+    Check,
+    bus_check,
+    falsify_report,
+    tls_options,
+    who,
+    with_fleet,
+)
+from infrafabric.cli.mcp import check_caps, revoke_token
 from infrafabric.errors import BusUnavailableError, ConfigurationError, InfraFabricError
 from infrafabric.serving import server_tls
 
@@ -85,10 +94,7 @@ def _falsify_start(embedded: Embedded) -> Outcome:
               help="--listen: a name or address agents reach this machine by (repeatable; the first goes "
                    "in their URL) [default: the --listen address; for 0.0.0.0, this machine's name and "
                    "address].")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="--listen: serve with this PEM certificate instead of one from the state directory's CA.")
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="--listen: the certificate's PEM private key.")
+@tls_options("--listen: ", "serve with this PEM certificate instead of one from the state directory's CA.")
 @contract
 def start(listen: str | None, advertise: tuple[str, ...], tls_cert: Path | None,
           tls_key: Path | None) -> Outcome:
@@ -390,22 +396,4 @@ def revoke_agent(name: str, by: str | None) -> Outcome:
 
     Example: ifctl coordinator revoke-agent laptop-7
     """
-    from infrafabric.agent.tokens import AgentTokens
-
-    s = settings()
-    actor = who(by)
-
-    async def go(fleet: Fleet) -> Outcome:
-        tokens = AgentTokens(fleet)
-        if s.falsify:
-            found = await tokens.names.exists(name)
-            return falsify_report([await bus_check(fleet.bus),
-                                   Check(f"agent {name}", found, "exists" if found else "no such agent")],
-                                  summary=f"would revoke {name}")
-        record, now = await tokens.revoke(name, by=actor)
-        return Outcome(data={"name": name, "swarm_id": record.swarm_id, "revoked": True, "already": not now},
-                       lines=[f"revoked agent {name} (it acted as {record.swarm_id}): refused from its next "
-                              "request" if now else f"{name} was revoked already (it acted as "
-                                                    f"{record.swarm_id})"])
-
-    return with_fleet(go)
+    return revoke_token(name, by, noun="agent")

@@ -18,7 +18,16 @@ from rich.markup import escape
 
 from infrafabric.bus.url import parse_url
 from infrafabric.cli.app import Outcome, contract, settings
-from infrafabric.cli.common import ID, Check, bus_check, falsify_report, run_protocol, who, with_fleet
+from infrafabric.cli.common import (
+    ID,
+    Check,
+    bus_check,
+    falsify_report,
+    run_protocol,
+    tls_options,
+    who,
+    with_fleet,
+)
 from infrafabric.coordinator.models import CAPABILITY_PATTERN
 from infrafabric.errors import ConfigurationError
 
@@ -96,10 +105,7 @@ def ifctl_command() -> str:
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               help="--http: a name agents reach it by (a proxy's, this machine's) besides --host and "
                    "loopback (repeatable); requests for any other Host are refused (DNS rebinding).")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="--http: serve HTTPS with this PEM certificate (chain); with --tls-key.")
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="--http: the certificate's PEM private key.")
+@tls_options("--http: ")
 @click.option("--allow-plain-http", is_flag=True,
               help="--http: allow a --host beyond loopback without TLS, where tokens cross the network in "
                    "clear text (give --tls-cert/--tls-key, or put a TLS proxy in front, instead).")
@@ -313,7 +319,7 @@ def hooks_install(agent: str, project: bool, swarm_id: str | None) -> Outcome:
     # a hook finds the project's board from the agent's working directory; a board named by
     # --home/IF_HOME or --bus/IF_BUS_URL here is written into the hook instead
     where = {"--home": str(Path(s.home).absolute())} if s.home else {}
-    from infrafabric.agent.remote import is_gateway
+    from infrafabric.agent.control import is_gateway
 
     if s.bus:
         if not is_gateway(s.bus):  # a gateway's hooks ask the agent's `ifctl mcp`, or the gateway
@@ -417,6 +423,12 @@ def token_revoke(name: str, by: str | None) -> Outcome:
 
     Example: ifctl mcp token revoke laptop-9
     """
+    return revoke_token(name, by, noun="token")
+
+
+def revoke_token(name: str, by: str | None, *, noun: str) -> Outcome:
+    """Revoke the agent token ``name`` (``ifctl mcp token revoke``, ``ifctl
+    coordinator revoke-agent``): refused from its next request on; witnessed."""
     from infrafabric.agent.tokens import AgentTokens
 
     s = settings()
@@ -427,11 +439,12 @@ def token_revoke(name: str, by: str | None) -> Outcome:
         if s.falsify:
             found = await tokens.names.exists(name)
             return falsify_report([await bus_check(fleet.bus),
-                                   Check(f"token {name}", found, "exists" if found else "no such token")],
+                                   Check(f"{noun} {name}", found, "exists" if found else f"no such {noun}")],
                                   summary=f"would revoke {name}")
         record, now = await tokens.revoke(name, by=actor)
         return Outcome(data={"name": name, "swarm_id": record.swarm_id, "revoked": True, "already": not now},
-                       lines=[f"revoked {name} (it acted as {record.swarm_id})" if now
-                              else f"{name} was revoked already (it acted as {record.swarm_id})"])
+                       lines=[f"revoked {noun} {name} (it acted as {record.swarm_id}): refused from its next "
+                              "request" if now else f"{noun} {name} was revoked already (it acted as "
+                                                    f"{record.swarm_id})"])
 
     return with_fleet(go)

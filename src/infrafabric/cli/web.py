@@ -15,7 +15,7 @@ import click
 from infrafabric.bus import EventBus, connect
 from infrafabric.bus.bounds import read_limited
 from infrafabric.cli.app import Outcome, contract, run_async, settings
-from infrafabric.cli.common import Check, bus_check, falsify_report
+from infrafabric.cli.common import Check, bus_check, falsify_report, tls_options
 from infrafabric.errors import ConfigurationError, InfraFabricError
 from infrafabric.serving import bind, check_exposure, server_tls, tune_gc
 
@@ -125,10 +125,7 @@ async def serve(bus: EventBus, *, host: str = "127.0.0.1", port: int = DEFAULT_P
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               help="A name the dashboard may be reached by (a proxy's, this machine's) besides loopback and "
                    "--host (repeatable); requests for any other Host are refused (DNS rebinding).")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Serve HTTPS with this PEM certificate (chain); with --tls-key.")
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The certificate's PEM private key.")
+@tls_options()
 @click.option("--allow-plain-http", is_flag=True,
               help="Allow a --host beyond loopback without TLS: the operator token and the fleet's state "
                    "then cross the network in clear text, readable and replayable by anyone on the path.")
