@@ -221,7 +221,7 @@ async def test_pushes_go_to_qualified_swarms_best_first(bus: EventBus) -> None:
     coord = IFCoordinator(bus, policy=gov)
     for sid, cost in [("pricey", 5), ("cheap", 1), ("tripped", 1)]:
         await gov.register_swarm(SwarmProfile(id=sid, capabilities=["docs:markdown"],
-                                              cost_per_hour_micros=cost * MICROS), budget_micros=MICROS)
+                                              cost_per_hour_micros=cost * MICROS), budget_micros=10 * MICROS)
     await gov.register_swarm(SwarmProfile(id="coder", capabilities=["code-analysis:rust"]),
                              budget_micros=MICROS)
     await gov.trip("tripped", "testing", by="test")
@@ -234,6 +234,9 @@ async def test_pushes_go_to_qualified_swarms_best_first(bus: EventBus) -> None:
     for s in ("cheap", "pricey"):
         pushed[s] = [(await feeds[s].get(5)).id]
     assert pushed == {"cheap": ["D1"], "pricey": ["D1"]}
+    # a swarm whose budget cannot cover the task's estimated cost is pushed nothing
+    await gov.set_budget("pricey", 4 * MICROS)
+    assert await gov.route(task, await coord.list_swarms()) == ["cheap"]
     for s in ("tripped", "coder"):  # open breaker or not qualified: no push
         with pytest.raises(TimeoutError):
             await feeds[s].get(0.3)

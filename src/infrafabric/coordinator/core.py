@@ -931,10 +931,13 @@ class IFCoordinator:
             if operation is not None:
                 await self._notify(operation, params)
         finally:  # the transition is committed: its consequences must not depend on the audit write
-            if before is not None and before.status is TaskStatus.CLAIMED and needs_lease(before) and (
-                    after.status is not TaskStatus.CLAIMED or after.claim_id != before.claim_id):
+            ended = before is not None and before.status is TaskStatus.CLAIMED and (
+                after.status is not TaskStatus.CLAIMED or after.claim_id != before.claim_id)
+            if ended and before is not None and needs_lease(before):
                 await self.leases.drop(before.id, before.claim_id)  # it ended with its claim; tidy it away
                 await self._announce_freed(before)
+            if ended and before is not None and before.owner and before.claim_id:
+                await self.policy.release(before.owner, before.claim_id, before.id)  # the rest of its hold
             if operation == "task_completed" and before is not None and before.owner:
                 await self.policy.on_outcome(before.owner, after, success=True)
             elif operation == "task_failed" and before is not None and before.owner:
@@ -1051,12 +1054,13 @@ class IFCoordinator:
         # attempt's write landed (an unknown outcome that succeeded), whatever the re-read is for
         claim_id = secrets.token_hex(8)
         lease = None  # this attempt's path lease, once taken
+        held = False  # whether the policy was asked to hold this attempt's cost (then: released if refused)
 
         class _Refused(Exception):
             pass
 
         async def claim(task: Task | None) -> Task | None:
-            nonlocal refusal, reads, who, from_cache, lease
+            nonlocal refusal, reads, who, from_cache, lease, held
             reads += 1
             raced = reads > 1  # a compare-and-swap lost: the rival may have finished or removed the task
             if raced:
@@ -1115,6 +1119,14 @@ class IFCoordinator:
                 checks.append("would compare-and-swap on the task's revision")
                 refusal = ClaimOutcome(True, task_id, swarm_id, "would claim", checks, task)
                 raise _Refused
+            if not held:  # before the compare-and-swap, so the same budget cannot cover two claims
+                held = True
+                ok, note = await self.policy.hold(who, task, claim_id)
+                if not ok:
+                    refusal = refuse(note, task)
+                    raise _Refused
+                if note:
+                    checks.append(note)
             if needs_lease(task):
                 if lease is None:  # the path lease first: see infrafabric.coordinator.leases
                     try:
@@ -1159,6 +1171,8 @@ class IFCoordinator:
             assert refusal is not None
             if lease is not None:
                 await self.leases.drop(task_id, claim_id)  # holds nothing: its claim never landed
+            if held:
+                await self.policy.release(swarm_id, claim_id, task_id)
             return refusal
         # (On any other error the claim may have landed: its entry stays, and holds if it did;
         # if it did not, the next overlapping claimant voids it.)

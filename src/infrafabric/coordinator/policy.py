@@ -2,8 +2,9 @@
 
 A coordinator decides *who owns a task* by compare-and-swap; a claim policy
 decides *who may*: whether a swarm is stopped, whether a claim is admitted,
-which swarms an available task is pushed to, what a blocker brings, and
-what a finished attempt counts for. It is given to the coordinator at
+which swarms an available task is pushed to, what a claim holds of a
+budget while it lasts, what a blocker brings, and what a finished attempt
+counts for. It is given to the coordinator at
 construction (``IFCoordinator(bus, policy=...)``) and is consulted on every
 path that hands work out (claim, hand-out, push after creation, completion,
 release, failure, reopening and lease expiry), so no path can skip it.
@@ -71,6 +72,21 @@ class ClaimPolicy:
         """A reason to refuse this claim (after availability and coverage
         were checked), or None to admit it."""
         return None
+
+    async def hold(self, swarm: SwarmRecord, task: Task, claim_id: str) -> tuple[bool, str]:
+        """Hold what the claim ``claim_id`` of ``task`` may cost, before the
+        claim's compare-and-swap: ``(True, note)`` when held (``note`` says
+        what, or is empty when nothing needed holding), ``(False, reason)``
+        to refuse the claim. Called once an attempt is admitted; may be
+        called again for the same ``claim_id`` (a retried compare-and-swap)
+        and must then hold nothing more. Whatever it held is given back by
+        :meth:`release`, when the attempt is refused or the claim ends."""
+        return True, ""
+
+    async def release(self, swarm_id: str, claim_id: str, task_id: str) -> None:
+        """Give back what :meth:`hold` held for ``claim_id`` (a claim of
+        ``task_id`` that ended, or an attempt that did not land); a claim
+        that held nothing is no error."""
 
     async def route(self, task: Task, swarms: list[SwarmRecord], threshold: float) -> list[str]:
         """Who an available task is pushed to, best first: here every

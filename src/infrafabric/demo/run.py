@@ -344,8 +344,10 @@ async def run_demo(bus: EventBus, url: str, *, tasks: int | None = None, swarms:
     # flaky-agent burns three attempts of a task before its breaker opens; others must still get it
     assembled = assemble(bus, home=home, actor="orchestrator", lease_ttl=LEASE, max_attempts=6)
     coord, gov, audit = assembled.coordinator, assembled.governor, assembled.witness
-    await gov.set_policy(ResourcePolicy(max_swarms_per_task=2, circuit_breaker_failure_threshold=3),
-                         by="demo")
+    # the 3-hour wasm runtime task costs $12 at session-7's $4/h: the cap allows it (claims are
+    # refused above max_cost_per_task, and hold their estimate against the budget while they last)
+    await gov.set_policy(ResourcePolicy(max_swarms_per_task=2, circuit_breaker_failure_threshold=3,
+                                        max_cost_per_task_micros=usd("15")), by="demo")
     fleet = [*SESSIONS[:max(1, min(swarms, len(SESSIONS) - 1))], SESSIONS[-1]]
     for sid, caps, rate, model, budget in fleet:
         await gov.register_swarm(SwarmProfile(id=sid, capabilities=caps, cost_per_hour_micros=usd(rate),

@@ -64,22 +64,27 @@ from infrafabric.errors import (
     TaskNotFoundError,
 )
 from infrafabric.governor.models import (
+    MAX_HOLDS,
     Breaker,
     BreakerState,
     Budget,
+    Hold,
     LedgerEntry,
     ResourcePolicy,
     SwarmProfile,
     format_usd,
 )
 
-__all__ = ["Candidate", "Debit", "IFGovernor"]
+__all__ = ["Candidate", "Debit", "IFGovernor", "cost_refusal", "estimated_cost"]
 
 #: debits a budget record keeps beside its total (between JOURNAL and 2 x JOURNAL)
 JOURNAL = 16
 log = logging.getLogger(__name__)
 #: matching among at most this many swarms reads their records one by one, not the whole fleet's
 FEW = 32
+#: a hold older than this whose claim is not on its task is given back (seconds; far above the
+#: moment between a hold and its claim's compare-and-swap)
+HOLD_GRACE = 60.0
 
 #: ``async (operation, params) -> None``, e.g. a witness observer
 Observer = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -333,10 +338,15 @@ class IFGovernor(ClaimPolicy):
                                        for e in settled))
             spent = current.spent_micros + entry.cost_micros
             reserved = max(0, current.reserved_micros - reserved_micros)
+            holds = current.holds
+            if entry.task_id is not None and not reserved_micros:
+                # a cost of a claimed task is drawn from what its claim holds, so it is not counted twice
+                holds, drawn = _draw(holds, entry.task_id, entry.cost_micros)
+                reserved = max(0, reserved - drawn)
             left = current.limit_micros - spent - reserved
             journal.append(entry.model_copy(update={"remaining_micros": left}))
             return current.model_copy(update={"spent_micros": spent, "reserved_micros": reserved,
-                                              "updated_at": entry.at, "journal": journal})
+                                              "updated_at": entry.at, "journal": journal, "holds": holds})
 
         got = await self._budgets.mutate(swarm_id, change)
         assert got is not None
@@ -423,8 +433,9 @@ class IFGovernor(ClaimPolicy):
         """Close the breaker (the only way it closes), optionally with a new budget."""
         if budget_micros is not None:
             await self.set_budget(swarm_id, budget_micros)
+            # a new budget starts from nothing spent; claims in progress still hold their estimates
             await self._budgets.mutate(swarm_id, lambda b: None if b is None else b.model_copy(
-                update={"spent_micros": 0, "reserved_micros": 0, "updated_at": self.clock()}))
+                update={"spent_micros": 0, "reserved_micros": b.held_micros, "updated_at": self.clock()}))
         got = await self._breakers.mutate(swarm_id, lambda b: Breaker(
             state=BreakerState.CLOSED, reason="manual reset", changed_at=self.clock(), changed_by=by),
             replace_corrupt=True)
@@ -456,10 +467,13 @@ class IFGovernor(ClaimPolicy):
     # -- matching -----------------------------------------------------------------------
 
     async def explain_match(self, required: list[str], max_cost_per_hour_micros: int | None = None, *,
-                            among: Collection[str] | None = None) -> list[Candidate]:
+                            among: Collection[str] | None = None, task: Task | None = None
+                            ) -> list[Candidate]:
         """Every registered swarm (or those of ``among``) with its coverage,
         score and (if any) the reason it is excluded; best first, ties broken
-        by swarm id. ``among``, a few swarms: only their records are read."""
+        by swarm id. ``among``, a few swarms: only their records are read.
+        ``task``: also exclude swarms whose claim of it the policy would
+        refuse on cost (:func:`cost_refusal`)."""
         if among is not None and len(among) <= FEW:
             ids = sorted(set(among))
             policy, found, money, fuses = await asyncio.gather(
@@ -488,6 +502,8 @@ class IFGovernor(ClaimPolicy):
                 excluded = f"circuit breaker open: {breaker.reason}"
             elif budget is not None and budget.remaining_micros <= 0:
                 excluded = "no budget left"  # no budget at all means unmetered
+            elif task is not None:
+                excluded = cost_refusal(p, task, policy, budget)
             out.append(Candidate(p.id, cov, score, excluded))
         return sorted(out, key=lambda c: (c.excluded is not None, -c.score, c.swarm_id))
 
@@ -505,7 +521,10 @@ class IFGovernor(ClaimPolicy):
     async def find_qualified_swarm(self, required_capabilities: list[str],
                                    max_cost: int | None = None) -> SwarmProfile | None:
         """The best qualified swarm (score = coverage x reputation / cost per
-        hour), or None when nobody qualifies. ``max_cost``: micro-dollars/hour."""
+        hour), or None when nobody qualifies. ``max_cost``: micro-dollars/hour, an
+        int (a float such as the seeds' ``5.0`` is refused, never read as $0.000005)."""
+        if max_cost is not None:
+            _check_micros(max_cost, "max_cost (per hour)")
         for c in await self.explain_match(required_capabilities, max_cost):
             if c.excluded is None:
                 return await self.profile(c.swarm_id)
@@ -526,15 +545,112 @@ class IFGovernor(ClaimPolicy):
         # judged on the capabilities it registered with the coordinator.
         if breaker.state is BreakerState.OPEN:
             return f"circuit breaker open: {breaker.reason}"
-        if budget is not None and budget.remaining_micros <= 0:  # None: unmetered
+        if budget is not None and budget.exhausted:  # None: unmetered
             return "budget exhausted"
-        if profile is None or set(profile.capabilities) == set(swarm.capabilities):
+        if profile is None:
             return None
         policy = await self.policy()
-        cov = coverage(task.capabilities, profile.capabilities)
-        if cov < float(policy.min_capability_match):
-            return f"capability coverage {cov:.0%} below the policy's {policy.min_capability_match:.0%}"
-        return None
+        if set(profile.capabilities) != set(swarm.capabilities):
+            cov = coverage(task.capabilities, profile.capabilities)
+            if cov < float(policy.min_capability_match):
+                return f"capability coverage {cov:.0%} below the policy's {policy.min_capability_match:.0%}"
+        refusal = cost_refusal(profile, task, policy, budget)
+        if refusal is not None and budget is not None and cost_refusal(profile, task, policy, None) is None:
+            # refused only for what is left: holds of claims that never landed do not count
+            stale = await self._stale_holds(swarm.id, budget)
+            if stale:
+                freed = sum(h.micros for h in stale.values())
+                refusal = cost_refusal(profile, task, policy, budget.model_copy(update={
+                    "reserved_micros": max(0, budget.reserved_micros - freed)}))
+        return refusal
+
+    async def hold(self, swarm: SwarmRecord, task: Task, claim_id: str) -> tuple[bool, str]:
+        """Hold the claim's estimated cost (:func:`estimated_cost`) against
+        the swarm's budget, in one compare-and-swap that refuses when what is
+        left cannot cover it: so concurrent claims of one swarm, from any
+        number of processes, never hold more than its budget. Holds of claims
+        that never landed (their process died between the hold and the claim)
+        are given back here when they stand in the way."""
+        profile, budget = await asyncio.gather(self.profile(swarm.id), self.usable_budget(swarm.id))
+        if profile is None or budget is None:
+            return True, ""  # unmetered
+        cost = estimated_cost(profile, task)
+        if cost == 0:
+            return True, ""
+        held, left = await self._hold(swarm.id, claim_id, task.id, cost)
+        if not held and await self._drop_stale_holds(swarm.id):
+            held, left = await self._hold(swarm.id, claim_id, task.id, cost)
+        if not held:
+            return False, (f"estimated {format_usd(cost)} ({_hours(task)} at "
+                           f"{format_usd(profile.cost_per_hour_micros)}/h) exceeds the {format_usd(left)} "
+                           f"left in the budget of {swarm.id} (claims in progress hold part of it until "
+                           "they end)")
+        return True, f"held {format_usd(cost)} of the budget ({format_usd(left)} left beside it)"
+
+    async def _hold(self, swarm_id: str, claim_id: str, task_id: str, cost: int) -> tuple[bool, int]:
+        """One compare-and-swap: (held, what is left after it, or before if refused)."""
+        outcome = (False, 0)
+
+        def change(b: Budget | None) -> Budget | None:
+            nonlocal outcome
+            if b is None:
+                outcome = (True, 0)
+                return None
+            if claim_id in b.holds:  # a retried compare-and-swap of the same attempt
+                outcome = (True, b.remaining_micros)
+                return None
+            if b.remaining_micros < cost or len(b.holds) >= MAX_HOLDS:
+                outcome = (False, b.remaining_micros)
+                return None
+            outcome = (True, b.remaining_micros - cost)
+            return b.model_copy(update={
+                "holds": {**b.holds, claim_id: Hold(task_id=task_id, micros=cost, at=self.clock())},
+                "reserved_micros": b.reserved_micros + cost, "updated_at": self.clock()})
+
+        await self._budgets.mutate(swarm_id, change)
+        return outcome
+
+    async def release(self, swarm_id: str, claim_id: str, task_id: str) -> None:
+        """Give back what the claim ``claim_id`` still holds (what costs
+        tracked for its task did not draw already)."""
+        try:
+            budget = await self.budget(swarm_id)
+        except CorruptRecordError:
+            return  # nothing to give back to a record that does not read
+        if budget is None or claim_id not in budget.holds:
+            return  # nothing held: no write
+
+        def change(b: Budget | None) -> Budget | None:
+            if b is None or claim_id not in b.holds:
+                return None
+            holds = dict(b.holds)
+            gone = holds.pop(claim_id)
+            return b.model_copy(update={"holds": holds, "updated_at": self.clock(),
+                                        "reserved_micros": max(0, b.reserved_micros - gone.micros)})
+
+        await self._budgets.mutate(swarm_id, change)
+
+    async def _stale_holds(self, swarm_id: str, budget: Budget) -> dict[str, Hold]:
+        """The holds of claims that are not on their task (older than
+        :data:`HOLD_GRACE`, so never one whose claim is landing now): their
+        process died between the hold and the claim, or before it gave the
+        hold back. Reads those tasks; writes nothing."""
+        now = self.clock()
+        old = {cid: h for cid, h in budget.holds.items() if now - h.at > HOLD_GRACE}
+        tasks = await asyncio.gather(*(self._tasks.read(h.task_id) for h in old.values()))
+        return {cid: h for (cid, h), t in zip(old.items(), tasks, strict=True)
+                if t is None or t.claim_id != cid or t.owner != swarm_id or t.status.value != "claimed"}
+
+    async def _drop_stale_holds(self, swarm_id: str) -> bool:
+        """Give back the holds :meth:`_stale_holds` finds; True if any was."""
+        budget = await self.usable_budget(swarm_id)
+        stale = {} if budget is None else await self._stale_holds(swarm_id, budget)
+        for cid, h in stale.items():
+            await self.release(swarm_id, cid, h.task_id)
+        if stale:
+            log.info("gave back %d holds of %s whose claims never landed or ended unnoticed",
+                     len(stale), swarm_id)
+        return bool(stale)
 
     async def validate_assignment(self, swarm_id: str, task: Task) -> list[str]:
         """Every policy the assignment of ``task`` to ``swarm_id`` would break
@@ -553,7 +669,7 @@ class IFGovernor(ClaimPolicy):
         if cov < float(policy.min_capability_match):
             problems.append(f"capability coverage {cov:.0%} below the policy's "
                             f"{policy.min_capability_match:.0%}")
-        cost = int(profile.cost_per_hour_micros * (task.estimate_hours or Decimal("1")))
+        cost = estimated_cost(profile, task)
         if cost > policy.max_cost_per_task_micros:
             problems.append(f"estimated {format_usd(cost)} exceeds max_cost_per_task "
                             f"{format_usd(policy.max_cost_per_task_micros)}")
@@ -570,9 +686,11 @@ class IFGovernor(ClaimPolicy):
 
     async def route(self, task: Task, swarms: list[SwarmRecord], threshold: float | None = None) -> list[str]:
         """Who a task is pushed to: qualified swarms only (coverage by the
-        policy's threshold, breaker closed, budget left), best score first."""
+        policy's threshold, breaker closed, budget left, its estimated cost
+        within the policy's and the task's caps and the budget), best score
+        first."""
         registered = {s.id for s in swarms}
-        return [c.swarm_id for c in await self.explain_match(task.capabilities, among=registered)
+        return [c.swarm_id for c in await self.explain_match(task.capabilities, among=registered, task=task)
                 if c.excluded is None and c.swarm_id in registered]
 
     async def request_help_for_blocker(self, blocked_swarm_id: str, blocker: dict[str, Any], *,
@@ -659,7 +777,7 @@ class IFGovernor(ClaimPolicy):
             return BreakerOpenError(f"circuit breaker of {swarm_id} is open: {breaker.reason}",
                                     swarm_id=swarm_id,
                                     hint=f"ifctl governor reset-circuit-breaker {swarm_id} --budget USD")
-        if budget is not None and budget.remaining_micros <= 0:  # None: unmetered
+        if budget is not None and budget.exhausted:  # None: unmetered
             return BudgetExhaustedError(
                 f"budget of {swarm_id} is exhausted: {format_usd(budget.spent_micros)} spent "
                 f"(+{format_usd(budget.reserved_micros)} reserved) of {format_usd(budget.limit_micros)}",
@@ -675,6 +793,46 @@ class IFGovernor(ClaimPolicy):
     async def _notify(self, operation: str, params: dict[str, Any]) -> None:
         for observer in self.observers:
             await observer(operation, params)
+
+
+def estimated_cost(profile: SwarmProfile, task: Task) -> int:
+    """What a claim of ``task`` by the swarm of ``profile`` is estimated to
+    cost: its cost per hour x the task's estimate (1 h when it has none), in
+    micro-dollars (rounded down; exact Decimal arithmetic)."""
+    return int(profile.cost_per_hour_micros * (task.estimate_hours or Decimal("1")))
+
+
+def cost_refusal(profile: SwarmProfile, task: Task, policy: ResourcePolicy,
+                 budget: Budget | None) -> str | None:
+    """Why the policy refuses ``task`` to the swarm of ``profile`` on cost:
+    its estimate above ``max_cost_per_task``, the task's own budget, or what
+    is left of the swarm's budget (None: unmetered); None if it may."""
+    cost = estimated_cost(profile, task)
+    how = f"estimated {format_usd(cost)} ({_hours(task)} at {format_usd(profile.cost_per_hour_micros)}/h)"
+    if cost > policy.max_cost_per_task_micros:
+        return f"{how} exceeds max_cost_per_task {format_usd(policy.max_cost_per_task_micros)}"
+    if task.budget_micros is not None and cost > task.budget_micros:
+        return f"{how} exceeds the task's budget {format_usd(task.budget_micros)}"
+    if budget is not None and cost > budget.remaining_micros:
+        return f"{how} exceeds the {format_usd(budget.remaining_micros)} left in the swarm's budget"
+    return None
+
+
+def _hours(task: Task) -> str:
+    if task.estimate_hours is None:
+        return "1 h, no estimate given"
+    return f"{task.estimate_hours.normalize():f} h"
+
+
+def _draw(holds: dict[str, Hold], task_id: str, cost: int) -> tuple[dict[str, Hold], int]:
+    """Take up to ``cost`` from the holds on ``task_id``: (the holds after, what was taken)."""
+    out, drawn = dict(holds), 0
+    for cid, h in holds.items():
+        if h.task_id == task_id and drawn < cost and h.micros:
+            take = min(h.micros, cost - drawn)
+            out[cid] = h.model_copy(update={"micros": h.micros - take})
+            drawn += take
+    return out, drawn
 
 
 def _check_micros(amount: object, what: str) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "Breaker",
     "BreakerState",
     "Budget",
+    "Hold",
     "ResourcePolicy",
     "SwarmProfile",
     "format_usd",
@@ -130,8 +131,27 @@ class LedgerEntry(BaseModel):
     remaining_micros: Balance
 
 
+#: claims in progress whose estimated cost one budget record can hold at once
+MAX_HOLDS = 1000
+
+
+class Hold(BaseModel):
+    """The estimated cost of one claim in progress, held against its swarm's
+    budget from the claim until it ends (completed, failed, released or
+    lapsed); costs tracked for its task are drawn from it meanwhile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_id: str = Field(max_length=128)
+    micros: Micros
+    at: float = Field(allow_inf_nan=False)
+
+
 class Budget(BaseModel):
     """A swarm's budget. ``remaining`` = limit - spent - reserved.
+
+    ``reserved`` counts every hold (by claim id, in ``holds``) and what was
+    reserved by :meth:`~infrafabric.governor.IFGovernor.reserve`.
 
     ``journal`` holds the latest debits themselves, written in the same
     compare-and-swap as ``spent``, so a debit and its ledger entry can never
@@ -145,10 +165,22 @@ class Budget(BaseModel):
     reserved_micros: TotalMicros = 0
     updated_at: float = Field(default=0.0, allow_inf_nan=False)
     journal: list[LedgerEntry] = Field(default_factory=list, max_length=64)
+    holds: dict[str, Hold] = Field(default_factory=dict, max_length=MAX_HOLDS)
 
     @property
     def remaining_micros(self) -> int:
         return self.limit_micros - self.spent_micros - self.reserved_micros
+
+    @property
+    def held_micros(self) -> int:
+        """What claims in progress hold (part of ``reserved``)."""
+        return sum(h.micros for h in self.holds.values())
+
+    @property
+    def exhausted(self) -> bool:
+        """Spent (or reserved by hand) to the limit: holds of claims in
+        progress do not count, since they come back when those claims end."""
+        return self.remaining_micros + self.held_micros <= 0
 
 
 class BreakerState(enum.StrEnum):
