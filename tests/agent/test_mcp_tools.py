@@ -13,7 +13,7 @@ from mcp import Client
 from infrafabric.agent import AgentSession, build_server
 from infrafabric.bus import EventBus
 from infrafabric.fleet import Fleet, assemble
-from infrafabric.governor import usd
+from infrafabric.governor import SwarmProfile, usd
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -230,3 +230,30 @@ async def test_a_progress_note_is_witnessed_and_handed_to_the_next_holder(fleet:
     async with client_for(fleet, "heir") as h:
         got = await call(h, "task_next", wait_s=0)
     assert got["task"]["last_progress"] == "lexer done, parser next"
+
+
+async def test_an_agent_takes_only_what_its_budget_covers(fleet: Fleet) -> None:
+    """Through MCP as an agent calls it: a claim holds its estimate (shown as
+    reserved), a task the rest of the budget cannot cover is not handed out,
+    and the answer says why."""
+    await fleet.coordinator.create_tasks([
+        {"id": "C", "title": "a two-hour job", "estimate_hours": "2", "capabilities": ["code:python"]},
+        {"id": "D", "title": "another two-hour job", "estimate_hours": "2", "capabilities": ["code:python"]},
+    ])
+    await fleet.governor.register_swarm(SwarmProfile(id="coder", capabilities=["code:python"],
+                                                     cost_per_hour_micros=usd("2")), budget_micros=usd("5"))
+    async with client_for(fleet, "coder") as coder:
+        got = await call(coder, "task_next", wait_s=0)
+        assert got["task"]["id"] == "A"  # no estimate: 1 h at $2/h is held
+        budget = await call(coder, "budget_status")
+        assert budget["reserved"] == "$2.00" and budget["remaining"] == "$3.00"
+        await call(coder, "task_release", task_id="A", claim_id=got["claim_id"])
+        budget = await call(coder, "budget_status")
+        assert budget["reserved"] == "$0.00" and budget["remaining"] == "$5.00"
+        await call(coder, "cost_track", operation="llm_call", amount_usd="3.50")
+        empty = await call(coder, "task_next", wait_s=0)
+        assert empty["task"] is None
+        assert any(d.startswith("C: refused: estimated $4.00 (2 h at $2.00/h) exceeds the $1.50 left")
+                   for d in empty["details"]), empty["details"]
+        assert any(d.startswith("A: refused: estimated $2.00 (1 h, no estimate given at $2.00/h)")
+                   for d in empty["details"]), empty["details"]
