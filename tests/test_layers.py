@@ -25,6 +25,21 @@ ALLOWED: dict[str, set[str]] = {
     "pki": {"errors"},
     "fleet": {"governor", "chassis", "witness", "coordinator", "bus", "errors"},
     "doctor": {"governor", "chassis", "witness", "coordinator", "bus", "errors"},
+    # the seeds' public names (docs/compat.md), delegating to the parts through the assembly
+    "compat": {"fleet", "governor", "chassis", "witness", "coordinator", "bus", "errors"},
+    # the seeds' import paths: thin aliases into compat
+    "event_bus": {"compat"},
+    "coordination": {"compat"},
+    "schemas": {"compat"},
+}
+#: the one exception to "lower parts never import compat": where the seeds' import path or call
+#: lands in a lower part, that part resolves the seed name from compat lazily, only inside these
+#: functions (or under ``if TYPE_CHECKING:``), so importing the part never imports compat
+SEED_NAMES_FROM_COMPAT: dict[str, set[str]] = {
+    "witness/__init__.py": {"__getattr__"},  # from infrafabric.witness import log_operation, get_operations
+    "chassis/runtime.py": {"__getattr__"},  # from infrafabric.chassis.runtime import IFChassis
+    "chassis/auth.py": {"__getattr__"},  # from infrafabric.chassis.auth import CredentialManager
+    "governor/core.py": {"__new__"},  # IFGovernor(coordinator, policy)
 }
 #: front ends and tools: anything below them, never each other's internals
 FRONT_ENDS = {"cli", "web", "demo", "bench", "faults", "agent"}
@@ -49,6 +64,27 @@ def imported_parts(path: Path) -> set[str]:
     return found
 
 
+def compat_imports_outside(path: Path, functions: set[str]) -> list[int]:
+    """Lines importing infrafabric.compat outside ``functions`` and ``if TYPE_CHECKING:`` blocks."""
+    inside: set[int] = set()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        lazy = isinstance(node, ast.FunctionDef) and node.name in functions
+        typing_only = (isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+                       and node.test.id == "TYPE_CHECKING")
+        if lazy or typing_only:
+            inside.update(id(n) for n in ast.walk(node))
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in inside
+            and "compat" in imported_parts_of(node)]
+
+
+def imported_parts_of(node: ast.Import | ast.ImportFrom) -> set[str]:
+    names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+        [node.module] if node.module and node.level == 0 else [])
+    return {n.split(".")[1] for n in names if n.startswith("infrafabric.")}
+
+
 def test_imports_point_one_way() -> None:
     problems = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -59,7 +95,14 @@ def test_imports_point_one_way() -> None:
             continue
         allowed = ALLOWED.get(part)
         assert allowed is not None, f"{path}: a new part; place it in ALLOWED"
-        for other in imported_parts(path) - allowed - {part}:
+        found = imported_parts(path)
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel in SEED_NAMES_FROM_COMPAT and "compat" in found:
+            lines = compat_imports_outside(path, SEED_NAMES_FROM_COMPAT[rel])
+            where = SEED_NAMES_FROM_COMPAT[rel]
+            assert lines == [], f"{rel}: imports compat at lines {lines}, outside {where}"
+            found = found - {"compat"}
+        for other in found - allowed - {part}:
             problems.append(f"{path.relative_to(PACKAGE)} ({part}) imports {other}")
     assert problems == []
 

@@ -123,6 +123,17 @@ class IFGovernor(ClaimPolicy):
 
     name = "governor"
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> IFGovernor:
+        """``IFGovernor(bus, ...)`` is this class. The seeds' ``IFGovernor(coordinator,
+        policy)`` (two arguments, or either keyword) builds :class:`infrafabric.compat.IFGovernor`
+        (docs/compat.md)."""
+        if len(args) >= 2 or "coordinator" in kwargs or "policy" in kwargs:
+            from infrafabric.compat.governor import IFGovernor as SeedGovernor  # the seeds' form only
+
+            seed: Any = SeedGovernor(*args, **kwargs)
+            return seed  # type: ignore[no-any-return]
+        return super().__new__(cls)
+
     def __init__(self, bus: EventBus, *, observers: Iterable[Observer] = (),
                  clock: Callable[[], float] = time.time) -> None:
         self.bus = bus

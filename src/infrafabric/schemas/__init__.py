@@ -1,0 +1,2 @@
+"""The seeds' ``infrafabric.schemas`` package: aliases into
+:mod:`infrafabric.compat` (see ``docs/compat.md``)."""
