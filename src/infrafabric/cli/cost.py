@@ -188,7 +188,11 @@ def cost_budget(csv_path: str | None) -> Outcome:
                                                         for k, v in totals.items()}}}
         out = Outcome(data=data, lines=lines,
                       why=["remaining = limit - spent - reserved (integer micro-dollars)",
-                           "a swarm with nothing remaining, or an open breaker, is refused every claim"])
+                           "reserved includes what claims in progress hold: each claim holds its "
+                           "estimated cost (cost per hour x estimate, 1 h if none) until it ends",
+                           "a claim is refused when its estimate exceeds what remains, "
+                           "max_cost_per_task or the task's budget",
+                           "a swarm with everything spent, or an open breaker, is refused every claim"])
         if settings().falsify and csv_path is None:
             return falsify_report([check], summary="read-only: nothing would change")
         header = ["swarm_id", "limit_usd", "spent_usd", "reserved_usd", "remaining_usd", "breaker",

@@ -83,7 +83,9 @@ def budget_dict(budget: Budget | None) -> dict[str, Any] | None:
             "reserved_usd": plain_usd(budget.reserved_micros),
             "remaining_usd": plain_usd(budget.remaining_micros),
             "limit_micros": budget.limit_micros, "spent_micros": budget.spent_micros,
-            "reserved_micros": budget.reserved_micros, "remaining_micros": budget.remaining_micros}
+            "reserved_micros": budget.reserved_micros, "remaining_micros": budget.remaining_micros,
+            "held_by_claims": {cid: {"task_id": h.task_id, "micros": h.micros}
+                               for cid, h in sorted(budget.holds.items())}}
 
 
 def breaker_dict(breaker: Breaker) -> dict[str, Any]:
@@ -95,7 +97,7 @@ def refusal(budget: Budget | None, breaker: Breaker) -> str | None:
     """Why the governor would refuse this swarm any claim now (None: it would not)."""
     if breaker.state is BreakerState.OPEN:
         return f"circuit breaker open: {breaker.reason}"
-    if budget is not None and budget.remaining_micros <= 0:  # no budget at all: unmetered
+    if budget is not None and budget.exhausted:  # no budget at all: unmetered
         return "budget exhausted"
     return None
 
@@ -113,8 +115,11 @@ async def swarm_state(gov: IFGovernor, profile: SwarmProfile) -> dict[str, Any]:
 def budget_text(b: dict[str, Any] | None) -> str:
     if b is None:
         return "no budget set (unmetered)"
+    holds = b.get("held_by_claims") or {}
+    held = (f", {len(holds)} claim{'s' if len(holds) != 1 else ''} in progress holding "
+            f"{format_usd(sum(h['micros'] for h in holds.values()))}") if holds else ""
     return (f"{format_usd(b['remaining_micros'])} left of {format_usd(b['limit_micros'])} "
-            f"(spent {format_usd(b['spent_micros'])}, reserved {format_usd(b['reserved_micros'])})")
+            f"(spent {format_usd(b['spent_micros'])}, reserved {format_usd(b['reserved_micros'])}{held})")
 
 
 def breaker_text(b: dict[str, Any]) -> str:
