@@ -61,6 +61,11 @@ are ``<prefix><task-id>`` instead of ``if/<task-id>``; a task's own
 ``owner``. Unknown fields are errors. ``estimate_hours`` may be a number or
 an estimate string such as ``"1.5h"``.
 
+GitHub issues (``gh-issues``), task-master (``taskmaster``), Backlog.md
+(``backlog``, also a directory) and Spec Kit (``speckit``) are read by
+:mod:`infrafabric.coordinator.formats` into the same validation
+(:func:`build_board`).
+
 Every problem is collected before anything is raised: a bad board raises one
 :class:`~infrafabric.errors.BoardError` whose ``problems`` read
 ``SOURCE:LINE: task ID: what is wrong``. Things that are suspicious but not
@@ -94,8 +99,12 @@ from infrafabric.coordinator.models import (
 from infrafabric.errors import BoardError, ConfigurationError
 
 __all__ = [
+    "ALL_FORMATS",
     "BOARD_FORMATS",
     "Board",
+    "Problems",
+    "RawTask",
+    "build_board",
     "export_json",
     "export_markdown",
     "export_yaml",
@@ -106,8 +115,10 @@ __all__ = [
     "topological_order",
 ]
 
-#: the formats :func:`parse_board` reads
+#: the formats this module reads itself
 BOARD_FORMATS = ("md", "yaml", "json")
+#: every format :func:`parse_board` reads (the others live in :mod:`infrafabric.coordinator.formats`)
+ALL_FORMATS = ("md", "yaml", "json", "gh-issues", "taskmaster", "backlog", "speckit")
 
 _FORMAT_ALIASES = {
     "md": "md",
@@ -166,26 +177,39 @@ class _Problems:
         self.source = source
         self.errors: list[tuple[int, str]] = []
         self.warnings: list[tuple[int, str]] = []
+        self._files: dict[int, str] = {}  # id() of an entry -> the other file it names (a directory board)
 
-    def _format(self, message: str, line: int | None, task: str | None) -> str:
-        prefix = f"{self.source}:{line}: " if line else f"{self.source}: "
+    def _format(self, message: str, line: int | None, task: str | None, source: str | None = None) -> str:
+        where = source or self.source
+        prefix = f"{where}:{line}: " if line else f"{where}: "
         if task is not None:
             prefix += f"task {task}: "
         return prefix + message
 
-    def error(self, message: str, *, line: int | None = None, task: str | None = None) -> None:
-        self.errors.append((line or 0, self._format(message, line, task)))
+    def error(self, message: str, *, line: int | None = None, task: str | None = None,
+              source: str | None = None) -> None:
+        """Record an error; ``source`` names another file than the board's (a directory's file)."""
+        self.errors.append((line or 0, self._format(message, line, task, source)))
+        if source:
+            self._files[id(self.errors[-1])] = source
 
-    def warn(self, message: str, *, line: int | None = None, task: str | None = None) -> None:
-        self.warnings.append((line or 0, self._format(message, line, task)))
+    def warn(self, message: str, *, line: int | None = None, task: str | None = None,
+             source: str | None = None) -> None:
+        self.warnings.append((line or 0, self._format(message, line, task, source)))
+        if source:
+            self._files[id(self.warnings[-1])] = source
+
+    def _key(self, entry: tuple[int, str]) -> tuple[str, int]:
+        """By file (a directory board's), then by line."""
+        return self._files.get(id(entry), ""), entry[0]
 
     def raise_if_any(self) -> None:
         if self.errors:
-            ordered = [text for _, text in sorted(self.errors, key=lambda e: e[0])]
+            ordered = [text for _, text in sorted(self.errors, key=self._key)]
             raise BoardError(ordered, hint=_HINT)
 
     def warning_texts(self) -> list[str]:
-        return [text for _, text in sorted(self.warnings, key=lambda w: w[0])]
+        return [text for _, text in sorted(self.warnings, key=self._key)]
 
 
 @dataclass
@@ -201,7 +225,12 @@ class _Raw:
     status_word: str | None = None
     owner: str | None = None
     field_lines: dict[str, int] = field(default_factory=dict)
+    source: str | None = None  # the file that defines it, when not the board's own source
 
+
+#: the raw-record and problem-collector types other format readers fill in (see :func:`build_board`)
+RawTask = _Raw
+Problems = _Problems
 
 # --------------------------------------------------------------------------- cell grammar
 
@@ -1007,25 +1036,28 @@ def _explain(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
 def _validate(raws: list[_Raw], p: _Problems) -> list[tuple[_Raw, TaskSpec]]:
     valid: list[tuple[_Raw, TaskSpec]] = []
     first_line: dict[str, int] = {}
+    first_where: dict[str, str] = {}
     known: set[str] = set()
     for raw in raws:
         if raw.id is not None:
             known.add(raw.id)
             if raw.id in first_line:
                 p.error(
-                    f"duplicate task id (first defined at line {first_line[raw.id]})",
+                    f"duplicate task id (first defined at {first_where[raw.id]})",
                     line=raw.line,
                     task=raw.label,
+                    source=raw.source,
                 )
                 continue
             first_line[raw.id] = raw.line
+            first_where[raw.id] = (f"{raw.source}:{raw.line}" if raw.source else f"line {raw.line}")
         if not raw.ok and not raw.data:
             continue  # nothing left to check: the row or item was unreadable
         try:
             spec = TaskSpec.model_validate(raw.data)
         except ValidationError as exc:
             for message in _explain(exc, raw.data):
-                p.error(message, line=raw.line or None, task=raw.label)
+                p.error(message, line=raw.line or None, task=raw.label, source=raw.source)
             continue
         if raw.ok:  # tasks with a problem already reported stay out of the graph checks
             valid.append((raw, spec))
@@ -1035,18 +1067,21 @@ def _validate(raws: list[_Raw], p: _Problems) -> list[tuple[_Raw, TaskSpec]]:
         edges: list[str] = []
         for dep in spec.dependencies:
             if dep == spec.id:
-                p.error("depends on itself", line=raw.line or None, task=spec.id)
+                p.error("depends on itself", line=raw.line or None, task=spec.id, source=raw.source)
             elif dep not in known:
-                p.error(f"depends on unknown task {dep!r}", line=raw.line or None, task=spec.id)
+                p.error(f"depends on unknown task {dep!r}", line=raw.line or None, task=spec.id,
+                        source=raw.source)
             else:
                 edges.append(dep)
         graph[spec.id] = edges
     lines = {spec.id: raw.line for raw, spec in valid}
+    sources = {spec.id: raw.source for raw, spec in valid}
     for cycle in _find_cycles(list(graph), graph):
         p.error(
             "dependency cycle " + " -> ".join([*cycle, cycle[0]]) + " (each depends on the next)",
             line=lines.get(cycle[0]) or None,
             task=cycle[0],
+            source=sources.get(cycle[0]),
         )
     return valid
 
@@ -1144,10 +1179,12 @@ def _status_warnings(valid: list[tuple[_Raw, TaskSpec]], p: _Problems) -> None:
                 f"{spec.id} is marked {word} but depends on {', '.join(open_deps)}, {which} not completed",
                 line=raw.line or None,
                 task=spec.id,
+                source=raw.source,
             )
         elif raw.status == TaskStatus.BLOCKED and not open_deps:
             reason = "all its dependencies are completed" if spec.dependencies else "it has no dependencies"
-            p.warn(f"{spec.id} is marked {word} but {reason}", line=raw.line or None, task=spec.id)
+            p.warn(f"{spec.id} is marked {word} but {reason}", line=raw.line or None, task=spec.id,
+                   source=raw.source)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -1168,25 +1205,40 @@ def _guess_format(text: str, source: str) -> str:
 
 
 def parse_board(text: str, source: str = "<board>", fmt: str | None = None) -> Board:
-    """Parse a board (markdown, YAML or JSON) into validated task specs.
+    """Parse a board (markdown, YAML or JSON, or one of :data:`ALL_FORMATS`
+    read by :mod:`infrafabric.coordinator.formats`: gh-issues, taskmaster,
+    backlog, speckit) into validated task specs.
 
-    ``source`` names the board in messages and, when ``fmt`` is None, its
-    suffix (``.md``, ``.yaml``/``.yml``, ``.json``) picks the format; without a
-    known suffix the content is sniffed. Raises :class:`BoardError` listing
-    every problem found.
+    ``source`` names the board in messages and, when ``fmt`` is None, the
+    content and its suffix (``.md``, ``.yaml``/``.yml``, ``.json``) pick the
+    format. Raises :class:`BoardError` listing every problem found.
     """
-    if fmt is None:
-        chosen = _guess_format(text, source)
-    else:
-        found = _FORMAT_ALIASES.get(fmt.lower())
-        if found is None:
-            raise BoardError([f"{source}: unknown board format {fmt!r} (expected md, yaml or json)"])
-        chosen = found
+    from infrafabric.coordinator import formats  # the other formats (they build on this module)
+
     if text.startswith("\ufeff"):
         text = text[1:]
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if fmt is None:
+        chosen = formats.detect(text, source) or _guess_format(text, source)
+    else:
+        found = _FORMAT_ALIASES.get(fmt.lower()) or formats.canonical(fmt)
+        if found is None:
+            raise BoardError([f"{source}: unknown board format {fmt!r} (expected {', '.join(ALL_FORMATS)})"])
+        chosen = found
+    if chosen not in BOARD_FORMATS:
+        return formats.read_text(text, source, chosen)
     p = _Problems(source)
     raws = _parse_markdown(text, p) if chosen == "md" else _parse_structured(text, chosen, p)
+    return build_board(raws, p, fmt=chosen)
+
+
+def build_board(raws: list[_Raw], p: _Problems, *, fmt: str) -> Board:
+    """Validate raw task records (and the problems found reading them) into a :class:`Board`.
+
+    The one validation path of every format: limits, ids, duplicates, unknown
+    dependencies and cycles are checked here; raises :class:`BoardError` when
+    ``p`` holds any error.
+    """
     valid = _validate(raws, p)
     p.raise_if_any()
     _status_warnings(valid, p)
@@ -1196,8 +1248,8 @@ def parse_board(text: str, source: str = "<board>", fmt: str | None = None) -> B
         statuses={spec.id: raw.status for raw, spec in valid if raw.status is not None},
         owners={spec.id: raw.owner for raw, spec in valid if raw.owner is not None},
         lines={spec.id: raw.line for raw, spec in valid},
-        source=source,
-        fmt=chosen,
+        source=p.source,
+        fmt=fmt,
     )
 
 
@@ -1206,8 +1258,13 @@ MAX_BOARD_BYTES = 64 * 1024 * 1024
 
 
 def load_board(path: str | Path, fmt: str | None = None) -> Board:
-    """Read and parse a board file (UTF-8). Unreadable files are a :class:`BoardError`."""
+    """Read and parse a board file (UTF-8), or a Backlog.md directory. Unreadable files are a
+    :class:`BoardError`."""
     where = str(path)
+    if Path(path).is_dir():
+        from infrafabric.coordinator import formats
+
+        return formats.load_dir(Path(path), fmt)
     try:
         data = read_limited(path, what="board", limit=MAX_BOARD_BYTES)
     except ConfigurationError as exc:
