@@ -21,7 +21,7 @@ def test_detects_languages_tools_and_tests(tmp_path: Path) -> None:
     (tmp_path / "node_modules" / "dep" / "index.js").write_text("")  # skipped
     found = detect_capabilities(tmp_path)
     assert set(found) == {"code-analysis:python", "code-analysis:rust", "testing:integration",
-                          "docs:markdown"}
+                          "docs:markdown", "docs:technical-writing"}
     assert found["code-analysis:rust"] == "svc/main.rs"
 
 

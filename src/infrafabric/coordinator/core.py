@@ -1412,6 +1412,64 @@ class IFCoordinator:
                                                            "status": task.status.value})
         return task
 
+    # -- work recorded from elsewhere (a replayed STATUS file) -------------------------
+
+    async def record_completed(self, task_id: str, *, by: str, note: str = "") -> Task | None:
+        """Record work finished outside the board (the seeds' STATUS files,
+        ``ifctl board import-status``): an open task (blocked or available, or
+        claimed with a lapsed lease) becomes completed, ``by`` its owner in the
+        task's history, ``note`` the reason; its dependents are unblocked and
+        pushed as after any completion. Returns the task, or None when it was
+        completed already (nothing is changed: a replay is idempotent). A task
+        claimed now, failed or cancelled is refused (:class:`InvalidStateError`)."""
+        if not by:
+            raise ConfigurationError("record_completed needs who did the work (by=...)")
+        reason = note or f"completed by {by} (recorded)"
+
+        def change(task: Task) -> Task | None:
+            now = self.clock()
+            if task.status is TaskStatus.COMPLETED:
+                return None
+            if task.status is TaskStatus.CLAIMED and not self._lapsed(task, now):
+                raise InvalidStateError(f"task {task_id} is claimed by {task.owner}: its holder completes it")
+            if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+                raise InvalidStateError(f"task {task_id} is {task.status.value}: reopen it first")
+            extra: dict[str, Any] = {}
+            if task.status is TaskStatus.CLAIMED:  # a lapsed claim ends here: its path lease is dead by seq
+                extra = {"claim_seq": task.claim_seq + 1}
+            return self._transition(task, TaskStatus.COMPLETED, now, by=by, reason=reason, owner=by,
+                                    claim_id=None, lease_until=None, lease_ttl=None, **extra)
+
+        changed = await self._change(task_id, change, missing=lambda: _no_task(task_id))
+        if changed is None:
+            return None
+        before, task = changed
+        await self._settle(before, task, "task_completed_elsewhere", {"task_id": task_id, "completed_by": by,
+                                                                      "reason": reason})
+        return task
+
+    async def record_progress(self, task_id: str, note: str, *, by: str) -> Task | None:
+        """Keep a progress note on a task that is not claimed by someone else
+        (:attr:`Task.progress`: shown by ``task show``, handed to whoever
+        claims it next), e.g. a replayed STATUS file's milestone. Status and
+        history are unchanged. Returns the task, or None when it already holds
+        that note (or is completed)."""
+        _check_note(note)
+
+        def change(task: Task) -> Task | None:
+            if task.progress == note or task.status is TaskStatus.COMPLETED:
+                return None
+            if task.status is TaskStatus.CLAIMED and task.owner != by and not self._lapsed(task):
+                raise InvalidStateError(f"task {task_id} is claimed by {task.owner}: only its holder's notes "
+                                        "are kept")
+            return task.model_copy(update={"progress": note, "updated_at": self.clock()})
+
+        changed = await self._change(task_id, change, missing=lambda: _no_task(task_id))
+        if changed is None:
+            return None
+        await self._notify("task_progress", {"task_id": task_id, "swarm_id": by, "note": note})
+        return changed[1]
+
     async def expire_lease(self, task_id: str) -> Task | None:
         """If the task's lease has lapsed, make it available again (counting an
         attempt) and push it. Returns the task if this call did it."""

@@ -54,6 +54,7 @@ from infrafabric.bus.layout import (
 from infrafabric.bus.records import Mirrored, Records
 from infrafabric.coordinator import ClaimPolicy, Presence, SwarmRecord, Task, coverage
 from infrafabric.coordinator.core import make_swarm_record
+from infrafabric.coordinator.infer import blocker_needs
 from infrafabric.coordinator.presence import liveness as judge_liveness
 from infrafabric.errors import (
     BreakerOpenError,
@@ -715,14 +716,16 @@ class IFGovernor(ClaimPolicy):
         escalation subject. ``task``: the blocked task, if the caller read it
         already (else it is read here, when the report names one). Returns the plan."""
         info = blocker.get("blocker_info", blocker)
-        needed: list[str] = list(info.get("capabilities") or [])
         hours = Decimal("1")
         task_id = info.get("task") or info.get("task_id")
         if task is None and isinstance(task_id, str) and task_id:
             task = await self._tasks.read(task_id)
         if task is not None:
-            needed = needed or list(task.capabilities)
             hours = task.estimate_hours or hours
+        text = " ".join(str(info.get(k) or "") for k in ("message", "description", "reason"))
+        needed, needed_from = blocker_needs(list(info.get("capabilities") or []), task, text)
+        if info.get("capabilities") and isinstance(info.get("capabilities_from"), str):
+            needed_from = info["capabilities_from"][:500]  # the reporter worked them out by the same rule
         policy, connected, waiting = await asyncio.gather(self.policy(), self._presence.list(),
                                                           self._waiting.list())
         # a help request reaches only a swarm whose agent listens: the live ones are asked first
@@ -754,7 +757,7 @@ class IFGovernor(ClaimPolicy):
                                 "live": c.swarm_id in live})
                 break
         plan = {"blocked_swarm_id": blocked_swarm_id, "task": task_id, "needed": needed,
-                "helpers": helpers, "skipped": skipped, "escalated": not helpers}
+                "needed_from": needed_from, "helpers": helpers, "skipped": skipped, "escalated": not helpers}
         request = json.dumps({"type": "help_request", **plan, "blocker": info}, default=str)
         for h in helpers:
             await self.bus.publish(help_subject(h["swarm_id"]), request)

@@ -4,19 +4,19 @@ The rules, checked against file names below the directory (``.git``,
 ``node_modules``, virtualenvs and build output are skipped; at most
 ``max_files`` files are looked at):
 
-============================================  ==============================
+============================================  ==============================================
 found                                         capability
-============================================  ==============================
+============================================  ==============================================
 ``pyproject.toml``, ``setup.py``, ``*.py``    ``code-analysis:python``
 ``package.json``, ``*.js``, ``*.ts``          ``code-analysis:javascript``
 ``Cargo.toml``, ``*.rs``                      ``code-analysis:rust``
 ``go.mod``, ``*.go``                          ``code-analysis:go``
 ``Chart.yaml``, ``kustomization.yaml``        ``infra:kubernetes``
 ``*.wat``, ``*.wasm``                         ``wasm:runtime``
-``*.md``, ``*.rst``                           ``docs:markdown``
+``*.md``, ``*.rst``                           ``docs:markdown``, ``docs:technical-writing``
 ``tests/``/``test_*.py``/``*_test.go``        ``testing:integration``
 ``*.proto``                                   ``architecture:design``
-============================================  ==============================
+============================================  ==============================================
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("infra:kubernetes", ("Chart.yaml", "kustomization.yaml", "kustomization.yml")),
     ("wasm:runtime", ("*.wat", "*.wasm")),
     ("docs:markdown", ("*.md", "*.rst")),
+    # the seeds' name for writing docs, which board import infers for documentation tasks
+    ("docs:technical-writing", ("*.md", "*.rst")),
     ("testing:integration", ("test_*.py", "*_test.py", "*_test.go", "*.test.js", "*.spec.ts",
                              "conftest.py")),
     ("architecture:design", ("*.proto",)),
