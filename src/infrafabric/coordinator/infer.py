@@ -1,31 +1,36 @@
 """Capabilities inferred for tasks that list none (``ifctl board import``).
 
 An imported seed board names no capabilities, so every swarm would qualify
-for every task. For a task with none, fixed, documented rules infer them, in
-this order (the first rule that yields a capability is the one reported):
+for every task. For a task with none, fixed, documented rules infer **at most
+two**, so a swarm that has the skills qualifies (three would all be needed at
+the policy's 70 % coverage):
 
-1. **Paths**: each file named in the task's ``paths`` and ``deliverable``
-   (and a file name in its title or description)
-   (:data:`PATH_RULES`: ``*.py`` → ``code-analysis:python``, ``*.rs`` →
-   ``code-analysis:rust``, ``*.ts``/``*.js`` → ``code-analysis:javascript``,
-   ``*.go`` → ``code-analysis:go``, ``tests/``/``test_*.py`` →
-   ``testing:integration``, ``docs/``/``*.md`` → ``docs:technical-writing``,
-   ``Dockerfile`` → ``infra:docker``, ``*.wasm``/``*.wat`` → ``wasm:runtime``...).
-2. **Section**: the board section the task came from
-   (:data:`SECTION_RULES`: "IF.coordinator Tasks" → ``infra:distributed-systems``,
-   "IF.chassis" → ``wasm:runtime`` and ``architecture:security``, ...).
-3. **Keywords**: whole words of the title and description
-   (:data:`KEYWORD_RULES`: etcd/NATS/CAS → ``infra:distributed-systems``,
-   wasm/sandbox → ``wasm:runtime``, security/credentials →
-   ``architecture:security``, docs/runbook → ``docs:technical-writing``, ...).
+1. **What the task is about**: the first :data:`SECTION_RULES` entry its
+   section heading matches ("IF.coordinator Tasks" → ``infra:distributed-systems``,
+   "IF.governor" → ``governance:policy``, "IF.chassis" → ``wasm:runtime``,
+   "Session 4 (SIP)" → ``integration:sip``, "CLI" → ``cli:design``,
+   "Documentation" → ``docs:technical-writing``...); without one, the first
+   :data:`KEYWORD_RULES` entry whose whole words its title holds (the most
+   specific first: SIP/NDI/WebRTC/H.323, etcd/NATS/CAS →
+   ``infra:distributed-systems``, wasm/sandbox → ``wasm:runtime``, security →
+   ``architecture:security``, docs/runbook → ``docs:technical-writing``...),
+   else its description.
+2. **What it produces**: the first :data:`PATH_RULES` entry (languages first)
+   that a file of its ``paths``, its ``deliverable`` or a file named in its
+   title or description matches (``*.py`` → ``code-analysis:python``, ``*.rs``
+   → ``code-analysis:rust``, ``*.ts``/``*.js`` → ``code-analysis:javascript``,
+   ``*.go`` → ``code-analysis:go``, ``tests/`` → ``testing:integration``,
+   ``docs/``/``*.md`` → ``docs:technical-writing``, ``Dockerfile`` →
+   ``infra:docker``, ``*.wasm`` → ``wasm:runtime``...).
 
 The names are the seeds' vocabulary (``code-analysis:python``,
-``infra:distributed-systems``, ``architecture:security``,
-``docs:technical-writing``, ``cli:design``, ``integration:sip``...) and,
-where the seeds name none, those ``ifctl swarm spawn`` detects
-(``testing:integration``, ``wasm:runtime``, ``infra:kubernetes``).
-Inference is deterministic (same task, same capabilities, sorted) and never
-touches a task that lists capabilities.
+``infra:distributed-systems``, ``docs:technical-writing``, ``cli:design``,
+``integration:sip``...) and, where the seeds name none, the governor's
+built-in ones that ``ifctl swarm spawn`` detects (``governance:policy``,
+``testing:integration``, ``wasm:runtime``). On the Phase 0 board the seeds'
+sessions (the demo's fleet) qualify for every task. Inference is
+deterministic (same task, same capabilities, sorted) and never touches a task
+that lists capabilities.
 
 A capability map (YAML, ``--caps-map``) overrides it::
 
@@ -89,19 +94,29 @@ PATH_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("architecture:patterns", ("*.proto",)),
 )
 
-#: (capability, texts a section heading contains, case-insensitive; whole words)
+#: (capability, texts a section heading contains, case-insensitive; whole words): the first that
+#: matches says what the section's tasks are about (the Phase 0 board's components and sessions first)
 SECTION_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("infra:distributed-systems", ("IF.coordinator", "IF.bus", "coordinator")),
-    ("architecture:patterns", ("IF.governor", "governor")),
-    ("wasm:runtime", ("IF.chassis", "chassis")),
-    ("architecture:security", ("IF.chassis", "chassis", "IF.witness", "witness", "security")),
-    ("cli:design", ("CLI",)),
+    ("infra:distributed-systems", ("IF.coordinator", "IF.bus", "coordinator", "event bus")),
+    ("governance:policy", ("IF.governor", "governor", "governance", "policy")),
+    ("wasm:runtime", ("IF.chassis", "chassis", "sandbox", "wasm")),
+    ("security:audit", ("IF.witness", "witness", "audit", "security")),
+    ("integration:ndi", ("NDI",)),
+    ("integration:webrtc", ("WebRTC",)),
+    ("integration:h323", ("H.323", "H323")),
+    ("integration:sip", ("SIP",)),
+    ("cli:design", ("CLI", "command line")),
     ("docs:technical-writing", ("Documentation", "Docs")),
-    ("testing:integration", ("Testing", "QA")),
+    ("testing:integration", ("Testing", "Tests", "QA")),
 )
 
-#: (capability, whole words or phrases of the title and description, case-insensitive)
+#: (capability, whole words or phrases of the title and description, case-insensitive): the most
+#: specific first, since the first that matches says what a task without a section rule is about
 KEYWORD_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("integration:sip", ("sip",)),
+    ("integration:ndi", ("ndi",)),
+    ("integration:webrtc", ("webrtc", "sdp")),
+    ("integration:h323", ("h.323", "h323", "mcu")),
     ("infra:distributed-systems", ("etcd", "nats", "jetstream", "event bus", "pub/sub", "pubsub", "cas",
                                    "compare-and-swap", "consensus", "distributed", "broadcast",
                                    "coordination", "latency", "raft", "lease", "leases")),
@@ -127,10 +142,6 @@ KEYWORD_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("code-analysis:go", ("golang",)),
     ("infra:docker", ("docker", "dockerfile", "container", "containers")),
     ("infra:kubernetes", ("kubernetes", "k8s", "helm")),
-    ("integration:sip", ("sip",)),
-    ("integration:ndi", ("ndi",)),
-    ("integration:webrtc", ("webrtc", "sdp")),
-    ("integration:h323", ("h.323", "h323", "mcu")),
 )
 
 #: a file-like token of a deliverable or message: has a / or a dotted extension, or is a known name
@@ -222,9 +233,11 @@ def _path_match(path: str, patterns: Iterable[str]) -> str | None:
 
 def _by_paths(paths: Iterable[tuple[str, str]], rules: Sequence[tuple[str, tuple[str, ...]]]
               ) -> list[Inferred]:
+    """What the path rules find, in the rules' order (languages first), then the paths'."""
     out = []
-    for where, path in paths:
-        for capability, patterns in rules:
+    listed = list(paths)
+    for capability, patterns in rules:
+        for where, path in listed:
             pattern = _path_match(path, patterns)
             if pattern is not None:
                 out.append(Inferred(capability, f"path {pattern}", f"{where} {path}"))
@@ -251,28 +264,42 @@ def _first_each(found: Iterable[Inferred]) -> list[Inferred]:
 def infer_capabilities(spec: TaskSpec, mapping: CapabilityMap = DEFAULT_MAP) -> list[Inferred]:
     """The capabilities the rules infer for ``spec`` (whatever it lists), each
     with the rule that produced it; sorted by capability. Empty when the
-    mapping switches inference off."""
+    mapping switches inference off.
+
+    At most two, so a swarm that has the skills qualifies (a task needing
+    three would need all three at the policy's 70 % coverage): what the task
+    is about -- the first section rule its heading matches, else the first
+    keyword rule its title matches, else its description's -- and what it
+    produces -- the first path rule (languages first) that its paths, its
+    deliverable or a file named in its title or description match."""
     if spec.id in mapping.tasks:
         return [Inferred(c, "capability map", f"{mapping.source}: task {spec.id}")
                 for c in sorted(set(mapping.tasks[spec.id]))]
     if not mapping.infer:
         return []
+    about = _section_rule(spec.section, mapping) if spec.section else None
+    about = about or _first(_by_keywords(spec.title, "title", mapping.keyword_rules()))
+    if about is None and spec.description:
+        about = _first(_by_keywords(spec.description, "description", mapping.keyword_rules()))
     paths = [("path", p) for p in spec.paths]
     if spec.deliverable:
         paths += [("deliverable", p) for p in _path_tokens(spec.deliverable)]
     paths += [("title names", p) for p in _path_tokens(spec.title)]
     paths += [("description names", p) for p in _path_tokens(spec.description)]
-    found = _by_paths(paths, mapping.path_rules())
-    if spec.section:
-        for capability, texts in mapping.section_rules():
-            hits = _words(spec.section, texts)
-            if hits:
-                found.append(Inferred(capability, f"section contains {hits[0]!r}",
-                                      f"section {spec.section!r}"))
-    found += _by_keywords(spec.title, "title", mapping.keyword_rules())
-    if spec.description:
-        found += _by_keywords(spec.description, "description", mapping.keyword_rules())
-    return _first_each(found)
+    produces = _first(_by_paths(paths, mapping.path_rules()))
+    return _first_each(i for i in (about, produces) if i is not None)
+
+
+def _section_rule(section: str, mapping: CapabilityMap) -> Inferred | None:
+    for capability, texts in mapping.section_rules():
+        hits = _words(section, texts)
+        if hits:
+            return Inferred(capability, f"section contains {hits[0]!r}", f"section {section!r}")
+    return None
+
+
+def _first(found: list[Inferred]) -> Inferred | None:
+    return found[0] if found else None
 
 
 def apply_inference(tasks: Sequence[TaskSpec], mapping: CapabilityMap | None = None

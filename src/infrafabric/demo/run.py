@@ -35,6 +35,7 @@ from infrafabric.bench.stats import nearest_rank
 from infrafabric.bus import EventBus
 from infrafabric.coordinator import IFCoordinator, TaskEvent, TaskStatus, coverage
 from infrafabric.coordinator.board import load_board
+from infrafabric.coordinator.infer import apply_inference
 from infrafabric.demo.agent import CONTROL, PROGRESS, STOP
 from infrafabric.errors import ConfigurationError
 from infrafabric.fleet import assemble
@@ -64,22 +65,6 @@ SESSIONS: list[tuple[str, list[str], str, str, str]] = [
     (FLAKY, ["integration:ndi", "docs:technical-writing"], "0.80", "haiku", "10"),
 ]
 
-#: capabilities of a task, by the section of the seed board it is in
-SECTION_CAPABILITIES: list[tuple[str, list[str]]] = [
-    ("IF.coordinator", ["infra:distributed-systems", "code-analysis:python"]),
-    ("IF.governor", ["code-analysis:python", "governance:policy"]),
-    ("IF.chassis", ["wasm:runtime", "code-analysis:python"]),
-    ("CLI Foundation", ["cli:design", "code-analysis:python"]),
-    ("Documentation", ["docs:technical-writing"]),
-    ("Session 1", ["integration:ndi"]),
-    ("Session 2", ["integration:webrtc"]),
-    ("Session 3", ["integration:h323"]),
-    ("Session 4", ["integration:sip"]),
-    ("Session 5", ["cli:ux"]),
-    ("Session 7", ["infra:distributed-systems"]),
-]
-
-
 def percentiles(samples: list[float]) -> dict[str, float]:
     if not samples:
         return {}
@@ -90,14 +75,12 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def seed_board(limit: int | None) -> list[dict[str, Any]]:
-    """The seed board's tasks with capabilities, the first ``limit`` in
+    """The seed board's tasks with their inferred capabilities, the first ``limit`` in
     dependency order (so every task's dependencies are included)."""
     board = load_board(str(files("infrafabric.coordinator") / "data" / "phase0-board.md"))
-    specs = []
-    for task in board.tasks:
-        caps = next((c for prefix, c in SECTION_CAPABILITIES if (task.section or "").startswith(prefix)),
-                    ["code-analysis:python"])
-        specs.append({**task.model_dump(mode="json"), "capabilities": caps})
+    # the capabilities board import infers (infrafabric.coordinator.infer): a user's import gets the same
+    inferred, _ = apply_inference(board.tasks)
+    specs = [task.model_dump(mode="json") for task in inferred]
     if limit is not None:
         ordered: list[dict[str, Any]] = []
         done: set[str] = set()
