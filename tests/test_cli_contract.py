@@ -96,6 +96,7 @@ SAMPLES: dict[str, str] = {
     "blocker report": "--swarm alpha --task P2 --message 'needs P1'",
     "board export": "--format yaml",
     "board import": "{board}",
+    "board import-status": "{status}",
     "board show": "",
     "chassis creds issue": "coder T9 --ttl 60 --endpoint 'search/*'",
     "chassis creds list": "--all",
@@ -206,11 +207,13 @@ def world(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> 
         d.mkdir()
     (w.work / "coder.yaml").write_text(CONTRACT)
     (w.work / "board.yaml").write_text(BOARD)
+    (w.work / "STATUS-SESSION-9.yaml").write_text("session: session-9\ncompleted: P2\n")
     (w.work / "policy.yaml").write_text(POLICY)
     (w.work / "pyproject.toml").write_text("[project]\nname = 'delta'\n")
     w.values.update(work=str(w.work), wat=str(WAT / "task_audit.wat"), echo_wat=str(WAT / "task_echo.wat"),
                     hello_wat=str(WAT / "cmd_hello.wat"), contract=str(w.work / "coder.yaml"),
-                    board=str(w.work / "board.yaml"), policy=str(w.work / "policy.yaml"))
+                    board=str(w.work / "board.yaml"), policy=str(w.work / "policy.yaml"),
+                    status=str(w.work / "STATUS-SESSION-9.yaml"))
     w.ok("governor register alpha --cap code-analysis:python --cost-per-hour 2 --budget 10")
     w.ok("task create P1 --title One --cap code-analysis:python")
     w.ok("task create P2 --title Two --dep P1")

@@ -451,3 +451,18 @@ def test_cli_imports_gh_issues_and_refuses_a_malformed_file(run: Runner, tmp_pat
     assert report["by_status"] == {"available": 3, "blocked": 2, "completed": 1}
     script = run("board", "export", "--format", "gh-issues")
     assert script.returncode == 0 and "gh issue close 40" in script.stdout
+
+
+@pytest.mark.parametrize(("sample", "fmt", "says"), [
+    ("gh-syntax.json", "gh-issues", "gh-syntax.json:3: not valid JSON"),
+    ("taskmaster-syntax.json", "taskmaster", "taskmaster-syntax.json:5: not valid JSON"),
+    ("taskmaster-fields.json", None, "taskmaster-fields.json:6: task 3: depends on unknown task '9'"),
+    ("speckit-tasks.md", "speckit", "speckit-tasks.md:"),
+])
+def test_cli_refuses_each_malformed_format_and_writes_nothing(run: Runner, sample: str, fmt: str | None,
+                                                              says: str) -> None:
+    args = ["board", "import", str(BAD / sample)] + (["--format", fmt] if fmt else [])
+    bad = run(*args)
+    assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert json.loads(run("board", "show", "--json").stdout)["tasks"] == []

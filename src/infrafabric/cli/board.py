@@ -44,6 +44,9 @@ from infrafabric.workspace.handoff import check_root
 
 T = TypeVar("T")
 
+#: the formats ``board import`` reads and ``board export`` writes
+BOARD_FORMAT_NAMES = ("md", "yaml", "json", "gh-issues", "taskmaster", "backlog", "speckit")
+
 STATUS_STYLE = {
     TaskStatus.BLOCKED: "red", TaskStatus.AVAILABLE: "blue", TaskStatus.CLAIMED: "yellow",
     TaskStatus.COMPLETED: "green", TaskStatus.FAILED: "bold red", TaskStatus.CANCELLED: "dim",
@@ -229,6 +232,8 @@ def task_show(task_id: str) -> Outcome:
                  f"capabilities {', '.join(t.capabilities) or 'none'}"]
         if t.description:
             lines.append(f"  {escape(t.description)}")
+        if t.progress:
+            lines.append(f"  progress: {escape(t.progress)}")
         lines += [f"  {h.to.value:<9} by {escape(h.by or '-')}: {escape(h.reason)}" for h in t.history]
         return Outcome(data=json.loads(t.model_dump_json()), lines=lines, why=_status_why(t, now))
 
@@ -699,13 +704,21 @@ def blocker() -> None:
 @swarm_option
 @click.option("--task", "task_id", help="The blocked task.")
 @click.option("--message", required=True, help="What blocks you.")
+@click.option("--cap", "caps", multiple=True, metavar="CAP",
+              help="A capability a helper needs (repeatable) [default: the task's, else those the message "
+                   "asks for].")
 @contract
-def blocker_report(swarm_id: str, task_id: str | None, message: str) -> Outcome:
-    """Publish a blocker to the orchestrator subject.
+def blocker_report(swarm_id: str, task_id: str | None, message: str, caps: tuple[str, ...] = ()) -> Outcome:
+    """Publish a blocker to the orchestrator subject; the governor asks the
+    swarms that offer the capabilities it needs for help: those given with
+    --cap, else the blocked task's, else those its message asks for (the
+    keyword rules of `board import`'s inference: "etcd is down" ->
+    infra:distributed-systems).
 
-    Example: ifctl blocker report --swarm session-2 --task P0.1.2 --message "needs P0.1.1"
+    Example: ifctl blocker report --swarm session-2 --task P0.1.2 --message "needs P0.1.1" --cap python
     """
     s = settings()
+    given = blocker_caps(caps)
 
     async def go(coord: IFCoordinator) -> Outcome:
         if s.falsify:
@@ -717,12 +730,20 @@ def blocker_report(swarm_id: str, task_id: str | None, message: str) -> Outcome:
                 exists = await coord.tasks.exists(task_id)
                 checks.append(Check(f"task {task_id}", True, "exists" if exists
                                     else "warning: no such task (the report is sent anyway)"))
+            needed, source = await needed_by_blocker(coord, task_id, message, given)
+            checks.append(Check("capabilities needed", True, f"{', '.join(needed) or 'none'} ({source})"))
             return falsify_report(checks, summary="would publish the blocker to the orchestrator subject")
-        report = await coord.detect_blocker(swarm_id, {"task": task_id, "message": message})
+        needed, source = await needed_by_blocker(coord, task_id, message, given)
+        info: dict[str, Any] = {"task": task_id, "message": message}
+        if needed:
+            info.update(capabilities=needed, capabilities_from=source)
+        report = await coord.detect_blocker(swarm_id, info)
+        report.update(capabilities=needed, capabilities_from=source)
         help_ = report.get("help")
         return Outcome(data=report, lines=[f"blocker from {swarm_id} sent to the orchestrator"],
                        why=["published on the orchestrator's blockers subject (ifctl events, the "
                             "orchestrator and the governor listen)",
+                            escape(f"capabilities needed: {', '.join(needed) or 'none'} ({source})"),
                             "the governor offered no help for it" if help_ is None
                             else f"the governor's answer: {escape(json.dumps(help_, default=str))}"])
 
@@ -793,11 +814,16 @@ def board() -> None:
 
 
 @board.command("import")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["md", "yaml", "json"]),
-              help="Input format (default: from the file name).")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(list(BOARD_FORMAT_NAMES)),
+              help="Input format (default: from the path and the content).")
+@click.option("--caps-map", "caps_map", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+              help="A capability map (YAML): capabilities per task, extra inference rules, or "
+                   "`infer: false` (see docs/board-format.md).")
+@click.option("--infer/--no-infer", "infer", default=True, show_default=True,
+              help="Infer capabilities for the tasks that list none, from their paths, section and words.")
 @contract
-def board_import(path: Path, fmt: str | None) -> Outcome:
+def board_import(path: Path, fmt: str | None, caps_map: Path | None = None, infer: bool = True) -> Outcome:
     """Import a markdown, YAML or JSON board, all or nothing: nothing is
     written if the file has any error or a task already exists on the board,
     and a failure or an interruption (Ctrl-C, a concurrent import taking one
@@ -809,12 +835,34 @@ def board_import(path: Path, fmt: str | None) -> Outcome:
     (contradictions are warned about). An owner on a CLAIMED row is reported,
     not carried over: claims are taken on the bus (`ifctl task claim`).
 
-    Example: ifctl board import src/infrafabric/coordinator/data/phase0-board.md --why
+    Capabilities: a task that lists none gets capabilities inferred from its
+    paths and deliverable, its section and the words of its title and
+    description (--why names the rule behind each; --caps-map overrides,
+    --no-infer switches it off).
+
+    Formats (docs/board-format.md has each mapping): md, yaml, json; gh-issues
+    (GitHub issues as `gh issue list` writes them: task GH-<number>, "Depends
+    on #N" body lines and blocked-by links are dependencies, cap:NAME labels
+    capabilities, closed issues completed); taskmaster (task-master's
+    tasks.json: subtask M of task N is task N.M); backlog (Backlog.md's
+    backlog/ directory, or one task file); speckit (Spec Kit's tasks.md:
+    phases and [P] give the dependencies, [x] is completed).
+
+    \b
+    Examples:
+      ifctl board import src/infrafabric/coordinator/data/phase0-board.md --why
+      gh issue list --state all --limit 1000 \\
+        --json number,title,body,labels,state,assignees > issues.json
+      ifctl board import issues.json --format gh-issues
+      ifctl board import .taskmaster/tasks/tasks.json
+      ifctl board import backlog/
+      ifctl board import specs/001-photo-albums/tasks.md --format speckit
     """
     from infrafabric.coordinator.board import load_board
 
     s = settings()
     parsed = load_board(path, fmt=fmt)
+    parsed, inferred = infer_for_import(parsed, caps_map, infer)
     completed = {tid: parsed.owners.get(tid) for tid, st in parsed.statuses.items()
                  if st is TaskStatus.COMPLETED}
     claimed = {tid: parsed.owners[tid] for tid, st in parsed.statuses.items()
@@ -852,7 +900,7 @@ def board_import(path: Path, fmt: str | None) -> Outcome:
                  "an owner on a CLAIMED row is reported, never silently dropped: claims live on the bus",
                  "tasks are created dependencies-first"])
 
-    return with_coordinator(go)
+    return with_inferred(with_coordinator(go), inferred)
 
 
 @board.command("show")
@@ -895,14 +943,32 @@ def board_show() -> Outcome:
 
 
 @board.command("export")
-@click.option("--format", "fmt", type=click.Choice(["md", "json", "yaml"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(list(BOARD_FORMAT_NAMES)), default="md", show_default=True)
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="The directory to write (backlog: one task file per task; it must not hold them yet).")
 @contract
-def board_export(fmt: str) -> Outcome:
-    """Write the live board as markdown (with live status), JSON or YAML.
+def board_export(fmt: str, out: Path | None) -> Outcome:
+    """Write the live board as markdown (with live status), JSON, YAML, a
+    script of gh commands (gh-issues), task-master's tasks.json, Backlog.md
+    task files (--out DIR) or a Spec Kit tasks.md. Completed tasks are
+    written completed; docs/board-format.md says what each format cannot hold.
 
-    Example: ifctl board export --format json > board.json
+    \b
+    Examples:
+      ifctl board export --format json > board.json
+      ifctl board export --format gh-issues > sync-issues.sh   # read it, then: sh sync-issues.sh
+      ifctl board export --format taskmaster > .taskmaster/tasks/tasks.json
+      ifctl board export --format backlog --out backlog/tasks
+      ifctl board export --format speckit > tasks.md
     """
     from infrafabric.coordinator import board as boardmod
+    from infrafabric.coordinator import formats
+
+    if fmt == "backlog" and out is None:
+        raise ConfigurationError("--format backlog writes a directory: give it with --out DIR",
+                                 hint="ifctl board export --format backlog --out backlog/tasks")
+    if out is not None and fmt != "backlog":
+        raise ConfigurationError(f"--out is for --format backlog; --format {fmt} writes to standard output")
 
     async def go(coord: IFCoordinator) -> Outcome:
         tasks = await coord.list_tasks()
@@ -911,8 +977,18 @@ def board_export(fmt: str) -> Outcome:
             return falsify_report([await bus_check(coord.bus),
                                    Check("board readable", True, f"{len(tasks)} tasks, each exportable")],
                                   summary=f"would write {len(tasks)} tasks as {fmt}; " + READ_ONLY)
+        statuses = {t.id: t.status.value for t in tasks}
+        if out is not None:
+            written = formats.backlog.export_dir(specs, out, statuses,
+                                                 {t.id: t.owner for t in tasks if t.owner})
+            return Outcome(data={"written": [str(w) for w in written]},
+                           lines=[f"wrote {len(written)} task files to {out}"],
+                           why=[f"{len(tasks)} tasks from the live board", "existing files are never "
+                                "overwritten: nothing is written if any would be"])
         if fmt == "md":
-            text = boardmod.export_markdown(specs, statuses={t.id: t.status.value for t in tasks})
+            text = boardmod.export_markdown(specs, statuses=statuses)
+        elif fmt in ("gh-issues", "taskmaster", "speckit"):
+            text = formats.export_text(fmt, specs, statuses)
         elif fmt == "json":
             text = boardmod.export_json(specs)
         else:
@@ -923,3 +999,156 @@ def board_export(fmt: str) -> Outcome:
                                            "carry the specs, re-importable with ifctl board import"])
 
     return with_coordinator(go)
+
+
+# -- capabilities inferred on import, and the seeds' STATUS files replayed -------------------
+
+
+def infer_for_import(parsed: Any, caps_map: Path | None, infer: bool) -> tuple[Any, dict[str, Any]]:
+    """``board import``: the board with capabilities inferred for the tasks
+    that list none (``--caps-map`` overriding, ``--no-infer`` switching the
+    rules off), and what was inferred, by which rule, for the outcome."""
+    import dataclasses
+
+    from infrafabric.coordinator.infer import CapabilityMap, apply_inference, load_capability_map
+
+    mapping = load_capability_map(caps_map) if caps_map is not None else CapabilityMap()
+    if not infer:
+        mapping = dataclasses.replace(mapping, infer=False)  # only the map's explicit tasks apply
+    tasks, reasons = apply_inference(parsed.tasks, mapping)
+    bare = sum(not t.capabilities for t in tasks)
+    return dataclasses.replace(parsed, tasks=tasks), {
+        "on": mapping.infer, "map": str(caps_map) if caps_map is not None else None,
+        "tasks": {tid: [i.as_dict() for i in found] for tid, found in reasons.items()},
+        "without_capabilities": bare, "warnings": mapping.warnings(parsed.tasks)}
+
+
+def with_inferred(outcome: Outcome, inferred: dict[str, Any]) -> Outcome:
+    """``board import``'s outcome with the inferred capabilities (JSON and --why)."""
+    outcome.data["inferred_capabilities"] = inferred
+    found: dict[str, list[dict[str, str]]] = inferred["tasks"]
+    how = ("inference off (--no-infer or the map's `infer: false`)" if not inferred["on"]
+           else "inferred from paths, section and keywords (rules: infrafabric.coordinator.infer)")
+    with_map = f", with the map {inferred['map']}" if inferred["map"] else ""
+    outcome.why.append(f"capabilities {how}{with_map}: {len(found)} tasks got capabilities; "
+                       f"{inferred['without_capabilities']} have none (every swarm qualifies for those); "
+                       "tasks that list capabilities are never changed")
+    for task_id, caps in sorted(found.items()):
+        outcome.why.append(escape(f"{task_id}: " + ", ".join(
+            f"{c['capability']} ({c['rule']}: {c['evidence']})" for c in caps)))
+    outcome.lines += [f"[yellow]warning:[/yellow] {escape(w)}" for w in inferred["warnings"]]
+    if found and outcome.lines and outcome.data.get("mode") != "falsify":
+        outcome.lines.append(f"capabilities inferred for {len(found)} tasks (--why shows each and its rule)")
+    return outcome
+
+
+@board.command("import-status")
+@click.argument("paths", nargs=-1, required=True, metavar="DIR|FILE...", type=click.Path(path_type=Path))
+@click.option("--skip-unknown", is_flag=True,
+              help="Warn about task ids that are not on the board instead of refusing the replay.")
+@contract
+def board_import_status(paths: tuple[Path, ...], skip_unknown: bool) -> Outcome:
+    """Replay the seeds' STATUS-SESSION-*.yaml files on the live board (import
+    the board first): tasks a session reports completed become completed, the
+    session their owner in the task's history; a milestone ("50% - ...") of an
+    open task becomes its progress note (`task show`). A directory means its
+    STATUS-*.yaml files.
+
+    \b
+    All or nothing: every file is checked, and every task looked up, before
+    anything is written; a malformed file (exit 2, naming file and line), an
+    unknown task id (unless --skip-unknown) or a task claimed now, failed or
+    cancelled (exit 1) changes nothing. A completion whose dependencies are
+    not completed is kept, with a warning. Idempotent: what is already there
+    is left, so a second replay changes nothing.
+
+    Example: ifctl board import-status ./status-files/ --why
+    """
+    from infrafabric.coordinator.status_files import StatusFileError, load_status_files, plan_replay
+    from infrafabric.errors import InfraFabricError, RefusedError
+
+    s = settings()
+    reports = load_status_files(paths)
+
+    async def go(coord: IFCoordinator) -> Outcome:
+        board_now = {t.id: t for t in await coord.list_tasks()}
+        plan = plan_replay(reports, board_now, now=time.time(), skip_unknown=skip_unknown)
+        data: dict[str, Any] = {
+            "files": [r.path for r in reports], "sessions": sorted({r.session for r in reports}),
+            "completed": [{"task_id": c.task_id, "by": c.by, "from": c.source, "reason": c.reason}
+                          for c in plan.complete],
+            "progress": [{"task_id": n.task_id, "by": n.by, "from": n.source, "note": n.note}
+                         for n in plan.notes],
+            "unchanged": [{"task_id": t, "why": w} for t, w in plan.unchanged],
+            "warnings": plan.warnings, "errors": plan.errors, "refused": plan.refusals}
+        verb = "would complete" if s.falsify else "completed"
+        lines = [f"{verb} {c.task_id} as {escape(c.by)} ({escape(c.source)})" for c in plan.complete]
+        noted = "would note" if s.falsify else "noted"
+        lines += [f"{noted} on {n.task_id}: {escape(n.note)}" for n in plan.notes]
+        lines += [f"left {t}: {escape(w)}" for t, w in plan.unchanged]
+        lines += [f"[yellow]warning:[/yellow] {escape(w)}" for w in plan.warnings]
+        why = [f"{len(reports)} STATUS files of {len(data['sessions'])} sessions, checked before any write",
+               "a completion is recorded with the session as the owner in the task's history; a "
+               "milestone of an open task is kept as its progress note",
+               "tasks already completed and notes already kept are left: a replay is idempotent",
+               "unknown task ids refuse the replay (exit 2) unless --skip-unknown; tasks claimed now, "
+               "failed or cancelled refuse it (exit 1)"]
+        if s.falsify:
+            checks = [await bus_check(coord.bus),
+                      Check("task ids on the board", not plan.errors, "; ".join(plan.errors) or
+                            f"{len(board_now)} tasks on the board"),
+                      Check("tasks open for the replay", not plan.refusals, "; ".join(plan.refusals)
+                            or f"{len(plan.complete)} completions, {len(plan.notes)} notes")]
+            changes = len(plan.complete) + len(plan.notes)
+            out = falsify_report(checks, summary=f"would change {changes} tasks; nothing was written")
+            out.data.update(data)
+            out.lines = lines + out.lines
+            return out
+        if plan.errors:
+            raise StatusFileError(plan.errors, what="nothing replayed",
+                                  hint="import the board first (ifctl board import), or pass --skip-unknown")
+        if plan.refusals:
+            raise RefusedError("nothing was replayed: " + "; ".join(plan.refusals))
+        done = 0
+        try:
+            for c in plan.complete:
+                await coord.record_completed(c.task_id, by=c.by, note=c.reason)
+                done += 1
+            for n in plan.notes:
+                await coord.record_progress(n.task_id, n.note, by=n.by)
+                done += 1
+        except InfraFabricError as exc:  # the board changed since it was checked (a claim meanwhile)
+            exc.message += (f" (the replay stopped after {done} of {len(plan.complete) + len(plan.notes)} "
+                            "changes; run it again: what is done is left as it is)")
+            raise
+        if not lines:
+            lines = ["nothing to replay"]
+        lines.insert(0, f"replayed {len(reports)} STATUS files: {len(plan.complete)} tasks completed, "
+                        f"{len(plan.notes)} progress notes, {len(plan.unchanged)} left as they were")
+        return Outcome(data=data, lines=lines, why=why)
+
+    return with_coordinator(go)
+
+
+def blocker_caps(caps: tuple[str, ...]) -> list[str]:
+    """``blocker report --cap``: each a capability name (exit 2 otherwise)."""
+    import re
+
+    from infrafabric.coordinator.models import CAPABILITY_PATTERN
+
+    bad = [c for c in caps if not re.fullmatch(CAPABILITY_PATTERN, c) or len(c) > 200]
+    if bad:
+        raise ConfigurationError(f"--cap {bad[0]!r} is not a capability (lowercase words, optionally "
+                                 "domain:skill)")
+    return list(dict.fromkeys(caps))
+
+
+async def needed_by_blocker(coord: IFCoordinator, task_id: str | None, message: str,
+                            given: list[str]) -> tuple[list[str], str]:
+    """What a blocker needs and where that came from, by the governor's own
+    rule (:func:`infrafabric.coordinator.infer.blocker_needs`)."""
+    from infrafabric.coordinator.infer import blocker_needs
+
+    task = await coord.tasks.read(task_id) if task_id else None
+    needed, source = blocker_needs(given, task, message)
+    return needed, "given with --cap" if given else source
