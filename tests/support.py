@@ -4,7 +4,9 @@ folder of the root conftest is on ``sys.path``)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,3 +119,18 @@ def init_repo(top: Path, files: dict[str, str]) -> Path:
     git("add", "-A", cwd=top)
     git("commit", "-q", "-m", "init", cwd=top)
     return top
+
+
+#: the CLI of this environment, and a function running it (``run("board", "show", "--json")``)
+IFCTL = str(Path(sys.executable).with_name("ifctl"))
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def ifctl_runner(bus_url: str, home: Path) -> Runner:
+    """``ifctl`` as a subprocess on ``bus_url`` with ``home`` as its state directory."""
+    env = {**os.environ, "IF_BUS_URL": bus_url, "IF_HOME": str(home)}
+
+    def ifctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([IFCTL, *args], capture_output=True, text=True, env=env, timeout=60)
+
+    return ifctl

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from infrafabric.bus.servers import NatsServer
+from support import Runner, ifctl_runner
 
-IFCTL = str(Path(sys.executable).with_name("ifctl"))
-Runner = Callable[..., subprocess.CompletedProcess[str]]
 SEED = Path(__file__).parents[1] / "src/infrafabric/coordinator/data/phase0-board.md"
 
 
 @pytest.fixture
 def run(nats_server: NatsServer, namespace: str, tmp_path: Path) -> Runner:
-    env = {**os.environ, "IF_BUS_URL": f"{nats_server.url}?namespace={namespace}",
-           "IF_HOME": str(tmp_path)}
-
-    def ifctl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([IFCTL, *args], capture_output=True, text=True, env=env, timeout=60)
-
-    return ifctl
+    return ifctl_runner(f"{nats_server.url}?namespace={namespace}", tmp_path)
 
 
 def test_seed_board_imports_with_derived_status(run: Runner) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from infrafabric.coordinator.board import Board, load_board, parse_board, topolo
 from infrafabric.coordinator.formats import backlog, gh_issues, speckit, taskmaster
 from infrafabric.coordinator.models import TaskSpec, TaskStatus
 from infrafabric.errors import BoardError
+from support import Runner, ifctl_runner
 
 SAMPLES = Path(__file__).parent / "samples"
 GH = SAMPLES / "gh-issues" / "issues.json"
@@ -406,18 +406,11 @@ def test_detection_and_format_names(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- CLI
 
-IFCTL = str(Path(sys.executable).with_name("ifctl"))
-Runner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
 def run(nats_server: NatsServer, namespace: str, tmp_path: Path) -> Runner:
-    env = {**os.environ, "IF_BUS_URL": f"{nats_server.url}?namespace={namespace}", "IF_HOME": str(tmp_path)}
-
-    def ifctl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([IFCTL, *args], capture_output=True, text=True, env=env, timeout=60)
-
-    return ifctl
+    return ifctl_runner(f"{nats_server.url}?namespace={namespace}", tmp_path)
 
 
 def test_cli_imports_a_backlog_directory_and_exports_it(run: Runner, tmp_path: Path) -> None:

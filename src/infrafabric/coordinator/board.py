@@ -1396,13 +1396,7 @@ def export_markdown(
     paragraphs cannot hold line breaks or surrounding blanks).
     """
     out: list[str] = [f"# {title}", ""]
-    runs: list[list[TaskSpec]] = []
-    for task in tasks:
-        if runs and runs[-1][0].section == task.section:
-            runs[-1].append(task)
-        else:
-            runs.append([task])
-    for number, run in enumerate(runs):
+    for number, run in enumerate(section_runs(tasks)):
         section = run[0].section
         if section is not None:
             out += [f"## {section}", ""]
@@ -1410,6 +1404,18 @@ def export_markdown(
             out += [f"# {title}", ""]  # a '#' heading ends the previous section
         out += _export_table(run, section, statuses, owners)
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def section_runs(tasks: Sequence[TaskSpec]) -> list[list[TaskSpec]]:
+    """``tasks`` cut into runs of neighbours that share a section (what a
+    board export writes under one heading)."""
+    runs: list[list[TaskSpec]] = []
+    for task in tasks:
+        if runs and runs[-1][0].section == task.section:
+            runs[-1].append(task)
+        else:
+            runs.append([task])
+    return runs
 
 
 def _export_table(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,21 @@ def label_capability(label: str) -> str | None:
                 )
             return name
     return None
+
+
+def label_capabilities(labels: Sequence[str], bad: Callable[[str], None]) -> list[str]:
+    """The capabilities ``labels`` name (:func:`label_capability`), each once,
+    in order; a label that names no valid one is reported through ``bad``."""
+    capabilities: list[str] = []
+    for label in labels:
+        try:
+            capability = label_capability(label)
+        except ValueError as exc:
+            bad(str(exc))
+            continue
+        if capability is not None and capability not in capabilities:
+            capabilities.append(capability)
+    return capabilities
 
 
 def capability_label(capability: str) -> str:

@@ -31,7 +31,7 @@ from infrafabric.coordinator.formats._common import (
     EXTENSION_FIELDS,
     PRIORITY_WORDS,
     capability_label,
-    label_capability,
+    label_capabilities,
     node_lines,
     priority_word,
     shorten,
@@ -146,15 +146,7 @@ def read_file(text: str, source: str, p: Problems, *, done: bool = False) -> Raw
     assignees = names("assignee")
     if assignees:
         raw.owner = assignees[0].removeprefix("@")
-    capabilities: list[str] = []
-    for label in names("labels"):
-        try:
-            capability = label_capability(label)
-        except ValueError as exc:
-            bad(str(exc), "labels")
-            continue
-        if capability is not None and capability not in capabilities:
-            capabilities.append(capability)
+    capabilities = label_capabilities(names("labels"), lambda problem: bad(problem, "labels"))
     if capabilities:
         raw.data["capabilities"] = capabilities
     deps = names("dependencies")

@@ -26,7 +26,7 @@ from infrafabric.coordinator.formats._common import (
     EXTENSION_FIELDS,
     Node,
     capability_label,
-    label_capability,
+    label_capabilities,
     load_json,
     node_lines,
     shorten,
@@ -177,23 +177,18 @@ def _read_issue(item: dict[str, Any], node: Node, raw: RawTask, number: int, p: 
         if deps:
             raw.data["dependencies"] = [f"{ID_PREFIX}{d}" for d in deps]
 
-    capabilities: list[str] = []
     labels = item.get("labels") or []
     if not isinstance(labels, list):
         bad(f"field 'labels' must be a list, got {shorten(labels)}", "labels")
         labels = []
+    names: list[str] = []
     for entry in labels:
         name = entry.get("name") if isinstance(entry, dict) else entry
         if not isinstance(name, str):
             bad(f"a label must be a name or an object with 'name', got {shorten(entry)}", "labels")
             continue
-        try:
-            capability = label_capability(name)
-        except ValueError as exc:
-            bad(str(exc), "labels")
-            continue
-        if capability is not None and capability not in capabilities:
-            capabilities.append(capability)
+        names.append(name)
+    capabilities = label_capabilities(names, lambda problem: bad(problem, "labels"))
     if capabilities:
         raw.data["capabilities"] = capabilities
 

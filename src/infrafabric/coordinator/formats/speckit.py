@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from infrafabric.coordinator.board import Board, Problems, RawTask, build_board
+from infrafabric.coordinator.board import Board, Problems, RawTask, build_board, section_runs
 from infrafabric.coordinator.formats._common import EXTENSION, EXTENSION_FIELDS
 from infrafabric.coordinator.models import TaskSpec, TaskStatus, check_path_glob
 
@@ -236,14 +236,8 @@ def export(tasks: Sequence[TaskSpec], statuses: Mapping[str, TaskStatus | str] |
     out = [f"# {title}", "", "**Format**: `[ID] [P?] [Story] Description` (written by ifctl board export)",
            ""]
     flow = _Flow()
-    runs: list[list[TaskSpec]] = []
-    for task in tasks:
-        if runs and runs[-1][0].section == task.section:
-            runs[-1].append(task)
-        else:
-            runs.append([task])
     phase_number = 0
-    for run in runs:
+    for run in section_runs(tasks):
         section = run[0].section
         if section is not None and re.match(r"phase\b", section, re.IGNORECASE):
             heading = section
