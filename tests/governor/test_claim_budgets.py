@@ -171,3 +171,17 @@ def test_claims_racing_across_processes_never_hold_more_than_the_budget(bus_url:
             assert sorted(h.task_id for h in budget.holds.values()) == sorted(won)
 
     asyncio.run(check())
+
+
+async def test_a_claim_taken_over_after_its_lease_lapsed_gives_its_hold_back(bus: EventBus) -> None:
+    coord, gov = await fleet(bus, rate="1", budget="5")
+    await gov.register_swarm(SwarmProfile(id="s2", cost_per_hour_micros=usd("1")), budget_micros=usd("5"))
+    await coord.create_task({"id": "t", "title": "t", "estimate_hours": "2"})
+    first = await coord.try_claim("s1", "t", lease_ttl=0.5)
+    assert first.won
+    await asyncio.sleep(0.6)
+    second = await coord.try_claim("s2", "t")
+    assert second.won and any("lapsed" in c for c in second.checks)
+    s1, s2 = await gov.budget("s1"), await gov.budget("s2")
+    assert s1 is not None and s1.holds == {} and s1.reserved_micros == 0
+    assert s2 is not None and set(s2.holds) == {second.claim_id} and s2.reserved_micros == usd("2")

@@ -1055,12 +1055,14 @@ class IFCoordinator:
         claim_id = secrets.token_hex(8)
         lease = None  # this attempt's path lease, once taken
         held = False  # whether the policy was asked to hold this attempt's cost (then: released if refused)
+        replaced: tuple[str, str] | None = None  # (owner, claim id) of a lapsed claim this one takes over
 
         class _Refused(Exception):
             pass
 
         async def claim(task: Task | None) -> Task | None:
-            nonlocal refusal, reads, who, from_cache, lease, held
+            nonlocal refusal, reads, who, from_cache, lease, held, replaced
+            replaced = None
             reads += 1
             raced = reads > 1  # a compare-and-swap lost: the rival may have finished or removed the task
             if raced:
@@ -1082,6 +1084,8 @@ class IFCoordinator:
                                          lost=True)
                     raise _Refused
                 checks.append(f"lease of {task.owner} lapsed {now - (task.lease_until or now):.1f} s ago")
+                if task.owner and task.claim_id:
+                    replaced = (task.owner, task.claim_id)
             elif task.status is TaskStatus.BLOCKED:
                 open_deps = [d for d, s in (await self._dependency_states(
                     task.dependencies, for_task=task.id)).items() if s is not TaskStatus.COMPLETED]
@@ -1179,6 +1183,8 @@ class IFCoordinator:
         assert written is not None
         claimed = written.value
         checks.append(f"compare-and-swap won (revision {written.revision}); lease {ttl:g} s")
+        if replaced is not None:  # the lapsed claim ended here: what it held comes back
+            await self.policy.release(replaced[0], replaced[1], task_id)
         return ClaimOutcome(True, task_id, swarm_id, "claimed", checks, claimed, claimed.claim_id)
 
     def _claimable_copy(self, task_id: str) -> Versioned[Task] | None:
