@@ -25,6 +25,7 @@ Scores are ``Decimal``; ties go to the agent added first.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -34,6 +35,8 @@ from infrafabric.compat.money import Dollars, to_micros
 from infrafabric.compat.schemas import capability_names, share
 from infrafabric.errors import ConfigurationError
 from infrafabric.governor import SwarmProfile as GovernorProfile
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Agent", "AgentProfile", "WeightedCoordinator"]
 
@@ -157,11 +160,11 @@ class WeightedCoordinator:
         best = min(scores, key=lambda n: (-scores[n], order[n])) if scores else None
         result = {"task_id": task.get("task_id", task.get("id")), "best_agent": best, "scores": scores,
                   "excluded": excluded, "required": required}
-        if verbose:
-            for name in sorted(scores, key=lambda n: (-scores[n], order[n])):
-                print(f"  {name}: score {scores[name]:.6f}")
-            for name, why in excluded.items():
-                print(f"  {name}: excluded: {why}")
+        level = logging.INFO if verbose else logging.DEBUG  # the seeds' verbose=True: logged, not printed
+        for name in sorted(scores, key=lambda n: (-scores[n], order[n])):
+            log.log(level, "%s: score %.6f", name, scores[name])
+        for name, why in excluded.items():
+            log.log(level, "%s: excluded: %s", name, why)
         return result
 
     def coordinate(self, task: dict[str, Any], verbose: bool = False) -> dict[str, Any]:

@@ -1054,14 +1054,15 @@ class IFCoordinator:
         # attempt's write landed (an unknown outcome that succeeded), whatever the re-read is for
         claim_id = secrets.token_hex(8)
         lease = None  # this attempt's path lease, once taken
-        held = False  # whether the policy was asked to hold this attempt's cost (then: released if refused)
+        asked = False  # whether the policy was asked to hold this attempt's cost
+        holding = False  # whether it holds some for it (then given back if the claim is refused)
         replaced: tuple[str, str] | None = None  # (owner, claim id) of a lapsed claim this one takes over
 
         class _Refused(Exception):
             pass
 
         async def claim(task: Task | None) -> Task | None:
-            nonlocal refusal, reads, who, from_cache, lease, held, replaced
+            nonlocal refusal, reads, who, from_cache, lease, asked, holding, replaced
             replaced = None
             reads += 1
             raced = reads > 1  # a compare-and-swap lost: the rival may have finished or removed the task
@@ -1123,13 +1124,14 @@ class IFCoordinator:
                 checks.append("would compare-and-swap on the task's revision")
                 refusal = ClaimOutcome(True, task_id, swarm_id, "would claim", checks, task)
                 raise _Refused
-            if not held:  # before the compare-and-swap, so the same budget cannot cover two claims
-                held = True
+            if not asked:  # before the compare-and-swap, so the same budget cannot cover two claims
+                asked = True
                 ok, note = await self.policy.hold(who, task, claim_id)
                 if not ok:
                     refusal = refuse(note, task)
                     raise _Refused
-                if note:
+                if note:  # something held (an unmetered swarm holds nothing: no release to make)
+                    holding = True
                     checks.append(note)
             if needs_lease(task):
                 if lease is None:  # the path lease first: see infrafabric.coordinator.leases
@@ -1175,7 +1177,7 @@ class IFCoordinator:
             assert refusal is not None
             if lease is not None:
                 await self.leases.drop(task_id, claim_id)  # holds nothing: its claim never landed
-            if held:
+            if holding:
                 await self.policy.release(swarm_id, claim_id, task_id)
             return refusal
         # (On any other error the claim may have landed: its entry stays, and holds if it did;

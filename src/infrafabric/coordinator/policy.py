@@ -76,8 +76,9 @@ class ClaimPolicy:
     async def hold(self, swarm: SwarmRecord, task: Task, claim_id: str) -> tuple[bool, str]:
         """Hold what the claim ``claim_id`` of ``task`` may cost, before the
         claim's compare-and-swap: ``(True, note)`` when held (``note`` says
-        what, or is empty when nothing needed holding), ``(False, reason)``
-        to refuse the claim. Called once an attempt is admitted; may be
+        what), ``(True, "")`` when nothing needed holding (then
+        :meth:`release` is not called for a refused attempt), ``(False,
+        reason)`` to refuse the claim, holding nothing. Called once an attempt is admitted; may be
         called again for the same ``claim_id`` (a retried compare-and-swap)
         and must then hold nothing more. Whatever it held is given back by
         :meth:`release`, when the attempt is refused or the claim ends."""

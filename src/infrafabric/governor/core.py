@@ -619,17 +619,19 @@ class IFGovernor(ClaimPolicy):
                 "holds": {**b.holds, claim_id: Hold(task_id=task_id, micros=cost, at=self.clock())},
                 "reserved_micros": b.reserved_micros + cost, "updated_at": self.clock()})
 
-        await self._budgets.mutate(swarm_id, change)
+        # the copy admission read (watched, or this attempt's look) saves a round trip; a stale one
+        # only loses the compare-and-swap, which then reads the record
+        await self._budgets.mutate(swarm_id, change, first=await self._budgets.get(swarm_id))
         return outcome
 
     async def release(self, swarm_id: str, claim_id: str, task_id: str) -> None:
         """Give back what the claim ``claim_id`` still holds (what costs
         tracked for its task did not draw already)."""
         try:
-            budget = await self.budget(swarm_id)
+            seen = await self._budgets.get(swarm_id)
         except CorruptRecordError:
             return  # nothing to give back to a record that does not read
-        if budget is None or claim_id not in budget.holds:
+        if seen is None or claim_id not in seen.value.holds:
             return  # nothing held: no write
 
         def change(b: Budget | None) -> Budget | None:
@@ -640,7 +642,7 @@ class IFGovernor(ClaimPolicy):
             return b.model_copy(update={"holds": holds, "updated_at": self.clock(),
                                         "reserved_micros": max(0, b.reserved_micros - gone.micros)})
 
-        await self._budgets.mutate(swarm_id, change)
+        await self._budgets.mutate(swarm_id, change, first=seen)
 
     async def _stale_holds(self, swarm_id: str, budget: Budget) -> dict[str, Hold]:
         """The holds of claims that are not on their task (older than
