@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from infrafabric.bus import from_url
-from infrafabric.bus.security import Security
+from infrafabric.bus.security import Security, access_failure
 from infrafabric.bus.servers import EtcdServer, NatsServer
 from infrafabric.errors import BusAccessError, BusUnavailableError, ConfigurationError
 from secure import (
@@ -144,6 +144,23 @@ async def test_nats_tls_refusals_name_their_cause(tls_nats: NatsServer, certs: P
     error = await refusal(tls_nats.url + (f"?{q}" if q else ""))
     assert cause in error.message
     assert error.hint
+
+
+@pytest.mark.parametrize(("cert", "cause"), [("stranger", "not signed by a CA it trusts"),
+                                             ("expired", "it has expired")])
+def test_a_reset_after_the_handshake_is_a_refused_client_certificate(certs: Pki, cert: str,
+                                                                       cause: str) -> None:
+    """Under TLS 1.3 nats-server judges the client's certificate after the
+    client's side of the handshake, and the client may read a connection
+    reset instead of the alert: what the server announced (tls_verify) says
+    which refusal it was, never "the bus cannot be reached"."""
+    options = dict(part.split("=", 1) for part in certs.client_query(cert=cert).split("&"))
+    security = Security.from_options("nats", options, env={})
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    error = access_failure("nats://127.0.0.1:4222", security, reset,
+                           server={"tls_required": True, "tls_verify": True})
+    assert isinstance(error, BusAccessError)
+    assert "refused this client's certificate" in error.message and cause in error.message and error.hint
 
 
 async def test_nats_user_and_password(users_nats: NatsServer, clean_env: pytest.MonkeyPatch,

@@ -331,6 +331,15 @@ def access_failure(where: str, security: Security, cause: BaseException | str,
             return BusAccessError(f"{where} requires a client certificate, and this client gives none "
                                   f"(it closed the connection: {text})",
                                   hint="give one its CA signed: tls_cert=PATH and tls_key=PATH")
+        if server.get("tls_verify") and security.tls:
+            # TLS 1.3: the server judges the client's certificate after the client's side of the
+            # handshake is done, and may reset the connection before its alert is read
+            expired = security.cert_expired()
+            why = "it has expired" if expired else "not signed by a CA it trusts, or revoked"
+            return BusAccessError(f"{where} refused this client's certificate {security.cert}: {why} (it "
+                                  f"closed the connection: {text})",
+                                  hint="issue a new client certificate and point tls_cert/tls_key at it"
+                                  if expired else "ask its operator for a certificate its CA signs")
         if server.get("auth_required") and security.anonymous:
             return BusAccessError(f"{where} requires authentication, and this client gives no credentials "
                                   f"(it closed the connection: {text})",
