@@ -68,7 +68,7 @@ class Execution:
     task_id: str
     output: Any
     latency_ms: float
-    fuel_used: int
+    fuel_used: int | None  # None unless the contract sets max_fuel
     api_calls: int
     logs: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)

@@ -16,8 +16,9 @@ A guest reaches the outside world only through two imports (see
 Host functions never raise into wasmtime. wasmtime-py passes a Python
 exception out of a host function through a module-global slot, which another
 thread's failing call may pick up; so a host function that must end the task
-records the reason in its :class:`HostContext`, drains the store's fuel so the
-guest stops at its next fuel check, and the runner raises the recorded error.
+records the reason in its :class:`HostContext`, moves the store's epoch
+deadline to now so the guest stops at its next epoch check, and the runner
+raises the recorded error.
 """
 
 from __future__ import annotations
@@ -210,8 +211,10 @@ class HostContext:
 
 
 def _stop_guest(caller: wasmtime.Caller) -> None:
-    # wasmtime-py has no public setter on a Caller; zero fuel makes the guest trap at its next check
-    wffi.wasmtime_context_set_fuel(caller._context(), 0)
+    # wasmtime-py has no public setter on a Caller. An epoch deadline of 0 ticks from now stops the
+    # guest at its next check (a function entry or a loop back-edge), metered by fuel or not; a paced
+    # run's callback sees the recorded abort and stops it the same way.
+    wffi.wasmtime_context_set_epoch_deadline(caller._context(), 0)
 
 
 def _memory(caller: wasmtime.Caller) -> wasmtime.Memory | None:

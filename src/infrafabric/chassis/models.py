@@ -46,15 +46,27 @@ class ResourceLimits(_Strict):
 
     * ``max_memory_mb`` — linear memory cap (store limit); a ``memory.grow``
       past it fails and a module that starts above it will not instantiate.
-    * ``max_fuel`` — CPU as wasmtime fuel (about one unit per wasm instruction).
-    * ``max_execution_time_seconds`` — wall clock, as an epoch deadline.
+    * ``max_execution_time_seconds`` — wall clock, as an epoch deadline. A
+      task runs on one thread, so this bounds its CPU time too.
+    * ``max_cpu_percent`` — the share of one core the task may use over time
+      (the seeds' ``max_cpu_percent``). Below 100 the run is paced: every
+      :data:`~infrafabric.chassis.sandbox.PACE_SLICE_S` of guest execution the
+      host compares the thread's CPU time with the wall time since the start
+      and sleeps the guest until the share is met again. A run shorter than
+      one slice is never slowed.
+    * ``max_fuel`` — an exact instruction budget as wasmtime fuel (about one
+      unit per wasm instruction), the same on every machine; ``None`` (the
+      default) counts nothing. Counting costs: fuel instruments every basic
+      block, measured at 1.2-1.4x on call-heavy code and on CPython
+      (``ifctl bench chassis``), so it is opt-in.
     * ``max_api_calls_per_second`` — token bucket on the ``api_call`` host function.
     * ``max_log_bytes`` — total bytes one task may write through ``log``.
     """
 
     max_memory_mb: int = Field(default=256, ge=1, le=4096)
-    max_fuel: int = Field(default=2_000_000_000, ge=1_000)
+    max_fuel: int | None = Field(default=None, ge=1_000)
     max_execution_time_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_cpu_percent: int = Field(default=100, ge=1, le=100)
     max_api_calls_per_second: int = Field(default=10, ge=0, le=10_000)
     max_log_bytes: int = Field(default=64 * 1024, ge=0, le=16 * 1024 * 1024)
 

@@ -1,16 +1,26 @@
 """Run untrusted WebAssembly under limits: the chassis's sandbox.
 
-One :class:`Sandbox` owns one wasmtime ``Engine`` (fuel metering and epoch
-interruption on), a compiled-module cache (memory and disk) and a daemon
-thread that advances the engine's epoch every millisecond while any run is in
-progress. Each run gets a fresh ``Store`` carrying that run's limits:
+One :class:`Sandbox` owns a wasmtime ``Engine`` with epoch interruption on, a
+compiled-module cache (memory and disk) and a daemon thread that advances the
+engine's epoch every millisecond while any run is in progress. Each run gets a
+fresh ``Store`` carrying that run's limits:
 
 * memory — ``Store.set_limits``: a ``memory.grow`` past the cap returns -1 to
   the guest, a module that starts above it does not instantiate
-  (:class:`OutOfMemoryError`);
-* CPU — fuel (:class:`OutOfFuelError`);
-* wall clock — an epoch deadline (:class:`SandboxTimeoutError`);
+  (:class:`OutOfMemoryError`); free at run time;
+* wall clock — an epoch deadline (:class:`SandboxTimeoutError`); the one
+  check wasmtime compiles into every function entry and loop back-edge;
+* CPU share — ``max_cpu_percent`` below 100 registers an epoch-deadline
+  callback that runs every :data:`PACE_SLICE_S` of guest execution and
+  sleeps the guest until its CPU time is back within the share;
+* instructions — fuel, only when the run sets ``max_fuel``
+  (:class:`OutOfFuelError`). Fuel instruments every basic block, so metered
+  runs use a second engine, built (and each module compiled for it) on first
+  use: runs that do not count instructions never pay for counting;
 * API calls — a token bucket in the host function (:class:`RateLimitedError`).
+
+``ifctl bench chassis`` measures what each of these costs on each workload,
+against raw wasmtime in the same run.
 
 Nothing is ever limited with ``setrlimit`` in this process. WASI grants
 nothing unless :class:`WasiGrants` lists it; guests never inherit the host's
@@ -25,6 +35,7 @@ and pre-instantiated modules are shared). The task ABI is documented in
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import importlib.metadata
 import json
@@ -42,6 +53,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import wasmtime
+from wasmtime import _ffi as wffi
 
 from infrafabric.chassis.compiler import compile_in_worker, engine_config
 from infrafabric.chassis.hostapi import (
@@ -68,6 +80,7 @@ from infrafabric.errors import (
 __all__ = [
     "MAX_STREAM_BYTES",
     "MAX_TASK_OUTPUT_BYTES",
+    "PACE_SLICE_S",
     "WASI_FUNCTIONS",
     "WASI_MODULE",
     "CacheStats",
@@ -104,6 +117,16 @@ MAX_STREAM_BYTES = 16 * 1024 * 1024
 MAX_TASK_OUTPUT_BYTES = 64 * 1024 * 1024
 #: epoch tick (seconds); deadlines are accurate to about one tick
 EPOCH_TICK_S = 0.001
+#: how much guest execution a paced run (``max_cpu_percent`` below 100) gets between two checks of
+#: its CPU share: the overshoot is at most one slice, and a run shorter than one is never slowed
+PACE_SLICE_S = 0.010
+_PACE_SLICE_TICKS = round(PACE_SLICE_S / EPOCH_TICK_S)
+# wasmtime's C API: the epoch-deadline callback (wasmtime-py 51 binds it but does not wrap it)
+_EPOCH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.POINTER(wffi.wasmtime_context_t), ctypes.c_void_p,
+                                   ctypes.POINTER(ctypes.c_uint64),
+                                   ctypes.POINTER(wffi.wasmtime_update_deadline_kind_t))
+_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
+_DEADLINE_CONTINUE = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
 _PAGE = 65536
 _CACHE_MAGIC = b"IFCWASM1"
 _CACHE_FORMAT = "1"
@@ -136,20 +159,25 @@ class CompiledModule:
     _pre: wasmtime.InstancePre | None = field(default=None, repr=False, compare=False)
     _source: bytes = field(default=b"", repr=False, compare=False)
     _exports: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    _trusted: bool = field(default=False, repr=False, compare=False)
 
 
 @dataclass
 class CommandResult:
     """Outcome of a WASI command run. A non-zero ``exit_code`` (from the guest's
-    ``proc_exit``) is reported here, not raised."""
+    ``proc_exit``) is reported here, not raised. ``fuel_used`` is ``None``
+    unless the run set ``max_fuel``; ``cpu_s`` is the CPU time of the run's
+    thread, ``paused_s`` how long pacing to ``max_cpu_percent`` held it."""
 
     exit_code: int
     stdout: bytes
     stderr: bytes
-    fuel_used: int
+    fuel_used: int | None
     elapsed_s: float
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    cpu_s: float = 0.0
+    paused_s: float = 0.0
 
 
 @dataclass
@@ -158,17 +186,21 @@ class TaskResult:
 
     ``refusals`` lists the ``api_call`` attempts a credential, scope or
     missing transport refused (the guest saw ``-1``); ``api_errors`` the ones
-    that failed otherwise (``-2``, ``-3``, ``-4``).
+    that failed otherwise (``-2``, ``-3``, ``-4``). ``fuel_used`` is ``None``
+    unless the run set ``max_fuel``; ``cpu_s`` is the CPU time of the run's
+    thread, ``paused_s`` how long pacing to ``max_cpu_percent`` held it.
     """
 
     output: Any
     logs: list[str]
     api_calls: int
-    fuel_used: int
+    fuel_used: int | None
     elapsed_s: float
     log_truncated: bool = False
     refusals: list[str] = field(default_factory=list)
     api_errors: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0
+    paused_s: float = 0.0
 
 
 @dataclass
@@ -191,6 +223,19 @@ class _Entry:
     kind: Literal["task", "command"]
     imports: tuple[tuple[str, str], ...]
     exports: frozenset[str]
+
+
+@dataclass
+class _Flavor:
+    """One engine configuration of a sandbox (with fuel metering or without):
+    its engine, linker, epoch ticker, disk-cache key and compiled modules."""
+
+    fuel: bool
+    engine: wasmtime.Engine
+    linker: wasmtime.Linker
+    ticker: _EpochTicker
+    fingerprint: str
+    entries: dict[str, _Entry] = field(default_factory=dict)
 
 
 def cache_root() -> Path:
@@ -240,7 +285,7 @@ def classify_trap(trap: wasmtime.Trap, limits: ResourceLimits, memory_bytes: int
     if code is wasmtime.TrapCode.OUT_OF_FUEL:
         return OutOfFuelError(f"guest used up its fuel ({limits.max_fuel})")
     if code is wasmtime.TrapCode.INTERRUPT:
-        return SandboxTimeoutError(f"guest ran past its {limits.max_execution_time_seconds:g} s deadline")
+        return _timeout(limits)
     summary = _trap_summary(trap)
     used = f"{memory_bytes / (1024 * 1024):.1f} of {limits.max_memory_mb} MiB memory in use"
     headroom = limits.max_memory_bytes - memory_bytes
@@ -249,6 +294,10 @@ def classify_trap(trap: wasmtime.Trap, limits: ResourceLimits, memory_bytes: int
                                 "was most likely refused")
     name = code.name.lower() if code is not None else "trap"
     return GuestTrapError(f"guest trapped: {name}: {summary} ({used})")
+
+
+def _timeout(limits: ResourceLimits) -> SandboxTimeoutError:
+    return SandboxTimeoutError(f"guest ran past its {limits.max_execution_time_seconds:g} s deadline")
 
 
 def _with_module(exc: SandboxError, module: str, details: dict[str, Any]) -> SandboxError:
@@ -314,6 +363,45 @@ class _EpochTicker:
                         break
 
 
+class _Pacer:
+    """Holds one run to its CPU share (``max_cpu_percent``) and its deadline.
+
+    wasmtime calls back (see :meth:`Sandbox._on_epoch`) each time the run
+    reaches its epoch deadline, which the pacer keeps one
+    :data:`PACE_SLICE_S` ahead. At each call the run's thread CPU time is
+    compared with what the share allows for the wall time since the start; a
+    run ahead of its share sleeps (inside the callback, so the guest is
+    paused where it stands) until it is back within it, never past its
+    deadline. No instruction is added to the guest: the cost is one callback
+    per slice.
+    """
+
+    def __init__(self, limits: ResourceLimits, ctx: HostContext) -> None:
+        self.limits = limits
+        self.ctx = ctx
+        self.share = limits.max_cpu_percent / 100
+        self.wall0 = time.monotonic()
+        self.cpu0 = time.thread_time()
+        self.paused_s = 0.0
+
+    def on_epoch(self) -> int | None:
+        """Ticks until the next check, or ``None`` to stop the run (``ctx.abort`` says why)."""
+        ctx = self.ctx
+        if ctx.abort is not None:  # a host function ended the run
+            return None
+        now = time.monotonic()
+        ahead = (time.thread_time() - self.cpu0) / self.share - (now - self.wall0)
+        if ahead > 0 and now < ctx.deadline:
+            pause = min(ahead, ctx.deadline - now)
+            time.sleep(pause)
+            self.paused_s += pause
+            now = time.monotonic()
+        if now >= ctx.deadline:
+            ctx.abort = _timeout(self.limits)
+            return None
+        return max(1, min(_PACE_SLICE_TICKS, math.ceil((ctx.deadline - now) / EPOCH_TICK_S)))
+
+
 class _BoundedSink:
     """A WASI output stream that keeps at most ``cap`` bytes and drops the rest
     (reporting every write as complete, so the guest does not spin retrying)."""
@@ -361,35 +449,51 @@ class Sandbox:
 
     def __init__(self, *, cache_dir: Path | None = None, compact_memory: bool = False,
                  compile_limits: CompileLimits | None = CompileLimits()) -> None:  # noqa: B008 - frozen
-        self._engine = wasmtime.Engine(engine_config(compact_memory=compact_memory))
         self.compact_memory = compact_memory
         self.compile_limits = compile_limits
-        self._fingerprint = "|".join([
-            "infrafabric-cwasm", _CACHE_FORMAT, importlib.metadata.version("wasmtime"),
-            platform.system(), platform.machine(), "fuel", "epoch",
-            "compact" if compact_memory else "guarded",
-        ])
         self._local = threading.local()
-        self._linker = wasmtime.Linker(self._engine)
-        self._linker.define_wasi()
-        self._linker.allow_shadowing = True
-        define_wasi_poll(self._linker, self._current)  # a sleeping guest still meets its deadline
-        self._linker.allow_shadowing = False
-        define_host_functions(self._linker, self._current, classify_trap)
         self._lock = threading.Lock()
-        self._entries: dict[str, _Entry] = {}
-        self._ticker = _EpochTicker(self._engine)
+        self._flavors: dict[bool, _Flavor] = {}
         self._closed = False
+        # one callback for every paced run of this sandbox: it finds the run's pacer per thread
+        self._epoch_callback = _EPOCH_CALLBACK(self._on_epoch)
         self.stats = CacheStats()
         self.cache_dir: Path | None = self._prepare_cache_dir(cache_dir or default_cache_dir())
+        self._default = self._flavor(fuel=False)
+
+    def _flavor(self, *, fuel: bool) -> _Flavor:
+        """The engine for runs with (``fuel``) or without an instruction budget, built on first use."""
+        with self._lock:
+            flavor = self._flavors.get(fuel)
+            if flavor is not None:
+                return flavor
+            if self._closed:
+                raise ConfigurationError("sandbox is closed")
+            engine = wasmtime.Engine(engine_config(compact_memory=self.compact_memory, fuel=fuel))
+            linker = wasmtime.Linker(engine)
+            linker.define_wasi()
+            linker.allow_shadowing = True
+            define_wasi_poll(linker, self._current)  # a sleeping guest still meets its deadline
+            linker.allow_shadowing = False
+            define_host_functions(linker, self._current, classify_trap)
+            fingerprint = "|".join([
+                "infrafabric-cwasm", _CACHE_FORMAT, importlib.metadata.version("wasmtime"),
+                platform.system(), platform.machine(), "fuel" if fuel else "nofuel", "epoch",
+                "compact" if self.compact_memory else "guarded",
+            ])
+            flavor = self._flavors[fuel] = _Flavor(fuel, engine, linker, _EpochTicker(engine), fingerprint)
+            return flavor
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop the epoch thread. Runs in progress may then miss their deadline,
         so close only when idle; later runs raise :class:`ConfigurationError`."""
-        self._closed = True
-        self._ticker.close()
+        with self._lock:
+            self._closed = True
+            flavors = list(self._flavors.values())
+        for flavor in flavors:
+            flavor.ticker.close()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -399,8 +503,9 @@ class Sandbox:
 
     @property
     def engine(self) -> wasmtime.Engine:
-        """The shared wasmtime engine (fuel + epoch interruption)."""
-        return self._engine
+        """The wasmtime engine of runs without an instruction budget (epoch
+        interruption, no fuel): the one :meth:`compile` compiles for."""
+        return self._default.engine
 
     def _current(self) -> HostContext | None:
         ctx: HostContext | None = getattr(self._local, "ctx", None)
@@ -430,19 +535,24 @@ class Sandbox:
         """
         raw = self._read_source(source, name)
         digest = hashlib.sha256(raw).hexdigest()
-        with self._lock:
-            entry = self._entries.get(digest)
-            if entry is not None:
-                self.stats.memory_hits += 1
-        origin: Literal["compiled", "disk", "memory"] = "memory"
-        if entry is None:
-            entry, origin = self._build(raw, digest, name, trusted=digest == trusted_sha256)
-            with self._lock:
-                entry = self._entries.setdefault(digest, entry)
+        trusted = digest == trusted_sha256
+        entry, origin = self._entry(self._default, raw, digest, name, trusted=trusted)
         if allowed_imports is not None:
             self._check_allowed(name, entry.imports, allowed_imports)
         return CompiledModule(digest=digest, name=name, kind=entry.kind, imports=entry.imports, origin=origin,
-                              _module=entry.module, _pre=entry.pre, _source=raw, _exports=entry.exports)
+                              _module=entry.module, _pre=entry.pre, _source=raw, _exports=entry.exports,
+                              _trusted=trusted)
+
+    def _entry(self, flavor: _Flavor, raw: bytes, digest: str, name: str, *,
+               trusted: bool) -> tuple[_Entry, Literal["compiled", "disk", "memory"]]:
+        with self._lock:
+            entry = flavor.entries.get(digest)
+            if entry is not None:
+                self.stats.memory_hits += 1
+                return entry, "memory"
+        built, origin = self._build(flavor, raw, digest, name, trusted=trusted)
+        with self._lock:
+            return flavor.entries.setdefault(digest, built), origin
 
     @staticmethod
     def _read_source(source: bytes | str | Path, name: str) -> bytes:
@@ -462,7 +572,7 @@ class Sandbox:
         raise ModuleLoadError(f"module {name!r}: expected WAT text, wasm bytes or a path, "
                               f"got {type(source).__name__}")
 
-    def _to_module(self, raw: bytes, name: str, *, trusted: bool) -> wasmtime.Module:
+    def _to_module(self, flavor: _Flavor, raw: bytes, name: str, *, trusted: bool) -> wasmtime.Module:
         if raw.startswith(b"\0asm"):
             wasm: bytes | str = raw
         else:
@@ -476,28 +586,29 @@ class Sandbox:
                     f"module {name!r}: neither a wasm binary (no \\0asm header) nor WAT text")
         limits = self.compile_limits
         if limits is not None and not trusted and len(raw) > limits.inline_bytes:
-            payload = compile_in_worker(wasm, name=name, compact_memory=self.compact_memory, limits=limits)
+            payload = compile_in_worker(wasm, name=name, compact_memory=self.compact_memory, fuel=flavor.fuel,
+                                        limits=limits)
             with self._lock:
                 self.stats.bounded_compiles += 1
             try:
-                return wasmtime.Module.deserialize(self._engine, payload)
+                return wasmtime.Module.deserialize(flavor.engine, payload)
             except wasmtime.WasmtimeError as exc:  # a compiler of another wasmtime on the import path
                 raise ModuleLoadError(f"module {name!r}: the compiler process returned an unusable "
                                       f"module: {exc}") from exc
         try:
-            return wasmtime.Module(self._engine, wasm)
+            return wasmtime.Module(flavor.engine, wasm)
         except wasmtime.WasmtimeError as exc:
             what = "malformed or truncated wasm" if isinstance(wasm, bytes) else "invalid WAT"
             detail = " ".join(str(exc).split())
             raise ModuleLoadError(f"module {name!r}: {what}: {detail}") from exc
 
-    def _build(self, raw: bytes, digest: str, name: str, *,
+    def _build(self, flavor: _Flavor, raw: bytes, digest: str, name: str, *,
                trusted: bool) -> tuple[_Entry, Literal["compiled", "disk"]]:
-        cached = self._load_cached(digest)
+        cached = self._load_cached(flavor, digest)
         origin: Literal["compiled", "disk"] = "disk"
         module = cached
         if module is None:
-            module = self._to_module(raw, name, trusted=trusted)
+            module = self._to_module(flavor, raw, name, trusted=trusted)
             origin = "compiled"
             with self._lock:
                 self.stats.compiled += 1
@@ -505,12 +616,12 @@ class Sandbox:
         self._check_host_imports(name, module)
         kind, exports = self._check_exports(name, module)
         try:
-            pre = self._linker.instantiate_pre(module)
+            pre = flavor.linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             detail = " ".join(str(exc).split())
             raise ModuleLoadError(f"module {name!r}: imports do not match the host: {detail}") from exc
         if origin == "compiled":
-            self._store_cached(digest, module)
+            self._store_cached(flavor, digest, module)
         else:
             with self._lock:
                 self.stats.disk_hits += 1
@@ -597,14 +708,14 @@ class Sandbox:
             log.warning("module cache %s unusable (%s); disk cache off", path, exc)
             return None
 
-    def _cache_path(self, digest: str) -> Path | None:
+    def _cache_path(self, flavor: _Flavor, digest: str) -> Path | None:
         if self.cache_dir is None:
             return None
-        key = hashlib.sha256(f"{self._fingerprint}|{digest}".encode()).hexdigest()
+        key = hashlib.sha256(f"{flavor.fingerprint}|{digest}".encode()).hexdigest()
         return self.cache_dir / f"{key}.cwasm"
 
-    def _load_cached(self, digest: str) -> wasmtime.Module | None:
-        path = self._cache_path(digest)
+    def _load_cached(self, flavor: _Flavor, digest: str) -> wasmtime.Module | None:
+        path = self._cache_path(flavor, digest)
         if path is None:
             return None
         try:
@@ -624,7 +735,7 @@ class Sandbox:
             # only bytes we wrote reach deserialize: wasmtime trusts them as machine code
             if hashlib.sha256(payload).digest() != blob[len(_CACHE_MAGIC):header]:
                 raise ValueError("checksum mismatch")
-            return wasmtime.Module.deserialize(self._engine, payload)
+            return wasmtime.Module.deserialize(flavor.engine, payload)
         except (OSError, ValueError, wasmtime.WasmtimeError) as exc:
             log.info("ignoring cached module %s: %s", path.name, exc)
             with self._lock:
@@ -633,8 +744,8 @@ class Sandbox:
                 path.unlink()
             return None
 
-    def _store_cached(self, digest: str, module: wasmtime.Module) -> None:
-        path = self._cache_path(digest)
+    def _store_cached(self, flavor: _Flavor, digest: str, module: wasmtime.Module) -> None:
+        path = self._cache_path(flavor, digest)
         if path is None:
             return
         try:
@@ -704,10 +815,10 @@ class Sandbox:
                     return exc.code
                 return 0
 
-            code, fuel, elapsed = self._execute(module, limits, ctx, wasi, body)
+            code, fuel, elapsed, cpu, paused = self._execute(module, limits, ctx, wasi, body)
         return CommandResult(exit_code=code, stdout=out.value(), stderr=err.value(), fuel_used=fuel,
                              elapsed_s=elapsed, stdout_truncated=out.truncated,
-                             stderr_truncated=err.truncated)
+                             stderr_truncated=err.truncated, cpu_s=cpu, paused_s=paused)
 
     def run_task(self, module: CompiledModule, payload: Any, *,
                  limits: ResourceLimits = ResourceLimits(),  # noqa: B008 - frozen model
@@ -760,35 +871,55 @@ class Sandbox:
                 preview = raw[:60].decode("utf-8", errors="replace")
                 raise GuestTrapError(f"task output is not valid UTF-8 JSON ({exc}): {preview!r}") from None
 
-        output, fuel, elapsed = self._execute(module, limits, ctx, wasmtime.WasiConfig(), body)
+        output, fuel, elapsed, cpu, paused = self._execute(module, limits, ctx, wasmtime.WasiConfig(), body)
         return TaskResult(output=output, logs=ctx.logs, api_calls=ctx.api_calls, fuel_used=fuel,
                           elapsed_s=elapsed, log_truncated=ctx.log_truncated, refusals=ctx.refusals,
-                          api_errors=ctx.api_errors)
+                          api_errors=ctx.api_errors, cpu_s=cpu, paused_s=paused)
 
     def _execute(self, module: CompiledModule, limits: ResourceLimits, ctx: HostContext,
                  wasi: wasmtime.WasiConfig, body: Callable[[wasmtime.Store, wasmtime.Instance], T],
-                 ) -> tuple[T, int, float]:
+                 ) -> tuple[T, int | None, float, float, float]:
+        """Run ``body`` on a fresh instance under ``limits``: result, fuel used
+        (``None`` unless metered), elapsed, CPU and paused seconds."""
         if self._closed:
             raise ConfigurationError("sandbox is closed")
         if module._pre is None:
             raise ModuleLoadError(f"module {module.name!r} was not compiled by a Sandbox")
-        store = wasmtime.Store(self._engine)
+        metered = limits.max_fuel is not None
+        flavor = self._flavor(fuel=metered)
+        pre = module._pre
+        if metered:  # the module compiled for the fuel engine, once (memory, then disk cache)
+            entry, _ = self._entry(flavor, module._source, module.digest, module.name,
+                                   trusted=module._trusted)
+            pre = entry.pre
+        store = wasmtime.Store(flavor.engine)
         store.set_limits(memory_size=limits.max_memory_bytes, memories=1, instances=1, tables=8,
                          table_elements=1_000_000)
-        store.set_fuel(limits.max_fuel)
+        if limits.max_fuel is not None:
+            store.set_fuel(limits.max_fuel)
         # WASI must be set on every store: a WASI call on a store without it aborts the process
         ctx.monotonic_origin_ns = time.monotonic_ns()
         store.set_wasi(wasi)
-        store.set_epoch_deadline(math.ceil(limits.max_execution_time_seconds / EPOCH_TICK_S) + 1)
+        pacer: _Pacer | None = None
+        if limits.max_cpu_percent < 100:
+            pacer = _Pacer(limits, ctx)
+            wffi.wasmtime_store_epoch_deadline_callback(store.ptr(), self._epoch_callback, None,
+                                                        _NO_FINALIZER)
+            store.set_epoch_deadline(_PACE_SLICE_TICKS)
+        else:
+            store.set_epoch_deadline(math.ceil(limits.max_execution_time_seconds / EPOCH_TICK_S) + 1)
         instance: wasmtime.Instance | None = None
         error: SandboxError | None = None
         result: T | None = None
-        self._ticker.enter()
+        flavor.ticker.enter()
         outer = self._current()  # a transport may itself run a task on this thread
+        outer_pacer = getattr(self._local, "pacer", None)
         self._local.ctx = ctx
+        self._local.pacer = pacer
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         try:
-            instance = module._pre.instantiate(store)
+            instance = pre.instantiate(store)
             result = body(store, instance)
         except wasmtime.Trap as trap:
             error = ctx.abort or classify_trap(trap, limits, _memory_bytes(store, instance))
@@ -814,17 +945,23 @@ class Sandbox:
             error.__cause__ = exc
         finally:
             elapsed = time.perf_counter() - started
+            cpu = time.thread_time() - cpu_started
             self._local.ctx = outer
-            self._ticker.leave()
-        try:
-            fuel_used = limits.max_fuel - store.get_fuel()
-        except wasmtime.WasmtimeError:
-            fuel_used = limits.max_fuel
+            self._local.pacer = outer_pacer
+            flavor.ticker.leave()
+        fuel_used: int | None = None
+        if limits.max_fuel is not None:
+            try:
+                fuel_used = limits.max_fuel - store.get_fuel()
+            except wasmtime.WasmtimeError:
+                fuel_used = limits.max_fuel
+        paused = pacer.paused_s if pacer is not None else 0.0
         if error is None and ctx.abort is not None:
             error = ctx.abort
         if error is not None:
-            details = describe_context(ctx) | {"fuel_used": fuel_used, "elapsed_s": elapsed,
-                                               "module": module.name, "digest": module.digest}
+            details = describe_context(ctx) | {"fuel_used": fuel_used, "elapsed_s": elapsed, "cpu_s": cpu,
+                                               "paused_s": paused, "module": module.name,
+                                               "digest": module.digest}
             # The traceback keeps this frame, and ``error`` here would make a cycle that holds
             # the store until interpreter shutdown, when freeing it calls WASI output callbacks
             # into a dying Python (a Rust panic). Drop both before the exception leaves.
@@ -834,7 +971,27 @@ class Sandbox:
                 raise failure
             finally:
                 del failure
-        return result, fuel_used, elapsed  # type: ignore[return-value]
+        return result, fuel_used, elapsed, cpu, paused  # type: ignore[return-value]
+
+    def _on_epoch(self, _context: Any, _data: Any, delta: Any, kind: Any) -> int:
+        """wasmtime's epoch-deadline callback for paced runs (on the run's own
+        thread, the guest paused): continue ``delta`` ticks, or stop the run by
+        returning an error (its reason is in the run's ``ctx.abort``)."""
+        ticks: int | None = None
+        try:
+            pacer: _Pacer | None = getattr(self._local, "pacer", None)
+            if pacer is not None:
+                ticks = pacer.on_epoch()
+        except BaseException as exc:  # nothing may unwind into wasmtime's frames
+            ctx = self._current()
+            if ctx is not None and ctx.abort is None:
+                ctx.abort = GuestTrapError(f"host error while pacing the run: {type(exc).__name__}: {exc}")
+        if ticks is None:
+            error = wffi.wasmtime_error_new(b"infrafabric: run stopped by the host")
+            return ctypes.cast(error, ctypes.c_void_p).value or 0
+        delta[0] = ticks
+        kind[0] = _DEADLINE_CONTINUE
+        return 0
 
 
 def _unlink(exc: BaseException) -> None:

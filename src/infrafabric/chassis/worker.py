@@ -113,6 +113,10 @@ def _unb64(value: Any) -> bytes:
     return base64.b64decode(value, validate=True)
 
 
+def _fuel(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _error_message(exc: BaseException) -> dict[str, Any]:
     message = exc.message if isinstance(exc, InfraFabricError) else f"{type(exc).__name__}: {exc}"
     return {"type": type(exc).__name__, "message": message, "details": getattr(exc, "details", {})}
@@ -188,9 +192,10 @@ class WorkerSandbox:
         }, module, limits, None, None)
         return CommandResult(
             exit_code=int(reply["exit_code"]), stdout=_unb64(reply["stdout"]), stderr=_unb64(reply["stderr"]),
-            fuel_used=int(reply["fuel_used"]), elapsed_s=float(reply["elapsed_s"]),
+            fuel_used=_fuel(reply["fuel_used"]), elapsed_s=float(reply["elapsed_s"]),
             stdout_truncated=bool(reply["stdout_truncated"]),
-            stderr_truncated=bool(reply["stderr_truncated"]))
+            stderr_truncated=bool(reply["stderr_truncated"]),
+            cpu_s=float(reply["cpu_s"]), paused_s=float(reply["paused_s"]))
 
     def run_task(self, module: CompiledModule, payload: Any, *,
                  limits: ResourceLimits = ResourceLimits(),  # noqa: B008 - frozen model
@@ -207,9 +212,10 @@ class WorkerSandbox:
         }, module, limits, gate, transport)
         return TaskResult(
             output=reply["output"], logs=[str(x) for x in reply["logs"]], api_calls=int(reply["api_calls"]),
-            fuel_used=int(reply["fuel_used"]), elapsed_s=float(reply["elapsed_s"]),
+            fuel_used=_fuel(reply["fuel_used"]), elapsed_s=float(reply["elapsed_s"]),
             log_truncated=bool(reply["log_truncated"]), refusals=[str(x) for x in reply["refusals"]],
-            api_errors=[str(x) for x in reply["api_errors"]])
+            api_errors=[str(x) for x in reply["api_errors"]],
+            cpu_s=float(reply["cpu_s"]), paused_s=float(reply["paused_s"]))
 
     def _run(self, request: dict[str, Any], module: CompiledModule, limits: ResourceLimits,
              gate: ApiGate | None, transport: Transport | None) -> dict[str, Any]:
@@ -373,12 +379,14 @@ def _child_run(request: dict[str, Any], to_parent: BinaryIO, from_parent: Binary
                                       grants=WasiGrants.model_validate(request["grants"]))
             return {"op": "result", "exit_code": cmd.exit_code, "stdout": _b64(cmd.stdout),
                     "stderr": _b64(cmd.stderr), "fuel_used": cmd.fuel_used, "elapsed_s": cmd.elapsed_s,
+                    "cpu_s": cmd.cpu_s, "paused_s": cmd.paused_s,
                     "stdout_truncated": cmd.stdout_truncated, "stderr_truncated": cmd.stderr_truncated}
         gate = _PipeGate(to_parent, from_parent) if request["has_gate"] else None
         transport = _PipeTransport(to_parent, from_parent) if request["has_transport"] else None
         task = sandbox.run_task(module, request["payload"], limits=limits, gate=gate, transport=transport)
         return {"op": "result", "output": task.output, "logs": task.logs, "api_calls": task.api_calls,
-                "fuel_used": task.fuel_used, "elapsed_s": task.elapsed_s, "log_truncated": task.log_truncated,
+                "fuel_used": task.fuel_used, "elapsed_s": task.elapsed_s,
+                "cpu_s": task.cpu_s, "paused_s": task.paused_s, "log_truncated": task.log_truncated,
                 "refusals": task.refusals, "api_errors": task.api_errors}
     finally:
         sandbox.close()

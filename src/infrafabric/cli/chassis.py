@@ -34,7 +34,7 @@ __all__ = ["chassis"]
 _MODULE_SUFFIXES = (".wasm", ".wat")
 _KNOWN = ", ".join(sorted({*_MODULE_SUFFIXES,
                            *(e for r in runtimes.RUNTIMES.values() for e in r.extensions)}))
-_LIMIT_FLAGS = {"max_memory_mb": "--memory-mb", "max_fuel": "--fuel",
+_LIMIT_FLAGS = {"max_memory_mb": "--memory-mb", "max_fuel": "--fuel", "max_cpu_percent": "--cpu-percent",
                 "max_execution_time_seconds": "--timeout", "memory_mb": "--compile-memory-mb",
                 "timeout_seconds": "--compile-timeout"}
 
@@ -54,9 +54,11 @@ def chassis() -> None:
 # -- input -------------------------------------------------------------------------------
 
 
-def _limits(memory_mb: int | None, fuel: int | None, timeout: float | None) -> ResourceLimits:
+def _limits(memory_mb: int | None, fuel: int | None, timeout: float | None,
+            cpu_percent: int | None) -> ResourceLimits:
     given: dict[str, Any] = {k: v for k, v in (("max_memory_mb", memory_mb), ("max_fuel", fuel),
-                                               ("max_execution_time_seconds", timeout)) if v is not None}
+                                               ("max_execution_time_seconds", timeout),
+                                               ("max_cpu_percent", cpu_percent)) if v is not None}
     try:
         return ResourceLimits(**given)
     except ValidationError as exc:
@@ -173,7 +175,7 @@ def scratch_sandbox(compile_limits: CompileLimits = CompileLimits()) -> Iterator
 
 def _limit_message(exc: SandboxError, limits: ResourceLimits) -> str:
     detail = {
-        "fuel": f"out of fuel (limit {limits.max_fuel:,})",
+        "fuel": f"out of fuel (limit {limits.max_fuel or 0:,})",
         "timeout": f"wall-clock timeout (limit {limits.max_execution_time_seconds:g} s)",
         "memory": f"out of memory (limit {limits.max_memory_mb:,} MiB)",
         "rate": f"host API calls over the rate limit ({limits.max_api_calls_per_second}/s)",
@@ -191,10 +193,26 @@ def _describe(file: Path, runtime: Runtime | None, module: CompiledModule, limit
     granted = ", ".join(f"{d.host} at {d.guest} (read-only)" for d in grants.directories) or "nothing"
     script = f"; the script itself at {runtimes.SCRIPT_DIR} (read-only)" if runtime else ""
     return [f"{file} runs under {what}",
-            f"limits: memory {limits.max_memory_mb} MiB, fuel {limits.max_fuel:,}, "
-            f"wall clock {limits.max_execution_time_seconds:g} s",
+            f"limits: {limits_line(limits)}",
             f"file system: {granted}{script}",
             "environment: empty; sockets: none"]
+
+
+def limits_line(limits: ResourceLimits) -> str:
+    """The limits a run gets, in one line: ``memory 256 MiB, wall clock 30 s, CPU 100 %, fuel off``."""
+    fuel = f"fuel {limits.max_fuel:,}" if limits.max_fuel is not None else "fuel off"
+    return (f"memory {limits.max_memory_mb} MiB, wall clock {limits.max_execution_time_seconds:g} s, "
+            f"CPU {limits.max_cpu_percent} %, {fuel}")
+
+
+def used_line(fuel_used: int | None, elapsed_s: float, cpu_s: float, paused_s: float) -> str:
+    """What a run used: CPU, wall time, pauses to keep its CPU share, fuel when counted."""
+    parts = [f"used {cpu_s * 1000:.1f} ms of CPU in {elapsed_s * 1000:.1f} ms"]
+    if paused_s:
+        parts.append(f"paused {paused_s * 1000:.1f} ms to keep its CPU share")
+    if fuel_used is not None:
+        parts.append(f"{fuel_used:,} fuel")
+    return ", ".join(parts)
 
 
 def _why_to_stderr(why: list[str]) -> None:
@@ -209,7 +227,8 @@ def _stopped(exc: SandboxError, limits: ResourceLimits, why: list[str]) -> Outco
     details = run_details(exc)
     data = {"ok": False, "error": message, "limit": exc.limit, "type": type(exc).__name__,
             "detail": exc.message, "fuel_used": details.get("fuel_used"),
-            "elapsed_s": details.get("elapsed_s"), "logs": details.get("logs", [])}
+            "elapsed_s": details.get("elapsed_s"), "cpu_s": details.get("cpu_s"),
+            "paused_s": details.get("paused_s"), "logs": details.get("logs", [])}
     why = [*why, f"stopped by the sandbox ({exc.limit}): {exc.message}"]
     if settings().json:
         return Outcome(data=data, why=why, exit_code=EXIT_REFUSED)
@@ -234,8 +253,9 @@ def _command_outcome(result: CommandResult, why: list[str], *, file: Path,
             "stdout": result.stdout.decode("utf-8", errors="replace"),
             "stderr": result.stderr.decode("utf-8", errors="replace"),
             "stdout_truncated": result.stdout_truncated, "stderr_truncated": result.stderr_truncated,
-            "fuel_used": result.fuel_used, "elapsed_s": round(result.elapsed_s, 6)}
-    why = [*why, f"used {result.fuel_used:,} fuel in {result.elapsed_s * 1000:.1f} ms",
+            "fuel_used": result.fuel_used, "elapsed_s": round(result.elapsed_s, 6),
+            "cpu_s": round(result.cpu_s, 6), "paused_s": round(result.paused_s, 6)}
+    why = [*why, used_line(result.fuel_used, result.elapsed_s, result.cpu_s, result.paused_s),
            f"guest exit status {code}" + ("" if code == 0 else ", so ifctl exits 1"),
            *(f"the guest's {name} was cut at the sandbox's cap" for name, cut in
              (("stdout", result.stdout_truncated), ("stderr", result.stderr_truncated)) if cut)]
@@ -268,16 +288,21 @@ def _command_outcome(result: CommandResult, why: list[str], *, file: Path,
               help="Let the guest read this host directory, read-only, at GUEST "
                    "[default: /<basename>] (repeatable).")
 @click.option("--memory-mb", type=int, help="Linear memory cap in MiB [default 256].")
-@click.option("--fuel", type=int, help="CPU allowance in wasmtime fuel units [default 2,000,000,000].")
 @click.option("--timeout", type=float, help="Wall-clock limit in seconds [default 30].")
+@click.option("--cpu-percent", type=int, metavar="1-100",
+              help="Share of one core the guest may use over time; below 100 it is paused "
+                   "every 10 ms of running until it is back within the share [default 100].")
+@click.option("--fuel", type=int,
+              help="An exact instruction budget in wasmtime fuel units, the same on every machine "
+                   "[default: none]. Counting costs 1.2-1.4x on call-heavy code and CPython.")
 @click.option("--compile-memory-mb", type=int,
               help="Address space for compiling a module over 64 KiB, in a separate process [default 512].")
 @click.option("--compile-timeout", type=float,
               help="Wall-clock limit on that compile, in seconds [default 30].")
 @contract
 def chassis_run(file: Path, stdin_file: IO[bytes] | None, args: tuple[str, ...], input_json: str | None,
-                dirs: tuple[str, ...], memory_mb: int | None, fuel: int | None,
-                timeout: float | None, compile_memory_mb: int | None,
+                dirs: tuple[str, ...], memory_mb: int | None, timeout: float | None,
+                cpu_percent: int | None, fuel: int | None, compile_memory_mb: int | None,
                 compile_timeout: float | None) -> Outcome:
     """Run FILE in the sandbox: .py (CPython 3.12), .js/.mjs (QuickJS-ng), .wasm or .wat.
 
@@ -294,7 +319,7 @@ def chassis_run(file: Path, stdin_file: IO[bytes] | None, args: tuple[str, ...],
       0  the guest exited with status 0 (a task returned its result)
       1  the guest exited non-zero (the status is on stderr, and is
          "guest_exit_code" in --json), trapped, or hit a limit, which is
-         named: "sandbox: out of fuel (limit 2,000,000,000)"
+         named: "sandbox: wall-clock timeout (limit 30 s)"
       2  bad input: unreadable file, unknown extension, a module that does
          not load, a bad limit or --input, or an interpreter that is not
          installed (run `ifctl chassis setup`)
@@ -305,12 +330,13 @@ def chassis_run(file: Path, stdin_file: IO[bytes] | None, args: tuple[str, ...],
       ifctl chassis run tool.js --arg hello --timeout 5 --json
       ifctl chassis run report.py --dir ./data:/data --memory-mb 128
       ifctl chassis run task.wasm --input @payload.json --fuel 50000000
+      ifctl chassis run crunch.py --cpu-percent 25 --timeout 60
     """
     if settings().falsify:
-        return _falsify_run(file, memory_mb, fuel, timeout, dirs, input_json,
+        return _falsify_run(file, (memory_mb, fuel, timeout, cpu_percent), dirs, input_json,
                             command_io=stdin_file is not None or bool(args),
                             compiling=(compile_memory_mb, compile_timeout))
-    limits = _limits(memory_mb, fuel, timeout)
+    limits = _limits(memory_mb, fuel, timeout, cpu_percent)
     compile_limits = _compile_limits(compile_memory_mb, compile_timeout)
     grants = _grants(dirs)
     body = _read(file)
@@ -355,14 +381,15 @@ def _run_task(sandbox: Sandbox, module: CompiledModule, limits: ResourceLimits, 
         return _stopped(exc, limits, why)
     data: dict[str, Any] = {"ok": True, "result": result.output, "kind": "task", "file": str(file),
                             "logs": result.logs, "api_calls": result.api_calls, "refusals": result.refusals,
-                            "fuel_used": result.fuel_used, "elapsed_s": round(result.elapsed_s, 6)}
-    why = [*why, f"used {result.fuel_used:,} fuel in {result.elapsed_s * 1000:.1f} ms",
+                            "fuel_used": result.fuel_used, "elapsed_s": round(result.elapsed_s, 6),
+                            "cpu_s": round(result.cpu_s, 6), "paused_s": round(result.paused_s, 6)}
+    why = [*why, used_line(result.fuel_used, result.elapsed_s, result.cpu_s, result.paused_s),
            *(f"log: {line}" for line in result.logs),
            *(f"api_call refused: {r}" for r in result.refusals)]
     return Outcome(data=data, lines=[escape(json.dumps(result.output, sort_keys=True))], why=why)
 
 
-def _falsify_run(file: Path, memory_mb: int | None, fuel: int | None, timeout: float | None,
+def _falsify_run(file: Path, limit_flags: tuple[int | None, int | None, float | None, int | None],
                  dirs: tuple[str, ...], input_json: str | None, *, command_io: bool,
                  compiling: tuple[int | None, float | None]) -> Outcome:
     checks: list[Check] = []
@@ -377,10 +404,9 @@ def _falsify_run(file: Path, memory_mb: int | None, fuel: int | None, timeout: f
         return value
 
     done = "nothing was run; traps and limits are only known by running"
-    limits = check("the limits are valid", lambda: _limits(memory_mb, fuel, timeout))
+    limits = check("the limits are valid", lambda: _limits(*limit_flags))
     if limits is not None:
-        checks.append(Check(f"limits: memory {limits.max_memory_mb} MiB, fuel {limits.max_fuel:,}, "
-                            f"wall clock {limits.max_execution_time_seconds:g} s", True))
+        checks.append(Check(f"limits: {limits_line(limits)}", True))
     compile_limits = check("the compile limits are valid", lambda: _compile_limits(*compiling))
     check("every --dir is a directory", lambda: _grants(dirs))
     if check(f"{file} is readable", lambda: _read(file)) is None:

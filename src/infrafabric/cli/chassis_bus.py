@@ -172,8 +172,9 @@ def chassis_exec(swarm: str, input_json: str | None, task_id: str | None) -> Out
                              "api_calls": run.api_calls, "refusals": run.refusals, "logs": run.logs,
                              "reputation": None if run.reputation is None else str(run.reputation)},
                        lines=[escape(json.dumps(run.output))],
-                       why=[f"latency {run.latency_ms:.2f} ms, fuel {run.fuel_used:,}, "
-                            f"{run.api_calls} api calls", *[f"log: {x}" for x in run.logs],
+                       why=[f"latency {run.latency_ms:.2f} ms, "
+                            + (f"fuel {run.fuel_used:,}, " if run.fuel_used is not None else "")
+                            + f"{run.api_calls} api calls", *[f"log: {x}" for x in run.logs],
                             *[f"refused: {x}" for x in run.refusals],
                             f"reputation now {run.reputation}"])
 
