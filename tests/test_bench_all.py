@@ -57,7 +57,7 @@ def check_report(r: dict[str, Any], backend: str) -> None:
     for key in (("bus", "create_win_ratio"), ("coordinator", "claim_p95"),
                 ("witness", "appends_4w_concurrent")):
         assert (rows[key]["raw"] is not None) is raw_expected, rows[key]
-    assert rows[("chassis", "limits_overhead")]["raw"] > 0  # raw wasmtime, every backend
+    assert rows[("chassis", "hash_all")]["raw"] > 0  # raw wasmtime, every backend
     assert rows[("waste", "random_waste")]["value"] > rows[("waste", "governor_waste")]["value"]
     python = rows[("chassis", "python_startup_p50")]
     assert python["value"] is None and "--quick" in python["note"]

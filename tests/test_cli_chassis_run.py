@@ -122,6 +122,59 @@ def test_a_limit_exits_1_naming_it(args: list[str], message: str, limit: str) ->
     assert res.exit_code == 1 and (data["error"], data["limit"], data["ok"]) == (message, limit, False)
 
 
+#: a CPU-bound script that loops for 0.3 s of wall time, however it is paced
+CPU_BURN = """import time
+end = time.monotonic() + 0.3
+n = 0
+while time.monotonic() < end:
+    n += 1
+print("burned")
+"""
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("0", "--cpu-percent: Input should be greater than or equal to 1"),
+    ("101", "--cpu-percent: Input should be less than or equal to 100"),
+    ("abc", "Invalid value for '--cpu-percent'"),
+])
+def test_a_cpu_share_outside_1_to_100_exits_2_and_runs_nothing(value: str, message: str,
+                                                                tmp_path: Path) -> None:
+    script = tmp_path / "burn.py"
+    script.write_text(CPU_BURN)
+    res = invoke("chassis", "run", str(script), "--cpu-percent", value)
+    assert res.exit_code == 2, res.output
+    assert message in res.stderr and "Traceback" not in res.output
+    assert res.stdout == "" and "burned" not in res.output
+
+
+def test_a_cpu_share_paces_a_script_to_it(tmp_path: Path) -> None:
+    script = tmp_path / "burn.py"
+    script.write_text(CPU_BURN)
+    # 10 %, not more: a loaded machine that gives the guest less than its share has no reason to pause
+    # it (at 25 % with two busy loops per core it was not paused at all)
+    res = invoke("chassis", "run", str(script), "--cpu-percent", "10", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["ok"] and data["stdout"] == "burned\n" and data["fuel_used"] is None
+    assert data["paused_s"] > 0
+    # each check holds CPU time to the share of the wall time so far; one 10 ms slice may run past it
+    # (load only lowers CPU time against wall time, so it cannot break this bound)
+    assert 0 < data["cpu_s"] <= 0.10 * data["elapsed_s"] + 0.03, data
+    res = invoke("chassis", "run", str(script), "--cpu-percent", "10", "--why")
+    assert res.exit_code == 0 and res.stdout == "burned\n"
+    assert "limits: memory 256 MiB, wall clock 30 s, CPU 10 %, fuel off" in res.stderr
+    assert "to keep its CPU share" in res.stderr
+
+
+def test_an_unpaced_run_reports_no_pause(tmp_path: Path) -> None:
+    script = tmp_path / "burn.py"
+    script.write_text(CPU_BURN)
+    data = json.loads(invoke("chassis", "run", str(script), "--json").stdout)
+    assert data["ok"] and data["paused_s"] == 0 and data["cpu_s"] > 0
+    res = invoke("chassis", "run", str(script), "--why")
+    assert res.exit_code == 0 and "used " in res.stderr and "CPU share" not in res.stderr
+
+
 def test_a_directory_grant_is_readable_and_nothing_else_is(tmp_path: Path) -> None:
     (tmp_path / "hello.txt").write_text("hi")
     res = invoke("chassis", "run", snippet("read_file.py"), "--arg", "/data/hello.txt",
@@ -216,6 +269,19 @@ def test_falsify_runs_nothing_and_reports_every_check(wat: dict[str, str], tmp_p
     assert res.exit_code == 1 and "FAIL nope.rb is readable" in res.stdout
 
 
+def test_falsify_reports_the_cpu_share_and_the_fuel_budget() -> None:
+    res = invoke("chassis", "run", snippet("spin.py"), "--mode", "falsify", "--cpu-percent", "40",
+                 "--fuel", "1000000")
+    assert res.exit_code == 0, res.output
+    assert "ok   limits: memory 256 MiB, wall clock 30 s, CPU 40 %, fuel 1,000,000" in res.stdout
+    res = invoke("chassis", "run", snippet("spin.py"), "--mode", "falsify")
+    assert res.exit_code == 0
+    assert "ok   limits: memory 256 MiB, wall clock 30 s, CPU 100 %, fuel off" in res.stdout
+    data = json.loads(invoke("chassis", "run", snippet("spin.py"), "--mode", "falsify", "--json",
+                             "--cpu-percent", "0").stdout)
+    assert data["would_fail"] and any("--cpu-percent" in p for p in data["problems"])
+
+
 # -- setup -------------------------------------------------------------------------------
 
 
@@ -253,6 +319,13 @@ def test_setup_refuses_a_wheel_that_is_not_the_pinned_one(tmp_path: Path) -> Non
 def ifctl(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([IFCTL, *args], input=stdin, capture_output=True, timeout=120,
                           env=os.environ.copy())
+
+
+def test_the_installed_command_prints_why_once() -> None:
+    # a streamed run's reasons come from render() alone (cli/chassis.py printed them a second time)
+    res = ifctl("chassis", "run", snippet("echo_json.py"), "--stdin", "-", "--why", stdin=b'{"n": 1}')
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count(b"why:") == 1 and res.stderr.count(b"guest exit status 0") == 1
 
 
 def test_the_installed_command_runs_python_and_exits_with_the_contract_codes() -> None:

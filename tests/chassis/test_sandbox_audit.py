@@ -324,3 +324,17 @@ def test_worker_crash_is_a_typed_error(workers: WorkerSandbox) -> None:
     killer.join()
     assert isinstance(info.value, GuestTrapError)
     assert workers.running_pids() == []
+
+
+def test_worker_paces_a_run_to_its_cpu_share(workers: WorkerSandbox) -> None:
+    audit = workers.compile(WAT / "task_audit.wat", name="audit")
+    paced = ResourceLimits(max_cpu_percent=10, max_execution_time_seconds=0.5)
+    with pytest.raises(SandboxTimeoutError, match="module 'audit'") as info:  # no fuel: the clock ends it
+        workers.run_task(audit, 1, limits=paced)
+    details = run_details(info.value)
+    assert info.value.limit == "timeout"
+    assert details["paused_s"] > 0 and details["fuel_used"] is None
+    # the child held the guest to 10 % of its wall time, give or take one 10 ms slice
+    assert details["cpu_s"] <= 0.1 * details["elapsed_s"] + 0.03, details
+    result = workers.run_task(audit, 0, limits=paced)
+    assert result.output == "ok" and result.fuel_used is None and result.cpu_s >= 0

@@ -148,7 +148,7 @@ def _run_one(name: str, plan: Plan, url: str | None, server: dict[str, Any], cle
         report = bench_chassis(n=plan.chassis_n, python=plan.chassis_python, progress=progress)
         if not plan.chassis_python:
             for t in report["targets"]:
-                if t["operation"] == "python_startup" and t["value"] is None:
+                if t["operation"].startswith("python_") and t["value"] is None:
                     t["note"] = QUICK_PYTHON_NOTE
             report["notes"] = [QUICK_PYTHON_NOTE]
         return report

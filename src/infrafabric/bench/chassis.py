@@ -1,56 +1,105 @@
-"""``ifctl bench chassis``: what the sandbox costs, against raw wasmtime in the same run.
+"""``ifctl bench chassis``: what the sandbox and each of its limits cost, beside raw wasmtime in one run.
 
-Figures (milliseconds, nearest-rank percentiles, see :mod:`infrafabric.bench.stats`):
+Figures are milliseconds (nearest-rank percentiles, see :mod:`infrafabric.bench.stats`).
 
-* ``compile`` — a small task module compiled from WAT (each sample a new
-  module, so no cache can answer) vs ``wasmtime.Module`` on a plain engine;
-* ``cache_load`` — the same module loaded by a fresh :class:`Sandbox` from
-  the on-disk cache (deserialize), the cost a new process pays;
-* ``trivial_task`` — one task end to end through ``Sandbox.run_task`` (fresh
-  store with limits, instantiate, JSON in, JSON out) vs raw wasmtime doing
-  the same with a pre-instantiated module and no limits (target: ours ≤ 1 ms
-  median);
-* ``work_task`` — a CPU-bound task (FNV-1a over a 64 KiB buffer, repeated)
-  under the sandbox's limits vs the same module on a plain engine with no
-  fuel or epoch: the limits' overhead per task (target ≤ 5 %);
-* ``python_startup`` — ``print(1)`` in sandboxed CPython (compiled module
-  cached) when the runtime is installed (target ≤ 100 ms median).
+**Workloads** (each run end to end: a fresh store, instantiate, payload in,
+result out, as the sandbox runs every task):
 
-Samples of ours and raw alternate, so load from other work on the machine
-hits both alike. Targets are reported, never asserted.
+* ``trivial`` — a task that returns its payload;
+* ``hash`` — FNV-1a over 64 KiB of guest memory, 64 times (memory-bound);
+* ``calls`` — recursive Fibonacci (a function call per step);
+* ``loop`` — a three-instruction arithmetic loop, millions of iterations:
+  the worst case for any check compiled into loops;
+* ``python_startup`` — ``print(1)`` in sandboxed CPython 3.12;
+* ``python_compute`` — a CPython loop of about 0.1 s.
+
+**Variants** of each workload, sampled in turn so that load from elsewhere on
+the machine hits all alike:
+
+* ``raw`` — a plain ``wasmtime.Engine()``: no limit at all (the baseline);
+* ``memory`` — the memory cap (``Store.set_limits``);
+* ``epoch`` — the wall clock: an engine with epoch interruption, a deadline on
+  the store and a thread ticking the epoch every millisecond (as the sandbox);
+* ``cpu_share`` — the CPU share: ``epoch`` plus the epoch-deadline callback,
+  called every 10 ms of execution to compare CPU and wall time (never pausing
+  here: its cost, not its effect);
+* ``fuel`` — the instruction budget: an engine with fuel metering;
+* ``all`` — all of the above together;
+* ``sandbox`` — :class:`~infrafabric.chassis.sandbox.Sandbox` as users call it,
+  with its default limits (memory cap, wall clock; no fuel, no pacing);
+* ``sandbox_fuel`` — the same with ``max_fuel`` set (the metered engine).
+
+Each variant's ``ratio`` is its p50 over ``raw``'s p50 in the same run.
+Targets: each limit, and all of them together, within 5 % of ``raw``; a
+trivial task through the sandbox at most 1 ms; ``print(1)`` in sandboxed
+Python at most 100 ms. Targets are reported, never asserted.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import wasmtime
+from wasmtime import _ffi as wffi
 
 from infrafabric.bench._common import Progress, machine_info, started_at, target_row, version
 from infrafabric.bench.stats import QUANTILE_METHOD, ratio, summarize
 from infrafabric.chassis import runtimes
 from infrafabric.chassis.models import ResourceLimits
-from infrafabric.chassis.sandbox import CompiledModule, Sandbox
+from infrafabric.chassis.sandbox import (
+    _DEADLINE_CONTINUE,
+    _EPOCH_CALLBACK,
+    _NO_FINALIZER,
+    EPOCH_TICK_S,
+    PACE_SLICE_S,
+    CompiledModule,
+    Sandbox,
+)
 from infrafabric.errors import InfraFabricError
 
-__all__ = ["PHASES", "TARGETS", "WORK_ROUNDS", "bench_chassis"]
+__all__ = ["LIMITS", "PHASES", "TARGETS", "VARIANTS", "WORKLOADS", "bench_chassis"]
 
-PHASES: dict[str, str] = {"compile": "compiling modules", "cache_load": "loading from the cache",
-                          "trivial_task": "trivial tasks", "work_task": "CPU-bound tasks",
-                          "python_startup": "Python start-up"}
-#: the ``work_task`` payload: 8 x this many rounds of FNV-1a over 64 KiB (about 5-10 ms)
-WORK_ROUNDS = 8
-#: (id, operation, metric, threshold, description)
+PHASES: dict[str, str] = {
+    "compile": "compiling modules", "cache_load": "loading from the cache",
+    "trivial": "trivial tasks", "hash": "hash loops", "calls": "recursive calls", "loop": "tight loops",
+    "python_startup": "Python start-up", "python_compute": "Python compute",
+}
+#: what each workload is
+WORKLOADS: dict[str, str] = {
+    "trivial": "a task that returns its JSON payload",
+    "hash": "FNV-1a over 64 KiB of guest memory, 64 times (memory-bound)",
+    "calls": "recursive Fibonacci, fib(27) (a call per step)",
+    "loop": "a 3-instruction arithmetic loop, 6 million iterations (the worst case for checks in loops)",
+    "python_startup": "print(1) in sandboxed CPython 3.12",
+    "python_compute": "a CPython loop summing 200,000 squares modulo 7",
+}
+#: the limits measured one at a time on raw wasmtime, then together
+LIMITS: tuple[str, ...] = ("memory", "epoch", "cpu_share", "fuel", "all")
+VARIANTS: tuple[str, ...] = ("raw", *LIMITS, "sandbox", "sandbox_fuel")
+#: (id, operation, metric, threshold, description); the per-limit rows are added for each workload
 TARGETS: list[tuple[str, str, str, float, str]] = [
-    ("trivial_task_p50", "trivial_task", "ours.p50", 1.0, "trivial task end to end <= 1 ms median"),
-    ("limits_overhead", "work_task", "ratio", 1.05, "limits cost <= 5 % per realistic task (ours/raw p50)"),
-    ("python_startup_p50", "python_startup", "ours.p50", 100.0, "Python snippet start-up <= 100 ms median"),
+    ("trivial_task_p50", "trivial.sandbox", "ours.p50", 1.0,
+     "trivial task through the sandbox <= 1 ms median"),
+    ("python_startup_p50", "python_startup.sandbox", "ours.p50", 100.0,
+     "print(1) in sandboxed Python <= 100 ms median"),
 ]
+LIMIT_TARGET = 1.05
+_LIMIT_NAMES = {"memory": "the memory cap", "epoch": "the wall clock (epoch deadline)",
+                "cpu_share": "the CPU share (epoch + pacing callback)",
+                "fuel": "the instruction budget (fuel)", "all": "all limits together"}
+_SANDBOX_LIMITS = ResourceLimits(max_memory_mb=256, max_execution_time_seconds=60)
+_SANDBOX_FUEL = _SANDBOX_LIMITS.model_copy(update={"max_fuel": 10**15})
+_PY_STARTUP = "print(1)\n"
+_PY_COMPUTE = "s = 0\nfor i in range(200000):\n    s += i * i % 7\nprint(s)\n"
 
 _ALLOC = """
   (global $heap (mut i32) (i32.const 1024))
@@ -60,6 +109,8 @@ _ALLOC = """
     (global.set $heap (i32.add (local.get $p) (local.get $n)))
     (local.get $p))
 """
+# the compute tasks take one digit d as payload and return "ok" (4 bytes at 0)
+_DIGIT = "(i32.sub (i32.load8_u (local.get $ptr)) (i32.const 48))"
 
 #: the trivial task: returns its payload
 ECHO_WAT = f"""(module
@@ -70,14 +121,14 @@ ECHO_WAT = f"""(module
             (i64.extend_i32_u (local.get $len)))))
 """
 
-#: the CPU-bound task: payload = one digit d; FNV-1a over 64 KiB 8 x d times; returns "ok"
-WORK_WAT = f"""(module
+#: payload d: FNV-1a over 64 KiB 8 x d times
+HASH_WAT = f"""(module
   (memory (export "memory") 2)
   (data (i32.const 0) "\\"ok\\"")
   {_ALLOC}
   (func (export "run") (param $ptr i32) (param $len i32) (result i64)
     (local $rounds i32) (local $i i32) (local $h i32)
-    (local.set $rounds (i32.shl (i32.sub (i32.load8_u (local.get $ptr)) (i32.const 48)) (i32.const 3)))
+    (local.set $rounds (i32.shl {_DIGIT} (i32.const 3)))
     (local.set $h (i32.const 0x811c9dc5))
     (block $done
       (loop $round
@@ -94,20 +145,130 @@ WORK_WAT = f"""(module
     (i64.const 4)))
 """
 
+#: payload d: fib(20 + d), recursively
+CALLS_WAT = f"""(module
+  (memory (export "memory") 1)
+  (data (i32.const 0) "\\"ok\\"")
+  {_ALLOC}
+  (func $fib (param $n i32) (result i32)
+    (if (result i32) (i32.lt_u (local.get $n) (i32.const 2))
+      (then (local.get $n))
+      (else (i32.add (call $fib (i32.sub (local.get $n) (i32.const 1)))
+                     (call $fib (i32.sub (local.get $n) (i32.const 2)))))))
+  (func (export "run") (param $ptr i32) (param $len i32) (result i64)
+    (i32.store (i32.const 16) (call $fib (i32.add (i32.const 20) {_DIGIT})))
+    (i64.const 4)))
+"""
 
-class _Raw:
-    """Raw wasmtime, no limits: a plain engine, a store per task, a linker
-    pre-instantiation like ours, the same ABI calls."""
+#: payload d: d million iterations of s += i * i
+LOOP_WAT = f"""(module
+  (memory (export "memory") 1)
+  (data (i32.const 0) "\\"ok\\"")
+  {_ALLOC}
+  (func (export "run") (param $ptr i32) (param $len i32) (result i64)
+    (local $n i32) (local $i i32) (local $s i32)
+    (local.set $n (i32.mul {_DIGIT} (i32.const 1000000)))
+    (loop $l
+      (local.set $s (i32.add (local.get $s) (i32.mul (local.get $i) (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+    (i32.store (i32.const 16) (local.get $s))
+    (i64.const 4)))
+"""
 
-    def __init__(self, wat: str) -> None:
-        self.engine = wasmtime.Engine()
-        self.module = wasmtime.Module(self.engine, wat)
-        self.pre = wasmtime.Linker(self.engine).instantiate_pre(self.module)
+#: workload -> (module, payload) of the task workloads
+_TASKS: dict[str, tuple[str, Any]] = {"trivial": (ECHO_WAT, {"task": "T1", "n": 1}), "hash": (HASH_WAT, 8),
+                                      "calls": (CALLS_WAT, 7), "loop": (LOOP_WAT, 6)}
 
-    def run(self, payload: Any) -> Any:
+
+@dataclass(frozen=True)
+class _Mechanism:
+    """Which of wasmtime's mechanisms a raw run uses."""
+
+    memory: bool = False
+    epoch: bool = False
+    pacing: bool = False
+    fuel: bool = False
+
+
+_MECHANISMS: dict[str, _Mechanism] = {
+    "raw": _Mechanism(), "memory": _Mechanism(memory=True), "epoch": _Mechanism(epoch=True),
+    "cpu_share": _Mechanism(epoch=True, pacing=True), "fuel": _Mechanism(fuel=True),
+    "all": _Mechanism(memory=True, epoch=True, pacing=True, fuel=True),
+}
+
+
+class _Engines:
+    """The four engine configurations raw runs need, a thread ticking the
+    epoch ones every millisecond (as the sandbox does), and a pacing callback
+    that does the sandbox's per-slice work without ever pausing."""
+
+    def __init__(self) -> None:
+        self.engines: dict[tuple[bool, bool], wasmtime.Engine] = {}
+        for fuel in (False, True):
+            for epoch in (False, True):
+                config = wasmtime.Config()
+                config.consume_fuel = fuel
+                config.epoch_interruption = epoch
+                self.engines[(fuel, epoch)] = wasmtime.Engine(config)
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="bench-epoch", daemon=True)
+        self._ticker.start()
+        self.callback = _EPOCH_CALLBACK(self._on_epoch)
+        self.slice_ticks = round(PACE_SLICE_S / EPOCH_TICK_S)
+        self._origin = (time.monotonic(), time.thread_time())
+        self.ahead = 0.0
+
+    def engine(self, mechanism: _Mechanism) -> wasmtime.Engine:
+        return self.engines[(mechanism.fuel, mechanism.epoch)]
+
+    def _tick(self) -> None:
+        ticking = [e for (_, epoch), e in self.engines.items() if epoch]
+        while not self._stop.wait(EPOCH_TICK_S):
+            for engine in ticking:
+                engine.increment_epoch()
+
+    def _on_epoch(self, _context: Any, _data: Any, delta: Any, kind: Any) -> int:
+        # the pacer's reading of the clocks, at a share of 100 %: what a slice costs, never a pause
+        wall0, cpu0 = self._origin
+        self.ahead = (time.thread_time() - cpu0) - (time.monotonic() - wall0)
+        delta[0] = self.slice_ticks
+        kind[0] = _DEADLINE_CONTINUE
+        return 0
+
+    def store(self, mechanism: _Mechanism, memory_bytes: int) -> wasmtime.Store:
+        store = wasmtime.Store(self.engine(mechanism))
+        if mechanism.memory:
+            store.set_limits(memory_size=memory_bytes, memories=1, instances=1, tables=8,
+                             table_elements=1_000_000)
+        if mechanism.fuel:
+            store.set_fuel(10**15)
+        if mechanism.pacing:
+            wffi.wasmtime_store_epoch_deadline_callback(store.ptr(), self.callback, None, _NO_FINALIZER)
+            store.set_epoch_deadline(self.slice_ticks)
+        elif mechanism.epoch:
+            store.set_epoch_deadline(60_000)
+        return store
+
+    def close(self) -> None:
+        self._stop.set()
+        self._ticker.join(2)
+
+
+class _RawTask:
+    """A task module run on raw wasmtime under one mechanism: a store per run,
+    the module pre-linked once per engine, the sandbox's ABI calls."""
+
+    def __init__(self, engines: _Engines, wat: str) -> None:
+        self.engines = engines
+        self.pre: dict[tuple[bool, bool], wasmtime.InstancePre] = {}
+        for key, engine in engines.engines.items():
+            self.pre[key] = wasmtime.Linker(engine).instantiate_pre(wasmtime.Module(engine, wat))
+
+    def run(self, mechanism: _Mechanism, payload: Any) -> Any:
         data = json.dumps(payload, separators=(",", ":")).encode()
-        store = wasmtime.Store(self.engine)
-        instance = self.pre.instantiate(store)
+        store = self.engines.store(mechanism, 16 * 1024 * 1024)
+        instance = self.pre[(mechanism.fuel, mechanism.epoch)].instantiate(store)
         exports = instance.exports(store)
         memory, alloc, run = exports["memory"], exports["alloc"], exports["run"]
         assert isinstance(memory, wasmtime.Memory)
@@ -119,109 +280,190 @@ class _Raw:
         return json.loads(out)
 
 
+class _RawPython:
+    """The pinned CPython run on raw wasmtime under one mechanism: a WASI
+    command with the script's directory preopened read-only, as the sandbox
+    runs it (``runtimes.run_python``)."""
+
+    def __init__(self, engines: _Engines, wasm: Path, script_dir: Path) -> None:
+        self.engines = engines
+        self.script_dir = script_dir
+        self.pre: dict[tuple[bool, bool], wasmtime.InstancePre] = {}
+        for key, engine in engines.engines.items():  # about 4 s each: CPython is 26 MB of wasm
+            linker = wasmtime.Linker(engine)
+            linker.define_wasi()
+            self.pre[key] = linker.instantiate_pre(wasmtime.Module.from_file(engine, str(wasm)))
+
+    def run(self, mechanism: _Mechanism, script: str) -> bytes:
+        out: list[bytes] = []
+
+        def stdout(data: bytes) -> int:
+            out.append(data)
+            return len(data)
+
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = [runtimes.PYTHON.name, *runtimes.PYTHON.argv(f"{runtimes.SCRIPT_DIR}/{script}")]
+        wasi.preopen_dir(str(self.script_dir), runtimes.SCRIPT_DIR, fs_mutable=False)
+        wasi.stdout_custom = stdout
+        store = self.engines.store(mechanism, 256 * 1024 * 1024)
+        store.set_wasi(wasi)
+        instance = self.pre[(mechanism.fuel, mechanism.epoch)].instantiate(store)
+        start = instance.exports(store)["_start"]
+        assert isinstance(start, wasmtime.Func)
+        try:
+            start(store)
+        except wasmtime.ExitTrap as exc:
+            if exc.code != 0:
+                raise InfraFabricError(f"raw CPython exited {exc.code}") from None
+        return b"".join(out)
+
+
 def _time(fn: Callable[[], object]) -> int:
     t0 = time.perf_counter_ns()
     fn()
     return time.perf_counter_ns() - t0
 
 
-def _pairs(phase: str, n: int, warmup: int, ours: Callable[[int], object],
-           raw: Callable[[int], object] | None, progress: Progress | None) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {"ours": [], "raw": []}
+def _interleaved(phase: str, n: int, warmup: int, runs: dict[str, Callable[[], object]],
+                 progress: Progress | None) -> dict[str, list[int]]:
+    """``n`` samples of each run, taking them in turn (the order rotating every
+    round) so that drift and load on the machine fall on all alike."""
+    names = list(runs)
+    out: dict[str, list[int]] = {name: [] for name in names}
     step = max(1, n // 50)
     for i in range(n + warmup):
-        sides = [("ours", ours)] + ([("raw", raw)] if raw is not None else [])
-        for side, fn in (sides if i % 2 == 0 else sides[::-1]):
-            ns = _time(lambda fn=fn, i=i: fn(i))  # type: ignore[misc]
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            ns = _time(runs[name])
             if i >= warmup:
-                out[side].append(ns)
+                out[name].append(ns)
         if progress is not None and (i % step == 0 or i == n + warmup - 1):
             progress(phase, i + 1, n + warmup)
-    if raw is None:
-        del out["raw"]
     return out
 
 
-def _entry(what: str, samples: dict[str, list[int]]) -> dict[str, Any]:
-    ours = summarize(samples["ours"])
-    raw = summarize(samples["raw"]) if "raw" in samples else None
-    return {"what": what, "ours": ours, "raw": raw,
-            "ratio": ratio(ours["p50"], raw["p50"]) if raw else None}
+def _entries(workload: str, samples: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+    """One operation per variant: its figures, the raw run's, and the ratio."""
+    raw = summarize(samples["raw"])
+    entries = {}
+    for variant, values in samples.items():
+        ours = summarize(values)
+        what = (f"{WORKLOADS[workload]}: raw wasmtime, no limit" if variant == "raw" else
+                f"{WORKLOADS[workload]}: " + (_LIMIT_NAMES.get(variant) or
+                                               ("the Sandbox, default limits" if variant == "sandbox" else
+                                                "the Sandbox with max_fuel")))
+        entries[f"{workload}.{variant}"] = {"what": what, "ours": ours, "raw": raw,
+                                            "ratio": ratio(ours["p50"], raw["p50"])}
+    return entries
+
+
+@contextmanager
+def _scripts() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="if-bench-py-") as tmp:
+        root = Path(tmp)
+        for name, text in (("startup.py", _PY_STARTUP), ("compute.py", _PY_COMPUTE)):
+            (root / name).write_text(text)
+        yield root
+
+
+def _bench_python(engines: _Engines, n: int, operations: dict[str, dict[str, Any]],
+                  progress: Progress | None) -> str:
+    """The two Python workloads; returns the runtime's name."""
+    # the interpreter compiled by `ifctl chassis setup` (the shared cache), not a recompile
+    with Sandbox() as shared, _scripts() as scripts:
+        module = runtimes.compiled(shared, runtimes.PYTHON)
+        expected = {"startup.py": b"1\n", "compute.py": str(sum(i * i % 7 for i in range(200000))).encode()}
+        for script, source in (("startup.py", _PY_STARTUP), ("compute.py", _PY_COMPUTE)):
+            for limits in (_SANDBOX_LIMITS, _SANDBOX_FUEL):  # also builds the metered interpreter once
+                first = runtimes.run_python(shared, source, limits=limits)
+                if first.exit_code != 0 or first.stdout.strip() != expected[script].strip():
+                    raise InfraFabricError(f"sandboxed Python failed: {first.stderr[-500:]!r}")
+        if progress is not None:
+            progress("python_startup", 0, 1)
+        raw = _RawPython(engines, runtimes.path(runtimes.PYTHON) or Path(), scripts)
+        for workload, script, source, count in (
+                ("python_startup", "startup.py", _PY_STARTUP, max(5, n // 20)),
+                ("python_compute", "compute.py", _PY_COMPUTE, max(5, n // 40))):
+            if raw.run(_MECHANISMS["raw"], script).strip() != expected[script].strip():
+                raise InfraFabricError("raw CPython printed something else")
+            runs: dict[str, Callable[[], object]] = {
+                name: partial(raw.run, mech, script) for name, mech in _MECHANISMS.items()}
+            runs["sandbox"] = partial(runtimes.run_python, shared, source, limits=_SANDBOX_LIMITS)
+            runs["sandbox_fuel"] = partial(runtimes.run_python, shared, source, limits=_SANDBOX_FUEL)
+            operations.update(_entries(workload, _interleaved(workload, count, 1, runs, progress)))
+        return f"{runtimes.PYTHON.interpreter} {runtimes.PYTHON.version} ({module.name})"
 
 
 def bench_chassis(*, n: int = 200, python: bool = True, progress: Progress | None = None) -> dict[str, Any]:
-    """Run the chassis benchmark (``n`` samples per figure; fewer for compile
-    and Python) and return a JSON-ready report."""
+    """Run the chassis benchmark (``n`` samples of the trivial task; the other
+    workloads take a share of it) and return a JSON-ready report."""
     started = time.time()
     t0 = time.perf_counter()
     operations: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
-    limits = ResourceLimits(max_memory_mb=16, max_fuel=10_000_000_000, max_execution_time_seconds=30)
-    with tempfile.TemporaryDirectory(prefix="if-bench-chassis-") as tmp, \
-            Sandbox(cache_dir=Path(tmp) / "cache") as sandbox:
-        plain = wasmtime.Engine()
-        compiles = max(10, n // 10)
-        operations["compile"] = _entry(
-            "compile a small task module from WAT (a new module each sample)",
-            _pairs("compile", compiles, 2,
-                   lambda i: sandbox.compile(f";; {i}\n" + ECHO_WAT, name=f"m{i}"),
-                   lambda i: wasmtime.Module(plain, f";; raw {i}\n" + ECHO_WAT), progress))
+    engines = _Engines()
+    task_limits = _SANDBOX_LIMITS.model_copy(update={"max_memory_mb": 16})
+    task_fuel = _SANDBOX_FUEL.model_copy(update={"max_memory_mb": 16})
+    try:
+        with tempfile.TemporaryDirectory(prefix="if-bench-chassis-") as tmp, \
+                Sandbox(cache_dir=Path(tmp) / "cache") as sandbox:
+            plain = wasmtime.Engine()
+            compiles = max(10, n // 10)
+            compile_samples = _interleaved(
+                "compile", compiles, 2,
+                {"ours": _counter(lambda i: sandbox.compile(f";; {i}\n" + ECHO_WAT, name=f"m{i}")),
+                 "raw": _counter(lambda i: wasmtime.Module(plain, f";; raw {i}\n" + ECHO_WAT))}, progress)
+            operations["compile"] = _pair("compile a small task module from WAT (a new module each sample)",
+                                          compile_samples["ours"], compile_samples["raw"])
 
-        def load_from_disk(i: int) -> CompiledModule:
-            with Sandbox(cache_dir=Path(tmp) / "cache") as fresh:
-                module = fresh.compile(f";; {i}\n" + ECHO_WAT, name=f"m{i}")
-            if module.origin != "disk":
-                raise InfraFabricError(f"expected a disk-cache hit, got {module.origin}")
-            return module
+            def load_from_disk(i: int) -> CompiledModule:
+                with Sandbox(cache_dir=Path(tmp) / "cache") as fresh:
+                    module = fresh.compile(f";; {i}\n" + ECHO_WAT, name=f"m{i}")
+                if module.origin != "disk":
+                    raise InfraFabricError(f"expected a disk-cache hit, got {module.origin}")
+                return module
 
-        operations["cache_load"] = _entry(
-            "a fresh Sandbox loads an already compiled module from the disk cache",
-            _pairs("cache_load", compiles, 0, load_from_disk, None, progress))
+            loads = _interleaved("cache_load", compiles, 0, {"ours": _counter(load_from_disk)}, progress)
+            operations["cache_load"] = _pair(
+                "a fresh Sandbox loads an already compiled module from the disk cache", loads["ours"], None)
 
-        echo = sandbox.compile(ECHO_WAT, name="echo")
-        raw_echo = _Raw(ECHO_WAT)
-        payload = {"task": "T1", "n": 1}
-        echoed = sandbox.run_task(echo, payload, limits=limits).output
-        if payload != echoed or payload != raw_echo.run(payload):
-            raise InfraFabricError("the echo task did not echo")
-        operations["trivial_task"] = _entry(
-            "one trivial task end to end: new store with limits, instantiate, JSON in and out",
-            _pairs("trivial_task", n, max(10, n // 10),
-                   lambda i: sandbox.run_task(echo, payload, limits=limits),
-                   lambda i: raw_echo.run(payload), progress))
+            fuel_used: dict[str, int | None] = {}
+            for workload, (wat, payload) in _TASKS.items():
+                module = sandbox.compile(wat, name=workload)
+                raw = _RawTask(engines, wat)
+                expected = payload if workload == "trivial" else "ok"
+                checks = [raw.run(_MECHANISMS[m], payload) for m in _MECHANISMS]
+                checks.append(sandbox.run_task(module, payload, limits=task_limits).output)
+                metered = sandbox.run_task(module, payload, limits=task_fuel)
+                fuel_used[workload] = metered.fuel_used
+                if any(c != expected for c in [*checks, metered.output]):
+                    raise InfraFabricError(f"the {workload} task did not return {expected!r}")
+                runs: dict[str, Callable[[], object]] = {
+                    name: partial(raw.run, mech, payload) for name, mech in _MECHANISMS.items()}
+                runs["sandbox"] = partial(sandbox.run_task, module, payload, limits=task_limits)
+                runs["sandbox_fuel"] = partial(sandbox.run_task, module, payload, limits=task_fuel)
+                count = n if workload == "trivial" else max(20, n // 4)
+                warmup = max(10, n // 10) if workload == "trivial" else 3
+                operations.update(_entries(workload, _interleaved(workload, count, warmup, runs, progress)))
+            stats = sandbox.stats
 
-        work = sandbox.compile(WORK_WAT, name="work")
-        raw_work = _Raw(WORK_WAT)
-        rounds = WORK_ROUNDS
-        works = max(20, n // 4)
-        operations["work_task"] = _entry(
-            f"a CPU-bound task ({8 * rounds} x FNV-1a over 64 KiB): fuel + epoch + memory limits vs none",
-            _pairs("work_task", works, 4,
-                   lambda i: sandbox.run_task(work, rounds, limits=limits),
-                   lambda i: raw_work.run(rounds), progress))
-        fuel = sandbox.run_task(work, rounds, limits=limits).fuel_used
-
-        python_version = None
+        python_runtime = None
         if python:
             problem = runtimes.problem(runtimes.PYTHON)
             if problem is None:
-                # the interpreter compiled by `ifctl chassis setup` (the shared cache), not a 5-17 s recompile
-                with Sandbox() as shared:
-                    module = runtimes.compiled(shared, runtimes.PYTHON)
-                    python_version = runtimes.PYTHON.name
-                    first = runtimes.run_python(shared, "print(1)")
-                    if first.exit_code != 0 or first.stdout.strip() != b"1":
-                        raise InfraFabricError(f"sandboxed Python failed: {first.stderr[-500:]!r}")
-                    operations["python_startup"] = _entry(
-                        f"print(1) in sandboxed CPython ({module.name}, compiled module cached)",
-                        _pairs("python_startup", max(5, n // 20), 1,
-                               lambda i: runtimes.run_python(shared, "print(1)"), None, progress))
+                python_runtime = _bench_python(engines, n, operations, progress)
             else:
                 notes.append(f"Python runtime not installed ({problem}); run `ifctl chassis setup`")
-        stats = sandbox.stats
+    finally:
+        engines.close()
 
+    workloads = [w for w in WORKLOADS if f"{w}.raw" in operations]
+    overheads = {w: {v: operations[f"{w}.{v}"]["ratio"] for v in VARIANTS if v != "raw"} for w in workloads}
     targets = []
-    for tid, op, metric, threshold, description in TARGETS:
+    rows = list(TARGETS) + [(f"{w}_{limit}", f"{w}.{limit}", "ratio", LIMIT_TARGET,
+                             f"{_LIMIT_NAMES[limit]} costs <= 5 % on {w} (p50 / raw p50)")
+                            for w in WORKLOADS for limit in LIMITS]
+    for tid, op, metric, threshold, description in rows:
         entry = operations.get(op)
         value: float | None = None
         if entry is not None:
@@ -233,12 +475,16 @@ def bench_chassis(*, n: int = 200, python: bool = True, progress: Progress | Non
         "benchmark": "chassis",
         "n": n,
         "engine": {"name": "wasmtime", "version": version("wasmtime")},
+        "workloads": {w: WORKLOADS[w] for w in workloads},
+        "overheads": overheads,
         "operations": operations,
-        "work_task_fuel": fuel,
-        "python_runtime": python_version,
+        "fuel_used": fuel_used,
+        "python_runtime": python_runtime,
         "cache": {"compiled": stats.compiled, "memory_hits": stats.memory_hits,
                   "disk_hits": stats.disk_hits, "disk_writes": stats.disk_writes},
-        "limits": limits.model_dump(mode="json"),
+        "limits": {"tasks": task_limits.model_dump(mode="json"),
+                   "python": _SANDBOX_LIMITS.model_dump(mode="json"),
+                   "sandbox_fuel": {"max_fuel": _SANDBOX_FUEL.max_fuel}},
         "quantiles": QUANTILE_METHOD,
         "targets": targets,
         "notes": notes,
@@ -246,3 +492,17 @@ def bench_chassis(*, n: int = 200, python: bool = True, progress: Progress | Non
         "started_at": started_at(started),
         "duration_s": round(time.perf_counter() - t0, 2),
     }
+
+
+def _counter(fn: Callable[[int], object]) -> Callable[[], object]:
+    """``fn`` called with 0, 1, 2... (each compile sample needs a new module)."""
+    calls = iter(range(1 << 62))
+    return lambda: fn(next(calls))
+
+
+def _pair(what: str, ours: list[int], raw: list[int] | None) -> dict[str, Any]:
+    mine = summarize(ours)
+    theirs = summarize(raw) if raw is not None else None
+    return {"what": what, "ours": mine, "raw": theirs,
+            "ratio": ratio(mine["p50"], theirs["p50"]) if theirs else None}
+

@@ -215,11 +215,6 @@ def used_line(fuel_used: int | None, elapsed_s: float, cpu_s: float, paused_s: f
     return ", ".join(parts)
 
 
-def _why_to_stderr(why: list[str]) -> None:
-    if settings().why:
-        click.echo("why:\n" + "\n".join(f"  - {line}" for line in why), err=True)
-
-
 def _stopped(exc: SandboxError, limits: ResourceLimits, why: list[str]) -> Outcome:
     from infrafabric.chassis.sandbox import run_details
 
@@ -233,7 +228,6 @@ def _stopped(exc: SandboxError, limits: ResourceLimits, why: list[str]) -> Outco
     if settings().json:
         return Outcome(data=data, why=why, exit_code=EXIT_REFUSED)
     click.echo(message, err=True)
-    _why_to_stderr(why)
     return Outcome(data=data, why=why, exit_code=EXIT_REFUSED, streamed=True)
 
 
@@ -270,7 +264,6 @@ def _command_outcome(result: CommandResult, why: list[str], *, file: Path,
     if code != 0:
         err.write(f"ifctl: guest exited with status {code}\n".encode())
     err.flush()
-    _why_to_stderr(why)
     return Outcome(data=data, why=why, exit_code=exit_code, streamed=True)
 
 

@@ -20,7 +20,7 @@ from infrafabric.chassis.core import IFChassis
 from infrafabric.chassis.models import ServiceLevelObjective, parse_contract
 from infrafabric.chassis.slo import Compliance, p99_nearest_rank
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
-from infrafabric.cli.chassis import _payload, chassis, scratch_sandbox
+from infrafabric.cli.chassis import _payload, chassis, limits_line, scratch_sandbox
 from infrafabric.cli.common import ID, READ_ONLY, Check, bus_check, current_user, falsify_report, with_fleet
 from infrafabric.errors import ConfigurationError, InvalidCredentialError, SandboxError, TaskNotFoundError
 from infrafabric.governor import IFGovernor
@@ -119,8 +119,7 @@ def chassis_load(swarm: str, module: Path, contract_file: Path) -> Outcome:
         lines = [f"loaded {swarm} {escape(terms.version)}: {escape(str(module))} "
                  f"(sha256 {loaded.module.digest[:12]}, "
                  f"{'shared on the bus' if loaded.shared else 'too large to share: this process only'})",
-                 f"  limits: {limits.max_memory_mb} MiB, fuel {limits.max_fuel:,}, "
-                 f"{limits.max_execution_time_seconds:g} s, {limits.max_api_calls_per_second} api calls/s",
+                 f"  limits: {limits_line(limits)}, {limits.max_api_calls_per_second} api calls/s",
                  f"  endpoints: {escape(', '.join(terms.allowed_endpoints) or 'none')}"]
         return Outcome(data={"swarm_id": swarm, "digest": loaded.module.digest, "shared": loaded.shared,
                              "contract": terms.model_dump(mode="json")}, lines=lines,
