@@ -38,6 +38,7 @@ Python at most 100 ms. Targets are reported, never asserted.
 from __future__ import annotations
 
 import json
+import random
 import tempfile
 import threading
 import time
@@ -326,14 +327,17 @@ def _time(fn: Callable[[], object]) -> int:
 
 def _interleaved(phase: str, n: int, warmup: int, runs: dict[str, Callable[[], object]],
                  progress: Progress | None) -> dict[str, list[int]]:
-    """``n`` samples of each run, taking them in turn (the order rotating every
-    round) so that drift and load on the machine fall on all alike."""
+    """``n`` samples of each run, taking them in turn so that drift and load on
+    the machine fall on all alike. Each round runs them in a new random order
+    (seeded: the same in every run of the bench): in a fixed or rotating order
+    each run always follows the same other one, and inherits the caches it left
+    (the sandbox's Python-heavy path slowed the raw run after it by 5-13 %)."""
     names = list(runs)
     out: dict[str, list[int]] = {name: [] for name in names}
     step = max(1, n // 50)
+    order = random.Random(phase)
     for i in range(n + warmup):
-        k = i % len(names)
-        for name in names[k:] + names[:k]:
+        for name in order.sample(names, len(names)):
             ns = _time(runs[name])
             if i >= warmup:
                 out[name].append(ns)
