@@ -166,6 +166,26 @@ def test_a_cpu_share_paces_a_script_to_it(tmp_path: Path) -> None:
     assert "to keep its CPU share" in res.stderr
 
 
+def test_process_isolation_runs_scripts_and_tasks_and_keeps_the_limits(tmp_path: Path,
+                                                                       wat: dict[str, str]) -> None:
+    """--isolation process: a worker process with no check compiled into the guest, killed at the
+    deadline and stopped (SIGSTOP) to keep the CPU share; the same contract as in-process."""
+    script = tmp_path / "burn.py"
+    script.write_text(CPU_BURN)
+    res = invoke("chassis", "run", str(script), "--isolation", "process", "--why")
+    assert res.exit_code == 0 and res.stdout == "burned\n", res.output
+    assert "isolation: a worker process, no check compiled into the guest" in res.stderr
+    paced = json.loads(invoke("chassis", "run", str(script), "--isolation", "process", "--cpu-percent", "10",
+                              "--json").stdout)
+    assert paced["ok"] and paced["stdout"] == "burned\n" and paced["paused_s"] > 0
+    stopped = invoke("chassis", "run", snippet("spin.py"), "--isolation", "process", "--timeout", "0.5")
+    assert stopped.exit_code == 1 and stopped.stderr.strip() == "sandbox: wall-clock timeout (limit 0.5 s)"
+    task = invoke("chassis", "run", wat["task_echo"], "--isolation", "process", "--input", '{"x": [1]}')
+    assert task.exit_code == 0 and json.loads(task.stdout) == {"x": [1]}
+    bad = invoke("chassis", "run", str(script), "--isolation", "fork")
+    assert bad.exit_code == 2 and "Invalid value for '--isolation'" in bad.stderr
+
+
 def test_an_unpaced_run_reports_no_pause(tmp_path: Path) -> None:
     script = tmp_path / "burn.py"
     script.write_text(CPU_BURN)

@@ -27,7 +27,10 @@ the machine hits all alike:
 * ``all`` — all of the above together;
 * ``sandbox`` — :class:`~infrafabric.chassis.sandbox.Sandbox` as users call it,
   with its default limits (memory cap, wall clock; no fuel, no pacing);
-* ``sandbox_fuel`` — the same with ``max_fuel`` set (the metered engine).
+* ``sandbox_fuel`` — the same with ``max_fuel`` set (the metered engine);
+* ``process`` — :class:`~infrafabric.chassis.process.ProcessSandbox`, default
+  limits: the guest in a warm worker process whose engine compiles no check,
+  the wall clock and CPU share kept from outside (kill, SIGSTOP).
 
 Each variant's ``ratio`` is its p50 over ``raw``'s p50 in the same run.
 Targets: each limit, and all of them together, within 5 % of ``raw``; a
@@ -56,6 +59,7 @@ from infrafabric.bench._common import Progress, machine_info, started_at, target
 from infrafabric.bench.stats import QUANTILE_METHOD, ratio, summarize
 from infrafabric.chassis import runtimes
 from infrafabric.chassis.models import ResourceLimits
+from infrafabric.chassis.process import ProcessSandbox
 from infrafabric.chassis.sandbox import (
     _DEADLINE_CONTINUE,
     _EPOCH_CALLBACK,
@@ -63,6 +67,7 @@ from infrafabric.chassis.sandbox import (
     EPOCH_TICK_S,
     PACE_SLICE_S,
     CompiledModule,
+    Runner,
     Sandbox,
 )
 from infrafabric.errors import InfraFabricError
@@ -85,18 +90,24 @@ WORKLOADS: dict[str, str] = {
 }
 #: the limits measured one at a time on raw wasmtime, then together
 LIMITS: tuple[str, ...] = ("memory", "epoch", "cpu_share", "fuel", "all")
-VARIANTS: tuple[str, ...] = ("raw", *LIMITS, "sandbox", "sandbox_fuel")
+VARIANTS: tuple[str, ...] = ("raw", *LIMITS, "sandbox", "sandbox_fuel", "process")
 #: (id, operation, metric, threshold, description); the per-limit rows are added for each workload
 TARGETS: list[tuple[str, str, str, float, str]] = [
     ("trivial_task_p50", "trivial.sandbox", "ours.p50", 1.0,
      "trivial task through the sandbox <= 1 ms median"),
     ("python_startup_p50", "python_startup.sandbox", "ours.p50", 100.0,
      "print(1) in sandboxed Python <= 100 ms median"),
+    ("trivial_process_p50", "trivial.process", "ours.p50", 1.0,
+     "trivial task through the ProcessSandbox <= 1 ms median"),
 ]
 LIMIT_TARGET = 1.05
+#: longer than the sandbox's epoch thread lingers after its last run
+_QUIET_S = 0.2
 _LIMIT_NAMES = {"memory": "the memory cap", "epoch": "the wall clock (epoch deadline)",
                 "cpu_share": "the CPU share (epoch + pacing callback)",
                 "fuel": "the instruction budget (fuel)", "all": "all limits together"}
+_OURS = {"sandbox": "the Sandbox, default limits", "sandbox_fuel": "the Sandbox with max_fuel",
+         "process": "the ProcessSandbox (no check in the guest; limits kept from outside), default limits"}
 _SANDBOX_LIMITS = ResourceLimits(max_memory_mb=256, max_execution_time_seconds=60)
 _SANDBOX_FUEL = _SANDBOX_LIMITS.model_copy(update={"max_fuel": 10**15})
 _PY_STARTUP = "print(1)\n"
@@ -213,6 +224,8 @@ class _Engines:
                 config.epoch_interruption = epoch
                 self.engines[(fuel, epoch)] = wasmtime.Engine(config)
         self._stop = threading.Event()
+        self._ticking = threading.Event()
+        self._ticking.set()
         self._ticker = threading.Thread(target=self._tick, name="bench-epoch", daemon=True)
         self._ticker.start()
         self.callback = _EPOCH_CALLBACK(self._on_epoch)
@@ -226,8 +239,16 @@ class _Engines:
     def _tick(self) -> None:
         ticking = [e for (_, epoch), e in self.engines.items() if epoch]
         while not self._stop.wait(EPOCH_TICK_S):
+            self._ticking.wait()
             for engine in ticking:
                 engine.increment_epoch()
+
+    def pause(self) -> None:
+        """Stop ticking (no epoch variant may run until :meth:`resume`)."""
+        self._ticking.clear()
+
+    def resume(self) -> None:
+        self._ticking.set()
 
     def _on_epoch(self, _context: Any, _data: Any, delta: Any, kind: Any) -> int:
         # the pacer's reading of the clocks, at a share of 100 %: what a slice costs, never a pause
@@ -253,6 +274,7 @@ class _Engines:
 
     def close(self) -> None:
         self._stop.set()
+        self._ticking.set()
         self._ticker.join(2)
 
 
@@ -346,6 +368,26 @@ def _interleaved(phase: str, n: int, warmup: int, runs: dict[str, Callable[[], o
     return out
 
 
+def _bench_outside(engines: _Engines, workload: str, count: int, warmup: int, raw: Callable[[], object],
+                   process: Callable[[], object], operations: dict[str, dict[str, Any]],
+                   progress: Progress | None) -> None:
+    """``process`` against ``raw``, sampled in turn with no epoch thread ticking
+    in this process: a parent that keeps its limits from outside has none, and
+    a thread waking every millisecond here slowed the worker on the other core
+    by 10-75 % on a 2-vCPU machine (it did not slow code in its own process)."""
+    engines.pause()
+    time.sleep(_QUIET_S)  # and the sandbox's own epoch thread winds down
+    try:
+        samples = _interleaved(workload, count, warmup,
+                               {"raw": raw, "process": process}, progress)
+    finally:
+        engines.resume()
+    ours, base = summarize(samples["process"]), summarize(samples["raw"])
+    operations[f"{workload}.process"] = {
+        "what": f"{WORKLOADS[workload]}: {_OURS['process']}; raw sampled beside it, no epoch thread ticking",
+        "ours": ours, "raw": base, "ratio": ratio(ours["p50"], base["p50"])}
+
+
 def _entries(workload: str, samples: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
     """One operation per variant: its figures, the raw run's, and the ratio."""
     raw = summarize(samples["raw"])
@@ -354,8 +396,7 @@ def _entries(workload: str, samples: dict[str, list[int]]) -> dict[str, dict[str
         ours = summarize(values)
         what = (f"{WORKLOADS[workload]}: raw wasmtime, no limit" if variant == "raw" else
                 f"{WORKLOADS[workload]}: " + (_LIMIT_NAMES.get(variant) or
-                                               ("the Sandbox, default limits" if variant == "sandbox" else
-                                                "the Sandbox with max_fuel")))
+                                               _OURS[variant]))
         entries[f"{workload}.{variant}"] = {"what": what, "ours": ours, "raw": raw,
                                             "ratio": ratio(ours["p50"], raw["p50"])}
     return entries
@@ -374,12 +415,15 @@ def _bench_python(engines: _Engines, n: int, operations: dict[str, dict[str, Any
                   progress: Progress | None) -> str:
     """The two Python workloads; returns the runtime's name."""
     # the interpreter compiled by `ifctl chassis setup` (the shared cache), not a recompile
-    with Sandbox() as shared, _scripts() as scripts:
+    with Sandbox() as shared, ProcessSandbox() as workers, _scripts() as scripts:
         module = runtimes.compiled(shared, runtimes.PYTHON)
         expected = {"startup.py": b"1\n", "compute.py": str(sum(i * i % 7 for i in range(200000))).encode()}
         for script, source in (("startup.py", _PY_STARTUP), ("compute.py", _PY_COMPUTE)):
-            for limits in (_SANDBOX_LIMITS, _SANDBOX_FUEL):  # also builds the metered interpreter once
-                first = runtimes.run_python(shared, source, limits=limits)
+            # also builds the metered and the unchecked interpreters, once per machine
+            runners: list[tuple[Runner, ResourceLimits]] = [
+                (shared, _SANDBOX_LIMITS), (shared, _SANDBOX_FUEL), (workers, _SANDBOX_LIMITS)]
+            for runner, limits in runners:
+                first = runtimes.run_python(runner, source, limits=limits)
                 if first.exit_code != 0 or first.stdout.strip() != expected[script].strip():
                     raise InfraFabricError(f"sandboxed Python failed: {first.stderr[-500:]!r}")
         if progress is not None:
@@ -395,6 +439,9 @@ def _bench_python(engines: _Engines, n: int, operations: dict[str, dict[str, Any
             runs["sandbox"] = partial(runtimes.run_python, shared, source, limits=_SANDBOX_LIMITS)
             runs["sandbox_fuel"] = partial(runtimes.run_python, shared, source, limits=_SANDBOX_FUEL)
             operations.update(_entries(workload, _interleaved(workload, count, 1, runs, progress)))
+            _bench_outside(engines, workload, count, 1, runs["raw"],
+                           partial(runtimes.run_python, workers, source, limits=_SANDBOX_LIMITS),
+                           operations, progress)
         return f"{runtimes.PYTHON.interpreter} {runtimes.PYTHON.version} ({module.name})"
 
 
@@ -410,7 +457,8 @@ def bench_chassis(*, n: int = 200, python: bool = True, progress: Progress | Non
     task_fuel = _SANDBOX_FUEL.model_copy(update={"max_memory_mb": 16})
     try:
         with tempfile.TemporaryDirectory(prefix="if-bench-chassis-") as tmp, \
-                Sandbox(cache_dir=Path(tmp) / "cache") as sandbox:
+                Sandbox(cache_dir=Path(tmp) / "cache") as sandbox, \
+                ProcessSandbox(cache_dir=Path(tmp) / "cache") as workers:
             plain = wasmtime.Engine()
             compiles = max(10, n // 10)
             compile_samples = _interleaved(
@@ -434,10 +482,12 @@ def bench_chassis(*, n: int = 200, python: bool = True, progress: Progress | Non
             fuel_used: dict[str, int | None] = {}
             for workload, (wat, payload) in _TASKS.items():
                 module = sandbox.compile(wat, name=workload)
+                unchecked = workers.compile(wat, name=workload)
                 raw = _RawTask(engines, wat)
                 expected = payload if workload == "trivial" else "ok"
                 checks = [raw.run(_MECHANISMS[m], payload) for m in _MECHANISMS]
                 checks.append(sandbox.run_task(module, payload, limits=task_limits).output)
+                checks.append(workers.run_task(unchecked, payload, limits=task_limits).output)
                 metered = sandbox.run_task(module, payload, limits=task_fuel)
                 fuel_used[workload] = metered.fuel_used
                 if any(c != expected for c in [*checks, metered.output]):
@@ -449,6 +499,9 @@ def bench_chassis(*, n: int = 200, python: bool = True, progress: Progress | Non
                 count = n if workload == "trivial" else max(20, n // 4)
                 warmup = max(10, n // 10) if workload == "trivial" else 3
                 operations.update(_entries(workload, _interleaved(workload, count, warmup, runs, progress)))
+                _bench_outside(engines, workload, count, warmup, runs["raw"],
+                               partial(workers.run_task, unchecked, payload, limits=task_limits),
+                               operations, progress)
             stats = sandbox.stats
 
         python_runtime = None
@@ -467,6 +520,11 @@ def bench_chassis(*, n: int = 200, python: bool = True, progress: Progress | Non
     rows = list(TARGETS) + [(f"{w}_{limit}", f"{w}.{limit}", "ratio", LIMIT_TARGET,
                              f"{_LIMIT_NAMES[limit]} costs <= 5 % on {w} (p50 / raw p50)")
                             for w in WORKLOADS for limit in LIMITS]
+    # every limit kept from outside the guest: what that costs on real work (a trivial task's
+    # cost is the pipe round trip, judged by its own target above)
+    rows += [(f"{w}_process", f"{w}.process", "ratio", LIMIT_TARGET,
+              f"all limits, kept from outside (ProcessSandbox), cost <= 5 % on {w} (p50 / raw p50)")
+             for w in WORKLOADS if w != "trivial"]
     for tid, op, metric, threshold, description in rows:
         entry = operations.get(op)
         value: float | None = None

@@ -51,16 +51,17 @@ _STDERR_SHOWN = 400
 _CHILD = "import sys; from infrafabric.chassis.compiler import main; sys.exit(main())"
 
 
-def engine_config(*, compact_memory: bool, fuel: bool) -> wasmtime.Config:
+def engine_config(*, compact_memory: bool, fuel: bool, epoch: bool = True) -> wasmtime.Config:
     """The engine configuration of a sandbox: epoch interruption always (the
     wall clock and the CPU share), fuel metering only for runs that ask for an
     instruction budget (``fuel``: it instruments every basic block);
     ``compact_memory`` reserves only the address space linear memory uses (see
     :class:`~infrafabric.chassis.sandbox.Sandbox`). A module serialized by one
-    engine loads only into an engine configured the same way."""
+    engine loads only into an engine configured the same way. ``epoch`` off
+    compiles no check at all, for a worker process stopped from outside."""
     config = wasmtime.Config()
     config.consume_fuel = fuel
-    config.epoch_interruption = True
+    config.epoch_interruption = epoch
     if compact_memory:
         config.memory_reservation = 0
         config.memory_guard_size = 0
@@ -70,7 +71,7 @@ def engine_config(*, compact_memory: bool, fuel: bool) -> wasmtime.Config:
 
 
 def compile_in_worker(source: bytes | str, *, name: str, compact_memory: bool, fuel: bool,
-                      limits: CompileLimits, python: str = sys.executable) -> bytes:
+                      limits: CompileLimits, epoch: bool = True, python: str = sys.executable) -> bytes:
     """Compile ``source`` (wasm bytes or WAT text) in a bounded child process and
     return the serialized module, for ``wasmtime.Module.deserialize`` on an
     engine built by ``engine_config(compact_memory=..., fuel=...)``.
@@ -86,6 +87,8 @@ def compile_in_worker(source: bytes | str, *, name: str, compact_memory: bool, f
         argv.append("--compact")
     if fuel:
         argv.append("--fuel")
+    if not epoch:
+        argv.append("--no-epoch")
     if wat:
         argv.append("--wat")
     env = {"PATH": os.defpath, "LC_ALL": "C.UTF-8", "MALLOC_ARENA_MAX": "2",
@@ -142,16 +145,18 @@ def _apply_limits(address_space: int, timeout_s: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Child entry point, with arguments ``ADDRESS_SPACE TIMEOUT [--compact]
-    [--fuel] [--wat]``: the module on stdin, the serialized module on stdout, a
+    [--fuel] [--no-epoch] [--wat]``: the module on stdin, the serialized module on stdout, a
     refusal's reason on stderr (exit 3)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 2 or any(a not in ("--compact", "--fuel", "--wat") for a in args[2:]):
-        print("usage: compiler ADDRESS_SPACE TIMEOUT [--compact] [--fuel] [--wat]", file=sys.stderr)
+    if len(args) < 2 or any(a not in ("--compact", "--fuel", "--no-epoch", "--wat") for a in args[2:]):
+        print("usage: compiler ADDRESS_SPACE TIMEOUT [--compact] [--fuel] [--no-epoch] [--wat]",
+              file=sys.stderr)
         return 2
     _apply_limits(int(args[0]), float(args[1]))
     data = sys.stdin.buffer.read()
     try:
-        engine = wasmtime.Engine(engine_config(compact_memory="--compact" in args, fuel="--fuel" in args))
+        engine = wasmtime.Engine(engine_config(compact_memory="--compact" in args, fuel="--fuel" in args,
+                                                 epoch="--no-epoch" not in args))
         module = wasmtime.Module(engine, data.decode("utf-8") if "--wat" in args else data)
         payload = bytes(module.serialize())
     except UnicodeDecodeError:

@@ -142,6 +142,9 @@ class HostContext:
     abort: SandboxError | None = None
     #: ``time.monotonic_ns()`` when the run's WASI context was made: the origin of its monotonic clock
     monotonic_origin_ns: int = 0
+    #: the engine has no epoch check to stop the guest at, so a host function that ends the run
+    #: raises a trap instead (safe only where one thread runs guests: a worker process)
+    stop_by_trap: bool = False
     bucket: TokenBucket = field(init=False)
 
     def __post_init__(self) -> None:
@@ -210,7 +213,9 @@ class HostContext:
         return bytes(response)
 
 
-def _stop_guest(caller: wasmtime.Caller) -> None:
+def _stop_guest(caller: wasmtime.Caller, ctx: HostContext | None) -> None:
+    if ctx is not None and ctx.stop_by_trap:
+        raise wasmtime.Trap("stopped by the host")
     # wasmtime-py has no public setter on a Caller. An epoch deadline of 0 ticks from now stops the
     # guest at its next check (a function entry or a loop back-edge), metered by fuel or not; a paced
     # run's callback sees the recorded abort and stops it the same way.
@@ -254,7 +259,7 @@ def define_host_functions(linker: wasmtime.Linker, current: Callable[[], HostCon
     def fail(caller: wasmtime.Caller, ctx: HostContext | None, error: SandboxError) -> None:
         if ctx is not None and ctx.abort is None:
             ctx.abort = error
-        _stop_guest(caller)
+        _stop_guest(caller, ctx)
 
     def host_log(caller: wasmtime.Caller, ptr: int, length: int) -> None:
         ctx = current()
@@ -285,7 +290,7 @@ def define_host_functions(linker: wasmtime.Linker, current: Callable[[], HostCon
                 return API_FAILED
             result = ctx.api_call(endpoint, body)
             if ctx.abort is not None:
-                _stop_guest(caller)
+                _stop_guest(caller, ctx)
                 return API_FAILED
             if isinstance(result, int):
                 return result
@@ -386,7 +391,7 @@ def define_wasi_poll(linker: wasmtime.Linker, current: Callable[[], HostContext 
                         ctx.abort = SandboxTimeoutError(
                             f"guest slept past its {ctx.limits.max_execution_time_seconds:g} s deadline "
                             f"(it asked for {wait:.3g} s in poll_oneoff)")
-                    _stop_guest(caller)
+                    _stop_guest(caller, ctx)
                 else:
                     time.sleep(wait)
                 ready = [(u, _EVENTTYPE_CLOCK) for w, u in waits if w <= wait]
@@ -400,7 +405,7 @@ def define_wasi_poll(linker: wasmtime.Linker, current: Callable[[], HostContext 
         except Exception as exc:  # never let an exception cross into wasmtime (see the module docs)
             if ctx.abort is None:
                 ctx.abort = GuestTrapError(f"poll_oneoff failed in the host: {type(exc).__name__}: {exc}")
-            _stop_guest(caller)
+            _stop_guest(caller, ctx)
             return _ERRNO_FAULT
 
     linker.define_func("wasi_snapshot_preview1", "poll_oneoff", wasmtime.FuncType([_I32] * 4, [_I32]),

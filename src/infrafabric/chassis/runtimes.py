@@ -54,7 +54,7 @@ from infrafabric.chassis.sandbox import cache_root
 from infrafabric.errors import ConfigurationError, InfraFabricError
 
 if TYPE_CHECKING:
-    from infrafabric.chassis.sandbox import CommandResult, CompiledModule, Sandbox
+    from infrafabric.chassis.sandbox import CommandResult, CompiledModule, Runner
 
 __all__ = [
     "JS",
@@ -402,12 +402,12 @@ def ensure(runtime: Runtime, *, cache_dir: Path | None = None) -> Path:
 
 # -- running -----------------------------------------------------------------------------
 
-_compiled: weakref.WeakKeyDictionary[Sandbox, dict[tuple[str, Path], CompiledModule]] = (
+_compiled: weakref.WeakKeyDictionary[Runner, dict[tuple[str, Path], CompiledModule]] = (
     weakref.WeakKeyDictionary())
 _compiled_lock = threading.Lock()
 
 
-def compiled(sandbox: Sandbox, runtime: Runtime, *, cache_dir: Path | None = None,
+def compiled(sandbox: Runner, runtime: Runtime, *, cache_dir: Path | None = None,
              fetch_missing: bool = False) -> CompiledModule:
     """The interpreter compiled by ``sandbox`` (its disk cache keeps the compiled
     form across processes; this keeps it per sandbox object).
@@ -455,7 +455,7 @@ def _script_name(filename: str, runtime: Runtime) -> str:
     return name if ok else f"main{runtime.extensions[0]}"
 
 
-def run_script(sandbox: Sandbox, runtime: Runtime, source: str | bytes, *, stdin: bytes = b"",
+def run_script(sandbox: Runner, runtime: Runtime, source: str | bytes, *, stdin: bytes = b"",
                argv: Sequence[str] = (), limits: ResourceLimits | None = None,
                grants: WasiGrants | None = None, filename: str | None = None,
                cache_dir: Path | None = None) -> CommandResult:
@@ -485,7 +485,7 @@ def run_script(sandbox: Sandbox, runtime: Runtime, source: str | bytes, *, stdin
                                    limits=limits or ResourceLimits(), grants=all_grants)
 
 
-def run_python(sandbox: Sandbox, source: str | bytes, *, stdin: bytes = b"", argv: Sequence[str] = (),
+def run_python(sandbox: Runner, source: str | bytes, *, stdin: bytes = b"", argv: Sequence[str] = (),
                limits: ResourceLimits | None = None, grants: WasiGrants | None = None,
                filename: str = "main.py", cache_dir: Path | None = None) -> CommandResult:
     """Run Python ``source`` under CPython 3.12 (WASI) in ``sandbox``; see :func:`run_script`.
@@ -497,7 +497,7 @@ def run_python(sandbox: Sandbox, source: str | bytes, *, stdin: bytes = b"", arg
                       filename=filename, cache_dir=cache_dir)
 
 
-def run_js(sandbox: Sandbox, source: str | bytes, *, stdin: bytes = b"", argv: Sequence[str] = (),
+def run_js(sandbox: Runner, source: str | bytes, *, stdin: bytes = b"", argv: Sequence[str] = (),
            limits: ResourceLimits | None = None, grants: WasiGrants | None = None,
            filename: str = "main.js", cache_dir: Path | None = None) -> CommandResult:
     """Run JavaScript ``source`` under QuickJS-ng (WASI) in ``sandbox``; see :func:`run_script`.

@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import wasmtime
 from wasmtime import _ffi as wffi
@@ -86,6 +86,7 @@ __all__ = [
     "CacheStats",
     "CommandResult",
     "CompiledModule",
+    "Runner",
     "Sandbox",
     "TaskResult",
     "cache_root",
@@ -444,6 +445,24 @@ def _valtypes(types: Sequence[wasmtime.ValType]) -> list[str]:
     return [str(t) for t in types]
 
 
+class Runner(Protocol):
+    """What runs modules under limits: :class:`Sandbox` (in this process) or
+    :class:`~infrafabric.chassis.process.ProcessSandbox` (in worker processes)."""
+
+    def compile(self, source: bytes | str | Path, *, name: str = "module",
+                allowed_imports: Collection[tuple[str, str]] | None = None,
+                trusted_sha256: str | None = None) -> CompiledModule:
+        """Validate and compile a module."""
+
+    def run_command(self, module: CompiledModule, *, argv: Sequence[str] = (), stdin: bytes = b"",
+                    limits: ResourceLimits = ..., grants: WasiGrants = ...) -> CommandResult:
+        """Run a WASI command module's ``_start``."""
+
+    def run_task(self, module: CompiledModule, payload: Any, *, limits: ResourceLimits = ...,
+                 gate: ApiGate | None = None, transport: Transport | None = None) -> TaskResult:
+        """Run one task: JSON in, JSON out."""
+
+
 class Sandbox:
     """Compiles and runs WebAssembly modules under per-run limits.
 
@@ -458,12 +477,21 @@ class Sandbox:
         cache, done in a limited child process (:mod:`infrafabric.chassis.compiler`);
         ``None`` compiles every module in this process, unbounded (for a
         process that is itself limited).
+    :param interruptible: compile epoch checks into guest code, so this
+        process can stop a run at its deadline and pace it to its CPU share.
+        ``False`` compiles none (guests run at the engine's full speed) and
+        leaves the wall clock and the CPU share to whoever runs this process:
+        only for a worker that its parent kills and stops from outside
+        (:class:`~infrafabric.chassis.process.ProcessSandbox`); runs must then
+        be one at a time.
     """
 
     def __init__(self, *, cache_dir: Path | None = None, compact_memory: bool = False,
-                 compile_limits: CompileLimits | None = CompileLimits()) -> None:  # noqa: B008 - frozen
+                 compile_limits: CompileLimits | None = CompileLimits(),  # noqa: B008 - frozen
+                 interruptible: bool = True) -> None:
         self.compact_memory = compact_memory
         self.compile_limits = compile_limits
+        self.interruptible = interruptible
         self._local = threading.local()
         self._lock = threading.Lock()
         self._flavors: dict[bool, _Flavor] = {}
@@ -482,7 +510,8 @@ class Sandbox:
                 return flavor
             if self._closed:
                 raise ConfigurationError("sandbox is closed")
-            engine = wasmtime.Engine(engine_config(compact_memory=self.compact_memory, fuel=fuel))
+            engine = wasmtime.Engine(engine_config(compact_memory=self.compact_memory, fuel=fuel,
+                                                   epoch=self.interruptible))
             linker = wasmtime.Linker(engine)
             linker.define_wasi()
             linker.allow_shadowing = True
@@ -491,7 +520,8 @@ class Sandbox:
             define_host_functions(linker, self._current, classify_trap)
             fingerprint = "|".join([
                 "infrafabric-cwasm", _CACHE_FORMAT, importlib.metadata.version("wasmtime"),
-                platform.system(), platform.machine(), "fuel" if fuel else "nofuel", "epoch",
+                platform.system(), platform.machine(), "fuel" if fuel else "nofuel",
+                "epoch" if self.interruptible else "noepoch",
                 "compact" if self.compact_memory else "guarded",
             ])
             flavor = self._flavors[fuel] = _Flavor(fuel, engine, linker, _EpochTicker(engine), fingerprint)
@@ -600,7 +630,7 @@ class Sandbox:
         limits = self.compile_limits
         if limits is not None and not trusted and len(raw) > limits.inline_bytes:
             payload = compile_in_worker(wasm, name=name, compact_memory=self.compact_memory, fuel=flavor.fuel,
-                                        limits=limits)
+                                        epoch=self.interruptible, limits=limits)
             with self._lock:
                 self.stats.bounded_compiles += 1
             try:
@@ -916,7 +946,9 @@ class Sandbox:
         if module.kind == "command" or any(m == WASI_MODULE for m, _ in module.imports):
             store.set_wasi(wasi)
         pacer: _Pacer | None = None
-        if limits.max_cpu_percent < 100:
+        if not self.interruptible:
+            ctx.stop_by_trap = True  # nothing in the guest's code checks a deadline
+        elif limits.max_cpu_percent < 100:
             pacer = _Pacer(limits, ctx)
             wffi.wasmtime_store_epoch_deadline_callback(store.ptr(), self._epoch_callback, None,
                                                         _NO_FINALIZER)
@@ -926,7 +958,8 @@ class Sandbox:
         instance: wasmtime.Instance | None = None
         error: SandboxError | None = None
         result: T | None = None
-        flavor.ticker.enter()
+        if self.interruptible:
+            flavor.ticker.enter()
         outer = self._current()  # a transport may itself run a task on this thread
         outer_pacer = getattr(self._local, "pacer", None)
         self._local.ctx = ctx
@@ -963,7 +996,8 @@ class Sandbox:
             cpu = time.thread_time() - cpu_started
             self._local.ctx = outer
             self._local.pacer = outer_pacer
-            flavor.ticker.leave()
+            if self.interruptible:
+                flavor.ticker.leave()
         fuel_used: int | None = None
         if limits.max_fuel is not None:
             try:

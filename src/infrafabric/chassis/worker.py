@@ -190,12 +190,7 @@ class WorkerSandbox:
             "op": "run_command", "argv": list(argv), "stdin": _b64(stdin),
             "grants": grants.model_dump(mode="json"),
         }, module, limits, None, None)
-        return CommandResult(
-            exit_code=int(reply["exit_code"]), stdout=_unb64(reply["stdout"]), stderr=_unb64(reply["stderr"]),
-            fuel_used=_fuel(reply["fuel_used"]), elapsed_s=float(reply["elapsed_s"]),
-            stdout_truncated=bool(reply["stdout_truncated"]),
-            stderr_truncated=bool(reply["stderr_truncated"]),
-            cpu_s=float(reply["cpu_s"]), paused_s=float(reply["paused_s"]))
+        return _command_result(reply)
 
     def run_task(self, module: CompiledModule, payload: Any, *,
                  limits: ResourceLimits = ResourceLimits(),  # noqa: B008 - frozen model
@@ -210,12 +205,7 @@ class WorkerSandbox:
             "op": "run_task", "payload": payload, "has_gate": gate is not None,
             "has_transport": transport is not None,
         }, module, limits, gate, transport)
-        return TaskResult(
-            output=reply["output"], logs=[str(x) for x in reply["logs"]], api_calls=int(reply["api_calls"]),
-            fuel_used=_fuel(reply["fuel_used"]), elapsed_s=float(reply["elapsed_s"]),
-            log_truncated=bool(reply["log_truncated"]), refusals=[str(x) for x in reply["refusals"]],
-            api_errors=[str(x) for x in reply["api_errors"]],
-            cpu_s=float(reply["cpu_s"]), paused_s=float(reply["paused_s"]))
+        return _task_result(reply)
 
     def _run(self, request: dict[str, Any], module: CompiledModule, limits: ResourceLimits,
              gate: ApiGate | None, transport: Transport | None) -> dict[str, Any]:
@@ -373,23 +363,46 @@ def _child_run(request: dict[str, Any], to_parent: BinaryIO, from_parent: Binary
     sandbox = Sandbox(cache_dir=Path(request["cache_dir"]), compact_memory=True, compile_limits=None)
     try:
         module = sandbox.compile(_unb64(request["source"]), name=str(request["name"]))
-        if request["op"] == "run_command":
-            cmd = sandbox.run_command(module, argv=[str(a) for a in request["argv"]],
-                                      stdin=_unb64(request["stdin"]), limits=limits,
-                                      grants=WasiGrants.model_validate(request["grants"]))
-            return {"op": "result", "exit_code": cmd.exit_code, "stdout": _b64(cmd.stdout),
-                    "stderr": _b64(cmd.stderr), "fuel_used": cmd.fuel_used, "elapsed_s": cmd.elapsed_s,
-                    "cpu_s": cmd.cpu_s, "paused_s": cmd.paused_s,
-                    "stdout_truncated": cmd.stdout_truncated, "stderr_truncated": cmd.stderr_truncated}
-        gate = _PipeGate(to_parent, from_parent) if request["has_gate"] else None
-        transport = _PipeTransport(to_parent, from_parent) if request["has_transport"] else None
-        task = sandbox.run_task(module, request["payload"], limits=limits, gate=gate, transport=transport)
-        return {"op": "result", "output": task.output, "logs": task.logs, "api_calls": task.api_calls,
-                "fuel_used": task.fuel_used, "elapsed_s": task.elapsed_s,
-                "cpu_s": task.cpu_s, "paused_s": task.paused_s, "log_truncated": task.log_truncated,
-                "refusals": task.refusals, "api_errors": task.api_errors}
+        return _perform(sandbox, module, request, limits, to_parent, from_parent)
     finally:
         sandbox.close()
+
+
+def _perform(sandbox: Sandbox, module: CompiledModule, request: dict[str, Any], limits: ResourceLimits,
+             to_parent: BinaryIO, from_parent: BinaryIO) -> dict[str, Any]:
+    """Run one ``run_command`` or ``run_task`` request in a child; the result message."""
+    if request["op"] == "run_command":
+        cmd = sandbox.run_command(module, argv=[str(a) for a in request["argv"]],
+                                  stdin=_unb64(request["stdin"]), limits=limits,
+                                  grants=WasiGrants.model_validate(request["grants"]))
+        return {"op": "result", "exit_code": cmd.exit_code, "stdout": _b64(cmd.stdout),
+                "stderr": _b64(cmd.stderr), "fuel_used": cmd.fuel_used, "elapsed_s": cmd.elapsed_s,
+                "cpu_s": cmd.cpu_s, "paused_s": cmd.paused_s,
+                "stdout_truncated": cmd.stdout_truncated, "stderr_truncated": cmd.stderr_truncated}
+    gate = _PipeGate(to_parent, from_parent) if request["has_gate"] else None
+    transport = _PipeTransport(to_parent, from_parent) if request["has_transport"] else None
+    task = sandbox.run_task(module, request["payload"], limits=limits, gate=gate, transport=transport)
+    return {"op": "result", "output": task.output, "logs": task.logs, "api_calls": task.api_calls,
+            "fuel_used": task.fuel_used, "elapsed_s": task.elapsed_s,
+            "cpu_s": task.cpu_s, "paused_s": task.paused_s, "log_truncated": task.log_truncated,
+            "refusals": task.refusals, "api_errors": task.api_errors}
+
+
+def _command_result(reply: dict[str, Any]) -> CommandResult:
+    return CommandResult(
+        exit_code=int(reply["exit_code"]), stdout=_unb64(reply["stdout"]), stderr=_unb64(reply["stderr"]),
+        fuel_used=_fuel(reply["fuel_used"]), elapsed_s=float(reply["elapsed_s"]),
+        stdout_truncated=bool(reply["stdout_truncated"]), stderr_truncated=bool(reply["stderr_truncated"]),
+        cpu_s=float(reply["cpu_s"]), paused_s=float(reply["paused_s"]))
+
+
+def _task_result(reply: dict[str, Any]) -> TaskResult:
+    return TaskResult(
+        output=reply["output"], logs=[str(x) for x in reply["logs"]], api_calls=int(reply["api_calls"]),
+        fuel_used=_fuel(reply["fuel_used"]), elapsed_s=float(reply["elapsed_s"]),
+        log_truncated=bool(reply["log_truncated"]), refusals=[str(x) for x in reply["refusals"]],
+        api_errors=[str(x) for x in reply["api_errors"]],
+        cpu_s=float(reply["cpu_s"]), paused_s=float(reply["paused_s"]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
