@@ -430,8 +430,8 @@ def _bench_python(engines: _Engines, n: int, operations: dict[str, dict[str, Any
             progress("python_startup", 0, 1)
         raw = _RawPython(engines, runtimes.path(runtimes.PYTHON) or Path(), scripts)
         for workload, script, source, count in (
-                ("python_startup", "startup.py", _PY_STARTUP, max(5, n // 20)),
-                ("python_compute", "compute.py", _PY_COMPUTE, max(5, n // 40))):
+                ("python_startup", "startup.py", _PY_STARTUP, max(5, n // 10)),
+                ("python_compute", "compute.py", _PY_COMPUTE, max(5, n // 20))):
             if raw.run(_MECHANISMS["raw"], script).strip() != expected[script].strip():
                 raise InfraFabricError("raw CPython printed something else")
             runs: dict[str, Callable[[], object]] = {
