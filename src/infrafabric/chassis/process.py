@@ -67,6 +67,7 @@ from infrafabric.chassis.sandbox import (
 from infrafabric.chassis.worker import (
     WorkerSandbox,
     _b64,
+    _child_env,
     _command_result,
     _error_message,
     _perform,
@@ -252,8 +253,7 @@ class ProcessSandbox:
     def _start(self) -> _Worker:
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
-        env = {"PATH": os.defpath, "LC_ALL": "C.UTF-8",
-               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))}
+        env = _child_env()
         errlog = tempfile.TemporaryFile()  # noqa: SIM115 - the worker's stderr, kept while it lives
         try:
             proc = subprocess.Popen(

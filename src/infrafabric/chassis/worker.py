@@ -113,6 +113,12 @@ def _unb64(value: Any) -> bytes:
     return base64.b64decode(value, validate=True)
 
 
+def _child_env() -> dict[str, str]:
+    """A clean environment for a child process: no variable of ours but the import path."""
+    return {"PATH": os.defpath, "LC_ALL": "C.UTF-8",
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))}
+
+
 def _fuel(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -217,8 +223,7 @@ class WorkerSandbox:
         }
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
-        env = {"PATH": os.defpath, "LC_ALL": "C.UTF-8",
-               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))}
+        env = _child_env()
         with tempfile.TemporaryFile() as errlog:
             try:
                 proc = subprocess.Popen(
