@@ -49,7 +49,7 @@ from infrafabric.witness import Signer, Witness
 
 if TYPE_CHECKING:
     from infrafabric.chassis import IFChassis
-    from infrafabric.chassis.sandbox import Sandbox
+    from infrafabric.chassis.sandbox import Runner
 
 __all__ = ["SEVERITY", "WITNESSED_LATER", "Fleet", "assemble", "open_fleet"]
 
@@ -93,7 +93,7 @@ class Fleet:
 
     def __init__(self, bus: EventBus, *, witness: Witness, governor: IFGovernor,
                  coordinator: IFCoordinator, clock: Callable[[], float],
-                 sandbox: Sandbox | None = None) -> None:
+                 sandbox: Runner | None = None) -> None:
         self.bus = bus
         self.witness = witness
         self.governor = governor
@@ -134,7 +134,7 @@ class Fleet:
 def assemble(bus: EventBus, *, home: str | os.PathLike[str] | None = None, actor: str | None = None,
              trace_id: str | None = None, signer: Signer | Any | None = _DEFAULT,
              lease_ttl: float = DEFAULT_LEASE_TTL, max_attempts: int = 3,
-             clock: Callable[[], float] = time.time, sandbox: Sandbox | Any | None = None,
+             clock: Callable[[], float] = time.time, sandbox: Runner | Any | None = None,
              coordinator_factory: Callable[..., IFCoordinator] = IFCoordinator) -> Fleet:
     """The fleet on a connected ``bus`` (no I/O; see :func:`open_fleet`).
 

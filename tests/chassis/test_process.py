@@ -232,3 +232,20 @@ def test_close_kills_every_worker(tmp_path: Path) -> None:
             os.kill(pid, 0)
     with pytest.raises(ConfigurationError, match="closed"):
         sb.run_task(echo, 1)
+
+
+async def test_the_chassis_runs_a_swarm_in_worker_processes(sandbox: ProcessSandbox) -> None:
+    """IFChassis takes a ProcessSandbox as its sandbox: contracts, SLO samples and limits as in-process."""
+    from infrafabric.bus import connect
+    from infrafabric.chassis.core import IFChassis
+
+    async with connect("memory://") as bus, IFChassis(bus, sandbox=sandbox) as chassis:
+        contract = {"swarm_id": "coder", "capabilities": ["code-analysis:python"],
+                    "resource_limits": {"max_execution_time_seconds": 0.5, "max_cpu_percent": 50}}
+        await chassis.load_swarm("coder", WAT / "task_audit.wat", contract)
+        assert (await chassis.execute_task("coder", 0, task_id="T1")).output == "ok"
+        with pytest.raises(SandboxTimeoutError, match="worker process was killed"):
+            await chassis.execute_task("coder", 1, task_id="T2")  # an endless loop
+        samples = await chassis.slo.samples("coder")
+        assert [s.success for s in samples] == [True, False]
+    assert sandbox.run_task(sandbox.compile(WAT / "task_echo.wat"), 7).output == 7  # still the caller's

@@ -38,7 +38,7 @@ from infrafabric.chassis.credentials import CredentialManager
 from infrafabric.chassis.hostapi import Transport
 from infrafabric.chassis.models import ServiceContract, parse_contract
 from infrafabric.chassis.reputation import ReputationSystem
-from infrafabric.chassis.sandbox import CompiledModule, Sandbox, TaskResult
+from infrafabric.chassis.sandbox import CompiledModule, Runner, Sandbox, TaskResult
 from infrafabric.chassis.slo import SLOTracker
 from infrafabric.errors import ConfigurationError, ModuleLoadError, SandboxError, TaskNotFoundError
 
@@ -84,13 +84,16 @@ class IFChassis:
     operation (pass ``Witness.observer("IF.chassis")``).
     """
 
-    def __init__(self, bus: EventBus, *, sandbox: Sandbox | None = None,
+    def __init__(self, bus: EventBus, *, sandbox: Runner | None = None,
                  transport: Transport | None = None, reputation_sink: ReputationSink | None = None,
                  observers: Iterable[Observer] = (), clock: Callable[[], float] = time.time) -> None:
         self.bus = bus
         self.observers = list(observers)
-        self._own_sandbox = sandbox is None
-        self.sandbox = sandbox or Sandbox()
+        # a Sandbox made here is closed here; one given (a ProcessSandbox, say) belongs to the caller
+        self._owned: Sandbox | None = None
+        if sandbox is None:
+            sandbox = self._owned = Sandbox()
+        self.sandbox: Runner = sandbox
         self.transport = transport
         self.credentials = CredentialManager(bus, observers=self.observers, clock=clock)
         self.slo = SLOTracker(bus, observers=self.observers, clock=clock)
@@ -99,8 +102,8 @@ class IFChassis:
         self._loaded: dict[str, LoadedSwarm] = {}
 
     async def close(self) -> None:
-        if self._own_sandbox:
-            self.sandbox.close()
+        if self._owned is not None:
+            self._owned.close()
 
     async def __aenter__(self) -> IFChassis:
         return self
