@@ -61,6 +61,23 @@ def test_load_exec_slo_reputation_and_the_witness(run: Runner) -> None:
     ok(run("witness", "verify"))
 
 
+def test_exec_in_a_worker_process_keeps_the_contract(run: Runner, tmp_path: Path) -> None:
+    """--isolation process: the task runs in a worker with no check compiled in; the contract's
+    deadline kills it, and the run is an SLO sample like any other."""
+    (tmp_path / "spin.yaml").write_text(
+        "swarm_id: spinner\nresource_limits: {max_execution_time_seconds: 0.5}\n")
+    ok(run("chassis", "load", "spinner", str(WAT / "task_audit.wat"), "--contract", "spin.yaml"))
+    done = ok(run("chassis", "exec", "spinner", "--input", "0", "--isolation", "process", "--json"))
+    assert done["output"] == "ok" and done["fuel_used"] is None
+    stopped = run("chassis", "exec", "spinner", "--input", "1", "--isolation", "process", "--json")
+    assert stopped.returncode == 1, stopped.stderr
+    assert json.loads(stopped.stdout)["limit"] == "timeout"
+    assert "worker process was killed" in json.loads(stopped.stdout)["message"]
+    assert ok(run("chassis", "slo", "spinner", "--json", "--success-rate", "0.5"))["samples"] == 2
+    bad = run("chassis", "exec", "spinner", "--isolation", "fork")
+    assert bad.returncode == 2 and "Invalid value for '--isolation'" in bad.stderr
+
+
 def test_creds_issue_shows_the_token_once_and_revoke_by_token(run: Runner) -> None:
     issued = ok(run("chassis", "creds", "issue", "coder", "T1", "--ttl", "60", "--endpoint", "search/*",
                     "--json"))

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from infrafabric.chassis.process import ProcessSandbox
     from infrafabric.chassis.sandbox import CommandResult, CompiledModule, Runner, Sandbox
 
-__all__ = ["chassis"]
+__all__ = ["ISOLATION", "chassis", "limits_line", "process_sandbox", "scratch_sandbox", "used_line"]
 
 _MODULE_SUFFIXES = (".wasm", ".wat")
 _KNOWN = ", ".join(sorted({*_MODULE_SUFFIXES,
@@ -38,6 +38,15 @@ _KNOWN = ", ".join(sorted({*_MODULE_SUFFIXES,
 _LIMIT_FLAGS = {"max_memory_mb": "--memory-mb", "max_fuel": "--fuel", "max_cpu_percent": "--cpu-percent",
                 "max_execution_time_seconds": "--timeout", "memory_mb": "--compile-memory-mb",
                 "timeout_seconds": "--compile-timeout"}
+
+
+#: ``--isolation``, shared by ``chassis run`` and ``chassis exec``
+ISOLATION = click.option(
+    "--isolation", type=click.Choice(["thread", "process"]), default="thread", show_default=True,
+    help="thread: run the guest in this process, stopped at its deadline by a check compiled into its "
+         "loops and calls (costs 12-24 % on CPython). process: run it in a worker process with no check "
+         "compiled in, killed at the deadline and stopped (SIGSTOP) to keep its CPU share; costs a "
+         "worker start (about 0.3 s) and 0.2-5 ms a run. Linux.")
 
 
 @click.group()
@@ -149,9 +158,7 @@ def _sandbox(compile_limits: CompileLimits = CompileLimits(),  # noqa: B008 - fr
 
     sandbox: Sandbox | ProcessSandbox
     if isolation == "process":
-        from infrafabric.chassis.process import ProcessSandbox
-
-        sandbox = ProcessSandbox(cache_dir=runtimes.modules_cache_dir(), compile_limits=compile_limits)
+        sandbox = process_sandbox(compile_limits)
     else:
         sandbox = Sandbox(cache_dir=runtimes.modules_cache_dir(), compile_limits=compile_limits)
     try:
@@ -161,6 +168,13 @@ def _sandbox(compile_limits: CompileLimits = CompileLimits(),  # noqa: B008 - fr
         # a stopped run leaves its wasmtime store in a reference cycle; freed only at interpreter
         # shutdown, wasmtime's WASI threads would call into a finalizing Python and abort the process
         gc.collect()
+
+
+def process_sandbox(compile_limits: CompileLimits = CompileLimits()) -> ProcessSandbox:  # noqa: B008
+    """The worker-process sandbox on the machine's compile cache (``--isolation process``)."""
+    from infrafabric.chassis.process import ProcessSandbox
+
+    return ProcessSandbox(cache_dir=runtimes.modules_cache_dir(), compile_limits=compile_limits)
 
 
 @contextlib.contextmanager
@@ -296,11 +310,7 @@ def _command_outcome(result: CommandResult, why: list[str], *, file: Path,
 @click.option("--fuel", type=int,
               help="An exact instruction budget in wasmtime fuel units, the same on every machine "
                    "[default: none]. Counting costs 1.2-1.4x on call-heavy code and CPython.")
-@click.option("--isolation", type=click.Choice(["thread", "process"]), default="thread", show_default=True,
-              help="thread: run the guest in this process, stopped at its deadline by a check compiled "
-                   "into its loops and calls (costs 16-18 % on CPython). process: run it in a worker "
-                   "process with no check compiled in, killed at the deadline and stopped (SIGSTOP) to "
-                   "keep --cpu-percent; costs a worker start (about 0.3 s) and a few ms a run. Linux.")
+@ISOLATION
 @click.option("--compile-memory-mb", type=int,
               help="Address space for compiling a module over 64 KiB, in a separate process [default 512].")
 @click.option("--compile-timeout", type=float,

@@ -20,7 +20,14 @@ from infrafabric.chassis.core import IFChassis
 from infrafabric.chassis.models import ServiceLevelObjective, parse_contract
 from infrafabric.chassis.slo import Compliance, p99_nearest_rank
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
-from infrafabric.cli.chassis import _payload, chassis, limits_line, scratch_sandbox
+from infrafabric.cli.chassis import (
+    ISOLATION,
+    _payload,
+    chassis,
+    limits_line,
+    process_sandbox,
+    scratch_sandbox,
+)
 from infrafabric.cli.common import ID, READ_ONLY, Check, bus_check, current_user, falsify_report, with_fleet
 from infrafabric.errors import ConfigurationError, InvalidCredentialError, SandboxError, TaskNotFoundError
 from infrafabric.governor import IFGovernor
@@ -28,13 +35,17 @@ from infrafabric.governor import IFGovernor
 T = TypeVar("T")
 
 
-def with_chassis(fn: Callable[[IFChassis, IFGovernor], Awaitable[T]]) -> T:
+def with_chassis(fn: Callable[[IFChassis, IFGovernor], Awaitable[T]], *, isolation: str = "thread") -> T:
     """Run ``fn`` with the fleet's chassis (whose reputations go to the
     governor) on the configured bus; everything both do is witnessed with this
-    command's trace."""
+    command's trace. ``isolation="process"`` runs its tasks in worker processes."""
     with contextlib.ExitStack() as stack:
-        # --mode=falsify compiles (a module fetched from the bus) without touching the compile cache
-        sandbox = stack.enter_context(scratch_sandbox()) if settings().falsify else None
+        sandbox: object | None = None
+        if settings().falsify:
+            # compiles (a module fetched from the bus) without touching the compile cache
+            sandbox = stack.enter_context(scratch_sandbox())
+        elif isolation == "process":
+            sandbox = stack.enter_context(process_sandbox())
         return with_fleet(lambda fleet: fn(fleet.chassis, fleet.governor), sandbox=sandbox)
 
 
@@ -136,15 +147,19 @@ def chassis_load(swarm: str, module: Path, contract_file: Path) -> Outcome:
 @click.argument("swarm", type=ID)
 @click.option("--input", "input_json", metavar="JSON|@FILE", help="The task (JSON) [default {}].")
 @click.option("--task-id", type=ID, help="The task's id (for credentials, SLO samples and the witness).")
+@ISOLATION
 @contract
-def chassis_exec(swarm: str, input_json: str | None, task_id: str | None) -> Outcome:
+def chassis_exec(swarm: str, input_json: str | None, task_id: str | None, isolation: str) -> Outcome:
     """Run one task of a loaded SWARM in the sandbox, under its contract: a
     fresh instance, the contract's limits, a credential for this task only
     (when the contract allows endpoints). The result is printed as JSON; the
     run is an SLO sample and updates the swarm's reputation. A limit or trap
     exits 1 naming it.
 
-    Example: ifctl chassis exec coder --input '{"id": "T1", "file": "main.py"}'
+    \b
+    Examples:
+      ifctl chassis exec coder --input '{"id": "T1", "file": "main.py"}'
+      ifctl chassis exec coder --input @job.json --isolation process   # long CPU-bound work
     """
     s = settings()
     payload = _payload(input_json)
@@ -177,7 +192,7 @@ def chassis_exec(swarm: str, input_json: str | None, task_id: str | None) -> Out
                             *[f"refused: {x}" for x in run.refusals],
                             f"reputation now {run.reputation}"])
 
-    return with_chassis(go)
+    return with_chassis(go, isolation=isolation)
 
 
 # -- credentials ------------------------------------------------------------------------------
