@@ -334,16 +334,16 @@ class ProcessSandbox:
             if now >= deadline + _REPORT_GRACE_S:
                 return {"op": "timeout"}, paused
             wait = deadline + _REPORT_GRACE_S - now
-            if share < 1:
+            if share < 1 and now < deadline:
                 ahead = (_cpu_seconds(pid) - cpu0) / share - (now - started)
                 if ahead > 0:
                     pause = min(ahead, deadline - now)
                     os.kill(pid, signal.SIGSTOP)
                     try:
-                        time.sleep(max(pause, 0.0))
+                        time.sleep(pause)
                     finally:
                         os.kill(pid, signal.SIGCONT)
-                    paused += max(pause, 0.0)
+                    paused += pause
                     continue
                 wait = min(wait, PACE_SLICE_S)
             ready, _, _ = select.select([worker.from_child], [], [], wait)
