@@ -11,7 +11,7 @@ result out, as the sandbox runs every task):
 * ``loop`` — a three-instruction arithmetic loop, millions of iterations:
   the worst case for any check compiled into loops;
 * ``python_startup`` — ``print(1)`` in sandboxed CPython 3.12;
-* ``python_compute`` — a CPython loop of about 0.1 s.
+* ``python_compute`` — a CPython loop of about 0.2 s.
 
 **Variants** of each workload, sampled in turn so that load from elsewhere on
 the machine hits all alike:
