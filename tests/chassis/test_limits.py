@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,17 +61,6 @@ MECHANISMS = {
     "paced": {"max_cpu_percent": 50},
     "paced+fuel": {"max_cpu_percent": 50, "max_fuel": 10**15},
 }
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    with Sandbox(cache_dir=tmp_path_factory.mktemp("modules")) as sb:
-        yield sb
-
-
-@pytest.fixture(scope="module")
-def audit(sandbox: Sandbox) -> CompiledModule:
-    return sandbox.compile(WAT / "task_audit.wat", name="audit")
 
 
 @pytest.fixture(scope="module")

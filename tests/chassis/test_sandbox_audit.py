@@ -35,17 +35,6 @@ WASI_ENOTSOCK = 57
 SMALL = ResourceLimits(max_memory_mb=4, max_fuel=5_000_000, max_execution_time_seconds=5)
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    with Sandbox(cache_dir=tmp_path_factory.mktemp("modules")) as sb:
-        yield sb
-
-
-@pytest.fixture(scope="module")
-def audit(sandbox: Sandbox) -> CompiledModule:
-    return sandbox.compile(WAT / "task_audit.wat", name="audit")
-
-
 @pytest.fixture(autouse=True)
 def host_survives(sandbox: Sandbox) -> Iterator[None]:
     yield

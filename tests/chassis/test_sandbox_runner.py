@@ -9,7 +9,6 @@ import hashlib
 import json
 import stat
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,19 +55,8 @@ class Gate:
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    with Sandbox(cache_dir=tmp_path_factory.mktemp("modules")) as sb:
-        yield sb
-
-
-@pytest.fixture(scope="module")
 def echo(sandbox: Sandbox) -> CompiledModule:
     return sandbox.compile(WAT / "task_echo.wat", name="echo")
-
-
-@pytest.fixture(scope="module")
-def api(sandbox: Sandbox) -> CompiledModule:
-    return sandbox.compile(WAT / "task_api.wat", name="api")
 
 
 # -- compiling and caching ---------------------------------------------------------------------------

@@ -53,22 +53,22 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
-from wasmtime import _ffi as wffi
 
 from infrafabric.bench._common import Progress, machine_info, started_at, target_row, version
 from infrafabric.bench.stats import QUANTILE_METHOD, ratio, summarize
 from infrafabric.chassis import runtimes
+from infrafabric.chassis.hostapi import HostContext
 from infrafabric.chassis.models import ResourceLimits
 from infrafabric.chassis.process import ProcessSandbox
 from infrafabric.chassis.sandbox import (
-    _DEADLINE_CONTINUE,
-    _EPOCH_CALLBACK,
-    _NO_FINALIZER,
     EPOCH_TICK_S,
     PACE_SLICE_S,
     CompiledModule,
+    Pacer,
     Runner,
     Sandbox,
+    epoch_callback,
+    set_epoch_callback,
 )
 from infrafabric.errors import InfraFabricError
 
@@ -108,6 +108,8 @@ _LIMIT_NAMES = {"memory": "the memory cap", "epoch": "the wall clock (epoch dead
                 "fuel": "the instruction budget (fuel)", "all": "all limits together"}
 _OURS = {"sandbox": "the Sandbox, default limits", "sandbox_fuel": "the Sandbox with max_fuel",
          "process": "the ProcessSandbox (no check in the guest; limits kept from outside), default limits"}
+#: what the raw cpu_share variant paces to: the whole core, so it measures the checks, never a pause
+_FULL_SHARE = ResourceLimits(max_cpu_percent=100, max_execution_time_seconds=3600)
 _SANDBOX_LIMITS = ResourceLimits(max_memory_mb=256, max_execution_time_seconds=60)
 _SANDBOX_FUEL = _SANDBOX_LIMITS.model_copy(update={"max_fuel": 10**15})
 _PY_STARTUP = "print(1)\n"
@@ -212,8 +214,8 @@ _MECHANISMS: dict[str, _Mechanism] = {
 
 class _Engines:
     """The four engine configurations raw runs need, a thread ticking the
-    epoch ones every millisecond (as the sandbox does), and a pacing callback
-    that does the sandbox's per-slice work without ever pausing."""
+    epoch ones every millisecond (as the sandbox does), and the sandbox's own
+    pacing callback at a share of 100 % (its per-slice work, never a pause)."""
 
     def __init__(self) -> None:
         self.engines: dict[tuple[bool, bool], wasmtime.Engine] = {}
@@ -228,10 +230,9 @@ class _Engines:
         self._ticking.set()
         self._ticker = threading.Thread(target=self._tick, name="bench-epoch", daemon=True)
         self._ticker.start()
-        self.callback = _EPOCH_CALLBACK(self._on_epoch)
         self.slice_ticks = round(PACE_SLICE_S / EPOCH_TICK_S)
-        self._origin = (time.monotonic(), time.thread_time())
-        self.ahead = 0.0
+        self._pacer: Pacer | None = None
+        self.callback = epoch_callback(lambda: self._pacer.on_epoch() if self._pacer else None)
 
     def engine(self, mechanism: _Mechanism) -> wasmtime.Engine:
         return self.engines[(mechanism.fuel, mechanism.epoch)]
@@ -250,14 +251,6 @@ class _Engines:
     def resume(self) -> None:
         self._ticking.set()
 
-    def _on_epoch(self, _context: Any, _data: Any, delta: Any, kind: Any) -> int:
-        # the pacer's reading of the clocks, at a share of 100 %: what a slice costs, never a pause
-        wall0, cpu0 = self._origin
-        self.ahead = (time.thread_time() - cpu0) - (time.monotonic() - wall0)
-        delta[0] = self.slice_ticks
-        kind[0] = _DEADLINE_CONTINUE
-        return 0
-
     def store(self, mechanism: _Mechanism, memory_bytes: int) -> wasmtime.Store:
         store = wasmtime.Store(self.engine(mechanism))
         if mechanism.memory:
@@ -265,8 +258,10 @@ class _Engines:
                              table_elements=1_000_000)
         if mechanism.fuel:
             store.set_fuel(10**15)
-        if mechanism.pacing:
-            wffi.wasmtime_store_epoch_deadline_callback(store.ptr(), self.callback, None, _NO_FINALIZER)
+        if mechanism.pacing:  # one run at a time here: the store's pacer is the engines' current one
+            self._pacer = Pacer(_FULL_SHARE, HostContext(limits=_FULL_SHARE,
+                                                         deadline=time.monotonic() + 3600))
+            set_epoch_callback(store, self.callback)
             store.set_epoch_deadline(self.slice_ticks)
         elif mechanism.epoch:
             store.set_epoch_deadline(60_000)

@@ -86,13 +86,16 @@ __all__ = [
     "CacheStats",
     "CommandResult",
     "CompiledModule",
+    "Pacer",
     "Runner",
     "Sandbox",
     "TaskResult",
     "cache_root",
     "classify_trap",
     "default_cache_dir",
+    "epoch_callback",
     "run_details",
+    "set_epoch_callback",
 ]
 
 log = logging.getLogger(__name__)
@@ -377,10 +380,43 @@ class _EpochTicker:
                         break
 
 
-class _Pacer:
+def epoch_callback(fn: Callable[[], int | None]) -> Any:
+    """wasmtime's epoch-deadline callback around ``fn``, for :func:`set_epoch_callback`.
+
+    wasmtime calls it on the guest's thread, the guest paused, each time a
+    store reaches its epoch deadline. ``fn`` returns the ticks until the next
+    call, or ``None`` to stop the run (the call then fails with a
+    ``WasmtimeError``: whoever stops it records why). An exception from ``fn``
+    stops the run too: nothing may unwind into wasmtime's frames. Keep the
+    returned object alive as long as any store using it.
+    """
+
+    def call(_context: Any, _data: Any, delta: Any, kind: Any) -> int:
+        try:
+            ticks = fn()
+        except BaseException:
+            ticks = None
+        if ticks is None:
+            error = wffi.wasmtime_error_new(b"infrafabric: run stopped by the host")
+            return ctypes.cast(error, ctypes.c_void_p).value or 0
+        delta[0] = ticks
+        kind[0] = _DEADLINE_CONTINUE
+        return 0
+
+    return _EPOCH_CALLBACK(call)
+
+
+def set_epoch_callback(store: wasmtime.Store, callback: Any) -> None:
+    """Make ``store`` call ``callback`` (from :func:`epoch_callback`) at its
+    epoch deadline instead of trapping (wasmtime-py 51 binds this C call but
+    does not wrap it)."""
+    wffi.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, None, _NO_FINALIZER)
+
+
+class Pacer:
     """Holds one run to its CPU share (``max_cpu_percent``) and its deadline.
 
-    wasmtime calls back (see :meth:`Sandbox._on_epoch`) each time the run
+    wasmtime calls :meth:`on_epoch` (through :func:`epoch_callback`) each time the run
     reaches its epoch deadline, which the pacer keeps one
     :data:`PACE_SLICE_S` ahead. At each call the run's thread CPU time is
     compared with what the share allows for the wall time since the start; a
@@ -497,7 +533,7 @@ class Sandbox:
         self._flavors: dict[bool, _Flavor] = {}
         self._closed = False
         # one callback for every paced run of this sandbox: it finds the run's pacer per thread
-        self._epoch_callback = _EPOCH_CALLBACK(self._on_epoch)
+        self._epoch_callback = epoch_callback(self._pace)
         self.stats = CacheStats()
         self.cache_dir: Path | None = self._prepare_cache_dir(cache_dir or default_cache_dir())
         self._default = self._flavor(fuel=False)
@@ -945,13 +981,12 @@ class Sandbox:
         # function gets it; one importing none cannot make such a call (5 µs a task saved)
         if module.kind == "command" or any(m == WASI_MODULE for m, _ in module.imports):
             store.set_wasi(wasi)
-        pacer: _Pacer | None = None
+        pacer: Pacer | None = None
         if not self.interruptible:
             ctx.stop_by_trap = True  # nothing in the guest's code checks a deadline
         elif limits.max_cpu_percent < 100:
-            pacer = _Pacer(limits, ctx)
-            wffi.wasmtime_store_epoch_deadline_callback(store.ptr(), self._epoch_callback, None,
-                                                        _NO_FINALIZER)
+            pacer = Pacer(limits, ctx)
+            set_epoch_callback(store, self._epoch_callback)
             store.set_epoch_deadline(_PACE_SLICE_TICKS)
         else:
             store.set_epoch_deadline(math.ceil(limits.max_execution_time_seconds / EPOCH_TICK_S) + 1)
@@ -1022,25 +1057,19 @@ class Sandbox:
                 del failure
         return result, fuel_used, elapsed, cpu, paused  # type: ignore[return-value]
 
-    def _on_epoch(self, _context: Any, _data: Any, delta: Any, kind: Any) -> int:
-        """wasmtime's epoch-deadline callback for paced runs (on the run's own
-        thread, the guest paused): continue ``delta`` ticks, or stop the run by
-        returning an error (its reason is in the run's ``ctx.abort``)."""
-        ticks: int | None = None
+    def _pace(self) -> int | None:
+        """The paced run on this thread: ticks until its next check, or ``None``
+        to stop it (the reason in its ``ctx.abort``)."""
+        pacer: Pacer | None = getattr(self._local, "pacer", None)
+        if pacer is None:
+            return None
         try:
-            pacer: _Pacer | None = getattr(self._local, "pacer", None)
-            if pacer is not None:
-                ticks = pacer.on_epoch()
-        except BaseException as exc:  # nothing may unwind into wasmtime's frames
-            ctx = self._current()
-            if ctx is not None and ctx.abort is None:
-                ctx.abort = GuestTrapError(f"host error while pacing the run: {type(exc).__name__}: {exc}")
-        if ticks is None:
-            error = wffi.wasmtime_error_new(b"infrafabric: run stopped by the host")
-            return ctypes.cast(error, ctypes.c_void_p).value or 0
-        delta[0] = ticks
-        kind[0] = _DEADLINE_CONTINUE
-        return 0
+            return pacer.on_epoch()
+        except BaseException as exc:
+            if pacer.ctx.abort is None:
+                pacer.ctx.abort = GuestTrapError(
+                    f"host error while pacing the run: {type(exc).__name__}: {exc}")
+            return None
 
 
 def _unlink(exc: BaseException) -> None:
