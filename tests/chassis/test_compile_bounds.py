@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from infrafabric.chassis.models import CompileLimits, ResourceLimits
 from infrafabric.chassis.sandbox import Sandbox
-from infrafabric.cli.app import cli
+from infrafabric.cli import cli  # the package registers every command; app alone has none
 from infrafabric.errors import ModuleLoadError
 
 
