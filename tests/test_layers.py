@@ -42,7 +42,7 @@ SEED_NAMES_FROM_COMPAT: dict[str, set[str]] = {
     "governor/core.py": {"__new__"},  # IFGovernor(coordinator, policy)
 }
 #: front ends and tools: anything below them, never each other's internals
-FRONT_ENDS = {"cli", "web", "demo", "bench", "faults", "agent"}
+FRONT_ENDS = {"cli", "web", "demo", "bench", "agent"}
 
 
 def part_of(path: Path) -> str:

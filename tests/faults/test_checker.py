@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from faultkit import CHECKS, FinalState, History, LedgerEntry, Op, Outcome, check
 from infrafabric.coordinator import Task, TaskStatus, Transition
-from infrafabric.faults import CHECKS, FinalState, History, LedgerEntry, Op, Outcome, check
 from infrafabric.governor.models import Budget
 from infrafabric.witness.entry import GENESIS, WitnessEntry
 from infrafabric.witness.log import VerifyReport

@@ -22,10 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from infrafabric.bus import EventBus, connect
-from infrafabric.coordinator import IFCoordinator, Task, TaskStatus
-from infrafabric.errors import BusTimeoutError, BusUnavailableError, InfraFabricError, NotOwnerError
-from infrafabric.faults import (
+from faultkit import (
     HistoryRecorder,
     Outcome,
     check,
@@ -39,6 +36,10 @@ from infrafabric.faults import (
     recorded_heartbeat,
     recorded_release,
 )
+from faultkit.storm import agent_env
+from infrafabric.bus import EventBus, connect
+from infrafabric.coordinator import IFCoordinator, Task, TaskStatus
+from infrafabric.errors import BusTimeoutError, BusUnavailableError, InfraFabricError, NotOwnerError
 from infrafabric.governor.core import IFGovernor
 from infrafabric.governor.models import Budget
 from infrafabric.witness.log import Witness
@@ -153,7 +154,7 @@ async def test_three_agent_processes_pass_every_check(engine_url: str, tmp_path:
     async with connect(engine_url) as bus:
         await setup(bus, swarms)
         procs = [subprocess.Popen([sys.executable, __file__, engine_url, str(tmp_path), s, str(seed)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=agent_env())
                  for seed, s in enumerate(swarms)]
         try:
             results = [await asyncio.to_thread(p.communicate, timeout=45) for p in procs]

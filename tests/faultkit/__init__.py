@@ -1,15 +1,20 @@
 """Fault testing: record what agents did, then check it against what the bus holds.
 
-:mod:`infrafabric.faults.history` records every claim, heartbeat, completion,
+:mod:`faultkit.history` records every claim, heartbeat, completion,
 debit and witness append as an invocation and an outcome (ok / fail / unknown);
-:mod:`infrafabric.faults.checker` checks such a history against the final state
+:mod:`faultkit.checker` checks such a history against the final state
 (single owner, exactly once, no lost writes, refusals hold, money, no stale
-reads, witness chain).
+reads, witness chain); :mod:`faultkit.storm` runs agent processes on a local
+cluster while faults are injected (:mod:`faultkit.proxy` cuts and slows links).
+
+A test harness, not part of the product: it lives beside the tests (importable
+as ``faultkit`` because the root conftest's folder is on ``sys.path``, like
+``support``) and is not installed with ``infrafabric``.
 """
 
 from __future__ import annotations
 
-from infrafabric.faults.checker import (
+from faultkit.checker import (
     CHECKS,
     CheckReport,
     CheckResult,
@@ -19,7 +24,7 @@ from infrafabric.faults.checker import (
     check,
     read_final_state,
 )
-from infrafabric.faults.history import (
+from faultkit.history import (
     Call,
     History,
     HistoryRecorder,

@@ -1,6 +1,6 @@
 """Checking a recorded history against the state left on the bus.
 
-:func:`check` takes the :class:`~infrafabric.faults.history.History` of a run and
+:func:`check` takes the :class:`~faultkit.history.History` of a run and
 the :class:`FinalState` read back afterwards (:func:`read_final_state`) and
 checks each invariant below, listing every violation with the task and the
 operations involved. Only acknowledged (``ok``) operations are promises; an
@@ -62,10 +62,10 @@ from typing import Any
 
 from pydantic import JsonValue
 
+from faultkit.history import History, Op, Outcome
 from infrafabric.bus import EventBus
 from infrafabric.bus.layout import LEDGER
 from infrafabric.coordinator import IFCoordinator, Task, TaskStatus, Transition
-from infrafabric.faults.history import History, Op, Outcome
 from infrafabric.governor.core import IFGovernor
 from infrafabric.governor.models import Budget
 from infrafabric.witness.entry import GENESIS, WitnessEntry

@@ -1,10 +1,10 @@
 """A fault storm: agent processes work a board on a local cluster while nodes
 and agents are killed, paused and restarted; the recorded history is then
-checked against what the bus holds (:mod:`infrafabric.faults.checker`).
+checked against what the bus holds (:mod:`faultkit.checker`).
 
 Two halves:
 
-* the **agent** (``python -m infrafabric.faults.storm agent URL SWARM HISTORY_DIR``)
+* the **agent** (``python -m faultkit.storm agent URL SWARM HISTORY_DIR``)
   loops: claim the best task with :meth:`IFCoordinator.next_task` (every
   compare-and-swap it makes is recorded), hold it with heartbeats (recorded),
   debit a small cost and append a witness entry (recorded), complete it
@@ -25,7 +25,7 @@ replacement; the task must be reclaimed once its lease lapses),
 ``partition_node`` (blackhole the agents' traffic to the node most of them
 are connected to past the lease TTL, then cut those connections: every node
 is reached by the agents only through its own
-:class:`~infrafabric.faults.proxy.TcpProxy`), ``restart_all`` (stop every
+:class:`~faultkit.proxy.TcpProxy`), ``restart_all`` (stop every
 node, start them all again from disk).
 """
 
@@ -52,12 +52,8 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from infrafabric.bus import EventBus, connect
-from infrafabric.bus.cluster import LocalCluster
-from infrafabric.coordinator import ClaimOutcome, IFCoordinator, TaskStatus
-from infrafabric.errors import InfraFabricError, NotOwnerError
-from infrafabric.faults.checker import CheckReport, check, read_final_state
-from infrafabric.faults.history import (
+from faultkit.checker import CheckReport, check, read_final_state
+from faultkit.history import (
     History,
     HistoryRecorder,
     load_history,
@@ -66,7 +62,11 @@ from infrafabric.faults.history import (
     recorded_complete,
     recorded_debit,
 )
-from infrafabric.faults.proxy import TcpProxy
+from faultkit.proxy import TcpProxy
+from infrafabric.bus import EventBus, connect
+from infrafabric.bus.cluster import LocalCluster
+from infrafabric.coordinator import ClaimOutcome, IFCoordinator, TaskStatus
+from infrafabric.errors import InfraFabricError, NotOwnerError
 from infrafabric.fleet import assemble
 from infrafabric.governor.core import IFGovernor
 from infrafabric.witness.log import Witness
@@ -86,6 +86,8 @@ __all__ = [
     "stalls",
 ]
 
+#: the folder this package is imported from (the tests' root; the package is not installed)
+HOME = Path(__file__).resolve().parent.parent
 #: set on the bus (in the run's namespace) to tell idle agents to exit
 STOP_KEY = "faults/storm/stop"
 #: while set, a board with every task completed is not done: more tasks are coming
@@ -94,7 +96,7 @@ MORE_KEY = "faults/storm/more"
 AGENT_TIMEOUT = 2.0
 #: a generous per-task attempt limit: leases lapse often in a storm
 MAX_ATTEMPTS = 1000
-#: how long a killed node stays down before it is restarted (seconds)
+#: how long a killed node stays down before it is restarted (seconds; ``run_storm(down=)``)
 DOWN = 3.0
 
 
@@ -231,6 +233,15 @@ class NodeProxy(TcpProxy):
             self.open -= 1
 
 
+def agent_env() -> dict[str, str]:
+    """The environment of an agent process: this one's, with the folder that holds
+    this package (``tests/``, not installed) first on ``PYTHONPATH`` so that
+    ``python -m faultkit.storm`` finds it from any working directory."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HOME), env.get("PYTHONPATH")) if p)
+    return env
+
+
 @dataclass
 class Agent:
     swarm: str
@@ -244,7 +255,7 @@ class AgentPool:
     """The agent processes of a run (and the spare swarm ids for replacements)."""
 
     def __init__(self, url: str, directory: Path, *, lease: float, work: tuple[float, float],
-                 spares: list[str], fsync: bool = True) -> None:
+                 spares: list[str], fsync: bool = True, down: float = DOWN) -> None:
         self.url = url
         self.directory = directory
         self.history_dir = directory / "history"
@@ -252,6 +263,8 @@ class AgentPool:
         self.work = work
         self.spares = list(spares)
         self.fsync = fsync
+        #: how long a killed node stays down before it is restarted
+        self.down = down
         self.agents: list[Agent] = []
         #: one proxy per node between the agents and that node (for ``partition_node``)
         self.proxies: list[NodeProxy] = []
@@ -260,13 +273,13 @@ class AgentPool:
 
     def start(self, swarm: str) -> Agent:
         log_path = self.directory / f"{swarm}.log"
-        cmd = [sys.executable, "-m", "infrafabric.faults.storm", "agent", self.url, swarm,
+        cmd = [sys.executable, "-m", "faultkit.storm", "agent", self.url, swarm,
                str(self.history_dir), "--lease", str(self.lease), "--work", str(self.work[0]),
                str(self.work[1]), "--seed", str(len(self.agents))]
         if not self.fsync:
             cmd.append("--no-fsync")
         with log_path.open("wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=agent_env())
         agent = Agent(swarm, proc, log_path, time.time())
         self.agents.append(agent)
         return agent
@@ -314,20 +327,20 @@ async def _restart(cluster: LocalCluster[Any], index: int) -> None:
 
 
 async def kill_leader(cluster: LocalCluster[Any], pool: AgentPool) -> dict[str, JsonValue]:
-    """SIGKILL the node that leads; restart it from disk after :data:`DOWN` seconds."""
+    """SIGKILL the node that leads; restart it from disk after ``pool.down`` seconds."""
     index = await cluster.leader()
     cluster.kill(index)
-    await asyncio.sleep(DOWN)
+    await asyncio.sleep(pool.down)
     await _restart(cluster, index)
     return {"node": index}
 
 
 async def kill_follower(cluster: LocalCluster[Any], pool: AgentPool) -> dict[str, JsonValue]:
-    """SIGKILL a node that does not lead; restart it after :data:`DOWN` seconds."""
+    """SIGKILL a node that does not lead; restart it after ``pool.down`` seconds."""
     leader = await cluster.leader()
     index = next(i for i in cluster.live() if i != leader)
     cluster.kill(index)
-    await asyncio.sleep(DOWN)
+    await asyncio.sleep(pool.down)
     await _restart(cluster, index)
     return {"node": index, "leader": leader}
 
@@ -440,10 +453,11 @@ async def delay_node(cluster: LocalCluster[Any], pool: AgentPool) -> dict[str, J
 
 
 async def restart_all(cluster: LocalCluster[Any], pool: AgentPool) -> dict[str, JsonValue]:
-    """Stop every node (SIGTERM), then start them all again from their data directories."""
+    """Stop every node (SIGTERM), then start them all again from their data directories
+    (after a second, or ``pool.down`` if that is shorter)."""
     t0 = time.monotonic()
     await asyncio.to_thread(cluster.stop)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(min(1.0, pool.down))
     await asyncio.to_thread(cluster.start)
     return {"down_for": round(time.monotonic() - t0, 3)}
 
@@ -596,7 +610,7 @@ async def run_storm(cluster: LocalCluster[Any], faults: Sequence[str], *, tasks:
                     lease: float = 3.0, work: tuple[float, float] = (0.5, 1.5), chain: int = 5,
                     settle: float = 1.0, backlog: int | None = None, limit: float = 180.0,
                     directory: str | os.PathLike[str] | None = None, namespace: str | None = None,
-                    fsync: bool = True) -> StormReport:
+                    fsync: bool = True, down: float = DOWN) -> StormReport:
     """Run one storm on ``cluster`` (started, ready) and check it.
 
     The board starts with ``tasks`` tasks in chains of ``chain`` (each depends
@@ -605,7 +619,8 @@ async def run_storm(cluster: LocalCluster[Any], faults: Sequence[str], *, tasks:
     completed since the last one and ``settle`` seconds have passed; before
     each, the board is topped up with new chains so that at least ``backlog``
     tasks (default three per agent) are still open: every fault hits agents
-    at work. Everything is bounded by ``limit`` seconds.
+    at work. Everything is bounded by ``limit`` seconds. A killed node stays
+    down ``down`` seconds; a pause, partition or delay lasts the lease and a second.
     """
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
@@ -627,7 +642,7 @@ async def run_storm(cluster: LocalCluster[Any], faults: Sequence[str], *, tasks:
     url = _with_options(base, namespace=ns, timeout=f"{AGENT_TIMEOUT:g}")
     swarms = [f"agent-{i}" for i in range(agents)]
     spares = [f"spare-{i}" for i in range(sum(f == "kill_agent" for f in faults) + 1)]
-    pool = AgentPool(url, workdir, lease=lease, work=work, spares=spares, fsync=fsync)
+    pool = AgentPool(url, workdir, lease=lease, work=work, spares=spares, fsync=fsync, down=down)
     pool.proxies, pool.control_url = proxies, control_url
     events: list[FaultEvent] = []
     problems: list[str] = []
@@ -721,7 +736,7 @@ async def run_storm(cluster: LocalCluster[Any], faults: Sequence[str], *, tasks:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infrafabric.faults.storm")
+    parser = argparse.ArgumentParser(prog="python -m faultkit.storm")
     sub = parser.add_subparsers(dest="command", required=True)
     ag = sub.add_parser("agent", help="one agent process of a storm")
     ag.add_argument("url")
