@@ -2,12 +2,17 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit install clean
+.PHONY: demo test lint typecheck unit install runtime clean
 
+# the runtime alone: what `pip install infrafabric` gives a user, and all the demo needs
+runtime:
+	@scripts/bootstrap.sh
+
+# the runtime and every development tool (the `dev` extra): what the tests need
 install:
 	@scripts/bootstrap.sh dev
 
-demo: install
+demo: runtime
 	$(BIN)/ifctl demo
 
 test: install
