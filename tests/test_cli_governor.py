@@ -123,6 +123,8 @@ def test_cost_track_trips_the_breaker_and_reset_restores(run: Runner) -> None:
     assert tripped.returncode == 1, tripped.stdout + tripped.stderr
     assert "circuit breaker OPEN for sip" in tripped.stdout and "reset-circuit-breaker sip" in tripped.stdout
     assert "circuit_breaker_tripped" in tripped.stdout  # witnessed
+    # the governor logs it (infrafabric.governor.core); ifctl shows the library's warnings on stderr
+    assert "warning: circuit breaker OPEN for sip: budget exhausted" in tripped.stderr
     again = run("cost", "track", "sip", "tests", "0.25")
     assert again.returncode == 1 and "already open" in again.stdout
 
@@ -149,7 +151,10 @@ def test_cost_track_trips_the_breaker_and_reset_restores(run: Runner) -> None:
     # manual trip and a reset by a named person
     trip = run("governor", "trip", "sip", "--reason", "looping on one error", "--json")
     assert as_json(ok(trip))["opened"] is True and as_json(trip)["breaker"]["changed_by"] == "alice"
-    assert "already open" in ok(run("governor", "trip", "sip", "--reason", "again")).stdout
+    assert "warning: circuit breaker OPEN for sip: manual: looping on one error\n" in trip.stderr  # once,
+    assert trip.stderr.count("circuit breaker OPEN") == 1  # and on stderr: stdout is the JSON above
+    twice = ok(run("governor", "trip", "sip", "--reason", "again"))
+    assert "already open" in twice.stdout and "circuit breaker OPEN" not in twice.stderr
     status = ok(run("governor", "status", "sip")).stdout
     assert "OPEN" in status and "manual: looping on one error" in status
     by_bob = as_json(ok(run("governor", "reset-circuit-breaker", "sip", "--by", "bob", "--json")))

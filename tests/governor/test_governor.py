@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -98,6 +99,25 @@ async def test_consecutive_failures_trip_the_breaker(bus: EventBus) -> None:
     for _ in range(2):
         assert (await gov.record_outcome("flaky", success=False)).state is BreakerState.CLOSED
     assert (await gov.record_outcome("flaky", success=False)).state is BreakerState.OPEN
+
+
+async def test_a_breaker_opening_is_logged_as_a_warning(bus: EventBus,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Reported on the library's logger (the CLI shows it on stderr), never printed:
+    once, when it opens, naming the swarm and the reason."""
+    caplog.set_level(logging.DEBUG, logger="infrafabric")
+    gov = IFGovernor(bus)
+    await gov.set_policy(ResourcePolicy(circuit_breaker_failure_threshold=2))
+    await gov.register_swarm(SwarmProfile(id="flaky"), budget_micros=MICROS)
+    for _ in range(2):
+        await gov.record_outcome("flaky", success=False)
+    assert await gov.trip("other", "manual: looping", by="alice")
+    assert not await gov.trip("other", "manual: again", by="alice")  # already open: nothing to say
+    opened = [(r.name, r.levelno, r.getMessage()) for r in caplog.records
+              if "circuit breaker" in r.getMessage()]
+    warning = ("infrafabric.governor.core", logging.WARNING)
+    assert opened == [(*warning, "circuit breaker OPEN for flaky: 2 consecutive failures"),
+                      (*warning, "circuit breaker OPEN for other: manual: looping")]
 
 
 async def test_failed_tasks_of_a_governed_coordinator_trip_the_breaker(bus: EventBus) -> None:

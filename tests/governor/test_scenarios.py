@@ -10,6 +10,7 @@ wires them.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -107,9 +108,10 @@ async def test_capability_matching(bus: EventBus) -> None:
     assert await gov.find_qualified_swarm(["integration:h323"]) is None
 
 
-async def test_budget_enforcement(bus: EventBus, hook: Hook, capfd: pytest.CaptureFixture[str]) -> None:
+async def test_budget_enforcement(bus: EventBus, hook: Hook, caplog: pytest.LogCaptureFixture) -> None:
     """Spend past the budget opens the breaker: claims refused, no pushes,
     escalated three ways; only a witnessed manual reset closes it."""
+    caplog.set_level(logging.WARNING, logger="infrafabric")
     coord, gov, witness = await fleet(bus, ResourcePolicy(escalation_webhook=hook.url))
     await gov.register_swarm(SwarmProfile(id="spender", capabilities=["docs:markdown"]),
                              budget_micros=usd("1.00"))
@@ -125,7 +127,9 @@ async def test_budget_enforcement(bus: EventBus, hook: Hook, capfd: pytest.Captu
     assert report["type"] == "circuit_breaker_open" and report["swarm_id"] == "spender"
     assert hook.got.wait(5) and hook.received[0]["content_type"] == "application/json"
     assert hook.received[0]["swarm_id"] == "spender" and "budget exhausted" in hook.received[0]["reason"]
-    assert "circuit breaker OPEN for spender" in capfd.readouterr().err
+    opened = [r for r in caplog.records if "circuit breaker OPEN for spender" in r.getMessage()]
+    assert [(r.name, r.levelno) for r in opened] == [("infrafabric.governor.core", logging.WARNING)]
+    assert "budget exhausted" in opened[0].getMessage()
     assert (await gov.breaker("spender")).state is BreakerState.OPEN
     assert not await coord.try_claim("spender", "D1")
     assert coord.last_claim is not None and "circuit breaker open" in coord.last_claim.reason
@@ -217,7 +221,8 @@ async def test_policy_violation_prevention(bus: EventBus) -> None:
 
 
 async def test_a_failing_webhook_never_blocks_the_trip(bus: EventBus,
-                                                       capfd: pytest.CaptureFixture[str]) -> None:
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="infrafabric")
     seen: list[str] = []
 
     async def observe(op: str, params: dict[str, Any]) -> None:
@@ -229,4 +234,7 @@ async def test_a_failing_webhook_never_blocks_the_trip(bus: EventBus,
     assert (await gov.track_cost("s", "llm_call", 2)).tripped
     assert (await gov.breaker("s")).state is BreakerState.OPEN
     assert "escalation_webhook_failed" in seen
-    assert "escalation webhook http://127.0.0.1:9/nobody-listens failed" in capfd.readouterr().err
+    failed = [r for r in caplog.records if "escalation webhook http://127.0.0.1:9/nobody-listens failed"
+              in r.getMessage()]
+    assert [(r.name, r.levelno) for r in failed] == [("infrafabric.governor.core", logging.WARNING)]
+    assert "circuit_breaker_open escalation of swarm s" in failed[0].getMessage()

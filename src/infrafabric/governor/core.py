@@ -26,9 +26,7 @@ import asyncio
 import json
 import logging
 import secrets
-import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -54,7 +52,6 @@ from infrafabric.bus.layout import (
 from infrafabric.bus.records import Mirrored, Records
 from infrafabric.coordinator import ClaimPolicy, Presence, SwarmRecord, Task, coverage
 from infrafabric.coordinator.core import make_swarm_record
-from infrafabric.coordinator.infer import blocker_needs
 from infrafabric.coordinator.presence import liveness as judge_liveness
 from infrafabric.errors import (
     BreakerOpenError,
@@ -411,7 +408,7 @@ class IFGovernor(ClaimPolicy):
 
         await self._breakers.mutate(swarm_id, change)
         if opened:
-            print(f"infrafabric: circuit breaker OPEN for {swarm_id}: {reason}", file=sys.stderr)
+            log.warning("circuit breaker OPEN for %s: %s", swarm_id, reason)
             await self._notify("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": reason,
                                                            "by": by})
             await self.escalate({"type": "circuit_breaker_open", "swarm_id": swarm_id, "reason": reason,
@@ -422,8 +419,9 @@ class IFGovernor(ClaimPolicy):
         """Tell the orchestrator: publish ``report`` on the escalation subject
         and, when the policy names an ``escalation_webhook``, POST it there as
         JSON. A webhook that fails or takes longer than
-        :attr:`webhook_timeout` seconds is reported on stderr and witnessed;
-        it never undoes or blocks what is being escalated beyond that timeout."""
+        :attr:`webhook_timeout` seconds is logged (a warning on the
+        ``infrafabric`` logger) and witnessed; it never undoes or blocks what
+        is being escalated beyond that timeout."""
         body = json.dumps(report, default=str)
         await self.bus.publish(ESCALATIONS, body)
         url = (await self.policy()).escalation_webhook
@@ -433,7 +431,8 @@ class IFGovernor(ClaimPolicy):
             status = await asyncio.to_thread(_post_json, url, body.encode(), self.webhook_timeout)
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            print(f"infrafabric: escalation webhook {url} failed: {reason}", file=sys.stderr)
+            log.warning("escalation webhook %s failed: %s (the %s escalation of swarm %s)", url, reason,
+                        report.get("type"), report.get("swarm_id") or report.get("blocked_swarm_id"))
             await self._notify("escalation_webhook_failed", {"url": url, "type": report.get("type"),
                                                              "error": str(reason)})
             return
@@ -725,6 +724,9 @@ class IFGovernor(ClaimPolicy):
         if task is not None:
             hours = task.estimate_hours or hours
         text = " ".join(str(info.get(k) or "") for k in ("message", "description", "reason"))
+        # the inference rules load YAML: imported here, off the start-up of every command
+        from infrafabric.coordinator.infer import blocker_needs
+
         needed, needed_from = blocker_needs(list(info.get("capabilities") or []), task, text)
         if info.get("capabilities") and isinstance(info.get("capabilities_from"), str):
             needed_from = info["capabilities_from"][:500]  # the reporter worked them out by the same rule
@@ -860,6 +862,8 @@ def _check_micros(amount: object, what: str) -> None:
 
 
 def _post_json(url: str, body: bytes, timeout: float) -> int:
+    import urllib.request  # only a webhook needs it: off the start-up of every command
+
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": "application/json",
                                               "User-Agent": "infrafabric-governor"})
