@@ -34,6 +34,7 @@ from infrafabric.cli.common import (
     who,
     with_fleet,
 )
+from infrafabric.cli.output import print_table
 from infrafabric.coordinator import DEFAULT_LEASE_TTL, ClaimOutcome, IFCoordinator, Task, TaskStatus
 from infrafabric.errors import ConfigurationError, SwarmStoppedError, TaskNotFoundError
 from infrafabric.fleet import Fleet
@@ -929,7 +930,7 @@ def board_show() -> Outcome:
                           escape(terminal_safe(t.title)), ", ".join(t.dependencies) or "-")
         s = settings()
         if not s.json:
-            s.console.print(table)
+            print_table(s.console, table)
         counts: dict[str, int] = {}
         for t in tasks:
             counts[t.status.value] = counts.get(t.status.value, 0) + 1

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, contract, settings
 from infrafabric.cli.common import Check, current_user, falsify_report, who, with_fleet
+from infrafabric.cli.output import print_table
 from infrafabric.coordinator.models import CAPABILITY_PATTERN, TASK_ID_PATTERN
 from infrafabric.coordinator.presence import Liveness
 from infrafabric.errors import ConfigurationError, TaskNotFoundError
@@ -285,7 +286,7 @@ def governor_status(swarm_id: str | None) -> Outcome:
                               "-" if b is None else f"{format_usd(b['remaining_micros'])} / "
                                                     f"{format_usd(b['limit_micros'])}",
                               breaker_text(st["breaker"]))
-            s.console.print(table)
+            print_table(s.console, table)
         lines: list[str] = []
         if s.json or len(states) <= 1:
             for st in states:
