@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from infrafabric.bench._common import BenchError
 from infrafabric.bench.all import BENCHMARKS, QUICK, Plan, bench_all, summary_rows
-from infrafabric.bus.servers import NatsServer, free_port
+from infrafabric.bus.servers import free_port
 from infrafabric.cli import cli
 
 IFCTL = str(Path(sys.executable).with_name("ifctl"))
@@ -92,15 +92,6 @@ def test_quick_on_memory_for_humans_and_json() -> None:
     for text in ("bench all on memory", "bus:", "coordinator:", "witness:", "chassis:", "waste:",
                  "claim (win) p95 <= 2.5 ms", "governor waste <= 5 % of spend", "raw", "skipped by --quick"):
         assert text in human.stdout, text
-
-
-def test_quick_on_a_given_nats_server(nats_server: NatsServer, namespace: str) -> None:
-    url = f"{nats_server.url}?namespace={namespace}"
-    result = CliRunner().invoke(cli, ["bench", "all", "--quick", "--json"], env={"IF_BUS_URL": url})
-    assert result.exit_code == 0, result.output
-    r = json.loads(result.stdout)
-    check_report(r, "nats")
-    assert r["results"]["bus"]["server"]["managed"] is False
 
 
 def test_falsify_changes_nothing(tmp_path: Path) -> None:

@@ -90,6 +90,7 @@ SAMPLES: dict[str, str] = {
     "bench coordinator": "--n 100",
     "bench gateway": "--n 3 --agents 1",
     "bench hooks": "--n 3 --tasks 5",
+    "bench startup": "--n 3",
     "bench scale": "--quick --n 3 --tasks 10",
     "bench waste": "--tasks 20",
     "bench witness": "--n 100 --verify-entries 1000",

@@ -28,7 +28,6 @@ import sys
 import sysconfig
 import tempfile
 import time
-import urllib.request
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
@@ -335,6 +334,8 @@ class NatsServer(LocalServer):
     def _ready(self) -> bool:
         url = f"http://{self.host}:{self.monitor_port}/healthz?js-enabled-only=true"
         try:
+            import urllib.request  # a health probe only: off every command's start-up
+
             with urllib.request.urlopen(url, timeout=0.5) as resp:
                 return bool(resp.status == 200)
         except OSError:
@@ -409,6 +410,8 @@ class EtcdServer(LocalServer):
 
     def _ready(self) -> bool:
         try:
+            import urllib.request
+
             with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/health", timeout=0.5) as r:
                 return bool(json.loads(r.read()).get("health") == "true")
         except (OSError, ValueError):

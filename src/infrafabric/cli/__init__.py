@@ -18,30 +18,55 @@ if TYPE_CHECKING:
 
 __all__ = ["cli", "main"]
 
-_COMMANDS = {
-    "bench": "infrafabric.cli.bench:bench",
-    "coordinator": "infrafabric.cli.coordinator:coordinator",
-    **{name: f"infrafabric.cli.board:{name}" for name in ("task", "board", "swarm", "blocker", "events")},
-    "witness": "infrafabric.cli.witness:witness",
-    "governor": "infrafabric.cli.governor:governor",
-    "cost": "infrafabric.cli.cost:cost",
-    "optimise": "infrafabric.cli.cost:cost",  # the seeds' name for cost tracking
-    "demo": "infrafabric.cli.demo:demo",
+#: name -> (``module:attribute``, the group's one-line summary). The summaries are
+#: here, not read off the groups, so that ``ifctl --help`` lists every group
+#: without importing any (tests/test_startup.py checks they match).
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("infrafabric.cli.bench:bench",
+              "Benchmarks: latency and throughput, reported (never asserted)."),
+    "coordinator": ("infrafabric.cli.coordinator:coordinator",
+                    "Manage the embedded local coordinator (a durable nats-server in the state directory)."),
+    "task": ("infrafabric.cli.board:task", "Create, claim, renew, release, complete and fail tasks."),
+    "board": ("infrafabric.cli.board:board", "Import, show and export the task board."),
+    "swarm": ("infrafabric.cli.board:swarm", "Register swarms and list them."),
+    "blocker": ("infrafabric.cli.board:blocker", "Report blockers to the orchestrator."),
+    "events": ("infrafabric.cli.board:events", "Watch the board's transitions live."),
+    "witness": ("infrafabric.cli.witness:witness",
+                "The tamper-evident audit chain: verify it, sign checkpoints, query it."),
+    "governor": ("infrafabric.cli.governor:governor",
+                 "Swarm profiles, capability matching, budgets, circuit breakers and policy."),
+    "cost": ("infrafabric.cli.cost:cost",
+             "What the fleet spends: the cost ledger, budgets, debits (alias: optimise)."),
+    # the seeds' name for cost tracking
+    "optimise": ("infrafabric.cli.cost:cost",
+                 "What the fleet spends: the cost ledger, budgets, debits (alias: optimise)."),
+    "demo": ("infrafabric.cli.demo:demo",
+             "The seeds' Phase 0 board, worked by the seeds' swarms through InfraFabric."),
     # chassis_bus adds load/exec/creds/slo/reputation to the group defined in cli.chassis
-    "chassis": "infrafabric.cli.chassis_bus:chassis",
-    "web": "infrafabric.cli.web:web",
-    "doctor": "infrafabric.cli.doctor:doctor",
-    "mcp": "infrafabric.cli.mcp:mcp",
-    "hook": "infrafabric.cli.mcp:hook",
-    "hooks": "infrafabric.cli.mcp:hooks",
-    "guard": "infrafabric.cli.guard:guard",
+    "chassis": ("infrafabric.cli.chassis_bus:chassis",
+                "The sandbox: run a swarm's code (WebAssembly, Python or JavaScript) under limits."),
+    "web": ("infrafabric.cli.web:web", "Serve the live dashboard and Prometheus /metrics for the bus."),
+    "doctor": ("infrafabric.cli.doctor:doctor",
+               "Check every record on the bus (tasks, swarms, profiles, budgets, breakers, the policy, "
+               "the ledger, credentials, reputation, SLO) and list each one that does not read as its kind: "
+               "written by hand, by an older version, or by something that is not InfraFabric."),
+    "mcp": ("infrafabric.cli.mcp:mcp",
+            "Serve the fleet to one agent session over MCP (stdio), or to remote agents (--http)."),
+    "hook": ("infrafabric.cli.mcp:hook",
+             "Run by an agent's client as a lifecycle hook (see `ifctl hooks install`)."),
+    "hooks": ("infrafabric.cli.mcp:hooks",
+              "Install the lifecycle hooks that keep an agent's lease alive and its work going."),
+    "guard": ("infrafabric.cli.guard:guard",
+              "Refuse commits and edits of what another agent's live claim holds."),
 }
 
 
 def _cli() -> IfGroup:
     from infrafabric.cli.app import cli
 
-    cli.lazy.update(_COMMANDS)
+    for name, (target, summary) in _COMMANDS.items():
+        cli.lazy[name] = target
+        cli.summaries[name] = summary
     return cli
 
 

@@ -9,7 +9,6 @@ stopped by the governor (breaker open or budget spent).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import json
@@ -17,16 +16,16 @@ import logging
 import os
 import re
 import sys
-import traceback
-import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.errors import MarkupError
-from rich.markup import escape
+
+# rich and asyncio are imported when a command prints or runs, not at start-up: `ifctl --help`
+# and the hot agent commands must start fast (tests/test_startup.py, `ifctl bench startup`)
+if TYPE_CHECKING:
+    from rich.console import Console
 
 from infrafabric import __version__
 from infrafabric.errors import ConfigurationError, InfraFabricError
@@ -60,11 +59,23 @@ class Settings:
     why: bool = False
     trace: bool = False
     falsify: bool = False
-    trace_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    trace_id: str = field(default_factory=lambda: os.urandom(8).hex())
     #: witness entries this command wrote (shown by --trace)
     written: Sequence[Any] = field(default_factory=list)
-    console: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True))
+
+    @functools.cached_property
+    def console(self) -> Console:
+        """stdout, for the command's output."""
+        from rich.console import Console
+
+        return Console(highlight=False, soft_wrap=True)
+
+    @functools.cached_property
+    def err(self) -> Console:
+        """stderr, for warnings and what goes beside a stream."""
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     def bus_url(self) -> str:
         """The bus URL for this command, starting the embedded server if needed
@@ -102,6 +113,8 @@ def settings() -> Settings:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion for a command."""
+    import asyncio
+
     return asyncio.run(coro)
 
 
@@ -181,6 +194,8 @@ def _print(console: Console, line: str) -> None:
     """Print a line of console markup; one that is not valid markup (text from
     the bus that happens to hold a stray ``[/x]``) is printed as it is.
     Control characters are escaped first (:func:`terminal_safe`)."""
+    from rich.errors import MarkupError
+
     line = terminal_safe(line)
     try:
         console.print(line)
@@ -189,6 +204,8 @@ def _print(console: Console, line: str) -> None:
 
 
 def _print_trace(s: Settings, console: Console) -> None:
+    from rich.markup import escape
+
     console.print(f"[dim]trace {s.trace_id}: {len(s.written)} witness entries written[/dim]")
     for e in s.written:
         console.print(f"[dim]  #{e.seq} {escape(e.component)} {escape(e.operation)} "
@@ -204,6 +221,8 @@ class IfGroup(click.Group):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lazy: dict[str, str] = {}
+        #: a lazy group's one-line summary, so that ``--help`` imports none of them
+        self.summaries: dict[str, str] = {}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})
@@ -213,6 +232,29 @@ class IfGroup(click.Group):
             module, _, attribute = self.lazy[cmd_name].partition(":")
             self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Click's listing, but a group not yet imported is listed by its summary
+        instead of being imported for it: ``ifctl --help`` stays fast."""
+        rows: list[tuple[str, str | None]] = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is None and name in self.summaries:
+                rows.append((name, self.summaries[name]))
+            elif (command := command or self.get_command(ctx, name)) is not None and not command.hidden:
+                rows.append((name, None))
+        if not rows:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+        listing = []
+        for name, summary in rows:
+            if summary is None:
+                command = self.commands[name]
+                listing.append((name, command.get_short_help_str(limit)))
+            else:
+                listing.append((name, click.Command(name, help=summary).get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(listing)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -247,6 +289,8 @@ def _fail(ctx: click.Context, exc: BaseException, code: int, *, internal: bool =
     if internal and not debug:
         click.echo("(run with --debug for the traceback; please report it)", err=True)
     if debug:
+        import traceback
+
         traceback.print_exception(exc, file=sys.stderr)
     sys.exit(code)
 

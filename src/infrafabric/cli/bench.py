@@ -42,7 +42,8 @@ from infrafabric.bus import parse_url
 from infrafabric.bus.servers import EtcdServer, LocalServer, NatsServer, find_etcd, find_nats_server
 from infrafabric.bus.url import with_options
 from infrafabric.cli.app import EXIT_REFUSED, Outcome, Settings, contract, run_async, settings
-from infrafabric.errors import InfraFabricError
+from infrafabric.cli.output import print_table
+from infrafabric.errors import ConfigurationError, InfraFabricError
 from infrafabric.governor.models import format_usd
 
 BACKENDS = ("nats", "etcd", "memory")
@@ -62,6 +63,7 @@ def bench() -> None:
       ifctl bench witness --backend nats --json
       ifctl bench waste --seed 1 --json
       ifctl bench chassis --n 2000 --why
+      ifctl bench startup --json      # what a process costs before it works
       ifctl bench all --backend nats --json > bench.json
       ifctl bench all --quick          # a CI-sized run of every benchmark
     """
@@ -175,6 +177,18 @@ def _checks_outcome(checks: list[tuple[str, bool, str]], why: list[str] | None =
               "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in checks]},
         lines=lines, why=lines + (why or []), exit_code=EXIT_REFUSED if failing else 0,
     )
+
+
+def _require_extra(what: str, *modules: str) -> None:
+    """Exit 2 naming the ``bench`` extra when a benchmark's optional modules are
+    missing (a runtime-only install has no MCP SDK, web server or etcd client)."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigurationError(f"{what} needs {', '.join(missing)}, which {verb} not installed",
+                                 hint="pip install 'infrafabric[bench]'")
 
 
 def _falsify(backend: str, url: str | None, url_error: str | None, n: int,
@@ -458,11 +472,17 @@ def _common_options(inflight_help: str, n_help: str, pace_help: str | None, *,
     return decorate
 
 
+def _width(s: Settings) -> int:
+    """The width :func:`_table` lays out for: the terminal's; unbounded when the
+    output is not a terminal (it is printed as plain columns, never cut)."""
+    return s.console.width if s.console.is_terminal else 1_000_000
+
+
 def _render(s: Settings, result: dict[str, Any], head: list[str], short: Mapping[str, str]) -> None:
     if not s.json:
         for line in head:
             s.console.print(line)
-        s.console.print(_table(result, s.console.width, short))
+        print_table(s.console, _table(result, _width(s), short))
 
 
 @bench.command("bus")
@@ -736,7 +756,7 @@ def coordinator(backend: str | None, n: int, inflight: int, warmup: int | None,
         s.console.print(_header(cluster) + f" ({CLUSTER_NODES}-node cluster)")
         s.console.print("latency in ms: ours on a single node vs a cluster; ratio = cluster p50 / single "
                         "p50 (>1 = cluster slower); raw = the engine's own client on each")
-        s.console.print(_comparison_table(both["comparison"]))
+        print_table(s.console, _comparison_table(both["comparison"]))
     return Outcome(data=both, lines=_comparison_lines(both), why=why)
 
 
@@ -898,10 +918,10 @@ def witness(backend: str | None, n: int, inflight: int, warmup: int | None,
     if not s.json:
         for line in head:
             s.console.print(line)
-        s.console.print(_witness_table(result))
+        print_table(s.console, _witness_table(result))
         s.console.print("latency of an append (1 writer, sequential), ms; ratio = ours p50 / "
                         "raw create p50")
-        s.console.print(_table(result, s.console.width, {"latency": "append"}))
+        print_table(s.console, _table(result, _width(s), {"latency": "append"}))
     return Outcome(data=result, lines=tail,
                    why=_witness_why(backend, n, warm, inflight, verify_entries))
 
@@ -996,7 +1016,7 @@ def waste(backend: str | None, seed: int, tasks: int, swarms: int) -> Outcome:
         where = "temporary" if result["server"].get("managed") else "given"
         s.console.print(f"bench waste on {result['backend']}:// ({where}), seed {seed}, "
                         f"{tasks} tasks, {swarms} swarms, {result['duration_s']} s")
-        s.console.print(_waste_table(result))
+        print_table(s.console, _waste_table(result))
     return Outcome(data=result, lines=_waste_lines(result), why=_waste_why(seed, tasks, swarms))
 
 
@@ -1037,6 +1057,7 @@ def hooks(backend: str | None, n: int, sizes: tuple[int, ...]) -> Outcome:
         return _falsify(backend, url, url_error, n,
                         f"{n} runs per event at {', '.join(map(str, board))} tasks",
                         modules=("mcp", "infrafabric.bench.hooks"))
+    _require_extra("`ifctl bench hooks` (it starts agents' `ifctl mcp` servers)", "mcp")
     from infrafabric.bench.hooks import bench_hooks
 
     with (_sigterm_as_interrupt(), _target(backend, url) as (target_url, server, _managed),
@@ -1060,6 +1081,61 @@ def hooks(backend: str | None, n: int, sizes: tuple[int, ...]) -> Outcome:
     return Outcome(data=result, lines=lines,
                    why=["wall time of each `ifctl hook claude EVENT` process, spawn to exit",
                         "server: the agent's ifctl mcp answers over its control socket; direct: none runs",
+                        f"percentiles: {QUANTILE_METHOD}"])
+
+
+# -- ifctl bench startup ----------------------------------------------------------------
+
+
+@bench.command("startup")
+@click.option("--backend", type=click.Choice(("nats", "etcd")), default=None,
+              help="Bus [default: the scheme of --bus/IF_BUS_URL, else nats].")
+@click.option("--n", type=click.IntRange(3, 10_000), default=20, show_default=True,
+              help="Runs of each command.")
+@contract
+def startup(backend: str | None, n: int) -> Outcome:
+    """Time what an `ifctl` process costs before it does anything.
+
+    Times the whole process, spawn to exit, of `ifctl --help`, of a real
+    `ifctl task heartbeat` on a claim, and of the post-tool-use and stop hooks
+    through the agent's running `ifctl mcp`; beside them `python -c pass` (the
+    floor of any process) and the heartbeat's work in a warm process (connect,
+    assemble, renew, close). The heartbeat's start-up is its wall time less
+    that work. Targets (p50): 150 ms for --help, the heartbeat's start-up and
+    each hook.
+
+    \b
+    Examples:
+      ifctl bench startup --json
+      ifctl bench startup --backend etcd --n 50
+    """
+    s = settings()
+    backend, url, url_error = _resolve(s, backend, default="nats")
+    if s.falsify:
+        return _falsify(backend, url, url_error, n, f"{n} runs of each command",
+                        modules=("mcp", "infrafabric.bench.startup"))
+    _require_extra("`ifctl bench startup` (it starts an agent's `ifctl mcp` server)", "mcp")
+    from infrafabric.bench.startup import bench_startup
+
+    with (_sigterm_as_interrupt(), _target(backend, url) as (target_url, server, _managed),
+          _Progress(s, {}) as progress):
+        result = run_async(bench_startup(target_url, n=n, progress=progress))
+    result.update(backend=backend, server=server)
+    ops = result["operations"]
+    names = {"python": "python -c pass (the floor)", "help": "ifctl --help",
+             "heartbeat": "ifctl task heartbeat", "heartbeat_warm": "the heartbeat's work, warm process",
+             "hook_post-tool-use": "ifctl hook claude post-tool-use", "hook_stop": "ifctl hook claude stop"}
+    lines = [f"bench startup on {backend}:// ({'temporary' if server.get('managed') else 'given'}), "
+             f"{n} runs each, {result['duration_s']} s"]
+    lines += [f"{names.get(op, op):<38} p50 {_fmt(st['p50'])} ms  p95 {_fmt(st['p95'])} ms"
+              for op, st in ops.items()]
+    started = result["heartbeat_startup"]
+    lines.append(f"{'heartbeat start-up (wall - warm work)':<38} p50 {_fmt(started['p50'])} ms  "
+                 f"p95 {_fmt(started['p95'])} ms")
+    lines += _target_lines(result["targets"])
+    return Outcome(data=result, lines=lines,
+                   why=["wall time of each process, spawn to exit, as subprocess.run sees it",
+                        "the heartbeat's start-up: its wall time less the same work in a warm process",
                         f"percentiles: {QUANTILE_METHOD}"])
 
 
@@ -1096,6 +1172,7 @@ def gateway(backend: str | None, n: int, agents: int) -> Outcome:
     if s.falsify:
         return _falsify(backend, url, url_error, n, f"{agents} agents x {n} tasks on each side",
                         modules=("mcp", "uvicorn", "infrafabric.bench.gateway"))
+    _require_extra("`ifctl bench gateway`", "mcp", "uvicorn", "starlette")
     from infrafabric.bench.gateway import bench_gateway
 
     with (_sigterm_as_interrupt(), _target(backend, url) as (target_url, server, _managed),
@@ -1338,7 +1415,7 @@ def chassis_bench(n: int, no_python: bool) -> Outcome:
         s.console.print(f"bench chassis on wasmtime {result['engine']['version']}, n={n}, "
                         f"{result['machine']['cores']} cores, {result['duration_s']} s "
                         "(raw p50 in ms; each variant as its p50 / raw p50, red: over the 5 % target)")
-        s.console.print(_chassis_table(result))
+        print_table(s.console, _chassis_table(result))
     lines = [f"[yellow]{note}[/yellow]" for note in result["notes"]] + _chassis_lines(result)
     return Outcome(data=result, lines=lines, why=why)
 
@@ -1495,7 +1572,7 @@ def bench_all_command(backend: str | None, quick: bool) -> Outcome:
             took = f"{report['duration_s']} s" if "duration_s" in report else "[red]did not run[/red]"
             s.console.print(f"  {name}: {plan.describe(name)}; {took}")
         table, notes = _all_table(result)
-        s.console.print(table)
+        print_table(s.console, table)
         for note in notes:
             s.console.print(note)
     failed = result["failed"]

@@ -44,12 +44,11 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
-from infrafabric import metrics
 from infrafabric.bus import EventBus, EventKind, Message, Subscription, Watch, WatchEvent
 from infrafabric.bus.bounds import check_text
 from infrafabric.bus.layout import BLOCKERS, PRESENCE, SWARMS, TASKS, WAITING, WATCHERS, push_subject
@@ -135,6 +134,14 @@ log = logging.getLogger(__name__)
 #: ``async (operation, params) -> None``: told of every successful operation
 #: (the witness observes here: :meth:`infrafabric.witness.Witness.observer`).
 Observer = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def _metrics() -> ModuleType:
+    """:mod:`infrafabric.metrics`, imported on the first claim or push: prometheus-client
+    costs a command that claims nothing (``ifctl task heartbeat``) a third of its start-up."""
+    from infrafabric import metrics
+
+    return metrics
 
 
 def _decode_push(message: Message) -> Task | None:
@@ -773,7 +780,7 @@ class IFCoordinator:
                 with contextlib.suppress(Exception):  # metrics never break a feed
                     since = _became_available(task)
                     if since is not None:
-                        metrics.record_push_latency(clock() - since)
+                        _metrics().record_push_latency(clock() - since)
             return task
 
         mark = self._marked(self.waiting, swarm_id, via="pushed_tasks", ttl=PRESENCE_TTL) if waiting else None
@@ -1022,7 +1029,7 @@ class IFCoordinator:
                 await self._notify("task_claimed", {"task_id": task_id, "swarm_id": swarm_id,
                                                     "claim_id": outcome.claim_id})
         finally:  # the claim is decided even if an observer fails
-            metrics.record_claim("won" if outcome.won else "lost" if outcome.lost else "refused",
+            _metrics().record_claim("won" if outcome.won else "lost" if outcome.lost else "refused",
                                  time.perf_counter() - started)
         return outcome
 

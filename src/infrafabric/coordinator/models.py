@@ -119,7 +119,7 @@ class TaskKind(enum.StrEnum):
 class TaskSpec(BaseModel):
     """A task as a board defines it (no live state)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     id: TaskId
     title: Line
@@ -159,7 +159,7 @@ class TaskSpec(BaseModel):
 class Transition(BaseModel):
     """One status change in a task's history."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     at: float = Field(allow_inf_nan=False)
     to: TaskStatus
@@ -174,7 +174,7 @@ class WorkspaceRecord(BaseModel):
     (``--worktree``, on ``host``) and the commit there when it was last looked
     at (recorded at completion)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     branch: Branch
     worktree: Annotated[str, Field(max_length=4096)] | None = None
@@ -185,7 +185,7 @@ class WorkspaceRecord(BaseModel):
 class Task(TaskSpec):
     """A task on the bus: its spec plus live state."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     status: TaskStatus = TaskStatus.BLOCKED
     owner: str | None = None
@@ -225,7 +225,7 @@ class PathLease(BaseModel):
     whose claimant died before claiming): a rival claimant voids it by bumping
     the task's ``claim_seq``, after which that claim can never land."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     task_id: TaskId
     swarm_id: TaskId
@@ -243,7 +243,7 @@ class PathLeaseTable(BaseModel):
     decides whether a claim's paths are free, so two overlapping leases are
     never both written."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     leases: dict[TaskId, PathLease] = Field(default_factory=dict)
 
@@ -251,7 +251,7 @@ class PathLeaseTable(BaseModel):
 class SwarmRecord(BaseModel):
     """A registered swarm as the coordinator sees it (the governor adds more)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="allow", frozen=True)
 
     id: TaskId
     capabilities: list[Capability] = Field(default_factory=list)
@@ -262,7 +262,7 @@ class Presence(BaseModel):
     """A swarm's agent connected now (an ``ifctl mcp`` session): refreshed
     while it lasts, removed when it ends, stale after ``ttl`` if it dies."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     swarm_id: TaskId
     via: Line
@@ -278,7 +278,7 @@ class Presence(BaseModel):
 class TaskEvent(BaseModel):
     """One transition seen on the board."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     task_id: str
     status: TaskStatus

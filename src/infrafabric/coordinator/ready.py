@@ -125,7 +125,7 @@ class Band(BaseModel):
     """One band's queue in a lane: slots ``head`` (inclusive) to ``tail``
     (exclusive) may be live; ``at`` is when the last slot was allocated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     head: int = Field(default=0, ge=0)
     tail: int = Field(default=0, ge=0)
@@ -135,7 +135,7 @@ class Band(BaseModel):
 class Lane(BaseModel):
     """The tasks that need exactly ``capabilities``, by band."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     capabilities: list[Capability] = Field(default_factory=list, max_length=1000)
     bands: dict[Annotated[str, Field(pattern=r"^[cf]-?[0-9]{1,10}$")], Band] = Field(default_factory=dict)
@@ -144,7 +144,7 @@ class Lane(BaseModel):
 class Directory(BaseModel):
     """Every lane of the index (lane id → its capabilities)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     lanes: dict[Annotated[str, Field(max_length=MAX_LANE_ID + 2)], list[Capability]] = Field(
         default_factory=dict)
@@ -155,7 +155,7 @@ class Slot(BaseModel):
     ``dead`` once it moved on. A tombstone closing a slot never written has
     no task."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     task_id: TaskId | None = None
     seq: int = Field(default=0, ge=0)
@@ -170,7 +170,7 @@ class Whole(BaseModel):
     need not read every slot again when it starts. Removed by whatever
     could break it (``ifctl doctor --repair`` moving an index record aside)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     at: float = Field(allow_inf_nan=False)
 

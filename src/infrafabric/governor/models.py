@@ -75,7 +75,7 @@ def format_usd(micros: int) -> str:
 class SwarmProfile(BaseModel):
     """What the governor knows about a swarm."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     id: SwarmId
     capabilities: list[Capability] = Field(default_factory=list)
@@ -93,7 +93,7 @@ class SwarmProfile(BaseModel):
 class ResourcePolicy(BaseModel):
     """Limits the governor enforces (``resource_policy:`` in YAML)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     max_swarms_per_task: int = Field(default=3, ge=1, le=100)
     max_cost_per_task_micros: PositiveMicros = 10 * MICROS
@@ -119,7 +119,7 @@ class ResourcePolicy(BaseModel):
 class LedgerEntry(BaseModel):
     """One debit, as recorded in the cost ledger."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", frozen=True)
 
     key: str = Field(default="", max_length=1024)
     swarm_id: str = Field(max_length=128)
@@ -140,7 +140,7 @@ class Hold(BaseModel):
     budget from the claim until it ends (completed, failed, released or
     lapsed); costs tracked for its task are drawn from it meanwhile."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     task_id: str = Field(max_length=128)
     micros: Micros
@@ -158,7 +158,7 @@ class Budget(BaseModel):
     part: a process that dies right after debiting leaves its entry here, and
     entries leave the journal only once their ``gov/ledger/`` key exists."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     limit_micros: Micros
     spent_micros: TotalMicros = 0
@@ -191,7 +191,7 @@ class BreakerState(enum.StrEnum):
 class Breaker(BaseModel):
     """A swarm's circuit breaker: its own record, never a zeroed budget."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     state: BreakerState = BreakerState.CLOSED
     reason: Note = ""

@@ -25,15 +25,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
+# cryptography is imported by the methods that sign or verify: a command that does neither
+# (most of them) does not pay for loading it at start-up
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from infrafabric.errors import ConfigurationError
 
@@ -101,6 +98,8 @@ class Verifier:
     def __init__(self, name: str, public: bytes) -> None:
         self.name = name
         self.public = public
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         self.key = Ed25519PublicKey.from_public_bytes(public)
         self.id = key_id(name, public)
 
@@ -108,6 +107,8 @@ class Verifier:
         """None if ``cp`` is signed by this key, else what is wrong."""
         if cp.key_name != self.name or cp.signature[:4] != self.id:
             return f"signed by key {cp.key_name!r}, not the trusted key {self.name!r}"
+        from cryptography.exceptions import InvalidSignature
+
         try:
             self.key.verify(cp.signature[4:], cp.body)
         except InvalidSignature:
@@ -130,6 +131,8 @@ class Signer(Verifier):
     """Signs checkpoints. The private key never leaves this object or its file."""
 
     def __init__(self, name: str, private: Ed25519PrivateKey) -> None:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         self._private = private
         public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         super().__init__(name, public)
@@ -150,6 +153,9 @@ class Signer(Verifier):
     @classmethod
     def load_or_create(cls, directory: str | os.PathLike[str], name: str = "infrafabric-witness") -> Signer:
         """The key in ``directory/witness.key`` (created 0600 on first use)."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
         path = Path(directory) / "witness.key"
         if path.exists():
             raw = path.read_bytes()

@@ -1,0 +1,138 @@
+"""``ifctl bench startup``: what an ``ifctl`` process costs before it does anything.
+
+An agent's client runs ``ifctl hook ...`` after every tool call, and a shell
+loop runs ``ifctl task heartbeat`` every few minutes: each is a new process,
+so its start-up (the interpreter, the imports, parsing the command line) is
+paid every time. This times the whole process, spawn to exit, as
+``subprocess.run`` sees it, for:
+
+* ``python -c pass``: the floor of any Python process on this machine;
+* ``ifctl --help``: the command line alone (no group is imported);
+* ``ifctl task heartbeat``: a real heartbeat on a claim of a fresh
+  namespace on the bus (the governed, witnessed renewal the CLI does). Its
+  **start-up** is its wall time less the same work done in a warm process
+  (connect to the bus, assemble the fleet, heartbeat, close), timed beside it
+  in the same run: what the process spends on not doing the work;
+* ``ifctl hook claude post-tool-use`` and ``... stop``, through the agent's
+  running ``ifctl mcp`` (the documented setup): the hooks' whole cost.
+
+Targets (p50): ``--help``, the heartbeat's start-up and each hook at most
+150 ms. Reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from infrafabric.bench._common import (
+    Progress,
+    clean_namespace,
+    machine_info,
+    started_at,
+    target_row,
+    with_namespace,
+)
+from infrafabric.bench.hooks import PAYLOADS, SWARM, _start_server, _stop_server
+from infrafabric.bench.stats import summarize
+from infrafabric.bus import connect
+from infrafabric.fleet import assemble
+
+__all__ = ["TARGET_MS", "bench_startup"]
+
+TARGET_MS = 150.0
+
+
+def _ifctl() -> str:
+    return str(Path(sys.executable).parent / "ifctl")
+
+
+def _time(args: list[str], env: dict[str, str], stdin: bytes = b"") -> int:
+    started = time.perf_counter_ns()
+    done = subprocess.run(args, input=stdin, env=env, capture_output=True, timeout=60)
+    took = time.perf_counter_ns() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {done.returncode}: "
+                           f"{(done.stdout + done.stderr).decode(errors='replace')[-300:]}")
+    return took
+
+
+def _sample(args: list[str], env: dict[str, str], n: int, stdin: bytes = b"") -> dict[str, Any]:
+    _time(args, env, stdin)  # the first run fills the OS's page cache and Python's bytecode cache
+    return summarize([_time(args, env, stdin) for _ in range(n)])
+
+
+async def _warm_heartbeats(url: str, task_id: str, claim_id: str, n: int) -> dict[str, Any]:
+    """The heartbeat command's work in a warm process: connect, assemble the
+    fleet (as every command does), renew, close."""
+    samples = []
+    for _ in range(n + 1):
+        started = time.perf_counter_ns()
+        async with connect(url) as bus:
+            await assemble(bus, signer=None).coordinator.heartbeat(SWARM, task_id, claim_id)
+        samples.append(time.perf_counter_ns() - started)
+    return summarize(samples[1:])
+
+
+async def bench_startup(url: str, *, n: int = 20, progress: Progress | None = None) -> dict[str, Any]:
+    """Time each command's process (see the module docs) on the bus at ``url``."""
+    t0 = time.time()
+    ns_url = with_namespace(url, f"benchstart{uuid.uuid4().hex[:10]}")
+    ops: dict[str, dict[str, Any]] = {}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("IF_")}
+    with tempfile.TemporaryDirectory(prefix="if-bench-startup-") as home:
+        env = base_env | {"IF_BUS_URL": ns_url, "IF_HOME": home, "IF_SWARM_ID": SWARM}
+        steps = 5
+        if progress is not None:
+            progress("python -c pass", 0, steps)
+        ops["python"] = await asyncio.to_thread(_sample, [sys.executable, "-c", "pass"], env, n)
+        if progress is not None:
+            progress("ifctl --help", 1, steps)
+        ops["help"] = await asyncio.to_thread(_sample, [_ifctl(), "--help"], env, n)
+        async with connect(ns_url) as bus:
+            fleet = assemble(bus, signer=None)
+            await fleet.coordinator.create_tasks([{"id": "T0", "title": "the task a heartbeat renews"}])
+            await fleet.register_swarm(SWARM, [])
+            claim = await fleet.coordinator.try_claim(SWARM, "T0", lease_ttl=3600)
+            assert claim.won and claim.claim_id, claim.reason
+            if progress is not None:
+                progress("ifctl task heartbeat", 2, steps)
+            ops["heartbeat"] = await asyncio.to_thread(
+                _sample, [_ifctl(), "task", "heartbeat", "T0", "--swarm", SWARM, "--claim", claim.claim_id],
+                env, n)
+            if progress is not None:
+                progress("heartbeat in a warm process", 3, steps)
+            ops["heartbeat_warm"] = await _warm_heartbeats(ns_url, "T0", claim.claim_id, n)
+            if progress is not None:
+                progress("hooks through the agent's server", 4, steps)
+            server = await asyncio.to_thread(_start_server, env, Path(home))
+            try:
+                for event, payload in PAYLOADS.items():
+                    ops[f"hook_{event}"] = await asyncio.to_thread(
+                        _sample, [_ifctl(), "hook", "claude", event], env, n, json.dumps(payload).encode())
+            finally:
+                await asyncio.to_thread(_stop_server, server)
+            await clean_namespace(bus, None)
+    startup = {stat: round(ops["heartbeat"][stat] - ops["heartbeat_warm"][stat], 3)
+               for stat in ("p50", "p95")}
+    targets = [
+        target_row("help", f"`ifctl --help`, p50 ≤ {TARGET_MS:g} ms", "help", "p50", TARGET_MS,
+                   ops["help"]["p50"], applies=True),
+        target_row("heartbeat-startup", "`ifctl task heartbeat` start-up (its wall time less the same work "
+                   f"in a warm process), p50 ≤ {TARGET_MS:g} ms", "heartbeat", "startup.p50", TARGET_MS,
+                   startup["p50"], applies=True),
+        *(target_row(f"hook-{event}", f"`ifctl hook claude {event}` through the agent's server, p50 ≤ "
+                     f"{TARGET_MS:g} ms", f"hook_{event}", "p50", TARGET_MS, ops[f"hook_{event}"]["p50"],
+                     applies=True) for event in PAYLOADS),
+    ]
+    return {"benchmark": "startup", "started_at": started_at(t0), "duration_s": round(time.time() - t0, 1),
+            "machine": machine_info(), "n": n, "operations": ops, "heartbeat_startup": startup,
+            "targets": targets}
