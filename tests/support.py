@@ -4,9 +4,11 @@ folder of the root conftest is on ``sys.path``)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,3 +136,39 @@ def ifctl_runner(bus_url: str, home: Path) -> Runner:
         return subprocess.run([IFCTL, *args], capture_output=True, text=True, env=env, timeout=60)
 
     return ifctl
+
+
+# runs the CLI's entry point as the console script does, then prints the modules it loaded
+_MODULES_PROBE = textwrap.dedent("""
+    import json, sys
+    from infrafabric.cli import main
+    sys.argv = ["ifctl", *json.loads(sys.argv[1])]
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    sys.stdout.flush()
+    sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+    sys.stderr.write("EXIT " + json.dumps(code) + "\\n")
+""")
+
+
+def ifctl_modules(args: list[str], env: dict[str, str] | None = None, *,
+                  code: int = 0) -> tuple[set[str], str, str]:
+    """Run ``ifctl ARGS`` through its console-script entry point in a fresh
+    interpreter: (the modules it loaded, its stdout, its stderr), after
+    checking it exited ``code``."""
+    done = subprocess.run([sys.executable, "-c", _MODULES_PROBE, json.dumps(args)], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=120)
+    tail = done.stderr.rsplit("\nMODULES ", 1)
+    assert len(tail) == 2, done.stderr[-2000:]
+    modules_line, exit_line = tail[1].strip().split("\n")[:2]
+    assert exit_line == f"EXIT {code}", f"{args}: {exit_line}\n{done.stdout[-1000:]}\n{tail[0][-2000:]}"
+    return set(json.loads(modules_line)), done.stdout, tail[0]
+
+
+def top_modules(modules: set[str]) -> set[str]:
+    """The top-level packages of ``modules``."""
+    return {m.split(".")[0] for m in modules}

@@ -9,10 +9,6 @@ fact, unlike a time: the times are in ``ifctl bench startup``).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import click
@@ -20,48 +16,19 @@ import pytest
 
 from infrafabric import cli as cli_package
 from infrafabric.bus.servers import NatsServer
-
-# runs the CLI's entry point as the console script does, then prints the modules it loaded
-_PROBE = textwrap.dedent("""
-    import json, sys
-    from infrafabric.cli import main
-    sys.argv = ["ifctl", *json.loads(sys.argv[1])]
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code
-    else:
-        code = 0
-    sys.stdout.flush()
-    sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n")
-    sys.stderr.write("EXIT " + json.dumps(code) + "\\n")
-""")
-
-
-def _loaded(args: list[str], env: dict[str, str] | None = None) -> tuple[set[str], str]:
-    done = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
-    tail = done.stderr.rsplit("\nMODULES ", 1)
-    assert len(tail) == 2, done.stderr[-2000:]
-    modules_line, exit_line = tail[1].strip().split("\n")[:2]
-    assert exit_line == "EXIT 0", f"{args}: {exit_line}\n{done.stdout[-1000:]}\n{tail[0][-2000:]}"
-    return set(json.loads(modules_line)), done.stdout
-
-
-def _tops(modules: set[str]) -> set[str]:
-    return {m.split(".")[0] for m in modules}
+from support import ifctl_modules, top_modules
 
 
 def test_help_lists_every_group_without_importing_any() -> None:
-    modules, out = _loaded(["--help"])
+    modules, out, _ = ifctl_modules(["--help"])
     for name in cli_package._COMMANDS:
         assert f"\n  {name} " in out, f"{name} missing from ifctl --help"
     loaded_groups = sorted(m for m in modules if m.startswith("infrafabric.") and m not in {
         "infrafabric.cli", "infrafabric.cli.app", "infrafabric.errors"})
     assert loaded_groups == []
     # nothing --help does not use: no asyncio, no rich, no pydantic, no bus client
-    assert not _tops(modules) & {"asyncio", "rich", "pydantic", "nats", "wasmtime", "yaml", "cryptography",
-                                 "prometheus_client"}
+    assert not top_modules(modules) & {"asyncio", "rich", "pydantic", "nats", "wasmtime", "yaml",
+                                       "cryptography", "prometheus_client"}
 
 
 def test_the_listed_summaries_are_the_groups_own() -> None:
@@ -84,17 +51,18 @@ def test_a_heartbeat_loads_no_sandbox_web_yaml_crypto_or_metrics(nats_server: Na
     Prometheus client (a heartbeat records no claim)."""
     env = {"IF_BUS_URL": f"{nats_server.url}?namespace={namespace}", "IF_HOME": str(tmp_path)}
     for args in (["task", "create", "H1", "--title", "a task"], ["swarm", "register", "hb-swarm"]):
-        _loaded(args, env)
-    claimed, out = _loaded(["task", "claim", "H1", "--swarm", "hb-swarm", "--json"], env)
+        ifctl_modules(args, env)
+    claimed, out, _ = ifctl_modules(["task", "claim", "H1", "--swarm", "hb-swarm", "--json"], env)
     claim_id = json.loads(out)["claim_id"]
-    modules, out = _loaded(["task", "heartbeat", "H1", "--swarm", "hb-swarm", "--claim", claim_id], env)
+    modules, out, _ = ifctl_modules(["task", "heartbeat", "H1", "--swarm", "hb-swarm", "--claim", claim_id],
+                                    env)
     assert "renewed" in out
-    assert "infrafabric.coordinator.core" in modules and "nats" in _tops(modules)
+    assert "infrafabric.coordinator.core" in modules and "nats" in top_modules(modules)
     unused = {"wasmtime", "yaml", "cryptography", "prometheus_client", "starlette", "uvicorn", "mcp", "aetcd",
               "grpc", "http"}
-    assert not _tops(modules) & unused, sorted(_tops(modules) & unused)
+    assert not top_modules(modules) & unused, sorted(top_modules(modules) & unused)
     assert not {m for m in modules if m.startswith(("infrafabric.chassis", "infrafabric.bench",
                                                     "infrafabric.web", "infrafabric.agent.server",
                                                     "infrafabric.coordinator.infer"))}
     # a claim does record a metric: the same process shape, loading what it uses
-    assert "prometheus_client" in _tops(claimed)
+    assert "prometheus_client" in top_modules(claimed)

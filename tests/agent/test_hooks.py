@@ -21,6 +21,7 @@ from infrafabric.agent.control import socket_path
 from infrafabric.bus import connect
 from infrafabric.coordinator import TaskStatus
 from infrafabric.fleet import Fleet, assemble
+from support import ifctl_modules, top_modules
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(120)]
 
@@ -263,3 +264,34 @@ async def test_a_hook_finds_the_project_from_the_payload(tmp_path: Path) -> None
     # no server runs and none is started: the message names the project's own state directory
     assert done.returncode == 0 and str(project / ".git" / "infrafabric") in done.stderr
     assert not (project / ".git" / "infrafabric" / "coordinator.json").exists()
+
+
+@pytest.mark.parametrize("via", ["server"], indirect=True)
+async def test_task_heartbeat_goes_through_the_agents_server(fleet: Fleet, env: dict[str, str], via: str,
+                                                            engine_url: str) -> None:
+    """With the swarm's `ifctl mcp` running, `ifctl task heartbeat` asks it over
+    the control socket and loads no library (no pydantic, no bus client):
+    the lease on the bus is renewed all the same, with the same output as the
+    full command. A refusal, another bus, or a flag the fast path does not
+    know goes to the full command, which reports in its own words."""
+    claim = await fleet.coordinator.try_claim("agent-1", "T1", lease_ttl=60)
+    assert claim.won and claim.claim_id
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("IF_")} | env
+    args = ["task", "heartbeat", "T1", "--claim", claim.claim_id, "--lease", "900", "--json"]
+    modules, out, _ = ifctl_modules(args, full_env)
+    assert not top_modules(modules) & {"pydantic", "nats", "aetcd", "asyncio", "rich", "click"}
+    answer = json.loads(out)
+    task = await fleet.coordinator.get_task("T1")
+    assert task is not None and task.lease_until == pytest.approx(answer["lease_until"])
+    assert answer["lease_left_s"] == pytest.approx(900, abs=5)
+    # the full command (--why is not on the fast path) answers with the same fields
+    modules, out, _ = ifctl_modules([*args, "--why"], full_env)
+    assert "pydantic" in top_modules(modules)
+    assert set(json.loads(out)) - {"why"} == set(answer)
+    # a stale token: the server refuses, and the full command says why, exit 1
+    _, _, err = ifctl_modules(["task", "heartbeat", "T1", "--claim", "0123456789abcdef"], full_env, code=1)
+    assert "stale" in err or "does not hold" in err, err
+    # another bus than the server's: the server does not act on its own bus for it
+    other = full_env | {"IF_BUS_URL": engine_url.replace("namespace=", "namespace=other")}
+    _, _, err = ifctl_modules(["task", "heartbeat", "T1", "--claim", claim.claim_id], other, code=2)
+    assert "no task 'T1'" in err, err

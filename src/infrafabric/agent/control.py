@@ -4,9 +4,10 @@ A running ``ifctl mcp`` listens on ``<state dir>/agents/<digest of the swarm
 id>.sock`` (the directory is the user's only: mode 0700, the socket 0600;
 a hook refuses a directory that is not). A hook sends one JSON line,
 ``{"op": "start" | "activity" | "stop", "agent": ..., "repeat": ...}``, and reads
-one back: the session's answer (:meth:`AgentSession.on_hook`). The
-server already holds a connection to the bus and the fleet, so a hook costs
-a process start and one round trip; the truth stays on the bus.
+one back: the session's answer (:meth:`AgentSession.on_hook`; the guard and
+``ifctl task heartbeat`` ask it too, :meth:`AgentSession.answer`). The server
+already holds a connection to the bus and the fleet, so a hook costs a process
+start and one round trip; the truth stays on the bus.
 
 With no server listening (a client that starts one per call, or none), the
 hook acts on the bus itself, through the same session code, and never starts
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
     from infrafabric.agent.hooks import Answer
     from infrafabric.agent.session import AgentSession
 
-__all__ = ["Refused", "Unreachable", "ask", "guard", "is_gateway", "serve", "serve_answers", "socket_path"]
+__all__ = ["Refused", "Unreachable", "ask", "guard", "heartbeat", "is_gateway", "serve", "serve_answers",
+           "socket_path"]
 
 #: a hook waits this long for the server's answer (a stop may claim a task: one compare-and-swap)
 ANSWER_TIMEOUT = 5.0
@@ -78,6 +80,27 @@ def guard(swarm_id: str | None, cwd: str, paths: list[str], branches: list[str],
     if swarm_id is None:
         return _direct(None, message, home)
     return _request(swarm_id, message, home)
+
+
+def heartbeat(swarm_id: str, task_id: str, claim_id: str | None, lease_ttl: float | None,
+              home: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """``ifctl task heartbeat`` through the swarm's running server: its answer
+    (``task_id``, ``lease_until``), or None when there is no server, it does
+    not answer, it is on another bus, or it refuses: the command then acts on
+    the bus itself, and so reports any refusal in its own words."""
+    path = socket_path(swarm_id, home)
+    if not path.exists():
+        return None
+    message = {"op": "heartbeat", "task_id": task_id, "claim_id": claim_id, "lease_ttl": lease_ttl,
+               "bus": os.environ.get("IF_BUS_URL") or None}
+    try:
+        _check_private(path.parent)
+        reply = _round_trip(path, json.dumps(message).encode() + b"\n")
+    except (OSError, ValueError, Unreachable):
+        return None
+    if not reply.get("ok") or not isinstance(reply.get("lease_until"), int | float):
+        return None
+    return reply
 
 
 def is_gateway(url: str | None) -> bool:

@@ -101,10 +101,14 @@ class AgentSession:
     ``lease_ttl`` is the lease of the claims it takes (default
     :data:`DEFAULT_AGENT_LEASE`); ``clock`` is the fleet's."""
 
-    def __init__(self, fleet: Fleet, swarm_id: str, *, lease_ttl: float = DEFAULT_AGENT_LEASE) -> None:
+    def __init__(self, fleet: Fleet, swarm_id: str, *, lease_ttl: float = DEFAULT_AGENT_LEASE,
+                 bus_setting: str | None = None) -> None:
         self.fleet = fleet
         self.swarm_id = _ident(swarm_id, "swarm id")
         self.lease_ttl = lease_ttl
+        #: the bus as the server was told it (``--bus``/``IF_BUS_URL``, None: the embedded
+        #: default): a command forwarded here acts only if its own setting is the same
+        self.bus_setting = bus_setting
         #: the claims this session handed out or found held: what tool use renews
         self._claims: dict[str, str | None] = {}
         self._handing = asyncio.Lock()
@@ -386,9 +390,32 @@ class AgentSession:
         op = request.get("op")
         if op == "guard":
             return await answer_guard(self.fleet, self.swarm_id, request)
+        if op == "heartbeat":
+            return await self.forwarded_heartbeat(request)
         if op not in ("start", "activity", "stop"):
-            raise ConfigurationError(f"op {str(op)[:20]!r} is not start, activity, stop or guard")
+            raise ConfigurationError(f"op {str(op)[:20]!r} is not start, activity, stop, guard or heartbeat")
         return await self.on_hook(str(op), repeat=bool(request.get("repeat", False)))
+
+    async def forwarded_heartbeat(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``ifctl task heartbeat`` of this swarm, forwarded by the command
+        (:func:`infrafabric.agent.control.heartbeat`) so that it costs a
+        process start and one round trip instead of loading the library: the
+        same :meth:`IFCoordinator.heartbeat <infrafabric.coordinator.IFCoordinator.heartbeat>`
+        the command would call. Refused (the command then acts itself) when
+        the command names another bus, or a field is malformed."""
+        bus = request.get("bus") or None
+        if bus != self.bus_setting:
+            mine, theirs = self.bus_setting or "the embedded default", bus or "the embedded default"
+            raise ConfigurationError(f"this server's bus is {mine}, not {theirs}")
+        task_id, claim_id = request.get("task_id"), request.get("claim_id")
+        lease_ttl = request.get("lease_ttl")
+        if not isinstance(task_id, str) or not (claim_id is None or isinstance(claim_id, str)):
+            raise ConfigurationError("a heartbeat needs task_id (text) and claim_id (text or null)")
+        if lease_ttl is not None and (isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float)):
+            raise ConfigurationError("lease_ttl must be a number of seconds or null")
+        until = await self.coordinator.heartbeat(self.swarm_id, _ident(task_id, "task_id"), claim_id,
+                                                 lease_ttl=None if lease_ttl is None else float(lease_ttl))
+        return {"task_id": task_id, "lease_until": until}
 
     async def on_hook(self, op: str, *, repeat: bool = False) -> dict[str, Any]:
         """A lifecycle hook's answer (``context`` to inject, or ``block``: why

@@ -26,7 +26,7 @@ async def serve_stdio(url: str | None, *, home: str | os.PathLike[str] | None, s
     existence: activity renews them (tool calls, and tool use through the
     hooks), so a session that hangs loses its task after its lease."""
     async with open_fleet(url, home=home, actor=swarm_id, lease_ttl=lease_ttl) as fleet:
-        session = AgentSession(fleet, swarm_id, lease_ttl=lease_ttl)
+        session = AgentSession(fleet, swarm_id, lease_ttl=lease_ttl, bus_setting=url)
         joined = await session.join(capabilities)
         log.info("serving swarm %s (%s) over stdio", swarm_id,
                  ", ".join(joined["capabilities"]) or "no capabilities")

@@ -4,7 +4,8 @@ Each top-level group is imported when it is first used (see
 :class:`~infrafabric.cli.app.IfGroup`): a command loads only what it needs.
 ``ifctl hook ...``, run by an agent's client after every tool use, goes
 straight to :mod:`infrafabric.agent.hooks` without loading the command line
-at all.
+at all; ``ifctl task heartbeat`` asks the swarm's running server when there is
+one (:mod:`infrafabric.cli.fast`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ def main() -> None:
         from infrafabric.agent.hooks import main as run_hook
 
         sys.exit(run_hook(sys.argv[2:]))
+    if sys.argv[1:3] == ["task", "heartbeat"]:  # every few minutes of every agent: its server answers
+        from infrafabric.cli.fast import heartbeat
+
+        code = heartbeat(sys.argv[3:])
+        if code is not None:
+            sys.exit(code)
     if sys.argv[1:3] == ["guard", "tool"]:  # a PreToolUse hook: before every tool call of every agent
         from infrafabric.agent.toolguard import main as run_guard
 

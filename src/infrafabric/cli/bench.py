@@ -1097,12 +1097,12 @@ def startup(backend: str | None, n: int) -> Outcome:
     """Time what an `ifctl` process costs before it does anything.
 
     Times the whole process, spawn to exit, of `ifctl --help`, of a real
-    `ifctl task heartbeat` on a claim, and of the post-tool-use and stop hooks
-    through the agent's running `ifctl mcp`; beside them `python -c pass` (the
-    floor of any process) and the heartbeat's work in a warm process (connect,
-    assemble, renew, close). The heartbeat's start-up is its wall time less
-    that work. Targets (p50): 150 ms for --help, the heartbeat's start-up and
-    each hook.
+    `ifctl task heartbeat` on a claim (with the agent's `ifctl mcp` running,
+    which answers it, and with none), and of the post-tool-use and stop hooks
+    through the agent's server; beside them `python -c pass` (the floor of
+    any process) and the heartbeat's work in a warm process (connect,
+    assemble, renew, close). The start-up of a heartbeat with no server is
+    its wall time less that work. Targets (p50): 150 ms for each.
 
     \b
     Examples:
@@ -1123,7 +1123,9 @@ def startup(backend: str | None, n: int) -> Outcome:
     result.update(backend=backend, server=server)
     ops = result["operations"]
     names = {"python": "python -c pass (the floor)", "help": "ifctl --help",
-             "heartbeat": "ifctl task heartbeat", "heartbeat_warm": "the heartbeat's work, warm process",
+             "heartbeat": "ifctl task heartbeat (no server)",
+             "heartbeat_warm": "the heartbeat's work, warm process",
+             "heartbeat_server": "ifctl task heartbeat (agent's server)",
              "hook_post-tool-use": "ifctl hook claude post-tool-use", "hook_stop": "ifctl hook claude stop"}
     lines = [f"bench startup on {backend}:// ({'temporary' if server.get('managed') else 'given'}), "
              f"{n} runs each, {result['duration_s']} s"]

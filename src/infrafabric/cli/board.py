@@ -338,6 +338,10 @@ def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None, lease_ttl:
     """Renew the lease on a claimed task, for as long as it was claimed with
     (`task claim|next --lease`), unless --lease says otherwise.
 
+    With the swarm's `ifctl mcp` running on this machine, the command asks it
+    to renew (one round trip, no library loaded: tens of milliseconds); with
+    none, or with --why, --trace or --mode, it acts on the bus itself.
+
     Example: ifctl task heartbeat P0.1.1 --swarm session-7 --claim b87ef3abb34144a3
     """
     remote = via_gateway("task_heartbeat", {"task_id": task_id, "claim_id": claim_id}, swarm_id,
