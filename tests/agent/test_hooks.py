@@ -284,6 +284,13 @@ async def test_task_heartbeat_goes_through_the_agents_server(fleet: Fleet, env: 
     task = await fleet.coordinator.get_task("T1")
     assert task is not None and task.lease_until == pytest.approx(answer["lease_until"])
     assert answer["lease_left_s"] == pytest.approx(900, abs=5)
+    # four processes at once through the one server: each renews, none is refused
+    beat = [IFCTL, "task", "heartbeat", "T1", "--claim", claim.claim_id, "--json"]
+    racers = [subprocess.Popen(beat, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(4)]
+    outputs = [p.communicate(timeout=60) for p in racers]
+    assert [p.returncode for p in racers] == [0, 0, 0, 0], outputs
+    assert all(json.loads(out)["lease_left_s"] > 800 for out, _err in outputs)
     # the full command (--why is not on the fast path) answers with the same fields
     modules, out, _ = ifctl_modules([*args, "--why"], full_env)
     assert "pydantic" in top_modules(modules)
