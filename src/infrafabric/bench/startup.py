@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from infrafabric.bench._common import (
     target_row,
     with_namespace,
 )
-from infrafabric.bench.hooks import PAYLOADS, SWARM, _start_server, _stop_server
+from infrafabric.bench.hooks import PAYLOADS, SWARM, _ifctl, _start_server, _stop_server, _time_process
 from infrafabric.bench.stats import summarize
 from infrafabric.bus import connect
 from infrafabric.fleet import assemble
@@ -54,23 +53,10 @@ __all__ = ["TARGET_MS", "bench_startup"]
 TARGET_MS = 150.0
 
 
-def _ifctl() -> str:
-    return str(Path(sys.executable).parent / "ifctl")
-
-
-def _time(args: list[str], env: dict[str, str], stdin: bytes = b"") -> int:
-    started = time.perf_counter_ns()
-    done = subprocess.run(args, input=stdin, env=env, capture_output=True, timeout=60)
-    took = time.perf_counter_ns() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} exited {done.returncode}: "
-                           f"{(done.stdout + done.stderr).decode(errors='replace')[-300:]}")
-    return took
-
-
 def _sample(args: list[str], env: dict[str, str], n: int, stdin: bytes = b"") -> dict[str, Any]:
-    _time(args, env, stdin)  # the first run fills the OS's page cache and Python's bytecode cache
-    return summarize([_time(args, env, stdin) for _ in range(n)])
+    """``n`` runs of the process (after one that warms the caches), summarized."""
+    _time_process(args, env, stdin)  # the first run fills the OS's page cache and Python's bytecode cache
+    return summarize([_time_process(args, env, stdin) for _ in range(n)])
 
 
 async def _warm_heartbeats(url: str, task_id: str, claim_id: str, n: int) -> dict[str, Any]:
