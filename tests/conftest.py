@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from infrafabric.bench.cluster import EtcdCluster, LocalCluster, NatsCluster
 from infrafabric.bus import EventBus, connect
-from infrafabric.bus.cluster import EtcdCluster, LocalCluster, NatsCluster
 from infrafabric.bus.embedded import Embedded
 from infrafabric.bus.servers import EtcdServer, LocalServer, NatsServer
 from infrafabric.bus.url import with_options

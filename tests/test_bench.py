@@ -834,7 +834,7 @@ def test_cli_coordinator_topology_falsify_changes_nothing(
         r = json.loads(result.stdout)
         assert r["mode"] == "falsify" and r["would_fail"] is False and r["topology"] == topology
         checks = {c["check"]: c for c in r["checks"]}
-        assert checks[binary]["ok"] and checks["module infrafabric.bus.cluster"]["ok"]
+        assert checks[binary]["ok"] and checks["module infrafabric.bench.cluster"]["ok"]
         assert "3-node" in checks["topology"]["detail"]
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 

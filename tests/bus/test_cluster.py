@@ -1,4 +1,4 @@
-"""The bus on real three-node clusters (:mod:`infrafabric.bus.cluster`): the
+"""The bus on real three-node clusters (:mod:`infrafabric.bench.cluster`): the
 basics through a URL naming every node, then faults injected into one node
 while a client writes (SIGKILL of the node the client is connected to,
 SIGKILL of the leader, SIGSTOP of a follower), checking that
@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 import nats
 import pytest
 
+from infrafabric.bench.cluster import EtcdCluster, LocalCluster, NatsCluster
 from infrafabric.bus import EventBus, EventKind, Health, Watch, WatchEvent, connect
-from infrafabric.bus.cluster import EtcdCluster, LocalCluster, NatsCluster
 from infrafabric.errors import BusTimeoutError, BusUnavailableError, ServerError
 
 log = logging.getLogger(__name__)

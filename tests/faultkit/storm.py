@@ -63,8 +63,8 @@ from faultkit.history import (
     recorded_debit,
 )
 from faultkit.proxy import TcpProxy
+from infrafabric.bench.cluster import LocalCluster
 from infrafabric.bus import EventBus, connect
-from infrafabric.bus.cluster import LocalCluster
 from infrafabric.coordinator import ClaimOutcome, IFCoordinator, TaskStatus
 from infrafabric.errors import InfraFabricError, NotOwnerError
 from infrafabric.fleet import assemble

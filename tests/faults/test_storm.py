@@ -33,8 +33,8 @@ import pytest
 from faultkit.checker import read_final_state
 from faultkit.proxy import TcpProxy
 from faultkit.storm import AGENT_TIMEOUT, FAULTS, StormReport, run_storm
+from infrafabric.bench.cluster import LocalCluster
 from infrafabric.bus import connect
-from infrafabric.bus.cluster import LocalCluster
 from infrafabric.coordinator import TaskStatus, Transition
 
 # delay and partition first: a NATS client that reconnects may reach a node by its advertised

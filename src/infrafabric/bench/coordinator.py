@@ -41,7 +41,7 @@ hook: it measures the calls themselves. Targets are reported with ``pass``
 and ``applies``; a benchmark never fails because of a timing.
 
 On a cluster (``server["nodes"] > 1``, e.g. a temporary
-:class:`~infrafabric.bus.cluster.NatsCluster` whose URL names every node and
+:class:`~infrafabric.bench.cluster.NatsCluster` whose URL names every node and
 ``?replicas=3``) the same run measures replicated writes; every target then
 has ``applies: false`` (they are defined for one node).
 :func:`compare_topologies` puts a single-node and a cluster report side by

@@ -589,7 +589,7 @@ CLUSTER_TIMEOUT_S = 15.0
 def _cluster_target(backend: str) -> Iterator[tuple[str, dict[str, Any], bool]]:
     """(url, server description, managed) of a temporary :data:`CLUSTER_NODES`-node
     cluster of ``backend`` on loopback, stopped and removed on exit."""
-    from infrafabric.bus.cluster import EtcdCluster, LocalCluster, NatsCluster
+    from infrafabric.bench.cluster import EtcdCluster, LocalCluster, NatsCluster
 
     made: LocalCluster[Any]
     server: dict[str, Any] = {"managed": True, "topology": "cluster", "nodes": CLUSTER_NODES}
@@ -716,7 +716,7 @@ def coordinator(backend: str | None, n: int, inflight: int, warmup: int | None,
                                  f"{n} samples (+{warm} warm-up) per latency, {n} claims for the "
                                  f"sustained rate, {inflight} in flight, {2 * n + warm} tasks",
                                  modules=("infrafabric.coordinator",)
-                                 + (("infrafabric.bus.cluster",) if topology != "single" else ()))
+                                 + (("infrafabric.bench.cluster",) if topology != "single" else ()))
         if topology != "single":
             checks.append(("topology", True,
                            f"{topology}: a temporary {CLUSTER_NODES}-node {backend} cluster on 127.0.0.1"

@@ -1,6 +1,7 @@
 """Local clusters (three nodes by default) of ``nats-server`` (JetStream) and etcd on loopback.
 
-For tests of failover and for trying a clustered bus on one machine. Each node
+For ``ifctl bench coordinator --topology cluster|both``, for the failover tests,
+and for trying a clustered bus on one machine. Each node
 is a :class:`~infrafabric.bus.servers.NatsServer` or
 :class:`~infrafabric.bus.servers.EtcdServer` with its own client port, peer
 (route) port and data directory under the cluster's directory::
