@@ -235,26 +235,20 @@ class IfGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Click's listing, but a group not yet imported is listed by its summary
-        instead of being imported for it: ``ifctl --help`` stays fast."""
-        rows: list[tuple[str, str | None]] = []
+        (a stand-in command carrying it) instead of being imported for it:
+        ``ifctl --help`` stays fast."""
+        commands = []
         for name in self.list_commands(ctx):
             command = self.commands.get(name)
-            if command is None and name in self.summaries:
-                rows.append((name, self.summaries[name]))
-            elif (command := command or self.get_command(ctx, name)) is not None and not command.hidden:
-                rows.append((name, None))
-        if not rows:
-            return
-        limit = formatter.width - 6 - max(len(name) for name, _ in rows)
-        listing = []
-        for name, summary in rows:
-            if summary is None:
-                command = self.commands[name]
-                listing.append((name, command.get_short_help_str(limit)))
-            else:
-                listing.append((name, click.Command(name, help=summary).get_short_help_str(limit)))
-        with formatter.section("Commands"):
-            formatter.write_dl(listing)
+            if command is None:
+                command = (click.Command(name, help=self.summaries[name]) if name in self.summaries
+                           else self.get_command(ctx, name))
+            if command is not None and not command.hidden:
+                commands.append((name, command))
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in commands])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -182,8 +182,6 @@ def _checks_outcome(checks: list[tuple[str, bool, str]], why: list[str] | None =
 def _require_extra(what: str, *modules: str) -> None:
     """Exit 2 naming the ``bench`` extra when a benchmark's optional modules are
     missing (a runtime-only install has no MCP SDK, web server or etcd client)."""
-    import importlib.util
-
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         verb = "is" if len(missing) == 1 else "are"

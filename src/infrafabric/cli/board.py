@@ -34,6 +34,7 @@ from infrafabric.cli.common import (
     who,
     with_fleet,
 )
+from infrafabric.cli.fast import LEASE_MAX, LEASE_MIN
 from infrafabric.cli.output import print_table
 from infrafabric.coordinator import DEFAULT_LEASE_TTL, ClaimOutcome, IFCoordinator, Task, TaskStatus
 from infrafabric.errors import ConfigurationError, SwarmStoppedError, TaskNotFoundError
@@ -260,7 +261,7 @@ async def _with_worktree(coord: IFCoordinator, outcome: Outcome, won: ClaimOutco
     return outcome
 
 
-lease_option = click.option("--lease", "lease_ttl", type=click.FloatRange(min=0.5, max=7 * 86400),
+lease_option = click.option("--lease", "lease_ttl", type=click.FloatRange(min=LEASE_MIN, max=LEASE_MAX),
                             default=DEFAULT_LEASE_TTL, show_default=True,
                             help="Seconds the claim lasts without a heartbeat; heartbeats renew it for "
                                  "as long.")
@@ -330,7 +331,7 @@ def _owned_command(op: str, task_id: str, swarm_id: str, claim_id: str | None,
 @click.argument("task_id", type=ID)
 @swarm_option
 @claim_option
-@click.option("--lease", "lease_ttl", type=click.FloatRange(min=0.5, max=7 * 86400),
+@click.option("--lease", "lease_ttl", type=click.FloatRange(min=LEASE_MIN, max=LEASE_MAX),
               help="Renew for this many seconds, which becomes the claim's lease "
                    "[default: the lease it was claimed with].")
 @contract

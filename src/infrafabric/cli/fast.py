@@ -23,10 +23,10 @@ TYPE_CHECKING = False  # typing costs the start-up this path exists to save
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["heartbeat"]
+__all__ = ["LEASE_MAX", "LEASE_MIN", "heartbeat"]
 
-#: the full command's --lease bounds (click.FloatRange(min=0.5, max=7 * 86400))
-_LEASE_MIN, _LEASE_MAX = 0.5, 7 * 86400.0
+#: the bounds of ``--lease`` (seconds) in ``task claim|next|heartbeat``, here and in the full commands
+LEASE_MIN, LEASE_MAX = 0.5, 7 * 86400
 
 
 def _parse(args: Sequence[str]) -> dict[str, str] | None:
@@ -73,7 +73,7 @@ def heartbeat(args: Sequence[str]) -> int | None:
             lease = float(parsed["lease"])
         except ValueError:
             return None
-        if not _LEASE_MIN <= lease <= _LEASE_MAX:
+        if not LEASE_MIN <= lease <= LEASE_MAX:
             return None
     if not swarm:
         return None
