@@ -7,6 +7,9 @@ test that needs a server is ever skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -18,6 +21,7 @@ from infrafabric.bus import EventBus, connect
 from infrafabric.bus.embedded import Embedded
 from infrafabric.bus.servers import EtcdServer, LocalServer, NatsServer
 from infrafabric.bus.url import with_options
+from support import persist_helpers
 
 BACKENDS = ("memory", "nats", "etcd")
 
@@ -34,6 +38,11 @@ def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             yield
         finally:
             Embedded(home).stop()  # only a server recorded there, if a test left one
+            # heartbeats leave the command line's persisted connection behind (the default):
+            # each exits by itself after IF_PERSIST idle seconds, but not after this session
+            for pid in persist_helpers(tmp_path_factory.getbasetemp()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")

@@ -172,3 +172,21 @@ def ifctl_modules(args: list[str], env: dict[str, str] | None = None, *,
 def top_modules(modules: set[str]) -> set[str]:
     """The top-level packages of ``modules``."""
     return {m.split(".")[0] for m in modules}
+
+
+def persist_helpers(under: Path) -> list[int]:
+    """The pids of the command line's persisted connections
+    (``python -m infrafabric.agent.persist``) whose socket lies under ``under``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        if b"infrafabric.agent.persist" in argv and len(argv) > 3:
+            sock = Path(os.fsdecode(argv[argv.index(b"infrafabric.agent.persist") + 1]))
+            if sock.is_relative_to(under):
+                found.append(int(entry.name))
+    return found

@@ -31,13 +31,14 @@ from infrafabric.statedir import state_dir
 
 TYPE_CHECKING = False  # the client side is on the hooks' path: typing alone costs ~15 ms
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
     from typing import Any
 
     from infrafabric.agent.hooks import Answer
     from infrafabric.agent.session import AgentSession
 
-__all__ = ["Refused", "Unreachable", "ask", "guard", "heartbeat", "is_gateway", "serve", "serve_answers",
+__all__ = ["DEFAULT_PERSIST", "PERSIST_ENV", "Refused", "Unreachable", "ask", "guard", "heartbeat",
+           "is_gateway", "persist_seconds", "persist_socket", "serve", "serve_answers", "serve_socket",
            "socket_path"]
 
 #: a hook waits this long for the server's answer (a stop may claim a task: one compare-and-swap)
@@ -84,15 +85,25 @@ def guard(swarm_id: str | None, cwd: str, paths: list[str], branches: list[str],
 
 def heartbeat(swarm_id: str, task_id: str, claim_id: str | None, lease_ttl: float | None,
               home: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
-    """``ifctl task heartbeat`` through the swarm's running server: its answer
-    (``task_id``, ``lease_until``), or None when there is no server, it does
-    not answer, it is on another bus, or it refuses: the command then acts on
-    the bus itself, and so reports any refusal in its own words."""
-    path = socket_path(swarm_id, home)
-    if not path.exists():
-        return None
+    """``ifctl task heartbeat`` through a running server: the swarm's own
+    (its ``ifctl mcp``), else the command line's persisted connection
+    (:mod:`infrafabric.agent.persist`). Its answer (``task_id``,
+    ``lease_until``), or None when neither is there, answers, is on this
+    command's bus, or accepts: the command then acts on the bus itself, and so
+    reports any refusal in its own words."""
     message = {"op": "heartbeat", "task_id": task_id, "claim_id": claim_id, "lease_ttl": lease_ttl,
                "bus": os.environ.get("IF_BUS_URL") or None}
+    reply = _heartbeat_on(socket_path(swarm_id, home), message)
+    if reply is None:
+        persisted = persist_socket(home)
+        if persisted is not None:
+            reply = _heartbeat_on(persisted, {**message, "swarm_id": swarm_id})
+    return reply
+
+
+def _heartbeat_on(path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
     try:
         _check_private(path.parent)
         reply = _round_trip(path, json.dumps(message).encode() + b"\n")
@@ -101,6 +112,66 @@ def heartbeat(swarm_id: str, task_id: str, claim_id: str | None, lease_ttl: floa
     if not reply.get("ok") or not isinstance(reply.get("lease_until"), int | float):
         return None
     return reply
+
+
+#: seconds the command line's persisted connection waits for a request before it exits
+PERSIST_ENV, DEFAULT_PERSIST = "IF_PERSIST", 600.0
+#: settings that do not change which bus a command reaches, or as whom
+_NOT_THE_CONNECTION = frozenset({"IF_SWARM_ID", "IF_PERSIST", "IF_DEBUG", "IF_CAPABILITIES"})
+#: settings (and bus URL options) that name a file or directory
+_PATHS = ("IF_HOME", "IF_CACHE_DIR", "IF_NATS_SERVER", "IF_ETCD", "IF_AGENT_TOKEN_FILE", "IF_BUS_TLS_CA",
+          "IF_BUS_TLS_CERT", "IF_BUS_TLS_KEY", "IF_BUS_PASSWORD_FILE", "IF_BUS_TOKEN_FILE", "IF_BUS_NKEY",
+          "IF_BUS_CREDS")
+_PATH_OPTIONS = ("tls_ca", "tls_cert", "tls_key", "password_file", "token_file", "nkey", "creds")
+
+
+def persist_seconds(environ: Mapping[str, str] | None = None, *, strict: bool = False) -> float:
+    """How long the persisted connection idles before it exits: ``IF_PERSIST``
+    seconds (default 600); 0 turns it off, and so does a value that is not a
+    finite number of seconds, unless ``strict``: then it is a ValueError."""
+    value = (os.environ if environ is None else environ).get(PERSIST_ENV, "").strip()
+    if not value:
+        return DEFAULT_PERSIST
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if 0 <= seconds < float("inf"):
+        return seconds
+    if strict:
+        raise ValueError(f"{PERSIST_ENV}={value[:40]!r} is not a number of seconds (0 or more; 0 turns the "
+                         "persisted connection off)")
+    return 0.0
+
+
+def persist_socket(home: str | os.PathLike[str] | None = None,
+                   environ: Mapping[str, str] | None = None) -> Path | None:
+    """Where the command line's persisted connection for this state directory
+    and these settings listens, or None when ``IF_PERSIST`` turns it off.
+
+    Named by a digest of every ``IF_*`` setting that decides the bus and the
+    credentials (and of the working directory, when one of them is a relative
+    path): a command reaches only a connection made exactly as its own would be."""
+    environ = os.environ if environ is None else environ
+    if not persist_seconds(environ):
+        return None
+    settings = sorted((k, v) for k, v in environ.items()
+                      if k.startswith("IF_") and k not in _NOT_THE_CONNECTION)
+    if _names_a_relative_path(environ):
+        settings.append(("cwd", os.getcwd()))
+    digest = hashlib.sha256(json.dumps(settings).encode("utf-8", errors="replace")).hexdigest()[:24]
+    return state_dir(home) / "agents" / f"persist-{digest}.sock"
+
+
+def _names_a_relative_path(environ: Mapping[str, str]) -> bool:
+    if any(environ.get(name) and not os.path.isabs(environ[name]) for name in _PATHS):
+        return True
+    query = environ.get("IF_BUS_URL", "").partition("?")[2]
+    for pair in query.split("&"):
+        option, _, value = pair.partition("=")
+        if option in _PATH_OPTIONS and value and not value.startswith(("/", "%2F", "%2f")):
+            return True
+    return False
 
 
 def is_gateway(url: str | None) -> bool:
@@ -214,12 +285,22 @@ async def serve_answers(swarm_id: str, answer: Callable[[dict[str, Any]], Awaita
     """Answer hooks for ``swarm_id`` with ``answer(request)`` on its socket
     while the block runs (:func:`serve`; an agent machine's ``ifctl mcp``
     answers through the gateway)."""
+    async with serve_socket(socket_path(swarm_id, home), answer) as path:
+        yield path
+
+
+@contextlib.asynccontextmanager
+async def serve_socket(path: Path, answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+                       ) -> AsyncIterator[Path]:
+    """Answer each request on the socket at ``path`` with ``answer(request)``
+    while the block runs: its directory made private, the socket bound
+    under a name of its own and renamed over ``path``, and removed on exit
+    unless a newer server has replaced it."""
     import asyncio
 
-    path = socket_path(swarm_id, home)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path.parent, 0o700)
-    # Bound under a name of its own, then renamed over the swarm's: a hook
+    # Bound under a name of its own, then renamed over the old one: a hook
     # looking for the socket finds the old one or the new one, never nothing.
     fresh = path.with_name(f".{path.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
@@ -254,7 +335,7 @@ async def serve_answers(swarm_id: str, answer: Callable[[dict[str, Any]], Awaita
         server.close()
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == mine:  # not a newer server's socket
-                path.unlink()
+                os.unlink(path)
         await server.wait_closed()
 
 

@@ -42,6 +42,8 @@ __all__ = [
     "MAX_WAIT",
     "PROTOCOL",
     "AgentSession",
+    "answer_guard",
+    "answer_heartbeat",
 ]
 
 #: seconds ``task_next`` waits for work by default: well inside every client's tool timeout
@@ -403,19 +405,7 @@ class AgentSession:
         same :meth:`IFCoordinator.heartbeat <infrafabric.coordinator.IFCoordinator.heartbeat>`
         the command would call. Refused (the command then acts itself) when
         the command names another bus, or a field is malformed."""
-        bus = request.get("bus") or None
-        if bus != self.bus_setting:
-            mine, theirs = self.bus_setting or "the embedded default", bus or "the embedded default"
-            raise ConfigurationError(f"this server's bus is {mine}, not {theirs}")
-        task_id, claim_id = request.get("task_id"), request.get("claim_id")
-        lease_ttl = request.get("lease_ttl")
-        if not isinstance(task_id, str) or not (claim_id is None or isinstance(claim_id, str)):
-            raise ConfigurationError("a heartbeat needs task_id (text) and claim_id (text or null)")
-        if lease_ttl is not None and (isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float)):
-            raise ConfigurationError("lease_ttl must be a number of seconds or null")
-        until = await self.coordinator.heartbeat(self.swarm_id, _ident(task_id, "task_id"), claim_id,
-                                                 lease_ttl=None if lease_ttl is None else float(lease_ttl))
-        return {"task_id": task_id, "lease_until": until}
+        return await answer_heartbeat(self.coordinator, self.swarm_id, self.bus_setting, request)
 
     async def on_hook(self, op: str, *, repeat: bool = False) -> dict[str, Any]:
         """A lifecycle hook's answer (``context`` to inject, or ``block``: why
@@ -543,6 +533,28 @@ def _row(task: Task, now: float) -> dict[str, Any]:
         row["capabilities"] = task.capabilities
     return row
 
+
+
+async def answer_heartbeat(coordinator: IFCoordinator, swarm_id: str, bus_setting: str | None,
+                           request: dict[str, Any]) -> dict[str, Any]:
+    """A forwarded ``ifctl task heartbeat`` (``task_id``, ``claim_id``,
+    ``lease_ttl``, ``bus``) of ``swarm_id``, answered by a server on the bus
+    ``bus_setting`` (None: the embedded default): ``task_id`` and
+    ``lease_until``. A :class:`ConfigurationError` when the command names
+    another bus or a field is malformed: the command then acts itself."""
+    bus = request.get("bus") or None
+    if bus != bus_setting:
+        mine, theirs = bus_setting or "the embedded default", bus or "the embedded default"
+        raise ConfigurationError(f"this server's bus is {mine}, not {theirs}")
+    task_id, claim_id = request.get("task_id"), request.get("claim_id")
+    lease_ttl = request.get("lease_ttl")
+    if not isinstance(task_id, str) or not (claim_id is None or isinstance(claim_id, str)):
+        raise ConfigurationError("a heartbeat needs task_id (text) and claim_id (text or null)")
+    if lease_ttl is not None and (isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float)):
+        raise ConfigurationError("lease_ttl must be a number of seconds or null")
+    until = await coordinator.heartbeat(_ident(swarm_id, "swarm_id"), _ident(task_id, "task_id"), claim_id,
+                                        lease_ttl=None if lease_ttl is None else float(lease_ttl))
+    return {"task_id": task_id, "lease_until": until}
 
 
 async def answer_guard(fleet: Fleet, swarm_id: str | None, request: dict[str, Any]) -> dict[str, Any]:

@@ -4,8 +4,8 @@ Each top-level group is imported when it is first used (see
 :class:`~infrafabric.cli.app.IfGroup`): a command loads only what it needs.
 ``ifctl hook ...``, run by an agent's client after every tool use, goes
 straight to :mod:`infrafabric.agent.hooks` without loading the command line
-at all; ``ifctl task heartbeat`` asks the swarm's running server when there is
-one (:mod:`infrafabric.cli.fast`).
+at all; ``ifctl task heartbeat`` asks the swarm's running server, or the connection
+an earlier heartbeat left, when there is one (:mod:`infrafabric.cli.fast`).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
@@ -340,11 +341,21 @@ def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None, lease_ttl:
     (`task claim|next --lease`), unless --lease says otherwise.
 
     With the swarm's `ifctl mcp` running on this machine, the command asks it
-    to renew (one round trip, no library loaded: tens of milliseconds); with
-    none, or with --why, --trace or --mode, it acts on the bus itself.
+    to renew (one round trip, no library loaded: tens of milliseconds). With
+    none, the first heartbeat acts on the bus itself and leaves a persisted
+    connection behind that answers the next ones as quickly: heartbeats only,
+    for commands with the same bus settings, until IF_PERSIST seconds pass
+    without one (default 600; 0 turns it off) or `ifctl coordinator stop`.
+    With --why, --trace or --mode, the command always acts itself.
 
     Example: ifctl task heartbeat P0.1.1 --swarm session-7 --claim b87ef3abb34144a3
     """
+    from infrafabric.agent.control import persist_seconds
+
+    try:
+        persist_seconds(strict=True)
+    except ValueError as exc:  # before anything acts: bad input changes nothing
+        raise ConfigurationError(str(exc), hint="unset IF_PERSIST for the default (600 s)") from None
     remote = via_gateway("task_heartbeat", {"task_id": task_id, "claim_id": claim_id}, swarm_id,
                          lambda d: [f"lease on {task_id} renewed for {d['lease_s']} s"])
     if remote is not None:
@@ -353,6 +364,7 @@ def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None, lease_ttl:
     async def act(coord: IFCoordinator) -> Outcome:
         until = await coord.heartbeat(swarm_id, task_id, claim_id, lease_ttl=lease_ttl)
         left = until - time.time()
+        _leave_connection(settings())
         return Outcome(data={"task_id": task_id, "lease_until": until, "lease_left_s": round(left, 1)},
                        lines=[f"lease on {task_id} renewed for {left:.1f} s"],
                        why=_owned_why(swarm_id, claim_id, (
@@ -360,6 +372,20 @@ def task_heartbeat(task_id: str, swarm_id: str, claim_id: str | None, lease_ttl:
                            if lease_ttl else "the lease was renewed for the lease it was claimed with")))
 
     return _owned_command("heartbeat", task_id, swarm_id, claim_id, act)
+
+
+def _leave_connection(s: Settings) -> None:
+    """After a heartbeat that acted itself, leave the command line's persisted
+    connection behind (:mod:`infrafabric.agent.persist`), so that the next one
+    with these settings costs tens of milliseconds; only when this command's
+    bus and state directory are the ones the environment names (the next
+    command finds it by them), and never for want of it."""
+    if s.falsify or (s.bus or None) != (os.environ.get("IF_BUS_URL") or None) \
+            or (s.home or None) != (os.environ.get("IF_HOME") or None):
+        return
+    from infrafabric.agent.persist import spawn
+
+    spawn()
 
 
 @task.command("release")

@@ -259,7 +259,8 @@ async def _probe(url: str) -> Health:
 @coordinator.command()
 @contract
 def stop() -> Outcome:
-    """Stop the embedded coordinator (only the process recorded in the state directory).
+    """Stop the embedded coordinator (only the process recorded in the state directory),
+    its agent gateway, and the persisted connections `ifctl task heartbeat` left.
 
     Example: ifctl coordinator stop
     """
@@ -269,19 +270,24 @@ def stop() -> Outcome:
         info = embedded.info()
         return falsify_report([Check("server", True, f"running: would stop pid {info.pid}" if info
                                      else "none running: nothing to stop (not an error)")])
+    from infrafabric.agent.persist import close_all
+
     gateway = Gateway(embedded.home).stop()
+    closed = close_all(embedded.home)  # they would only wait for a server that is gone
     info = embedded.stop()
     why = [f"state directory {embedded.home}, from {s.home_origin()}",
            f"only the nats-server recorded in {embedded.home / 'coordinator.json'} is stopped, and only "
            "if that process is still the server it recorded"]
+    persisted = [f"{closed} persisted connection{'s' if closed != 1 else ''} of ifctl task heartbeat closed"
+                 ] if closed else []
     if info is None:
-        return Outcome(data={"stopped": False, "home": str(embedded.home)},
-                       lines=[f"coordinator not running (state directory {embedded.home})"],
+        return Outcome(data={"stopped": False, "home": str(embedded.home), "persisted_closed": closed},
+                       lines=[f"coordinator not running (state directory {embedded.home})", *persisted],
                        why=[*why, "no live server is recorded"])
     return Outcome(data={"stopped": True, "pid": info.pid, "url": info.url,
-                         "gateway_stopped": gateway is not None},
+                         "gateway_stopped": gateway is not None, "persisted_closed": closed},
                    lines=[f"coordinator stopped (pid {info.pid}); data kept in {Path(info.data_dir)}"]
-                   + ([f"agent gateway stopped (pid {gateway.pid})"] if gateway else []),
+                   + ([f"agent gateway stopped (pid {gateway.pid})"] if gateway else []) + persisted,
                    why=[*why, "its JetStream data stays in the state directory; ifctl coordinator start "
                               "resumes with it"])
 

@@ -1,9 +1,10 @@
-"""``ifctl task heartbeat`` through the agent's running server, without loading the library.
+"""``ifctl task heartbeat`` through a running server, without loading the library.
 
 A shell loop or an agent renews its claim with ``ifctl task heartbeat`` every
 few minutes, a new process each time. When the swarm's ``ifctl mcp`` runs on
-this machine (the documented setup for an agent), it already holds the bus and
-the fleet: the command asks it over its control socket
+this machine (the documented setup for an agent), or the persisted connection
+an earlier heartbeat left (:mod:`infrafabric.agent.persist`), it already holds
+the bus and the fleet: the command asks it over its socket
 (:func:`infrafabric.agent.control.heartbeat`) and prints what the full command
 would, at the cost of a process start and one round trip. Anything else (no
 server, another bus, a refusal, a flag this path does not know, an agent
