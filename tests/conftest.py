@@ -38,11 +38,18 @@ def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             yield
         finally:
             Embedded(home).stop()  # only a server recorded there, if a test left one
-            # heartbeats leave the command line's persisted connection behind (the default):
-            # each exits by itself after IF_PERSIST idle seconds, but not after this session
-            for pid in persist_helpers(tmp_path_factory.getbasetemp()):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture(autouse=True)
+def _persisted_connections_end_with_their_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Heartbeats leave the command line's persisted connection behind (the
+    default), each waiting IF_PERSIST (600) idle seconds: the ones a test
+    started (their sockets are under the session's temporary directory) end
+    with it, so that none holds memory, or a bus, for the tests after it."""
+    yield
+    for pid in persist_helpers(tmp_path_factory.getbasetemp()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from infrafabric.agent.control import persist_seconds, persist_socket
+from infrafabric.agent.control import _round_trip, persist_seconds, persist_socket
 from infrafabric.bus import connect
 from infrafabric.bus.servers import NatsServer
 from infrafabric.fleet import Fleet, assemble
@@ -229,19 +228,7 @@ async def test_it_answers_heartbeats_only(claimed: tuple[Fleet, str], engine_url
     before = await fleet.coordinator.get_task("T1")
 
     def ask(line: bytes) -> dict[str, object]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(30)
-            s.connect(str(sock))
-            s.sendall(line + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        answer = json.loads(data)
-        assert isinstance(answer, dict)
-        return answer
+        return _round_trip(sock, line + b"\n")  # as the command's client sends it
 
     beat = {"op": "heartbeat", "swarm_id": "agent-1", "task_id": "T1", "claim_id": claim_id,
             "bus": engine_url}
