@@ -298,6 +298,10 @@ async def test_task_heartbeat_goes_through_the_agents_server(fleet: Fleet, env: 
     # a stale token: the server refuses, and the full command says why, exit 1
     _, _, err = ifctl_modules(["task", "heartbeat", "T1", "--claim", "0123456789abcdef"], full_env, code=1)
     assert "stale" in err or "does not hold" in err, err
+    # a bad IF_PERSIST is refused (exit 2) whether or not a server could answer
+    _, _, err = ifctl_modules(["task", "heartbeat", "T1", "--claim", claim.claim_id],
+                              full_env | {"IF_PERSIST": "soon"}, code=2)
+    assert "IF_PERSIST='soon'" in err, err
     # another bus than the server's: the server does not act on its own bus for it
     other = full_env | {"IF_BUS_URL": engine_url.replace("namespace=", "namespace=other")}
     _, _, err = ifctl_modules(["task", "heartbeat", "T1", "--claim", claim.claim_id], other, code=2)

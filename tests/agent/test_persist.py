@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from infrafabric.agent.control import _round_trip, persist_seconds, persist_socket
+from infrafabric.agent.persist import spawn
 from infrafabric.bus import connect
 from infrafabric.bus.servers import NatsServer
 from infrafabric.fleet import Fleet, assemble
@@ -76,6 +78,8 @@ async def test_the_first_heartbeat_leaves_a_connection_the_next_ones_use(
     sock = _socket(env)
     _until(sock.exists, "the persisted connection listens")
     [helper] = persist_helpers(tmp_path)
+    # it holds no worktree it was started from: its working directory is the state directory
+    assert os.readlink(f"/proc/{helper}/cwd") == str(tmp_path)
     # the next: no library, the lease renewed on the bus to --lease, the full command's fields
     modules, out, _ = ifctl_modules([*beat, "--lease", "900", "--json"], env)
     assert not top_modules(modules) & LIBRARY
@@ -135,6 +139,15 @@ async def test_a_race_to_leave_one_leaves_one(nats_server: NatsServer, namespace
         assert _socket(env).exists()
         modules, _, _ = ifctl_modules(["task", "heartbeat", "T1", "--claim", claim_id], env)
         assert "pydantic" in top_modules(modules)
+        # `ifctl coordinator stop` counts the connections running, not the sockets left
+        _until(lambda: len(persist_helpers(tmp_path)) == 1, "a fresh connection starts")
+        os.kill(persist_helpers(tmp_path)[0], signal.SIGKILL)
+        _until(lambda: not persist_helpers(tmp_path), "the killed connection is gone")
+        stopped = subprocess.run([IFCTL, "coordinator", "stop", "--json"], env=env, capture_output=True,
+                                 text=True, timeout=60)
+        assert json.loads(stopped.stdout)["persisted_closed"] == 0 and not _socket(env).exists()
+        modules, _, _ = ifctl_modules(["task", "heartbeat", "T1", "--claim", claim_id], env)
+        assert "pydantic" in top_modules(modules)
         _until(lambda: len(persist_helpers(tmp_path)) == 1, "a fresh connection starts")
         _until(lambda: not top_modules(ifctl_modules(["task", "heartbeat", "T1", "--claim", claim_id],
                                                      env)[0]) & LIBRARY, "the fresh connection answers")
@@ -186,13 +199,26 @@ async def test_turned_off_or_misset(claimed: tuple[Fleet, str], engine_url: str,
 
 
 def test_settings_name_the_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    base = {"IF_BUS_URL": "nats://127.0.0.1:4222", "IF_HOME": str(tmp_path)}
+    base = {"IF_BUS_URL": "nats://127.0.0.1:4222", "IF_BUS_PASSWORD": "hunter2", "IF_HOME": str(tmp_path)}
 
     def path(**more: str) -> Path | None:
         return persist_socket(str(tmp_path), base | more)
 
-    here = path()
-    assert here is not None and here.parent == tmp_path / "agents" and here.name.startswith("persist-")
+    # named with the state directory's own key: none yet, none there; the key is the user's only
+    assert path() is None
+    here = persist_socket(str(tmp_path), base, create=True)
+    assert here is not None and here == path() and here.parent == tmp_path / "agents"
+    key = tmp_path / "agents" / "persist.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600" and len(key.read_bytes()) == 32
+    # the same settings in another state directory: another key, another name (a name in a
+    # process list cannot be checked against guessed passwords without the key)
+    elsewhere = persist_socket(str(tmp_path / "other"), base, create=True)
+    assert elsewhere is not None and elsewhere.name != here.name
+    # a damaged key is replaced when a connection is next left behind
+    key.write_bytes(b"short")
+    assert path() is None
+    here = persist_socket(str(tmp_path), base, create=True)
+    assert here is not None and here == path() and len(key.read_bytes()) == 32
     # what does not decide the bus or the credentials does not matter
     assert path(IF_SWARM_ID="x") == path(IF_PERSIST="30") == path(IF_DEBUG="1") == here
     # what does, does
@@ -246,3 +272,49 @@ async def test_it_answers_heartbeats_only(claimed: tuple[Fleet, str], engine_url
     assert good["ok"] is True and isinstance(good["lease_until"], float)
     assert oct((tmp_path / "agents").stat().st_mode & 0o777) == "0o700"
     assert oct(sock.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_it_lives_an_hour_at_most(claimed: tuple[Fleet, str], engine_url: str, tmp_path: Path) -> None:
+    """Busy or not, it exits MAX_LIFE after it started (here 2 s), so that the
+    next heartbeat starts one running the code installed since."""
+    _, claim_id = claimed
+    env = _env(engine_url, tmp_path)
+    sock = persist_socket(env["IF_HOME"], env, create=True)
+    assert sock is not None
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "infrafabric.agent.persist", str(sock),
+                             "--home", str(tmp_path), "--idle", "600", "--max-life", "2"], env=env)
+    try:
+        _until(sock.exists, "the persisted connection listens")
+        modules, _, _ = ifctl_modules(["task", "heartbeat", "T1", "--claim", claim_id], env)
+        assert not top_modules(modules) & LIBRARY  # it answers
+        while proc.poll() is None:  # a heartbeat every few hundred ms: never idle
+            ifctl_modules(["task", "heartbeat", "T1", "--claim", claim_id], env)
+            if time.monotonic() - started > 60:
+                raise AssertionError("the connection outlived its --max-life")
+        assert proc.returncode == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_one_that_failed_is_not_started_again_at_once(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that cannot start (here: no bus at that address) says why
+    in its log, and the next heartbeats do not start another for a minute."""
+    for name in [k for k in os.environ if k.startswith("IF_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("IF_HOME", str(tmp_path))
+    monkeypatch.setenv("IF_BUS_URL", "nats://127.0.0.1:9?timeout=1")
+    sock = spawn()
+    assert sock is not None
+    log = sock.with_suffix(".log")
+    _until(lambda: not persist_helpers(tmp_path) and log.stat().st_size > 0,
+           "the connection fails and says why")
+    assert "the persisted connection at" in log.read_text()
+    assert spawn() is None  # within the minute: none started
+    time.sleep(1.0)
+    assert not persist_helpers(tmp_path)
+    os.utime(log, (time.time() - 120, time.time() - 120))
+    assert spawn() == sock  # a minute later, another try
+    _until(lambda: not persist_helpers(tmp_path), "it fails again")

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 
 from infrafabric.statedir import state_dir
@@ -91,6 +92,10 @@ def heartbeat(swarm_id: str, task_id: str, claim_id: str | None, lease_ttl: floa
     ``lease_until``), or None when neither is there, answers, is on this
     command's bus, or accepts: the command then acts on the bus itself, and so
     reports any refusal in its own words."""
+    try:
+        persist_seconds(strict=True)
+    except ValueError:
+        return None  # the full command refuses the setting (exit 2), whichever server runs
     message = {"op": "heartbeat", "task_id": task_id, "claim_id": claim_id, "lease_ttl": lease_ttl,
                "bus": os.environ.get("IF_BUS_URL") or None}
     reply = _heartbeat_on(socket_path(swarm_id, home), message)
@@ -145,22 +150,65 @@ def persist_seconds(environ: Mapping[str, str] | None = None, *, strict: bool = 
 
 
 def persist_socket(home: str | os.PathLike[str] | None = None,
-                   environ: Mapping[str, str] | None = None) -> Path | None:
+                   environ: Mapping[str, str] | None = None, *, create: bool = False) -> Path | None:
     """Where the command line's persisted connection for this state directory
-    and these settings listens, or None when ``IF_PERSIST`` turns it off.
+    and these settings listens, or None when ``IF_PERSIST`` turns it off (or
+    none was ever started here, unless ``create``).
 
-    Named by a digest of every ``IF_*`` setting that decides the bus and the
-    credentials (and of the working directory, when one of them is a relative
-    path): a command reaches only a connection made exactly as its own would be."""
+    Named by a keyed digest of every ``IF_*`` setting that decides the bus
+    and the credentials (and of the working directory, when one of them is a
+    relative path), and of this interpreter and version: a command reaches
+    only a connection made exactly as its own would be, running the same
+    code. The key (``agents/persist.key``, the user's only) is there so that
+    the name, which a process list shows, tells nothing of a password in
+    those settings."""
+    from infrafabric import __version__
+
     environ = os.environ if environ is None else environ
     if not persist_seconds(environ):
         return None
+    agents = state_dir(home) / "agents"
+    key = _persist_key(agents, create=create)
+    if key is None:
+        return None
     settings = sorted((k, v) for k, v in environ.items()
                       if k.startswith("IF_") and k not in _NOT_THE_CONNECTION)
+    settings += [("python", sys.executable), ("version", __version__)]
     if _names_a_relative_path(environ):
         settings.append(("cwd", os.getcwd()))
-    digest = hashlib.sha256(json.dumps(settings).encode("utf-8", errors="replace")).hexdigest()[:24]
-    return state_dir(home) / "agents" / f"persist-{digest}.sock"
+    digest = hashlib.blake2b(json.dumps(settings).encode("utf-8", errors="replace"), key=key, digest_size=12)
+    return agents / f"persist-{digest.hexdigest()}.sock"
+
+
+_KEY_SIZE = 32
+
+
+def _persist_key(agents: Path, *, create: bool) -> bytes | None:
+    path = agents / "persist.key"
+    key = _read(path)
+    if len(key) != _KEY_SIZE and create:
+        agents.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(agents, 0o700)
+        fresh = agents / f".persist.key.{os.getpid()}"
+        with os.fdopen(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            out.write(os.urandom(_KEY_SIZE))
+        try:
+            os.link(fresh, path)  # made only if there is none: a command racing this one keeps its own
+        except FileExistsError:
+            if len(_read(path)) != _KEY_SIZE:  # a damaged one is replaced
+                os.replace(fresh, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(fresh)
+        key = _read(path)
+    return key if len(key) == _KEY_SIZE else None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 def _names_a_relative_path(environ: Mapping[str, str]) -> bool:

@@ -17,15 +17,22 @@ What it may do, and when it goes:
   fenced by the same claim token, on the same bus. It never renews anything by
   itself and never marks a swarm present, so a dead agent's claims lapse as
   they would without it.
-* Its socket is named by a digest of every ``IF_*`` setting that decides the
-  bus and the credentials (:func:`~infrafabric.agent.control.persist_socket`):
-  a command made with other settings never reaches it.
+* Its socket is named by a keyed digest of every ``IF_*`` setting that
+  decides the bus and the credentials, and of the interpreter and version
+  (:func:`~infrafabric.agent.control.persist_socket`): a command made with
+  other settings, or by other code, never reaches it, and the name tells
+  nothing of a password.
 * One per socket: a lock taken before anything is loaded, so the losers of a
-  race to start one exit at once.
+  race to start one exit at once. A socket left by one that was killed does
+  not stop the next from starting; one that failed (its log says why) is not
+  started again for a minute.
 * It exits after ``IF_PERSIST`` seconds without a request (default 600; ``0``
-  turns the whole mechanism off), when its socket is removed or replaced (a
-  state directory deleted), on SIGTERM or SIGINT, and after any request the
-  bus fails (the command then acts itself, and starts a fresh one). Its
+  turns the whole mechanism off), an hour after it started (the next
+  heartbeat starts a fresh one, running the code installed since), when its
+  socket is removed or replaced (a state directory deleted; ``ifctl
+  coordinator stop``), on SIGTERM or SIGINT, and after any request it could
+  not answer but for a refusal (the bus failed it, or refused its
+  credentials: the command then acts itself, and starts a fresh one). Its
   warnings go to ``persist-<digest>.log`` beside the socket.
 """
 
@@ -46,63 +53,89 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["close_all", "main", "spawn"]
+__all__ = ["MAX_LIFE", "close_all", "main", "spawn"]
 
-#: how often the idle timeout and the socket are checked, in seconds
+#: how often the idle timeout, the lifetime and the socket are checked, in seconds
 _TICK = 1.0
+#: a connection exits this long after it started, busy or not (after the request in hand): the
+#: next heartbeat starts a fresh one, so code installed since is what answers
+MAX_LIFE = 3600.0
+#: a connection that failed this recently (its log says why) is not started again at once
+_BACKOFF = 60.0
 
 
 def spawn(home: str | os.PathLike[str] | None = None) -> Path | None:
     """Leave a persisted connection behind for this command's settings (see
-    the module docs), unless ``IF_PERSIST`` turns it off or one already
-    listens: the socket it will listen on, or None. Returns at once; the
-    process loads and connects on its own."""
-    path = persist_socket(home)
-    if path is None or _alive(path):
-        return None
+    the module docs), unless ``IF_PERSIST`` turns it off, one already holds
+    the socket, or the last one failed less than a minute ago: the socket it
+    will listen on, or None. Returns at once; the process loads and connects
+    on its own."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path.parent, 0o700)
-        with open(path.with_suffix(".log"), "ab") as log:  # the child keeps its own copy of the descriptor
-            os.chmod(log.name, 0o600)
+        path = persist_socket(home, create=True)
+        if path is None or _holder(path) is not None or _failed_lately(path):
+            return None
+        # the last one's log only (none is alive to write to it): a connection failing again and
+        # again must not grow it without end
+        with open(path.with_suffix(".log"), "wb") as out:  # the child keeps its own copy of the descriptor
+            os.chmod(out.name, 0o600)
             subprocess.Popen(
                 [sys.executable, "-m", "infrafabric.agent.persist", str(path),
                  "--home", str(path.parent.parent), "--idle", repr(persist_seconds())],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out, start_new_session=True,
                 close_fds=True)
     except OSError as exc:  # the command did its work: this only makes the next one quicker
         import logging
 
         logging.getLogger("infrafabric.agent.persist").warning(
-            "could not leave a persisted connection behind at %s: %s", path, exc)
+            "could not leave a persisted connection behind: %s", exc)
         return None
     return path
 
 
-def _alive(path: Path) -> bool:
-    """Whether a persisted connection holds the lock of ``path`` (a socket
-    left by one that was killed is not one)."""
+def _failed_lately(path: Path) -> bool:
+    """Whether the last connection here wrote to its log (only a failure
+    does) less than :data:`_BACKOFF` seconds ago."""
+    try:
+        st = os.stat(path.with_suffix(".log"))
+    except OSError:
+        return False
+    return st.st_size > 0 and time.time() - st.st_mtime < _BACKOFF
+
+
+def _holder(path: Path) -> int | None:
+    """The pid of the persisted connection holding the lock of ``path``
+    (0 if it has not written it yet), or None when none does: a socket left
+    by one that was killed is not one."""
     try:
         fd = os.open(path.with_suffix(".lock"), os.O_RDWR)
     except OSError:
-        return False
+        return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        return None
     finally:
         os.close(fd)  # releases the lock if this took it
-    return False
 
 
 def close_all(home: str | os.PathLike[str]) -> int:
-    """Close every persisted connection of the state directory ``home`` (each
-    exits within a second of its socket going, :data:`_TICK`): how many."""
+    """Close every persisted connection of the state directory ``home``: each
+    is sent SIGTERM (one still connecting too) and its socket removed. How
+    many were running."""
     closed = 0
-    for sock in (Path(home) / "agents").glob("persist-*.sock"):
+    for lock in (Path(home) / "agents").glob("persist-*.lock"):
+        sock = lock.with_suffix(".sock")
+        pid = _holder(sock)
         with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
+            sock.unlink()  # it exits within a tick of its socket going, whatever else happens
+        if pid is not None:
             closed += 1
+            if pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
     return closed
 
 
@@ -110,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m infrafabric.agent.persist SOCKET --home DIR --idle SECONDS``
     (started by :func:`spawn`)."""
     import argparse
+    import logging
+
     parser = argparse.ArgumentParser(
         prog="python -m infrafabric.agent.persist",
         description="The command line's persisted connection (see infrafabric.agent.persist); "
@@ -118,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, required=True, help="the state directory")
     parser.add_argument("--idle", type=float, required=True,
                         help="exit after this many seconds without a request")
+    parser.add_argument("--max-life", type=float, default=MAX_LIFE,
+                        help="exit this many seconds after starting [default: %(default)s]")
     args = parser.parse_args(argv)
     path: Path = args.socket.absolute()
-    import logging
-
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     log = logging.getLogger("infrafabric.agent.persist")
@@ -135,32 +170,36 @@ def main(argv: list[str] | None = None) -> int:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 0  # another one holds it, and answers
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")  # for close_all, while this holds the lock
+        lock.flush()
         import asyncio
 
         try:
-            asyncio.run(_serve(path, args.home, args.idle))
+            asyncio.run(_serve(path, args.home, args.idle, args.max_life))
         except Exception:
             log.exception("the persisted connection at %s failed", path)
             return 1
     return 0
 
 
-async def _serve(path: Path, home: Path, idle: float) -> None:
+async def _serve(path: Path, home: Path, idle: float, max_life: float) -> None:
     import asyncio
 
     from infrafabric.agent.control import serve_socket
     from infrafabric.agent.session import answer_heartbeat
-    from infrafabric.errors import ConfigurationError, InfraFabricError
+    from infrafabric.errors import ConfigurationError, RefusedError
     from infrafabric.fleet import open_fleet
 
     bus_setting = os.environ.get("IF_BUS_URL") or None
     done = asyncio.Event()
-    last = time.monotonic()
+    started = last = time.monotonic()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, done.set)
 
     async with open_fleet(bus_setting, home=home, watch=False, actor="cli", autostart=False) as fleet:
+        os.chdir(home)  # a worktree it was started from may go; relative settings were read when connecting
 
         async def answer(request: dict[str, Any]) -> dict[str, Any]:
             nonlocal last
@@ -172,9 +211,12 @@ async def _serve(path: Path, home: Path, idle: float) -> None:
                 raise ConfigurationError("a heartbeat needs swarm_id (text)")
             try:
                 return await answer_heartbeat(fleet.coordinator, swarm_id, bus_setting, request)
-            except InfraFabricError as exc:
-                if exc.transient:  # the bus failed it: let the command act, and start a fresh one
-                    done.set()
+            except (ConfigurationError, RefusedError):
+                raise  # the request's fault (a stale token): the command reports it
+            except BaseException:
+                # the bus failed it, or refused these credentials, or a bug: the command acts
+                # itself, and starts a fresh connection when it can
+                done.set()
                 raise
 
         async with serve_socket(path, answer):
@@ -182,7 +224,8 @@ async def _serve(path: Path, home: Path, idle: float) -> None:
             while not done.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), _TICK)
-                if time.monotonic() - last > idle or _inode(path) != mine:
+                now = time.monotonic()
+                if now - last > idle or now - started > max_life or _inode(path) != mine:
                     break
 
 
