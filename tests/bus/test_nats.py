@@ -593,3 +593,11 @@ async def test_a_cancellation_nats_py_swallows_is_raised_again(nbus: EventBus, c
     finally:
         nc._flush_pending = original  # type: ignore[method-assign]
         await sub.close()
+
+
+def test_free_ports_are_never_handed_out_twice() -> None:
+    """A 3-node cluster takes nine ports before any server binds one: the
+    kernel may hand a port it just freed to the next bind(0), which made a
+    node's route port its neighbour's monitor port (a cluster that never formed)."""
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)

@@ -48,11 +48,23 @@ __all__ = [
 START_TIMEOUT = 20.0
 
 
+#: ports this process handed out: the kernel may give a port it just freed to the very next
+#: bind(0), and a 3-node cluster asks for nine before any server binds one
+_ISSUED: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago, and that this
+    process has not handed out before."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _ISSUED:
+            _ISSUED.add(port)
+            return port
+    _ISSUED.clear()  # a long-lived process that used most of the range: start over
+    return free_port()
 
 
 def pid_alive(pid: int) -> bool:
