@@ -104,7 +104,7 @@ async def test_the_first_heartbeat_leaves_a_connection_the_next_ones_use(
     assert "no task 'T1'" in err, err
     # it renews nothing by itself: the lease stands where the last heartbeat put it
     before = await fleet.coordinator.get_task("T1")
-    time.sleep(2.5)
+    time.sleep(1.5)  # past a tick of its loop
     after = await fleet.coordinator.get_task("T1")
     assert before is not None and after is not None
     assert (after.lease_until, len(after.history)) == (before.lease_until, len(before.history))
@@ -179,6 +179,7 @@ async def test_it_goes_when_idle_and_when_its_bus_fails(namespace: str, tmp_path
     _until(lambda: not persist_helpers(tmp_path), "a connection whose bus failed exits")
 
 
+@pytest.mark.parametrize("engine_url", ["nats"], indirect=True)  # the connection: on both, above
 async def test_turned_off_or_misset(claimed: tuple[Fleet, str], engine_url: str, tmp_path: Path) -> None:
     fleet, claim_id = claimed
     beat = [IFCTL, "task", "heartbeat", "T1", "--claim", claim_id]
@@ -243,6 +244,7 @@ def test_settings_name_the_connection(tmp_path: Path, monkeypatch: pytest.Monkey
                 persist_seconds({"IF_PERSIST": value}, strict=True)
 
 
+@pytest.mark.parametrize("engine_url", ["nats"], indirect=True)  # the connection: on both, above
 async def test_it_answers_heartbeats_only(claimed: tuple[Fleet, str], engine_url: str,
                                           tmp_path: Path) -> None:
     fleet, claim_id = claimed
@@ -274,6 +276,7 @@ async def test_it_answers_heartbeats_only(claimed: tuple[Fleet, str], engine_url
     assert oct(sock.stat().st_mode & 0o777) == "0o600"
 
 
+@pytest.mark.parametrize("engine_url", ["nats"], indirect=True)  # the connection: on both, above
 async def test_it_lives_an_hour_at_most(claimed: tuple[Fleet, str], engine_url: str, tmp_path: Path) -> None:
     """Busy or not, it exits MAX_LIFE after it started (here 2 s), so that the
     next heartbeat starts one running the code installed since."""
