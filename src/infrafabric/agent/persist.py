@@ -175,10 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         lock.flush()
         import asyncio
 
+        from infrafabric.errors import InfraFabricError
+
         try:
             asyncio.run(_serve(path, args.home, args.idle, args.max_life))
-        except Exception:
-            log.exception("the persisted connection at %s failed", path)
+        except (InfraFabricError, OSError) as exc:  # a bug goes on to a traceback, in the same log
+            log.error("the persisted connection at %s failed: %s", path, exc)
             return 1
     return 0
 
@@ -213,7 +215,7 @@ async def _serve(path: Path, home: Path, idle: float, max_life: float) -> None:
                 return await answer_heartbeat(fleet.coordinator, swarm_id, bus_setting, request)
             except (ConfigurationError, RefusedError):
                 raise  # the request's fault (a stale token): the command reports it
-            except BaseException:
+            except Exception:
                 # the bus failed it, or refused these credentials, or a bug: the command acts
                 # itself, and starts a fresh connection when it can
                 done.set()
